@@ -1,0 +1,237 @@
+"""Configuration: ``enclave.toml`` loaded once into frozen, typed sections.
+
+``load_config(path)`` reads TOML with ``tomllib``, resolves every path against the config
+file's folder, and reports *all* problems at once in a ``ConfigError``. The only environment
+input anywhere in the gateway is ``ENCLAVE_CONFIG`` (the default path for ``enclave serve``).
+Unknown sections and keys are errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from enclave.errors import ConfigError
+
+FORBIDDEN_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
+SUPPORTED_ALGORITHMS = ("ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "EdDSA")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 65536
+    query_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    issuer: str = ""
+    audience: str = ""
+    jwks_file: Path | None = None
+    jwks_url: str | None = None
+    algorithms: tuple[str, ...] = ("ES256", "RS256", "EdDSA")
+    roles_claim: str = "roles"
+    leeway_s: int = 30
+    jwks_min_refresh_s: float = 30.0  # addition: at most one unknown-kid refresh per interval
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    url: str = "sqlite:///state/enclave.db"
+
+
+@dataclass(frozen=True)
+class PoliciesConfig:
+    dir: Path = Path("policies")
+    data_dir: Path = Path("data")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Addition: DuckDB resources and where bounded (truncated) tables live."""
+
+    state_dir: Path = Path("state")  # bounded tables and the truncation seed live here
+    memory_limit: str = "2GB"
+    threads: int = 2
+    workers: int = 4  # concurrent DuckDB queries (thread pool size)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None = None
+    server: ServerConfig = field(default_factory=ServerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    policies: PoliciesConfig = field(default_factory=PoliciesConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "server": ServerConfig,
+    "auth": AuthConfig,
+    "store": StoreConfig,
+    "policies": PoliciesConfig,
+    "engine": EngineConfig,
+}
+_PATH_KEYS = {("auth", "jwks_file"), ("policies", "dir"), ("policies", "data_dir"),
+              ("engine", "state_dir")}
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get("ENCLAVE_CONFIG", "enclave.toml"))
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, type-check and resolve ``path``; raise ``ConfigError`` listing every problem."""
+    cfg_path = Path(path)
+    try:
+        raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{cfg_path}: file not found"]) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{cfg_path}: not valid TOML ({exc})"]) from None
+    return config_from_dict(raw, base=cfg_path.resolve().parent, path=cfg_path.resolve())
+
+
+def config_from_dict(raw: dict[str, Any], base: Path, path: Path | None = None) -> Config:
+    problems: list[str] = []
+    sections: dict[str, Any] = {}
+    for name in raw:
+        if name not in _SECTIONS:
+            problems.append(f"[{name}]: unknown section")
+    for name, cls in _SECTIONS.items():
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            problems.append(f"[{name}]: must be a table")
+            table = {}
+        sections[name] = _build_section(name, cls, table, base, problems)
+    auth: AuthConfig = sections["auth"]
+    problems.extend(_check_auth(auth))
+    server: ServerConfig = sections["server"]
+    if not 0 < server.port < 65536:
+        problems.append("server.port: must be between 1 and 65535")
+    if server.max_body_bytes <= 0:
+        problems.append("server.max_body_bytes: must be positive")
+    if server.query_timeout_s <= 0:
+        problems.append("server.query_timeout_s: must be positive")
+    store: StoreConfig = sections["store"]
+    if not store.url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        problems.append("store.url: must start with sqlite:/// or postgresql://")
+    engine: EngineConfig = sections["engine"]
+    if engine.threads < 1 or engine.workers < 1:
+        problems.append("engine.threads and engine.workers: must be at least 1")
+    if problems:
+        raise ConfigError(problems)
+    return Config(path=path, **sections)
+
+
+def _build_section(
+    name: str, cls: type[Any], table: dict[str, Any], base: Path, problems: list[str]
+) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    default = cls()
+    for key, value in table.items():
+        if key not in known:
+            problems.append(f"{name}.{key}: unknown key")
+            continue
+        expected = getattr(default, key)
+        if (name, key) in _PATH_KEYS:
+            if not isinstance(value, str) or not value:
+                problems.append(f"{name}.{key}: must be a non-empty path string")
+                continue
+            values[key] = (base / value).resolve()
+        elif isinstance(expected, bool):
+            if not isinstance(value, bool):
+                problems.append(f"{name}.{key}: must be true or false")
+                continue
+            values[key] = value
+        elif isinstance(expected, int) and not isinstance(expected, bool):
+            if not isinstance(value, int) or isinstance(value, bool):
+                problems.append(f"{name}.{key}: must be an integer")
+                continue
+            values[key] = value
+        elif isinstance(expected, float):
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                problems.append(f"{name}.{key}: must be a number")
+                continue
+            values[key] = float(value)
+        elif isinstance(expected, tuple):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                problems.append(f"{name}.{key}: must be a list of strings")
+                continue
+            values[key] = tuple(value)
+        else:
+            if not isinstance(value, str):
+                problems.append(f"{name}.{key}: must be a string")
+                continue
+            values[key] = value
+    obj = cls(**values)
+    # defaults that are paths resolve against the config folder too
+    for fname, fld in known.items():
+        if (name, fname) in _PATH_KEYS and fname not in values:
+            current = getattr(obj, fname)
+            if isinstance(current, Path):
+                obj = replace(obj, **{fname: (base / current).resolve()})
+        del fld
+    if name == "store" and "url" in values:
+        obj = replace(obj, url=resolve_store_url(values["url"], base))
+    elif name == "store":
+        obj = replace(obj, url=resolve_store_url(obj.url, base))
+    return obj
+
+
+def resolve_store_url(url: str, base: Path) -> str:
+    """Make a relative ``sqlite:///`` path absolute against ``base``."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix):
+        rest = url[len(prefix):]
+        if rest == ":memory:":
+            return url
+        p = Path(rest)
+        if not p.is_absolute():
+            p = (base / p).resolve()
+        return prefix + str(p)
+    return url
+
+
+def sqlite_path(url: str) -> str:
+    """The file path inside a resolved ``sqlite:///`` URL."""
+    return url[len("sqlite:///"):]
+
+
+def _check_auth(auth: AuthConfig) -> list[str]:
+    problems: list[str] = []
+    if not auth.issuer:
+        problems.append("auth.issuer: required")
+    if not auth.audience:
+        problems.append("auth.audience: required")
+    if (auth.jwks_file is None) == (auth.jwks_url is None):
+        problems.append("auth: exactly one of jwks_file / jwks_url is required")
+    if auth.jwks_url is not None and not auth.jwks_url.startswith(("https://", "http://")):
+        problems.append("auth.jwks_url: must be an http(s) URL")
+    if not auth.algorithms:
+        problems.append("auth.algorithms: must list at least one algorithm")
+    for alg in auth.algorithms:
+        if alg in FORBIDDEN_ALGORITHMS or alg.lower() == "none":
+            problems.append(f"auth.algorithms: {alg} is never accepted (public keys only)")
+        elif alg not in SUPPORTED_ALGORITHMS:
+            problems.append(f"auth.algorithms: unsupported algorithm {alg}")
+    if auth.leeway_s < 0 or auth.leeway_s > 300:
+        problems.append("auth.leeway_s: must be between 0 and 300")
+    if not auth.roles_claim:
+        problems.append("auth.roles_claim: must not be empty")
+    return problems
+
+
+# Documentation of every key (the README config table is checked against this list).
+CONFIG_KEYS: tuple[str, ...] = tuple(
+    f"{section}.{f.name}"
+    for section, cls in _SECTIONS.items()
+    for f in fields(cls)
+)

@@ -1,0 +1,225 @@
+"""The one error tree of Enclave Gateway.
+
+Every refusal the gateway makes is an ``EnclaveError`` subclass; ``web/problem.py`` renders
+it as ``application/problem+json`` by looking up ``status``/``type``/``title`` on the class.
+``detail`` is the instance's message: it must never contain a data value, an engine message or
+a stack trace. Anything that is not an ``EnclaveError`` renders as a bare 500.
+
+    EnclaveError                       500  internal
+    ├── ConfigError                    500  configuration (start-up only)
+    ├── PolicyFileError                400  policy-invalid  (tier/dataset validation)
+    ├── BadRequest                     400  bad-request
+    │   ├── UnsupportedQuery           400  unsupported-query
+    │   └── InvalidCursor              400  invalid-cursor
+    ├── AuthenticationError            401  invalid-token
+    │   ├── MissingToken               401  missing-token
+    │   ├── InvalidToken               401  invalid-token
+    │   └── RevokedToken               401  revoked-token
+    ├── Forbidden                      403  forbidden
+    │   ├── RoleRequired               403  role-required
+    │   ├── LicenceRefused             403  licence-refused
+    │   ├── TierRefused                403  tier-refused
+    │   ├── JurisdictionRefused        403  jurisdiction-refused
+    │   └── BudgetExhausted            403  budget-exhausted
+    ├── NotFound                       404  not-found
+    ├── MethodNotAllowed               405  method-not-allowed
+    ├── Conflict                       409  conflict
+    ├── PayloadTooLarge                413  payload-too-large
+    ├── UnsupportedMediaType           415  unsupported-media-type
+    ├── RateLimited                    429  rate-limited       (carries ``retry_after``)
+    ├── ServiceUnavailable             503  unavailable
+    │   ├── AuditUnavailable           503  audit-unavailable
+    │   └── StoreUnavailable           503  store-unavailable
+    └── QueryTimeout                   504  query-timeout
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+PROBLEM_BASE = "https://enclave-gateway.org/problems/"
+
+
+class EnclaveError(Exception):
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "internal"
+    title: ClassVar[str] = "Internal error"
+    outcome: ClassVar[str] = "error"  # audit outcome: "denied" for refusals, "error" for failures
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+
+    @classmethod
+    def type_uri(cls) -> str:
+        return PROBLEM_BASE + cls.type
+
+
+class ConfigError(EnclaveError):
+    type = "configuration"
+    title = "Configuration error"
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
+
+
+class BadRequest(EnclaveError):
+    status = 400
+    type = "bad-request"
+    title = "Bad request"
+    outcome = "denied"
+
+
+class PolicyFileError(BadRequest):
+    """A tier or dataset definition failed validation; ``problems`` lists every one."""
+
+    type = "policy-invalid"
+    title = "Invalid policy"
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
+
+
+class UnsupportedQuery(BadRequest):
+    type = "unsupported-query"
+    title = "Unsupported query"
+
+
+class InvalidCursor(BadRequest):
+    type = "invalid-cursor"
+    title = "Invalid cursor"
+
+
+class AuthenticationError(EnclaveError):
+    status = 401
+    type = "invalid-token"
+    title = "Authentication failed"
+    outcome = "denied"
+
+
+class MissingToken(AuthenticationError):
+    type = "missing-token"
+    title = "Bearer token required"
+
+
+class InvalidToken(AuthenticationError):
+    type = "invalid-token"
+    title = "Invalid token"
+
+
+class RevokedToken(AuthenticationError):
+    type = "revoked-token"
+    title = "Token revoked"
+
+
+class Forbidden(EnclaveError):
+    status = 403
+    type = "forbidden"
+    title = "Forbidden"
+    outcome = "denied"
+
+
+class RoleRequired(Forbidden):
+    type = "role-required"
+    title = "Role required"
+
+
+class LicenceRefused(Forbidden):
+    type = "licence-refused"
+    title = "Licence does not permit this request"
+
+
+class TierRefused(Forbidden):
+    type = "tier-refused"
+    title = "Tier policy does not permit this query"
+
+
+class JurisdictionRefused(Forbidden):
+    type = "jurisdiction-refused"
+    title = "Jurisdiction not permitted"
+
+
+class BudgetExhausted(Forbidden):
+    type = "budget-exhausted"
+    title = "Privacy budget exhausted"
+
+
+class NotFound(EnclaveError):
+    status = 404
+    type = "not-found"
+    title = "Not found"
+    outcome = "denied"
+
+
+class MethodNotAllowed(EnclaveError):
+    status = 405
+    type = "method-not-allowed"
+    title = "Method not allowed"
+    outcome = "denied"
+
+
+class Conflict(EnclaveError):
+    status = 409
+    type = "conflict"
+    title = "Conflict"
+    outcome = "denied"
+
+
+class PayloadTooLarge(EnclaveError):
+    status = 413
+    type = "payload-too-large"
+    title = "Request body too large"
+    outcome = "denied"
+
+
+class UnsupportedMediaType(EnclaveError):
+    status = 415
+    type = "unsupported-media-type"
+    title = "Unsupported media type"
+    outcome = "denied"
+
+
+class RateLimited(EnclaveError):
+    status = 429
+    type = "rate-limited"
+    title = "Rate limit exceeded"
+    outcome = "denied"
+
+    def __init__(self, detail: str = "", retry_after: int = 60) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, int(retry_after))
+
+
+class ServiceUnavailable(EnclaveError):
+    status = 503
+    type = "unavailable"
+    title = "Service unavailable"
+
+
+class AuditUnavailable(ServiceUnavailable):
+    type = "audit-unavailable"
+    title = "Audit log unavailable; nothing was released"
+
+
+class StoreUnavailable(ServiceUnavailable):
+    type = "store-unavailable"
+    title = "State store unavailable"
+
+
+class QueryTimeout(EnclaveError):
+    status = 504
+    type = "query-timeout"
+    title = "Query timed out"
+
+
+def all_error_classes() -> list[type[EnclaveError]]:
+    """Every class of the tree, root first (used by the error-shape tests and OpenAPI)."""
+    out: list[type[EnclaveError]] = []
+    stack: list[type[EnclaveError]] = [EnclaveError]
+    while stack:
+        cls = stack.pop(0)
+        out.append(cls)
+        stack.extend(cls.__subclasses__())
+    return out

@@ -1,0 +1,123 @@
+"""The state store: licences, revocations, versioned policies, the budget ledger, the release
+cache and the audit chain, behind one Protocol with two adapters (``sqlite.py`` default,
+``postgres.py`` for replicas).
+
+Every write that must be audited takes an ``AuditDraft`` and appends the record *in the same
+transaction* as the write itself, so a change and its audit record land together or not at all.
+``append()`` is the query path's single transaction: it re-checks the budget, debits the
+ledger, stores the release for the cache, and appends the audit record.
+If the store cannot be written, methods raise ``AuditUnavailable`` (for appends) or
+``StoreUnavailable`` (for reads), never a driver exception.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal, Protocol
+
+from enclave.audit.record import AuditDraft, AuditRecord
+from enclave.models import Licence
+
+PolicyKind = Literal["tier", "dataset"]
+
+
+@dataclass(frozen=True)
+class Charge:
+    """A budget debit, re-checked against its limits inside the transaction."""
+
+    licence_id: str
+    dataset: str
+    epsilon: Decimal
+    delta: Decimal
+    limit_epsilon: Decimal
+    limit_delta: Decimal
+    since: dt.datetime | None  # start of the current budget period (None: lifetime)
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    licence_id: str
+    cache_key: str
+    release: dict[str, Any]  # the released (noisy) JSON body, without audit_seq/budget
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    actor: str | None = None
+    dataset: str | None = None
+    action: str | None = None
+    outcome: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    licence_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PolicyVersion:
+    kind: PolicyKind
+    name: str
+    version: int
+    body: dict[str, Any]  # the validated JSON form (as the YAML file, plus "version")
+    created_at: str
+    actor: str
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the store answers."""
+
+    # --- licences (audited writes) ---
+    async def insert_licence(self, licence: Licence, audit: AuditDraft) -> AuditRecord:
+        """Raise ``Conflict`` if the subject already holds an active licence for one of its
+        datasets."""
+    async def update_licence(
+        self, licence_id: str, changes: dict[str, Any], audit: AuditDraft
+    ) -> tuple[Licence, AuditRecord]:
+        """Apply ``changes`` (already validated). ``NotFound`` if absent; ``Conflict`` if the
+        licence is revoked (final) or the change would create a second active licence."""
+    async def get_licence(self, licence_id: str) -> Licence | None: ...
+    async def list_licences(self, subject: str | None = None) -> list[Licence]: ...
+    async def licences_for(self, subject: str) -> list[Licence]:
+        """Every licence of ``subject`` (any status), newest first."""
+
+    # --- revocations ---
+    async def add_revocation(self, jti: str, reason: str, audit: AuditDraft) -> AuditRecord: ...
+    async def is_revoked(self, jti: str) -> bool: ...
+
+    # --- versioned tiers and datasets ---
+    async def put_policy(
+        self, kind: PolicyKind, name: str, body: dict[str, Any], actor: str,
+        audit: AuditDraft | None,
+    ) -> tuple[PolicyVersion, AuditRecord | None]:
+        """Store a new version (version = previous + 1, or 1). ``audit`` None only when
+        seeding from files at first start."""
+    async def get_policy(
+        self, kind: PolicyKind, name: str, version: int | None = None
+    ) -> PolicyVersion | None: ...
+    async def list_policies(self, kind: PolicyKind) -> list[PolicyVersion]:
+        """The latest version of each name."""
+    async def policy_history(self, kind: PolicyKind, name: str) -> list[PolicyVersion]: ...
+
+    # --- ledger and release cache ---
+    async def spent(
+        self, licence_id: str, dataset: str, since: dt.datetime | None
+    ) -> tuple[Decimal, Decimal]: ...
+    async def get_cached(self, licence_id: str, cache_key: str) -> dict[str, Any] | None: ...
+
+    # --- the audit chain ---
+    async def append(
+        self, draft: AuditDraft, charge: Charge | None = None, cache: CacheEntry | None = None
+    ) -> AuditRecord:
+        """One transaction: re-check ``charge`` against its limits (``BudgetExhausted``, and
+        nothing written, if it no longer fits), debit it, store ``cache``, append the record."""
+    async def audit_events(
+        self, flt: AuditFilter, after_seq: int = 0, limit: int = 100
+    ) -> list[AuditRecord]: ...
+    def audit_iter(self, batch: int = 1000) -> AsyncIterator[AuditRecord]: ...
+    async def audit_head(self) -> tuple[int, str]:
+        """(seq, hash) of the last record; (0, 64 zeros) when empty."""
