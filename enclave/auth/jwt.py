@@ -1,0 +1,147 @@
+"""Token verification: a token cannot steer its own check.
+
+``verify_token`` reads the unverified header only to pick the key (``kid``) and to refuse
+early what can never pass (``alg`` outside ``auth.algorithms``). The algorithms handed to
+pyjwt come from configuration, and the key from the JWKS is bound to one algorithm that fits
+its type (``JwksCache.get_key``), so ``none``, HS* "key confusion" and algorithm swaps fail.
+
+Header rules, decided here:
+
+- ``alg`` must be listed in ``auth.algorithms``; ``none`` and HS* are refused even if a
+  hand-built ``AuthConfig`` lists them (config validation refuses them too).
+- ``kid`` is required: the contract chooses keys by ``kid``; there is no "try every key".
+- ``crit`` is refused whatever it lists: we implement no JWS extension (not even ``b64``),
+  and RFC 7515 §4.1.11 says a recipient must reject critical extensions it does not apply.
+- ``jwk``, ``jku``, ``x5u`` and ``x5c`` are **refused**, not ignored: a token that brings its
+  own key (or a URL to one) is either misconfigured or an attack, and refusing makes either
+  visible in the audit log. Thumbprints (``x5t``) are harmless and ignored.
+- ``typ``, when present, must be ``JWT`` or ``at+jwt`` (RFC 9068 access tokens).
+
+Claims: ``iss``, ``aud``, ``sub`` and ``exp`` are required; ``iss`` must equal
+``auth.issuer`` exactly (checked again here, not only by pyjwt); ``aud`` must contain
+``auth.audience``; ``exp``/``nbf``/``iat`` are checked with ``auth.leeway_s``; ``sub`` must be
+a non-empty string; ``jti``, when present, a non-empty string. Every failure is an
+``InvalidToken`` whose detail is a short fixed reason, never token text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jwt
+from jwt import exceptions as jwt_errors
+from jwt.types import Options
+
+from enclave.auth.jwks import JwksCache
+from enclave.config import AuthConfig
+from enclave.errors import InvalidToken
+
+MAX_TOKEN_BYTES = 16 * 1024
+FORBIDDEN_HEADERS = ("jwk", "jku", "x5u", "x5c")
+ACCEPTED_TYP = frozenset({"jwt", "at+jwt", "application/at+jwt"})
+REQUIRED_CLAIMS = ["iss", "aud", "sub", "exp"]
+
+# pyjwt exception → short reason. Order matters: subclasses before their bases.
+_REASONS: tuple[tuple[type[Exception], str], ...] = (
+    (jwt_errors.ExpiredSignatureError, "token expired"),
+    (jwt_errors.ImmatureSignatureError, "token not yet valid"),
+    (jwt_errors.MissingRequiredClaimError, "missing required claim"),
+    (jwt_errors.InvalidAudienceError, "audience mismatch"),
+    (jwt_errors.InvalidIssuerError, "issuer mismatch"),
+    (jwt_errors.InvalidSubjectError, "invalid subject"),
+    (jwt_errors.InvalidJTIError, "invalid token id"),
+    (jwt_errors.InvalidIssuedAtError, "invalid issued-at"),
+    (jwt_errors.InvalidSignatureError, "bad signature"),
+    (jwt_errors.InvalidAlgorithmError, "algorithm not allowed"),
+    (jwt_errors.InvalidKeyError, "signing key unusable"),
+    (jwt_errors.DecodeError, "malformed token"),
+)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, jwt_errors.MissingRequiredClaimError):
+        return f"missing required claim: {exc.claim}"  # a claim name from our fixed list
+    for cls, reason in _REASONS:
+        if isinstance(exc, cls):
+            return reason
+    return "invalid token"
+
+
+def check_header(header: dict[str, Any], auth: AuthConfig) -> tuple[str, str]:
+    """Refuse what the header alone condemns; return ``(kid, alg)`` for the key lookup."""
+    alg = header.get("alg")
+    if (
+        not isinstance(alg, str)
+        or alg.lower() == "none"
+        or alg.upper().startswith("HS")
+        or alg not in auth.algorithms
+    ):
+        raise InvalidToken("algorithm not allowed")
+    if "crit" in header:
+        raise InvalidToken("unsupported critical header")
+    if any(name in header for name in FORBIDDEN_HEADERS):
+        raise InvalidToken("embedded or remote keys are not accepted")
+    typ = header.get("typ")
+    if typ is not None and (not isinstance(typ, str) or typ.lower() not in ACCEPTED_TYP):
+        raise InvalidToken("unexpected token type")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid or len(kid) > 256:
+        raise InvalidToken("missing or invalid key id")
+    return kid, alg
+
+
+async def verify_token(token: str, jwks: JwksCache, auth: AuthConfig) -> dict[str, Any]:
+    """Verify ``token`` against the JWKS and ``auth``; return its claims or raise."""
+    if not token or len(token) > MAX_TOKEN_BYTES:
+        raise InvalidToken("malformed token")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt_errors.PyJWTError:
+        raise InvalidToken("malformed token") from None
+    kid, alg = check_header(header, auth)
+    key = await jwks.get_key(kid, alg)
+    options: Options = {
+        "require": list(REQUIRED_CLAIMS),
+        "verify_signature": True,
+        "verify_exp": True,
+        "verify_nbf": True,
+        "verify_iat": True,
+        "verify_aud": True,
+        "verify_iss": True,
+        "verify_sub": True,
+        "verify_jti": True,
+        "enforce_minimum_key_length": True,
+    }
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key=key,
+            algorithms=list(auth.algorithms),
+            options=options,
+            audience=auth.audience,
+            issuer=auth.issuer,
+            leeway=auth.leeway_s,
+        )
+    except jwt_errors.PyJWTError as exc:
+        raise InvalidToken(_reason(exc)) from None
+    _check_claims(claims, auth)
+    return claims
+
+
+def _check_claims(claims: dict[str, Any], auth: AuthConfig) -> None:
+    """Belt and braces over pyjwt: shapes we rely on downstream."""
+    if claims.get("iss") != auth.issuer:
+        raise InvalidToken("issuer mismatch")
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub.strip():
+        raise InvalidToken("invalid subject")
+    aud = claims.get("aud")
+    audiences = [aud] if isinstance(aud, str) else aud
+    if not isinstance(audiences, list) or auth.audience not in audiences:
+        raise InvalidToken("audience mismatch")
+    jti = claims.get("jti")
+    if "jti" in claims and (not isinstance(jti, str) or not jti):
+        raise InvalidToken("invalid token id")
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        raise InvalidToken("invalid expiry")

@@ -1,0 +1,287 @@
+"""The query flow, top to bottom: the only module that knows the order of the stages.
+
+``run_query`` and ``estimate_query`` share every step up to the release cache:
+
+1. resolve: the dataset (registry), the caller's licence for it (store), its tier (registry)
+2. parse the SQL into a Plan (user SQL is never executed)
+3. authorize: role, licence, validity, tier, jurisdiction, plan rules, epsilon cap
+4. rate limit per licence
+5. price the plan with OpenDP (cost known before any data is touched)
+6. release cache: a repeat of the same plan, dataset version and epsilon costs nothing
+7. budget pre-check (refuse before touching data)
+--- estimate stops here; run_query goes on ---
+8. compile the plan to DuckDB SQL over the bounded table, run it off the loop (timeout)
+9. add noise, suppress small groups, order/limit the noisy rows
+10. one store transaction: re-check and debit the budget, keep the release, append the audit
+    record; only then is the result returned.
+
+Every refusal raised here is audited by ``web/problem.py`` with what ``actx`` knows by then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from enclave.audit.context import AuditContext
+from enclave.dp.mechanisms import PricedPlan, price_plan
+from enclave.dp.release import release
+from enclave.errors import BadRequest, BudgetExhausted, NotFound
+from enclave.ids import new_id
+from enclave.ledger.budget import period_window, remaining, to_decimal
+from enclave.models import DatasetSpec, Licence, Principal, Release, Tier, iso
+from enclave.policy.decide import authorize, licence_for, require
+from enclave.query.compile import assemble, compile_plan
+from enclave.query.parse import parse_query
+from enclave.query.plan import Plan
+from enclave.services import Services
+from enclave.store.base import CacheEntry, Charge
+
+
+@dataclass(frozen=True)
+class QueryRequest:
+    dataset: str
+    sql: str
+    epsilon: Decimal | None = None
+
+    @classmethod
+    def from_json(cls, body: Any) -> QueryRequest:
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object")
+        unknown = sorted(set(body) - {"dataset", "sql", "epsilon"})
+        if unknown:
+            raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
+        dataset, sql, eps = body.get("dataset"), body.get("sql"), body.get("epsilon")
+        if not isinstance(dataset, str) or not dataset:
+            raise BadRequest("'dataset' must be a non-empty string")
+        if not isinstance(sql, str) or not sql.strip():
+            raise BadRequest("'sql' must be a non-empty string")
+        epsilon: Decimal | None = None
+        if eps is not None:
+            if isinstance(eps, bool) or not isinstance(eps, int | float) or not math.isfinite(eps):
+                raise BadRequest("'epsilon' must be a finite number")
+            if eps <= 0:
+                raise BadRequest("'epsilon' must be positive")
+            epsilon = to_decimal(eps)
+        return cls(dataset=dataset, sql=sql, epsilon=epsilon)
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """Everything decided before any data is touched."""
+
+    licence: Licence
+    tier: Tier
+    spec: DatasetSpec
+    plan: Plan
+    priced: PricedPlan
+    cache_key: str
+    cached: dict[str, Any] | None
+    since: Any
+    renews: Any
+    spent_epsilon: Decimal
+    spent_delta: Decimal
+
+
+async def estimate_query(
+    svc: Services, principal: Principal, req: QueryRequest, actx: AuditContext
+) -> dict[str, Any]:
+    adm = await _admit(svc, principal, req, actx)
+    rem_eps, rem_delta = remaining(
+        adm.spent_epsilon, adm.spent_delta, adm.tier.budget_epsilon, adm.tier.budget_delta
+    )
+    fits = adm.cached is not None or (
+        adm.priced.epsilon <= rem_eps and adm.priced.delta <= rem_delta
+    )
+    record = await svc.store.append(
+        actx.draft("ok", epsilon=0.0, detail={"estimated_epsilon": float(adm.priced.epsilon)})
+    )
+    actx.audited = True
+    return {
+        "dataset": adm.spec.name,
+        "epsilon": float(adm.priced.epsilon if adm.cached is None else 0),
+        "delta": float(adm.priced.delta if adm.cached is None else 0),
+        "plan_epsilon": float(adm.priced.epsilon),
+        "plan_delta": float(adm.priced.delta),
+        "accuracy": adm.priced.accuracy,
+        "cached": adm.cached is not None,
+        "within_budget": fits,
+        "budget": _budget_json(rem_eps, rem_delta, adm.renews),
+        "audit_seq": record.seq,
+    }
+
+
+async def run_query(
+    svc: Services, principal: Principal, req: QueryRequest, actx: AuditContext
+) -> Release:
+    adm = await _admit(svc, principal, req, actx)
+    query_id = new_id("q")
+    actx.detail["query_id"] = query_id
+    if adm.cached is not None:
+        return await _replay(svc, adm, actx, query_id)
+    rem_eps, rem_delta = remaining(
+        adm.spent_epsilon, adm.spent_delta, adm.tier.budget_epsilon, adm.tier.budget_delta
+    )
+    if adm.priced.epsilon > rem_eps or adm.priced.delta > rem_delta:
+        raise BudgetExhausted(
+            f"this query costs epsilon {adm.priced.epsilon} and delta {adm.priced.delta}; "
+            f"remaining epsilon {rem_eps}, delta {rem_delta}"
+        )
+    table = await svc.warehouse.prepare(adm.spec)
+    compiled = compile_plan(adm.plan, adm.spec, table)
+    rows = await svc.warehouse.run(compiled, svc.config.server.query_timeout_s)
+    exact = assemble(compiled, rows)
+    released = release(adm.plan, adm.spec, adm.tier, adm.priced, exact)
+    body = {
+        "columns": list(released.columns),
+        "rows": [list(r) for r in released.rows],
+        "accuracy": released.accuracy,
+        "suppressed_groups": released.suppressed_groups,
+        "epsilon": str(adm.priced.epsilon),
+        "delta": str(adm.priced.delta),
+        "result_sha256": released.result_sha256,
+        "query_id": query_id,
+    }
+    charge = Charge(
+        licence_id=adm.licence.id,
+        dataset=adm.spec.name,
+        epsilon=adm.priced.epsilon,
+        delta=adm.priced.delta,
+        limit_epsilon=adm.tier.budget_epsilon,
+        limit_delta=adm.tier.budget_delta,
+        since=adm.since,
+    )
+    record = await svc.store.append(
+        actx.draft(
+            "ok",
+            epsilon=float(adm.priced.epsilon),
+            delta=float(adm.priced.delta),
+            result_sha256=released.result_sha256,
+        ),
+        charge=charge,
+        cache=CacheEntry(adm.licence.id, adm.cache_key, body),
+    )
+    actx.audited = True
+    left_eps, left_delta = remaining(
+        adm.spent_epsilon + adm.priced.epsilon,
+        adm.spent_delta + adm.priced.delta,
+        adm.tier.budget_epsilon,
+        adm.tier.budget_delta,
+    )
+    return Release(
+        query_id=query_id,
+        dataset=adm.spec.name,
+        columns=released.columns,
+        rows=released.rows,
+        epsilon_spent=adm.priced.epsilon,
+        delta_spent=adm.priced.delta,
+        cached=False,
+        accuracy=released.accuracy,
+        suppressed_groups=released.suppressed_groups,
+        budget=_budget_json(left_eps, left_delta, adm.renews),
+        audit_seq=record.seq,
+    )
+
+
+async def _admit(
+    svc: Services, principal: Principal, req: QueryRequest, actx: AuditContext
+) -> Admitted:
+    now = svc.clock()
+    actx.sql = req.sql
+    actx.dataset = req.dataset
+    spec = await svc.registry.dataset(req.dataset)
+    licences = await svc.store.licences_for(principal.subject)
+    licence = licence_for(licences, spec.name if spec else req.dataset)
+    if spec is None or licence is None:
+        raise NotFound(f"unknown dataset '{req.dataset}'")
+    actx.dataset = spec.name
+    actx.licence_id = licence.id
+    actx.tier = licence.tier
+    tier = await svc.registry.tier(licence.tier)
+    require(authorize(principal, licence, tier, spec, None, None, now))
+    assert tier is not None  # authorize refuses a missing tier
+    epsilon = req.epsilon if req.epsilon is not None else tier.max_epsilon_per_query
+    actx.epsilon = float(epsilon)
+    plan = parse_query(req.sql, spec)
+    require(authorize(principal, licence, tier, spec, plan, epsilon, now))
+    svc.limiter.check(licence.id, tier.rate_limit_per_minute)
+    priced = price_plan(plan, spec, tier, epsilon, declared_group_count(plan, spec))
+    cache_key = _cache_key(plan, spec, epsilon)
+    cached = await svc.store.get_cached(licence.id, cache_key)
+    since, renews = period_window(licence.valid_from, tier.period_days, now)
+    spent_eps, spent_delta = await svc.store.spent(licence.id, spec.name, since)
+    return Admitted(
+        licence=licence,
+        tier=tier,
+        spec=spec,
+        plan=plan,
+        priced=priced,
+        cache_key=cache_key,
+        cached=cached,
+        since=since,
+        renews=renews,
+        spent_epsilon=spent_eps,
+        spent_delta=spent_delta,
+    )
+
+
+async def _replay(
+    svc: Services, adm: Admitted, actx: AuditContext, query_id: str
+) -> Release:
+    """Return an earlier release to the same licence again, spending nothing."""
+    body = adm.cached
+    assert body is not None
+    record = await svc.store.append(
+        actx.draft(
+            "ok",
+            epsilon=0.0,
+            cached=True,
+            result_sha256=body["result_sha256"],
+            detail={"release_of": body["query_id"]},
+        )
+    )
+    actx.audited = True
+    rem_eps, rem_delta = remaining(
+        adm.spent_epsilon, adm.spent_delta, adm.tier.budget_epsilon, adm.tier.budget_delta
+    )
+    return Release(
+        query_id=query_id,
+        dataset=adm.spec.name,
+        columns=tuple(body["columns"]),
+        rows=tuple(tuple(r) for r in body["rows"]),
+        epsilon_spent=Decimal(0),
+        delta_spent=Decimal(0),
+        cached=True,
+        accuracy=body["accuracy"],
+        suppressed_groups=body["suppressed_groups"],
+        budget=_budget_json(rem_eps, rem_delta, adm.renews),
+        audit_seq=record.seq,
+        extra={"release_of": body["query_id"]},
+    )
+
+
+def declared_group_count(plan: Plan, spec: DatasetSpec) -> int | None:
+    """Number of groups the declared key set yields; None if any key is undeclared."""
+    count = 1
+    for name in plan.group_by:
+        col = spec.column(name)
+        if col is None or col.type != "category" or not col.values:
+            return None
+        count *= len(col.values)
+    return count
+
+
+def _cache_key(plan: Plan, spec: DatasetSpec, epsilon: Decimal) -> str:
+    text = f"{plan.normalized()}|{spec.name}|v{spec.version}|eps={epsilon.normalize()}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _budget_json(rem_eps: Decimal, rem_delta: Decimal, renews: Any) -> dict[str, Any]:
+    return {
+        "epsilon_remaining": float(rem_eps),
+        "delta_remaining": float(rem_delta),
+        "renews": iso(renews) if renews is not None else None,
+    }

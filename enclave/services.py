@@ -1,0 +1,28 @@
+"""The resources one request needs, in one typed bundle (no aiohttp here).
+
+The web layer builds this in ``create_app``'s cleanup contexts; the CLI builds the parts it
+needs. ``pipeline.py`` receives it, so the domain never reaches into the web application.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from enclave.config import Config
+from enclave.engine.warehouse import Warehouse
+from enclave.models import utcnow
+from enclave.policy.registry import Registry
+from enclave.ratelimit import RateLimiter
+from enclave.store.base import Store
+
+
+@dataclass
+class Services:
+    config: Config
+    store: Store
+    registry: Registry
+    warehouse: Warehouse
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    clock: Callable[[], dt.datetime] = utcnow

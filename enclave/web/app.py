@@ -1,0 +1,117 @@
+"""``create_app(config)``: the one application factory (sync, no I/O, no argv or env).
+
+Resources open and close in ``cleanup_ctx`` order: OpenDP features, the store, the JWKS cache,
+the DuckDB warehouse, then the services bundle (which seeds the registry from the policy files
+at first start and bounds every dataset version before the first request).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from enclave.auth.jwks import JwksCache
+from enclave.config import Config
+from enclave.dp.mechanisms import enable_dp
+from enclave.engine.warehouse import Warehouse
+from enclave.metrics import Metrics
+from enclave.policy.registry import Registry
+from enclave.services import Services
+from enclave.store import open_store
+from enclave.web import admin, health, researcher
+from enclave.web.keys import (
+    config_key,
+    jwks_key,
+    metrics_key,
+    registry_key,
+    services_key,
+    store_key,
+    warehouse_key,
+)
+from enclave.web.middleware import auth_middleware, request_id_middleware, security_headers
+from enclave.web.problem import problem_middleware
+
+log = logging.getLogger("enclave.web")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(
+        middlewares=[metrics_middleware, request_id_middleware, problem_middleware,
+                     auth_middleware],
+        client_max_size=config.server.max_body_bytes,
+    )
+    app[config_key] = config
+    app[metrics_key] = Metrics()
+    app.cleanup_ctx.extend([dp_ctx, store_ctx, jwks_ctx, warehouse_ctx, services_ctx])
+    app.add_routes(health.routes)
+    app.add_routes(researcher.routes)
+    app.add_routes(admin.routes)
+    app.on_response_prepare.append(security_headers)
+    return app
+
+
+async def dp_ctx(app: web.Application) -> AsyncIterator[None]:
+    enable_dp()
+    yield
+
+
+async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = open_store(app[config_key].store.url)
+    await store.open()
+    app[store_key] = store
+    try:
+        yield
+    finally:
+        await store.close()
+
+
+async def jwks_ctx(app: web.Application) -> AsyncIterator[None]:
+    jwks = JwksCache(app[config_key].auth)
+    app[jwks_key] = jwks
+    try:
+        yield
+    finally:
+        await jwks.close()
+
+
+async def warehouse_ctx(app: web.Application) -> AsyncIterator[None]:
+    warehouse = Warehouse(app[config_key].engine)
+    await warehouse.open()
+    app[warehouse_key] = warehouse
+    try:
+        yield
+    finally:
+        await warehouse.close()
+
+
+async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[config_key]
+    registry = Registry(app[store_key], cfg.policies.dir, cfg.policies.data_dir)
+    await registry.seed()
+    app[registry_key] = registry
+    svc = Services(
+        config=cfg, store=app[store_key], registry=registry, warehouse=app[warehouse_key]
+    )
+    app[services_key] = svc
+    for spec in await registry.datasets():
+        try:
+            await svc.warehouse.prepare(spec)
+        except Exception:
+            log.warning("dataset %s is not available yet", spec.name, exc_info=True)
+    yield
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    start = time.perf_counter()
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unmatched"
+    response = await handler(request)
+    metrics = request.app[metrics_key]
+    metrics.requests.labels(name, request.method, str(response.status)).inc()
+    metrics.latency.labels(name).observe(time.perf_counter() - start)
+    return response

@@ -1,0 +1,81 @@
+"""Request id, body-size guard and bearer authentication.
+
+Order (outermost first): ``request_id_middleware`` → ``problem_middleware`` →
+``auth_middleware``. Public routes (health, metrics, OpenAPI, console) skip authentication;
+everything else needs a valid bearer token, checked against revocations on every request.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from enclave.audit.context import AuditContext
+from enclave.auth.principal import authenticate
+from enclave.errors import PayloadTooLarge
+from enclave.ids import new_id
+from enclave.web.keys import (
+    audit_ctx_key,
+    config_key,
+    jwks_key,
+    principal_key,
+    request_id_key,
+    store_key,
+)
+from enclave.web.roles import is_public
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    given = request.headers.get("X-Request-Id", "")
+    request_id = given if _CLIENT_ID.match(given) else new_id("req")
+    request[request_id_key] = request_id
+    response = await handler(request)
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    route = request.match_info.route
+    if is_public(route.handler) or route.resource is None:
+        return await handler(request)
+    cfg = request.app[config_key]
+    length = request.content_length
+    if length is not None and length > cfg.server.max_body_bytes:
+        raise PayloadTooLarge(f"the body exceeds {cfg.server.max_body_bytes} bytes")
+    store = request.app[store_key]
+    principal = await authenticate(
+        request.headers.get("Authorization"),
+        request.app[jwks_key],
+        cfg.auth,
+        store.is_revoked,
+    )
+    request[principal_key] = principal
+    request[audit_ctx_key] = AuditContext(
+        request_id=request[request_id_key],
+        client=request.remote,
+        actor=principal.subject,
+        roles=tuple(sorted(principal.roles)),
+        detail={"method": request.method, "path": request.path},
+    )
+    return await handler(request)
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: no sniffing, no framing, no caching of answers."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    )
+    if request.path.startswith("/v1/"):
+        response.headers.setdefault("Cache-Control", "no-store")

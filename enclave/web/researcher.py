@@ -1,0 +1,140 @@
+"""Researcher endpoints: datasets, queries, estimates, budget, own history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from enclave import pipeline
+from enclave.errors import BadRequest, InvalidCursor
+from enclave.ledger.budget import period_window, remaining
+from enclave.models import iso
+from enclave.policy.decide import visible_datasets
+from enclave.store.base import AuditFilter
+from enclave.web.body import json_response, read_json
+from enclave.web.keys import audit_ctx_key, principal_key, services_key
+from enclave.web.roles import requires_role
+
+routes = web.RouteTableDef()
+MAX_PAGE = 500
+
+
+@routes.get("/v1/datasets")
+@requires_role("researcher")
+async def list_datasets(request: web.Request) -> web.Response:
+    svc = request.app[services_key]
+    principal = request[principal_key]
+    licences = await svc.store.licences_for(principal.subject)
+    tiers = {t.name: t for t in await svc.registry.tiers()}
+    specs = await svc.registry.datasets()
+    visible = visible_datasets(licences, tiers, specs, svc.clock())
+    return json_response({"datasets": [_dataset_json(s) for s in visible]})
+
+
+def _dataset_json(spec: Any) -> dict[str, Any]:
+    out = spec.to_json()
+    out.pop("source", None)  # where the data lives is the steward's business
+    return out
+
+
+@routes.post("/v1/queries")
+@requires_role("researcher")
+async def post_query(request: web.Request) -> web.Response:
+    actx = request[audit_ctx_key]
+    actx.action = "query"
+    req = pipeline.QueryRequest.from_json(await read_json(request))
+    result = await pipeline.run_query(
+        request.app[services_key], request[principal_key], req, actx
+    )
+    return json_response(result.to_json())
+
+
+@routes.post("/v1/queries/estimate")
+@requires_role("researcher")
+async def post_estimate(request: web.Request) -> web.Response:
+    actx = request[audit_ctx_key]
+    actx.action = "query.estimate"
+    req = pipeline.QueryRequest.from_json(await read_json(request))
+    result = await pipeline.estimate_query(
+        request.app[services_key], request[principal_key], req, actx
+    )
+    return json_response(result)
+
+
+@routes.get("/v1/budget")
+@requires_role("researcher")
+async def get_budget(request: web.Request) -> web.Response:
+    svc = request.app[services_key]
+    principal = request[principal_key]
+    now = svc.clock()
+    out = []
+    for lic in await svc.store.licences_for(principal.subject):
+        tier = await svc.registry.tier(lic.tier)
+        if tier is None:
+            continue
+        since, renews = period_window(lic.valid_from, tier.period_days, now)
+        for name in lic.datasets:
+            spent_eps, spent_delta = await svc.store.spent(lic.id, name, since)
+            rem_eps, rem_delta = remaining(
+                spent_eps, spent_delta, tier.budget_epsilon, tier.budget_delta
+            )
+            out.append({
+                "dataset": name,
+                "licence_id": lic.id,
+                "licence_status": lic.status,
+                "tier": tier.name,
+                "epsilon_spent": float(spent_eps),
+                "delta_spent": float(spent_delta),
+                "epsilon_remaining": float(rem_eps),
+                "delta_remaining": float(rem_delta),
+                "epsilon_limit": float(tier.budget_epsilon),
+                "delta_limit": float(tier.budget_delta),
+                "renews": iso(renews) if renews is not None else None,
+            })
+    return json_response({"budgets": out})
+
+
+@routes.get("/v1/queries")
+@requires_role("researcher")
+async def list_queries(request: web.Request) -> web.Response:
+    svc = request.app[services_key]
+    principal = request[principal_key]
+    limit = parse_limit(request.query.get("limit"), default=50)
+    after = parse_cursor(request.query.get("cursor"))
+    records = await svc.store.audit_events(
+        AuditFilter(actor=principal.subject, action="query"), after_seq=after, limit=limit
+    )
+    items = [
+        {
+            "query_id": (r.detail or {}).get("query_id"),
+            "ts": r.ts,
+            "dataset": r.dataset,
+            "sql": r.sql,
+            "epsilon": r.epsilon,
+            "delta": r.delta,
+            "cached": r.cached,
+            "outcome": r.outcome,
+            "reason": r.reason,
+            "audit_seq": r.seq,
+        }
+        for r in records
+    ]
+    next_cursor = str(records[-1].seq) if len(records) == limit else None
+    return json_response({"queries": items, "next_cursor": next_cursor})
+
+
+def parse_limit(raw: str | None, default: int) -> int:
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise BadRequest(f"limit must be an integer from 1 to {MAX_PAGE}")
+    return int(raw)
+
+
+def parse_cursor(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return 0
+    if not raw.isdigit() or len(raw) > 18:
+        raise InvalidCursor("the cursor is not one this server issued")
+    return int(raw)
