@@ -27,10 +27,12 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, Pub
 
 @dataclass(frozen=True)
 class KeyPaths:
-    private: Path
-    public: Path
-    jwks: Path
-    kid: str
+    """Where a dev key pair lives; ``kid`` is set when ``generate_keys`` made it."""
+
+    private_pem: Path
+    public_pem: Path
+    jwks_json: Path
+    kid: str | None = None
 
 
 def _b64(data: bytes) -> str:
@@ -97,9 +99,9 @@ def generate_keys(out_dir: Path, kid: str | None = None, *, overwrite: bool = Fa
     """Write ``private.pem`` (0600), ``public.pem`` and ``jwks.json`` for a new P-256 key."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = KeyPaths(out_dir / "private.pem", out_dir / "public.pem", out_dir / "jwks.json", "")
+    paths = KeyPaths(out_dir / "private.pem", out_dir / "public.pem", out_dir / "jwks.json")
     if not overwrite:
-        for p in (paths.private, paths.public, paths.jwks):
+        for p in (paths.private_pem, paths.public_pem, paths.jwks_json):
             if p.exists():
                 raise FileExistsError(f"{p} already exists")
     key = ec.generate_private_key(ec.SECP256R1())
@@ -110,17 +112,17 @@ def generate_keys(out_dir: Path, kid: str | None = None, *, overwrite: bool = Fa
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    paths.private.unlink(missing_ok=True)  # so the 0600 mode applies to a fresh file
-    fd = os.open(paths.private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    paths.private_pem.unlink(missing_ok=True)  # so the 0600 mode applies to a fresh file
+    fd = os.open(paths.private_pem, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(private_pem)
-    paths.public.write_bytes(
+    paths.public_pem.write_bytes(
         public.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
-    paths.jwks.write_text(json.dumps(jwks_document(public, kid), indent=2) + "\n", "utf-8")
-    return KeyPaths(paths.private, paths.public, paths.jwks, kid)
+    paths.jwks_json.write_text(json.dumps(jwks_document(public, kid), indent=2) + "\n", "utf-8")
+    return KeyPaths(paths.private_pem, paths.public_pem, paths.jwks_json, kid)
 
 
 def load_private_key(private_key_pem: bytes | Path) -> PrivateKeyTypes:

@@ -41,9 +41,9 @@ def generate_command(out_dir: Path, kid: str | None, force: bool) -> None:
         paths = generate_keys(out_dir, kid, overwrite=force)
     except FileExistsError as exc:
         raise click.ClickException(f"{exc} (use --force to replace the keys)") from None
-    click.echo(f"private key: {paths.private} (keep it secret)")
-    click.echo(f"public key:  {paths.public}")
-    click.echo(f"JWKS:        {paths.jwks} (point auth.jwks_file at it)")
+    click.echo(f"private key: {paths.private_pem} (keep it secret)")
+    click.echo(f"public key:  {paths.public_pem}")
+    click.echo(f"JWKS:        {paths.jwks_json} (point auth.jwks_file at it)")
     click.echo(f"kid:         {paths.kid}")
 
 

@@ -42,13 +42,13 @@ def keys(tmp_path: Path) -> dict[str, Any]:
     ec_path = generate_keys(tmp_path / "keys", kid="ec1")
     rsa_key = rsa.generate_private_key(65537, 2048)
     ed_key = ed25519.Ed25519PrivateKey.generate()
-    doc = json.loads(ec_path.jwks.read_text("utf-8"))
+    doc = json.loads(ec_path.jwks_json.read_text("utf-8"))
     doc["keys"] += jwks_document(rsa_key.public_key(), "rsa1")["keys"]
     doc["keys"] += jwks_document(ed_key.public_key(), "ed1")["keys"]
-    ec_path.jwks.write_text(json.dumps(doc), "utf-8")
+    ec_path.jwks_json.write_text(json.dumps(doc), "utf-8")
     return {
-        "jwks": ec_path.jwks,
-        "ec": ec_path.private.read_bytes(),
+        "jwks": ec_path.jwks_json,
+        "ec": ec_path.private_pem.read_bytes(),
         "rsa": pem(rsa_key),
         "ed": pem(ed_key),
     }
@@ -83,9 +83,7 @@ async def test_valid_es256_token(keys: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("family", ["rsa", "ed"])
-async def test_rs256_and_eddsa_accepted_when_configured(
-    keys: dict[str, Any], family: str
-) -> None:
+async def test_rs256_and_eddsa_accepted_when_configured(keys: dict[str, Any], family: str) -> None:
     auth = auth_for(keys, algorithms=("ES256", "RS256", "EdDSA"))
     async with JwksCache(auth) as cache:
         claims = await verify_token(token(keys, family), cache, auth)
@@ -251,4 +249,3 @@ async def test_revocation_not_consulted_for_invalid_tokens(keys: dict[str, Any])
         with pytest.raises(InvalidToken):
             await authenticate(f"Bearer {tok}", cache, auth, is_revoked)
     assert asked == []
-

@@ -1,0 +1,284 @@
+"""Pricing a plan: one OpenDP measurement per aggregate, built before any data is read.
+
+Neighbouring datasets differ by one privacy unit, i.e. by at most ``k = max_rows_per_unit``
+rows (truncation happens before any query). Sensitivities come from ``k`` and declared bounds
+only, never from data (opendp#2945: a grouped sum with ``Margin`` under-reports epsilon):
+
+==========================  =================  ==============================================
+aggregate                   input (per group)  l1 sensitivity of the vector over groups
+==========================  =================  ==============================================
+COUNT(*)                    i64 count          ``k`` (a unit adds at most k rows in all)
+COUNT(DISTINCT unit)        i64 count          ``min(k, G)`` (1 when ungrouped)
+SUM(col)                    float / i64 sum    ``k * max(|L|, |U|)``; int bounds use i64
+AVG(col)                    sum and COUNT(col) half the share each: sum as SUM, count as ``k``
+MEDIAN / QUANTILE_CONT      clamped values     symmetric distance ``k`` per group
+==========================  =================  ==============================================
+
+The query's epsilon is split evenly over its aggregates (plus one hidden count or the
+partition selection, below). Each scale is calibrated so that OpenDP's map at the sensitivity
+is at most the share; the composition is then checked against the charged epsilon, in exact
+Decimal arithmetic over OpenDP's float answers. The charged cost is exactly the Decimal epsilon.
+
+Quantile: OpenDP's map for ``make_private_quantile`` is linear in ``d_in`` (``map(d) = d *
+map(1)``, asserted in ``tests/unit/test_mechanisms.py``), so a unit whose ``<= k`` rows fall in
+several groups costs ``sum map(k_g) = map(sum k_g) <= map(k)``: the aggregate is charged
+``map(k)`` once, whatever the number of groups.
+
+Suppression (``tier.min_noisy_count > 0``): groups whose *noisy* count is below the minimum are
+dropped (post-processing). The count is the plan's COUNT(*) if any, else an AVG's noisy
+COUNT(col), else the partition selection's noisy counts, else one hidden noisy COUNT(*) added
+as one more aggregate sharing the split (it costs its share; it is never released).
+
+Undeclared keys (``n_groups is None``): groups come from the data through OpenDP's Laplace
+threshold mechanism over the per-group row count ``_n`` (one more share of epsilon; d_in
+``(l0, l1, linf) = (k, k, k)``). Per-query delta is ``tier.budget_delta / 10`` (ten such
+queries per budget); the threshold is the smallest integer at which OpenDP's map reports a
+delta within it. ``min(k, G)`` then uses ``G = tier.group_by_max_groups`` (the released cap).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal
+
+import opendp.prelude as dp
+
+from enclave.dp import calibrate as cal
+from enclave.dp.calibrate import enable_dp
+from enclave.errors import BadRequest, EnclaveError, TierRefused, UnsupportedQuery
+from enclave.models import ColumnSpec, DatasetSpec, Tier
+from enclave.query.plan import Aggregate, Plan
+
+__all__ = ["PricedAggregate", "PricedPlan", "enable_dp", "price_plan"]
+
+Part = Literal["value", "avg_sum", "avg_count", "hidden_count", "partition"]
+HIDDEN_ALIAS = "_n"  # the hidden suppression count and the partition selection read `_n`
+DELTA_SHARE_OF_BUDGET = Decimal(10)
+
+
+@dataclass(frozen=True)
+class PricedAggregate:
+    """One OpenDP measurement of the plan. ``epsilon`` is OpenDP's map at ``d_in``."""
+
+    alias: str  # output alias; HIDDEN_ALIAS for the hidden count and partition selection
+    kind: str  # an AggKind, or "partition"
+    d_in: int | float  # sensitivity (l1 over groups; symmetric distance k for quantiles)
+    scale: float
+    epsilon: float
+    ci95: float | None
+    measurement: Any = field(compare=False, repr=False)
+    part: Part = "value"
+    stat: str = ""  # the ExactGroups stat the measurement reads
+    integer: bool = True  # integer (discrete Laplace) input and output
+    delta: float = 0.0
+    threshold: int | None = None  # partition selection only
+
+    def map_d_in(self) -> Any:
+        """The argument OpenDP's privacy map takes for this measurement."""
+        if self.part == "partition":
+            k = int(self.d_in)
+            return (k, k, k)
+        return self.d_in
+
+
+@dataclass(frozen=True)
+class PricedPlan:
+    epsilon: Decimal  # charged, exactly the query's epsilon
+    delta: Decimal  # charged: 0, or tier.budget_delta / 10 with partition selection
+    aggregates: tuple[PricedAggregate, ...]
+    accuracy: dict[str, dict[str, float | None]]
+    opendp_epsilon: float  # composition of OpenDP maps (<= epsilon, checked exactly)
+    opendp_delta: float
+    share: float  # epsilon share per aggregate
+    n_groups: int | None  # None: undeclared keys, selected by the partition measurement
+    min_noisy_count: int
+    max_groups: int
+    suppress_with: int | None  # index in ``aggregates`` of the counts used for suppression
+
+
+def price_plan(
+    plan: Plan, spec: DatasetSpec, tier: Tier, epsilon: Decimal, n_groups: int | None
+) -> PricedPlan:
+    """Build and cost every measurement of ``plan``; touches no data."""
+    enable_dp()
+    if not epsilon.is_finite() or epsilon <= 0:
+        raise BadRequest("epsilon must be a positive number")
+    aggs = plan.aggregates
+    if not aggs:
+        raise UnsupportedQuery("a query needs at least one aggregate")
+    k = spec.max_rows_per_unit
+    grouped = bool(plan.group_by)
+    undeclared = grouped and n_groups is None
+    if undeclared and not tier.allow_undeclared_keys:
+        raise TierRefused("this tier does not allow grouping by undeclared keys")
+    groups = (tier.group_by_max_groups if undeclared else (n_groups or 1)) if grouped else 1
+
+    has_count = any(a.kind == "count" for a in aggs)
+    has_avg = any(a.kind == "avg" for a in aggs)
+    hidden = tier.min_noisy_count > 0 and not (has_count or has_avg) and not undeclared
+    parts = len(aggs) + (1 if hidden or undeclared else 0)
+    share = cal.even_share(epsilon, parts)
+
+    priced: list[PricedAggregate] = []
+    for i, agg in enumerate(aggs):
+        priced.extend(_price_aggregate(i, agg, spec, k, groups, share))
+    if hidden:
+        priced.append(_price_count(HIDDEN_ALIAS, "count", "_n", k, share, "hidden_count"))
+    delta = Decimal(0)
+    if undeclared:
+        delta = tier.budget_delta / DELTA_SHARE_OF_BUDGET
+        if delta <= 0:
+            raise TierRefused("grouping by undeclared keys needs a delta budget")
+        priced.append(_price_partition(k, share, cal.largest_float_at_most(delta)))
+
+    total_eps, total_delta = _compose(priced)
+    if total_eps > epsilon or total_delta > delta:
+        raise EnclaveError("privacy accounting failed")  # pragma: no cover - guarded above
+    accuracy: dict[str, dict[str, float | None]] = {a.alias: {"ci95": None} for a in aggs}
+    for p in priced:
+        if p.part == "value":
+            accuracy[p.alias] = {"ci95": p.ci95}
+    return PricedPlan(
+        epsilon=epsilon,
+        delta=delta,
+        aggregates=tuple(priced),
+        accuracy=accuracy,
+        opendp_epsilon=float(total_eps),
+        opendp_delta=float(total_delta),
+        share=share,
+        n_groups=None if undeclared else groups,
+        min_noisy_count=tier.min_noisy_count,
+        max_groups=tier.group_by_max_groups,
+        suppress_with=_suppression_source(priced) if tier.min_noisy_count > 0 else None,
+    )
+
+
+def _price_aggregate(
+    i: int, agg: Aggregate, spec: DatasetSpec, k: int, groups: int, share: float
+) -> list[PricedAggregate]:
+    if agg.kind == "count":
+        return [_price_count(agg.alias, "count", f"a{i}_count", k, share)]
+    if agg.kind == "count_distinct_units":
+        return [_price_count(agg.alias, agg.kind, f"a{i}_units", min(k, groups), share)]
+    col = _numeric_column(spec, agg)
+    low, high = col.bounds if col.bounds is not None else (0, 0)
+    if agg.kind == "sum":
+        return [_price_sum(agg.alias, "sum", f"a{i}_sum", col, k, share)]
+    if agg.kind == "avg":
+        half = share / 2
+        total = _price_sum(agg.alias, "avg", f"a{i}_sum", col, k, half, "avg_sum")
+        count = _price_count(agg.alias, "avg", f"a{i}_count", k, half, "avg_count")
+        return [total, count]
+    if agg.kind == "quantile":
+        q = 0.5 if agg.q is None else float(agg.q)
+        if not 0.0 < q < 1.0:
+            raise UnsupportedQuery("a quantile level must lie strictly between 0 and 1")
+        integer = col.type == "int" and _integral(low) and _integral(high)
+        cands = cal.quantile_candidates(float(low), float(high), integer)
+        meas, scale, eps = cal.calibrate(cal.quantile_builder(cands, q), k, share)
+        return [
+            PricedAggregate(
+                agg.alias, "quantile", k, scale, eps, None, meas, "value", f"a{i}_values", False
+            )
+        ]
+    raise UnsupportedQuery("unsupported aggregate")  # pragma: no cover - AggKind is closed
+
+
+def _price_count(
+    alias: str, kind: str, stat: str, sensitivity: int, share: float, part: Part = "value"
+) -> PricedAggregate:
+    meas, scale, eps = cal.calibrate(cal.count_builder(), sensitivity, share)
+    ci = dp.discrete_laplacian_scale_to_accuracy(scale, 0.05)
+    return PricedAggregate(alias, kind, sensitivity, scale, eps, ci, meas, part, stat, True)
+
+
+def _price_sum(
+    alias: str, kind: str, stat: str, col: ColumnSpec, k: int, share: float, part: Part = "value"
+) -> PricedAggregate:
+    assert col.bounds is not None  # noqa: S101 - _numeric_column checked it
+    low, high = col.bounds
+    integer = col.type == "int" and _integral(low) and _integral(high)
+    if integer:
+        d_in: int | float = k * max(abs(int(low)), abs(int(high)))
+        meas, scale, eps = cal.calibrate(cal.count_builder(), d_in, share)
+        ci = dp.discrete_laplacian_scale_to_accuracy(scale, 0.05)
+    else:
+        d_in = float(k) * max(abs(float(low)), abs(float(high)))
+        meas, scale, eps = cal.calibrate(cal.float_builder(), d_in, share)
+        ci = dp.laplacian_scale_to_accuracy(scale, 0.05)
+    if kind == "avg":
+        ci = None
+    return PricedAggregate(alias, kind, d_in, scale, eps, ci, meas, part, stat, integer)
+
+
+def _price_partition(k: int, share: float, delta: float) -> PricedAggregate:
+    d_in = (k, k, k)
+    reference = cal.threshold_builder(max(1, k))
+    _, scale, _ = cal.calibrate(reference, d_in, share)
+    threshold = cal.threshold_for_delta(scale, d_in, delta)
+    meas, scale, eps = cal.calibrate(cal.threshold_builder(threshold), d_in, share)
+    got_delta = float(meas.map(d_in)[1])
+    if got_delta > delta:  # the rebuilt scale can only be larger, so this should not happen
+        raise EnclaveError("partition selection exceeds its delta")  # pragma: no cover
+    return PricedAggregate(
+        HIDDEN_ALIAS, "partition", k, scale, eps, None, meas, "partition", "_n", True,
+        got_delta, threshold,
+    )  # fmt: skip
+
+
+def _compose(priced: list[PricedAggregate]) -> tuple[Decimal, Decimal]:
+    """Total (epsilon, delta) of the plan, as exact Decimals of OpenDP's float answers.
+
+    Measurements sharing input domain, metric, measure and ``d_in`` are composed with
+    ``dp.c.make_composition`` and that map is used; groups that cannot be composed (different
+    domains or sensitivities) are added, which is basic composition for pure DP.
+    """
+    buckets: dict[tuple[str, str, str, str], list[PricedAggregate]] = defaultdict(list)
+    for p in priced:
+        m = p.measurement
+        key = (str(m.input_domain), str(m.input_metric), str(m.output_measure), repr(p.map_d_in()))
+        buckets[key].append(p)
+    total_eps = Decimal(0)
+    total_delta = Decimal(0)
+    for members in buckets.values():
+        d_in = members[0].map_d_in()
+        if len(members) == 1:
+            answer = members[0].measurement.map(d_in)
+        else:
+            composed: Any = dp.c.make_composition([p.measurement for p in members])
+            answer = composed.map(d_in)
+        if isinstance(answer, tuple):
+            total_eps += Decimal(float(answer[0]))
+            total_delta += Decimal(float(answer[1]))
+        else:
+            total_eps += Decimal(float(answer))
+    return total_eps, total_delta
+
+
+def _suppression_source(priced: list[PricedAggregate]) -> int | None:
+    order = (("count", "value"), ("avg", "avg_count"), ("partition", "partition"))
+    for kind, part in order:
+        for idx, p in enumerate(priced):
+            if p.kind == kind and p.part == part:
+                return idx
+    for idx, p in enumerate(priced):
+        if p.part == "hidden_count":
+            return idx
+    return None
+
+
+def _numeric_column(spec: DatasetSpec, agg: Aggregate) -> ColumnSpec:
+    col = spec.column(agg.column or "")
+    if col is None or col.type not in ("int", "float") or col.bounds is None:
+        raise UnsupportedQuery("this aggregate needs a numeric column with declared bounds")
+    low, high = col.bounds
+    if not (math.isfinite(float(low)) and math.isfinite(float(high)) and low <= high):
+        raise UnsupportedQuery("the column's declared bounds are not usable")
+    return col
+
+
+def _integral(value: Any) -> bool:
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())

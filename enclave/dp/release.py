@@ -1,0 +1,220 @@
+"""Releasing a priced plan: exact group statistics in, noisy rows out.
+
+No exact value reaches the output except through an OpenDP measurement priced in
+``dp/mechanisms.py``; everything after the measurements (AVG as a ratio, clamping, group
+suppression, partition capping, ORDER BY, LIMIT, the AVG interval) is post-processing of noisy
+values and public metadata.
+
+- Rows follow the plan's select order (group columns and aggregates as the user wrote them).
+- Counts are Python ints (discrete Laplace); they are not clamped at 0, so they stay unbiased.
+- AVG = ``noisy_sum / max(noisy_count, 1)``, clamped to the declared bounds.
+- Suppression drops a group when its noisy count (see ``PricedPlan.suppress_with``) is below
+  ``tier.min_noisy_count``; an ungrouped query is one group and is suppressed the same way.
+- Undeclared keys: OpenDP's threshold mechanism keeps a key if its noisy row count clears the
+  threshold; at most ``tier.group_by_max_groups`` keys are kept, largest noisy counts first.
+- ``result_sha256`` = SHA-256 of ``{"columns": [...], "rows": [...]}`` as canonical JSON
+  (sorted keys, no whitespace, UTF-8; dates as ISO strings).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from enclave.dp.accuracy import avg_ci95
+from enclave.dp.mechanisms import PricedAggregate, PricedPlan
+from enclave.errors import EnclaveError
+from enclave.models import DatasetSpec, Tier
+from enclave.query.plan import Aggregate, ExactGroups, GroupColumn, Plan
+
+
+@dataclass(frozen=True)
+class ReleasedTable:
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+    accuracy: dict[str, dict[str, float | None]]
+    suppressed_groups: int
+    result_sha256: str
+
+
+def release(
+    plan: Plan, spec: DatasetSpec, tier: Tier, priced: PricedPlan, exact: ExactGroups
+) -> ReleasedTable:
+    """Apply every priced measurement to ``exact`` and build the noisy table."""
+    if tuple(exact.group_columns) != tuple(plan.group_by):
+        raise EnclaveError("exact statistics do not match the plan")
+    selected = _select_groups(plan, priced, exact)
+
+    noisy: dict[tuple[str, str], list[Any]] = {}  # (alias, part) -> one value per group
+    for p in priced.aggregates:
+        if p.part != "partition":
+            noisy[(p.alias, p.part)] = _measure(p, exact, selected.indices)
+    if selected.partition_counts is not None:
+        noisy[("_n", "partition")] = selected.partition_counts
+
+    keep = list(range(len(selected.indices)))
+    if priced.suppress_with is not None:
+        src = priced.aggregates[priced.suppress_with]
+        counts = noisy[(src.alias, src.part)]
+        keep = [g for g in keep if counts[g] >= priced.min_noisy_count]
+    suppressed = len(selected.indices) - len(keep)
+
+    bounds = {a.alias: _bounds(spec, a) for a in plan.aggregates}
+    values: dict[str, list[Any]] = {}
+    for agg in plan.aggregates:
+        if agg.kind == "avg":
+            low, high = bounds[agg.alias]
+            sums = noisy[(agg.alias, "avg_sum")]
+            cnts = noisy[(agg.alias, "avg_count")]
+            values[agg.alias] = [
+                min(max(float(s) / max(c, 1), low), high) for s, c in zip(sums, cnts, strict=True)
+            ]
+        else:
+            values[agg.alias] = noisy[(agg.alias, "value")]
+
+    accuracy = {alias: dict(entry) for alias, entry in priced.accuracy.items()}
+    for agg in plan.aggregates:
+        if agg.kind == "avg":
+            accuracy[agg.alias] = {"ci95": _avg_interval(agg, priced, noisy, keep, bounds)}
+
+    key_pos = {name: j for j, name in enumerate(exact.group_columns)}
+    rows: list[tuple[Any, ...]] = []
+    for g in keep:
+        key = exact.keys[selected.indices[g]]
+        row: list[Any] = []
+        for item in plan.select:
+            if isinstance(item, GroupColumn):
+                row.append(key[key_pos[item.column]])
+            else:
+                row.append(values[item.alias][g])
+        rows.append(tuple(row))
+    rows = _order_and_limit(plan, rows)
+    columns = plan.output_columns
+    return ReleasedTable(columns, tuple(rows), accuracy, suppressed, result_digest(columns, rows))
+
+
+@dataclass(frozen=True)
+class _Selection:
+    indices: list[int]  # positions in exact.keys of the released groups, in release order
+    partition_counts: list[int] | None  # noisy counts from partition selection, if used
+
+
+def _select_groups(plan: Plan, priced: PricedPlan, exact: ExactGroups) -> _Selection:
+    """The groups to release: the declared set, or a DP partition selection over the data."""
+    if priced.n_groups is not None:
+        if len(exact.keys) != priced.n_groups:  # the group set must be the declared one
+            raise EnclaveError("exact statistics do not cover the declared groups")
+        return _Selection(list(range(len(exact.keys))), None)
+    part = next(p for p in priced.aggregates if p.part == "partition")
+    by_code: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    for i, key in enumerate(exact.keys):
+        code = encode_key(key)
+        if code in by_code:
+            raise EnclaveError("two groups share one key encoding")
+        by_code[code] = i
+        counts[code] = int(_stat(exact, "_n")[i] or 0)
+    kept: dict[str, int] = part.measurement(counts)
+    ranked = sorted(kept.items(), key=lambda kv: (-kv[1], kv[0]))[: priced.max_groups]
+    ranked.sort(key=lambda kv: kv[0])  # release order: by key encoding, not by count
+    return _Selection([by_code[c] for c, _ in ranked], [int(n) for _, n in ranked])
+
+
+def _measure(p: PricedAggregate, exact: ExactGroups, indices: list[int]) -> list[Any]:
+    column = _stat(exact, p.stat)
+    if p.kind == "quantile":
+        out: list[Any] = []
+        for i in indices:
+            vals = [float(v) for v in (column[i] or ()) if v is not None]
+            out.append(float(p.measurement(vals)))
+        return out
+    if p.integer:
+        return [int(v) for v in p.measurement([int(column[i] or 0) for i in indices])]
+    return [float(v) for v in p.measurement([float(column[i] or 0) for i in indices])]
+
+
+def _avg_interval(
+    agg: Aggregate,
+    priced: PricedPlan,
+    noisy: dict[tuple[str, str], list[Any]],
+    keep: list[int],
+    bounds: dict[str, tuple[float, float]],
+) -> float | None:
+    if not keep:
+        return None
+    sum_p = next(p for p in priced.aggregates if p.alias == agg.alias and p.part == "avg_sum")
+    cnt_p = next(p for p in priced.aggregates if p.alias == agg.alias and p.part == "avg_count")
+    low, high = bounds[agg.alias]
+    widths = [
+        avg_ci95(
+            noisy[(agg.alias, "avg_sum")][g],
+            noisy[(agg.alias, "avg_count")][g],
+            sum_p.scale,
+            sum_p.integer,
+            cnt_p.scale,
+            low,
+            high,
+        )
+        for g in keep
+    ]
+    return max(widths)
+
+
+def _order_and_limit(plan: Plan, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """ORDER BY (stable, NULLs last in either direction) then LIMIT, on the noisy rows."""
+    pos = {name: j for j, name in enumerate(plan.output_columns)}
+    out = list(rows)
+    for item in reversed(plan.order_by):
+        if item.name not in pos:
+            raise EnclaveError("ORDER BY names an unknown output column")
+        j = pos[item.name]
+        present = [r for r in out if r[j] is not None]
+        missing = [r for r in out if r[j] is None]
+        present.sort(key=lambda r: r[j], reverse=item.descending)
+        out = present + missing
+    if plan.limit is not None:
+        out = out[: max(plan.limit, 0)]
+    return out
+
+
+def _bounds(spec: DatasetSpec, agg: Aggregate) -> tuple[float, float]:
+    col = spec.column(agg.column or "") if agg.column else None
+    if col is None or col.bounds is None:
+        return (float("-inf"), float("inf"))
+    return (float(col.bounds[0]), float(col.bounds[1]))
+
+
+def _stat(exact: ExactGroups, name: str) -> tuple[Any, ...]:
+    if name not in exact.stats:
+        raise EnclaveError("exact statistics are missing a column the plan needs")
+    return exact.stats[name]
+
+
+def encode_key(key: tuple[Any, ...]) -> str:
+    """A string encoding of a group key tuple (the partition-selection map key)."""
+    return json.dumps(list(key), separators=(",", ":"), ensure_ascii=False, default=_jsonable)
+
+
+def result_digest(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
+    body = {"columns": list(columns), "rows": [list(r) for r in rows]}
+    text = json.dumps(
+        body,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+        default=_jsonable,
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")

@@ -1,0 +1,236 @@
+"""The default store: one SQLite file, driven by stdlib ``sqlite3`` on one worker thread.
+
+Why one thread: ``sqlite3`` calls block, so they must stay off the event loop; a
+single-thread executor owns the one connection, so every access is serialized without locks
+and the budget re-check, the debit and the audit append of one request can never interleave
+with another's. Across processes sharing the file, ``BEGIN IMMEDIATE`` (``sqlite_ops``) takes
+the write lock before anything is read.
+
+Settings: WAL (readers do not block the writer), ``synchronous=FULL`` (a committed audit
+record survives power loss, at the cost of an fsync per commit), foreign keys on, and a busy
+timeout so a second process waits for the lock instead of failing at once.
+
+Errors: a ``sqlite3.Error`` while writing becomes ``AuditUnavailable`` (every write here is
+audited, and nothing is committed), while reading ``StoreUnavailable``. Their ``detail`` never
+carries the driver's message (it can quote SQL or values); the original is chained for logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from functools import partial
+from typing import Any, TypeVar
+
+from enclave.audit.record import AuditDraft, AuditRecord
+from enclave.errors import AuditUnavailable, StoreUnavailable
+from enclave.models import Licence, utcnow
+from enclave.store import sqlite_ops as ops
+from enclave.store.base import AuditFilter, CacheEntry, Charge, PolicyKind, PolicyVersion
+from enclave.store.codec import SummaryRow
+
+T = TypeVar("T")
+
+
+class SqliteStore:
+    """``Store`` on a SQLite file (``":memory:"`` works too, for one process).
+
+    ``clock`` exists so tests can place records in time (budget periods); the default is
+    ``models.utcnow``.
+    """
+
+    def __init__(
+        self, path: str, *, busy_timeout_ms: int = 5000, clock: Callable[[], dt.datetime] = utcnow
+    ) -> None:
+        self.path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._clock = clock
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="enclave-sqlite")
+        try:
+            await self._call(self._connect)
+        except BaseException as exc:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+            if isinstance(exc, sqlite3.Error | OSError):
+                raise StoreUnavailable("the state store cannot be opened") from exc
+            raise
+
+    def _connect(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=0)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            ops.migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    async def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self._disconnect)
+        finally:
+            executor.shutdown(wait=True)
+
+    def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    async def ping(self) -> None:
+        await self._read(lambda c: c.execute("SELECT 1").fetchone())
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise StoreUnavailable("the state store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise sqlite3.ProgrammingError("store closed")
+        return self._conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return await self._call(lambda: fn(self._connection()))
+        except sqlite3.Error as exc:
+            raise StoreUnavailable("the state store cannot be read") from exc
+
+    async def _write(self, fn: Callable[[sqlite3.Connection, dt.datetime], T]) -> T:
+        if self._executor is None:
+            raise AuditUnavailable("the state store is not open")
+        try:
+            return await self._call(lambda: fn(self._connection(), self._clock()))
+        except sqlite3.Error as exc:
+            raise AuditUnavailable("the audit log cannot be written") from exc
+
+    # --- licences --------------------------------------------------------------------------
+
+    async def insert_licence(self, licence: Licence, audit: AuditDraft) -> AuditRecord:
+        return await self._write(lambda c, now: ops.insert_licence(c, licence, audit, now))
+
+    async def update_licence(
+        self, licence_id: str, changes: dict[str, Any], audit: AuditDraft
+    ) -> tuple[Licence, AuditRecord]:
+        changes = dict(changes)
+        return await self._write(
+            lambda c, now: ops.update_licence(c, licence_id, changes, audit, now)
+        )
+
+    async def get_licence(self, licence_id: str) -> Licence | None:
+        return await self._read(partial(ops.get_licence, licence_id=licence_id))
+
+    async def list_licences(self, subject: str | None = None) -> list[Licence]:
+        return await self._read(partial(ops.list_licences, subject=subject))
+
+    async def licences_for(self, subject: str) -> list[Licence]:
+        return await self._read(partial(ops.licences_for, subject=subject))
+
+    # --- revocations -----------------------------------------------------------------------
+
+    async def add_revocation(self, jti: str, reason: str, audit: AuditDraft) -> AuditRecord:
+        return await self._write(lambda c, now: ops.add_revocation(c, jti, reason, audit, now))
+
+    async def is_revoked(self, jti: str) -> bool:
+        return await self._read(partial(ops.is_revoked, jti=jti))
+
+    # --- policies --------------------------------------------------------------------------
+
+    async def put_policy(
+        self,
+        kind: PolicyKind,
+        name: str,
+        body: dict[str, Any],
+        actor: str,
+        audit: AuditDraft | None,
+    ) -> tuple[PolicyVersion, AuditRecord | None]:
+        body = dict(body)
+        return await self._write(
+            lambda c, now: ops.put_policy(c, kind, name, body, actor, audit, now)
+        )
+
+    async def get_policy(
+        self, kind: PolicyKind, name: str, version: int | None = None
+    ) -> PolicyVersion | None:
+        return await self._read(partial(ops.get_policy, kind=kind, name=name, version=version))
+
+    async def list_policies(self, kind: PolicyKind) -> list[PolicyVersion]:
+        return await self._read(partial(ops.list_policies, kind=kind))
+
+    async def policy_history(self, kind: PolicyKind, name: str) -> list[PolicyVersion]:
+        return await self._read(partial(ops.policy_history, kind=kind, name=name))
+
+    # --- ledger and cache ------------------------------------------------------------------
+
+    async def spent(
+        self, licence_id: str, dataset: str, since: dt.datetime | None
+    ) -> tuple[Decimal, Decimal]:
+        return await self._read(
+            partial(ops.spent, licence_id=licence_id, dataset=dataset, since=since)
+        )
+
+    async def spent_by_dataset(
+        self, licence_id: str, since: dt.datetime | None = None
+    ) -> dict[str, tuple[Decimal, Decimal]]:
+        """Extra: ``{dataset: (epsilon, delta)}`` spent by a licence since ``since``."""
+        return await self._read(partial(ops.spent_by_dataset, licence_id=licence_id, since=since))
+
+    async def get_cached(self, licence_id: str, cache_key: str) -> dict[str, Any] | None:
+        return await self._read(partial(ops.get_cached, licence_id=licence_id, cache_key=cache_key))
+
+    # --- the audit chain -------------------------------------------------------------------
+
+    async def append(
+        self, draft: AuditDraft, charge: Charge | None = None, cache: CacheEntry | None = None
+    ) -> AuditRecord:
+        return await self._write(lambda c, now: ops.append(c, draft, charge, cache, now))
+
+    async def audit_events(
+        self, flt: AuditFilter, after_seq: int = 0, limit: int = 100
+    ) -> list[AuditRecord]:
+        return await self._read(
+            partial(ops.audit_events, flt=flt, after_seq=after_seq, limit=limit)
+        )
+
+    async def audit_iter(self, batch: int = 1000) -> AsyncIterator[AuditRecord]:
+        """Every record in ``seq`` order, ``batch`` at a time (memory stays bounded)."""
+        batch = max(1, batch)
+        after = 0
+        while True:
+            rows = await self._read(partial(ops.audit_batch, after_seq=after, batch=batch))
+            for record in rows:
+                yield record
+            if len(rows) < batch:
+                return
+            after = rows[-1].seq
+
+    async def audit_head(self) -> tuple[int, str]:
+        seq, hash_, _ = await self._read(ops.head)
+        return seq, hash_
+
+    async def audit_summary(
+        self, since: dt.datetime | None = None, until: dt.datetime | None = None
+    ) -> list[SummaryRow]:
+        """Extra: exact spend and release/cache-hit/refusal/error counts per actor and dataset
+        in ``[since, until)``."""
+        return await self._read(partial(ops.audit_summary, since=since, until=until))

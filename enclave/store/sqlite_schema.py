@@ -1,0 +1,108 @@
+"""SQLite schema, as numbered migrations applied in order under one write lock.
+
+``schema_version`` holds the highest migration applied. A migration is a list of statements
+run in the same ``BEGIN IMMEDIATE`` transaction as the version bump, so a crash leaves the
+schema at a whole version. Never edit a published migration; append a new one.
+
+Decisions:
+- epsilon/delta in the ledger are TEXT Decimal strings: SQLite has no exact decimal type and
+  the budget must sum exactly.
+- the audit table keeps epsilon/delta as REAL: the audit record carries floats, and a double
+  round-trips exactly, so the stored record re-hashes to the stored hash.
+- triggers make the audit table append-only for anyone using this database through SQL. That
+  stops accidents, not an attacker with file access (who can drop them): the hash chain
+  detects edits, and signed heads (later) detect a truncated or re-hashed tail.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            """CREATE TABLE licences (
+                id TEXT PRIMARY KEY,
+                subject TEXT NOT NULL,
+                organization TEXT NOT NULL,
+                tier TEXT NOT NULL,
+                datasets TEXT NOT NULL,
+                purpose TEXT NOT NULL,
+                jurisdiction TEXT NOT NULL,
+                valid_from TEXT NOT NULL,
+                valid_until TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('active', 'suspended', 'revoked')),
+                created_at TEXT,
+                updated_at TEXT
+            )""",
+            "CREATE INDEX licences_subject ON licences (subject)",
+            """CREATE TABLE audit (
+                seq INTEGER PRIMARY KEY,
+                ts TEXT NOT NULL,
+                request_id TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                roles TEXT NOT NULL,
+                licence_id TEXT,
+                tier TEXT,
+                action TEXT NOT NULL,
+                dataset TEXT,
+                sql TEXT,
+                epsilon REAL NOT NULL,
+                delta REAL NOT NULL,
+                cached INTEGER NOT NULL,
+                outcome TEXT NOT NULL,
+                reason TEXT,
+                client TEXT,
+                result_sha256 TEXT,
+                detail TEXT,
+                prev_hash TEXT NOT NULL,
+                hash TEXT NOT NULL
+            )""",
+            "CREATE INDEX audit_actor ON audit (actor, seq)",
+            "CREATE INDEX audit_dataset ON audit (dataset, seq)",
+            "CREATE INDEX audit_action ON audit (action, seq)",
+            "CREATE INDEX audit_ts ON audit (ts)",
+            "CREATE INDEX audit_licence ON audit (licence_id, seq)",
+            """CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+               BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END""",
+            """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+               BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END""",
+            """CREATE TABLE revocations (
+                jti TEXT PRIMARY KEY,
+                reason TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                audit_seq INTEGER NOT NULL REFERENCES audit (seq)
+            )""",
+            """CREATE TABLE policies (
+                kind TEXT NOT NULL CHECK (kind IN ('tier', 'dataset')),
+                name TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                body TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                audit_seq INTEGER REFERENCES audit (seq),
+                PRIMARY KEY (kind, name, version)
+            )""",
+            """CREATE TABLE ledger (
+                id INTEGER PRIMARY KEY,
+                licence_id TEXT NOT NULL,
+                dataset TEXT NOT NULL,
+                epsilon TEXT NOT NULL,
+                delta TEXT NOT NULL,
+                ts TEXT NOT NULL,
+                audit_seq INTEGER NOT NULL REFERENCES audit (seq)
+            )""",
+            "CREATE INDEX ledger_licence ON ledger (licence_id, dataset, ts)",
+            "CREATE INDEX ledger_audit ON ledger (audit_seq)",
+            """CREATE TABLE release_cache (
+                licence_id TEXT NOT NULL,
+                cache_key TEXT NOT NULL,
+                body TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                audit_seq INTEGER NOT NULL REFERENCES audit (seq),
+                PRIMARY KEY (licence_id, cache_key)
+            )""",
+        ),
+    ),
+)
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -1,0 +1,244 @@
+"""Pricing: sensitivities, the epsilon split, calibration and exact OpenDP costs."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import opendp.prelude as dp
+import pytest
+
+from enclave.dp.calibrate import (
+    QUANTILE_CANDIDATES,
+    even_share,
+    largest_float_at_most,
+    quantile_builder,
+    quantile_candidates,
+    threshold_builder,
+)
+from enclave.dp.mechanisms import PricedPlan, enable_dp, price_plan
+from enclave.errors import BadRequest, TierRefused, UnsupportedQuery
+from enclave.models import ColumnSpec, DatasetSpec, Tier
+from enclave.query.plan import Aggregate, GroupColumn, Plan
+
+K = 5
+REGIONS = ("north", "south", "east", "west", "central")
+
+
+def make_spec(k: int = K) -> DatasetSpec:
+    return DatasetSpec(
+        name="visits",
+        description="synthetic",
+        source="visits.parquet",
+        source_path="/nonexistent/visits.parquet",
+        privacy_unit="person_id",
+        max_rows_per_unit=k,
+        min_tier=("standard",),
+        allowed_jurisdictions=None,
+        columns=(
+            ColumnSpec("person_id", "identifier"),
+            ColumnSpec("age", "int", (0, 110)),
+            ColumnSpec("region", "category", None, REGIONS),
+            ColumnSpec("cost", "float", (0.0, 50000.0)),
+            ColumnSpec("delta_t", "float", (-20.0, 10.0)),
+            ColumnSpec("code", "category", None, None),
+        ),
+    )
+
+
+def make_tier(**over: Any) -> Tier:
+    values: dict[str, Any] = {
+        "name": "standard",
+        "description": "test tier",
+        "aggregates": frozenset({"count", "count_distinct_units", "sum", "avg", "quantile"}),
+        "max_epsilon_per_query": Decimal("5"),
+        "budget_epsilon": Decimal("50"),
+        "budget_delta": Decimal("1e-6"),
+        "min_noisy_count": 0,
+    }
+    values.update(over)
+    return Tier(**values)
+
+
+def make_plan(*aggs: Aggregate, grouped: bool = True, **over: Any) -> Plan:
+    select: tuple[Any, ...] = ((GroupColumn("region", "region"),) if grouped else ()) + aggs
+    return Plan(dataset="visits", select=select, group_by=("region",) if grouped else (), **over)
+
+
+def price(plan: Plan, eps: str = "1.0", groups: int | None = 5, **tier: Any) -> PricedPlan:
+    return price_plan(plan, make_spec(), make_tier(**tier), Decimal(eps), groups)
+
+
+def by_alias(p: PricedPlan, alias: str, part: str = "value") -> Any:
+    return next(a for a in p.aggregates if a.alias == alias and a.part == part)
+
+
+def test_enable_dp_is_idempotent() -> None:
+    enable_dp()
+    enable_dp()
+    assert dp.m.make_laplace(dp.atom_domain(T=int), dp.absolute_distance(T=int), 1.0).map(1) == 1.0
+
+
+def test_count_and_sum_split_epsilon_and_costs_are_exact() -> None:
+    p = price(make_plan(Aggregate("count", "n"), Aggregate("sum", "total", "cost")))
+    n, total = by_alias(p, "n"), by_alias(p, "total")
+    assert p.share == 0.5
+    assert (n.d_in, total.d_in) == (K, K * 50000.0)
+    assert n.epsilon == n.measurement.map(K) <= 0.5
+    assert total.epsilon == total.measurement.map(K * 50000.0) <= 0.5
+    assert n.scale == pytest.approx(K / 0.5, rel=1e-12) and n.scale >= K / 0.5
+    assert total.scale == pytest.approx(K * 50000.0 / 0.5, rel=1e-12)
+    # different domains (i64 counts, float sums): the composition is the sum of the maps
+    assert Decimal(p.opendp_epsilon) == Decimal(n.epsilon) + Decimal(total.epsilon)
+    assert p.opendp_epsilon <= 1.0
+    assert p.epsilon == Decimal("1.0") and p.delta == 0
+    assert p.accuracy["n"]["ci95"] == dp.discrete_laplacian_scale_to_accuracy(n.scale, 0.05)
+    assert p.accuracy["total"]["ci95"] == dp.laplacian_scale_to_accuracy(total.scale, 0.05)
+    assert (n.integer, total.integer) == (True, False)
+
+
+def test_same_domain_measurements_use_make_composition() -> None:
+    p = price(make_plan(Aggregate("count", "a"), Aggregate("count", "b")), eps="0.6")
+    a, b = by_alias(p, "a"), by_alias(p, "b")
+    composed = dp.c.make_composition([a.measurement, b.measurement]).map(K)
+    assert p.opendp_epsilon == composed
+    assert composed <= 0.6
+
+
+def test_count_distinct_units_sensitivity_is_min_k_groups() -> None:
+    agg = Aggregate("count_distinct_units", "u")
+    assert by_alias(price(make_plan(agg), groups=2), "u").d_in == 2
+    assert by_alias(price(make_plan(agg), groups=40), "u").d_in == K
+    assert by_alias(price(make_plan(agg, grouped=False), groups=None), "u").d_in == 1
+
+
+def test_sum_sensitivity_uses_largest_absolute_bound() -> None:
+    p = price(make_plan(Aggregate("sum", "s", "delta_t"), Aggregate("sum", "ages", "age")))
+    assert by_alias(p, "s").d_in == K * 20.0
+    ages = by_alias(p, "ages")
+    assert ages.d_in == K * 110 and isinstance(ages.d_in, int)
+    assert ages.integer and str(ages.measurement.input_domain) == "VectorDomain(AtomDomain(T=i64))"
+
+
+def test_avg_splits_its_share_in_half() -> None:
+    p = price(make_plan(Aggregate("count", "n"), Aggregate("avg", "m", "cost")), eps="1.0")
+    s, c = by_alias(p, "m", "avg_sum"), by_alias(p, "m", "avg_count")
+    assert (s.d_in, c.d_in) == (K * 50000.0, K)
+    assert s.epsilon <= 0.25 and c.epsilon <= 0.25
+    assert s.epsilon == pytest.approx(0.25, rel=1e-12)
+    assert p.accuracy["m"] == {"ci95": None}
+    assert (s.stat, c.stat) == ("a1_sum", "a1_count")
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.1, 0.9, 0.25])
+def test_quantile_privacy_map_is_linear_in_d_in(alpha: float) -> None:
+    enable_dp()
+    cands = quantile_candidates(0.0, 100.0, integer=False)
+    m = quantile_builder(cands, alpha)(3.0)
+    one = m.map(1)
+    for d in range(1, 4 * K + 1):
+        assert m.map(d) == pytest.approx(d * one, rel=1e-12)
+        assert m.map(d) <= d * one * (1 + 1e-12)
+
+
+def test_quantile_charged_once_at_k_whatever_the_groups() -> None:
+    agg = Aggregate("quantile", "med", "cost", 0.5)
+    few, many = price(make_plan(agg), groups=2), price(make_plan(agg), groups=40)
+    assert by_alias(few, "med").epsilon == by_alias(many, "med").epsilon
+    med = by_alias(few, "med")
+    assert med.d_in == K and med.epsilon == med.measurement.map(K) <= 1.0
+    assert few.accuracy["med"] == {"ci95": None}
+
+
+def test_quantile_candidates_span_declared_bounds() -> None:
+    floats = quantile_candidates(0.0, 50000.0, integer=False)
+    assert len(floats) == QUANTILE_CANDIDATES
+    assert floats[0] == 0.0 and floats[-1] == 50000.0
+    assert all(a < b for a, b in zip(floats, floats[1:], strict=False))
+    assert quantile_candidates(0, 110, integer=True) == tuple(float(v) for v in range(111))
+
+
+@pytest.mark.parametrize("eps", ["0.1", "0.3", "0.7", "1", "1.7", "2.9", "0.0001"])
+def test_calibration_never_exceeds_the_share(eps: str) -> None:
+    plan = make_plan(
+        Aggregate("count", "n"),
+        Aggregate("count_distinct_units", "u"),
+        Aggregate("sum", "s", "cost"),
+        Aggregate("sum", "a", "age"),
+        Aggregate("avg", "m", "delta_t"),
+        Aggregate("quantile", "q", "age", 0.9),
+    )
+    p = price(plan, eps=eps)
+    assert Decimal(p.share) * 6 <= Decimal(eps)
+    for a in p.aggregates:
+        cap = p.share / 2 if a.kind == "avg" else p.share
+        assert a.epsilon == a.measurement.map(a.d_in) <= cap
+        assert a.epsilon >= cap * (1 - 1e-9)  # calibrated tightly, not wastefully
+    assert sum(Decimal(a.epsilon) for a in p.aggregates) <= Decimal(eps)
+    assert Decimal(p.opendp_epsilon) <= Decimal(eps) == p.epsilon
+
+
+def test_share_helpers_are_exact_in_decimal() -> None:
+    for text in ("0.1", "0.7", "1.3", "2.2"):
+        value = Decimal(text)
+        assert Decimal(largest_float_at_most(value)) <= value
+        for parts in (3, 7, 11):
+            assert Decimal(even_share(value, parts)) * parts <= value
+
+
+def test_hidden_count_added_only_when_needed_for_suppression() -> None:
+    only_sum = make_plan(Aggregate("sum", "s", "cost"))
+    p = price(only_sum, eps="1.0", min_noisy_count=10)
+    hidden = [a for a in p.aggregates if a.part == "hidden_count"]
+    assert len(hidden) == 1 and hidden[0].stat == "_n" and hidden[0].d_in == K
+    assert p.share == 0.5 and p.suppress_with == p.aggregates.index(hidden[0])
+    assert "_n" not in p.accuracy
+    assert price(only_sum, min_noisy_count=0).share == 1.0
+    with_count = price(make_plan(Aggregate("sum", "s", "cost"), Aggregate("count", "n")),
+                       min_noisy_count=10)  # fmt: skip
+    assert (
+        with_count.share == 0.5
+        and with_count.aggregates[with_count.suppress_with or 0].alias == "n"
+    )
+    with_avg = price(make_plan(Aggregate("avg", "m", "cost")), min_noisy_count=10)
+    assert with_avg.share == 1.0
+    assert with_avg.aggregates[with_avg.suppress_with or 0].part == "avg_count"
+
+
+def test_undeclared_keys_use_partition_selection_and_spend_delta() -> None:
+    plan = make_plan(Aggregate("sum", "s", "cost"))
+    p = price(plan, eps="1.0", groups=None, allow_undeclared_keys=True, min_noisy_count=10)
+    part = by_alias(p, "_n", "partition")
+    assert p.n_groups is None and p.share == 0.5  # no hidden count: partition counts suppress
+    assert p.aggregates[p.suppress_with or 0] is part
+    assert p.delta == Decimal("1e-7")
+    eps, delta = part.measurement.map((K, K, K))
+    assert eps <= 0.5 and delta <= 1e-7 and p.opendp_delta == delta
+    assert threshold_builder(part.threshold - 1)(part.scale).map((K, K, K))[1] > 1e-7
+    # count_distinct falls back to the released cap for G
+    cd = price(make_plan(Aggregate("count_distinct_units", "u")), groups=None,
+               allow_undeclared_keys=True, group_by_max_groups=3)  # fmt: skip
+    assert by_alias(cd, "u").d_in == 3
+
+
+def test_undeclared_keys_refused_without_tier_permission_or_delta() -> None:
+    plan = make_plan(Aggregate("count", "n"))
+    with pytest.raises(TierRefused):
+        price(plan, groups=None)
+    with pytest.raises(TierRefused):
+        price(plan, groups=None, allow_undeclared_keys=True, budget_delta=Decimal(0))
+
+
+@pytest.mark.parametrize("eps", ["0", "-1", "NaN", "Infinity"])
+def test_bad_epsilon_is_refused(eps: str) -> None:
+    with pytest.raises(BadRequest):
+        price(make_plan(Aggregate("count", "n")), eps=eps)
+
+
+def test_unusable_aggregates_are_refused() -> None:
+    with pytest.raises(UnsupportedQuery):
+        price(make_plan(Aggregate("quantile", "q", "region", 0.5)))
+    with pytest.raises(UnsupportedQuery):
+        price(make_plan(Aggregate("quantile", "q", "cost", 1.0)))
+    with pytest.raises(UnsupportedQuery):
+        price(make_plan())

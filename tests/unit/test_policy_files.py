@@ -1,0 +1,397 @@
+"""Tier and dataset validation, the JSON form round trip, loading a folder, ``policy check``."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import os
+import shutil
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import click
+import duckdb
+import pytest
+from click.testing import CliRunner
+
+from enclave.errors import PolicyFileError
+from enclave.policy.files import (
+    dataset_from_dict,
+    dataset_to_dict,
+    load_policy_dir,
+    tier_from_dict,
+    tier_to_dict,
+)
+
+REPO_POLICIES = Path(__file__).resolve().parents[2] / "policies"
+
+TIER: dict[str, Any] = {
+    "name": "standard",
+    "description": "Accredited researchers.",
+    "aggregates": ["count", "count_distinct_units", "sum", "avg", "quantile"],
+    "max_epsilon_per_query": 1.0,
+    "budget": {"epsilon": 5.0, "delta": 1.0e-6},
+    "min_noisy_count": 10,
+    "group_by": {"max_columns": 2, "max_groups": 500, "allow_undeclared_keys": False},
+    "filters": True,
+    "rate_limit_per_minute": 60,
+    "allowed_jurisdictions": ["GB", "IE"],
+}
+
+DATASET: dict[str, Any] = {
+    "name": "visits",
+    "description": "Synthetic hospital visits.",
+    "source": "../data/visits.parquet",
+    "privacy_unit": "person_id",
+    "max_rows_per_unit": 5,
+    "min_tier": "standard",
+    "allowed_jurisdictions": ["GB", "IE"],
+    "columns": {
+        "person_id": {"type": "identifier"},
+        "age": {"type": "int", "bounds": [0, 110]},
+        "sex": {"type": "category", "values": ["F", "M"]},
+        "cost": {"type": "float", "bounds": [0, 50000]},
+        "visit_date": {"type": "date", "bounds": [dt.date(2015, 1, 1), dt.date(2025, 12, 31)]},
+    },
+}
+
+
+def with_change(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of ``base`` with ``path`` (dotted) set to ``value``, or removed if DELETE."""
+    out = copy.deepcopy(base)
+    *parents, last = path.split(".")
+    node = out
+    for key in parents:
+        node = node[key]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return out
+
+
+DELETE = object()
+
+
+def write_parquet(select: str, path: Path) -> None:
+    con = duckdb.connect()
+    try:
+        con.execute(f"COPY ({select}) TO '{path}' (FORMAT parquet)")
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> tuple[Path, Path]:
+    """(datasets folder, data folder) with a real Parquet file at data/visits.parquet."""
+    base = tmp_path / "datasets"
+    data = tmp_path / "data"
+    base.mkdir()
+    data.mkdir()
+    duckdb.sql("SELECT range AS person_id, (range % 90)::INT AS age FROM range(10)").write_parquet(
+        str(data / "visits.parquet")
+    )
+    return base, data
+
+
+def problems_of_tier(body: dict[str, Any]) -> list[str]:
+    with pytest.raises(PolicyFileError) as info:
+        tier_from_dict(body, where="tiers/standard.yaml")
+    return info.value.problems
+
+
+# --- tiers ----------------------------------------------------------------------------------
+
+
+def test_valid_tier_builds_and_round_trips() -> None:
+    tier = tier_from_dict(TIER, where="tiers/standard.yaml")
+    assert tier.max_epsilon_per_query == Decimal("1.0")
+    assert tier.budget_delta == Decimal("0.000001")
+    assert tier.aggregates == frozenset(TIER["aggregates"])
+    assert tier.level == 0 and tier.version == 1
+    assert tier_from_dict(tier_to_dict(tier)) == tier
+
+
+def test_tier_version_is_ignored_and_level_read() -> None:
+    tier = tier_from_dict({**TIER, "version": 7, "level": 3})
+    assert tier.version == 1 and tier.level == 3
+
+
+def test_epsilon_written_as_text_without_a_dot_is_accepted() -> None:
+    # PyYAML reads 1e-6 (no dot) as a string; the validator accepts plain numeric text.
+    tier = tier_from_dict(with_change(TIER, "budget.delta", "1e-6"))
+    assert tier.budget_delta == Decimal("1e-6")
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("colour", "blue", "tiers/standard.yaml: colour: unknown field"),
+        ("budget.currency", "GBP", "budget.currency: unknown field"),
+        ("group_by.having", True, "group_by.having: unknown field"),
+        ("name", "Standard", "name: must match"),
+        ("name", "x" * 64, "name: must match"),
+        ("name", DELETE, "name: required"),
+        ("description", 5, "description: must be text"),
+        ("budget.epsilon", 0, "budget.epsilon: must be a finite positive number"),
+        ("budget.epsilon", -1.0, "budget.epsilon: must be a finite positive number"),
+        ("budget.epsilon", float("nan"), "budget.epsilon: must be a finite positive number"),
+        ("budget.epsilon", float("inf"), "budget.epsilon: must be a finite positive number"),
+        ("budget.epsilon", ".nan", "budget.epsilon: must be a finite positive number"),
+        ("budget.epsilon", ".inf", "budget.epsilon: must be a finite positive number"),
+        ("budget.epsilon", "1e400", "budget.epsilon: must be a finite positive number"),
+        ("budget.epsilon", True, "budget.epsilon: must be a finite positive number"),
+        ("budget.epsilon", "five", "budget.epsilon: must be a finite positive number"),
+        ("budget.epsilon", DELETE, "budget.epsilon: required"),
+        ("budget", DELETE, "budget: required"),
+        ("budget", [5.0], "budget: must be a mapping"),
+        ("budget.delta", 1.0, "budget.delta: must be a finite number in [0, 1)"),
+        ("budget.delta", -1e-9, "budget.delta: must be a finite number in [0, 1)"),
+        ("budget.period_days", 0, "budget.period_days: must be an integer >= 1"),
+        ("max_epsilon_per_query", 6.0, "max_epsilon_per_query: must not exceed budget.epsilon"),
+        ("max_epsilon_per_query", 0, "max_epsilon_per_query: must be a finite positive number"),
+        ("aggregates", ["count", "variance"], "aggregates: unknown kind 'variance'"),
+        ("aggregates", [], "aggregates: must be a non-empty list"),
+        ("aggregates", "count", "aggregates: must be a non-empty list"),
+        ("aggregates", ["count", "count"], "aggregates: lists a kind twice"),
+        ("min_noisy_count", -1, "min_noisy_count: must be an integer >= 0"),
+        ("min_noisy_count", 2.5, "min_noisy_count: must be an integer >= 0"),
+        ("group_by.max_columns", -1, "group_by.max_columns: must be an integer >= 0"),
+        ("group_by.max_groups", 0, "group_by.max_groups: must be an integer >= 1"),
+        ("group_by.allow_undeclared_keys", "yes", "allow_undeclared_keys: must be true or false"),
+        ("filters", 1, "filters: must be true or false"),
+        ("rate_limit_per_minute", 0, "rate_limit_per_minute: must be an integer >= 1"),
+        ("level", -1, "level: must be an integer >= 0"),
+        ("allowed_jurisdictions", ["gb"], "allowed_jurisdictions[0]: must be a 2-letter"),
+        ("allowed_jurisdictions", ["GBR"], "allowed_jurisdictions[0]: must be a 2-letter"),
+        ("allowed_jurisdictions", "GB", "allowed_jurisdictions: must be a list"),
+        ("allowed_jurisdictions", ["GB", "GB"], "allowed_jurisdictions: lists a code twice"),
+    ],
+)
+def test_tier_rule(path: str, value: Any, expected: str) -> None:
+    problems = problems_of_tier(with_change(TIER, path, value))
+    assert any(expected in p for p in problems), problems
+    assert all(p.startswith("tiers/standard.yaml: ") for p in problems)
+
+
+def test_undeclared_keys_need_a_delta() -> None:
+    body = with_change(with_change(TIER, "budget.delta", 0), "group_by.allow_undeclared_keys", True)
+    assert any("needs budget.delta > 0" in p for p in problems_of_tier(body))
+
+
+def test_every_tier_problem_is_reported_at_once() -> None:
+    body = {**TIER, "colour": "blue", "filters": "no", "budget": {"epsilon": -1}}
+    problems = problems_of_tier(body)
+    assert len(problems) == 3, problems
+
+
+def test_a_non_mapping_tier_is_refused() -> None:
+    assert problems_of_tier([1, 2]) == ["tiers/standard.yaml: (top level): must be a mapping"]  # type: ignore[arg-type]
+
+
+# --- datasets -------------------------------------------------------------------------------
+
+
+def build(layout: tuple[Path, Path], body: dict[str, Any], **kw: Any) -> Any:
+    base, data = layout
+    return dataset_from_dict(body, base_dir=base, data_dir=data, where="datasets/visits.yaml", **kw)
+
+
+def problems_of_dataset(layout: tuple[Path, Path], body: dict[str, Any], **kw: Any) -> list[str]:
+    with pytest.raises(PolicyFileError) as info:
+        build(layout, body, **kw)
+    return info.value.problems
+
+
+def test_valid_dataset_builds_and_round_trips(layout: tuple[Path, Path]) -> None:
+    spec = build(layout, DATASET)
+    assert spec.source_path == str((layout[1] / "visits.parquet").resolve())
+    assert spec.min_tier == ("standard",)
+    age, cost = spec.column("AGE"), spec.column("cost")
+    assert age is not None and age.bounds == (0, 110)
+    assert cost is not None and cost.bounds == (0.0, 50000.0)
+    as_json = dataset_to_dict(spec)
+    assert as_json["columns"]["visit_date"]["bounds"] == ["2015-01-01", "2025-12-31"]
+    assert build(layout, as_json) == spec
+
+
+def test_duckdb_source_and_min_tier_list(layout: tuple[Path, Path]) -> None:
+    con = duckdb.connect(str(layout[1] / "w.duckdb"))
+    con.close()
+    body = {**DATASET, "source": "../data/w.duckdb#visits", "min_tier": ["open", "gold"]}
+    assert any("duckdb://" in p for p in problems_of_dataset(layout, body))
+    spec = build(layout, {**body, "source": "duckdb://../data/w.duckdb#visits"})
+    assert spec.source_table == "visits" and spec.min_tier == ("open", "gold")
+
+
+def test_missing_source_is_a_problem_unless_allowed(layout: tuple[Path, Path]) -> None:
+    body = {**DATASET, "source": "../data/absent.csv"}
+    assert any("file not found" in p for p in problems_of_dataset(layout, body))
+    assert build(layout, body, require_source=False).source_path.endswith("absent.csv")
+
+
+def test_symlink_out_of_the_data_folder_is_refused(
+    layout: tuple[Path, Path], tmp_path: Path
+) -> None:
+    outside = tmp_path / "secret.parquet"
+    shutil.copy(layout[1] / "visits.parquet", outside)
+    os.symlink(outside, layout[1] / "link.parquet")
+    body = {**DATASET, "source": "../data/link.parquet"}
+    assert any("must lie inside the data folder" in p for p in problems_of_dataset(layout, body))
+
+
+def test_absolute_source_inside_the_data_folder_is_accepted(layout: tuple[Path, Path]) -> None:
+    path = str((layout[1] / "visits.parquet").resolve())
+    assert build(layout, {**DATASET, "source": path}).source_path == path
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("owner", "me", "datasets/visits.yaml: owner: unknown field"),
+        ("columns.age.unit", "years", "columns.age.unit: unknown field"),
+        ("name", "1visits", "name: must match"),
+        ("name", DELETE, "name: required"),
+        ("max_rows_per_unit", 0, "max_rows_per_unit: must be an integer >= 1"),
+        ("max_rows_per_unit", "5", "max_rows_per_unit: must be an integer >= 1"),
+        ("min_tier", [], "min_tier: must be a tier name or a non-empty list"),
+        ("min_tier", ["open", "open"], "min_tier: lists a tier twice"),
+        ("min_tier", "Open!", "min_tier[0]: must match"),
+        ("allowed_jurisdictions", ["uk"], "allowed_jurisdictions[0]: must be a 2-letter"),
+        ("allowed_jurisdictions", [], "allowed_jurisdictions: must list at least one code"),
+        ("privacy_unit", "patient", "privacy_unit: must name a declared column"),
+        ("privacy_unit", "age", "privacy_unit: must be a column of type identifier"),
+        ("columns.nhs_no", {"type": "identifier"}, "columns: declares more than one identifier"),
+        ("columns", {}, "columns: must be a non-empty mapping"),
+        ("columns.AGE", {"type": "int", "bounds": [0, 1]}, "columns.AGE: declared twice"),
+        ("columns.bad name", {"type": "identifier"}, "column name must match"),
+        ("columns.age.type", "integer", "columns.age.type: must be one of"),
+        ("columns.age.bounds", [110, 0], "columns.age.bounds: low must be less than high"),
+        ("columns.age.bounds", [5, 5], "columns.age.bounds: low must be less than high"),
+        ("columns.age.bounds", [0, 110.5], "columns.age.bounds[1]: must be an integer"),
+        ("columns.age.bounds", [0], "columns.age.bounds: must be a list [low, high]"),
+        ("columns.age.bounds", DELETE, "columns.age.bounds: required for int columns"),
+        ("columns.cost.bounds", [0, float("nan")], "columns.cost.bounds[1]: must be a finite"),
+        ("columns.cost.bounds", [0, ".inf"], "columns.cost.bounds[1]: must be a finite"),
+        ("columns.visit_date.bounds", ["2015-01-01", "soon"], "bounds[1]: must be a date"),
+        (
+            "columns.visit_date.bounds",
+            [dt.datetime(2015, 1, 1, 10), dt.date(2016, 1, 1)],
+            "bounds[0]: must be a date",
+        ),
+        ("columns.person_id.bounds", [0, 10], "columns.person_id.bounds: not allowed"),
+        ("columns.sex.bounds", [0, 1], "columns.sex.bounds: not allowed for category"),
+        ("columns.sex.values", [], "columns.sex.values: category columns must declare"),
+        ("columns.sex.values", DELETE, "columns.sex.values: category columns must declare"),
+        ("columns.sex.values", ["F", "F"], "columns.sex.values: lists a value twice"),
+        ("columns.sex.values", ["F", True], "columns.sex.values[1]: must be non-empty text"),
+        ("columns.sex.values", ["F", ""], "columns.sex.values[1]: must be non-empty text"),
+        ("columns.age.values", ["1"], "columns.age.values: only category columns"),
+        ("source", "https://example.org/v.parquet", "source: URLs are not allowed"),
+        ("source", "s3://bucket/v.parquet", "source: URLs are not allowed"),
+        ("source", "../data/visits.json", "source: must be a .parquet or .csv file"),
+        ("source", "../data/*.parquet", "source: must name one file (no wildcards)"),
+        ("source", "../../etc/v.parquet", "source: must lie inside the data folder"),
+        ("source", "../data/../state/enclave.parquet", "source: must lie inside the data"),
+        ("source", "/etc/v.csv", "source: must lie inside the data folder"),
+        ("source", "../data", "source: must be a .parquet or .csv file"),
+        ("source", "duckdb://../data/w.duckdb", "source: duckdb:// sources must end with #table"),
+        ("source", 5, "source: must be a .parquet or .csv file"),
+    ],
+)
+def test_dataset_rule(layout: tuple[Path, Path], path: str, value: Any, expected: str) -> None:
+    problems = problems_of_dataset(layout, with_change(DATASET, path, value))
+    assert any(expected in p for p in problems), problems
+    assert all(p.startswith("datasets/visits.yaml: ") for p in problems)
+
+
+# --- a policy folder and `policy check` -------------------------------------------------------
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Path:
+    """A copy of the shipped policies/ beside a generated data/visits.parquet."""
+    shutil.copytree(REPO_POLICIES, tmp_path / "policies")
+    (tmp_path / "data").mkdir()
+    write_parquet(
+        "SELECT range % 100 AS person_id, (range % 90)::INT AS age, "
+        "CASE WHEN range % 2 = 0 THEN 'F' ELSE 'M' END AS sex, 'north' AS region, "
+        "(range * 7.5)::DOUBLE AS cost, DATE '2020-01-01' + (range % 300)::INT AS visit_date "
+        "FROM range(500)",
+        tmp_path / "data" / "visits.parquet",
+    )
+    return tmp_path
+
+
+def test_shipped_policies_load_cleanly(deployment: Path) -> None:
+    found = load_policy_dir(deployment / "policies", deployment / "data")
+    assert found.problems == []
+    assert sorted(found.tiers) == ["accredited", "open", "standard"]
+    assert [found.tiers[n].level for n in ("open", "standard", "accredited")] == [0, 1, 2]
+    assert found.tiers["open"].aggregates == {"count", "count_distinct_units"}
+    assert found.tiers["open"].filters is False
+    assert found.tiers["accredited"].allow_undeclared_keys is True
+    visits = found.datasets["visits"]
+    assert visits.min_tier == ("open",) and visits.max_rows_per_unit == 5
+    assert [c.name for c in visits.columns][:2] == ["person_id", "age"]
+
+
+def write(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def test_folder_problems_carry_file_field_and_line(deployment: Path) -> None:
+    pol = deployment / "policies"
+    write(pol / "tiers" / "broken.yaml", "name: broken\naggregates: [count\n")
+    write(pol / "tiers" / "dupe.yaml", "name: dupe\nlevel: 1\nlevel: 2\n")
+    write(pol / "tiers" / "other.yaml", (pol / "tiers" / "open.yaml").read_text())
+    write(pol / "tiers" / "evil.yaml", "!!python/object/apply:os.system ['true']\n")
+    visits = (pol / "datasets" / "visits.yaml").read_text()
+    write(pol / "datasets" / "visits.yaml", visits.replace("min_tier: open", "min_tier: gold"))
+    found = load_policy_dir(pol, deployment / "data")
+    text = "\n".join(found.problems)
+    assert "tiers/broken.yaml: line 3: invalid YAML" in text
+    assert "tiers/dupe.yaml: line 3: duplicate key 'level'" in text
+    assert "tiers/other.yaml: name: must equal the file name ('other')" in text
+    assert "tiers/evil.yaml: line 1: invalid YAML" in text
+    assert "datasets/visits.yaml: min_tier: unknown tier 'gold'" in text
+    assert sorted(found.tiers) == ["accredited", "open", "standard"]
+
+
+def cli() -> click.Group:
+    from enclave.cli.policy import policy_group  # imported here: enclave.cli pulls every group
+
+    @click.group()
+    def root() -> None:
+        """A throwaway root, as `enclave` registers `policy`."""
+
+    root.add_command(policy_group)
+    return root
+
+
+def test_policy_check_passes_on_the_shipped_policies(deployment: Path) -> None:
+    result = CliRunner().invoke(cli(), ["policy", "check", str(deployment / "policies")])
+    assert result.exit_code == 0, result.output
+    assert "3 tier(s)" in result.output and "1 dataset(s)" in result.output
+
+
+def test_policy_check_reports_every_problem_and_exits_1(deployment: Path) -> None:
+    pol = deployment / "policies"
+    tier = (pol / "tiers" / "standard.yaml").read_text()
+    write(pol / "tiers" / "standard.yaml", tier.replace("epsilon: 5.0", "epsilon: .nan"))
+    (deployment / "data" / "visits.parquet").unlink()
+    result = CliRunner().invoke(cli(), ["policy", "check", str(pol)])
+    assert result.exit_code == 1
+    assert "tiers/standard.yaml: budget.epsilon: must be a finite positive number" in result.output
+    assert "datasets/visits.yaml: source: file not found" in result.output
+
+
+def test_policy_check_honours_data_dir(deployment: Path, tmp_path: Path) -> None:
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    result = CliRunner().invoke(
+        cli(), ["policy", "check", str(deployment / "policies"), "--data-dir", str(other)]
+    )
+    assert result.exit_code == 1
+    assert "datasets/visits.yaml: source: must lie inside the data folder" in result.output
