@@ -200,13 +200,14 @@ async def _admit(
     actx.dataset = spec.name
     actx.licence_id = licence.id
     actx.tier = licence.tier
-    tier = await svc.registry.tier(licence.tier)
-    require(authorize(principal, licence, tier, spec, None, None, now))
+    tiers = await svc.registry.tier_map()
+    tier = tiers.get(licence.tier)
+    require(authorize(principal, licence, tier, spec, None, None, now, tiers=tiers))
     assert tier is not None  # authorize refuses a missing tier
     epsilon = req.epsilon if req.epsilon is not None else tier.max_epsilon_per_query
     actx.epsilon = float(epsilon)
     plan = parse_query(req.sql, spec)
-    require(authorize(principal, licence, tier, spec, plan, epsilon, now))
+    require(authorize(principal, licence, tier, spec, plan, epsilon, now, tiers=tiers))
     svc.limiter.check(licence.id, tier.rate_limit_per_minute)
     priced = price_plan(plan, spec, tier, epsilon, declared_group_count(plan, spec))
     cache_key = _cache_key(plan, spec, epsilon)

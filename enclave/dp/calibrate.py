@@ -9,6 +9,7 @@ constant), rebuild, and nudge the scale up while float rounding makes the map ex
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from decimal import Decimal
@@ -153,6 +154,7 @@ def quantile_candidates(low: float, high: float, integer: bool) -> tuple[float, 
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=256)
 def threshold_for_delta(scale: float, d_in: tuple[int, int, int], delta: float) -> int:
     """The smallest integer threshold whose privacy map reports a delta at most ``delta``.
 

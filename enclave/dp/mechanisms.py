@@ -34,6 +34,11 @@ threshold mechanism over the per-group row count ``_n`` (one more share of epsil
 ``(l0, l1, linf) = (k, k, k)``). Per-query delta is ``tier.budget_delta / 10`` (ten such
 queries per budget); the threshold is the smallest integer at which OpenDP's map reports a
 delta within it. ``min(k, G)`` then uses ``G = tier.group_by_max_groups`` (the released cap).
+
+Known limit: a float SUM's input is the exact DECIMAL sum rounded to a float, so two
+neighbouring inputs can differ by the sensitivity plus one rounding step per group (relative
+2^-53 of the sum); OpenDP's Laplace sampling itself is exact. Integer columns avoid this: their
+sums use the i64 (discrete Laplace) mechanism.
 """
 
 from __future__ import annotations
@@ -97,6 +102,7 @@ class PricedPlan:
     min_noisy_count: int
     max_groups: int
     suppress_with: int | None  # index in ``aggregates`` of the counts used for suppression
+    plan_key: str = ""  # ``plan.normalized()``: release() refuses a plan priced differently
 
 
 def price_plan(
@@ -109,6 +115,8 @@ def price_plan(
     aggs = plan.aggregates
     if not aggs:
         raise UnsupportedQuery("a query needs at least one aggregate")
+    if len(set(plan.output_columns)) != len(plan.output_columns):
+        raise UnsupportedQuery("output column names must be unique")
     k = spec.max_rows_per_unit
     grouped = bool(plan.group_by)
     undeclared = grouped and n_groups is None
@@ -153,6 +161,7 @@ def price_plan(
         min_noisy_count=tier.min_noisy_count,
         max_groups=tier.group_by_max_groups,
         suppress_with=_suppression_source(priced) if tier.min_noisy_count > 0 else None,
+        plan_key=plan.normalized(),
     )
 
 

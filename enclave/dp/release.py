@@ -47,7 +47,9 @@ def release(
     """Apply every priced measurement to ``exact`` and build the noisy table."""
     if tuple(exact.group_columns) != tuple(plan.group_by):
         raise EnclaveError("exact statistics do not match the plan")
-    selected = _select_groups(plan, priced, exact)
+    if priced.plan_key != plan.normalized():
+        raise EnclaveError("the plan was priced differently")
+    selected = _select_groups(spec, priced, exact)
 
     noisy: dict[tuple[str, str], list[Any]] = {}  # (alias, part) -> one value per group
     for p in priced.aggregates:
@@ -103,11 +105,20 @@ class _Selection:
     partition_counts: list[int] | None  # noisy counts from partition selection, if used
 
 
-def _select_groups(plan: Plan, priced: PricedPlan, exact: ExactGroups) -> _Selection:
-    """The groups to release: the declared set, or a DP partition selection over the data."""
+def _select_groups(spec: DatasetSpec, priced: PricedPlan, exact: ExactGroups) -> _Selection:
+    """The groups to release: the declared set, or a DP partition selection over the data.
+
+    Declared keys are released as they are, so they are checked to be distinct, as many as
+    priced, and made of declared category values: nothing from the data can pass as a key.
+    """
     if priced.n_groups is not None:
-        if len(exact.keys) != priced.n_groups:  # the group set must be the declared one
+        if len(exact.keys) != priced.n_groups or len(set(exact.keys)) != len(exact.keys):
             raise EnclaveError("exact statistics do not cover the declared groups")
+        for j, name in enumerate(exact.group_columns):
+            col = spec.column(name)
+            allowed = set(col.values) if col is not None and col.values is not None else None
+            if allowed is None or any(key[j] not in allowed for key in exact.keys):
+                raise EnclaveError("a group key is not a declared value")
         return _Selection(list(range(len(exact.keys))), None)
     part = next(p for p in priced.aggregates if p.part == "partition")
     by_code: dict[str, int] = {}

@@ -149,8 +149,9 @@ def bound_dataset(
     target.path.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.path.with_name(f".{target.path.stem}.{uuid.uuid4().hex}.tmp")
     started = time.monotonic()
-    log.info("bounding dataset %s v%d (k=%d): started", spec.name, spec.version,
-             spec.max_rows_per_unit)
+    log.info(
+        "bounding dataset %s v%d (k=%d): started", spec.name, spec.version, spec.max_rows_per_unit
+    )
     con = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit})
     try:
         con.execute("SET enable_progress_bar = false")
@@ -160,17 +161,23 @@ def bound_dataset(
         con.execute("SET VARIABLE enclave_seed = ?", [key.hex()])
         source = _source_sql(con, spec)
         con.execute(f"COPY ({_bounding_sql(spec, source)}) TO {_lit(str(tmp))} (FORMAT parquet)")
-        rows = con.execute(f"SELECT count(*) FROM read_parquet({_lit(str(tmp))})").fetchone()
+        rows = con.execute("SELECT count(*) FROM read_parquet(?)", [str(tmp)]).fetchone()
         os.replace(tmp, target.path)
     except (duckdb.Error, OSError) as exc:
-        log.warning("bounding dataset %s v%d failed (%s)", spec.name, spec.version,
-                    type(exc).__name__)
+        log.warning(
+            "bounding dataset %s v%d failed (%s)", spec.name, spec.version, type(exc).__name__
+        )
         raise SourceUnavailable("dataset source could not be read") from None
     finally:
         con.close()
         tmp.unlink(missing_ok=True)
-    log.info("bounding dataset %s v%d: %d rows kept in %.1fs", spec.name, spec.version,
-             rows[0] if rows else -1, time.monotonic() - started)
+    log.info(
+        "bounding dataset %s v%d: %d rows kept in %.1fs",
+        spec.name,
+        spec.version,
+        rows[0] if rows else -1,
+        time.monotonic() - started,
+    )
     return target
 
 
@@ -198,8 +205,9 @@ def _bounding_sql(spec: DatasetSpec, source: str) -> str:
     cols = _columns(spec)
     unit_col = spec.column(spec.privacy_unit)
     unit = _ident(unit_col.name if unit_col else spec.privacy_unit)
-    select = ", ".join(f"CAST({_ident(c.name)} AS {_SQL_TYPES[c.type]}) AS {_ident(c.name)}"
-                       for c in cols)
+    select = ", ".join(
+        f"CAST({_ident(c.name)} AS {_SQL_TYPES[c.type]}) AS {_ident(c.name)}" for c in cols
+    )
     names = [_ident(c.name) for c in cols]
     rank_text = ", ".join(["getvariable('enclave_seed')", *names])
     k = int(spec.max_rows_per_unit)

@@ -54,7 +54,7 @@ def generate_visits(path: Path, rows: int, seed: int = 7) -> int:
     u_n, u_heavy = _u(seed, "pid", "n"), _u(seed, "pid", "heavy")
     u_cost, u_big = _u(seed, "p.pid * 1000 + v", "cost"), _u(seed, "p.pid * 1000 + v", "big")
     u_date = _u(seed, "p.pid * 1000 + v", "date")
-    sql = f"""
+    sql = f"""  -- numbers and fixed tags only
     WITH base AS (
         SELECT range AS pid,
                CASE WHEN {u_heavy} < 0.01 THEN 10 + floor({u_n} * 60)::INTEGER
@@ -80,12 +80,12 @@ def generate_visits(path: Path, rows: int, seed: int = 7) -> int:
     FROM visits p
     WHERE p.row_no < {rows}
     ORDER BY p.row_no
-    """
+    """  # noqa: S608
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
     try:
-        con.execute(f"CREATE TEMP TABLE synth AS {sql}")  # noqa: S608 - numbers only
+        con.execute(f"CREATE TEMP TABLE synth AS {sql}")
         produced, n_persons = con.execute(
             "SELECT count(*), count(DISTINCT person_id) FROM synth"
         ).fetchone() or (0, 0)
@@ -94,8 +94,12 @@ def generate_visits(path: Path, rows: int, seed: int = 7) -> int:
         con.execute(f"COPY synth TO '{_sql_str(str(path))}' (FORMAT parquet)")
     finally:
         con.close()
-    log.info("synthetic visits: %d rows, %d persons in %.2fs", rows, n_persons,
-             time.monotonic() - started)
+    log.info(
+        "synthetic visits: %d rows, %d persons in %.2fs",
+        rows,
+        n_persons,
+        time.monotonic() - started,
+    )
     return int(n_persons)
 
 

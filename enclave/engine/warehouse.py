@@ -69,6 +69,7 @@ class Warehouse:
         self._key: bytes | None = None
         self._views: dict[str, str] = {}  # fingerprint -> view name
         self._pending: dict[str, asyncio.Task[str]] = {}
+        self._active: set[duckdb.DuckDBPyConnection] = set()  # cursors with a running query
 
     async def open(self) -> None:
         """Create and harden the database; start the query threads."""
@@ -86,6 +87,8 @@ class Warehouse:
         for task in self._pending.values():
             task.cancel()
         self._pending.clear()
+        for cursor in list(self._active):
+            cursor.interrupt()  # so that shutting the pool down does not wait for them
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
@@ -118,6 +121,7 @@ class Warehouse:
         conn, pool = self._require_open()
         cursor = conn.cursor()
         future = pool.submit(_fetch, cursor, compiled.sql, compiled.params)
+        self._active.add(cursor)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
         except TimeoutError:
@@ -130,6 +134,7 @@ class Warehouse:
             log.warning("query failed in DuckDB (%s)", type(exc).__name__)
             raise EngineError("query failed") from None
         finally:
+            self._active.discard(cursor)
             if future.done():
                 cursor.close()
 
@@ -146,7 +151,10 @@ class Warehouse:
             return True  # source file is present (bounded_target stat'ed it)
         probe = CompiledQuery(
             sql=f"SELECT count(*) FROM (SELECT 1 FROM {view} LIMIT 1)",  # noqa: S608
-            params=(), group_columns=(), stats=(), declared_keys=None,
+            params=(),
+            group_columns=(),
+            stats=(),
+            declared_keys=None,
         )
         try:
             await self.run(probe, timeout_s=5.0)
@@ -156,8 +164,12 @@ class Warehouse:
 
     async def _prepare(self, spec: DatasetSpec, target: BoundTarget) -> str:
         await asyncio.to_thread(
-            bound_dataset, spec, self._state_dir, key=self._require_key(),
-            threads=self._engine.threads, memory_limit=self._engine.memory_limit,
+            bound_dataset,
+            spec,
+            self._state_dir,
+            key=self._require_key(),
+            threads=self._engine.threads,
+            memory_limit=self._engine.memory_limit,
         )
         view = view_name(spec, target.fingerprint)
         sql = (

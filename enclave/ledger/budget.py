@@ -17,9 +17,15 @@ guarantee (the contract documents it as a risk), so it is off unless set.
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal, InvalidOperation
+from collections.abc import Iterable
+from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, localcontext
 
 ZERO = Decimal(0)
+
+#: Additions and comparisons run in this context: wide enough for any realistic amount, and
+#: ``Inexact`` is trapped, so a sum that would need rounding raises instead of silently
+#: rounding (the default context keeps 28 digits: 1.0 + 1E-28 would round to 1.0 and "fit").
+EXACT = Context(prec=200, traps=[Inexact, InvalidOperation, Overflow])
 
 
 def to_decimal(value: Decimal | int | float | str) -> Decimal:
@@ -64,12 +70,23 @@ def remaining(
     spent_eps: Decimal, spent_delta: Decimal, limit_eps: Decimal, limit_delta: Decimal
 ) -> tuple[Decimal, Decimal]:
     """What is left of each limit, never below zero."""
-    return max(ZERO, limit_eps - spent_eps), max(ZERO, limit_delta - spent_delta)
+    with localcontext(EXACT):
+        return max(ZERO, limit_eps - spent_eps), max(ZERO, limit_delta - spent_delta)
 
 
 def fits(spent: Decimal, cost: Decimal, limit: Decimal) -> bool:
     """Whether spending ``cost`` on top of ``spent`` stays within ``limit`` (exactly)."""
-    return spent + cost <= limit
+    with localcontext(EXACT):
+        return spent + cost <= limit
+
+
+def exact_sum(values: Iterable[Decimal | str]) -> Decimal:
+    """The exact sum of ledger amounts (Decimal strings as stored)."""
+    total = ZERO
+    with localcontext(EXACT):
+        for value in values:
+            total += Decimal(value)
+    return total
 
 
 def charge_fits(

@@ -500,6 +500,8 @@ def load_policy_dir(
         if not folder.is_dir():
             out.problems.append(f"{kind}/: folder not found under {policies_dir}")
             continue
+        for stray in sorted(folder.glob("*.yml")):
+            out.problems.append(f"{kind}/{stray.name}: ignored: policy files end in .yaml")
         for path in sorted(folder.glob("*.yaml")):
             where = f"{kind}/{path.name}"
             if kind == "tiers":

@@ -195,6 +195,9 @@ def _check_tokens(tokens: list[Token]) -> None:
     body = statements[0]
     for token, following in zip(body, [*body[1:], None], strict=True):
         kind = token.token_type
+        if kind == TokenType.FROM and following is not None:
+            if following.token_type == TokenType.STRING:  # DuckDB reads 'x' in FROM as a file
+                refuse("unsupported: a file or URL in FROM")
         if kind == TokenType.DCOLON:
             refuse("unsupported: CAST (::)")
         if kind in (TokenType.PLACEHOLDER, TokenType.PARAMETER):
@@ -451,12 +454,17 @@ class _Builder:
             refuse("WHERE clause nested too deeply")
         node = _unparen(node)
         if isinstance(node, exp.And | exp.Or):
-            items: list[Predicate] = []
-            for part in (node.this, node.expression):
-                pred = self._predicate(part, depth + 1)
-                same = isinstance(pred, And) if isinstance(node, exp.And) else isinstance(pred, Or)
-                items.extend(pred.items if same else [pred])  # type: ignore[union-attr]
-            return And(tuple(items)) if isinstance(node, exp.And) else Or(tuple(items))
+            # A chain `a AND b AND c` is one level, however long (sqlglot nests it left-deep).
+            cls = type(node)
+            operands, stack = [], [node]
+            while stack:
+                current = _unparen(stack.pop())
+                if type(current) is cls:
+                    stack.extend([current.expression, current.this])
+                else:
+                    operands.append(current)
+            items = tuple(self._predicate(part, depth + 1) for part in operands)
+            return And(items) if cls is exp.And else Or(items)
         if isinstance(node, exp.Not):
             inner = self._predicate(node.this, depth + 1)
             if isinstance(inner, InList | Between | IsNull):  # x NOT IN / NOT BETWEEN / IS NOT NULL

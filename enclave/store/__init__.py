@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from enclave.errors import ConfigError
 from enclave.store.base import Store
@@ -25,7 +26,10 @@ def open_store(url: str) -> Store:
     if url.startswith(SQLITE_PREFIX):
         from enclave.store.sqlite import SqliteStore
 
-        return SqliteStore(url[len(SQLITE_PREFIX) :])
+        path = url[len(SQLITE_PREFIX) :]
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return SqliteStore(path)
     if url.startswith(POSTGRES_PREFIXES):
         try:
             from enclave.store.postgres import PostgresStore

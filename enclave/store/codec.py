@@ -16,7 +16,9 @@ from typing import Any
 
 from enclave.audit.chain import chain_hash
 from enclave.audit.record import AuditDraft, AuditRecord
+from enclave.store.base import PolicyVersion
 from enclave.errors import BadRequest, Conflict
+from enclave.ledger.budget import exact_sum
 from enclave.models import LICENCE_STATUSES, Licence, iso, parse_time
 
 #: Licence fields an update may change (``id`` and the timestamps are the store's).
@@ -175,6 +177,44 @@ def build_record(draft: AuditDraft, seq: int, ts: str, prev_hash: str) -> AuditR
     return AuditRecord(**body, hash=chain_hash(prev_hash, body))
 
 
+def record_from_row(row: Any) -> AuditRecord:
+    """An ``AuditRecord`` from a database row (sqlite3.Row or asyncpg.Record)."""
+    detail = row["detail"]
+    return AuditRecord(
+        seq=int(row["seq"]),
+        ts=row["ts"],
+        request_id=row["request_id"],
+        actor=row["actor"],
+        roles=list(loads(row["roles"])),
+        licence_id=row["licence_id"],
+        tier=row["tier"],
+        action=row["action"],
+        dataset=row["dataset"],
+        sql=row["sql"],
+        epsilon=float(row["epsilon"]),
+        delta=float(row["delta"]),
+        cached=bool(row["cached"]),
+        outcome=row["outcome"],
+        reason=row["reason"],
+        client=row["client"],
+        result_sha256=row["result_sha256"],
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
+        detail=loads(detail) if detail is not None else None,
+    )
+
+
+def policy_from_row(row: Any) -> PolicyVersion:
+    return PolicyVersion(
+        kind=row["kind"],
+        name=row["name"],
+        version=int(row["version"]),
+        body=dict(loads(row["body"])),
+        created_at=row["created_at"],
+        actor=row["actor"],
+    )
+
+
 def next_ts(now: dt.datetime, head_ts: str | None) -> str:
     """The new record's timestamp: now, but never before the head's (clocks can step back;
     ``seq`` is the order, and ``since``/``until`` filters should agree with it)."""
@@ -187,11 +227,19 @@ def with_licence(draft: AuditDraft, licence_id: str) -> AuditDraft:
 
 
 def sum_decimals(rows: Iterable[tuple[Any, Any]]) -> tuple[Decimal, Decimal]:
-    eps, delta = Decimal(0), Decimal(0)
+    """Exact sums of (epsilon, delta) ledger rows (Decimal strings or NUMERIC values)."""
+    eps: list[Any] = []
+    delta: list[Any] = []
     for e, d in rows:
-        eps += Decimal(e)
-        delta += Decimal(d)
-    return eps, delta
+        eps.append(e)
+        delta.append(d)
+    return exact_sum(eps), exact_sum(delta)
+
+
+def add_spend(totals: dict[Any, tuple[Decimal, Decimal]], key: Any, eps: Any, delta: Any) -> None:
+    """Accumulate one ledger row into ``totals[key]``, exactly."""
+    e0, d0 = totals.get(key, (Decimal(0), Decimal(0)))
+    totals[key] = (exact_sum((e0, Decimal(eps))), exact_sum((d0, Decimal(delta))))
 
 
 @dataclass(frozen=True)

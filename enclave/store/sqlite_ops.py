@@ -140,32 +140,6 @@ def append(
     return record
 
 
-def record_from_row(row: sqlite3.Row) -> AuditRecord:
-    detail = row["detail"]
-    return AuditRecord(
-        seq=int(row["seq"]),
-        ts=row["ts"],
-        request_id=row["request_id"],
-        actor=row["actor"],
-        roles=list(codec.loads(row["roles"])),
-        licence_id=row["licence_id"],
-        tier=row["tier"],
-        action=row["action"],
-        dataset=row["dataset"],
-        sql=row["sql"],
-        epsilon=float(row["epsilon"]),
-        delta=float(row["delta"]),
-        cached=bool(row["cached"]),
-        outcome=row["outcome"],
-        reason=row["reason"],
-        client=row["client"],
-        result_sha256=row["result_sha256"],
-        prev_hash=row["prev_hash"],
-        hash=row["hash"],
-        detail=codec.loads(detail) if detail is not None else None,
-    )
-
-
 def audit_events(
     conn: sqlite3.Connection, flt: AuditFilter, after_seq: int, limit: int
 ) -> list[AuditRecord]:
@@ -184,7 +158,7 @@ def audit_events(
         args.append(iso(flt.until))
     args.append(max(0, limit))
     sql = f"SELECT {AUDIT_COLUMNS} FROM audit WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"  # noqa: S608
-    return [record_from_row(r) for r in conn.execute(sql, args)]
+    return [codec.record_from_row(r) for r in conn.execute(sql, args)]
 
 
 def audit_batch(conn: sqlite3.Connection, after_seq: int, batch: int) -> list[AuditRecord]:
@@ -192,7 +166,7 @@ def audit_batch(conn: sqlite3.Connection, after_seq: int, batch: int) -> list[Au
         f"SELECT {AUDIT_COLUMNS} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608
         (after_seq, batch),
     )
-    return [record_from_row(r) for r in rows]
+    return [codec.record_from_row(r) for r in rows]
 
 
 def audit_summary(
@@ -214,8 +188,7 @@ def audit_summary(
     sql = "SELECT a.actor, l.dataset, l.epsilon, l.delta FROM ledger l JOIN audit a"
     rows = conn.execute(sql + " ON a.seq = l.audit_seq WHERE " + window, args)
     for actor, dataset, eps, delta in rows:
-        e0, d0 = spend.get((actor, dataset), (Decimal(0), Decimal(0)))
-        spend[(actor, dataset)] = (e0 + Decimal(eps), d0 + Decimal(delta))
+        codec.add_spend(spend, (actor, dataset), eps, delta)
     return codec.summary_rows(counts, spend)
 
 
@@ -256,8 +229,7 @@ def spent_by_dataset(
         args.append(iso(since))
     out: dict[str, tuple[Decimal, Decimal]] = {}
     for dataset, eps, delta in conn.execute(sql, args):
-        e0, d0 = out.get(dataset, (Decimal(0), Decimal(0)))
-        out[dataset] = (e0 + Decimal(eps), d0 + Decimal(delta))
+        codec.add_spend(out, dataset, eps, delta)
     return out
 
 
@@ -352,17 +324,6 @@ def is_revoked(conn: sqlite3.Connection, jti: str) -> bool:
 # --- policies ------------------------------------------------------------------------------
 
 
-def _policy(row: sqlite3.Row) -> PolicyVersion:
-    return PolicyVersion(
-        kind=row["kind"],
-        name=row["name"],
-        version=int(row["version"]),
-        body=dict(codec.loads(row["body"])),
-        created_at=row["created_at"],
-        actor=row["actor"],
-    )
-
-
 def put_policy(
     conn: sqlite3.Connection,
     kind: PolicyKind,
@@ -409,7 +370,7 @@ def get_policy(
             "SELECT * FROM policies WHERE kind = ? AND name = ? AND version = ?",
             (kind, name, version),
         ).fetchone()
-    return None if row is None else _policy(row)
+    return None if row is None else codec.policy_from_row(row)
 
 
 def list_policies(conn: sqlite3.Connection, kind: PolicyKind) -> list[PolicyVersion]:
@@ -419,11 +380,11 @@ def list_policies(conn: sqlite3.Connection, kind: PolicyKind) -> list[PolicyVers
         " ORDER BY p.name",
         (kind,),
     )
-    return [_policy(r) for r in rows]
+    return [codec.policy_from_row(r) for r in rows]
 
 
 def policy_history(conn: sqlite3.Connection, kind: PolicyKind, name: str) -> list[PolicyVersion]:
     rows = conn.execute(
         "SELECT * FROM policies WHERE kind = ? AND name = ? ORDER BY version", (kind, name)
     )
-    return [_policy(r) for r in rows]
+    return [codec.policy_from_row(r) for r in rows]

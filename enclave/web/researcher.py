@@ -26,7 +26,7 @@ async def list_datasets(request: web.Request) -> web.Response:
     svc = request.app[services_key]
     principal = request[principal_key]
     licences = await svc.store.licences_for(principal.subject)
-    tiers = {t.name: t for t in await svc.registry.tiers()}
+    tiers = await svc.registry.tier_map()
     specs = await svc.registry.datasets()
     visible = visible_datasets(licences, tiers, specs, svc.clock())
     return json_response({"datasets": [_dataset_json(s) for s in visible]})

@@ -216,6 +216,8 @@ def test_usable_jwks_skips_keys_that_cannot_verify() -> None:
         ({"kty": "EC", "crv": "P-384"}, "ES256", False),
         ({"kty": "EC", "crv": "P-256", "alg": "ES384"}, "ES256", False),
         ({"kty": "RSA"}, "RS256", True),
+        ({"kty": "EC", "crv": "P-256"}, "RS256", False),
+        ({"kty": "OKP", "crv": "Ed25519"}, "PS256", False),
         ({"kty": "RSA", "alg": "RS256"}, "PS256", False),
         ({"kty": "OKP", "crv": "Ed25519"}, "EdDSA", True),
         ({"kty": "OKP", "crv": "X25519"}, "EdDSA", False),

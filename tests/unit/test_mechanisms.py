@@ -23,6 +23,7 @@ from enclave.query.plan import Aggregate, GroupColumn, Plan
 
 K = 5
 REGIONS = ("north", "south", "east", "west", "central")
+CODES = tuple(f"c{i:02d}" for i in range(40))
 
 
 def make_spec(k: int = K) -> DatasetSpec:
@@ -41,7 +42,7 @@ def make_spec(k: int = K) -> DatasetSpec:
             ColumnSpec("region", "category", None, REGIONS),
             ColumnSpec("cost", "float", (0.0, 50000.0)),
             ColumnSpec("delta_t", "float", (-20.0, 10.0)),
-            ColumnSpec("code", "category", None, None),
+            ColumnSpec("code", "category", None, CODES),
         ),
     )
 
@@ -76,7 +77,8 @@ def by_alias(p: PricedPlan, alias: str, part: str = "value") -> Any:
 def test_enable_dp_is_idempotent() -> None:
     enable_dp()
     enable_dp()
-    assert dp.m.make_laplace(dp.atom_domain(T=int), dp.absolute_distance(T=int), 1.0).map(1) == 1.0
+    meas: Any = dp.m.make_laplace(dp.atom_domain(T=int), dp.absolute_distance(T=int), 1.0)
+    assert meas.map(1) == 1.0
 
 
 def test_count_and_sum_split_epsilon_and_costs_are_exact() -> None:
@@ -100,7 +102,8 @@ def test_count_and_sum_split_epsilon_and_costs_are_exact() -> None:
 def test_same_domain_measurements_use_make_composition() -> None:
     p = price(make_plan(Aggregate("count", "a"), Aggregate("count", "b")), eps="0.6")
     a, b = by_alias(p, "a"), by_alias(p, "b")
-    composed = dp.c.make_composition([a.measurement, b.measurement]).map(K)
+    meas: Any = dp.c.make_composition([a.measurement, b.measurement])
+    composed = meas.map(K)
     assert p.opendp_epsilon == composed
     assert composed <= 0.6
 
@@ -214,6 +217,7 @@ def test_undeclared_keys_use_partition_selection_and_spend_delta() -> None:
     assert p.delta == Decimal("1e-7")
     eps, delta = part.measurement.map((K, K, K))
     assert eps <= 0.5 and delta <= 1e-7 and p.opendp_delta == delta
+    assert part.threshold is not None
     assert threshold_builder(part.threshold - 1)(part.scale).map((K, K, K))[1] > 1e-7
     # count_distinct falls back to the released cap for G
     cd = price(make_plan(Aggregate("count_distinct_units", "u")), groups=None,
@@ -242,3 +246,5 @@ def test_unusable_aggregates_are_refused() -> None:
         price(make_plan(Aggregate("quantile", "q", "cost", 1.0)))
     with pytest.raises(UnsupportedQuery):
         price(make_plan())
+    with pytest.raises(UnsupportedQuery):
+        price(make_plan(Aggregate("count", "n"), Aggregate("sum", "n", "cost")))

@@ -89,9 +89,7 @@ def layout(tmp_path: Path) -> tuple[Path, Path]:
     data = tmp_path / "data"
     base.mkdir()
     data.mkdir()
-    duckdb.sql("SELECT range AS person_id, (range % 90)::INT AS age FROM range(10)").write_parquet(
-        str(data / "visits.parquet")
-    )
+    write_parquet("SELECT range AS person_id FROM range(10)", data / "visits.parquet")
     return base, data
 
 
@@ -347,6 +345,7 @@ def test_folder_problems_carry_file_field_and_line(deployment: Path) -> None:
     write(pol / "tiers" / "dupe.yaml", "name: dupe\nlevel: 1\nlevel: 2\n")
     write(pol / "tiers" / "other.yaml", (pol / "tiers" / "open.yaml").read_text())
     write(pol / "tiers" / "evil.yaml", "!!python/object/apply:os.system ['true']\n")
+    write(pol / "tiers" / "gold.yml", "name: gold\n")
     visits = (pol / "datasets" / "visits.yaml").read_text()
     write(pol / "datasets" / "visits.yaml", visits.replace("min_tier: open", "min_tier: gold"))
     found = load_policy_dir(pol, deployment / "data")
@@ -356,6 +355,7 @@ def test_folder_problems_carry_file_field_and_line(deployment: Path) -> None:
     assert "tiers/other.yaml: name: must equal the file name ('other')" in text
     assert "tiers/evil.yaml: line 1: invalid YAML" in text
     assert "datasets/visits.yaml: min_tier: unknown tier 'gold'" in text
+    assert "tiers/gold.yml: ignored: policy files end in .yaml" in text
     assert sorted(found.tiers) == ["accredited", "open", "standard"]
 
 

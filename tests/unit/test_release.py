@@ -13,9 +13,7 @@ from enclave.dp.mechanisms import PricedPlan, price_plan
 from enclave.dp.release import ReleasedTable, release, result_digest
 from enclave.errors import EnclaveError
 from enclave.query.plan import Aggregate, ExactGroups, GroupColumn, OrderItem, Plan
-from tests.unit.test_mechanisms import REGIONS, make_plan, make_spec, make_tier
-
-CODES = tuple(f"c{i:02d}" for i in range(40))
+from tests.unit.test_mechanisms import CODES, REGIONS, make_plan, make_spec, make_tier
 
 
 def run(
@@ -89,6 +87,15 @@ def test_exact_groups_must_match_the_declared_set() -> None:
         run(plan, short)
     with pytest.raises(EnclaveError):
         run(plan, region_groups(_n=(1,) * 5))  # a0_count missing
+    odd = ExactGroups(
+        ("region",), tuple((r,) for r in (*REGIONS[:4], "nowhere")), {"a0_count": (1,) * 5}
+    )
+    with pytest.raises(EnclaveError):
+        run(plan, odd)  # a key that is not a declared value never passes through
+    spec, tier = make_spec(), make_tier()
+    priced = price_plan(make_plan(Aggregate("count", "other")), spec, tier, Decimal(1), 5)
+    with pytest.raises(EnclaveError):
+        release(plan, spec, tier, priced, region_groups(_n=(1,) * 5, a0_count=(1,) * 5))
 
 
 def test_suppression_uses_noisy_counts_only() -> None:

@@ -1,0 +1,117 @@
+"""PostgreSQL schema, as numbered migrations (the same tables as ``sqlite_schema.py``).
+
+Migrations run in one transaction holding ``pg_advisory_xact_lock(MIGRATION_LOCK)``, so
+several replicas can start at once: the first applies them, the others wait and then find
+nothing left to do.
+
+Differences from SQLite, and why:
+- ``chain_head`` is a one-row table. Every audited write locks it (``SELECT … FOR UPDATE``)
+  before reading anything, which serializes appends across replicas: one linear chain, and the
+  budget re-check sees every earlier debit. Row locks are released at commit or rollback.
+- ledger amounts are ``NUMERIC`` (exact); audit epsilon/delta ``double precision`` (the record
+  carries floats and a double round-trips exactly, so stored records re-hash correctly).
+- ``roles`` and ``detail`` are TEXT holding the JSON we wrote, not ``jsonb``: ``jsonb``
+  rewrites numbers and key order, and the stored record must hash to its stored hash.
+"""
+
+from __future__ import annotations
+
+MIGRATION_LOCK = 0x656E636C  # "encl": the advisory lock id for schema changes
+
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            """CREATE TABLE licences (
+                id TEXT PRIMARY KEY,
+                subject TEXT NOT NULL,
+                organization TEXT NOT NULL,
+                tier TEXT NOT NULL,
+                datasets TEXT NOT NULL,
+                purpose TEXT NOT NULL,
+                jurisdiction TEXT NOT NULL,
+                valid_from TEXT NOT NULL,
+                valid_until TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('active', 'suspended', 'revoked')),
+                created_at TEXT,
+                updated_at TEXT
+            )""",
+            "CREATE INDEX licences_subject ON licences (subject)",
+            """CREATE TABLE audit (
+                seq BIGINT PRIMARY KEY,
+                ts TEXT NOT NULL,
+                request_id TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                roles TEXT NOT NULL,
+                licence_id TEXT,
+                tier TEXT,
+                action TEXT NOT NULL,
+                dataset TEXT,
+                sql TEXT,
+                epsilon DOUBLE PRECISION NOT NULL,
+                delta DOUBLE PRECISION NOT NULL,
+                cached BOOLEAN NOT NULL,
+                outcome TEXT NOT NULL,
+                reason TEXT,
+                client TEXT,
+                result_sha256 TEXT,
+                detail TEXT,
+                prev_hash TEXT NOT NULL,
+                hash TEXT NOT NULL
+            )""",
+            "CREATE INDEX audit_actor ON audit (actor, seq)",
+            "CREATE INDEX audit_dataset ON audit (dataset, seq)",
+            "CREATE INDEX audit_action ON audit (action, seq)",
+            "CREATE INDEX audit_ts ON audit (ts)",
+            "CREATE INDEX audit_licence ON audit (licence_id, seq)",
+            """CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN RAISE EXCEPTION 'audit records are append-only'; END $$""",
+            """CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit
+               FOR EACH ROW EXECUTE FUNCTION audit_append_only()""",
+            """CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
+               FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()""",
+            """CREATE TABLE chain_head (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                seq BIGINT NOT NULL
+            )""",
+            "INSERT INTO chain_head (id, seq) VALUES (1, 0)",
+            """CREATE TABLE revocations (
+                jti TEXT PRIMARY KEY,
+                reason TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                audit_seq BIGINT NOT NULL REFERENCES audit (seq)
+            )""",
+            """CREATE TABLE policies (
+                kind TEXT NOT NULL CHECK (kind IN ('tier', 'dataset')),
+                name TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                body TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                audit_seq BIGINT REFERENCES audit (seq),
+                PRIMARY KEY (kind, name, version)
+            )""",
+            """CREATE TABLE ledger (
+                id BIGSERIAL PRIMARY KEY,
+                licence_id TEXT NOT NULL,
+                dataset TEXT NOT NULL,
+                epsilon NUMERIC NOT NULL,
+                delta NUMERIC NOT NULL,
+                ts TEXT NOT NULL,
+                audit_seq BIGINT NOT NULL REFERENCES audit (seq)
+            )""",
+            "CREATE INDEX ledger_licence ON ledger (licence_id, dataset, ts)",
+            "CREATE INDEX ledger_audit ON ledger (audit_seq)",
+            """CREATE TABLE release_cache (
+                licence_id TEXT NOT NULL,
+                cache_key TEXT NOT NULL,
+                body TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                audit_seq BIGINT NOT NULL REFERENCES audit (seq),
+                PRIMARY KEY (licence_id, cache_key)
+            )""",
+        ),
+    ),
+)
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -1,0 +1,47 @@
+"""`enclave demo --no-serve` builds a working deployment; the printed token answers a query."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from enclave.cli import main
+from enclave.config import load_config
+from enclave.web.app import create_app
+
+
+async def test_demo_deployment_answers_the_printed_query(
+    tmp_path: Path, aiohttp_client: Any
+) -> None:
+    folder = tmp_path / "demo"
+    # the CLI runs its own event loop, so it runs in a thread beside the test's loop
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        main, ["demo", "--dir", str(folder), "--rows", "5000", "--port", "18080", "--no-serve"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "curl -s http://127.0.0.1:18080/v1/queries" in result.output
+    tokens = dict(line.split("=", 1) for line in
+                  (folder / "tokens.env").read_text().splitlines())
+    client = await aiohttp_client(create_app(load_config(folder / "enclave.toml")))
+    resp = await client.post(
+        "/v1/queries",
+        json={"dataset": "visits", "epsilon": 0.5, "sql": "SELECT region, COUNT(*) AS n, "
+              "AVG(cost) AS mean_cost FROM visits GROUP BY region"},
+        headers={"Authorization": f"Bearer {tokens['RESEARCHER_TOKEN']}"},
+    )
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert len(body["rows"]) == 5
+    for role_token, path in (("ADMIN_TOKEN", "/v1/admin/licences"),):
+        r = await client.get(path, headers={"Authorization": f"Bearer {tokens[role_token]}"})
+        assert r.status == 200
+        assert len((await r.json())["licences"]) == 3
+    # a second run reuses the folder (no new licences, same data)
+    again = await asyncio.to_thread(
+        CliRunner().invoke, main, ["demo", "--dir", str(folder), "--no-serve"]
+    )
+    assert again.exit_code == 0, again.output

@@ -1,0 +1,306 @@
+"""Plan → DuckDB SQL, run for real in an in-memory DuckDB and checked against a plain-Python
+reference computed from the same rows (clamping, exact sums, NULLs, groups, WHERE logic)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import duckdb
+import pytest
+
+from enclave.models import ColumnSpec, DatasetSpec
+from enclave.query.compile import assemble, compile_plan, quote_ident
+from enclave.query.parse import parse_query
+from enclave.query.plan import (
+    And,
+    Between,
+    Comparison,
+    CompiledQuery,
+    ExactGroups,
+    InList,
+    IsNull,
+    Not,
+    Or,
+    Predicate,
+)
+from tests.unit.test_parse import SPEC, visits_spec
+
+TABLE = 'bounded "visits" v1'  # a name that needs quoting
+D = dt.date
+# person_id, age, sex, region, cost, visit_date: out-of-bound values, NULLs, undeclared keys
+ROWS: list[tuple[Any, ...]] = [
+    (1, 200, "F", "north", 60000.5, D(2020, 1, 1)),
+    (1, -5, "F", "north", 0.1, D(2020, 6, 1)),
+    (1, 30, "F", "south", -3.0, D(2014, 1, 1)),
+    (2, None, "M", "north", None, None),
+    (2, 45, "M", "east", 12.345678, D(2021, 3, 4)),
+    (3, 30, "X", "mars", 10.5, D(2021, 1, 1)),
+    (4, 40, None, "south", 20.25, D(2022, 1, 1)),
+    (5, 110, "M", None, 49999.999999, D(2025, 12, 31)),
+    (6, 0, "F", "west", 0.1, D(2019, 12, 31)),
+] + [(7, 65, "F", "central", 0.1, D(2023, 1, 1))] * 10
+COLUMNS = ("person_id", "age", "sex", "region", "cost", "visit_date")
+
+
+@pytest.fixture(scope="module")
+def con() -> Iterator[duckdb.DuckDBPyConnection]:
+    conn = duckdb.connect()
+    conn.execute(
+        f"CREATE TABLE {quote_ident(TABLE)} (person_id INTEGER, age INTEGER, sex VARCHAR, "
+        "region VARCHAR, cost DOUBLE, visit_date DATE)"
+    )
+    insert = f"INSERT INTO {quote_ident(TABLE)} VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608
+    conn.executemany(insert, ROWS)
+    yield conn
+    conn.close()
+
+
+def run(
+    con: duckdb.DuckDBPyConnection, sql: str, spec: DatasetSpec = SPEC
+) -> tuple[CompiledQuery, ExactGroups]:
+    compiled = compile_plan(parse_query(sql, spec), spec, TABLE)
+    rows = con.execute(compiled.sql, list(compiled.params)).fetchall()
+    return compiled, assemble(compiled, rows)
+
+
+def clamp(value: Any, low: Any, high: Any) -> Any:
+    return None if value is None else min(max(value, low), high)
+
+
+def records(rows: list[tuple[Any, ...]] = ROWS) -> list[dict[str, Any]]:
+    return [dict(zip(COLUMNS, r, strict=True)) for r in rows]
+
+
+def test_ungrouped_clamps_and_sums_exactly(con: duckdb.DuckDBPyConnection) -> None:
+    compiled, groups = run(
+        con,
+        "SELECT COUNT(*), COUNT(DISTINCT person_id), SUM(age), AVG(cost), SUM(cost), "
+        "MEDIAN(age), QUANTILE_CONT(cost, 0.9) FROM visits",
+    )
+    assert compiled.declared_keys == ((),)
+    assert compiled.stats == (
+        "a0_count",
+        "a1_units",
+        "a2_sum",
+        "a3_sum",
+        "a3_count",
+        "a4_sum",
+        "a5_values",
+        "a6_values",
+        "_n",
+    )
+    recs = records()
+    ages = [clamp(r["age"], 0, 110) for r in recs if r["age"] is not None]
+    costs = [clamp(r["cost"], 0, 50000) for r in recs if r["cost"] is not None]
+    exact_cost = sum(Decimal(str(c)) for c in costs)
+    assert groups.keys == ((),)
+    s = {name: values[0] for name, values in groups.stats.items()}
+    assert s["a0_count"] == s["_n"] == len(ROWS)
+    assert s["a1_units"] == len({r["person_id"] for r in recs})
+    assert s["a2_sum"] == sum(ages) and isinstance(s["a2_sum"], int)
+    assert s["a3_sum"] == s["a4_sum"] == exact_cost and isinstance(s["a3_sum"], Decimal)
+    assert s["a3_count"] == len(costs) < len(ROWS)  # AVG's count skips NULLs
+    assert sorted(s["a5_values"]) == sorted(ages)  # 200 -> 110, -5 -> 0, NULL dropped
+    assert sorted(s["a6_values"]) == sorted(costs)
+    assert max(s["a5_values"]) == 110 and min(s["a5_values"]) == 0
+
+
+def test_decimal_sum_of_tenths_is_exact(con: duckdb.DuckDBPyConnection) -> None:
+    _, groups = run(con, "SELECT SUM(cost) FROM visits WHERE region = 'central'")
+    assert groups.stats["a0_sum"] == (Decimal("1.000000"),)
+    assert sum([0.1] * 10) != 1.0  # what a DOUBLE sum would have given
+
+
+def test_declared_groups_are_all_present_in_order(con: duckdb.DuckDBPyConnection) -> None:
+    compiled, groups = run(
+        con,
+        "SELECT sex, region, COUNT(*), COUNT(DISTINCT person_id), SUM(age), AVG(cost), "
+        "MEDIAN(age) FROM visits GROUP BY region, sex",
+    )
+    regions = ("north", "south", "east", "west", "central")
+    expected_keys = tuple((r, s) for r in regions for s in ("F", "M"))
+    assert compiled.declared_keys == expected_keys
+    assert groups.keys == expected_keys
+    assert groups.group_columns == ("region", "sex")
+    recs = records()
+    for i, (region, sex) in enumerate(expected_keys):
+        mine = [r for r in recs if r["region"] == region and r["sex"] == sex]
+        ages = [clamp(r["age"], 0, 110) for r in mine if r["age"] is not None]
+        costs = [clamp(r["cost"], 0, 50000) for r in mine if r["cost"] is not None]
+        assert groups.stats["a0_count"][i] == groups.stats["_n"][i] == len(mine)
+        assert groups.stats["a1_units"][i] == len({r["person_id"] for r in mine})
+        assert groups.stats["a2_sum"][i] == sum(ages)
+        assert groups.stats["a3_sum"][i] == sum(Decimal(str(c)) for c in costs)
+        assert groups.stats["a3_count"][i] == len(costs)
+        assert sorted(groups.stats["a4_values"][i]) == sorted(ages)
+    # rows outside the declared values (sex 'X', NULL sex, region 'mars', NULL region) vanish
+    assert sum(groups.stats["_n"]) == sum(
+        1 for r in recs if r["sex"] in ("F", "M") and r["region"] in regions
+    )
+    empty = expected_keys.index(("west", "M"))
+    assert groups.stats["a0_count"][empty] == 0
+    assert groups.stats["a2_sum"][empty] == 0
+    assert groups.stats["a4_values"][empty] == []
+
+
+def test_undeclared_keys_come_from_the_data(con: duckdb.DuckDBPyConnection) -> None:
+    compiled, groups = run(con, "SELECT age, COUNT(*) FROM visits GROUP BY age")
+    assert compiled.declared_keys is None
+    raw = [r[1] for r in ROWS]
+    expected = sorted({a for a in raw if a is not None}) + [None]
+    assert groups.keys == tuple((a,) for a in expected)
+    assert groups.stats["a0_count"] == tuple(raw.count(a) for a in expected)
+
+
+def test_mixed_groups_still_restrict_categories(con: duckdb.DuckDBPyConnection) -> None:
+    compiled, groups = run(
+        con, "SELECT sex, visit_date, COUNT(*) FROM visits GROUP BY sex, visit_date"
+    )
+    assert compiled.declared_keys is None
+    assert {k[0] for k in groups.keys} == {"F", "M"}
+    assert sum(groups.stats["_n"]) == sum(1 for r in ROWS if r[2] in ("F", "M"))
+
+
+def test_no_matching_rows(con: duckdb.DuckDBPyConnection) -> None:
+    _, flat = run(con, "SELECT COUNT(*), SUM(cost), MEDIAN(age) FROM visits WHERE age > 1000")
+    assert flat.stats == {"a0_count": (0,), "a1_sum": (0,), "a2_values": ([],), "_n": (0,)}
+    _, grouped = run(con, "SELECT sex, COUNT(*) FROM visits WHERE age > 1000 GROUP BY sex")
+    assert grouped.keys == (("F",), ("M",)) and grouped.stats["a0_count"] == (0, 0)
+
+
+WHERES = [
+    "age >= 30",
+    "age < 30 OR age IS NULL",
+    "NOT (age < 30)",
+    "age NOT IN (30, 45)",
+    "age IN (30, 45, 999)",
+    "age BETWEEN 0 AND 45",
+    "age NOT BETWEEN 0 AND 45",
+    "cost > 10.5",
+    "cost <= 0.1",
+    "cost IS NOT NULL AND age <> 30",
+    "sex = 'F' AND (region = 'north' OR region IN ('east', 'mars'))",
+    "sex != 'F'",
+    "NOT (sex = 'F' OR region = 'south')",
+    "region IS NULL OR sex IS NULL",
+    "visit_date >= '2020-06-01'",
+    "visit_date BETWEEN DATE '2015-01-01' AND '2021-12-31'",
+    "visit_date < '2015-01-01' OR visit_date > DATE '2025-01-01'",
+    "NOT visit_date IS NULL AND NOT age BETWEEN 31 AND 100",
+]
+
+
+def holds(pred: Predicate, row: dict[str, Any]) -> bool | None:
+    """SQL three-valued logic, in Python."""
+    if isinstance(pred, And):
+        vals = [holds(p, row) for p in pred.items]
+        return False if False in vals else None if None in vals else True
+    if isinstance(pred, Or):
+        vals = [holds(p, row) for p in pred.items]
+        return True if True in vals else None if None in vals else False
+    if isinstance(pred, Not):
+        inner = holds(pred.item, row)
+        return None if inner is None else not inner
+    value = row[pred.column]
+    if isinstance(pred, IsNull):
+        return (value is not None) if pred.negated else (value is None)
+    if value is None:
+        return None
+    if isinstance(pred, Comparison):
+        ops = {
+            "=": value == pred.value,
+            "!=": value != pred.value,
+            "<": value < pred.value,
+            "<=": value <= pred.value,
+            ">": value > pred.value,
+            ">=": value >= pred.value,
+        }
+        return bool(ops[pred.op])
+    if isinstance(pred, InList):
+        return bool((value in pred.values) != pred.negated)
+    assert isinstance(pred, Between)
+    return bool((pred.low <= value <= pred.high) != pred.negated)
+
+
+@pytest.mark.parametrize("where", WHERES)
+def test_where_matches_three_valued_reference(con: duckdb.DuckDBPyConnection, where: str) -> None:
+    sql = f"SELECT COUNT(*) FROM visits WHERE {where}"  # noqa: S608
+    plan = parse_query(sql, SPEC)
+    assert plan.where is not None
+    _, groups = run(con, sql)
+    expected = sum(1 for r in records() if holds(plan.where, r) is True)
+    assert groups.stats["a0_count"] == (expected,)
+
+
+def test_sql_text_holds_no_user_literal() -> None:
+    sql = (
+        "SELECT region, COUNT(*), SUM(cost) FROM visits WHERE sex = 'F'' OR 1=1 --' AND "
+        "age IN (4242, 4343) AND cost > 777.25 AND visit_date BETWEEN '2019-02-03' "
+        "AND DATE '2020-03-04' GROUP BY region"
+    )
+    compiled = compile_plan(parse_query(sql, SPEC), SPEC, TABLE)
+    assert "'" not in compiled.sql  # no string literal at all
+    for literal in ("4242", "4343", "777", "2019", "2020", "OR 1=1", "--"):
+        assert literal not in compiled.sql
+    assert "F' OR 1=1 --" in compiled.params
+    assert {4242, 4343, 777.25, D(2019, 2, 3), D(2020, 3, 4)} <= set(compiled.params)
+    assert compiled.sql.count("?") == len(compiled.params)
+
+
+def test_identifiers_are_quoted_from_the_spec() -> None:
+    spec = visits_spec(
+        name="odd",
+        privacy_unit='u"id',
+        columns=(
+            ColumnSpec('u"id', "identifier"),
+            ColumnSpec("select", "int", bounds=(0, 10)),
+            ColumnSpec("Grp Col", "category", values=("a", "b")),
+        ),
+    )
+    conn = duckdb.connect()
+    conn.execute('CREATE TABLE "t""x" ("u""id" INTEGER, "select" INTEGER, "Grp Col" VARCHAR)')
+    conn.executemany(
+        'INSERT INTO "t""x" VALUES (?, ?, ?)', [(1, 50, "a"), (1, 3, "a"), (2, None, "b")]
+    )
+    plan = parse_query(
+        'SELECT "grp col", COUNT(DISTINCT "U""ID"), SUM("SELECT") FROM odd GROUP BY "GRP COL"', spec
+    )
+    compiled = compile_plan(plan, spec, 't"x')
+    groups = assemble(compiled, conn.execute(compiled.sql, list(compiled.params)).fetchall())
+    conn.close()
+    assert groups.keys == (("a",), ("b",))
+    assert groups.stats["a0_units"] == (1, 1)
+    assert groups.stats["a1_sum"] == (13, 0)  # 50 clamped to 10, plus 3; NULL sum -> 0
+
+
+def test_quote_ident_refuses_nul() -> None:
+    assert quote_ident('a"b') == '"a""b"'
+    with pytest.raises(ValueError):
+        quote_ident("a\x00b")
+
+
+def test_assemble_rejects_a_row_of_the_wrong_width() -> None:
+    compiled = compile_plan(parse_query("SELECT COUNT(*) FROM visits", SPEC), SPEC, TABLE)
+    with pytest.raises(ValueError):
+        assemble(compiled, [(1, 2, 3)])
+
+
+def test_nulls_are_not_clamped_to_a_bound(con: duckdb.DuckDBPyConnection) -> None:
+    """DuckDB's GREATEST(NULL, lo) is lo; a NULL must stay out of sums, not count as lo."""
+    spec = visits_spec(
+        columns=(
+            ColumnSpec("person_id", "identifier"),
+            ColumnSpec("age", "int", bounds=(20, 100)),
+            ColumnSpec("cost", "float", bounds=(5, 100)),
+        )
+    )
+    _, groups = run(con, "SELECT SUM(age), AVG(cost), MEDIAN(age) FROM visits", spec)
+    ages = [clamp(r[1], 20, 100) for r in ROWS if r[1] is not None]
+    costs = [clamp(r[4], 5.0, 100.0) for r in ROWS if r[4] is not None]
+    assert groups.stats["a0_sum"] == (sum(ages),)
+    assert groups.stats["a1_sum"] == (sum(Decimal(str(c)) for c in costs),)
+    assert groups.stats["a1_count"] == (len(costs),)
+    assert sorted(groups.stats["a2_values"][0]) == sorted(ages)
