@@ -78,8 +78,12 @@ _SECTIONS: dict[str, type[Any]] = {
     "policies": PoliciesConfig,
     "engine": EngineConfig,
 }
-_PATH_KEYS = {("auth", "jwks_file"), ("policies", "dir"), ("policies", "data_dir"),
-              ("engine", "state_dir")}
+_PATH_KEYS = {
+    ("auth", "jwks_file"),
+    ("policies", "dir"),
+    ("policies", "data_dir"),
+    ("engine", "state_dir"),
+}
 
 
 def default_config_path() -> Path:
@@ -190,7 +194,7 @@ def resolve_store_url(url: str, base: Path) -> str:
     """Make a relative ``sqlite:///`` path absolute against ``base``."""
     prefix = "sqlite:///"
     if url.startswith(prefix):
-        rest = url[len(prefix):]
+        rest = url[len(prefix) :]
         if rest == ":memory:":
             return url
         p = Path(rest)
@@ -202,7 +206,7 @@ def resolve_store_url(url: str, base: Path) -> str:
 
 def sqlite_path(url: str) -> str:
     """The file path inside a resolved ``sqlite:///`` URL."""
-    return url[len("sqlite:///"):]
+    return url[len("sqlite:///") :]
 
 
 def _check_auth(auth: AuthConfig) -> list[str]:
@@ -231,7 +235,5 @@ def _check_auth(auth: AuthConfig) -> list[str]:
 
 # Documentation of every key (the README config table is checked against this list).
 CONFIG_KEYS: tuple[str, ...] = tuple(
-    f"{section}.{f.name}"
-    for section, cls in _SECTIONS.items()
-    for f in fields(cls)
+    f"{section}.{f.name}" for section, cls in _SECTIONS.items() for f in fields(cls)
 )

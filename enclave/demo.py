@@ -28,11 +28,15 @@ ISSUER = "https://idp.example.org/realms/enclave"
 AUDIENCE = "enclave-gateway"
 DEMO_LICENCES = (
     # subject, organization, tier, jurisdiction, purpose
-    ("alice", "Northern Health Research Unit", "standard", "GB",
-     "Regional variation in hospital costs"),
+    (
+        "alice",
+        "Northern Health Research Unit",
+        "standard",
+        "GB",
+        "Regional variation in hospital costs",
+    ),
     ("bob", "Open Data Institute", "open", "US", "Teaching: counts by region"),
-    ("carol", "Dublin Epidemiology Centre", "accredited", "IE",
-     "Age structure of hospital use"),
+    ("carol", "Dublin Epidemiology Centre", "accredited", "IE", "Age structure of hospital use"),
 )
 
 
@@ -48,8 +52,10 @@ def policies_source() -> Path:
     """The example policies shipped with the repository."""
     root = Path(enclave.__file__).resolve().parent.parent / "policies"
     if not (root / "tiers").is_dir():
-        raise EnclaveError("the example policies/ folder was not found next to the package; "
-                           "run the demo from a source checkout (pip install -e .)")
+        raise EnclaveError(
+            "the example policies/ folder was not found next to the package; "
+            "run the demo from a source checkout (pip install -e .)"
+        )
     return root
 
 
@@ -81,23 +87,46 @@ async def seed_licences(cfg: Config) -> None:
             if subject in existing:
                 continue
             lic = Licence(
-                id=f"lic_demo_{subject}", subject=subject, organization=org, tier=tier,
-                datasets=("visits",), purpose=purpose, jurisdiction=jurisdiction,
-                valid_from=now - dt.timedelta(minutes=5), valid_until=now + dt.timedelta(days=365),
-                created_at=now, updated_at=now,
+                id=f"lic_demo_{subject}",
+                subject=subject,
+                organization=org,
+                tier=tier,
+                datasets=("visits",),
+                purpose=purpose,
+                jurisdiction=jurisdiction,
+                valid_from=now - dt.timedelta(minutes=5),
+                valid_until=now + dt.timedelta(days=365),
+                created_at=now,
+                updated_at=now,
             )
-            await store.insert_licence(lic, AuditDraft(
-                action="licence.create", outcome="ok", actor="enclave-demo", roles=("admin",),
-                request_id="demo", licence_id=lic.id, tier=tier, client="cli",
-            ))
+            await store.insert_licence(
+                lic,
+                AuditDraft(
+                    action="licence.create",
+                    outcome="ok",
+                    actor="enclave-demo",
+                    roles=("admin",),
+                    request_id="demo",
+                    licence_id=lic.id,
+                    tier=tier,
+                    client="cli",
+                ),
+            )
     finally:
         await store.close()
 
 
 def demo_tokens(keys: KeyPaths, ttl_s: int = 12 * 3600) -> DemoTokens:
     def tok(sub: str, roles: list[str]) -> str:
-        return mint_token(keys.private_pem, sub=sub, roles=roles, issuer=ISSUER,
-                          audience=AUDIENCE, ttl_s=ttl_s, kid="demo-key")
+        return mint_token(
+            keys.private_pem,
+            sub=sub,
+            roles=roles,
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            ttl_s=ttl_s,
+            kid="demo-key",
+        )
 
     return DemoTokens(
         researcher=tok("alice", ["researcher"]),
@@ -109,8 +138,11 @@ def demo_tokens(keys: KeyPaths, ttl_s: int = 12 * 3600) -> DemoTokens:
 
 def demo_keys(folder: Path) -> KeyPaths:
     keys = folder / "keys"
-    return KeyPaths(private_pem=keys / "private.pem", public_pem=keys / "public.pem",
-                    jwks_json=keys / "jwks.json")
+    return KeyPaths(
+        private_pem=keys / "private.pem",
+        public_pem=keys / "public.pem",
+        jwks_json=keys / "jwks.json",
+    )
 
 
 def _demo_toml(port: int) -> str:

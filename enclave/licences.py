@@ -18,10 +18,30 @@ from enclave.models import LICENCE_STATUSES, Licence, parse_time
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _JURISDICTION = re.compile(r"^[A-Z]{2}$")
-CREATE_FIELDS = {"id", "subject", "organization", "tier", "datasets", "purpose",
-                 "jurisdiction", "valid_from", "valid_until", "status"}
-PATCH_FIELDS = {"organization", "tier", "datasets", "purpose", "jurisdiction", "valid_from",
-                "valid_until", "status", "reason"}
+_LICENCE_ID = re.compile(r"^lic_[A-Za-z0-9_]{1,64}$")
+CREATE_FIELDS = {
+    "id",
+    "subject",
+    "organization",
+    "tier",
+    "datasets",
+    "purpose",
+    "jurisdiction",
+    "valid_from",
+    "valid_until",
+    "status",
+}
+PATCH_FIELDS = {
+    "organization",
+    "tier",
+    "datasets",
+    "purpose",
+    "jurisdiction",
+    "valid_from",
+    "valid_until",
+    "status",
+    "reason",
+}
 # changes that can change what a licence may spend: they need a reason, recorded in the audit
 BUDGET_FIELDS = {"tier", "datasets", "valid_from", "valid_until", "status"}
 
@@ -45,11 +65,10 @@ def licence_from_json(body: Any, now: dt.datetime) -> Licence:
     if status != "active":
         problems.append("status: a new licence is active")
     lid = body.get("id")
-    if lid is not None and (not isinstance(lid, str) or not re.match(r"^lic_[A-Za-z0-9_]{1,64}$", lid)):
+    if lid is not None and (not isinstance(lid, str) or not _LICENCE_ID.match(lid)):
         problems.append("id: must look like lic_<letters, digits or _>")
     if problems:
         raise BadRequest("; ".join(problems))
-    assert valid_until is not None
     return Licence(
         id=lid or new_id("lic"),
         subject=body["subject"].strip(),
@@ -59,7 +78,7 @@ def licence_from_json(body: Any, now: dt.datetime) -> Licence:
         purpose=body["purpose"].strip(),
         jurisdiction=body["jurisdiction"],
         valid_from=valid_from,
-        valid_until=valid_until,
+        valid_until=valid_until or now,
         status="active",
         created_at=now,
         updated_at=now,
@@ -70,8 +89,10 @@ def patch_licence(licence: Licence, body: Any, now: dt.datetime) -> tuple[Licenc
     """Apply a PATCH; return the new licence and the reason given. Raise on bad input."""
     if not isinstance(body, dict) or not body:
         raise BadRequest("the body must be a non-empty JSON object")
-    problems = [f"{k}: cannot be changed" if k in CREATE_FIELDS else f"{k}: unknown field"
-                for k in sorted(set(body) - PATCH_FIELDS)]
+    problems = [
+        f"{k}: cannot be changed" if k in CREATE_FIELDS else f"{k}: unknown field"
+        for k in sorted(set(body) - PATCH_FIELDS)
+    ]
     for name in ("organization", "tier", "purpose"):
         if name in body and (not isinstance(body[name], str) or not body[name].strip()):
             problems.append(f"{name}: must be a non-empty string")
@@ -88,8 +109,7 @@ def patch_licence(licence: Licence, body: Any, now: dt.datetime) -> tuple[Licenc
         raise BadRequest("; ".join(problems))
     if licence.status == "revoked":
         raise Conflict("a revoked licence cannot be changed")
-    changes: dict[str, Any] = {k: body[k] for k in ("organization", "tier", "purpose")
-                               if k in body}
+    changes: dict[str, Any] = {k: body[k] for k in ("organization", "tier", "purpose") if k in body}
     changes.update(values)
     changes["status"] = status
     updated = replace(licence, **changes, updated_at=now)
@@ -108,9 +128,12 @@ def _check_common(body: dict[str, Any], problems: list[str]) -> dict[str, Any]:
         problems.append("tier: not a valid tier name")
     if "datasets" in body:
         ds = body["datasets"]
-        if (not isinstance(ds, list) or not ds
-                or not all(isinstance(d, str) and _NAME.match(d) for d in ds)
-                or len(set(ds)) != len(ds)):
+        if (
+            not isinstance(ds, list)
+            or not ds
+            or not all(isinstance(d, str) and _NAME.match(d) for d in ds)
+            or len(set(ds)) != len(ds)
+        ):
             problems.append("datasets: must be a non-empty list of distinct dataset names")
         else:
             values["datasets"] = tuple(ds)
@@ -123,8 +146,10 @@ def _check_common(body: dict[str, Any], problems: list[str]) -> dict[str, Any]:
             if values[key] is None:
                 problems.append(f"{key}: must be an ISO 8601 date or timestamp")
                 del values[key]
-    if "valid_from" in values and "valid_until" in values and (
-        values["valid_until"] <= values["valid_from"]
+    if (
+        "valid_from" in values
+        and "valid_until" in values
+        and (values["valid_until"] <= values["valid_from"])
     ):
         problems.append("valid_until: must be after valid_from")
     return values

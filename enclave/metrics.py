@@ -21,23 +21,33 @@ class Metrics:
     def __post_init__(self) -> None:
         r = self.registry
         self.requests = Counter(
-            "enclave_requests_total", "HTTP requests by route and status",
-            ["route", "method", "status"], registry=r,
+            "enclave_requests_total",
+            "HTTP requests by route and status",
+            ["route", "method", "status"],
+            registry=r,
         )
         self.latency = Histogram(
-            "enclave_request_seconds", "Request latency by route", ["route"], registry=r,
+            "enclave_request_seconds",
+            "Request latency by route",
+            ["route"],
+            registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
         self.releases = Counter("enclave_releases_total", "Noisy results released", registry=r)
         self.cache_hits = Counter(
-            "enclave_cache_hits_total", "Repeated queries answered from the release cache",
+            "enclave_cache_hits_total",
+            "Repeated queries answered from the release cache",
             registry=r,
         )
         self.refusals = Counter(
-            "enclave_refusals_total", "Refused requests by problem type", ["reason"], registry=r,
+            "enclave_refusals_total",
+            "Refused requests by problem type",
+            ["reason"],
+            registry=r,
         )
         self.epsilon = Counter(
-            "enclave_epsilon_spent_total", "Epsilon charged, summed over all licences",
+            "enclave_epsilon_spent_total",
+            "Epsilon charged, summed over all licences",
             registry=r,
         )
 

@@ -203,7 +203,8 @@ async def _admit(
     tiers = await svc.registry.tier_map()
     tier = tiers.get(licence.tier)
     require(authorize(principal, licence, tier, spec, None, None, now, tiers=tiers))
-    assert tier is not None  # authorize refuses a missing tier
+    if tier is None:  # authorize refuses a missing tier; this keeps the types honest
+        raise NotFound(f"unknown dataset '{req.dataset}'")
     epsilon = req.epsilon if req.epsilon is not None else tier.max_epsilon_per_query
     actx.epsilon = float(epsilon)
     plan = parse_query(req.sql, spec)
@@ -229,12 +230,9 @@ async def _admit(
     )
 
 
-async def _replay(
-    svc: Services, adm: Admitted, actx: AuditContext, query_id: str
-) -> Release:
+async def _replay(svc: Services, adm: Admitted, actx: AuditContext, query_id: str) -> Release:
     """Return an earlier release to the same licence again, spending nothing."""
-    body = adm.cached
-    assert body is not None
+    body = adm.cached or {}
     record = await svc.store.append(
         actx.draft(
             "ok",

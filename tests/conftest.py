@@ -56,10 +56,16 @@ def token_factory(keypair: KeyPaths) -> TokenFactory:
         ttl = claims.pop("ttl_s", 600)
         headers = claims.pop("headers", None)
         return mint_token(
-            keypair.private_pem, sub=sub, roles=list(roles) if isinstance(roles, tuple) else roles,
-            issuer=claims.pop("iss", ISSUER), audience=claims.pop("aud", AUDIENCE),
-            ttl_s=ttl, kid=claims.pop("kid", "test-key"), jti=claims.pop("jti", None),
-            extra_claims=claims or None, headers=headers,
+            keypair.private_pem,
+            sub=sub,
+            roles=list(roles) if isinstance(roles, tuple) else roles,
+            issuer=claims.pop("iss", ISSUER),
+            audience=claims.pop("aud", AUDIENCE),
+            ttl_s=ttl,
+            kid=claims.pop("kid", "test-key"),
+            jti=claims.pop("jti", None),
+            extra_claims=claims or None,
+            headers=headers,
         )
 
     return make
@@ -128,37 +134,69 @@ class Gateway:
         return self.app[services_key]
 
     async def licence(
-        self, subject: str = "alice", tier: str = "standard", datasets: tuple[str, ...] = ("visits",),
-        jurisdiction: str = "GB", status: str = "active", **over: Any,
+        self,
+        subject: str = "alice",
+        tier: str = "standard",
+        datasets: tuple[str, ...] = ("visits",),
+        jurisdiction: str = "GB",
+        status: str = "active",
+        **over: Any,
     ) -> Licence:
         now = utcnow()
         lic = Licence(
             id=over.pop("id", f"lic_{subject}_{tier}_{len(self.licences)}"),
-            subject=subject, organization=over.pop("organization", "Test University"),
-            tier=tier, datasets=datasets, purpose=over.pop("purpose", "testing"),
+            subject=subject,
+            organization=over.pop("organization", "Test University"),
+            tier=tier,
+            datasets=datasets,
+            purpose=over.pop("purpose", "testing"),
             jurisdiction=jurisdiction,
             valid_from=over.pop("valid_from", now - dt.timedelta(days=1)),
             valid_until=over.pop("valid_until", now + dt.timedelta(days=365)),
-            status="active", created_at=now, updated_at=now,
+            status="active",
+            created_at=now,
+            updated_at=now,
         )
         await self.services.store.insert_licence(
-            lic, AuditDraft(action="licence.create", outcome="ok", actor="test-admin",
-                            roles=("admin",), licence_id=lic.id, tier=tier),
+            lic,
+            AuditDraft(
+                action="licence.create",
+                outcome="ok",
+                actor="test-admin",
+                roles=("admin",),
+                licence_id=lic.id,
+                tier=tier,
+            ),
         )
         if status != "active":
             lic, _ = await self.services.store.update_licence(
-                lic.id, {"status": status},
-                AuditDraft(action="licence.update", outcome="ok", actor="test-admin",
-                           roles=("admin",), licence_id=lic.id, reason="test"),
+                lic.id,
+                {"status": status},
+                AuditDraft(
+                    action="licence.update",
+                    outcome="ok",
+                    actor="test-admin",
+                    roles=("admin",),
+                    licence_id=lic.id,
+                    reason="test",
+                ),
             )
         self.licences[lic.id] = lic
         return lic
 
-    def auth(self, sub: str = "alice", roles: Any = ("researcher",), **claims: Any) -> dict[str, str]:
+    def auth(
+        self, sub: str = "alice", roles: Any = ("researcher",), **claims: Any
+    ) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens(sub, roles, **claims)}"}
 
-    async def query(self, sql: str, epsilon: float | None = 0.5, dataset: str = "visits",
-                    sub: str = "alice", path: str = "/v1/queries") -> Any:
+    async def query(
+        self,
+        sql: str,
+        epsilon: float | None = 0.5,
+        dataset: str = "visits",
+        sub: str = "alice",
+        path: str = "/v1/queries",
+    ) -> Any:
         body: dict[str, Any] = {"dataset": dataset, "sql": sql}
         if epsilon is not None:
             body["epsilon"] = epsilon

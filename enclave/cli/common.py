@@ -20,7 +20,10 @@ from enclave.store.base import Store
 T = TypeVar("T")
 
 config_option = click.option(
-    "--config", "config_path", type=click.Path(path_type=Path), default=None,
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
     help="Path to enclave.toml (default: $ENCLAVE_CONFIG or ./enclave.toml).",
 )
 

@@ -14,10 +14,21 @@ from enclave.web.app import create_app
 
 
 @click.command("demo")
-@click.option("--dir", "folder", type=click.Path(path_type=Path), default=Path("enclave-demo"),
-              show_default=True, help="Folder for the demo deployment (reused if present).")
-@click.option("--rows", type=click.IntRange(min=100), default=1_000_000, show_default=True,
-              help="Synthetic visits to generate (first run only).")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(path_type=Path),
+    default=Path("enclave-demo"),
+    show_default=True,
+    help="Folder for the demo deployment (reused if present).",
+)
+@click.option(
+    "--rows",
+    type=click.IntRange(min=100),
+    default=1_000_000,
+    show_default=True,
+    help="Synthetic visits to generate (first run only).",
+)
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 @click.option("--no-serve", is_flag=True, help="Set up and print tokens, but do not serve.")
 def demo_command(folder: Path, rows: int, port: int, no_serve: bool) -> None:
@@ -39,7 +50,7 @@ Enclave Gateway demo in {folder}
   researcher (alice, tier standard, GB): {tokens.researcher}
   admin (steward):                       {tokens.admin}
   auditor (oversight):                   {tokens.auditor}
-  (also bob/open/US and carol/accredited/IE; all tokens in {folder / 'tokens.env'})
+  (also bob/open/US and carol/accredited/IE; all tokens in {folder / "tokens.env"})
 
 Try:
   curl -s {url}/v1/queries -H "Authorization: Bearer {tokens.researcher}" \\

@@ -18,8 +18,12 @@ from enclave.errors import BadRequest, NotFound
 from enclave.licences import licence_digest_fields, licence_from_json, patch_licence
 from enclave.models import Licence, utcnow
 
-actor_option = click.option("--actor", default="cli", show_default=True,
-                            help="Who is making the change (recorded in the audit log).")
+actor_option = click.option(
+    "--actor",
+    default="cli",
+    show_default=True,
+    help="Who is making the change (recorded in the audit log).",
+)
 
 
 @click.group("licence")
@@ -38,13 +42,26 @@ def licence_group() -> None:
 @click.option("--valid-until", required=True, help="Sunset date (ISO 8601).")
 @click.option("--valid-from", default=None, help="Start (ISO 8601; default now).")
 @actor_option
-def issue(config_path: Path | None, subject: str, organization: str, tier: str,
-          datasets: tuple[str, ...], purpose: str, jurisdiction: str, valid_until: str,
-          valid_from: str | None, actor: str) -> None:
+def issue(
+    config_path: Path | None,
+    subject: str,
+    organization: str,
+    tier: str,
+    datasets: tuple[str, ...],
+    purpose: str,
+    jurisdiction: str,
+    valid_until: str,
+    valid_from: str | None,
+    actor: str,
+) -> None:
     """Issue a new active licence."""
     body: dict[str, Any] = {
-        "subject": subject, "organization": organization, "tier": tier,
-        "datasets": list(datasets), "purpose": purpose, "jurisdiction": jurisdiction,
+        "subject": subject,
+        "organization": organization,
+        "tier": tier,
+        "datasets": list(datasets),
+        "purpose": purpose,
+        "jurisdiction": jurisdiction,
         "valid_until": valid_until,
     }
     if valid_from:
@@ -59,8 +76,10 @@ def issue(config_path: Path | None, subject: str, organization: str, tier: str,
             for name in lic.datasets:
                 if await registry.dataset(name) is None:
                     raise BadRequest(f"unknown dataset '{name}'")
-            await store.insert_licence(lic, _draft("licence.create", actor, lic,
-                                                   detail={"after": licence_digest_fields(lic)}))
+            await store.insert_licence(
+                lic,
+                _draft("licence.create", actor, lic, detail={"after": licence_digest_fields(lic)}),
+            )
         return lic
 
     lic = run(go())
@@ -84,13 +103,16 @@ def list_(config_path: Path | None, subject: str | None, as_json: bool) -> None:
         click.echo(json.dumps([lic.to_json() for lic in licences], indent=2))
         return
     for lic in licences:
-        click.echo(f"{lic.id}  {lic.status:9}  {lic.subject}  tier={lic.tier}  "
-                   f"datasets={','.join(lic.datasets)}  {lic.jurisdiction}  "
-                   f"until {lic.valid_until.date().isoformat()}")
+        click.echo(
+            f"{lic.id}  {lic.status:9}  {lic.subject}  tier={lic.tier}  "
+            f"datasets={','.join(lic.datasets)}  {lic.jurisdiction}  "
+            f"until {lic.valid_until.date().isoformat()}"
+        )
 
 
-def _set_status(config_path: Path | None, licence_id: str, status: str, reason: str,
-                actor: str) -> None:
+def _set_status(
+    config_path: Path | None, licence_id: str, status: str, reason: str, actor: str
+) -> None:
     cfg = get_config(config_path)
 
     async def go() -> Licence:
@@ -100,9 +122,15 @@ def _set_status(config_path: Path | None, licence_id: str, status: str, reason: 
                 raise NotFound(f"no licence {licence_id}")
             updated, _ = patch_licence(current, {"status": status, "reason": reason}, utcnow())
             lic, _ = await store.update_licence(
-                licence_id, {"status": updated.status},
-                _draft("licence.update", actor, updated, reason=reason,
-                       detail={"changes": {"status": status}}),
+                licence_id,
+                {"status": updated.status},
+                _draft(
+                    "licence.update",
+                    actor,
+                    updated,
+                    reason=reason,
+                    detail={"changes": {"status": status}},
+                ),
             )
             return lic
 
@@ -130,8 +158,22 @@ def revoke(config_path: Path | None, licence_id: str, reason: str, actor: str) -
     _set_status(config_path, licence_id, "revoked", reason, actor)
 
 
-def _draft(action: str, actor: str, lic: Licence, reason: str | None = None,
-           detail: dict[str, Any] | None = None) -> AuditDraft:
-    return AuditDraft(action=action, outcome="ok", actor=actor, roles=("admin",),
-                      request_id="cli", licence_id=lic.id, tier=lic.tier, reason=reason,
-                      client="cli", detail=detail)
+def _draft(
+    action: str,
+    actor: str,
+    lic: Licence,
+    reason: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditDraft:
+    return AuditDraft(
+        action=action,
+        outcome="ok",
+        actor=actor,
+        roles=("admin",),
+        request_id="cli",
+        licence_id=lic.id,
+        tier=lic.tier,
+        reason=reason,
+        client="cli",
+        detail=detail,
+    )

@@ -122,7 +122,7 @@ _NODE_NAMES: tuple[tuple[type[exp.Expr] | tuple[type[exp.Expr], ...], str], ...]
     (exp.Collate, "COLLATE"),
     (exp.Distinct, "DISTINCT"),
 )
-_SELECT_CLAUSES = {
+_SELECT_CLAUSES = {  # labels for SELECT's arguments that name a clause
     "with_": "WITH (common table expression)",
     "distinct": "SELECT DISTINCT",
     "joins": "JOIN",
@@ -321,13 +321,15 @@ class _Builder:
         col = next((c for c in self.spec.columns if _same_name(node.name, c.name)), None)
         if col is None:
             refuse(f"unknown column {_quote(node.name)}")
-        if col.type == "identifier" and not allow_unit:
-            self._unit_misuse()
+        if col.type == "identifier" and not (allow_unit and col.name == self.spec.privacy_unit):
+            self._identifier_misuse(col)
         return col
 
-    def _unit_misuse(self) -> NoReturn:
+    def _identifier_misuse(self, col: ColumnSpec) -> NoReturn:
         unit = self.spec.privacy_unit
-        refuse(f"the privacy unit {unit} may only be used in COUNT(DISTINCT {unit})")
+        if col.name == unit:
+            refuse(f"the privacy unit {unit} may only be used in COUNT(DISTINCT {unit})")
+        refuse(f"column {col.name} is an identifier and cannot be used in a query")
 
     def _group_by(self, node: exp.Group | None) -> tuple[str, ...]:
         if node is None:
@@ -395,7 +397,7 @@ class _Builder:
                     inner = _unparen(arg.expressions[0])
                     if (
                         isinstance(inner, exp.Column)
-                        and self._column(inner, allow_unit=True).type == "identifier"
+                        and self._column(inner, allow_unit=True).name == self.spec.privacy_unit
                     ):
                         return Aggregate(
                             kind="count_distinct_units", alias=alias or "count_distinct"
@@ -509,7 +511,7 @@ class _Builder:
     def _value(self, node: exp.Expr, col: ColumnSpec) -> Literal_:
         """A literal, typed for ``col``; the message names the column, never the value."""
         if col.type == "identifier":
-            self._unit_misuse()
+            self._identifier_misuse(col)
         literal = _literal(_unparen(node))
         if literal is None:
             refuse(f"unsupported: {describe(_unparen(node))} where a literal is expected")

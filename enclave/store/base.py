@@ -75,11 +75,13 @@ class Store(Protocol):
     async def insert_licence(self, licence: Licence, audit: AuditDraft) -> AuditRecord:
         """Raise ``Conflict`` if the subject already holds an active licence for one of its
         datasets."""
+
     async def update_licence(
         self, licence_id: str, changes: dict[str, Any], audit: AuditDraft
     ) -> tuple[Licence, AuditRecord]:
         """Apply ``changes`` (already validated). ``NotFound`` if absent; ``Conflict`` if the
         licence is revoked (final) or the change would create a second active licence."""
+
     async def get_licence(self, licence_id: str) -> Licence | None: ...
     async def list_licences(self, subject: str | None = None) -> list[Licence]: ...
     async def licences_for(self, subject: str) -> list[Licence]:
@@ -91,16 +93,22 @@ class Store(Protocol):
 
     # --- versioned tiers and datasets ---
     async def put_policy(
-        self, kind: PolicyKind, name: str, body: dict[str, Any], actor: str,
+        self,
+        kind: PolicyKind,
+        name: str,
+        body: dict[str, Any],
+        actor: str,
         audit: AuditDraft | None,
     ) -> tuple[PolicyVersion, AuditRecord | None]:
         """Store a new version (version = previous + 1, or 1). ``audit`` None only when
         seeding from files at first start."""
+
     async def get_policy(
         self, kind: PolicyKind, name: str, version: int | None = None
     ) -> PolicyVersion | None: ...
     async def list_policies(self, kind: PolicyKind) -> list[PolicyVersion]:
         """The latest version of each name."""
+
     async def policy_history(self, kind: PolicyKind, name: str) -> list[PolicyVersion]: ...
 
     # --- ledger and release cache ---
@@ -115,6 +123,7 @@ class Store(Protocol):
     ) -> AuditRecord:
         """One transaction: re-check ``charge`` against its limits (``BudgetExhausted``, and
         nothing written, if it no longer fits), debit it, store ``cache``, append the record."""
+
     async def audit_events(
         self, flt: AuditFilter, after_seq: int = 0, limit: int = 100
     ) -> list[AuditRecord]: ...

@@ -16,10 +16,10 @@ from typing import Any
 
 from enclave.audit.chain import chain_hash
 from enclave.audit.record import AuditDraft, AuditRecord
-from enclave.store.base import PolicyVersion
 from enclave.errors import BadRequest, Conflict
 from enclave.ledger.budget import exact_sum
 from enclave.models import LICENCE_STATUSES, Licence, iso, parse_time
+from enclave.store.base import PolicyVersion
 
 #: Licence fields an update may change (``id`` and the timestamps are the store's).
 MUTABLE_LICENCE_FIELDS: frozenset[str] = frozenset(

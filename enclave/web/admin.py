@@ -38,8 +38,9 @@ async def list_licences(request: web.Request) -> web.Response:
             raise BadRequest("expiring_within_days must be a whole number of days")
         now = svc.clock()
         horizon = now + dt.timedelta(days=int(raw_days))
-        licences = [lic for lic in licences
-                    if lic.status != "revoked" and now <= lic.valid_until <= horizon]
+        licences = [
+            lic for lic in licences if lic.status != "revoked" and now <= lic.valid_until <= horizon
+        ]
     return json_response({"licences": [lic.to_json() for lic in licences]})
 
 
@@ -97,9 +98,15 @@ async def update_licence(request: web.Request) -> web.Response:
     lic, _ = await svc.store.update_licence(
         current.id,
         {k: getattr(updated, k) for k in changes},
-        actx.draft("ok", reason=reason, detail={
-            "changes": changes, "before_sha256": digest(before), "after_sha256": digest(after),
-        }),
+        actx.draft(
+            "ok",
+            reason=reason,
+            detail={
+                "changes": changes,
+                "before_sha256": digest(before),
+                "after_sha256": digest(after),
+            },
+        ),
     )
     actx.audited = True
     return json_response(lic.to_json())
@@ -113,14 +120,15 @@ async def create_revocation(request: web.Request) -> web.Response:
     actx.action = "revocation.create"
     body = await read_json(request)
     if not isinstance(body, dict) or set(body) - {"jti", "reason"}:
-        raise BadRequest("the body must be {\"jti\": ..., \"reason\": ...}")
+        raise BadRequest('the body must be {"jti": ..., "reason": ...}')
     jti, reason = body.get("jti"), body.get("reason")
     if not isinstance(jti, str) or not jti or len(jti) > 256:
         raise BadRequest("jti: required, a string of at most 256 characters")
     if not isinstance(reason, str) or not reason.strip():
         raise BadRequest("reason: required")
-    await svc.store.add_revocation(jti, reason, actx.draft("ok", reason=reason,
-                                                           detail={"jti": jti}))
+    await svc.store.add_revocation(
+        jti, reason, actx.draft("ok", reason=reason, detail={"jti": jti})
+    )
     actx.audited = True
     return json_response({"jti": jti, "reason": reason, "revoked": True}, status=201)
 
@@ -141,10 +149,15 @@ async def _get_policy(request: web.Request, kind: PolicyKind) -> web.Response:
     if found is None:
         raise NotFound(f"no such {kind}")
     history = await store.policy_history(kind, name)
-    return json_response({
-        **found.body, "version": found.version, "created_at": found.created_at,
-        "changed_by": found.actor, "versions": [p.version for p in history],
-    })
+    return json_response(
+        {
+            **found.body,
+            "version": found.version,
+            "created_at": found.created_at,
+            "changed_by": found.actor,
+            "versions": [p.version for p in history],
+        }
+    )
 
 
 async def _put_policy(request: web.Request, kind: PolicyKind) -> web.Response:
@@ -155,8 +168,11 @@ async def _put_policy(request: web.Request, kind: PolicyKind) -> web.Response:
     body = await read_json(request)
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
-    body = {k: v for k, v in body.items() if k not in ("version", "versions", "created_at",
-                                                       "changed_by")}
+    body = {
+        k: v
+        for k, v in body.items()
+        if k not in ("version", "versions", "created_at", "changed_by")
+    }
     if body.get("name", name) != name:
         raise BadRequest("name: must match the URL")
     body["name"] = name
@@ -166,19 +182,27 @@ async def _put_policy(request: web.Request, kind: PolicyKind) -> web.Response:
         clean = tier_to_dict(tier_from_dict(body, where=where))
     else:
         actx.dataset = name
-        spec = dataset_from_dict(body, base_dir=cfg.dir / "datasets", data_dir=cfg.data_dir,
-                                 where=where)
+        spec = dataset_from_dict(
+            body, base_dir=cfg.dir / "datasets", data_dir=cfg.data_dir, where=where
+        )
         previous = await svc.registry.dataset(name)
         _check_identifier_unchanged(previous, spec)
         clean = dataset_to_dict(spec)
     before = await svc.store.get_policy(kind, name)
     version, _ = await svc.store.put_policy(
-        kind, name, clean, actx.actor or "", actx.draft("ok", detail={
-            "name": name,
-            "before_version": before.version if before else None,
-            "before_sha256": digest(before.body) if before else None,
-            "after_sha256": digest(clean),
-        }),
+        kind,
+        name,
+        clean,
+        actx.actor or "",
+        actx.draft(
+            "ok",
+            detail={
+                "name": name,
+                "before_version": before.version if before else None,
+                "before_sha256": digest(before.body) if before else None,
+                "after_sha256": digest(clean),
+            },
+        ),
     )
     actx.audited = True
     return json_response({**version.body, "version": version.version})
@@ -229,5 +253,3 @@ async def get_dataset(request: web.Request) -> web.Response:
 @requires_role("admin")
 async def put_dataset(request: web.Request) -> web.Response:
     return await _put_policy(request, "dataset")
-
-

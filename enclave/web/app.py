@@ -40,8 +40,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(
-        middlewares=[metrics_middleware, request_id_middleware, problem_middleware,
-                     auth_middleware],
+        middlewares=[
+            metrics_middleware,
+            request_id_middleware,
+            problem_middleware,
+            auth_middleware,
+        ],
         client_max_size=config.server.max_body_bytes,
     )
     app[config_key] = config

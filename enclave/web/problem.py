@@ -47,7 +47,9 @@ def problem_response(err: EnclaveError, request_id: str) -> web.Response:
         headers["Retry-After"] = str(err.retry_after)
         body["retry_after"] = err.retry_after
     if err.status == 401:
-        headers["WWW-Authenticate"] = f'Bearer error="invalid_token", error_description="{err.title}"'
+        headers["WWW-Authenticate"] = (
+            f'Bearer error="invalid_token", error_description="{err.title}"'
+        )
     return web.Response(
         status=err.status,
         text=json.dumps(body),

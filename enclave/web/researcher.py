@@ -9,7 +9,7 @@ from aiohttp import web
 from enclave import pipeline
 from enclave.errors import BadRequest, InvalidCursor
 from enclave.ledger.budget import period_window, remaining
-from enclave.models import iso
+from enclave.models import DatasetSpec, iso
 from enclave.policy.decide import visible_datasets
 from enclave.store.base import AuditFilter
 from enclave.web.body import json_response, read_json
@@ -32,7 +32,7 @@ async def list_datasets(request: web.Request) -> web.Response:
     return json_response({"datasets": [_dataset_json(s) for s in visible]})
 
 
-def _dataset_json(spec: Any) -> dict[str, Any]:
+def _dataset_json(spec: DatasetSpec) -> dict[str, Any]:
     out = spec.to_json()
     out.pop("source", None)  # where the data lives is the steward's business
     return out
@@ -44,9 +44,7 @@ async def post_query(request: web.Request) -> web.Response:
     actx = request[audit_ctx_key]
     actx.action = "query"
     req = pipeline.QueryRequest.from_json(await read_json(request))
-    result = await pipeline.run_query(
-        request.app[services_key], request[principal_key], req, actx
-    )
+    result = await pipeline.run_query(request.app[services_key], request[principal_key], req, actx)
     return json_response(result.to_json())
 
 
@@ -79,19 +77,21 @@ async def get_budget(request: web.Request) -> web.Response:
             rem_eps, rem_delta = remaining(
                 spent_eps, spent_delta, tier.budget_epsilon, tier.budget_delta
             )
-            out.append({
-                "dataset": name,
-                "licence_id": lic.id,
-                "licence_status": lic.status,
-                "tier": tier.name,
-                "epsilon_spent": float(spent_eps),
-                "delta_spent": float(spent_delta),
-                "epsilon_remaining": float(rem_eps),
-                "delta_remaining": float(rem_delta),
-                "epsilon_limit": float(tier.budget_epsilon),
-                "delta_limit": float(tier.budget_delta),
-                "renews": iso(renews) if renews is not None else None,
-            })
+            out.append(
+                {
+                    "dataset": name,
+                    "licence_id": lic.id,
+                    "licence_status": lic.status,
+                    "tier": tier.name,
+                    "epsilon_spent": float(spent_eps),
+                    "delta_spent": float(spent_delta),
+                    "epsilon_remaining": float(rem_eps),
+                    "delta_remaining": float(rem_delta),
+                    "epsilon_limit": float(tier.budget_epsilon),
+                    "delta_limit": float(tier.budget_delta),
+                    "renews": iso(renews) if renews is not None else None,
+                }
+            )
     return json_response({"budgets": out})
 
 

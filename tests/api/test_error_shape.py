@@ -62,10 +62,22 @@ async def test_live_refusals_are_problem_json(make_gateway: Any) -> None:
         (await c.get("/v1/nowhere", headers=gw.auth()), 404),
         (await c.get("/v1/datasets"), 401),
         (await c.delete("/v1/datasets", headers=gw.auth()), 405),
-        (await c.post("/v1/queries", data=b"{not json", headers={
-            **gw.auth(), "Content-Type": "application/json"}), 400),
-        (await c.post("/v1/queries", data=b"x" * 70000, headers={
-            **gw.auth(), "Content-Type": "application/json"}), 413),
+        (
+            await c.post(
+                "/v1/queries",
+                data=b"{not json",
+                headers={**gw.auth(), "Content-Type": "application/json"},
+            ),
+            400,
+        ),
+        (
+            await c.post(
+                "/v1/queries",
+                data=b"x" * 70000,
+                headers={**gw.auth(), "Content-Type": "application/json"},
+            ),
+            413,
+        ),
         (await c.get("/v1/admin/licences", headers=gw.auth()), 403),
     ]
     for resp, status in cases:

@@ -78,8 +78,9 @@ async def test_repeat_is_cached_and_free_even_after_restart(
     from enclave.web.app import create_app
 
     client2 = await aiohttp_client(create_app(gw.config))
-    resp = await client2.post("/v1/queries", json={"dataset": "visits", "sql": SQL,
-                                                  "epsilon": 0.5}, headers=gw.auth())
+    resp = await client2.post(
+        "/v1/queries", json={"dataset": "visits", "sql": SQL, "epsilon": 0.5}, headers=gw.auth()
+    )
     body = await resp.json()
     assert body["cached"] is True and body["rows"] == first["rows"]
     assert body["budget"]["epsilon_remaining"] == 4.25
@@ -99,7 +100,8 @@ async def test_budget_arithmetic_is_exact(make_gateway: Any) -> None:
     gw = await make_gateway()
     await gw.licence()
     for i in range(50):
-        resp = await gw.query(f"SELECT COUNT(*) FROM visits WHERE age >= {i}", epsilon=0.1)
+        sql = f"SELECT COUNT(*) FROM visits WHERE age >= {i}"  # noqa: S608
+        resp = await gw.query(sql, epsilon=0.1)
         assert resp.status == 200, (i, await resp.text())
     resp = await gw.query("SELECT COUNT(*) FROM visits WHERE age >= 99", epsilon=0.1)
     assert resp.status == 403
@@ -112,7 +114,7 @@ async def test_budget_arithmetic_is_exact(make_gateway: Any) -> None:
 async def test_concurrent_queries_never_overspend(make_gateway: Any) -> None:
     gw = await make_gateway()
     await gw.licence()
-    sqls = [f"SELECT COUNT(*) FROM visits WHERE age >= {i}" for i in range(30)]
+    sqls = [f"SELECT COUNT(*) FROM visits WHERE age >= {i}" for i in range(30)]  # noqa: S608
     resps = await asyncio.gather(*(gw.query(s, epsilon=0.5) for s in sqls))
     statuses = sorted(r.status for r in resps)
     assert statuses.count(200) == 10, statuses
@@ -136,8 +138,9 @@ async def test_history_shows_only_own_queries(make_gateway: Any) -> None:
     assert [q["outcome"] for q in items] == ["ok", "denied"]
     page = await (await gw.client.get("/v1/queries?limit=1", headers=gw.auth("alice"))).json()
     assert len(page["queries"]) == 1 and page["next_cursor"]
-    nxt = await gw.client.get(f"/v1/queries?limit=1&cursor={page['next_cursor']}",
-                              headers=gw.auth("alice"))
+    nxt = await gw.client.get(
+        f"/v1/queries?limit=1&cursor={page['next_cursor']}", headers=gw.auth("alice")
+    )
     assert (await nxt.json())["queries"][0]["outcome"] == "denied"
     bad = await gw.client.get("/v1/queries?cursor=abc", headers=gw.auth("alice"))
     assert bad.status == 400
@@ -167,12 +170,22 @@ async def test_every_query_outcome_is_audited(make_gateway: Any) -> None:
     bad_body = await gw.client.post("/v1/queries", json={"sql": 1}, headers=gw.auth())
     est = await gw.query(SQL, path="/v1/queries/estimate")
     assert [ok.status, bad_sql.status, too_much.status, bad_body.status, est.status] == [
-        200, 400, 403, 400, 200]
+        200,
+        400,
+        403,
+        400,
+        200,
+    ]
     store = gw.services.store
     recs = await store.audit_events(AuditFilter(actor="alice"), 0, 100)
     rows = [(r.action, r.outcome) for r in recs]
-    assert rows == [("query", "ok"), ("query", "denied"), ("query", "denied"),
-                    ("query", "denied"), ("query.estimate", "ok")]
+    assert rows == [
+        ("query", "ok"),
+        ("query", "denied"),
+        ("query", "denied"),
+        ("query", "denied"),
+        ("query.estimate", "ok"),
+    ]
     released = recs[0]
     assert released.epsilon == 0.5 and released.result_sha256
     assert released.licence_id and released.tier == "standard" and released.dataset == "visits"

@@ -20,17 +20,21 @@ async def test_demo_deployment_answers_the_printed_query(
     # the CLI runs its own event loop, so it runs in a thread beside the test's loop
     result = await asyncio.to_thread(
         CliRunner().invoke,
-        main, ["demo", "--dir", str(folder), "--rows", "5000", "--port", "18080", "--no-serve"],
+        main,
+        ["demo", "--dir", str(folder), "--rows", "5000", "--port", "18080", "--no-serve"],
     )
     assert result.exit_code == 0, result.output
     assert "curl -s http://127.0.0.1:18080/v1/queries" in result.output
-    tokens = dict(line.split("=", 1) for line in
-                  (folder / "tokens.env").read_text().splitlines())
+    tokens = dict(line.split("=", 1) for line in (folder / "tokens.env").read_text().splitlines())
     client = await aiohttp_client(create_app(load_config(folder / "enclave.toml")))
     resp = await client.post(
         "/v1/queries",
-        json={"dataset": "visits", "epsilon": 0.5, "sql": "SELECT region, COUNT(*) AS n, "
-              "AVG(cost) AS mean_cost FROM visits GROUP BY region"},
+        json={
+            "dataset": "visits",
+            "epsilon": 0.5,
+            "sql": "SELECT region, COUNT(*) AS n, "
+            "AVG(cost) AS mean_cost FROM visits GROUP BY region",
+        },
         headers={"Authorization": f"Bearer {tokens['RESEARCHER_TOKEN']}"},
     )
     assert resp.status == 200, await resp.text()

@@ -29,17 +29,53 @@ def test_licence_lifecycle(config_factory: Any) -> None:
     cfg = config_factory()
     runner = CliRunner()
     base = ["--config", str(cfg.path)]
-    issued = runner.invoke(main, ["licence", "issue", *base, "--subject", "alice",
-                                  "--organization", "Uni", "--tier", "standard",
-                                  "--dataset", "visits", "--purpose", "study",
-                                  "--jurisdiction", "GB", "--valid-until", "2099-01-01"])
+    issued = runner.invoke(
+        main,
+        [
+            "licence",
+            "issue",
+            *base,
+            "--subject",
+            "alice",
+            "--organization",
+            "Uni",
+            "--tier",
+            "standard",
+            "--dataset",
+            "visits",
+            "--purpose",
+            "study",
+            "--jurisdiction",
+            "GB",
+            "--valid-until",
+            "2099-01-01",
+        ],
+    )
     assert issued.exit_code == 0, issued.output
     lic = json.loads(issued.output)
     assert lic["status"] == "active" and lic["id"].startswith("lic_")
-    dup = runner.invoke(main, ["licence", "issue", *base, "--subject", "alice",
-                               "--organization", "Uni", "--tier", "standard",
-                               "--dataset", "visits", "--purpose", "again",
-                               "--jurisdiction", "GB", "--valid-until", "2099-01-01"])
+    dup = runner.invoke(
+        main,
+        [
+            "licence",
+            "issue",
+            *base,
+            "--subject",
+            "alice",
+            "--organization",
+            "Uni",
+            "--tier",
+            "standard",
+            "--dataset",
+            "visits",
+            "--purpose",
+            "again",
+            "--jurisdiction",
+            "GB",
+            "--valid-until",
+            "2099-01-01",
+        ],
+    )
     assert dup.exit_code == 1 and "active licence" in dup.output
     listed = runner.invoke(main, ["licence", "list", *base])
     assert lic["id"] in listed.output and "active" in listed.output
@@ -57,10 +93,29 @@ def test_licence_lifecycle(config_factory: Any) -> None:
 
 def test_licence_issue_reports_bad_input(config_factory: Any) -> None:
     cfg = config_factory()
-    out = CliRunner().invoke(main, ["licence", "issue", "--config", str(cfg.path),
-                                    "--subject", "a", "--organization", "o", "--tier", "nosuch",
-                                    "--dataset", "visits", "--purpose", "p",
-                                    "--jurisdiction", "gb", "--valid-until", "yesterday"])
+    out = CliRunner().invoke(
+        main,
+        [
+            "licence",
+            "issue",
+            "--config",
+            str(cfg.path),
+            "--subject",
+            "a",
+            "--organization",
+            "o",
+            "--tier",
+            "nosuch",
+            "--dataset",
+            "visits",
+            "--purpose",
+            "p",
+            "--jurisdiction",
+            "gb",
+            "--valid-until",
+            "yesterday",
+        ],
+    )
     assert out.exit_code == 1
     assert "jurisdiction" in out.output and "valid_until" in out.output
 

@@ -15,8 +15,10 @@ def _block_audit(url: str, on: bool) -> None:
     con = sqlite3.connect(sqlite_path(url))
     try:
         if on:
-            con.execute("CREATE TRIGGER block_audit BEFORE INSERT ON audit "
-                        "BEGIN SELECT RAISE(ABORT, 'audit blocked'); END")
+            con.execute(
+                "CREATE TRIGGER block_audit BEFORE INSERT ON audit "
+                "BEGIN SELECT RAISE(ABORT, 'audit blocked'); END"
+            )
         else:
             con.execute("DROP TRIGGER block_audit")
         con.commit()
@@ -49,9 +51,11 @@ async def test_admin_change_fails_503_and_changes_nothing(make_gateway: Any) -> 
     gw = await make_gateway()
     lic = await gw.licence()
     _block_audit(gw.config.store.url, True)
-    resp = await gw.client.patch(f"/v1/admin/licences/{lic.id}",
-                                 json={"status": "suspended", "reason": "test"},
-                                 headers=gw.auth("steward", ["admin"]))
+    resp = await gw.client.patch(
+        f"/v1/admin/licences/{lic.id}",
+        json={"status": "suspended", "reason": "test"},
+        headers=gw.auth("steward", ["admin"]),
+    )
     assert resp.status == 503
     _block_audit(gw.config.store.url, False)
     assert (await gw.services.store.get_licence(lic.id)).status == "active"

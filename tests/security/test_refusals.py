@@ -35,8 +35,13 @@ async def test_unseen_dataset_is_404_like_an_unknown_one(make_gateway: Any) -> N
     [
         ({"status": "suspended"}, "suspended"),
         ({"status": "revoked"}, "revoked"),
-        ({"valid_until": utcnow() - dt.timedelta(days=1),
-          "valid_from": utcnow() - dt.timedelta(days=30)}, "expired"),
+        (
+            {
+                "valid_until": utcnow() - dt.timedelta(days=1),
+                "valid_from": utcnow() - dt.timedelta(days=30),
+            },
+            "expired",
+        ),
         ({"valid_from": utcnow() + dt.timedelta(days=1)}, "not yet valid"),
     ],
 )
@@ -74,8 +79,9 @@ async def test_wrong_roles_cannot_query(make_gateway: Any) -> None:
     gw = await make_gateway()
     await gw.licence()
     for roles in (["admin"], ["auditor"], []):
-        resp = await gw.client.post("/v1/queries", json={"dataset": "visits", "sql": COUNT},
-                                    headers=gw.auth("alice", roles))
+        resp = await gw.client.post(
+            "/v1/queries", json={"dataset": "visits", "sql": COUNT}, headers=gw.auth("alice", roles)
+        )
         await _problem(resp, 403, "role-required")
 
 
@@ -92,11 +98,13 @@ async def test_token_only_from_authorization_header(make_gateway: Any) -> None:
 async def test_rate_limit_answers_429_with_retry_after(make_gateway: Any) -> None:
     gw = await make_gateway()
     await gw.licence()
-    tier = await (await gw.client.get("/v1/admin/tiers/standard",
-                                      headers=gw.auth("steward", ["admin"]))).json()
+    tier = await (
+        await gw.client.get("/v1/admin/tiers/standard", headers=gw.auth("steward", ["admin"]))
+    ).json()
     tier["rate_limit_per_minute"] = 2
-    put = await gw.client.put("/v1/admin/tiers/standard", json=tier,
-                              headers=gw.auth("steward", ["admin"]))
+    put = await gw.client.put(
+        "/v1/admin/tiers/standard", json=tier, headers=gw.auth("steward", ["admin"])
+    )
     assert put.status == 200, await put.text()
     assert (await gw.query(COUNT)).status == 200
     assert (await gw.query(COUNT)).status == 200

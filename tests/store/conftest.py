@@ -16,6 +16,7 @@ import os
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -94,39 +95,53 @@ def _sqlite_backend(tmp_path: Any) -> Backend:
     return Backend("sqlite", lambda: SqliteStore(path, clock=clock), raw, clock)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def backend(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Backend]:
-    if request.param == "sqlite":
-        yield _sqlite_backend(tmp_path)
-        return
+@asynccontextmanager
+async def temporary_database() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database (random name) for one test, dropped afterwards; skips the
+    test unless ``ENCLAVE_TEST_POSTGRES_DSN`` names a reachable server."""
     dsn = os.environ.get(DSN_ENV)
     if not dsn:
         pytest.skip(f"PostgreSQL tests need {DSN_ENV}=postgresql://user@host:port/db")
     asyncpg = pytest.importorskip("asyncpg")
-    from enclave.store.postgres import PostgresStore
-
     try:
         admin = await asyncpg.connect(dsn, timeout=5)
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.skip(f"PostgreSQL at {DSN_ENV} is not reachable: {type(exc).__name__}")
     name = "enclave_test_" + secrets.token_hex(6)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(dsn)
-    url = urlunsplit(parts._replace(path="/" + name))
-    clock = Clock()
-
-    async def raw(sql: str) -> list[tuple[Any, ...]]:
-        conn = await asyncpg.connect(url)
-        try:
-            return [tuple(r) for r in await conn.fetch(sql)]
-        finally:
-            await conn.close()
-
     try:
-        yield Backend("postgres", lambda: PostgresStore(url, clock=clock), raw, clock)
+        yield urlunsplit(urlsplit(dsn)._replace(path="/" + name))
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    async with temporary_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def backend(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Backend]:
+    if request.param == "sqlite":
+        yield _sqlite_backend(tmp_path)
+        return
+    import asyncpg
+
+    from enclave.store.postgres import PostgresStore
+
+    async with temporary_database() as url:
+        clock = Clock()
+
+        async def raw(sql: str) -> list[tuple[Any, ...]]:
+            conn = await asyncpg.connect(url)
+            try:
+                return [tuple(r) for r in await conn.fetch(sql)]
+            finally:
+                await conn.close()
+
+        yield Backend("postgres", lambda: PostgresStore(url, clock=clock), raw, clock)
 
 
 @pytest.fixture

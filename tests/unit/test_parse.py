@@ -394,3 +394,17 @@ def test_length_limit() -> None:
     assert parse_query(padded, SPEC).where == Comparison("age", ">", 1)
     with pytest.raises(UnsupportedQuery, match="longer than 10000"):
         parse_query(padded + " ", SPEC)
+
+
+def test_other_identifier_columns_are_not_the_unit() -> None:
+    spec = visits_spec(
+        columns=(*SPEC.columns, ColumnSpec("household_id", "identifier")),
+    )
+    assert parse_query("SELECT COUNT(DISTINCT person_id) FROM visits", spec).aggregates == (UNITS,)
+    for sql in (
+        "SELECT COUNT(DISTINCT household_id) FROM visits",
+        "SELECT COUNT(*) FROM visits WHERE household_id = 3",
+        "SELECT household_id, COUNT(*) FROM visits GROUP BY household_id",
+    ):
+        with pytest.raises(UnsupportedQuery):
+            parse_query(sql, spec)

@@ -1,0 +1,256 @@
+"""The PostgreSQL store (optional extra ``enclave-gateway[postgres]``): asyncpg and a pool.
+
+For several gateway replicas on one database. Behaviour matches ``sqlite.py`` exactly (the
+same suite runs on both); what differs is how writers are serialized: every audited write
+locks the one-row ``chain_head`` table inside its transaction (``postgres_ops``), so there is
+one linear chain and no overspend however many replicas append at once.
+
+Failures: a connection that drops, a server that is down or restarting, a statement that the
+server refuses while writing all become ``AuditUnavailable`` (writes; the transaction rolls
+back, nothing is committed) or ``StoreUnavailable`` (reads), with no driver text in
+``detail``. Recovery is automatic: the pool discards broken connections and opens new ones on
+the next acquire, and if the pool itself could not be created it is retried on the next call.
+A write whose COMMIT was sent but not acknowledged is reported as ``AuditUnavailable``; its
+outcome is then unknown to this process, as with any database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import asyncpg
+
+from enclave.audit.record import AuditDraft, AuditRecord
+from enclave.errors import AuditUnavailable, EnclaveError, StoreUnavailable
+from enclave.models import Licence, utcnow
+from enclave.store import codec
+from enclave.store import postgres_ops as ops
+from enclave.store.base import AuditFilter, CacheEntry, Charge, PolicyKind, PolicyVersion
+from enclave.store.codec import SummaryRow
+
+T = TypeVar("T")
+
+#: What "the database is unavailable" looks like from asyncpg.
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
+class PostgresStore:
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout_s: float = 10.0,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.url = url
+        self._min_size = min_size
+        self._max_size = max_size
+        self._timeout = timeout_s
+        self._clock = clock
+        self._pool: Any = None
+        self._opened = False
+        self._lock = asyncio.Lock()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create the pool and run migrations; ``StoreUnavailable`` if the server is down."""
+        self._opened = True
+        try:
+            await self._get_pool()
+        except DRIVER_ERRORS as exc:
+            raise StoreUnavailable("the state store cannot be opened") from exc
+
+    async def _get_pool(self) -> Any:
+        if self._pool is not None:
+            return self._pool
+        if not self._opened:
+            raise StoreUnavailable("the state store is not open")
+        async with self._lock:
+            if self._pool is None:
+                pool = await asyncpg.create_pool(
+                    self.url,
+                    min_size=self._min_size,
+                    max_size=self._max_size,
+                    command_timeout=self._timeout,
+                    timeout=self._timeout,
+                )
+                try:
+                    async with pool.acquire() as conn:
+                        await ops.migrate(conn)
+                except BaseException:
+                    await pool.close()
+                    raise
+                self._pool = pool
+        return self._pool
+
+    async def close(self) -> None:
+        self._opened = False
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def ping(self) -> None:
+        await self._read(lambda c: c.fetchval("SELECT 1"))
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        pool = await self._get_pool()
+        async with pool.acquire(timeout=self._timeout) as conn:
+            return await fn(conn)
+
+    async def _read(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        try:
+            return await self._run(fn)
+        except EnclaveError:
+            raise
+        except DRIVER_ERRORS as exc:
+            raise StoreUnavailable("the state store cannot be read") from exc
+
+    async def _write(self, fn: Callable[[Any, dt.datetime], Awaitable[T]]) -> T:
+        if not self._opened:
+            raise AuditUnavailable("the state store is not open")
+        try:
+            return await self._run(lambda conn: fn(conn, self._clock()))
+        except EnclaveError as exc:
+            if isinstance(exc, StoreUnavailable):
+                raise AuditUnavailable("the audit log cannot be written") from exc
+            raise
+        except DRIVER_ERRORS as exc:
+            raise AuditUnavailable("the audit log cannot be written") from exc
+
+    # --- licences --------------------------------------------------------------------------
+
+    async def insert_licence(self, licence: Licence, audit: AuditDraft) -> AuditRecord:
+        return await self._write(lambda c, now: ops.insert_licence(c, licence, audit, now))
+
+    async def update_licence(
+        self, licence_id: str, changes: dict[str, Any], audit: AuditDraft
+    ) -> tuple[Licence, AuditRecord]:
+        changes = dict(changes)
+        return await self._write(
+            lambda c, now: ops.update_licence(c, licence_id, changes, audit, now)
+        )
+
+    async def get_licence(self, licence_id: str) -> Licence | None:
+        return await self._read(lambda c: ops.get_licence(c, licence_id))
+
+    async def list_licences(self, subject: str | None = None) -> list[Licence]:
+        if subject is None:
+            return await self._read(lambda c: ops.licences(c, "ORDER BY created_at, id"))
+        where = "WHERE subject = $1 ORDER BY created_at, id"
+        return await self._read(lambda c: ops.licences(c, where, subject))
+
+    async def licences_for(self, subject: str) -> list[Licence]:
+        where = "WHERE subject = $1 ORDER BY created_at DESC, id DESC"
+        return await self._read(lambda c: ops.licences(c, where, subject))
+
+    # --- revocations -----------------------------------------------------------------------
+
+    async def add_revocation(self, jti: str, reason: str, audit: AuditDraft) -> AuditRecord:
+        return await self._write(lambda c, now: ops.add_revocation(c, jti, reason, audit, now))
+
+    async def is_revoked(self, jti: str) -> bool:
+        sql = "SELECT 1 FROM revocations WHERE jti = $1"
+        return await self._read(lambda c: c.fetchval(sql, jti)) is not None
+
+    # --- policies --------------------------------------------------------------------------
+
+    async def put_policy(
+        self,
+        kind: PolicyKind,
+        name: str,
+        body: dict[str, Any],
+        actor: str,
+        audit: AuditDraft | None,
+    ) -> tuple[PolicyVersion, AuditRecord | None]:
+        body = dict(body)
+        return await self._write(
+            lambda c, now: ops.put_policy(c, kind, name, body, actor, audit, now)
+        )
+
+    async def get_policy(
+        self, kind: PolicyKind, name: str, version: int | None = None
+    ) -> PolicyVersion | None:
+        if version is None:
+            sql = "SELECT * FROM policies WHERE kind = $1 AND name = $2"
+            row = await self._read(
+                lambda c: c.fetchrow(sql + " ORDER BY version DESC LIMIT 1", kind, name)
+            )
+        else:
+            sql = "SELECT * FROM policies WHERE kind = $1 AND name = $2 AND version = $3"
+            row = await self._read(lambda c: c.fetchrow(sql, kind, name, version))
+        return None if row is None else codec.policy_from_row(row)
+
+    async def list_policies(self, kind: PolicyKind) -> list[PolicyVersion]:
+        rows = await self._read(lambda c: c.fetch(ops.LATEST_POLICIES, kind))
+        return [codec.policy_from_row(r) for r in rows]
+
+    async def policy_history(self, kind: PolicyKind, name: str) -> list[PolicyVersion]:
+        sql = "SELECT * FROM policies WHERE kind = $1 AND name = $2 ORDER BY version"
+        rows = await self._read(lambda c: c.fetch(sql, kind, name))
+        return [codec.policy_from_row(r) for r in rows]
+
+    # --- ledger and cache ------------------------------------------------------------------
+
+    async def spent(
+        self, licence_id: str, dataset: str, since: dt.datetime | None
+    ) -> tuple[Decimal, Decimal]:
+        return await self._read(lambda c: ops.spent(c, licence_id, dataset, since))
+
+    async def spent_by_dataset(
+        self, licence_id: str, since: dt.datetime | None = None
+    ) -> dict[str, tuple[Decimal, Decimal]]:
+        """Extra: ``{dataset: (epsilon, delta)}`` spent by a licence since ``since``."""
+        return await self._read(lambda c: ops.spent_by_dataset(c, licence_id, since))
+
+    async def get_cached(self, licence_id: str, cache_key: str) -> dict[str, Any] | None:
+        return await self._read(lambda c: ops.get_cached(c, licence_id, cache_key))
+
+    # --- the audit chain -------------------------------------------------------------------
+
+    async def append(
+        self, draft: AuditDraft, charge: Charge | None = None, cache: CacheEntry | None = None
+    ) -> AuditRecord:
+        return await self._write(lambda c, now: ops.append(c, draft, charge, cache, now))
+
+    async def audit_events(
+        self, flt: AuditFilter, after_seq: int = 0, limit: int = 100
+    ) -> list[AuditRecord]:
+        return await self._read(lambda c: ops.audit_events(c, flt, after_seq, limit))
+
+    async def audit_iter(self, batch: int = 1000) -> AsyncIterator[AuditRecord]:
+        """Every record in ``seq`` order, ``batch`` at a time (memory stays bounded)."""
+        batch = max(1, batch)
+        after = 0
+        everything = AuditFilter()
+        while True:
+            rows = await self.audit_events(everything, after, batch)
+            for record in rows:
+                yield record
+            if len(rows) < batch:
+                return
+            after = rows[-1].seq
+
+    async def audit_head(self) -> tuple[int, str]:
+        seq, hash_, _ = await self._read(ops.head)
+        return seq, hash_
+
+    async def audit_summary(
+        self, since: dt.datetime | None = None, until: dt.datetime | None = None
+    ) -> list[SummaryRow]:
+        """Extra: exact spend and release/cache-hit/refusal/error counts per actor and dataset
+        in ``[since, until)``."""
+        return await self._read(lambda c: ops.audit_summary(c, since, until))

@@ -1,0 +1,312 @@
+"""The PostgreSQL store's statements, as async functions on one asyncpg connection.
+
+Every audited write runs in one transaction that first locks the ``chain_head`` row
+(``lock_chain``); the budget re-check, the licence conflict check and the append all happen
+under that lock, so replicas behave as one serialized writer. Reads take no lock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+from enclave.audit.record import GENESIS_HASH, AuditDraft, AuditRecord
+from enclave.errors import BudgetExhausted, Conflict, NotFound
+from enclave.ledger.budget import charge_fits
+from enclave.models import Licence, iso
+from enclave.store import codec
+from enclave.store.base import AuditFilter, CacheEntry, Charge, PolicyKind, PolicyVersion
+from enclave.store.postgres_schema import MIGRATION_LOCK, MIGRATIONS
+
+Conn = Any  # asyncpg.Connection (asyncpg ships no type hints)
+
+AUDIT_COLUMNS = (
+    "seq, ts, request_id, actor, roles, licence_id, tier, action, dataset, sql, epsilon, delta,"
+    " cached, outcome, reason, client, result_sha256, detail, prev_hash, hash"
+)
+
+
+async def migrate(conn: Conn) -> int:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        current = await conn.fetchval("SELECT MAX(version) FROM schema_version") or 0
+        for version, statements in MIGRATIONS:
+            if version <= current:
+                continue
+            for statement in statements:
+                await conn.execute(statement)
+            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+            current = version
+    return int(current)
+
+
+async def lock_chain(conn: Conn) -> None:
+    """Take the chain lock for the rest of the transaction."""
+    await conn.execute("SELECT seq FROM chain_head WHERE id = 1 FOR UPDATE")
+
+
+async def head(conn: Conn) -> tuple[int, str, str | None]:
+    row = await conn.fetchrow("SELECT seq, hash, ts FROM audit ORDER BY seq DESC LIMIT 1")
+    if row is None:
+        return 0, GENESIS_HASH, None
+    return int(row["seq"]), str(row["hash"]), str(row["ts"])
+
+
+async def _append_locked(conn: Conn, draft: AuditDraft, now: dt.datetime) -> AuditRecord:
+    """Append ``draft`` as the next record. Call only after ``lock_chain``."""
+    seq, prev_hash, head_ts = await head(conn)
+    record = codec.build_record(draft, seq + 1, codec.next_ts(now, head_ts), prev_hash)
+    await conn.execute(
+        f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES "  # noqa: S608 (fixed column list)
+        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,"
+        " $19, $20)",
+        record.seq,
+        record.ts,
+        record.request_id,
+        record.actor,
+        codec.dumps(record.roles),
+        record.licence_id,
+        record.tier,
+        record.action,
+        record.dataset,
+        record.sql,
+        record.epsilon,
+        record.delta,
+        record.cached,
+        record.outcome,
+        record.reason,
+        record.client,
+        record.result_sha256,
+        codec.dumps(record.detail) if record.detail is not None else None,
+        record.prev_hash,
+        record.hash,
+    )
+    await conn.execute("UPDATE chain_head SET seq = $1 WHERE id = 1", record.seq)
+    return record
+
+
+async def append(
+    conn: Conn,
+    draft: AuditDraft,
+    charge: Charge | None,
+    cache: CacheEntry | None,
+    now: dt.datetime,
+) -> AuditRecord:
+    body = codec.dumps(cache.release) if cache is not None else None
+    async with conn.transaction():
+        await lock_chain(conn)
+        if charge is not None:
+            eps, delta = await spent(conn, charge.licence_id, charge.dataset, charge.since)
+            if not charge_fits(
+                eps, delta, charge.epsilon, charge.delta, charge.limit_epsilon, charge.limit_delta
+            ):
+                raise BudgetExhausted("the licence's privacy budget for this dataset is spent")
+        record = await _append_locked(conn, draft, now)
+        if charge is not None:
+            await conn.execute(
+                "INSERT INTO ledger (licence_id, dataset, epsilon, delta, ts, audit_seq)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                charge.licence_id,
+                charge.dataset,
+                charge.epsilon,
+                charge.delta,
+                record.ts,
+                record.seq,
+            )
+        if cache is not None:
+            await conn.execute(
+                "INSERT INTO release_cache (licence_id, cache_key, body, created_at, audit_seq)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (licence_id, cache_key) DO NOTHING",
+                cache.licence_id,
+                cache.cache_key,
+                body,
+                record.ts,
+                record.seq,
+            )
+    return record
+
+
+def _where(flt: AuditFilter, after_seq: int) -> tuple[str, list[Any]]:
+    args: list[Any] = [after_seq]
+    where = ["seq > $1"]
+    for column in ("actor", "dataset", "action", "outcome", "licence_id"):
+        value = getattr(flt, column)
+        if value is not None:
+            args.append(value)
+            where.append(f"{column} = ${len(args)}")
+    for op, bound in ((">=", flt.since), ("<", flt.until)):
+        if bound is not None:
+            args.append(iso(bound))
+            where.append(f"ts {op} ${len(args)}")
+    return " AND ".join(where), args
+
+
+async def audit_events(
+    conn: Conn, flt: AuditFilter, after_seq: int, limit: int
+) -> list[AuditRecord]:
+    where, args = _where(flt, after_seq)
+    args.append(max(0, limit))
+    sql = f"SELECT {AUDIT_COLUMNS} FROM audit WHERE {where} ORDER BY seq LIMIT ${len(args)}"  # noqa: S608
+    return [codec.record_from_row(r) for r in await conn.fetch(sql, *args)]
+
+
+async def audit_summary(
+    conn: Conn, since: dt.datetime | None, until: dt.datetime | None
+) -> list[codec.SummaryRow]:
+    where, args = _where(AuditFilter(since=since, until=until), 0)
+    sql = (
+        "SELECT actor, dataset,"
+        " COUNT(*) FILTER (WHERE action = 'query' AND outcome = 'ok' AND NOT cached),"
+        " COUNT(*) FILTER (WHERE action = 'query' AND outcome = 'ok' AND cached),"
+        " COUNT(*) FILTER (WHERE outcome = 'denied'), COUNT(*) FILTER (WHERE outcome = 'error')"
+        " FROM audit WHERE "
+    )
+    counts: dict[tuple[str, str | None], list[int]] = {}
+    for row in await conn.fetch(sql + where + " GROUP BY actor, dataset", *args):
+        counts[(row[0], row[1])] = [int(row[i]) for i in range(2, 6)]
+    sql = "SELECT a.actor, l.dataset, l.epsilon, l.delta FROM ledger l JOIN audit a"
+    where = where.replace("seq >", "a.seq >").replace("ts ", "l.ts ")
+    spend: dict[tuple[str, str | None], tuple[Decimal, Decimal]] = {}
+    for row in await conn.fetch(sql + " ON a.seq = l.audit_seq WHERE " + where, *args):
+        codec.add_spend(spend, (row[0], row[1]), row[2], row[3])
+    return codec.summary_rows(counts, spend)
+
+
+async def spent(
+    conn: Conn, licence_id: str, dataset: str, since: dt.datetime | None
+) -> tuple[Decimal, Decimal]:
+    sql = "SELECT epsilon, delta FROM ledger WHERE licence_id = $1 AND dataset = $2"
+    if since is None:
+        rows = await conn.fetch(sql, licence_id, dataset)
+    else:
+        rows = await conn.fetch(sql + " AND ts >= $3", licence_id, dataset, iso(since))
+    return codec.sum_decimals((r[0], r[1]) for r in rows)
+
+
+async def spent_by_dataset(
+    conn: Conn, licence_id: str, since: dt.datetime | None
+) -> dict[str, tuple[Decimal, Decimal]]:
+    sql = "SELECT dataset, epsilon, delta FROM ledger WHERE licence_id = $1"
+    if since is None:
+        rows = await conn.fetch(sql, licence_id)
+    else:
+        rows = await conn.fetch(sql + " AND ts >= $2", licence_id, iso(since))
+    out: dict[str, tuple[Decimal, Decimal]] = {}
+    for row in rows:
+        codec.add_spend(out, row[0], row[1], row[2])
+    return out
+
+
+async def get_cached(conn: Conn, licence_id: str, cache_key: str) -> dict[str, Any] | None:
+    body = await conn.fetchval(
+        "SELECT body FROM release_cache WHERE licence_id = $1 AND cache_key = $2",
+        licence_id,
+        cache_key,
+    )
+    return None if body is None else dict(codec.loads(body))
+
+
+async def licences(conn: Conn, where: str, *args: Any) -> list[Licence]:
+    rows = await conn.fetch("SELECT * FROM licences " + where, *args)  # noqa: S608
+    return [codec.licence_from_row(r) for r in rows]
+
+
+async def get_licence(conn: Conn, licence_id: str) -> Licence | None:
+    found = await licences(conn, "WHERE id = $1", licence_id)
+    return found[0] if found else None
+
+
+async def insert_licence(
+    conn: Conn, lic: Licence, draft: AuditDraft, now: dt.datetime
+) -> AuditRecord:
+    lic = replace(lic, created_at=lic.created_at or now, updated_at=lic.updated_at or now)
+    marks = ", ".join(f"${i}" for i in range(1, len(codec.LICENCE_COLUMNS) + 1))
+    async with conn.transaction():
+        await lock_chain(conn)
+        codec.check_no_overlap(lic, await licences(conn, "WHERE subject = $1", lic.subject))
+        if await get_licence(conn, lic.id) is not None:
+            raise Conflict("a licence with this id exists")
+        await conn.execute(
+            f"INSERT INTO licences ({', '.join(codec.LICENCE_COLUMNS)}) VALUES ({marks})",  # noqa: S608
+            *codec.licence_values(lic),
+        )
+        return await _append_locked(conn, codec.with_licence(draft, lic.id), now)
+
+
+async def update_licence(
+    conn: Conn, licence_id: str, changes: dict[str, Any], draft: AuditDraft, now: dt.datetime
+) -> tuple[Licence, AuditRecord]:
+    async with conn.transaction():
+        await lock_chain(conn)
+        current = await get_licence(conn, licence_id)
+        if current is None:
+            raise NotFound("no such licence")
+        updated = codec.apply_changes(current, changes, now)
+        others = await licences(conn, "WHERE subject = $1", updated.subject)
+        codec.check_no_overlap(updated, others)
+        columns = codec.LICENCE_COLUMNS[1:]
+        sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=2))
+        await conn.execute(
+            f"UPDATE licences SET {sets} WHERE id = $1",  # noqa: S608
+            licence_id,
+            *codec.licence_values(updated)[1:],
+        )
+        record = await _append_locked(conn, codec.with_licence(draft, licence_id), now)
+    return updated, record
+
+
+async def add_revocation(
+    conn: Conn, jti: str, reason: str, draft: AuditDraft, now: dt.datetime
+) -> AuditRecord:
+    async with conn.transaction():
+        await lock_chain(conn)
+        record = await _append_locked(conn, draft, now)
+        await conn.execute(
+            "INSERT INTO revocations (jti, reason, created_at, audit_seq) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (jti) DO NOTHING",
+            jti,
+            reason,
+            record.ts,
+            record.seq,
+        )
+    return record
+
+
+async def put_policy(
+    conn: Conn,
+    kind: PolicyKind,
+    name: str,
+    body: dict[str, Any],
+    actor: str,
+    draft: AuditDraft | None,
+    now: dt.datetime,
+) -> tuple[PolicyVersion, AuditRecord | None]:
+    async with conn.transaction():
+        await lock_chain(conn)  # also serializes version numbers across replicas
+        current = await conn.fetchval(
+            "SELECT MAX(version) FROM policies WHERE kind = $1 AND name = $2", kind, name
+        )
+        version = int(current or 0) + 1
+        stored = {**body, "version": version}
+        record = await _append_locked(conn, draft, now) if draft is not None else None
+        created = record.ts if record is not None else iso(now)
+        await conn.execute(
+            "INSERT INTO policies (kind, name, version, body, created_at, actor, audit_seq)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            kind,
+            name,
+            version,
+            codec.dumps(stored),
+            created,
+            actor,
+            record.seq if record else None,
+        )
+    return PolicyVersion(kind, name, version, stored, created, actor), record
+
+
+LATEST_POLICIES = (
+    "SELECT DISTINCT ON (name) * FROM policies WHERE kind = $1 ORDER BY name, version DESC"
+)
