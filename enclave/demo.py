@@ -146,7 +146,7 @@ def demo_keys(folder: Path) -> KeyPaths:
 
 
 def _demo_toml(port: int) -> str:
-    return f"""# Enclave Gateway demo deployment (made by `enclave demo`). Dev keys: not for production.
+    return f"""# Enclave Gateway demo (made by `enclave demo`). Dev keys: not for production.
 [server]
 host = "127.0.0.1"
 port = {port}

@@ -59,6 +59,8 @@ class QueryRequest:
             raise BadRequest("'dataset' must be a non-empty string")
         if not isinstance(sql, str) or not sql.strip():
             raise BadRequest("'sql' must be a non-empty string")
+        if not _is_utf8(sql) or not _is_utf8(dataset):
+            raise BadRequest("the body holds a lone surrogate, which is not valid Unicode text")
         epsilon: Decimal | None = None
         if eps is not None:
             if isinstance(eps, bool) or not isinstance(eps, int | float) or not math.isfinite(eps):
@@ -260,6 +262,14 @@ async def _replay(svc: Services, adm: Admitted, actx: AuditContext, query_id: st
         audit_seq=record.seq,
         extra={"release_of": body["query_id"]},
     )
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def declared_group_count(plan: Plan, spec: DatasetSpec) -> int | None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -100,6 +101,8 @@ _TEMPLATE = (
     '"epsilon":%s,"licence_id":%s,"outcome":%s,"prev_hash":%s,"reason":%s,"request_id":%s,'
     '"result_sha256":%s,"roles":%s,"seq":%s,"sql":%s,"tier":%s,"ts":%s}'
 )
+if tuple(re.findall(r'"(\w+)":', _TEMPLATE)) != HASHED_FIELDS:  # AuditRecord gained a field
+    raise RuntimeError("audit/chain.py: _TEMPLATE is out of step with AuditRecord")
 
 
 def canonical_json(record: dict[str, Any] | AuditRecord) -> bytes:

@@ -146,7 +146,7 @@ class CompiledQuery:
     """DuckDB SQL written by the gateway from a plan; user text never appears in it.
 
     ``stats`` names the result columns after the group columns, in order. Stat names:
-    ``a{i}_count`` (COUNT(*)), ``a{i}_units`` (COUNT(DISTINCT unit)), ``a{i}_sum`` (sum of
+    ``a{i}_count`` (COUNT(*); for AVG, COUNT(col): the non-null values), ``a{i}_units`` (COUNT(DISTINCT unit)), ``a{i}_sum`` (sum of
     clamped values, exact DECIMAL), ``a{i}_values`` (LIST of clamped values, for quantiles),
     where ``i`` is the aggregate's index in ``plan.aggregates``; and ``_n`` (COUNT(*) per group,
     always present; used only inside DP mechanisms, e.g. partition selection).

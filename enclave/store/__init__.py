@@ -3,14 +3,14 @@
 ``sqlite:///path`` (the default) needs nothing beyond the standard library;
 ``postgresql://`` needs the optional extra ``enclave-gateway[postgres]`` (asyncpg), imported
 only when such a URL is used. The returned store is not open yet: ``await store.open()`` (or
-use ``connected_store``, an async context manager that opens and closes it).
+use ``connected_store``, an async context manager that opens and closes it). The factory does
+no I/O; ``SqliteStore.open()`` creates the database file's folder if it is missing.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from enclave.errors import ConfigError
 from enclave.store.base import Store
@@ -26,10 +26,7 @@ def open_store(url: str) -> Store:
     if url.startswith(SQLITE_PREFIX):
         from enclave.store.sqlite import SqliteStore
 
-        path = url[len(SQLITE_PREFIX) :]
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return SqliteStore(path)
+        return SqliteStore(url[len(SQLITE_PREFIX) :])
     if url.startswith(POSTGRES_PREFIXES):
         try:
             from enclave.store.postgres import PostgresStore

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 from enclave.audit.record import AuditDraft, AuditRecord
@@ -68,6 +69,8 @@ class SqliteStore:
             raise
 
     def _connect(self) -> None:
+        if self.path != ":memory:" and not self.path.startswith("file:"):
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=0)
         try:
             conn.row_factory = sqlite3.Row

@@ -40,6 +40,10 @@ def test_unknown_url(url: str) -> None:
 async def test_unopenable_sqlite_path_is_store_unavailable(tmp_path: Path) -> None:
     from enclave.errors import StoreUnavailable
 
-    store = open_store(f"sqlite:///{tmp_path}/missing-dir/e.db")
+    # A missing folder is created; a folder that cannot exist (its parent is a file) cannot.
+    async with connected_store(f"sqlite:///{tmp_path}/new-dir/e.db") as opened:
+        await opened.ping()
+    (tmp_path / "file").write_text("x")
+    store = open_store(f"sqlite:///{tmp_path}/file/e.db")
     with pytest.raises(StoreUnavailable):
         await store.open()
