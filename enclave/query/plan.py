@@ -145,11 +145,15 @@ def _plain(value: Any) -> Any:
 class CompiledQuery:
     """DuckDB SQL written by the gateway from a plan; user text never appears in it.
 
-    ``stats`` names the result columns after the group columns, in order. Stat names:
-    ``a{i}_count`` (COUNT(*); for AVG, COUNT(col): the non-null values), ``a{i}_units`` (COUNT(DISTINCT unit)), ``a{i}_sum`` (sum of
-    clamped values, exact DECIMAL), ``a{i}_values`` (LIST of clamped values, for quantiles),
-    where ``i`` is the aggregate's index in ``plan.aggregates``; and ``_n`` (COUNT(*) per group,
-    always present; used only inside DP mechanisms, e.g. partition selection).
+    ``stats`` names the result columns after the group columns, in order, where ``i`` is the
+    aggregate's index in ``plan.aggregates``:
+
+    - ``a{i}_count``: COUNT(*); for AVG, COUNT(col) (the non-null values)
+    - ``a{i}_units``: COUNT(DISTINCT unit)
+    - ``a{i}_sum``: sum of clamped values, exact (HUGEINT or DECIMAL)
+    - ``a{i}_values``: LIST of clamped values, for quantiles
+    - ``_n``: COUNT(*) per group, always present; used only inside DP mechanisms (e.g.
+      partition selection)
     """
 
     sql: str
