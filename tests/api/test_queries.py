@@ -194,3 +194,17 @@ async def test_every_query_outcome_is_audited(make_gateway: Any) -> None:
     # no exact value and no token are ever stored
     dump = repr([r.to_json() for r in recs])
     assert "eyJ" not in dump
+
+
+async def test_timed_out_query_is_504_audited_as_error_and_free(make_gateway: Any) -> None:
+    gw = await make_gateway(server={"query_timeout_s": 0.000001})
+    lic = await gw.licence()
+    resp = await gw.query(SQL, epsilon=0.5)
+    assert resp.status == 504
+    body = await resp.json(content_type=None)
+    assert body["type"].endswith("/query-timeout")
+    recs = await gw.services.store.audit_events(AuditFilter(actor="alice"), 0, 10)
+    assert [(r.action, r.outcome) for r in recs] == [("query", "error")]
+    assert recs[0].result_sha256 is None
+    spent, _ = await gw.services.store.spent(lic.id, "visits", None)
+    assert spent == 0
