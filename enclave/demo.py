@@ -20,7 +20,7 @@ from enclave.devkeys import KeyPaths, generate_keys, mint_token
 from enclave.engine.synth import generate_visits
 from enclave.errors import EnclaveError
 from enclave.models import Licence, utcnow
-from enclave.policy.registry import Registry
+from enclave.policy.registry import registry_for
 from enclave.store import open_store
 
 log = logging.getLogger("enclave.demo")
@@ -79,7 +79,7 @@ async def seed_licences(cfg: Config) -> None:
     store = open_store(cfg.store.url)
     await store.open()
     try:
-        registry = Registry(store, cfg.policies.dir, cfg.policies.data_dir)
+        registry = registry_for(store, cfg)
         await registry.seed()
         existing = {lic.subject for lic in await store.list_licences()}
         now = utcnow()

@@ -59,6 +59,8 @@ def licence_from_json(body: Any, now: dt.datetime) -> Licence:
     valid_until = values.get("valid_until")
     if "valid_until" not in body:
         problems.append("valid_until: required (a licence has a sunset date)")
+    elif valid_until is not None and valid_until <= now:
+        problems.append("valid_until: must be in the future")
     if "datasets" not in body:
         problems.append("datasets: required")
     status = body.get("status", "active")

@@ -1,7 +1,19 @@
 """Prometheus metrics, one registry per application (no process globals).
 
 Labels never carry a subject, licence or dataset: ``/metrics`` is served without a token, so
-it only tells operators how the service behaves, not who asked what.
+it only tells operators how the service behaves, not who asked what. The only label values
+are route templates (``/v1/admin/licences/{id}``, never the id), a closed set of methods,
+status codes and problem types from ``errors.py``: every label set is bounded by the code.
+
+    enclave_requests_total{route,method,status}   every HTTP request (middleware)
+    enclave_request_seconds{route}                latency histogram (middleware)
+    enclave_releases_total                        query answers returned, cached repeats too
+    enclave_cache_hits_total                      of those, repeats served from the cache
+    enclave_refusals_total{reason}                problem responses, by problem type
+    enclave_epsilon_spent_total                   epsilon charged, all licences together
+
+A cached repeat counts as a release (an answer went out) and as a cache hit, and spends no
+epsilon; ``releases - cache_hits`` is the number of fresh noisy releases.
 """
 
 from __future__ import annotations
@@ -50,6 +62,17 @@ class Metrics:
             "Epsilon charged, summed over all licences",
             registry=r,
         )
+
+    def record_release(self, cached: bool, epsilon: float) -> None:
+        """One answer returned to a researcher (``epsilon`` is what it charged)."""
+        self.releases.inc()
+        if cached:
+            self.cache_hits.inc()
+        if epsilon > 0:
+            self.epsilon.inc(epsilon)
+
+    def record_refusal(self, problem_type: str) -> None:
+        self.refusals.labels(problem_type).inc()
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

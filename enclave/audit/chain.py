@@ -1,26 +1,35 @@
 """The hash chain over audit records: one canonical encoding, one hash rule, one verifier.
 
-``hash = sha256(prev_hash + canonical_json(record))`` where ``prev_hash`` is the previous
-record's hash as ASCII hex (64 zeros for the first record) and ``canonical_json`` is the
-record's JSON *without* ``hash``: sorted keys, no whitespace (separators ``,`` and ``:``),
-``ensure_ascii=False``, encoded as UTF-8.
+Canonical JSON is RFC 8785, the JSON Canonicalization Scheme (JCS), chosen because an auditor
+can re-implement it in a few lines of any language (in JavaScript it is ``JSON.stringify`` with
+sorted keys):
 
-Which fields are hashed: every field of ``AuditRecord`` except ``hash`` (``detail`` included,
-``null`` when absent). A dict is reduced to exactly those fields, a missing one read as
-``null``, so an export that adds a column (or drops a ``null`` one) still verifies; a change to
-any hashed value does not.
+- objects: members sorted by key, comparing keys as sequences of UTF-16 code units; no
+  whitespace anywhere (separators ``,`` and ``:``);
+- strings: as ``JSON.stringify`` writes them: ``"`` and ``\\`` escaped, ``\\b \\f \\n \\r \\t``
+  as those short escapes, every other character below U+0020 as ``\\u00xx`` (lowercase hex),
+  everything else (``/``, U+007F, U+2028, emoji, …) written as itself; the text is UTF-8. A
+  string holding a lone surrogate (U+D800–U+DFFF) is refused: it has no UTF-8 form;
+- numbers: ECMAScript ``Number::toString`` of the IEEE-754 double: shortest round-trip digits,
+  fixed notation from 1e-7 up to 1e21 (``0.000001``, ``5``, ``123.5``), otherwise ``1e-7``,
+  ``1.5e+21``; ``-0`` is ``0``. NaN and infinities are refused (not JSON). An integer too large
+  to be a double exactly (beyond 2**53 and not representable) is refused rather than rounded;
+- ``true``, ``false``, ``null``; arrays in order.
 
-Numbers: ``epsilon`` and ``delta`` are finite floats and are written as Python's shortest
-round-trip ``repr`` (``0.5``, ``1e-06``), which is what ``json.dumps`` does. NaN and infinity
-are refused (``ValueError``): they are not JSON, and a verifier in another language could not
-reproduce them. ``seq`` is an integer and ``cached`` a boolean. A verifier written elsewhere
-must format floats the same way (shortest round-trip, exponent as Python prints it).
+The hashed object of a record is exactly the fields of ``AuditRecord`` except ``hash``
+(``HASHED_FIELDS``; ``detail`` included, ``null`` when absent). A dict is reduced to those
+fields, a missing one read as ``null``, so every export line (which holds exactly these fields
+plus ``hash``) hashes as "the line without ``hash``".
 
-``verify`` streams: it keeps only the previous hash and the expected ``seq``, so it runs in
-constant memory over an export of any length. It detects an edited record (hash mismatch), a
-deleted, inserted or reordered record (``seq`` must run 1, 2, 3, … and each ``prev_hash`` must
-equal the previous record's ``hash``). It cannot detect a truncated tail, or a tail re-hashed
-by someone with write access: the chain has no key. Signed heads (a later addition) close that.
+``hash = SHA-256(prev_hash as ASCII hex + canonical JSON as UTF-8)``, lowercase hex; the first
+record's ``prev_hash`` is 64 zeros.
+
+``verify`` streams (``ChainVerifier`` keeps only the previous hash and the expected ``seq``), so
+it runs in constant memory over an export of any length. It detects an edited record (hash
+mismatch) and a deleted, inserted or reordered record (``seq`` must run 1, 2, 3, … and each
+``prev_hash`` must equal the previous record's ``hash``). A truncated tail, or a whole chain
+re-hashed by someone with write access, is caught only against a signed head saved earlier
+(``audit/signing.py``).
 """
 
 from __future__ import annotations
@@ -28,68 +37,134 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
 from enclave.audit.record import GENESIS_HASH, AuditRecord
 
-#: The hashed fields, in sorted order (the canonical key order).
+#: The hashed fields, in canonical (sorted) order.
 HASHED_FIELDS: tuple[str, ...] = tuple(
     sorted(f.name for f in fields(AuditRecord) if f.name != "hash")
 )
+_MAX_EXACT_INT = 2**53
 
-_encode_sorted = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=True
-).encode
+#: JSON.stringify's string escaping; CPython's json escaper (ensure_ascii=False) is identical
+#: for every string without a lone surrogate (checked in tests/unit/test_chain.py).
 _encode_str: Callable[[str], str] = getattr(json.encoder, "c_encode_basestring", None) or (
     json.encoder.py_encode_basestring
 )
 
 
-def _fast(get: Callable[[str], Any]) -> str:
-    """One ``%`` over a fixed template: the common record shape (every value a str, None, the
-    usual number types, ``detail`` None). Raises ``_Slow`` (or TypeError) otherwise."""
-    enc = _encode_str
-    seq, cached, eps, delta = get("seq"), get("cached"), get("epsilon"), get("delta")
-    if (
-        type(seq) is not int
-        or type(cached) is not bool
-        or type(eps) is not float
-        or type(delta) is not float
-        or not (math.isfinite(eps) and math.isfinite(delta))
-        or get("detail") is not None
-    ):
-        raise _Slow
-    roles = get("roles")
-    if type(roles) is not list:
-        raise _Slow
+class CanonicalError(ValueError):
+    """A value that has no canonical JSON form (NaN, infinity, lone surrogate, …)."""
 
-    def opt(name: str) -> str:
-        value = get(name)
-        return "null" if value is None else enc(value)
 
-    return _TEMPLATE % (
-        enc(get("action")),
-        enc(get("actor")),
-        "true" if cached else "false",
-        opt("client"),
-        opt("dataset"),
-        float.__repr__(delta),
-        float.__repr__(eps),
-        opt("licence_id"),
-        enc(get("outcome")),
-        enc(get("prev_hash")),
-        opt("reason"),
-        enc(get("request_id")),
-        opt("result_sha256"),
-        "[" + ",".join(map(enc, roles)) + "]",
-        int.__repr__(seq),
-        opt("sql"),
-        opt("tier"),
-        enc(get("ts")),
-    )
+def format_number(value: float | int) -> str:
+    """ECMAScript ``Number::toString`` for a finite double (or an int exactly representable)."""
+    if isinstance(value, int):
+        if -_MAX_EXACT_INT <= value <= _MAX_EXACT_INT:
+            return int.__repr__(int(value))
+        as_float = float(value)
+        if int(as_float) != value:
+            raise CanonicalError("an integer beyond 2**53 has no exact JSON number form")
+        value = as_float
+    x = float(value)
+    if not math.isfinite(x):
+        raise CanonicalError("NaN and infinity are not JSON numbers")
+    if x == 0.0:
+        return "0"
+    text = float.__repr__(x)
+    if "e" not in text:  # Python's fixed range (1e-4 <= |x| < 1e16) lies inside ECMAScript's
+        return text[:-2] if text.endswith(".0") else text
+    return _ecmascript_layout(x)
+
+
+def _ecmascript_layout(x: float) -> str:
+    sign = "-" if x < 0 else ""
+    mantissa, _, exponent = float.__repr__(abs(x)).partition("e")
+    whole, _, frac = mantissa.partition(".")
+    raw = whole + frac
+    stripped = raw.lstrip("0")
+    n = len(whole) + int(exponent or "0") - (len(raw) - len(stripped))
+    digits = stripped.rstrip("0")
+    k = len(digits)
+    # ECMA-262 Number::toString: x = digits * 10**(n - k), k as small as possible.
+    if k <= n <= 21:
+        return sign + digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return sign + digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return sign + "0." + "0" * (-n) + digits
+    exp = n - 1
+    exp_text = ("+" if exp >= 0 else "-") + str(abs(exp))
+    if k == 1:
+        return sign + digits + "e" + exp_text
+    return sign + digits[0] + "." + digits[1:] + "e" + exp_text
+
+
+def _utf16_key(key: str) -> bytes:
+    return key.encode("utf-16-be", "surrogatepass")
+
+
+def _write(value: Any, out: list[str]) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, str):
+        out.append(_encode_str(value))
+    elif isinstance(value, int | float):
+        out.append(format_number(value))
+    elif isinstance(value, dict):
+        out.append("{")
+        first = True
+        keys = value.keys()
+        if all(type(k) is str and k.isascii() for k in keys):
+            ordered = sorted(keys)  # code point order is UTF-16 order for ASCII
+        else:
+            ordered = sorted(keys, key=_key_of)
+        for key in ordered:
+            if not first:
+                out.append(",")
+            first = False
+            out.append(_encode_str(key))
+            out.append(":")
+            _write(value[key], out)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _write(item, out)
+        out.append("]")
+    else:
+        raise CanonicalError(f"a {type(value).__name__} is not a JSON value")
+
+
+def _key_of(key: object) -> bytes:
+    if not isinstance(key, str):
+        raise CanonicalError("object keys must be strings")
+    return _utf16_key(key)
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CanonicalError(
+            "a string holds a lone surrogate (U+D800-U+DFFF), which has no canonical form"
+        ) from None
+
+
+def canonicalize(value: Any) -> bytes:
+    """RFC 8785 canonical JSON of any JSON value, as UTF-8 bytes."""
+    out: list[str] = []
+    _write(value, out)
+    return _utf8("".join(out))
 
 
 class _Slow(Exception):
@@ -97,34 +172,101 @@ class _Slow(Exception):
 
 
 _TEMPLATE = (
-    '{"action":%s,"actor":%s,"cached":%s,"client":%s,"dataset":%s,"delta":%s,"detail":null,'
+    '{"action":%s,"actor":%s,"cached":%s,"client":%s,"dataset":%s,"delta":%s,"detail":%s,'
     '"epsilon":%s,"licence_id":%s,"outcome":%s,"prev_hash":%s,"reason":%s,"request_id":%s,'
     '"result_sha256":%s,"roles":%s,"seq":%s,"sql":%s,"tier":%s,"ts":%s}'
 )
-if tuple(re.findall(r'"(\w+)":', _TEMPLATE)) != HASHED_FIELDS:  # AuditRecord gained a field
+if _TEMPLATE.count('":%s') != len(HASHED_FIELDS):  # AuditRecord gained a field
     raise RuntimeError("audit/chain.py: _TEMPLATE is out of step with AuditRecord")
 
 
-def canonical_json(record: dict[str, Any] | AuditRecord) -> bytes:
-    """The record's canonical JSON without ``hash``, as UTF-8 bytes.
+_TEXT_FIELDS: tuple[str, ...] = (
+    "action", "actor", "client", "dataset", "licence_id", "outcome", "prev_hash", "reason",
+    "request_id", "result_sha256", "sql", "tier", "ts",
+)  # fmt: skip
 
-    The fast path fills a fixed template whose keys are already sorted (byte-for-byte what
-    ``json.dumps(..., sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` gives, as
-    ``tests/unit/test_chain.py`` checks over many random records); anything unusual (a
-    ``detail`` object, a value of an unexpected type, a non-finite float) goes through ``json``
-    itself, which refuses NaN and infinity. Verification speed is a requirement: an auditor
-    re-verifies the whole log on demand.
+
+def _fast(get: Callable[[str], Any]) -> str:
+    """One ``%`` over a fixed template for the usual record shape (text fields str or None, a
+    list of string roles, float numbers, an int seq, a bool cached). Raises ``_Slow``
+    otherwise; ``tests/unit/test_chain.py`` checks it against the general encoder over many
+    random records."""
+    seq, cached, eps, delta, roles = (
+        get("seq"),
+        get("cached"),
+        get("epsilon"),
+        get("delta"),
+        get("roles"),
+    )
+    if (
+        type(seq) is not int
+        or type(cached) is not bool
+        or type(roles) is not list
+        or type(eps) is not float
+        or type(delta) is not float
+    ):
+        raise _Slow
+    enc = _encode_str
+    texts = [get(name) for name in _TEXT_FIELDS]
+    out = ["null" if v is None else enc(v) if type(v) is str else _slow() for v in texts]
+    detail = get("detail")
+    if detail is None:
+        detail_text = "null"
+    else:
+        parts: list[str] = []
+        _write(detail, parts)
+        detail_text = "".join(parts)
+    for role in roles:
+        if type(role) is not str:
+            raise _Slow
+    (action, actor, client, dataset, licence_id, outcome, prev_hash, reason, request_id,
+     result_sha256, sql, tier, ts) = out  # fmt: skip
+    return _TEMPLATE % (
+        action,
+        actor,
+        "true" if cached else "false",
+        client,
+        dataset,
+        format_number(delta),
+        detail_text,
+        format_number(eps),
+        licence_id,
+        outcome,
+        prev_hash,
+        reason,
+        request_id,
+        result_sha256,
+        "[" + ",".join(map(enc, roles)) + "]",
+        format_number(seq),
+        sql,
+        tier,
+        ts,
+    )
+
+
+def _slow() -> str:
+    raise _Slow
+
+
+def canonical_json(record: dict[str, Any] | AuditRecord) -> bytes:
+    """The record's canonical JSON (RFC 8785) over ``HASHED_FIELDS``, as UTF-8 bytes.
+
+    Raises ``CanonicalError`` (a ``ValueError``) for a value with no canonical form.
+    Verification speed is a requirement (an auditor re-verifies the whole log on demand), hence
+    the template fast path; anything unusual goes through the general encoder.
     """
     get = record.get if isinstance(record, dict) else record.__dict__.get
     try:
-        return _fast(get).encode("utf-8")
-    except (_Slow, TypeError):
-        body = {name: get(name) for name in HASHED_FIELDS}
-        return _encode_sorted(body).encode("utf-8")
+        text = _fast(get)
+    except _Slow:
+        out: list[str] = []
+        _write({name: get(name) for name in HASHED_FIELDS}, out)
+        text = "".join(out)
+    return _utf8(text)
 
 
 def chain_hash(prev_hash: str, record: dict[str, Any] | AuditRecord) -> str:
-    """SHA-256 (hex) over ``prev_hash`` (ASCII) followed by ``canonical_json(record)``."""
+    """SHA-256 (lowercase hex) over ``prev_hash`` (ASCII) followed by ``canonical_json``."""
     digest = hashlib.sha256(prev_hash.encode("ascii"))
     digest.update(canonical_json(record))
     return digest.hexdigest()
@@ -146,36 +288,69 @@ class VerifyResult:
         return {"valid": False, "first_bad_seq": self.first_bad_seq, "reason": self.reason}
 
 
-def verify(records: Iterable[dict[str, Any] | AuditRecord]) -> VerifyResult:
-    """Check the chain in order. ``first_bad_seq`` is the position (1-based, which is the seq
-    the record there should have) of the first record that does not follow from its
-    predecessor; ``reason`` says which check failed and never quotes record contents."""
-    prev = GENESIS_HASH
-    expected = 1
-    for record in records:
+class ChainVerifier:
+    """Incremental verifier: ``feed`` records in order until it returns False; ``result()``.
+
+    ``first_bad_seq`` is the position (1-based: the seq the record there should have) of the
+    first record that does not follow from its predecessor; ``reason`` says which check failed
+    and never quotes record contents.
+    """
+
+    __slots__ = ("_bad", "expected", "prev")
+
+    def __init__(self) -> None:
+        self.prev = GENESIS_HASH
+        self.expected = 1
+        self._bad: VerifyResult | None = None
+
+    def feed(self, record: dict[str, Any] | AuditRecord) -> bool:
+        if self._bad is not None:
+            return False
         if isinstance(record, AuditRecord):
             seq: Any = record.seq
             prev_hash: Any = record.prev_hash
             stored: Any = record.hash
         else:
             seq, prev_hash, stored = record.get("seq"), record.get("prev_hash"), record.get("hash")
+        expected = self.expected
         if type(seq) is not int or seq != expected:
             reason = (
                 "sequence gap" if type(seq) is int and seq > expected else "sequence out of order"
             )
-            return _bad(expected, prev, f"{reason}: expected seq {expected}")
-        if prev_hash != prev:
-            return _bad(expected, prev, "prev_hash does not match the previous record's hash")
+            return self._fail(f"{reason}: expected seq {expected}")
+        if prev_hash != self.prev:
+            return self._fail("prev_hash does not match the previous record's hash")
         try:
-            computed = chain_hash(prev, record)
+            computed = chain_hash(self.prev, record)
         except (ValueError, TypeError, UnicodeEncodeError):
-            return _bad(expected, prev, "record cannot be encoded canonically")
+            return self._fail("record cannot be encoded canonically")
         if computed != stored:
-            return _bad(expected, prev, "hash does not match the record's contents")
-        prev = computed
-        expected += 1
-    return VerifyResult(valid=True, count=expected - 1, head=prev)
+            return self._fail("hash does not match the record's contents")
+        self.prev = computed
+        self.expected = expected + 1
+        return True
+
+    def _fail(self, reason: str) -> bool:
+        seq = self.expected
+        self._bad = VerifyResult(
+            valid=False, count=seq - 1, head=self.prev, first_bad_seq=seq, reason=reason
+        )
+        return False
+
+    @property
+    def count(self) -> int:
+        return self.expected - 1
+
+    def result(self) -> VerifyResult:
+        if self._bad is not None:
+            return self._bad
+        return VerifyResult(valid=True, count=self.expected - 1, head=self.prev)
 
 
-def _bad(seq: int, head: str, reason: str) -> VerifyResult:
-    return VerifyResult(valid=False, count=seq - 1, head=head, first_bad_seq=seq, reason=reason)
+def verify(records: Iterable[dict[str, Any] | AuditRecord]) -> VerifyResult:
+    """Check a whole chain in order (constant memory)."""
+    checker = ChainVerifier()
+    for record in records:
+        if not checker.feed(record):
+            break
+    return checker.result()

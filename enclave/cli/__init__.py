@@ -6,11 +6,14 @@ from __future__ import annotations
 import click
 
 from enclave import __version__
+from enclave.cli.audit import audit_group
 from enclave.cli.demo import demo_command
 from enclave.cli.keys import keys_group, token_command
 from enclave.cli.licence import licence_group
 from enclave.cli.policy import policy_group
+from enclave.cli.query import query_command
 from enclave.cli.serve import serve_command
+from enclave.cli.store import store_group
 
 
 @click.group()
@@ -25,3 +28,6 @@ main.add_command(keys_group)
 main.add_command(token_command)
 main.add_command(licence_group)
 main.add_command(policy_group)
+main.add_command(audit_group)
+main.add_command(query_command)
+main.add_command(store_group)

@@ -13,7 +13,7 @@ import click
 
 from enclave.config import Config, default_config_path, load_config
 from enclave.errors import ConfigError, EnclaveError
-from enclave.policy.registry import Registry
+from enclave.policy.registry import Registry, registry_for
 from enclave.store import open_store
 from enclave.store.base import Store
 
@@ -56,7 +56,7 @@ async def offline(cfg: Config) -> AsyncIterator[tuple[Store, Registry]]:
     store = open_store(cfg.store.url)
     await store.open()
     try:
-        registry = Registry(store, cfg.policies.dir, cfg.policies.data_dir)
+        registry = registry_for(store, cfg)
         await registry.seed()
         yield store, registry
     finally:

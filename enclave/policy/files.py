@@ -1,47 +1,45 @@
 """Tier and dataset definitions: validation, the JSON/YAML form, and loading a policy folder.
 
-The same validators serve three callers: ``enclave policy check``, the first-start seed of the
-registry, and the admin ``PUT /v1/admin/tiers|datasets/{name}`` endpoints. They never stop at
-the first problem: every problem is collected as ``"<where>: <field>: <what>"`` and raised
-together in one ``PolicyFileError``, so an admin fixes a file in one pass.
+The same validators serve four callers: ``enclave policy check``, the first-start seed of the
+registry, the admin ``PUT /v1/admin/tiers|datasets/{name}`` endpoints and ``enclave policy
+export`` (whose files must pass them again). They never stop at the first problem: every
+problem is collected as ``"<where>: <field>: <what>"`` and raised together in one
+``PolicyFileError``, so an admin fixes a file in one pass. The per-field readers (numbers,
+bounds, columns, source confinement) live in ``fields.py``; their rules are documented there.
 
 Decisions worth knowing:
 
 - Files are read with ``yaml.safe_load`` only. PyYAML silently keeps the last of two equal
   keys, so the file is also composed (``yaml.compose``, safe, no object construction) to report
   duplicate keys with their line.
-- Numbers: ``bool`` is never a number; NaN and infinities are refused, also as text. PyYAML
-  reads ``1e-6`` (no dot) as a *string*, so epsilon/delta/float bounds also accept text that is
-  a plain decimal or scientific number; anything else is a wrong type. Epsilon and delta become
-  ``Decimal`` via ``repr(float)`` so ``0.1`` stays exactly ``0.1`` in the ledger.
-- A dataset ``source`` is resolved against the dataset file's folder with symlinks followed,
-  and must then lie inside ``data_dir``: ``..`` escapes, absolute paths elsewhere, symlinks out
-  and URLs are refused. Wildcards are refused: a source names one file.
 - ``version`` is accepted and ignored on input (the store assigns it); tiers carry an extra
   ``level`` (default 0) that orders them for a dataset's single ``min_tier``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import math
-import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import yaml
 
 from enclave.errors import PolicyFileError
-from enclave.models import AGG_KINDS, COLUMN_TYPES, ColumnSpec, ColumnType, DatasetSpec, Tier
-
-NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
-COLUMN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-JURISDICTION_RE = re.compile(r"[A-Z]{2}")
-_NUMBER_TEXT_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
-_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
-_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+from enclave.models import AGG_KINDS, DatasetSpec, Tier
+from enclave.policy.fields import (
+    Problems,
+    read_bool,
+    read_columns,
+    read_decimal,
+    read_int,
+    read_jurisdictions,
+    read_mapping,
+    read_name,
+    read_source,
+    read_text,
+)
 
 TIER_FIELDS = frozenset(
     {"name", "description", "aggregates", "max_epsilon_per_query", "budget", "min_noisy_count",
@@ -53,115 +51,19 @@ DATASET_FIELDS = frozenset(
     {"name", "description", "source", "privacy_unit", "max_rows_per_unit", "min_tier",
      "allowed_jurisdictions", "columns", "version"}
 )  # fmt: skip
-COLUMN_FIELDS = frozenset({"type", "bounds", "values"})
-_MISSING = object()
-
-
-class _Problems:
-    """Collects problems under one ``where`` prefix."""
-
-    def __init__(self, where: str) -> None:
-        self.where = where
-        self.items: list[str] = []
-
-    def add(self, field: str, what: str) -> None:
-        self.items.append(f"{self.where}: {field}: {what}" if self.where else f"{field}: {what}")
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            raise PolicyFileError(self.items)
-
-
-def _mapping(p: _Problems, value: Any, field: str, allowed: frozenset[str]) -> dict[str, Any]:
-    """Return ``value`` as a mapping with only ``allowed`` keys (others are reported)."""
-    if not isinstance(value, dict):
-        p.add(field or "(top level)", "must be a mapping")
-        return {}
-    out: dict[str, Any] = {}
-    for key, item in value.items():
-        name = f"{field}.{key}" if field else str(key)
-        if not isinstance(key, str) or key not in allowed:
-            p.add(name, "unknown field")
-        else:
-            out[key] = item
-    return out
-
-
-def _decimal(p: _Problems, value: Any, field: str, what: str) -> Decimal | None:
-    if isinstance(value, bool):
-        number = None
-    elif isinstance(value, int):
-        number = Decimal(value)
-    elif isinstance(value, float):
-        number = Decimal(repr(value)) if math.isfinite(value) else None
-    elif isinstance(value, str) and _NUMBER_TEXT_RE.fullmatch(value.strip()):
-        try:
-            number = Decimal(value.strip())
-        except InvalidOperation:
-            number = None
-    else:
-        number = None
-    if number is None or not math.isfinite(float(number)):
-        p.add(field, what)
-        return None
-    return number
-
-
-def _int(p: _Problems, value: Any, field: str, minimum: int) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        p.add(field, f"must be an integer >= {minimum}")
-        return None
-    return value
-
-
-def _bool(p: _Problems, value: Any, field: str) -> bool | None:
-    if not isinstance(value, bool):
-        p.add(field, "must be true or false")
-        return None
-    return value
-
-
-def _text(p: _Problems, value: Any, field: str) -> str | None:
-    if not isinstance(value, str):
-        p.add(field, "must be text")
-        return None
-    return value
-
-
-def _name(p: _Problems, value: Any, field: str) -> str | None:
-    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
-        p.add(field, "must match [a-z][a-z0-9_]{0,62}")
-        return None
-    return value
-
-
-def _jurisdictions(p: _Problems, value: Any, field: str) -> tuple[str, ...] | None:
-    if not isinstance(value, list):
-        p.add(field, "must be a list of 2-letter upper-case country codes")
-        return None
-    ok = True
-    for i, code in enumerate(value):
-        if not isinstance(code, str) or not JURISDICTION_RE.fullmatch(code):
-            p.add(f"{field}[{i}]", "must be a 2-letter upper-case country code")
-            ok = False
-    if ok and len(set(value)) != len(value):
-        p.add(field, "lists a code twice")
-        ok = False
-    return tuple(value) if ok else None
-
 
 # --- tiers ----------------------------------------------------------------------------------
 
 
 def tier_from_dict(data: dict[str, Any], where: str = "") -> Tier:
     """Validate a tier body (YAML file or admin JSON) and build the ``Tier`` (version 1)."""
-    p = _Problems(where)
-    d = _mapping(p, data, "", TIER_FIELDS)
+    p = Problems(where)
+    d = read_mapping(p, data, "", TIER_FIELDS)
     for required in ("name", "aggregates", "max_epsilon_per_query", "budget"):
         if required not in d and isinstance(data, dict):
             p.add(required, "required")
-    name = _name(p, d["name"], "name") if "name" in d else None
-    description = _text(p, d.get("description", ""), "description")
+    name = read_name(p, d["name"], "name") if "name" in d else None
+    description = read_text(p, d.get("description", ""), "description")
 
     aggregates: frozenset[str] | None = None
     if "aggregates" in d:
@@ -178,34 +80,34 @@ def tier_from_dict(data: dict[str, Any], where: str = "") -> Tier:
     positive = "must be a finite positive number"
     max_eps = None
     if "max_epsilon_per_query" in d:
-        max_eps = _decimal(p, d["max_epsilon_per_query"], "max_epsilon_per_query", positive)
+        max_eps = read_decimal(p, d["max_epsilon_per_query"], "max_epsilon_per_query", positive)
         if max_eps is not None and max_eps <= 0:
             p.add("max_epsilon_per_query", positive)
             max_eps = None
 
-    budget = _mapping(p, d.get("budget", {}), "budget", BUDGET_FIELDS)
+    budget = read_mapping(p, d.get("budget", {}), "budget", BUDGET_FIELDS)
     eps = delta = None
     if "epsilon" in budget:
-        eps = _decimal(p, budget["epsilon"], "budget.epsilon", positive)
+        eps = read_decimal(p, budget["epsilon"], "budget.epsilon", positive)
         if eps is not None and eps <= 0:
             p.add("budget.epsilon", positive)
             eps = None
     elif "budget" in d:
         p.add("budget.epsilon", "required")
     delta_what = "must be a finite number in [0, 1)"
-    delta = _decimal(p, budget.get("delta", 0), "budget.delta", delta_what)
+    delta = read_decimal(p, budget.get("delta", 0), "budget.delta", delta_what)
     if delta is not None and not Decimal(0) <= delta < 1:
         p.add("budget.delta", delta_what)
         delta = None
     period = budget.get("period_days")
-    period_days = None if period is None else _int(p, period, "budget.period_days", 1)
+    period_days = None if period is None else read_int(p, period, "budget.period_days", 1)
     if max_eps is not None and eps is not None and max_eps > eps:
         p.add("max_epsilon_per_query", "must not exceed budget.epsilon")
 
-    group_by = _mapping(p, d.get("group_by", {}), "group_by", GROUP_BY_FIELDS)
-    max_columns = _int(p, group_by.get("max_columns", 2), "group_by.max_columns", 0)
-    max_groups = _int(p, group_by.get("max_groups", 500), "group_by.max_groups", 1)
-    undeclared = _bool(
+    group_by = read_mapping(p, d.get("group_by", {}), "group_by", GROUP_BY_FIELDS)
+    max_columns = read_int(p, group_by.get("max_columns", 2), "group_by.max_columns", 0)
+    max_groups = read_int(p, group_by.get("max_groups", 500), "group_by.max_groups", 1)
+    undeclared = read_bool(
         p, group_by.get("allow_undeclared_keys", False), "group_by.allow_undeclared_keys"
     )
     if undeclared and delta == 0:
@@ -213,11 +115,12 @@ def tier_from_dict(data: dict[str, Any], where: str = "") -> Tier:
             "group_by.allow_undeclared_keys",
             "needs budget.delta > 0 (partition selection spends delta)",
         )
-    min_noisy = _int(p, d.get("min_noisy_count", 0), "min_noisy_count", 0)
-    filters = _bool(p, d.get("filters", True), "filters")
-    rate = _int(p, d.get("rate_limit_per_minute", 60), "rate_limit_per_minute", 1)
-    juris = _jurisdictions(p, d.get("allowed_jurisdictions") or [], "allowed_jurisdictions")
-    level = _int(p, d.get("level", 0), "level", 0)
+    min_noisy = read_int(p, d.get("min_noisy_count", 0), "min_noisy_count", 0)
+    filters = read_bool(p, d.get("filters", True), "filters")
+    rate = read_int(p, d.get("rate_limit_per_minute", 60), "rate_limit_per_minute", 1)
+    raw_juris = d.get("allowed_jurisdictions")
+    juris = read_jurisdictions(p, [] if raw_juris is None else raw_juris, "allowed_jurisdictions")
+    level = read_int(p, d.get("level", 0), "level", 0)
 
     p.raise_if_any()
     assert name is not None and description is not None and aggregates is not None  # noqa: S101
@@ -259,22 +162,26 @@ def dataset_from_dict(
     data_dir: Path,
     where: str = "",
     require_source: bool = True,
+    forbidden: Sequence[Path] = (),
 ) -> DatasetSpec:
     """Validate a dataset body and build the ``DatasetSpec`` (version 1).
 
     ``base_dir`` is the folder a relative ``source`` is resolved against (the dataset file's
-    folder); ``require_source=False`` lets a missing data file pass (not one outside data_dir).
+    folder); ``require_source=False`` lets a missing data file pass (not one outside data_dir);
+    ``forbidden`` lists paths a source may never name, even inside data_dir (the state store).
     """
-    p = _Problems(where)
-    d = _mapping(p, data, "", DATASET_FIELDS)
+    p = Problems(where)
+    d = read_mapping(p, data, "", DATASET_FIELDS)
     for required in ("name", "source", "privacy_unit", "max_rows_per_unit", "min_tier",
                      "columns"):  # fmt: skip
         if required not in d and isinstance(data, dict):
             p.add(required, "required")
-    name = _name(p, d["name"], "name") if "name" in d else None
-    description = _text(p, d.get("description", ""), "description")
+    name = read_name(p, d["name"], "name") if "name" in d else None
+    description = read_text(p, d.get("description", ""), "description")
     max_rows = (
-        _int(p, d["max_rows_per_unit"], "max_rows_per_unit", 1) if "max_rows_per_unit" in d else 1
+        read_int(p, d["max_rows_per_unit"], "max_rows_per_unit", 1)
+        if "max_rows_per_unit" in d
+        else 1
     )
 
     min_tier: tuple[str, ...] | None = None
@@ -284,7 +191,7 @@ def dataset_from_dict(
         if not isinstance(names, list) or not names:
             p.add("min_tier", "must be a tier name or a non-empty list of tier names")
         else:
-            checked = [_name(p, n, f"min_tier[{i}]") for i, n in enumerate(names)]
+            checked = [read_name(p, n, f"min_tier[{i}]") for i, n in enumerate(names)]
             if len(set(names)) != len(names):
                 p.add("min_tier", "lists a tier twice")
             elif all(c is not None for c in checked):
@@ -292,11 +199,11 @@ def dataset_from_dict(
 
     juris: tuple[str, ...] | None = None
     if d.get("allowed_jurisdictions") is not None:
-        juris = _jurisdictions(p, d["allowed_jurisdictions"], "allowed_jurisdictions")
+        juris = read_jurisdictions(p, d["allowed_jurisdictions"], "allowed_jurisdictions")
         if juris == ():
             p.add("allowed_jurisdictions", "must list at least one code, or be omitted")
 
-    columns = _columns(p, d.get("columns", {}) if "columns" in d else {})
+    columns = read_columns(p, d.get("columns", {}) if "columns" in d else {})
     unit = d.get("privacy_unit")
     if "privacy_unit" in d:
         declared = {c.name: c for c in columns}
@@ -313,7 +220,7 @@ def dataset_from_dict(
     source = d.get("source")
     resolved: tuple[str, str | None] | None = None
     if "source" in d:
-        resolved = _source(p, source, base_dir, data_dir, require_source)
+        resolved = read_source(p, source, base_dir, data_dir, require_source, forbidden)
 
     p.raise_if_any()
     assert name is not None and description is not None and max_rows is not None  # noqa: S101
@@ -333,147 +240,6 @@ def dataset_from_dict(
     )
 
 
-def _columns(p: _Problems, value: Any) -> list[ColumnSpec]:
-    if not isinstance(value, dict) or not value:
-        p.add("columns", "must be a non-empty mapping of column name to definition")
-        return []
-    out: list[ColumnSpec] = []
-    seen: set[str] = set()
-    for name, body in value.items():
-        field = f"columns.{name}"
-        if not isinstance(name, str) or not COLUMN_RE.fullmatch(name):
-            p.add(field, "column name must match [A-Za-z_][A-Za-z0-9_]{0,62}")
-            continue
-        if name.lower() in seen:
-            p.add(field, "declared twice (names are case-insensitive)")
-            continue
-        seen.add(name.lower())
-        col = _column(p, name, _mapping(p, body, field, COLUMN_FIELDS), field)
-        if col is not None:
-            out.append(col)
-    return out
-
-
-def _column(p: _Problems, name: str, d: dict[str, Any], field: str) -> ColumnSpec | None:
-    kind = d.get("type")
-    if kind not in COLUMN_TYPES:
-        p.add(f"{field}.type", f"must be one of: {', '.join(COLUMN_TYPES)}")
-        return None
-    before = len(p.items)
-    bounds = values = None
-    if kind in ("int", "float", "date"):
-        if "bounds" not in d:
-            p.add(f"{field}.bounds", f"required for {kind} columns")
-        else:
-            bounds = _bounds(p, d["bounds"], kind, f"{field}.bounds")
-    elif "bounds" in d:
-        p.add(f"{field}.bounds", f"not allowed for {kind} columns")
-    if kind == "category":
-        values = _values(p, d.get("values"), f"{field}.values")
-    elif "values" in d:
-        p.add(f"{field}.values", "only category columns declare values")
-    if len(p.items) > before:
-        return None
-    return ColumnSpec(name=name, type=cast(ColumnType, kind), bounds=bounds, values=values)
-
-
-def _bounds(p: _Problems, value: Any, kind: str, field: str) -> tuple[Any, Any] | None:
-    if not isinstance(value, list) or len(value) != 2:
-        p.add(field, "must be a list [low, high]")
-        return None
-    parsed: list[Any] = []
-    for i, item in enumerate(value):
-        if kind == "int":
-            if isinstance(item, bool) or not isinstance(item, int):
-                p.add(f"{field}[{i}]", "must be an integer")
-                return None
-            parsed.append(item)
-        elif kind == "float":
-            number = _decimal(p, item, f"{field}[{i}]", "must be a finite number")
-            if number is None:
-                return None
-            parsed.append(float(number))
-        else:
-            day = _date(item)
-            if day is None:
-                p.add(f"{field}[{i}]", "must be a date YYYY-MM-DD")
-                return None
-            parsed.append(day)
-    if not parsed[0] < parsed[1]:
-        p.add(field, "low must be less than high")
-        return None
-    return (parsed[0], parsed[1])
-
-
-def _date(value: Any) -> dt.date | None:
-    if isinstance(value, dt.datetime):
-        return None
-    if isinstance(value, dt.date):
-        return value
-    if isinstance(value, str) and _DATE_RE.fullmatch(value):
-        try:
-            return dt.date.fromisoformat(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _values(p: _Problems, value: Any, field: str) -> tuple[str, ...] | None:
-    if not isinstance(value, list) or not value:
-        p.add(field, "category columns must declare a non-empty list of values")
-        return None
-    for i, item in enumerate(value):
-        if not isinstance(item, str) or not item:
-            p.add(f"{field}[{i}]", "must be non-empty text (quote yes/no/on/off/numbers in YAML)")
-            return None
-    if len(set(value)) != len(value):
-        p.add(field, "lists a value twice")
-        return None
-    return tuple(value)
-
-
-def _source(
-    p: _Problems, value: Any, base_dir: Path, data_dir: Path, require: bool
-) -> tuple[str, str | None] | None:
-    """Resolve a source to (absolute path inside data_dir, duckdb table or None)."""
-    what = "must be a .parquet or .csv file, or duckdb://file.duckdb#table"
-    if not isinstance(value, str) or not value.strip():
-        p.add("source", what)
-        return None
-    table: str | None = None
-    text = value
-    if value.startswith("duckdb://"):
-        text, _, table = value[len("duckdb://") :].partition("#")
-        if not COLUMN_RE.fullmatch(table):
-            p.add("source", "duckdb:// sources must end with #table (a plain table name)")
-            return None
-        if not text.endswith(".duckdb"):
-            p.add("source", what)
-            return None
-    elif _SCHEME_RE.match(value):
-        p.add("source", "URLs are not allowed; name a file inside the data folder")
-        return None
-    elif not value.lower().endswith((".parquet", ".csv")):
-        p.add("source", what)
-        return None
-    if any(ch in text for ch in "*?[{\x00"):
-        p.add("source", "must name one file (no wildcards)")
-        return None
-    try:
-        path = (base_dir / text).resolve()
-        root = data_dir.resolve()
-    except (OSError, RuntimeError, ValueError):
-        p.add("source", "cannot be resolved")
-        return None
-    if not path.is_relative_to(root) or path == root:
-        p.add("source", "must lie inside the data folder (after resolving .. and symlinks)")
-        return None
-    if require and not path.is_file():
-        p.add("source", "file not found in the data folder")
-        return None
-    return str(path), table
-
-
 def dataset_to_dict(spec: DatasetSpec) -> dict[str, Any]:
     """The JSON/YAML form (as the contract's YAML, dates as ISO text); round-trips."""
     return spec.to_json()
@@ -490,7 +256,11 @@ class PolicySet:
 
 
 def load_policy_dir(
-    policies_dir: Path, data_dir: Path, *, require_source: bool = True
+    policies_dir: Path,
+    data_dir: Path,
+    *,
+    require_source: bool = True,
+    forbidden: Sequence[Path] = (),
 ) -> PolicySet:
     """Read ``tiers/*.yaml`` and ``datasets/*.yaml``; collect every problem, never raise."""
     out = PolicySet()
@@ -518,7 +288,7 @@ def load_policy_dir(
                 else:
                     out.datasets[path.stem] = dataset_from_dict(
                         data, base_dir=folder, data_dir=data_dir, where=where,
-                        require_source=require_source,
+                        require_source=require_source, forbidden=forbidden,
                     )  # fmt: skip
             except PolicyFileError as exc:
                 out.problems.extend(exc.problems)

@@ -16,12 +16,14 @@ listings skip it, so a broken definition never turns into a silent default.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from enclave.audit.record import AuditDraft, AuditRecord
-from enclave.errors import ConfigError, PolicyFileError, ServiceUnavailable
+from enclave.config import Config, sqlite_path
+from enclave.errors import ConfigError, Conflict, PolicyFileError, ServiceUnavailable
 from enclave.models import DatasetSpec, Tier
 from enclave.policy.files import (
     dataset_from_dict,
@@ -40,11 +42,16 @@ SEED_ACTOR = "policy-files"
 
 class Registry:
     def __init__(
-        self, store: Store, policies_dir: Path | None = None, data_dir: Path | None = None
+        self,
+        store: Store,
+        policies_dir: Path | None = None,
+        data_dir: Path | None = None,
+        forbidden: Sequence[Path] = (),
     ) -> None:
         self._store = store
         self._policies_dir = policies_dir
         self._data_dir = data_dir
+        self._forbidden = tuple(forbidden)  # see state_paths(): sources may never name these
         self._cache: dict[tuple[str, str], tuple[int, dict[str, Any], Tier | DatasetSpec]] = {}
 
     # --- seeding ---------------------------------------------------------------------------
@@ -100,37 +107,100 @@ class Registry:
 
     # --- admin writes ----------------------------------------------------------------------
 
+    async def check_tier(
+        self, name: str, body: Any, *, require_reason: bool = True
+    ) -> PolicyChange:
+        """Validate a new version of tier ``name``; raise ``PolicyFileError`` listing every
+        problem (nothing is written). ``reason`` is taken out of the body first; it is required
+        when the change touches the budget or ``max_epsilon_per_query`` of an existing tier."""
+        problems, body, reason = _split(body, name, f"tier {name}")
+        before = await self._store.get_policy("tier", name)
+        _check_version(body, before)
+        clean: dict[str, Any] | None = None
+        try:
+            clean = tier_to_dict(tier_from_dict(body, where=f"tier {name}"))
+        except PolicyFileError as exc:
+            problems.extend(exc.problems)
+        budget_changed = (
+            before is not None
+            and clean is not None
+            and any(before.body.get(k) != clean.get(k) for k in BUDGET_KEYS)
+        )
+        if budget_changed and require_reason and reason is None:
+            problems.append(
+                f"tier {name}: reason: required when budget or max_epsilon_per_query changes"
+            )
+        if problems or clean is None:
+            raise PolicyFileError(problems)
+        return PolicyChange("tier", name, _unversioned(clean), before, reason, budget_changed)
+
+    async def check_dataset(
+        self, name: str, body: Any, *, forbidden: Sequence[Path] = ()
+    ) -> PolicyChange:
+        """Validate a new version of dataset ``name``: the file rules (source confined to
+        ``data_dir`` and never inside ``forbidden``, and present), ``min_tier`` naming defined
+        tiers, and, for an existing dataset, the same privacy unit and identifier column (a
+        retyped identifier would let its values be grouped or filtered, and budgets already
+        spent were per unit). Raise ``PolicyFileError`` listing every problem."""
+        problems, body, reason = _split(body, name, f"dataset {name}")
+        before = await self._store.get_policy("dataset", name)
+        _check_version(body, before)
+        spec: DatasetSpec | None = None
+        try:
+            spec = self.validate_dataset(body, where=f"dataset {name}", forbidden=forbidden)
+        except PolicyFileError as exc:
+            problems.extend(exc.problems)
+        if spec is not None:
+            known = await self.tier_map()
+            problems.extend(
+                f"dataset {name}: min_tier: unknown tier {t!r}"
+                for t in spec.min_tier
+                if t not in known
+            )
+        if before is not None:
+            problems.extend(_identifier_problems(name, before.body, body))
+        if problems or spec is None:
+            raise PolicyFileError(problems)
+        clean = _unversioned(dataset_to_dict(spec))
+        return PolicyChange("dataset", name, clean, before, reason, False)
+
+    async def commit(
+        self, change: PolicyChange, actor: str, audit: AuditDraft
+    ) -> tuple[PolicyVersion, AuditRecord | None]:
+        """Store a checked change as the next version, with its audit record, in one
+        transaction."""
+        return await self._store.put_policy(change.kind, change.name, change.body, actor, audit)
+
     async def put_tier(
         self, name: str, body: dict[str, Any], actor: str, audit: AuditDraft
     ) -> tuple[Tier, AuditRecord | None]:
-        """Validate and store a new version of tier ``name`` (the body's name must match)."""
-        tier = tier_from_dict(_named(body, name), where=f"tier {name}")
-        stored, record = await self._store.put_policy(
-            "tier", name, tier_to_dict(tier), actor, audit
-        )
+        """Validate and store a new version of tier ``name`` (programmatic path: the caller's
+        ``audit`` carries any reason; the admin API uses ``check_tier``, which demands one)."""
+        change = await self.check_tier(name, body, require_reason=False)
+        stored, record = await self.commit(change, actor, audit)
+        tier = tier_from_dict(change.body, where=f"tier {name}")
         return replace(tier, version=stored.version), record
 
     async def put_dataset(
         self, name: str, body: dict[str, Any], actor: str, audit: AuditDraft
     ) -> tuple[DatasetSpec, AuditRecord | None]:
         """Validate (source file must exist, ``min_tier`` must name defined tiers) and store."""
-        spec = self.validate_dataset(_named(body, name), where=f"dataset {name}")
-        known = await self.tier_map()
-        unknown = [t for t in spec.min_tier if t not in known]
-        if unknown:
-            raise PolicyFileError([f"dataset {name}: min_tier: unknown tier {unknown[0]!r}"])
-        stored, record = await self._store.put_policy(
-            "dataset", name, dataset_to_dict(spec), actor, audit
-        )
+        change = await self.check_dataset(name, body)
+        stored, record = await self.commit(change, actor, audit)
+        spec = self.validate_dataset(change.body, where=f"dataset {name}")
         return replace(spec, version=stored.version), record
 
     def validate_dataset(
-        self, body: dict[str, Any], where: str = "", require_source: bool = True
+        self,
+        body: dict[str, Any],
+        where: str = "",
+        require_source: bool = True,
+        forbidden: Sequence[Path] = (),
     ) -> DatasetSpec:
         root, data = self._dirs()
         return dataset_from_dict(
             body, base_dir=root / "datasets", data_dir=data, where=where,
-            require_source=require_source,
+            require_source=require_source, forbidden=(*self._forbidden, *forbidden),
         )  # fmt: skip
 
     # --- internals -------------------------------------------------------------------------
@@ -181,13 +251,99 @@ class Registry:
             raise ServiceUnavailable(f"{found.kind} definition is invalid; see the server log")
 
 
-def _named(body: dict[str, Any], name: str) -> dict[str, Any]:
-    """The body with ``name`` filled from the URL; a different name in the body is refused."""
+def registry_for(store: Store, config: Config) -> Registry:
+    """The registry of a deployment: its policy folders, with the state store forbidden as a
+    dataset source. The one way the app, the CLI and the demo build it."""
+    return Registry(
+        store, config.policies.dir, config.policies.data_dir, forbidden=state_paths(config)
+    )
+
+
+def state_paths(config: Config) -> tuple[Path, ...]:
+    """What a dataset source may never name, even inside ``data_dir``: the engine's state
+    folder (bounded tables, the truncation key) and a SQLite store with its side files."""
+    paths = [config.engine.state_dir]
+    if config.store.url.startswith("sqlite:///") and not config.store.url.endswith(":memory:"):
+        db = Path(sqlite_path(config.store.url))
+        paths.extend(db.with_name(db.name + suffix) for suffix in ("", "-wal", "-shm", "-journal"))
+    return tuple(paths)
+
+
+BUDGET_KEYS = ("budget", "max_epsilon_per_query")
+_VERSION_KEYS = ("version", "versions", "created_at", "changed_by")
+
+
+@dataclass(frozen=True)
+class PolicyChange:
+    """A validated, not yet stored, new version of a tier or dataset."""
+
+    kind: PolicyKind
+    name: str
+    body: dict[str, Any]  # the validated JSON form, without "version"
+    before: PolicyVersion | None  # the current version (None: this creates the name)
+    reason: str | None  # the admin's stated reason, if any
+    budget_changed: bool  # a tier change to budget or max_epsilon_per_query
+
+
+def _split(body: Any, name: str, where: str) -> tuple[list[str], dict[str, Any], str | None]:
+    """(problems, body without reason and read-only keys, reason). ``name`` fills a missing
+    ``name``; a different one is a problem. GET's read-only keys (``version``, ``versions``,
+    ``created_at``, ``changed_by``) are dropped so an admin can PUT back what they read;
+    ``version`` is kept aside for the lost-update check."""
     if not isinstance(body, dict):
-        raise PolicyFileError(["(top level): must be a JSON object"])
-    if body.get("name", name) != name:
-        raise PolicyFileError(["name: must match the name in the URL"])
-    return {**body, "name": name}
+        raise PolicyFileError([f"{where}: (top level): must be a JSON object"])
+    problems: list[str] = []
+    reason = body.get("reason")
+    if "reason" in body and (not isinstance(reason, str) or not reason.strip()):
+        problems.append(f"{where}: reason: must be a non-empty string")
+        reason = None
+    clean = {k: v for k, v in body.items() if k != "reason" and k not in _VERSION_KEYS}
+    if "version" in body:
+        clean["_if_version"] = body["version"]
+    if clean.get("name", name) != name:
+        problems.append(f"{where}: name: must match the name in the URL")
+    clean["name"] = name
+    return problems, clean, reason.strip() if isinstance(reason, str) else None
 
 
-__all__ = ["SEED_ACTOR", "PolicyKind", "Registry"]
+def _check_version(body: dict[str, Any], before: PolicyVersion | None) -> None:
+    """Lost-update guard: a body for an existing name that carries ``version`` (as GET
+    returned it) must name the current version, else ``Conflict`` (409): someone changed it
+    since it was read. A body without ``version`` is applied unconditionally."""
+    expected = body.pop("_if_version", None)
+    if expected is None or before is None:
+        return  # a new name: a version copied from another definition means nothing
+    current = before.version
+    if isinstance(expected, bool) or not isinstance(expected, int):
+        raise PolicyFileError(["version: must be the integer version this change is based on"])
+    if expected != current:
+        raise Conflict(
+            f"version {expected} is not the current version ({current}); re-read and retry"
+        )
+
+
+def _unversioned(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k != "version"}
+
+
+def _identifier_problems(name: str, before: dict[str, Any], body: dict[str, Any]) -> list[str]:
+    """Read from the raw body, so these are listed even when the body has other problems."""
+    out: list[str] = []
+    unit, new_unit = before.get("privacy_unit"), body.get("privacy_unit")
+    if isinstance(unit, str) and (not isinstance(new_unit, str) or new_unit != unit):
+        out.append(f"dataset {name}: privacy_unit: cannot change for an existing dataset")
+    old_cols, new_cols = before.get("columns"), body.get("columns")
+    old_cols = old_cols if isinstance(old_cols, dict) else {}
+    new_cols = new_cols if isinstance(new_cols, dict) else {}
+    for col, definition in old_cols.items():
+        if isinstance(definition, dict) and definition.get("type") == "identifier":
+            new = new_cols.get(col)
+            if not isinstance(new, dict) or new.get("type") != "identifier":
+                out.append(
+                    f"dataset {name}: columns.{col}: an identifier column cannot be "
+                    "retyped or removed"
+                )
+    return out
+
+
+__all__ = ["BUDGET_KEYS", "SEED_ACTOR", "PolicyChange", "PolicyKind", "Registry", "state_paths"]

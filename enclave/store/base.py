@@ -13,7 +13,7 @@ If the store cannot be written, methods raise ``AuditUnavailable`` (for appends)
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, Protocol
@@ -102,6 +102,13 @@ class Store(Protocol):
     ) -> tuple[PolicyVersion, AuditRecord | None]:
         """Store a new version (version = previous + 1, or 1). ``audit`` None only when
         seeding from files at first start."""
+
+    async def seed_policies(
+        self, items: Sequence[tuple[PolicyKind, str, dict[str, Any]]], actor: str
+    ) -> bool:
+        """Store version 1 of every ``(kind, name, body)`` with no audit record, only if the
+        store holds no policy at all, atomically (several replicas may start at once on an
+        empty store: exactly one seeds). True if this call wrote them."""
 
     async def get_policy(
         self, kind: PolicyKind, name: str, version: int | None = None

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -28,18 +31,29 @@ from enclave.audit.record import AuditDraft, AuditRecord
 from enclave.errors import AuditUnavailable, EnclaveError, StoreUnavailable
 from enclave.models import Licence, utcnow
 from enclave.store import codec
+from enclave.store import postgres_bulk as bulk
 from enclave.store import postgres_ops as ops
 from enclave.store.base import AuditFilter, CacheEntry, Charge, PolicyKind, PolicyVersion
 from enclave.store.codec import SummaryRow
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
-#: What "the database is unavailable" looks like from asyncpg.
-DRIVER_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresError,
+#: Errors after which a connection cannot be trusted (a dropped socket, a protocol left
+#: mid-operation by a server-side termination): it is terminated, and the pool replaces it.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
     OSError,
     asyncio.TimeoutError,
+)
+#: What "the database is unavailable" looks like from asyncpg (server errors included).
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *CONNECTION_ERRORS)
+#: Errors at start that may clear by themselves (server not up yet, or still starting).
+TRANSIENT_START_ERRORS: tuple[type[BaseException], ...] = (
+    *CONNECTION_ERRORS,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
 )
 
 
@@ -51,9 +65,11 @@ class PostgresStore:
         min_size: int = 1,
         max_size: int = 10,
         timeout_s: float = 10.0,
+        startup_wait_s: float = 15.0,
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self.url = url
+        self._startup_wait = startup_wait_s
         self._min_size = min_size
         self._max_size = max_size
         self._timeout = timeout_s
@@ -65,12 +81,43 @@ class PostgresStore:
     # --- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Create the pool and run migrations; ``StoreUnavailable`` if the server is down."""
+        """Create the pool and run migrations.
+
+        Start-up decision: wait up to ``startup_wait_s`` for a server that is not up yet
+        (refused, timing out, or "starting up"), logging each retry, then fail fast with
+        ``StoreUnavailable`` naming the server (never the password): a gateway without its
+        store cannot seed policy or serve anything useful, and a supervisor restarting it is
+        clearer than a process that looks alive. Other errors (authentication, a missing
+        database) fail at once. Once open, an outage is survived at runtime instead.
+        """
         self._opened = True
-        try:
-            await self._get_pool()
-        except DRIVER_ERRORS as exc:
-            raise StoreUnavailable("the state store cannot be opened") from exc
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._startup_wait
+        delay = 0.5
+        while True:
+            try:
+                await self._get_pool()
+                return
+            except DRIVER_ERRORS as exc:
+                transient = isinstance(exc, TRANSIENT_START_ERRORS)
+                if not transient or loop.time() + delay > deadline:
+                    log.error("PostgreSQL at %s: cannot open (%s)", self.where, type(exc).__name__)
+                    raise StoreUnavailable(
+                        f"the state store (PostgreSQL at {self.where}) cannot be opened"
+                    ) from exc
+                log.warning(
+                    "PostgreSQL at %s is not reachable yet (%s); retrying in %.1fs",
+                    self.where, type(exc).__name__, delay,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 4.0)
+
+    @property
+    def where(self) -> str:
+        """``host:port/database`` of the URL, without user or password (for messages)."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or "localhost"
+        return f"{host}:{parts.port or 5432}{parts.path or '/'}"
 
     async def _get_pool(self) -> Any:
         if self._pool is not None:
@@ -109,7 +156,11 @@ class PostgresStore:
     async def _run(self, fn: Callable[[Any], Awaitable[T]]) -> T:
         pool = await self._get_pool()
         async with pool.acquire(timeout=self._timeout) as conn:
-            return await fn(conn)
+            try:
+                return await fn(conn)
+            except CONNECTION_ERRORS:
+                conn.terminate()
+                raise
 
     async def _read(self, fn: Callable[[Any], Awaitable[T]]) -> T:
         try:
@@ -254,3 +305,44 @@ class PostgresStore:
         """Extra: exact spend and release/cache-hit/refusal/error counts per actor and dataset
         in ``[since, until)``."""
         return await self._read(lambda c: ops.audit_summary(c, since, until))
+
+    # --- extras: seeding, schema, copy ------------------------------------------------------
+
+    async def seed_policies(
+        self, items: Sequence[tuple[PolicyKind, str, dict[str, Any]]], actor: str
+    ) -> bool:
+        """Version 1 of every item, only if the store holds no policy; True if written
+        (atomic across replicas: see ``postgres_ops.seed_policies``)."""
+        items = [(k, n, dict(b)) for k, n, b in items]
+        return await self._write(lambda c, now: ops.seed_policies(c, items, actor, now))
+
+    async def schema_version(self) -> int:
+        return await self._read(ops.schema_version)
+
+    @asynccontextmanager
+    async def export_snapshot(self) -> AsyncIterator[bulk.PgReader]:
+        """A consistent read-only snapshot of every table (``bulk.BulkReader``)."""
+        try:
+            pool = await self._get_pool()
+            async with pool.acquire(timeout=self._timeout) as conn:
+                tx = conn.transaction(isolation="repeatable_read", readonly=True)
+                await tx.start()
+                try:
+                    yield bulk.PgReader(conn)
+                finally:
+                    await tx.rollback()
+        except DRIVER_ERRORS as exc:
+            raise StoreUnavailable("the source store cannot be read") from exc
+
+    @asynccontextmanager
+    async def bulk_import(self) -> AsyncIterator[bulk.PgWriter]:
+        """One transaction, under the chain lock, into an empty store (``Conflict``
+        otherwise); rows are written verbatim and committed together at the end."""
+        try:
+            pool = await self._get_pool()
+            async with pool.acquire(timeout=self._timeout) as conn, conn.transaction():
+                await bulk.begin_import(conn)
+                yield bulk.PgWriter(conn)
+                await bulk.finish_import(conn)
+        except DRIVER_ERRORS as exc:
+            raise StoreUnavailable("the target store cannot be written") from exc

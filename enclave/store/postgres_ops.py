@@ -8,6 +8,7 @@ under that lock, so replicas behave as one serialized writer. Reads take no lock
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -310,3 +311,30 @@ async def put_policy(
 LATEST_POLICIES = (
     "SELECT DISTINCT ON (name) * FROM policies WHERE kind = $1 ORDER BY name, version DESC"
 )
+
+
+async def seed_policies(
+    conn: Conn,
+    items: Sequence[tuple[PolicyKind, str, dict[str, Any]]],
+    actor: str,
+    now: dt.datetime,
+) -> bool:
+    """Version 1 of every item, only if the store holds no policy at all; True if written.
+
+    Under the chain lock, like every policy write: of several replicas seeding an empty
+    database at once, exactly one writes and the others find the policies there."""
+    created = iso(now)
+    async with conn.transaction():
+        await lock_chain(conn)
+        if await conn.fetchval("SELECT 1 FROM policies LIMIT 1") is not None:
+            return False
+        await conn.executemany(
+            "INSERT INTO policies (kind, name, version, body, created_at, actor, audit_seq)"
+            " VALUES ($1, $2, 1, $3, $4, $5, NULL)",
+            [(k, n, codec.dumps({**b, "version": 1}), created, actor) for k, n, b in items],
+        )
+    return True
+
+
+async def schema_version(conn: Conn) -> int:
+    return int(await conn.fetchval("SELECT MAX(version) FROM schema_version") or 0)

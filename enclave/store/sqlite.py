@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -30,8 +31,10 @@ from typing import Any, TypeVar
 from enclave.audit.record import AuditDraft, AuditRecord
 from enclave.errors import AuditUnavailable, StoreUnavailable
 from enclave.models import Licence, utcnow
+from enclave.store import sqlite_bulk as bulk
 from enclave.store import sqlite_ops as ops
 from enclave.store.base import AuditFilter, CacheEntry, Charge, PolicyKind, PolicyVersion
+from enclave.store.bulk import Row, TableSpec
 from enclave.store.codec import SummaryRow
 
 T = TypeVar("T")
@@ -237,3 +240,66 @@ class SqliteStore:
         """Extra: exact spend and release/cache-hit/refusal/error counts per actor and dataset
         in ``[since, until)``."""
         return await self._read(partial(ops.audit_summary, since=since, until=until))
+
+    # --- extras: seeding, schema, copy ------------------------------------------------------
+
+    async def seed_policies(
+        self, items: Sequence[tuple[PolicyKind, str, dict[str, Any]]], actor: str
+    ) -> bool:
+        """Version 1 of every item, only if the store holds no policy; True if written
+        (atomic across processes: see ``sqlite_ops.seed_policies``)."""
+        items = [(k, n, dict(b)) for k, n, b in items]
+        return await self._write(lambda c, now: ops.seed_policies(c, items, actor, now))
+
+    async def schema_version(self) -> int:
+        return await self._read(ops.schema_version)
+
+    @asynccontextmanager
+    async def export_snapshot(self) -> AsyncIterator[_SqliteReader]:
+        """A consistent read snapshot of every table (``bulk.BulkReader``)."""
+        await self._read(lambda c: c.execute("BEGIN"))
+        try:
+            yield _SqliteReader(self)
+        finally:
+            await self._read(lambda c: bulk.finish(c, commit=False))
+
+    @asynccontextmanager
+    async def bulk_import(self) -> AsyncIterator[_SqliteWriter]:
+        """One ``BEGIN IMMEDIATE`` transaction into an empty store (``Conflict`` otherwise);
+        rows are written verbatim and committed together at the end."""
+        await self._import_call(bulk.begin_import)
+        try:
+            yield _SqliteWriter(self)
+        except BaseException:
+            await self._import_call(lambda c: bulk.finish(c, commit=False))
+            raise
+        await self._import_call(lambda c: bulk.finish(c, commit=True))
+
+    async def _import_call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return await self._call(lambda: fn(self._connection()))
+        except sqlite3.Error as exc:
+            raise StoreUnavailable("the target store cannot be written") from exc
+
+
+class _SqliteReader:
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    async def rows(self, spec: TableSpec, batch: int = 5000) -> AsyncIterator[list[Row]]:
+        after: Row | None = None
+        while True:
+            found = await self._store._read(partial(bulk.page, spec=spec, after=after, batch=batch))
+            if found:
+                yield found
+            if len(found) < batch:
+                return
+            after = tuple(found[-1][i] for i in spec.key_positions)
+
+
+class _SqliteWriter:
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    async def write(self, spec: TableSpec, rows: Sequence[Row]) -> None:
+        await self._store._import_call(partial(bulk.insert, spec=spec, rows=rows))

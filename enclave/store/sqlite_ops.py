@@ -388,3 +388,29 @@ def policy_history(conn: sqlite3.Connection, kind: PolicyKind, name: str) -> lis
         "SELECT * FROM policies WHERE kind = ? AND name = ? ORDER BY version", (kind, name)
     )
     return [codec.policy_from_row(r) for r in rows]
+
+
+def seed_policies(
+    conn: sqlite3.Connection,
+    items: Sequence[tuple[PolicyKind, str, dict[str, Any]]],
+    actor: str,
+    now: dt.datetime,
+) -> bool:
+    """Version 1 of every item, only if the store holds no policy at all; True if written.
+
+    The emptiness check and the inserts share one ``BEGIN IMMEDIATE`` transaction, so two
+    processes seeding at once cannot both find the store empty."""
+    created = iso(now)
+    with write_tx(conn):
+        if conn.execute("SELECT 1 FROM policies LIMIT 1").fetchone() is not None:
+            return False
+        conn.executemany(
+            "INSERT INTO policies (kind, name, version, body, created_at, actor, audit_seq)"
+            " VALUES (?, ?, 1, ?, ?, ?, NULL)",
+            [(k, n, codec.dumps({**b, "version": 1}), created, actor) for k, n, b in items],
+        )
+    return True
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0)

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from enclave.errors import BadRequest, NotFound
 from enclave.licences import licence_digest_fields, licence_from_json, patch_licence
-from enclave.policy.files import dataset_from_dict, dataset_to_dict, tier_from_dict, tier_to_dict
+from enclave.policy.registry import BUDGET_KEYS, PolicyChange, state_paths
 from enclave.store.base import PolicyKind
 from enclave.web.body import json_response, read_json
 from enclave.web.keys import audit_ctx_key, services_key
@@ -53,15 +53,10 @@ async def create_licence(request: web.Request) -> web.Response:
     licence = licence_from_json(await read_json(request), svc.clock())
     actx.licence_id = licence.id
     actx.tier = licence.tier
-    if await svc.registry.tier(licence.tier) is None:
-        raise BadRequest(f"tier: unknown tier '{licence.tier}'")
-    for name in licence.datasets:
-        if await svc.registry.dataset(name) is None:
-            raise BadRequest(f"datasets: unknown dataset '{name}'")
+    await _check_references(request, licence.tier, licence.datasets)
     after = licence_digest_fields(licence)
-    await svc.store.insert_licence(
-        licence, actx.draft("ok", detail={"after": after, "after_sha256": digest(after)})
-    )
+    detail = {"after": after, "before_sha256": None, "after_sha256": digest(after)}
+    await svc.store.insert_licence(licence, actx.draft("ok", detail=detail))
     actx.audited = True
     return json_response(licence.to_json(), status=201)
 
@@ -88,11 +83,11 @@ async def update_licence(request: web.Request) -> web.Response:
         raise NotFound("no such licence")
     actx.tier = current.tier
     updated, reason = patch_licence(current, body, svc.clock())
-    if updated.tier != current.tier and await svc.registry.tier(updated.tier) is None:
-        raise BadRequest(f"tier: unknown tier '{updated.tier}'")
-    for name in set(updated.datasets) - set(current.datasets):
-        if await svc.registry.dataset(name) is None:
-            raise BadRequest(f"datasets: unknown dataset '{name}'")
+    await _check_references(
+        request,
+        updated.tier if updated.tier != current.tier else None,
+        tuple(d for d in updated.datasets if d not in current.datasets),
+    )
     before, after = licence_digest_fields(current), licence_digest_fields(updated)
     changes = {k: body[k] for k in body if k != "reason"}
     lic, _ = await svc.store.update_licence(
@@ -110,6 +105,21 @@ async def update_licence(request: web.Request) -> web.Response:
     )
     actx.audited = True
     return json_response(lic.to_json())
+
+
+async def _check_references(
+    request: web.Request, tier: str | None, datasets: tuple[str, ...]
+) -> None:
+    """``BadRequest`` naming every unknown tier or dataset a licence would refer to."""
+    registry = request.app[services_key].registry
+    problems = []
+    if tier is not None and await registry.tier(tier) is None:
+        problems.append(f"tier: unknown tier '{tier}'")
+    for name in datasets:
+        if await registry.dataset(name) is None:
+            problems.append(f"datasets: unknown dataset '{name}'")
+    if problems:
+        raise BadRequest("; ".join(problems))
 
 
 @routes.post("/v1/admin/revocations")
@@ -142,12 +152,12 @@ async def _get_policy(request: web.Request, kind: PolicyKind) -> web.Response:
     store = request.app[services_key].store
     name = request.match_info["name"]
     raw_version = request.query.get("version")
-    if raw_version is not None and not raw_version.isdigit():
+    if raw_version is not None and not (raw_version.isdigit() and len(raw_version) <= 9):
         raise BadRequest("version must be a whole number")
     version = int(raw_version) if raw_version else None
     found = await store.get_policy(kind, name, version)
     if found is None:
-        raise NotFound(f"no such {kind}")
+        raise NotFound(f"no such {kind}" if version is None else f"no such {kind} version")
     history = await store.policy_history(kind, name)
     return json_response(
         {
@@ -161,62 +171,44 @@ async def _get_policy(request: web.Request, kind: PolicyKind) -> web.Response:
 
 
 async def _put_policy(request: web.Request, kind: PolicyKind) -> web.Response:
+    """Validate everything first (``PolicyFileError`` lists every problem; nothing is written),
+    then store the next version and its audit record in one transaction."""
     svc = request.app[services_key]
     actx = request[audit_ctx_key]
     actx.action = f"{kind}.update"
     name = request.match_info["name"]
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    body = {
-        k: v
-        for k, v in body.items()
-        if k not in ("version", "versions", "created_at", "changed_by")
-    }
-    if body.get("name", name) != name:
-        raise BadRequest("name: must match the URL")
-    body["name"] = name
-    cfg = svc.config.policies
-    where = f"{kind} {name}"
     if kind == "tier":
-        clean = tier_to_dict(tier_from_dict(body, where=where))
+        actx.tier = name
     else:
         actx.dataset = name
-        spec = dataset_from_dict(
-            body, base_dir=cfg.dir / "datasets", data_dir=cfg.data_dir, where=where
-        )
-        previous = await svc.registry.dataset(name)
-        _check_identifier_unchanged(previous, spec)
-        clean = dataset_to_dict(spec)
-    before = await svc.store.get_policy(kind, name)
-    version, _ = await svc.store.put_policy(
-        kind,
-        name,
-        clean,
-        actx.actor or "",
-        actx.draft(
-            "ok",
-            detail={
-                "name": name,
-                "before_version": before.version if before else None,
-                "before_sha256": digest(before.body) if before else None,
-                "after_sha256": digest(clean),
-            },
-        ),
+    body = await read_json(request)
+    if kind == "tier":
+        change = await svc.registry.check_tier(name, body)
+    else:
+        change = await svc.registry.check_dataset(name, body, forbidden=state_paths(svc.config))
+    stored, _ = await svc.registry.commit(
+        change, actx.actor or "", actx.draft("ok", reason=change.reason, detail=_detail(change))
     )
     actx.audited = True
-    return json_response({**version.body, "version": version.version})
+    status = 201 if change.before is None else 200
+    return json_response({**stored.body, "version": stored.version}, status=status)
 
 
-def _check_identifier_unchanged(previous: Any, spec: Any) -> None:
-    if previous is None:
-        return
-    if previous.privacy_unit.lower() != spec.privacy_unit.lower():
-        raise BadRequest("privacy_unit: cannot be changed for an existing dataset")
-    for col in previous.columns:
-        new = spec.column(col.name)
-        if col.type == "identifier" and (new is None or new.type != "identifier"):
-            raise BadRequest(f"columns.{col.name}: an identifier cannot be retyped or removed")
+def _detail(change: PolicyChange) -> dict[str, Any]:
+    before = change.before
+    old = None if before is None else {k: v for k, v in before.body.items() if k != "version"}
+    detail: dict[str, Any] = {
+        "name": change.name,
+        "before_version": None if before is None else before.version,
+        "before_sha256": None if old is None else digest(old),
+        "after_sha256": digest(change.body),
+    }
+    if change.budget_changed and old is not None:
+        detail["budget_change"] = {
+            "before": {k: old.get(k) for k in BUDGET_KEYS},
+            "after": {k: change.body.get(k) for k in BUDGET_KEYS},
+        }
+    return detail
 
 
 @routes.get("/v1/admin/tiers")

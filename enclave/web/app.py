@@ -7,6 +7,7 @@ at first start and bounds every dataset version before the first request).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,10 +19,10 @@ from enclave.config import Config
 from enclave.dp.mechanisms import enable_dp
 from enclave.engine.warehouse import Warehouse
 from enclave.metrics import Metrics
-from enclave.policy.registry import Registry
+from enclave.policy.registry import registry_for
 from enclave.services import Services
 from enclave.store import open_store
-from enclave.web import admin, health, researcher
+from enclave.web import admin, auditor, health, openapi, researcher
 from enclave.web.keys import (
     config_key,
     jwks_key,
@@ -36,6 +37,8 @@ from enclave.web.problem import problem_middleware
 
 log = logging.getLogger("enclave.web")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# any other method is labelled "other", so a client cannot mint label values
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def create_app(config: Config) -> web.Application:
@@ -54,6 +57,8 @@ def create_app(config: Config) -> web.Application:
     app.add_routes(health.routes)
     app.add_routes(researcher.routes)
     app.add_routes(admin.routes)
+    app.add_routes(auditor.routes)
+    app.add_routes(openapi.routes)
     app.on_response_prepare.append(security_headers)
     return app
 
@@ -94,7 +99,7 @@ async def warehouse_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[config_key]
-    registry = Registry(app[store_key], cfg.policies.dir, cfg.policies.data_dir)
+    registry = registry_for(app[store_key], cfg)
     await registry.seed()
     app[registry_key] = registry
     svc = Services(
@@ -111,11 +116,23 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
 
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every request by route template (never the raw path), method and status."""
     start = time.perf_counter()
     route = request.match_info.route.resource
     name = route.canonical if route is not None else "unmatched"
-    response = await handler(request)
-    metrics = request.app[metrics_key]
-    metrics.requests.labels(name, request.method, str(response.status)).inc()
-    metrics.latency.labels(name).observe(time.perf_counter() - start)
-    return response
+    method = request.method if request.method in KNOWN_METHODS else "other"
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away; not a server error
+        raise
+    finally:
+        metrics = request.app[metrics_key]
+        metrics.requests.labels(name, method, str(status)).inc()
+        metrics.latency.labels(name).observe(time.perf_counter() - start)

@@ -24,7 +24,7 @@ from enclave.errors import (
     RateLimited,
     ServiceUnavailable,
 )
-from enclave.web.keys import audit_ctx_key, request_id_key, store_key
+from enclave.web.keys import audit_ctx_key, metrics_key, request_id_key, store_key
 
 log = logging.getLogger("enclave.web")
 PROBLEM_TYPE = "application/problem+json"
@@ -110,6 +110,7 @@ async def _refuse(
             if not isinstance(err, ServiceUnavailable):
                 err = AuditUnavailable("the audit record could not be written")
             internal = False
+    request.app[metrics_key].record_refusal(err.type)
     if internal:
         return internal_error(request_id)
     return problem_response(err, request_id)

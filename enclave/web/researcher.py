@@ -13,7 +13,7 @@ from enclave.models import DatasetSpec, iso
 from enclave.policy.decide import visible_datasets
 from enclave.store.base import AuditFilter
 from enclave.web.body import json_response, read_json
-from enclave.web.keys import audit_ctx_key, principal_key, services_key
+from enclave.web.keys import audit_ctx_key, metrics_key, principal_key, services_key
 from enclave.web.roles import requires_role
 
 routes = web.RouteTableDef()
@@ -45,6 +45,7 @@ async def post_query(request: web.Request) -> web.Response:
     actx.action = "query"
     req = pipeline.QueryRequest.from_json(await read_json(request))
     result = await pipeline.run_query(request.app[services_key], request[principal_key], req, actx)
+    request.app[metrics_key].record_release(result.cached, float(result.epsilon_spent))
     return json_response(result.to_json())
 
 

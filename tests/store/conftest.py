@@ -1,7 +1,9 @@
 """One suite, every adapter: the ``backend`` fixture is parametrized over ``sqlite`` and
 ``postgres``. PostgreSQL runs only when ``ENCLAVE_TEST_POSTGRES_DSN`` names a reachable server
 (e.g. ``postgresql://postgres@127.0.0.1:5432/test``); each test then gets its own database,
-created with a random name and dropped afterwards.
+created with a random name and dropped afterwards. With ``ENCLAVE_TEST_REQUIRE_POSTGRES=1``
+(set by ``.ci/run``) a missing DSN, driver or server FAILS those tests instead of skipping
+them, so CI cannot pass by silently leaving PostgreSQL out.
 
 ``Backend.raw(sql)`` runs SQL straight on the database, bypassing the store, as an attacker
 or a failing disk would; ``guards_off()`` drops the append-only triggers first (an attacker
@@ -19,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -29,6 +31,7 @@ from enclave.models import Licence
 from enclave.store.base import Charge
 
 DSN_ENV = "ENCLAVE_TEST_POSTGRES_DSN"
+REQUIRE_ENV = "ENCLAVE_TEST_REQUIRE_POSTGRES"
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
@@ -51,6 +54,7 @@ class Backend:
     make: Callable[[], Any]  # a new, unopened store on the same database
     raw: Callable[[str], Awaitable[list[tuple[Any, ...]]]]
     clock: Clock
+    url: str = ""  # the store URL (for ``open_store`` and ``enclave store copy``)
 
     async def guards_off(self) -> None:
         if self.name == "sqlite":
@@ -92,21 +96,42 @@ def _sqlite_backend(tmp_path: Any) -> Backend:
         finally:
             conn.close()
 
-    return Backend("sqlite", lambda: SqliteStore(path, clock=clock), raw, clock)
+    return Backend(
+        "sqlite", lambda: SqliteStore(path, clock=clock), raw, clock, f"sqlite:///{path}"
+    )
+
+
+def postgres_missing(reason: str) -> NoReturn:
+    """Skip the test, or fail it when ``ENCLAVE_TEST_REQUIRE_POSTGRES=1``."""
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{reason} (and {REQUIRE_ENV}=1 requires PostgreSQL)", pytrace=False)
+    pytest.skip(reason)
+
+
+def postgres_dsn() -> str:
+    """The server DSN from the environment (skip or fail as ``postgres_missing`` says)."""
+    dsn = os.environ.get(DSN_ENV)
+    if not dsn:
+        postgres_missing(f"PostgreSQL tests need {DSN_ENV}=postgresql://user@host:port/db")
+    try:
+        import asyncpg  # noqa: F401
+    except ImportError:
+        postgres_missing("PostgreSQL tests need asyncpg: pip install -e '.[postgres]'")
+    return str(dsn)
 
 
 @asynccontextmanager
 async def temporary_database() -> AsyncIterator[str]:
     """A fresh PostgreSQL database (random name) for one test, dropped afterwards; skips the
-    test unless ``ENCLAVE_TEST_POSTGRES_DSN`` names a reachable server."""
-    dsn = os.environ.get(DSN_ENV)
-    if not dsn:
-        pytest.skip(f"PostgreSQL tests need {DSN_ENV}=postgresql://user@host:port/db")
-    asyncpg = pytest.importorskip("asyncpg")
+    test unless ``ENCLAVE_TEST_POSTGRES_DSN`` names a reachable server (fails instead when
+    ``ENCLAVE_TEST_REQUIRE_POSTGRES=1``)."""
+    dsn = postgres_dsn()
+    import asyncpg
+
     try:
         admin = await asyncpg.connect(dsn, timeout=5)
     except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"PostgreSQL at {DSN_ENV} is not reachable: {type(exc).__name__}")
+        postgres_missing(f"PostgreSQL at {DSN_ENV} is not reachable: {type(exc).__name__}")
     name = "enclave_test_" + secrets.token_hex(6)
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -141,7 +166,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterato
             finally:
                 await conn.close()
 
-        yield Backend("postgres", lambda: PostgresStore(url, clock=clock), raw, clock)
+        yield Backend("postgres", lambda: PostgresStore(url, clock=clock), raw, clock, url)
 
 
 @pytest.fixture

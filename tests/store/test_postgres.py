@@ -81,7 +81,7 @@ async def test_recovers_after_connections_are_killed(pg_url: str) -> None:
 async def test_unreachable_server() -> None:
     from enclave.store.postgres import PostgresStore
 
-    store = PostgresStore("postgresql://postgres@127.0.0.1:1/none", timeout_s=2)
+    store = PostgresStore("postgresql://postgres@127.0.0.1:1/none", timeout_s=2, startup_wait_s=0)
     with pytest.raises(StoreUnavailable):
         await store.open()
     with pytest.raises(AuditUnavailable):

@@ -13,9 +13,11 @@ from typing import Any
 import click
 import duckdb
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from enclave.errors import PolicyFileError
+from enclave.policy.fields import Problems, read_decimal
 from enclave.policy.files import (
     dataset_from_dict,
     dataset_to_dict,
@@ -23,6 +25,7 @@ from enclave.policy.files import (
     tier_from_dict,
     tier_to_dict,
 )
+from enclave.policy.registry import state_paths
 
 REPO_POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
@@ -395,3 +398,82 @@ def test_policy_check_honours_data_dir(deployment: Path, tmp_path: Path) -> None
     )
     assert result.exit_code == 1
     assert "datasets/visits.yaml: source: must lie inside the data folder" in result.output
+
+
+# --- fields.py: numbers as text, magnitude caps, the state store ------------------------------
+
+
+@pytest.mark.parametrize("text", ["NaN", "nan", "Infinity", "-Infinity", "inf", "1e999", "1e"])
+def test_non_finite_numbers_as_text_are_refused(text: str) -> None:
+    p = Problems("t")
+    assert read_decimal(p, text, "budget.epsilon", "must be finite") is None
+    assert p.items == ["t: budget.epsilon: must be finite"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1e-6", Decimal("0.000001")), (" 2.5 ", Decimal("2.5")), (0.1, Decimal("0.1")), (3, 3)],
+)
+def test_numbers_as_text_and_floats_become_exact_decimals(value: Any, expected: Any) -> None:
+    p = Problems("")
+    assert read_decimal(p, value, "x", "bad") == expected and p.items == []
+
+
+@pytest.mark.parametrize(
+    ("column", "bounds", "expected"),
+    [
+        ("age", [0, 2**53], None),
+        ("age", [-(2**53) - 1, 0], "columns.age.bounds[0]: must lie within"),
+        ("cost", [0, 1e15], None),
+        ("cost", [0, 1.5e15], "columns.cost.bounds[1]: must lie within"),
+        ("cost", ["-1e16", 0], "columns.cost.bounds[0]: must lie within"),
+    ],
+)
+def test_bounds_are_capped_in_magnitude(
+    layout: tuple[Path, Path], column: str, bounds: list[Any], expected: str | None
+) -> None:
+    body = with_change(DATASET, f"columns.{column}.bounds", bounds)
+    if expected is None:
+        assert build(layout, body).column(column) is not None
+    else:
+        assert any(expected in p for p in problems_of_dataset(layout, body))
+
+
+def test_forbidden_state_paths_are_refused_even_inside_the_data_folder(
+    layout: tuple[Path, Path],
+) -> None:
+    state = layout[1] / "state"
+    (state / "bounded").mkdir(parents=True)
+    shutil.copy(layout[1] / "visits.parquet", state / "bounded" / "t.parquet")
+    store_file = layout[1] / "enclave.db"
+    store_file.write_bytes(b"")
+    os.symlink(store_file, layout[1] / "store.csv")
+    forbidden = (state, store_file)
+    for source in ("../data/state/bounded/t.parquet", "../data/store.csv"):
+        body = {**DATASET, "source": source}
+        assert build(layout, body).source_path  # allowed when nothing is forbidden
+        problems = problems_of_dataset(layout, body, forbidden=forbidden)
+        assert any("gateway's own state" in p for p in problems), problems
+    assert build(layout, DATASET, forbidden=forbidden).name == "visits"
+
+
+def test_state_paths_name_the_engine_folder_and_the_sqlite_files(tmp_path: Path) -> None:
+    from enclave.config import config_from_dict
+
+    auth = {"issuer": "i", "audience": "a", "jwks_file": "k.json"}
+    cfg = config_from_dict({"auth": auth, "store": {"url": "sqlite:///s/e.db"}}, base=tmp_path)
+    paths = state_paths(cfg)
+    assert paths[0] == tmp_path / "state"
+    assert tmp_path / "s" / "e.db" in paths and tmp_path / "s" / "e.db-wal" in paths
+    pg = config_from_dict({"auth": auth, "store": {"url": "postgresql://h/db"}}, base=tmp_path)
+    assert state_paths(pg) == (tmp_path / "state",)
+
+
+def test_policy_check_on_an_exported_style_file(layout: tuple[Path, Path]) -> None:
+    """The export layout (flow lists, dates as quoted text, 1.0e-06) reads back."""
+    text = (
+        "name: t\naggregates: [count]\nmax_epsilon_per_query: 0.5\n"
+        "budget:\n  epsilon: 1.0\n  delta: 1.0e-06\n"
+    )
+    tier = tier_from_dict(yaml.safe_load(text))
+    assert tier.budget_delta == Decimal("0.000001")

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Run every benchmark in turn (pass --smoke for the seconds-long versions).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for name in latency throughput audit memory smartnoise; do
+  echo "=== bench.$name $*"
+  .venv/bin/python -m "bench.$name" "$@"
+done

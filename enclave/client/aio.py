@@ -1,0 +1,179 @@
+"""``EnclaveClient``: the researcher's async client, on ``aiohttp.ClientSession``.
+
+It speaks the wire contract and nothing else: JSON in, JSON out, and every error response
+parsed back into the ``enclave.errors`` class the server raised (``problems.py``).
+
+Decisions:
+
+- The token goes only into the ``Authorization`` header, never into a URL, a log, a repr or an
+  exception. Transport failures are re-raised as ``EnclaveError`` subclasses *without* the
+  aiohttp exception chained to them, since some aiohttp exceptions carry the request headers.
+- Redirects are not followed: the gateway never redirects, and following one would hand the
+  bearer token to whatever the ``Location`` names. A 3xx is reported as an error.
+- A session passed in is the caller's to close; one the client makes is its own, opened on
+  first use and closed by ``close()`` or ``async with``.
+- A client-side timeout becomes ``QueryTimeout`` and an unreachable gateway
+  ``ServiceUnavailable``: the same classes a caller already handles for the server's 504/503.
+"""
+
+from __future__ import annotations
+
+import json
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from enclave.client.problems import error_from_response
+from enclave.client.results import Estimate, HistoryPage, QueryResult
+from enclave.errors import EnclaveError, QueryTimeout, ServiceUnavailable
+
+DEFAULT_TIMEOUT_S = 60.0
+
+
+class EnclaveClient:
+    """Async client for one gateway and one bearer token.
+
+    >>> async with EnclaveClient("https://enclave.example.org", token) as client:
+    ...     result = await client.query("SELECT COUNT(*) AS n FROM visits", "visits")
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        parsed = URL(url)
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError("url must be an http:// or https:// address with a host")
+        if parsed.user or parsed.password or parsed.query_string or parsed.fragment:
+            raise ValueError("url must not carry credentials, a query or a fragment")
+        if not token or any(c.isspace() for c in token):
+            raise ValueError("token must be a non-empty string without whitespace")
+        if not timeout > 0:
+            raise ValueError("timeout must be positive")
+        self.url = url.rstrip("/")
+        self.timeout = float(timeout)
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self._session = session
+        self._owns_session = session is None
+
+    def __repr__(self) -> str:
+        return f"EnclaveClient(url={self.url!r})"
+
+    async def __aenter__(self) -> EnclaveClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the session if this client made it (a session passed in is left open)."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- the researcher's endpoints -------------------------------------------------------
+
+    async def datasets(self) -> list[dict[str, Any]]:
+        """Datasets the caller's licences cover, with columns, types, bounds and values."""
+        body = await self._request("GET", "/v1/datasets")
+        return _list_of_dicts(body, "datasets")
+
+    async def estimate(self, sql: str, dataset: str, epsilon: float | None = None) -> Estimate:
+        """Price a query without running it: cost, accuracy, cached, within budget."""
+        body = await self._request(
+            "POST", "/v1/queries/estimate", body=_query(sql, dataset, epsilon)
+        )
+        return Estimate.from_json(body)
+
+    async def query(self, sql: str, dataset: str, epsilon: float | None = None) -> QueryResult:
+        """Run a query; ``epsilon=None`` lets the tier's ``max_epsilon_per_query`` apply."""
+        body = await self._request("POST", "/v1/queries", body=_query(sql, dataset, epsilon))
+        return QueryResult.from_json(body)
+
+    async def budget(self) -> list[dict[str, Any]]:
+        """Per licence and dataset: epsilon/delta spent, remaining, limit, and renewal."""
+        body = await self._request("GET", "/v1/budget")
+        return _list_of_dicts(body, "budgets")
+
+    async def history(self, limit: int | None = None, cursor: str | None = None) -> HistoryPage:
+        """One page of the caller's own past queries; pass ``next_cursor`` to continue."""
+        params: dict[str, str] = {}
+        if limit is not None:
+            params["limit"] = str(limit)
+        if cursor is not None:
+            params["cursor"] = cursor
+        body = await self._request("GET", "/v1/queries", params=params)
+        return HistoryPage.from_json(body)
+
+    # -- transport ------------------------------------------------------------------------
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+            self._owns_session = True
+        return self._session
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        session = self._get_session()
+        failure: EnclaveError | None = None
+        try:
+            async with session.request(
+                method,
+                self.url + path,
+                json=body,
+                params=params,
+                headers=self._headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as resp:
+                status, headers, raw = resp.status, resp.headers.copy(), await resp.read()
+        except TimeoutError:
+            failure = QueryTimeout(f"no answer from the gateway within {self.timeout:g} s")
+        except aiohttp.ClientError as exc:
+            # built outside the handler below so the aiohttp exception is not chained
+            failure = ServiceUnavailable(f"could not reach the gateway ({type(exc).__name__})")
+        if failure is not None:
+            raise failure
+        if not 200 <= status < 300:
+            raise error_from_response(status, headers, raw)
+        return _decode(raw)
+
+
+def _query(sql: str, dataset: str, epsilon: float | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"dataset": dataset, "sql": sql}
+    if epsilon is not None:
+        body["epsilon"] = epsilon
+    return body
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        pass
+    raise EnclaveError("the gateway's answer was not JSON")
+
+
+def _list_of_dicts(body: Any, key: str) -> list[dict[str, Any]]:
+    items = body.get(key) if isinstance(body, dict) else None
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise EnclaveError(f"the gateway's answer lacks a valid '{key}'")
+    return items

@@ -1,0 +1,94 @@
+"""``Client``: a thin blocking wrapper over ``EnclaveClient``, for scripts and notebooks
+without an event loop of their own.
+
+It runs the async client on a private event loop (``asyncio.Runner``) that lives as long as
+the ``Client``, so one HTTP session serves every call. It must not be called from code that
+is already running inside an event loop (an ``async def``, a Jupyter cell under an
+autoawaiting kernel, an aiohttp handler): blocking there would stall that loop, and nesting
+loops is refused by asyncio anyway. Such calls raise ``RuntimeError`` *before* anything is
+sent; use ``EnclaveClient`` and ``await`` instead. One ``Client`` is meant for one thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from types import TracebackType
+from typing import Any, TypeVar
+
+from enclave.client.aio import DEFAULT_TIMEOUT_S, EnclaveClient
+from enclave.client.results import Estimate, HistoryPage, QueryResult
+
+T = TypeVar("T")
+
+INSIDE_LOOP = (
+    "enclave.client.Client is blocking and cannot run inside a running event loop; "
+    "use 'await' with enclave.client.EnclaveClient there instead"
+)
+
+
+class Client:
+    """Blocking client: the same methods as ``EnclaveClient``, without ``await``.
+
+    >>> with Client("https://enclave.example.org", token) as client:
+    ...     print(client.query("SELECT COUNT(*) AS n FROM visits", "visits").rows)
+    """
+
+    def __init__(self, url: str, token: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self._client = EnclaveClient(url, token, timeout=timeout)
+        self._runner: asyncio.Runner | None = None
+
+    def __repr__(self) -> str:
+        return f"Client(url={self._client.url!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP session and the private event loop."""
+        if self._runner is None:
+            return
+        _refuse_inside_loop()
+        try:
+            self._runner.run(self._client.close())
+        finally:
+            self._runner.close()
+            self._runner = None
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return self._run(self._client.datasets)
+
+    def estimate(self, sql: str, dataset: str, epsilon: float | None = None) -> Estimate:
+        return self._run(lambda: self._client.estimate(sql, dataset, epsilon))
+
+    def query(self, sql: str, dataset: str, epsilon: float | None = None) -> QueryResult:
+        return self._run(lambda: self._client.query(sql, dataset, epsilon))
+
+    def budget(self) -> list[dict[str, Any]]:
+        return self._run(self._client.budget)
+
+    def history(self, limit: int | None = None, cursor: str | None = None) -> HistoryPage:
+        return self._run(lambda: self._client.history(limit=limit, cursor=cursor))
+
+    def _run(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        # Check before the coroutine exists, so a refusal leaves nothing un-awaited behind.
+        _refuse_inside_loop()
+        if self._runner is None:
+            self._runner = asyncio.Runner()
+        return self._runner.run(make())
+
+
+def _refuse_inside_loop() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(INSIDE_LOOP)

@@ -1,0 +1,301 @@
+"""Field validators shared by the tier and dataset checks in ``files.py``.
+
+Each ``read_*`` function takes a ``Problems`` collector, a raw value and the field's dotted
+name; it returns the parsed value, or ``None`` after recording *why* it is unusable, so the
+caller can carry on and report every problem of a definition in one pass.
+
+Decisions worth knowing:
+
+- ``bool`` is never a number; NaN and infinities are refused, also as text (``"NaN"``,
+  ``"Infinity"``, ``"1e999"``: the last is a finite-looking literal that overflows a float).
+  PyYAML reads ``1e-6`` (no dot) as a *string*, so numbers also accept text that is a plain
+  decimal or scientific number. Numbers become ``Decimal`` via ``repr(float)`` so ``0.1`` stays
+  exactly ``0.1`` in the ledger.
+- Declared bounds are capped in magnitude (``MAX_INT_BOUND`` = 2**53, ``MAX_FLOAT_BOUND`` =
+  1e15): the mechanisms calibrate noise in floats, and a bound beyond exact float range would
+  make the sensitivity (and so the noise) meaningless.
+- A dataset ``source`` is resolved against the dataset file's folder with symlinks followed,
+  and must then lie inside ``data_dir``: ``..`` escapes, absolute paths elsewhere, symlinks out
+  and URLs are refused. Wildcards are refused: a source names one file. Paths in ``forbidden``
+  (the engine's state folder, the SQLite store file) are refused even inside ``data_dir``, so a
+  dataset can never expose the gateway's own state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, cast
+
+from enclave.errors import PolicyFileError
+from enclave.models import COLUMN_TYPES, ColumnSpec, ColumnType
+
+NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
+COLUMN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+JURISDICTION_RE = re.compile(r"[A-Z]{2}")
+_NUMBER_TEXT_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+COLUMN_FIELDS = frozenset({"type", "bounds", "values"})
+MAX_INT_BOUND = 2**53
+MAX_FLOAT_BOUND = 1e15
+
+
+class Problems:
+    """Collects problems under one ``where`` prefix."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.items: list[str] = []
+
+    def add(self, field: str, what: str) -> None:
+        self.items.append(f"{self.where}: {field}: {what}" if self.where else f"{field}: {what}")
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise PolicyFileError(self.items)
+
+
+def read_mapping(p: Problems, value: Any, field: str, allowed: frozenset[str]) -> dict[str, Any]:
+    """Return ``value`` as a mapping with only ``allowed`` keys (others are reported)."""
+    if not isinstance(value, dict):
+        p.add(field or "(top level)", "must be a mapping")
+        return {}
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        name = f"{field}.{key}" if field else str(key)
+        if not isinstance(key, str) or key not in allowed:
+            p.add(name, "unknown field")
+        else:
+            out[key] = item
+    return out
+
+
+def read_decimal(p: Problems, value: Any, field: str, what: str) -> Decimal | None:
+    if isinstance(value, bool):
+        number = None
+    elif isinstance(value, int):
+        number = Decimal(value)
+    elif isinstance(value, float):
+        number = Decimal(repr(value)) if math.isfinite(value) else None
+    elif isinstance(value, str) and _NUMBER_TEXT_RE.fullmatch(value.strip()):
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            number = None
+    else:
+        number = None
+    if number is None or not math.isfinite(float(number)):
+        p.add(field, what)
+        return None
+    return number
+
+
+def read_int(p: Problems, value: Any, field: str, minimum: int) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        p.add(field, f"must be an integer >= {minimum}")
+        return None
+    return value
+
+
+def read_bool(p: Problems, value: Any, field: str) -> bool | None:
+    if not isinstance(value, bool):
+        p.add(field, "must be true or false")
+        return None
+    return value
+
+
+def read_text(p: Problems, value: Any, field: str) -> str | None:
+    if not isinstance(value, str):
+        p.add(field, "must be text")
+        return None
+    return value
+
+
+def read_name(p: Problems, value: Any, field: str) -> str | None:
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+        p.add(field, "must match [a-z][a-z0-9_]{0,62}")
+        return None
+    return value
+
+
+def read_jurisdictions(p: Problems, value: Any, field: str) -> tuple[str, ...] | None:
+    if not isinstance(value, list):
+        p.add(field, "must be a list of 2-letter upper-case country codes")
+        return None
+    ok = True
+    for i, code in enumerate(value):
+        if not isinstance(code, str) or not JURISDICTION_RE.fullmatch(code):
+            p.add(f"{field}[{i}]", "must be a 2-letter upper-case country code")
+            ok = False
+    if ok and len(set(value)) != len(value):
+        p.add(field, "lists a code twice")
+        ok = False
+    return tuple(value) if ok else None
+
+
+def read_columns(p: Problems, value: Any) -> list[ColumnSpec]:
+    if not isinstance(value, dict) or not value:
+        p.add("columns", "must be a non-empty mapping of column name to definition")
+        return []
+    out: list[ColumnSpec] = []
+    seen: set[str] = set()
+    for name, body in value.items():
+        field = f"columns.{name}"
+        if not isinstance(name, str) or not COLUMN_RE.fullmatch(name):
+            p.add(field, "column name must match [A-Za-z_][A-Za-z0-9_]{0,62}")
+            continue
+        if name.lower() in seen:
+            p.add(field, "declared twice (names are case-insensitive)")
+            continue
+        seen.add(name.lower())
+        col = _column(p, name, read_mapping(p, body, field, COLUMN_FIELDS), field)
+        if col is not None:
+            out.append(col)
+    return out
+
+
+def _column(p: Problems, name: str, d: dict[str, Any], field: str) -> ColumnSpec | None:
+    kind = d.get("type")
+    if kind not in COLUMN_TYPES:
+        p.add(f"{field}.type", f"must be one of: {', '.join(COLUMN_TYPES)}")
+        return None
+    before = len(p.items)
+    bounds = values = None
+    if kind in ("int", "float", "date"):
+        if "bounds" not in d:
+            p.add(f"{field}.bounds", f"required for {kind} columns")
+        else:
+            bounds = _bounds(p, d["bounds"], kind, f"{field}.bounds")
+    elif "bounds" in d:
+        p.add(f"{field}.bounds", f"not allowed for {kind} columns")
+    if kind == "category":
+        values = _values(p, d.get("values"), f"{field}.values")
+    elif "values" in d:
+        p.add(f"{field}.values", "only category columns declare values")
+    if len(p.items) > before:
+        return None
+    return ColumnSpec(name=name, type=cast(ColumnType, kind), bounds=bounds, values=values)
+
+
+def _bounds(p: Problems, value: Any, kind: str, field: str) -> tuple[Any, Any] | None:
+    if not isinstance(value, list) or len(value) != 2:
+        p.add(field, "must be a list [low, high]")
+        return None
+    parsed: list[Any] = []
+    for i, item in enumerate(value):
+        if kind == "int":
+            if isinstance(item, bool) or not isinstance(item, int):
+                p.add(f"{field}[{i}]", "must be an integer")
+                return None
+            if abs(item) > MAX_INT_BOUND:
+                p.add(f"{field}[{i}]", "must lie within ±2**53")
+                return None
+            parsed.append(item)
+        elif kind == "float":
+            number = read_decimal(p, item, f"{field}[{i}]", "must be a finite number")
+            if number is None:
+                return None
+            if abs(number) > Decimal(MAX_FLOAT_BOUND):
+                p.add(f"{field}[{i}]", "must lie within ±1e15")
+                return None
+            parsed.append(float(number))
+        else:
+            day = _date(item)
+            if day is None:
+                p.add(f"{field}[{i}]", "must be a date YYYY-MM-DD")
+                return None
+            parsed.append(day)
+    if not parsed[0] < parsed[1]:
+        p.add(field, "low must be less than high")
+        return None
+    return (parsed[0], parsed[1])
+
+
+def _date(value: Any) -> dt.date | None:
+    if isinstance(value, dt.datetime):
+        return None
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str) and _DATE_RE.fullmatch(value):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _values(p: Problems, value: Any, field: str) -> tuple[str, ...] | None:
+    if not isinstance(value, list) or not value:
+        p.add(field, "category columns must declare a non-empty list of values")
+        return None
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            p.add(f"{field}[{i}]", "must be non-empty text (quote yes/no/on/off/numbers in YAML)")
+            return None
+    if len(set(value)) != len(value):
+        p.add(field, "lists a value twice")
+        return None
+    return tuple(value)
+
+
+def read_source(
+    p: Problems,
+    value: Any,
+    base_dir: Path,
+    data_dir: Path,
+    require: bool,
+    forbidden: Sequence[Path] = (),
+) -> tuple[str, str | None] | None:
+    """Resolve a source to (absolute path inside data_dir, duckdb table or None)."""
+    what = "must be a .parquet or .csv file, or duckdb://file.duckdb#table"
+    if not isinstance(value, str) or not value.strip():
+        p.add("source", what)
+        return None
+    table: str | None = None
+    text = value
+    if value.startswith("duckdb://"):
+        text, _, table = value[len("duckdb://") :].partition("#")
+        if not COLUMN_RE.fullmatch(table):
+            p.add("source", "duckdb:// sources must end with #table (a plain table name)")
+            return None
+        if not text.endswith(".duckdb"):
+            p.add("source", what)
+            return None
+    elif _SCHEME_RE.match(value):
+        p.add("source", "URLs are not allowed; name a file inside the data folder")
+        return None
+    elif not value.lower().endswith((".parquet", ".csv")):
+        p.add("source", what)
+        return None
+    if any(ch in text for ch in "*?[{\x00"):
+        p.add("source", "must name one file (no wildcards)")
+        return None
+    try:
+        path = (base_dir / text).resolve()
+        root = data_dir.resolve()
+    except (OSError, RuntimeError, ValueError):
+        p.add("source", "cannot be resolved")
+        return None
+    if not path.is_relative_to(root) or path == root:
+        p.add("source", "must lie inside the data folder (after resolving .. and symlinks)")
+        return None
+    if any(_within(path, state) for state in forbidden):
+        p.add("source", "must not name the gateway's own state (store or engine folder)")
+        return None
+    if require and not path.is_file():
+        p.add("source", "file not found in the data folder")
+        return None
+    return str(path), table
+
+
+def _within(path: Path, other: Path) -> bool:
+    try:
+        resolved = other.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return path == resolved or path.is_relative_to(resolved)

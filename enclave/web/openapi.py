@@ -1,0 +1,315 @@
+"""``GET /openapi.json``: the OpenAPI 3.1 description of the HTTP contract, built from Python data.
+
+One table, ``OPERATIONS``, names each endpoint with its role, parameters, body, success schema
+and the error classes it can raise; ``build_document`` turns it into the document. There is
+no YAML copy to keep in step by hand, and ``tests/api/test_openapi.py`` holds the table to
+the router: every served route is documented, every documented route is served, and the
+role written here (``x-required-role``, with the bearer scheme) is the one the handler checks.
+
+Problem responses are grouped by status; each one's ``type`` is narrowed to the problem
+types that operation can produce (``x-problem-types`` lists them too), and
+``components.x-problem-types`` catalogues the whole error tree of ``enclave/errors.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from aiohttp import web
+
+from enclave import __version__
+from enclave.audit.record import ACTIONS, OUTCOMES
+from enclave.errors import (
+    AuditUnavailable,
+    BadRequest,
+    BudgetExhausted,
+    Conflict,
+    EnclaveError,
+    InvalidCursor,
+    InvalidToken,
+    JurisdictionRefused,
+    LicenceRefused,
+    MissingToken,
+    NotFound,
+    PayloadTooLarge,
+    PolicyFileError,
+    QueryTimeout,
+    RateLimited,
+    RevokedToken,
+    RoleRequired,
+    StoreUnavailable,
+    TierRefused,
+    UnsupportedMediaType,
+    UnsupportedQuery,
+)
+from enclave.web.openapi_schemas import component_schemas, problem_catalogue, ref
+from enclave.web.roles import public
+
+routes = web.RouteTableDef()
+Errors = tuple[type[EnclaveError], ...]
+JSON = "application/json"
+PROBLEM = "application/problem+json"
+
+# What any authenticated call can meet: no/bad/revoked token, wrong role, a refusal that
+# cannot be audited (503), the store down, and the bare 500.
+AUTHENTICATED: Errors = (
+    MissingToken,
+    InvalidToken,
+    RevokedToken,
+    RoleRequired,
+    AuditUnavailable,
+    StoreUnavailable,
+    EnclaveError,
+)
+BODY: Errors = (BadRequest, PayloadTooLarge, UnsupportedMediaType)
+PAGE: Errors = (BadRequest, InvalidCursor)
+ADMISSION: Errors = (
+    *BODY,
+    UnsupportedQuery,
+    NotFound,
+    LicenceRefused,
+    TierRefused,
+    JurisdictionRefused,
+    BudgetExhausted,
+    RateLimited,
+)
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: str  # "query" | "path"
+    schema: dict[str, Any]
+    description: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "in": self.where, "schema": self.schema}
+        out["required"] = self.where == "path"
+        if self.description:
+            out["description"] = self.description
+        return out
+
+
+@dataclass(frozen=True)
+class Op:
+    method: str
+    path: str
+    op_id: str
+    role: str | None  # None: public
+    summary: str
+    response: str | None = None  # component schema name of the success body
+    status: int = 200
+    body: str | None = None  # component schema name of the request body
+    params: tuple[Param, ...] = ()
+    errors: Errors = ()
+    content: tuple[str, ...] = (JSON,)  # success media types
+    headers: tuple[tuple[str, str], ...] = ()  # success response headers: (name, description)
+    also: tuple[int, ...] = ()  # further success statuses with the same body (PUT: 201 creates)
+
+
+def _q(name: str, description: str = "", **schema: Any) -> Param:
+    return Param(name, "query", schema or {"type": "string"}, description)
+
+
+def _p(name: str) -> Param:
+    return Param(name, "path", {"type": "string"})
+
+
+LIMIT = _q("limit", "page size, 1 to 500", type="integer", minimum=1, maximum=500)
+AUDIT_LIMIT = _q("limit", "page size, 1 to 1000 (default 100)", type="integer", minimum=1,
+                 maximum=1000)  # fmt: skip
+CURSOR = _q("cursor", "next_cursor of the previous page (an audit seq)")
+SINCE = _q("since", "RFC 3339 timestamp or date, inclusive", type="string")
+UNTIL = _q("until", "RFC 3339 timestamp or date, exclusive", type="string")
+VERSION = _q("version", "read this stored version instead of the current", type="integer")
+
+OPERATIONS: tuple[Op, ...] = (
+    # --- operations (public) ---
+    Op("get", "/healthz", "healthz", None, "Process is up", "Health"),
+    Op("get", "/readyz", "readyz", None, "Store and datasets reachable (503 if not)", "Ready"),
+    Op("get", "/metrics", "metrics", None, "Prometheus text exposition", content=("text/plain",)),
+    Op("get", "/openapi.json", "openapi", None, "This document", content=(JSON,)),
+    # --- researcher ---
+    Op("get", "/v1/datasets", "listDatasets", "researcher",
+       "Datasets the caller's licences cover, with declared columns", "DatasetList"),
+    Op("post", "/v1/queries", "runQuery", "researcher",
+       "Run an aggregate query and receive a differentially private release", "QueryResult",
+       body="QueryRequest", errors=(*ADMISSION, QueryTimeout)),
+    Op("post", "/v1/queries/estimate", "estimateQuery", "researcher",
+       "Price a query (epsilon, delta, accuracy) without touching data or budget", "Estimate",
+       body="QueryRequest", errors=ADMISSION),
+    Op("get", "/v1/budget", "getBudget", "researcher",
+       "Epsilon and delta spent and remaining per licence and dataset", "BudgetList"),
+    Op("get", "/v1/queries", "listQueries", "researcher", "The caller's own past queries",
+       "QueryHistory", params=(LIMIT, CURSOR), errors=PAGE),
+    # --- admin ---
+    Op("get", "/v1/admin/licences", "listLicences", "admin", "List licences", "LicenceList",
+       params=(_q("subject", "only this subject's licences"),
+               _q("expiring_within_days", "only licences ending within N days",
+                  type="integer", minimum=0)),
+       errors=(BadRequest,)),
+    Op("post", "/v1/admin/licences", "createLicence", "admin",
+       "Issue a licence (at most one active licence per subject and dataset)", "Licence",
+       status=201, body="LicenceCreate", errors=(*BODY, Conflict)),
+    Op("get", "/v1/admin/licences/{id}", "getLicence", "admin", "Read a licence", "Licence",
+       params=(_p("id"),), errors=(NotFound,)),
+    Op("patch", "/v1/admin/licences/{id}", "updateLicence", "admin",
+       "Change a licence; budget-relevant changes need a reason (audited)", "Licence",
+       body="LicencePatch", params=(_p("id"),), errors=(*BODY, NotFound, Conflict)),
+    Op("get", "/v1/admin/tiers", "listTiers", "admin", "Current tiers", "TierList"),
+    Op("get", "/v1/admin/tiers/{name}", "getTier", "admin", "A tier, current or by version",
+       "TierVersion", params=(_p("name"), VERSION), errors=(BadRequest, NotFound)),
+    Op("put", "/v1/admin/tiers/{name}", "putTier", "admin",
+       "Create (201) or replace (200) a tier (validated, versioned, audited)", "Tier",
+       body="TierInput", params=(_p("name"),), errors=(*BODY, PolicyFileError, Conflict),
+       also=(201,)),
+    Op("get", "/v1/admin/datasets", "listAdminDatasets", "admin", "Current datasets",
+       "DatasetAdminList"),
+    Op("get", "/v1/admin/datasets/{name}", "getDataset", "admin",
+       "A dataset, current or by version", "DatasetVersion", params=(_p("name"), VERSION),
+       errors=(BadRequest, NotFound)),
+    Op("put", "/v1/admin/datasets/{name}", "putDataset", "admin",
+       "Create (201) or replace (200) a dataset (validated, versioned, audited; invalidates "
+       "its cache)", "Dataset", body="DatasetInput", params=(_p("name"),),
+       errors=(*BODY, PolicyFileError, Conflict), also=(201,)),
+    Op("post", "/v1/admin/revocations", "revokeToken", "admin",
+       "Refuse a token (by jti) from now on", "Revocation", status=201,
+       body="RevocationRequest", errors=BODY),
+    # --- auditor ---
+    Op("get", "/v1/audit/events", "auditEvents", "auditor",
+       "Audit records, oldest first, paginated by seq", "AuditEvents",
+       params=(_q("actor"), _q("dataset"), _q("action", enum=list(ACTIONS)),
+               _q("outcome", enum=list(OUTCOMES)), _q("licence_id"), SINCE, UNTIL, AUDIT_LIMIT,
+               CURSOR),
+       errors=PAGE),
+    Op("get", "/v1/audit/verify", "auditVerify", "auditor",
+       "Recompute the hash chain; report the first bad seq; carries a signed head",
+       "AuditVerify"),
+    Op("get", "/v1/audit/export", "auditExport", "auditor",
+       "The whole log, streamed (itself audited)",
+       params=(_q("format", "jsonl (default) or csv", enum=["jsonl", "csv"]),),
+       errors=(BadRequest,), content=("application/x-ndjson", "text/csv"),
+       headers=(("Content-Disposition", "attachment; filename=audit-<seq>.<format>"),
+                ("Enclave-Audit-Seq", "seq of this export's own audit.export record, its end"),
+                ("Enclave-Audit-Valid", "csv only: whether the exported chain verified"),
+                ("Enclave-Signed-Head", "csv only: the signed head, as compact JSON"))),
+    Op("get", "/v1/audit/summary", "auditSummary", "auditor",
+       "Epsilon, releases, cache hits and refusals per actor and dataset", "AuditSummary",
+       params=(SINCE, UNTIL), errors=(BadRequest,)),
+    Op("get", "/v1/audit/key", "auditKey", "auditor",
+       "The Ed25519 public key that signs audit chain heads", "AuditKey"),
+)  # fmt: skip
+
+
+def _problem_responses(errors: Errors) -> dict[str, Any]:
+    by_status: dict[int, list[type[EnclaveError]]] = {}
+    for cls in errors:
+        by_status.setdefault(cls.status, []).append(cls)
+    out: dict[str, Any] = {}
+    for status in sorted(by_status):
+        classes = by_status[status]
+        uris = list(dict.fromkeys(c.type_uri() for c in classes))
+        narrowed = {"properties": {"type": {"enum": uris}, "status": {"const": status}}}
+        resp: dict[str, Any] = {
+            "description": "; ".join(dict.fromkeys(c.title for c in classes)),
+            "content": {PROBLEM: {"schema": {"allOf": [ref("Problem"), narrowed]}}},
+        }
+        if status == 401:
+            resp["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+        if status == 429:
+            resp["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}
+        out[str(status)] = resp
+    return out
+
+
+def _operation(op: Op) -> dict[str, Any]:
+    errors = op.errors if op.role is None else (*AUTHENTICATED, *op.errors)
+    if op.path == "/readyz":
+        errors = (*errors, StoreUnavailable)
+    schema: dict[str, Any] = ref(op.response) if op.response else {"type": "string"}
+    if op.op_id == "openapi":
+        schema = {"type": "object"}
+    success: dict[str, Any] = {
+        "description": op.summary,
+        "content": {media: {"schema": schema} for media in op.content},
+    }
+    if op.headers:
+        success["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}} for name, text in op.headers
+        }
+    out: dict[str, Any] = {
+        "operationId": op.op_id,
+        "summary": op.summary,
+        "tags": [op.role or "operations"],
+        "responses": {
+            str(op.status): success,
+            **{str(extra): success for extra in op.also},
+            **_problem_responses(errors),
+        },
+        "x-problem-types": list(dict.fromkeys(c.type_uri() for c in errors)),
+    }
+    if op.path == "/readyz":
+        out["responses"]["503"] = {
+            "description": "not ready",
+            "content": {JSON: {"schema": ref("Ready")}},
+        }
+    if op.role is None:
+        out["security"] = []
+        out["x-public"] = True
+    else:
+        out["security"] = [{"bearerAuth": []}]
+        out["x-required-role"] = op.role
+    if op.params:
+        out["parameters"] = [p.to_json() for p in op.params]
+    if op.body:
+        out["requestBody"] = {"required": True, "content": {JSON: {"schema": ref(op.body)}}}
+    return out
+
+
+def build_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document (a fresh dict each call)."""
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Enclave Gateway",
+            "version": __version__,
+            "description": (
+                "Licensed researchers run aggregate SQL over sensitive microdata and receive "
+                "differentially private answers. Every operation names the role it needs in "
+                "`x-required-role`; roles come from the bearer JWT. Errors are RFC 9457 "
+                "problem details."
+            ),
+        },
+        "tags": [
+            {"name": "researcher", "description": "licensed analysts"},
+            {"name": "admin", "description": "data stewards"},
+            {"name": "auditor", "description": "oversight: the audit log"},
+            {"name": "operations", "description": "public health, metrics and this document"},
+        ],
+        "security": [{"bearerAuth": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+            "schemas": component_schemas(),
+            "x-problem-types": problem_catalogue(),
+        },
+    }
+
+
+@cache
+def _document_bytes() -> bytes:
+    return json.dumps(build_document(), indent=1).encode()
+
+
+@routes.get("/openapi.json")
+@public
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.Response(body=_document_bytes(), content_type=JSON)

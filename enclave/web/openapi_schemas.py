@@ -1,0 +1,453 @@
+"""JSON Schemas (OpenAPI 3.1 dialect = JSON Schema 2020-12) of the gateway's bodies.
+
+Built from the same constants the code validates against (column types, aggregate kinds,
+licence statuses, audit actions, the error tree), so an enumeration cannot drift from the
+code. Response objects leave ``additionalProperties`` open: the contract welcomes additions,
+and a client should ignore fields it does not know. Request bodies the server checks strictly
+(unknown fields refused) say so with ``additionalProperties: false``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from enclave.audit.record import ACTIONS, OUTCOMES
+from enclave.errors import all_error_classes
+from enclave.models import AGG_KINDS, COLUMN_TYPES, LICENCE_STATUSES
+
+Schema = dict[str, Any]
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(props: dict[str, Schema], required: tuple[str, ...] = (), **extra: Any) -> Schema:
+    out: Schema = {"type": "object", "properties": props}
+    if required:
+        out["required"] = list(required)
+    out.update(extra)
+    return out
+
+
+def _array(items: Schema) -> Schema:
+    return {"type": "array", "items": items}
+
+
+def _nullable(type_: str, **extra: Any) -> Schema:
+    return {"type": [type_, "null"], **extra}
+
+
+STR: Schema = {"type": "string"}
+INT: Schema = {"type": "integer"}
+NUM: Schema = {"type": "number"}
+BOOL: Schema = {"type": "boolean"}
+TIME: Schema = {"type": "string", "format": "date-time"}
+NAME: Schema = {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"}
+JURISDICTION: Schema = {"type": "string", "pattern": "^[A-Z]{2}$"}
+HEX64: Schema = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+CELL: Schema = {"type": ["string", "number", "integer", "boolean", "null"]}
+
+
+def problem_type_uris() -> list[str]:
+    """Every distinct problem ``type`` URI the gateway can answer with (the tree's order)."""
+    seen: list[str] = []
+    for cls in all_error_classes():
+        if cls.type_uri() not in seen:
+            seen.append(cls.type_uri())
+    return seen
+
+
+def problem_catalogue() -> list[dict[str, Any]]:
+    """One entry per class of the error tree (``x-problem-types`` in the components)."""
+    return [
+        {
+            "class": cls.__name__,
+            "type": cls.type_uri(),
+            "title": cls.title,
+            "status": cls.status,
+            "audit_outcome": cls.outcome,
+        }
+        for cls in all_error_classes()
+    ]
+
+
+def _problem() -> Schema:
+    return _obj(
+        {
+            "type": {"type": "string", "format": "uri", "enum": problem_type_uris()},
+            "title": STR,
+            "status": {"type": "integer", "minimum": 400, "maximum": 599},
+            "detail": STR,
+            "request_id": STR,
+            "problems": {**_array(STR), "description": "every validation problem found"},
+            "retry_after": {**INT, "description": "seconds; 429 only, as in Retry-After"},
+        },
+        ("type", "title", "status", "detail"),
+        description="RFC 9457 problem details; never a data value or an engine message.",
+    )
+
+
+def _column() -> Schema:
+    return _obj(
+        {
+            "type": {"enum": list(COLUMN_TYPES)},
+            "bounds": {**_array({"type": ["number", "string"]}), "minItems": 2, "maxItems": 2},
+            "values": _array(STR),
+        },
+        ("type",),
+    )
+
+
+def _dataset_fields(with_source: bool) -> dict[str, Schema]:
+    props: dict[str, Schema] = {
+        "name": NAME,
+        "description": STR,
+        "privacy_unit": STR,
+        "max_rows_per_unit": {"type": "integer", "minimum": 1},
+        "min_tier": {"oneOf": [NAME, {**_array(NAME), "minItems": 1}]},
+        "allowed_jurisdictions": {"type": ["array", "null"], "items": JURISDICTION},
+        "columns": {"type": "object", "additionalProperties": ref("Column")},
+        "version": INT,
+    }
+    if with_source:
+        props["source"] = {
+            **STR,
+            "description": "relative to the policy folder; must lie inside policies.data_dir",
+        }
+    return props
+
+
+def _tier_fields() -> dict[str, Schema]:
+    return {
+        "name": NAME,
+        "description": STR,
+        "aggregates": {**_array({"enum": list(AGG_KINDS)}), "minItems": 1},
+        "max_epsilon_per_query": {"type": "number", "exclusiveMinimum": 0},
+        "budget": _obj(
+            {
+                "epsilon": {"type": "number", "exclusiveMinimum": 0},
+                "delta": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+                "period_days": _nullable("integer", minimum=1),
+            },
+            additionalProperties=False,
+        ),
+        "min_noisy_count": {"type": "integer", "minimum": 0},
+        "group_by": _obj(
+            {
+                "max_columns": {"type": "integer", "minimum": 0},
+                "max_groups": {"type": "integer", "minimum": 1},
+                "allow_undeclared_keys": BOOL,
+            },
+            additionalProperties=False,
+        ),
+        "filters": BOOL,
+        "rate_limit_per_minute": {"type": "integer", "minimum": 1},
+        "allowed_jurisdictions": _array(JURISDICTION),
+        "level": {"type": "integer", "minimum": 0},
+        "version": INT,
+    }
+
+
+_VERSIONED = {
+    "created_at": TIME,
+    "changed_by": STR,
+    "versions": {**_array(INT), "description": "every stored version; GET ?version=N reads one"},
+}
+_WRITE_IGNORED = ("versions", "created_at", "changed_by")
+_WRITE_EXTRAS: dict[str, Any] = {
+    **{k: {"description": "ignored"} for k in _WRITE_IGNORED},
+    "version": {
+        "type": "integer",
+        "description": "lost-update guard: the version being replaced; a stale one is 409",
+    },
+    "reason": {
+        "type": "string",
+        "description": "why; required when a tier's budget or max_epsilon_per_query changes "
+        "(recorded in the audit record)",
+    },
+}
+
+
+def _licence_fields() -> dict[str, Schema]:
+    return {
+        "id": {"type": "string", "pattern": "^lic_[A-Za-z0-9_]{1,64}$"},
+        "subject": STR,
+        "organization": STR,
+        "tier": NAME,
+        "datasets": _array(NAME),
+        "purpose": STR,
+        "jurisdiction": JURISDICTION,
+        "valid_from": TIME,
+        "valid_until": TIME,
+        "status": {"enum": list(LICENCE_STATUSES)},
+    }
+
+
+def _budget_left() -> Schema:
+    return _obj(
+        {"epsilon_remaining": NUM, "delta_remaining": NUM, "renews": _nullable("string")},
+        ("epsilon_remaining", "delta_remaining", "renews"),
+    )
+
+
+def _accuracy() -> Schema:
+    return {
+        "type": "object",
+        "description": "per aggregate column: half-width of a 95% interval for the noise alone",
+        "additionalProperties": _obj({"ci95": NUM}),
+    }
+
+
+def _audit_record() -> Schema:
+    props: dict[str, Schema] = {
+        "seq": {"type": "integer", "minimum": 1},
+        "ts": TIME,
+        "request_id": STR,
+        "actor": STR,
+        "roles": _array(STR),
+        "licence_id": _nullable("string"),
+        "tier": _nullable("string"),
+        "action": {"enum": list(ACTIONS)},
+        "dataset": _nullable("string"),
+        "sql": _nullable("string"),
+        "epsilon": NUM,
+        "delta": NUM,
+        "cached": BOOL,
+        "outcome": {"enum": list(OUTCOMES)},
+        "reason": _nullable("string"),
+        "client": _nullable("string"),
+        "result_sha256": _nullable("string"),
+        "prev_hash": HEX64,
+        "hash": HEX64,
+        "detail": _nullable("object"),
+    }
+    return _obj(props, ("seq", "ts", "actor", "action", "outcome", "prev_hash", "hash"))
+
+
+def _summary_row(keys: tuple[str, ...]) -> Schema:
+    counts = ("releases", "cache_hits", "refusals", "errors")
+    props: dict[str, Schema] = {"epsilon_spent": NUM, "delta_spent": NUM}
+    props.update({name: {"type": "integer", "minimum": 0} for name in counts})
+    if keys:
+        props.update({"actor": STR, "dataset": _nullable("string")})
+    return _obj(props, (*keys, "epsilon_spent", "delta_spent", *counts))
+
+
+def component_schemas() -> dict[str, Schema]:
+    """Every named schema, referenced from the operations as ``#/components/schemas/<name>``."""
+    query_item = _obj(
+        {
+            "query_id": _nullable("string"),
+            "ts": TIME,
+            "dataset": _nullable("string"),
+            "sql": _nullable("string"),
+            "epsilon": NUM,
+            "delta": NUM,
+            "cached": BOOL,
+            "outcome": {"enum": list(OUTCOMES)},
+            "reason": _nullable("string"),
+            "audit_seq": INT,
+        },
+        ("ts", "outcome", "audit_seq"),
+    )
+    budget_entry = _obj(
+        {
+            "dataset": NAME,
+            "licence_id": STR,
+            "licence_status": {"enum": list(LICENCE_STATUSES)},
+            "tier": NAME,
+            "epsilon_spent": NUM,
+            "delta_spent": NUM,
+            "epsilon_remaining": NUM,
+            "delta_remaining": NUM,
+            "epsilon_limit": NUM,
+            "delta_limit": NUM,
+            "renews": _nullable("string"),
+        },
+        ("dataset", "epsilon_spent", "delta_spent", "epsilon_remaining", "delta_remaining"),
+    )
+    licence = _licence_fields()
+    return {
+        "Problem": _problem(),
+        "Column": _column(),
+        "DatasetPublic": _obj(_dataset_fields(False), ("name", "privacy_unit", "columns")),
+        "DatasetList": _obj({"datasets": _array(ref("DatasetPublic"))}, ("datasets",)),
+        "QueryRequest": _obj(
+            {
+                "dataset": {"type": "string", "minLength": 1},
+                "sql": {"type": "string", "minLength": 1},
+                "epsilon": {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "description": "omitted: the tier's max_epsilon_per_query",
+                },
+            },
+            ("dataset", "sql"),
+            additionalProperties=False,
+        ),
+        "Accuracy": _accuracy(),
+        "BudgetLeft": _budget_left(),
+        "QueryResult": _obj(
+            {
+                "query_id": STR,
+                "dataset": STR,
+                "columns": _array(STR),
+                "rows": _array(_array(CELL)),
+                "epsilon_spent": NUM,
+                "delta_spent": NUM,
+                "cached": BOOL,
+                "accuracy": ref("Accuracy"),
+                "suppressed_groups": {"type": "integer", "minimum": 0},
+                "budget": ref("BudgetLeft"),
+                "audit_seq": INT,
+                "release_of": {**STR, "description": "cached repeats: the original query_id"},
+            },
+            (
+                "query_id",
+                "dataset",
+                "columns",
+                "rows",
+                "epsilon_spent",
+                "delta_spent",
+                "cached",
+                "accuracy",
+                "suppressed_groups",
+                "budget",
+                "audit_seq",
+            ),
+        ),  # fmt: skip
+        "Estimate": _obj(
+            {
+                "dataset": STR,
+                "epsilon": {**NUM, "description": "what running it would charge (0 if cached)"},
+                "delta": NUM,
+                "plan_epsilon": NUM,
+                "plan_delta": NUM,
+                "accuracy": ref("Accuracy"),
+                "cached": BOOL,
+                "within_budget": BOOL,
+                "budget": ref("BudgetLeft"),
+                "audit_seq": INT,
+            },
+            ("dataset", "epsilon", "delta", "accuracy", "cached", "budget"),
+        ),
+        "BudgetList": _obj({"budgets": _array(budget_entry)}, ("budgets",)),
+        "QueryHistory": _obj(
+            {"queries": _array(query_item), "next_cursor": _nullable("string")},
+            ("queries", "next_cursor"),
+        ),
+        "Licence": _obj(
+            {**licence, "created_at": _nullable("string"), "updated_at": _nullable("string")},
+            tuple(licence),
+        ),
+        "LicenceList": _obj({"licences": _array(ref("Licence"))}, ("licences",)),
+        "LicenceCreate": _obj(
+            {**licence, "status": {"const": "active"}},
+            (
+                "subject",
+                "organization",
+                "tier",
+                "datasets",
+                "purpose",
+                "jurisdiction",
+                "valid_until",
+            ),
+            additionalProperties=False,
+        ),  # fmt: skip
+        "LicencePatch": _obj(
+            {
+                **{k: v for k, v in licence.items() if k not in ("id", "subject")},
+                "reason": {
+                    **STR,
+                    "description": "required when tier, datasets, validity or status change",
+                },
+            },
+            minProperties=1,
+            additionalProperties=False,
+        ),
+        "Tier": _obj(_tier_fields(), ("name", "aggregates", "max_epsilon_per_query", "budget")),
+        "TierVersion": {"allOf": [ref("Tier"), _obj(_VERSIONED)]},
+        "TierList": _obj({"tiers": _array(ref("Tier"))}, ("tiers",)),
+        "TierInput": _obj(
+            {**_tier_fields(), **_WRITE_EXTRAS},
+            ("aggregates", "max_epsilon_per_query", "budget"),
+            additionalProperties=False,
+        ),
+        "Dataset": _obj(_dataset_fields(True), ("name", "source", "privacy_unit", "columns")),
+        "DatasetVersion": {"allOf": [ref("Dataset"), _obj(_VERSIONED)]},
+        "DatasetAdminList": _obj({"datasets": _array(ref("Dataset"))}, ("datasets",)),
+        "DatasetInput": _obj(
+            {**_dataset_fields(True), **_WRITE_EXTRAS},
+            ("source", "privacy_unit", "max_rows_per_unit", "min_tier", "columns"),
+            additionalProperties=False,
+        ),
+        "RevocationRequest": _obj(
+            {"jti": {"type": "string", "minLength": 1, "maxLength": 256}, "reason": STR},
+            ("jti", "reason"),
+            additionalProperties=False,
+        ),
+        "Revocation": _obj(
+            {"jti": STR, "reason": STR, "revoked": {"const": True}}, ("jti", "revoked")
+        ),
+        "AuditRecord": _audit_record(),
+        "AuditEvents": _obj(
+            {"events": _array(ref("AuditRecord")), "next_cursor": _nullable("string")},
+            ("events", "next_cursor"),
+        ),
+        "SignedHead": _obj(
+            {"seq": INT, "hash": HEX64, "ts": TIME, "key_id": STR, "signature": STR},
+            ("seq", "hash", "ts", "key_id", "signature"),
+            description="a chain head signed with the gateway's Ed25519 key (GET /v1/audit/key)",
+        ),
+        "AuditVerify": {
+            "oneOf": [
+                _obj(
+                    {
+                        "valid": {"const": True},
+                        "count": INT,
+                        "head": HEX64,
+                        "signed_head": ref("SignedHead"),
+                    },
+                    ("valid", "count", "head", "signed_head"),
+                ),
+                _obj(
+                    {
+                        "valid": {"const": False},
+                        "first_bad_seq": INT,
+                        "reason": STR,
+                        "count": {**INT, "description": "records that verified before the break"},
+                    },
+                    ("valid", "first_bad_seq", "reason"),
+                ),
+            ]
+        },  # fmt: skip
+        "AuditSummary": _obj(
+            {
+                "since": _nullable("string"),
+                "until": _nullable("string"),
+                "rows": _array(_summary_row(("actor", "dataset"))),
+                "totals": _summary_row(()),
+            },
+            ("since", "until", "rows", "totals"),
+            description="epsilon spent, releases, cache hits and refusals per actor and dataset",
+        ),
+        "AuditKey": _obj(
+            {
+                "key_id": {**STR, "description": "RFC 7638 thumbprint of the public JWK"},
+                "algorithm": {"const": "Ed25519"},
+                "public_key_pem": STR,
+                "jwk": {"type": "object"},
+            },
+            ("key_id", "algorithm", "public_key_pem"),
+            description="the Ed25519 public key that signs chain heads",
+        ),
+        "Health": _obj({"status": STR}, ("status",)),
+        "Ready": _obj(
+            {
+                "status": {"enum": ["ready", "not ready"]},
+                "checks": {"type": "object", "additionalProperties": STR},
+            },
+            ("status", "checks"),
+        ),
+    }
