@@ -27,13 +27,24 @@ from enclave.audit.signing import (
     load_public_key,
 )
 from enclave.cli.common import config_option, get_config, run
-from enclave.config import Config
+from enclave.config import Config, sqlite_path
 from enclave.store import connected_store
 
 
 @click.group("audit")
 def audit_group() -> None:
     """Verify and export the audit log offline."""
+
+
+def _store_config(config_path: Path | None) -> Config:
+    """The config, refusing a SQLite store that does not exist yet (opening it would create an
+    empty log, which would verify as a valid log of 0 records)."""
+    cfg = get_config(config_path)
+    url = cfg.store.url
+    if url.startswith("sqlite:///") and not Path(sqlite_path(url)).exists():
+        click.echo(f"error: no store at {sqlite_path(url)}", err=True)
+        raise SystemExit(1)
+    return cfg
 
 
 def _progress(count: int) -> None:
@@ -88,7 +99,7 @@ def verify_command(
             verdict = export.verify_export(fh, saved, key, _progress)
         result, problems, notes = verdict.result, list(verdict.problems), list(verdict.notes)
     else:
-        cfg = get_config(config_path)
+        cfg = _store_config(config_path)
         result, problems = run(_verify_store(cfg, saved, key))
         notes = []
     _report(result, problems, notes, as_json)
@@ -136,7 +147,7 @@ def _report(result: VerifyResult, problems: list[str], notes: list[str], as_json
 )
 def export_command(config_path: Path | None, fmt: str, out_path: Path | None) -> None:
     """Export the whole log (JSONL ends with a signed head; CSV is for spreadsheets)."""
-    cfg = get_config(config_path)
+    cfg = _store_config(config_path)
     if out_path is None:
         run(_export(cfg, fmt, sys.stdout.buffer))
         return
@@ -174,7 +185,7 @@ async def _export(cfg: Config, fmt: str, out: IO[bytes]) -> int:
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def head_command(config_path: Path | None, out_path: Path) -> None:
     """Verify the store's chain and save a signed head of it (keep it somewhere safe)."""
-    cfg = get_config(config_path)
+    cfg = _store_config(config_path)
     result, _ = run(_verify_only(cfg))
     if not result.valid:
         click.echo(f"INVALID: chain broken at seq {result.first_bad_seq}: {result.reason}")

@@ -147,3 +147,12 @@ def test_progress_goes_to_stderr(deployment: Any, monkeypatch: pytest.MonkeyPatc
     assert result.exit_code == 0
     assert "4 records checked" in result.stderr and "8 records checked" in result.stderr
     assert "checked" not in result.stdout
+
+
+def test_a_missing_store_is_an_error_not_an_empty_valid_log(config_factory: Any) -> None:
+    cfg = config_factory()
+    for command in ("verify", "head"):
+        extra = ["--out", "h.json"] if command == "head" else []
+        result = _cli(command, "--config", str(cfg.path), *extra)
+        assert result.exit_code == 1 and "no store" in result.stderr
+    assert not Path(sqlite_path(cfg.store.url)).exists()
