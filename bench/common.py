@@ -100,10 +100,35 @@ def machine_facts() -> str:
         pass
     versions = ", ".join(f"{name} {version(name)}" for name in ("duckdb", "opendp", "aiohttp"))
     return (
-        f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}; {os.cpu_count()} cores "
+        f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}; commit {_commit()}; "
+        f"{os.cpu_count()} cores "
         f"({cpu}), {mem_kb / 1024 / 1024:.1f} GiB RAM; Python {platform.python_version()}, "
         f"{versions}"
     )
+
+
+def _commit() -> str:
+    """The checked-out commit, ``+`` if the tree has local changes (read-only git calls)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "enclave"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+" if dirty else "")
 
 
 def write_section(path: Path, name: str, title: str, body: str) -> None:

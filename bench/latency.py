@@ -201,8 +201,10 @@ def main() -> None:
     print(lat_table, "\n\n" + bound_table, flush=True)
     body = (
         f"`.venv/bin/python -m bench.latency` — {reps} alternating pairs per shape after "
-        f"{warmup} warm-up pairs; epsilon varies by 1e-6 per request so every gateway request "
-        "is a fresh release (cache never answers). Gateway: `enclave serve` subprocess, HTTP "
+        f"{warmup} warm-up pairs; epsilon varies by 1e-5 per request so every gateway request "
+        "is a fresh release (cache never answers); *500s skipped* counts requests refused with "
+        "500 'privacy accounting failed' (a pricing bug, retried with the next epsilon). "
+        "Gateway: `enclave serve` subprocess, HTTP "
         "over loopback, aiohttp client in the bench process. Raw: the exact query with DuckDB "
         f"({ENGINE_THREADS} threads) from Python on the *source* Parquet file.\n\n"
         f"{lat_table}\n\nOne-time cost of bounding a dataset version (per-unit truncation to "

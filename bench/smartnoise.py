@@ -8,7 +8,8 @@ smartnoise-sql pins an older OpenDP, so it lives in its own virtual environment,
 pandas`` on first use; PyPI must be reachable). ``bench/smartnoise_worker.py`` runs inside it:
 SmartNoise's PostgreSQL dialect over DuckDB through a small DB-API adapter (not the pandas
 reader), on the same Parquet source file, ``max_ids`` = our ``max_rows_per_unit`` (5), the
-declared bounds, epsilon 1.0 per query. The gateway side is a real ``enclave serve`` timed
+declared bounds, epsilon 1.0 per query, the same 2 threads and 2GB memory limit (spilling to
+bench/out/snvenv-spill like our bounding step). The gateway side is a real ``enclave serve`` timed
 exactly as in ``bench.latency`` (the same run also times raw DuckDB for reference); the server
 is stopped before SmartNoise runs so that the two never share the cores.
 
@@ -68,6 +69,7 @@ def run_worker(py: Path, src: Path, reps: int, warmup: int) -> dict[str, Any]:
         "parquet": str(src),
         "threads": 2,
         "memory_limit": "2GB",
+        "temp_dir": str(src.parent.parent / "snvenv-spill"),
         "reps": reps,
         "warmup": warmup,
         "epsilon": 1.0,
@@ -102,6 +104,7 @@ def main() -> None:
     py = ensure_venv(args.venv)
     rows: list[list[Any]] = []
     versions: dict[str, str] = {}
+    errors: list[str] = []
     for n in sizes:
         src = dataset(args.out, n)
         dep = make_deployment(Path(args.out) / "deploy" / f"smartnoise-{n}", src)
@@ -118,7 +121,9 @@ def main() -> None:
             r50 = quantile(ours[name]["raw"], 0.5) * 1e3
             sn = theirs["queries"][name]
             if sn["error"]:
-                rows.append([f"{n:,}", name, g50, "unsupported", "–", r50])
+                what = "unsupported" if "Bad token" in sn["error"] else sn["error"].split(":")[0]
+                rows.append([f"{n:,}", name, g50, what, "–", r50])
+                errors.append(f"{n:,} rows, {name}: {sn['error'][:160]}")
                 log(f"  {name}: smartnoise error {sn['error'][:120]}")
                 continue
             s50 = quantile(sn["times"], 0.5) * 1e3
@@ -146,7 +151,7 @@ def main() -> None:
         "`censor_dims` off (we release the declared groups), epsilon 1.0, delta 1e-6. "
         f"p50 of {reps} runs after {warmup} warm-up; the gateway is timed over HTTP as in "
         "the latency benchmark. SmartNoise SQL has no MEDIAN (its parser refuses it).\n\n"
-        f"{table}\n"
+        f"{table}\n" + "".join(f"\n- {e}" for e in errors) + "\n"
     )
     write_section(results_path(args), "smartnoise", "Against SmartNoise SQL", body)
 

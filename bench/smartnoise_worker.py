@@ -94,6 +94,8 @@ def metadata(max_ids: int) -> dict[str, Any]:
 def main() -> None:
     job = json.loads(sys.argv[1])
     con = duckdb.connect(config={"threads": job["threads"], "memory_limit": job["memory_limit"]})
+    # like the gateway's bounding connection: spill to disk rather than fail at the limit
+    con.execute("SET temp_directory = ?", [job["temp_dir"]])
     path = job["parquet"].replace("'", "''")
     con.execute("CREATE SCHEMA bench")
     con.execute(f"CREATE VIEW bench.visits AS SELECT * FROM read_parquet('{path}')")  # noqa: S608

@@ -8,6 +8,7 @@ import click
 from aiohttp import web
 
 from enclave.cli.common import config_option, get_config, setup_logging
+from enclave.errors import EnclaveError
 from enclave.web.app import create_app
 
 
@@ -19,9 +20,13 @@ def serve_command(config_path: Path | None, host: str | None, port: int | None) 
     """Serve the gateway (binds 127.0.0.1 unless the config says otherwise)."""
     cfg = get_config(config_path)
     setup_logging()
-    web.run_app(
-        create_app(cfg),
-        host=host or cfg.server.host,
-        port=port or cfg.server.port,
-        access_log_format='%a "%r" %s %b %Tf',
-    )
+    try:
+        web.run_app(
+            create_app(cfg),
+            host=host or cfg.server.host,
+            port=port or cfg.server.port,
+            access_log_format='%a "%r" %s %b %Tf',
+        )
+    except EnclaveError as err:  # start-up failed (store unreachable, policies invalid, ...)
+        click.echo(f"error: {err.detail}", err=True)
+        raise SystemExit(1) from None

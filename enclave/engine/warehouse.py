@@ -61,8 +61,11 @@ class EngineError(EnclaveError):
 class Warehouse:
     """Owns the hardened DuckDB database, its query threads and the prepared datasets."""
 
-    def __init__(self, engine: EngineConfig) -> None:
+    def __init__(self, engine: EngineConfig, key: bytes | None = None) -> None:
+        """``key``: the truncation seed; replicas pass the one shared through the store so they
+        all bound identically. Without it, the seed file in ``state_dir`` is used."""
         self._engine = engine
+        self._given_key = key
         self._state_dir = Path(engine.state_dir).resolve()
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -75,7 +78,7 @@ class Warehouse:
         """Create and harden the database; start the query threads."""
         if self._conn is not None:
             return
-        self._key = await asyncio.to_thread(load_or_create_key, self._state_dir)
+        self._key = self._given_key or await asyncio.to_thread(load_or_create_key, self._state_dir)
         bounded = self._state_dir / BOUNDED_DIR
         await asyncio.to_thread(bounded.mkdir, parents=True, exist_ok=True)
         self._conn = await asyncio.to_thread(open_hardened, self._engine, bounded)

@@ -71,10 +71,13 @@ class Registry:
         found = load_policy_dir(root, data)
         if found.problems:
             raise PolicyFileError(found.problems)
-        for name, tier in sorted(found.tiers.items()):
-            await self._store.put_policy("tier", name, tier_to_dict(tier), SEED_ACTOR, None)
-        for name, spec in sorted(found.datasets.items()):
-            await self._store.put_policy("dataset", name, dataset_to_dict(spec), SEED_ACTOR, None)
+        items: list[tuple[PolicyKind, str, dict[str, Any]]] = [
+            ("tier", n, tier_to_dict(t)) for n, t in sorted(found.tiers.items())
+        ]
+        items += [("dataset", n, dataset_to_dict(d)) for n, d in sorted(found.datasets.items())]
+        if not await self._store.seed_policies(items, SEED_ACTOR):
+            log.info("policies: another replica seeded the empty store first")
+            return False  # another replica seeded the empty store first
         log.info(
             "policies: seeded %d tier(s) and %d dataset(s) from %s",
             len(found.tiers), len(found.datasets), root,

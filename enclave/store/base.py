@@ -118,6 +118,11 @@ class Store(Protocol):
 
     async def policy_history(self, kind: PolicyKind, name: str) -> list[PolicyVersion]: ...
 
+    async def shared_secret(self, name: str, proposed: bytes) -> bytes:
+        """The value stored under ``name``; stores ``proposed`` if there is none yet (the first
+        writer wins, a value is never replaced). Replicas agree on the truncation seed this way.
+        """
+
     # --- ledger and release cache ---
     async def spent(
         self, licence_id: str, dataset: str, since: dt.datetime | None

@@ -111,6 +111,7 @@ TABLES: tuple[TableSpec, ...] = (
         (*_text("licence_id", "cache_key", "body", "created_at"), ("audit_seq", "int")),
         ("licence_id", "cache_key"),
     ),
+    TableSpec("shared_secrets", _text("name", "value", "created_at"), ("name",)),
 )
 TABLE_NAMES: frozenset[str] = frozenset(t.name for t in TABLES)
 

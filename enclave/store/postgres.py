@@ -49,6 +49,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 #: What "the database is unavailable" looks like from asyncpg (server errors included).
 DRIVER_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *CONNECTION_ERRORS)
+#: How long ``open()`` waits for a server that is not up yet before giving up.
+STARTUP_WAIT_S = 15.0
 #: Errors at start that may clear by themselves (server not up yet, or still starting).
 TRANSIENT_START_ERRORS: tuple[type[BaseException], ...] = (
     *CONNECTION_ERRORS,
@@ -65,11 +67,11 @@ class PostgresStore:
         min_size: int = 1,
         max_size: int = 10,
         timeout_s: float = 10.0,
-        startup_wait_s: float = 15.0,
+        startup_wait_s: float | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self.url = url
-        self._startup_wait = startup_wait_s
+        self._startup_wait = STARTUP_WAIT_S if startup_wait_s is None else startup_wait_s
         self._min_size = min_size
         self._max_size = max_size
         self._timeout = timeout_s
@@ -315,6 +317,12 @@ class PostgresStore:
         (atomic across replicas: see ``postgres_ops.seed_policies``)."""
         items = [(k, n, dict(b)) for k, n, b in items]
         return await self._write(lambda c, now: ops.seed_policies(c, items, actor, now))
+
+    async def shared_secret(self, name: str, proposed: bytes) -> bytes:
+        """The secret ``name`` every process on this store shares (e.g. the truncation seed):
+        the stored value, after storing ``proposed`` if there was none (first writer wins,
+        never replaced). Not audited; ``StoreUnavailable`` on failure."""
+        return await self._read(lambda c: ops.shared_secret(c, name, proposed, self._clock()))
 
     async def schema_version(self) -> int:
         return await self._read(ops.schema_version)

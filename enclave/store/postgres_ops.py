@@ -338,3 +338,18 @@ async def seed_policies(
 
 async def schema_version(conn: Conn) -> int:
     return int(await conn.fetchval("SELECT MAX(version) FROM schema_version") or 0)
+
+
+async def shared_secret(conn: Conn, name: str, proposed: bytes, now: dt.datetime) -> bytes:
+    """The stored secret ``name``, storing ``proposed`` first if there is none (a concurrent
+    insert of the same name waits for the first and then does nothing)."""
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO shared_secrets (name, value, created_at) VALUES ($1, $2, $3)"
+            " ON CONFLICT (name) DO NOTHING",
+            name,
+            proposed.hex(),
+            iso(now),
+        )
+        value = await conn.fetchval("SELECT value FROM shared_secrets WHERE name = $1", name)
+    return bytes.fromhex(value)

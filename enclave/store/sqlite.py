@@ -251,6 +251,12 @@ class SqliteStore:
         items = [(k, n, dict(b)) for k, n, b in items]
         return await self._write(lambda c, now: ops.seed_policies(c, items, actor, now))
 
+    async def shared_secret(self, name: str, proposed: bytes) -> bytes:
+        """The secret ``name`` every process on this store shares (e.g. the truncation seed):
+        the stored value, after storing ``proposed`` if there was none (first writer wins,
+        never replaced). Not audited; ``StoreUnavailable`` on failure."""
+        return await self._read(lambda c: ops.shared_secret(c, name, proposed, self._clock()))
+
     async def schema_version(self) -> int:
         return await self._read(ops.schema_version)
 

@@ -414,3 +414,15 @@ def seed_policies(
 
 def schema_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0)
+
+
+def shared_secret(conn: sqlite3.Connection, name: str, proposed: bytes, now: dt.datetime) -> bytes:
+    """The stored secret ``name``, storing ``proposed`` first if there is none."""
+    with write_tx(conn):
+        conn.execute(
+            "INSERT INTO shared_secrets (name, value, created_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO NOTHING",
+            (name, proposed.hex(), iso(now)),
+        )
+        row = conn.execute("SELECT value FROM shared_secrets WHERE name = ?", (name,)).fetchone()
+    return bytes.fromhex(row[0])

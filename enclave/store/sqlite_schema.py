@@ -103,6 +103,18 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             )""",
         ),
     ),
+    (
+        2,
+        (
+            # Secrets every replica must share, e.g. the truncation seed (hex): see
+            # ``shared_secret``. First writer wins; a value is never replaced.
+            """CREATE TABLE shared_secrets (
+                name TEXT PRIMARY KEY,
+                value TEXT NOT NULL,
+                created_at TEXT NOT NULL
+            )""",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -17,6 +17,7 @@ from aiohttp import web
 from enclave.auth.jwks import JwksCache
 from enclave.config import Config
 from enclave.dp.mechanisms import enable_dp
+from enclave.engine.bounding import load_or_create_key
 from enclave.engine.warehouse import Warehouse
 from enclave.metrics import Metrics
 from enclave.policy.registry import registry_for
@@ -36,6 +37,7 @@ from enclave.web.middleware import auth_middleware, request_id_middleware, secur
 from enclave.web.problem import problem_middleware
 
 log = logging.getLogger("enclave.web")
+TRUNCATION_SECRET = "truncation-seed"  # noqa: S105 (the name under which it is stored)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # any other method is labelled "other", so a client cannot mint label values
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -88,7 +90,11 @@ async def jwks_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def warehouse_ctx(app: web.Application) -> AsyncIterator[None]:
-    warehouse = Warehouse(app[config_key].engine)
+    engine = app[config_key].engine
+    # replicas must bound identically: the first truncation seed stored wins, for every replica
+    local = await asyncio.to_thread(load_or_create_key, engine.state_dir)
+    key = await app[store_key].shared_secret(TRUNCATION_SECRET, local)
+    warehouse = Warehouse(engine, key=key)
     await warehouse.open()
     app[warehouse_key] = warehouse
     try:

@@ -447,6 +447,7 @@ def component_schemas() -> dict[str, Schema]:
             {
                 "status": {"enum": ["ready", "not ready"]},
                 "checks": {"type": "object", "additionalProperties": STR},
+                "store": {"enum": ["sqlite", "postgresql"]},
             },
             ("status", "checks"),
         ),

@@ -24,6 +24,7 @@ async def populate(store: Any, queries: int = 30) -> None:
     await store.insert_licence(licence("lic_2", subject="carol"), draft("licence.create"))
     await store.update_licence("lic_2", {"status": "suspended"}, draft("licence.update"))
     await store.add_revocation("jti-1", "lost laptop", draft("revocation.create"))
+    await store.shared_secret("truncation", bytes(range(32)))
     for i in range(queries):
         cache = None
         if i % 3 == 0:
@@ -86,6 +87,7 @@ async def test_copy_is_verbatim_and_verified(source: str, backend: Backend) -> N
         assert (await dst.get_policy("tier", "standard")).version == 2
         assert (await dst.get_licence("lic_2")).status == "suspended"
         assert await dst.is_revoked("jti-1")
+        assert await dst.shared_secret("truncation", b"other") == bytes(range(32))
         cached = await dst.get_cached("lic_1", "key-3")
         assert cached == {"rows": [[3, 0.1 * 3]], "é": "ü"}
         await dst.put_policy("tier", "standard", {"name": "standard"}, "bob", draft("t"))

@@ -10,9 +10,10 @@ while it stops the server (``pg_ctl stop -m fast``) and starts it again. It chec
 - every 200 the client saw has its audit record (matched by ``audit_seq`` and ``query_id``)
   and its ledger charge; every charge has its record;
 - a record may claim a release the client never received: a COMMIT can succeed on the server
-  while the connection drops before the acknowledgement. Such "phantoms" are counted (they
-  overstate what was released, the safe direction for a privacy budget) and must be no more
-  than the requests that failed;
+  while the connection drops before the acknowledgement (seen here in about 1 run in 6, one
+  record each time). Such "phantoms" are counted and printed; each must belong to a request
+  whose client got 503 ``audit-unavailable`` (matched by ``request_id``), so no data left, and
+  its charge overstates what was released: the safe direction for a privacy budget;
 - the chain verifies with no gaps, and queries succeed again without restarting the gateway.
 """
 
@@ -71,7 +72,7 @@ class Cluster:
         cmd = [str(self.bin / exe), *args]
         if self.as_postgres:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)  # noqa: S603
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"{exe} failed ({done.returncode}): {done.stderr[-2000:]}")
 
@@ -152,7 +153,7 @@ class Load:
         while not self.stop.is_set():
             self.counter += 1
             i = self.counter
-            sql = f"SELECT COUNT(*) AS n FROM visits WHERE cost <= {1000 + i}"
+            sql = f"SELECT COUNT(*) AS n FROM visits WHERE cost <= {1000 + i}"  # noqa: S608
             resp = await self.gw.query(sql, epsilon=EPSILON)
             self.answers.append((resp.status, await resp.json(content_type=None)))
             await asyncio.sleep(0.01)
@@ -208,9 +209,13 @@ async def test_database_outage_under_load(cluster: Cluster, gateway: Gateway) ->
         assert ledger[body["audit_seq"]] == pytest.approx(EPSILON)
     assert set(ledger) == set(released)  # every charge has its record, and vice versa
     phantoms = set(released) - {body["audit_seq"] for body in got}
-    # committed on the server but never acknowledged to the gateway: counted, and bounded by
-    # the requests that failed (their record overstates what left, never understates)
-    assert len(phantoms) <= statuses[503], (len(phantoms), statuses)
+    # committed on the server but never acknowledged to the gateway: each one is a request
+    # whose client got 503 audit-unavailable (no data left); its record and charge overstate
+    # what was released, the safe direction for a privacy budget
+    refused = {b["request_id"]: b for s, b in load.answers if s == 503}
+    for seq in phantoms:
+        problem = refused[released[seq].request_id]
+        assert problem["type"].endswith("/audit-unavailable")
     print(f"fault test: {statuses[200]} released, {statuses[503]} refused with 503,"
           f" {len(phantoms)} committed-but-unacknowledged record(s)")  # fmt: skip
 
@@ -232,3 +237,37 @@ async def read_back(url: str) -> tuple[list[Any], dict[int, float]]:
     finally:
         await conn.close()
     return records, {int(r[0]): float(r[1]) for r in rows}
+
+
+async def test_start_waits_briefly_for_the_database_then_fails_clearly(
+    cluster: Cluster,
+    config_factory: ConfigFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """At start the store waits up to ``STARTUP_WAIT_S`` for a server that is not up yet (a
+    database starting beside the gateway), then fails with a message naming the server."""
+    from aiohttp import web
+
+    from enclave.errors import StoreUnavailable
+    from enclave.store import postgres
+    from enclave.web.app import create_app
+
+    monkeypatch.setattr(postgres, "STARTUP_WAIT_S", 6.0)
+    cfg = config_factory(store_url=cluster.url)
+    await asyncio.to_thread(cluster.stop, "fast")
+    runner = web.AppRunner(create_app(cfg))
+    setup = asyncio.create_task(runner.setup())
+    await asyncio.sleep(1.0)
+    assert not setup.done()
+    await asyncio.to_thread(cluster.start)
+    await setup  # came up once the database did
+    await runner.cleanup()
+    assert "is not reachable yet" in caplog.text
+
+    monkeypatch.setattr(postgres, "STARTUP_WAIT_S", 1.0)
+    await asyncio.to_thread(cluster.stop, "fast")
+    runner = web.AppRunner(create_app(cfg))
+    with pytest.raises(StoreUnavailable, match=rf"PostgreSQL at 127\.0\.0\.1:{cluster.port}/"):
+        await runner.setup()
+    await runner.cleanup()

@@ -10,6 +10,7 @@ import pytest
 
 from enclave.audit.chain import verify
 from enclave.errors import AuditUnavailable, BudgetExhausted, StoreUnavailable
+from enclave.store.postgres_schema import MIGRATIONS
 from tests.store.conftest import charge, draft
 
 pytestmark = pytest.mark.postgres
@@ -25,7 +26,7 @@ async def test_replicas_migrate_and_append_concurrently(pg_url: str) -> None:
     try:
         conn = await asyncpg.connect(pg_url)
         try:
-            assert await conn.fetchval("SELECT COUNT(*) FROM schema_version") == 1
+            assert await conn.fetchval("SELECT COUNT(*) FROM schema_version") == len(MIGRATIONS)
         finally:
             await conn.close()
         results = await asyncio.gather(

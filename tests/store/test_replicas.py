@@ -30,6 +30,7 @@ import yaml
 
 from enclave.audit.chain import verify
 from enclave.devkeys import KeyPaths
+from enclave.store.base import PolicyKind
 from tests.conftest import AUDIENCE, ISSUER, REPO, TokenFactory, _toml
 from tests.store.conftest import temporary_database
 
@@ -92,7 +93,7 @@ class Replica:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ENCLAVE_")}
         env["PYTHONPATH"] = str(REPO)  # the tree under test, whatever is installed
         with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+            self.proc = subprocess.Popen(
                 [sys.executable, "-m", "enclave", "serve", "--config", str(config)]
                 + ["--port", str(port)],
                 cwd=config.parent,
@@ -132,18 +133,19 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def read_store(url: str) -> tuple[list[Any], Decimal, dict[str, list[int]]]:
+async def read_store(url: str, licence_id: str) -> tuple[list[Any], Decimal, dict[str, list[int]]]:
     from enclave.store.postgres import PostgresStore
 
     store = PostgresStore(url)
     await store.open()
     try:
         records = [r async for r in store.audit_iter()]
-        spent, _ = await store.spent(records[0].licence_id, "visits", None)
+        spent, _ = await store.spent(licence_id, "visits", None)
         versions = {}
-        for kind in ("tier", "dataset"):
-            for p in await store.list_policies(kind):  # type: ignore[arg-type]
-                history = await store.policy_history(kind, p.name)  # type: ignore[arg-type]
+        kinds: tuple[PolicyKind, ...] = ("tier", "dataset")
+        for kind in kinds:
+            for p in await store.list_policies(kind):
+                history = await store.policy_history(kind, p.name)
                 versions[f"{kind}:{p.name}"] = [v.version for v in history]
         return records, spent, versions
     finally:
@@ -189,7 +191,7 @@ async def scenario(
 
     async def ask(i: int) -> tuple[int, dict[str, Any]]:
         target = replicas[i % 2]
-        sql = f"SELECT COUNT(*) AS n FROM visits WHERE age >= {i % 90} AND cost <= {1000 + i}"
+        sql = f"SELECT COUNT(*) AS n FROM visits WHERE age >= {i % 90} AND cost <= {1000 + i}"  # noqa: S608
         query = {"dataset": "visits", "sql": sql, "epsilon": EPSILON}
         async with http.post(target.url + "/v1/queries", json=query, headers=alice) as resp:
             return resp.status, await resp.json(content_type=None)
@@ -207,7 +209,7 @@ async def scenario(
     by_replica = Counter(i % 2 for i, (status, _) in enumerate(answers) if status == 200)
     assert set(by_replica) <= {0, 1}
 
-    records, ledger, versions = await read_store(db_url)
+    records, ledger, versions = await read_store(db_url, licence_id)
     assert ledger == BUDGET  # the durable ledger agrees with what clients received
     assert verify(records).valid
     assert [r.seq for r in records] == list(range(1, len(records) + 1))  # no gaps
