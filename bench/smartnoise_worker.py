@@ -108,30 +108,39 @@ def main() -> None:
         "queries": {},
     }
     for name, sql in job["queries"]:
-        times: list[float] = []
-        error = None
-        for rep in range(job["warmup"] + job["reps"]):
-            privacy = snsql.Privacy(epsilon=job["epsilon"] + rep * 1e-6, delta=job["delta"])
-            reader = snsql.from_connection(
-                DuckConnection(con),
-                privacy=privacy,
-                metadata=metadata(job["max_ids"]),
-                engine="postgres",
-            )
-            started = time.perf_counter()
-            try:
-                rows = reader.execute(sql)
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {str(exc)[:200]}"
-                break
-            if rep >= job["warmup"]:
-                times.append(time.perf_counter() - started)
-            if rep == 0:
-                out["queries"].setdefault(name, {})["sample"] = [
-                    list(map(str, r)) for r in rows[:3]
-                ]
-        out["queries"].setdefault(name, {}).update({"times": times, "error": error})
+        limit = job["memory_limit"]
+        result = _run(con, job, sql)
+        if result["error"] and "OutOfMemory" in result["error"] and job.get("retry_memory_limit"):
+            # report the failure at the gateway's limit, then measure with more memory
+            limit = job["retry_memory_limit"]
+            con.execute("SET memory_limit = ?", [limit])
+            result = {**_run(con, job, sql), "oom_at": job["memory_limit"]}
+            con.execute("SET memory_limit = ?", [job["memory_limit"]])
+        out["queries"][name] = {**result, "memory_limit": limit}
     print(json.dumps(out))
+
+
+def _run(con: duckdb.DuckDBPyConnection, job: dict[str, Any], sql: str) -> dict[str, Any]:
+    times: list[float] = []
+    sample: list[list[str]] = []
+    for rep in range(job["warmup"] + job["reps"]):
+        privacy = snsql.Privacy(epsilon=job["epsilon"] + rep * 1e-6, delta=job["delta"])
+        reader = snsql.from_connection(
+            DuckConnection(con),
+            privacy=privacy,
+            metadata=metadata(job["max_ids"]),
+            engine="postgres",
+        )
+        started = time.perf_counter()
+        try:
+            rows = reader.execute(sql)
+        except Exception as exc:
+            return {"times": times, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        if rep >= job["warmup"]:
+            times.append(time.perf_counter() - started)
+        if rep == 0:
+            sample = [list(map(str, r)) for r in rows[:3]]
+    return {"times": times, "error": None, "sample": sample}
 
 
 def _version(name: str) -> str:

@@ -62,6 +62,7 @@ __all__ = ["PricedAggregate", "PricedPlan", "enable_dp", "price_plan"]
 Part = Literal["value", "avg_sum", "avg_count", "hidden_count", "partition"]
 HIDDEN_ALIAS = "_n"  # the hidden suppression count and the partition selection read `_n`
 DELTA_SHARE_OF_BUDGET = Decimal(10)
+SHARE_RETRIES = 6  # shrink steps of the share when OpenDP's upward rounding overshoots
 
 
 @dataclass(frozen=True)
@@ -130,20 +131,21 @@ def price_plan(
     parts = len(aggs) + (1 if hidden or undeclared else 0)
     share = cal.even_share(epsilon, parts)
 
-    priced: list[PricedAggregate] = []
-    for i, agg in enumerate(aggs):
-        priced.extend(_price_aggregate(i, agg, spec, k, groups, share))
-    if hidden:
-        priced.append(_price_count(HIDDEN_ALIAS, "count", "_n", k, share, "hidden_count"))
     delta = Decimal(0)
     if undeclared:
         delta = tier.budget_delta / DELTA_SHARE_OF_BUDGET
         if delta <= 0:
             raise TierRefused("grouping by undeclared keys needs a delta budget")
-        priced.append(_price_partition(k, share, cal.largest_float_at_most(delta)))
-
-    total_eps, total_delta = _compose(priced)
-    if total_eps > epsilon or total_delta > delta:
+    # OpenDP rounds sums of privacy losses upward, so a composition of parts that each fit
+    # their share exactly can exceed the total by a few ulps: shrink the share until it fits.
+    # (The noise is then a hair larger than needed; the charge stays exactly ``epsilon``.)
+    for attempt in range(SHARE_RETRIES):
+        priced = _price_parts(aggs, spec, k, groups, share, hidden, undeclared, delta)
+        total_eps, total_delta = _compose(priced)
+        if total_eps <= epsilon and total_delta <= delta:
+            break
+        share *= 1.0 - 2.0 ** (-44 + 4 * attempt)
+    else:
         raise EnclaveError("privacy accounting failed")  # pragma: no cover - guarded above
     accuracy: dict[str, dict[str, float | None]] = {a.alias: {"ci95": None} for a in aggs}
     for p in priced:
@@ -236,6 +238,26 @@ def _price_partition(k: int, share: float, delta: float) -> PricedAggregate:
         HIDDEN_ALIAS, "partition", k, scale, eps, None, meas, "partition", "_n", True,
         got_delta, threshold,
     )  # fmt: skip
+
+
+def _price_parts(
+    aggs: tuple[Aggregate, ...],
+    spec: DatasetSpec,
+    k: int,
+    groups: int,
+    share: float,
+    hidden: bool,
+    undeclared: bool,
+    delta: Decimal,
+) -> list[PricedAggregate]:
+    priced: list[PricedAggregate] = []
+    for i, agg in enumerate(aggs):
+        priced.extend(_price_aggregate(i, agg, spec, k, groups, share))
+    if hidden:
+        priced.append(_price_count(HIDDEN_ALIAS, "count", "_n", k, share, "hidden_count"))
+    if undeclared:
+        priced.append(_price_partition(k, share, cal.largest_float_at_most(delta)))
+    return priced
 
 
 def _compose(priced: list[PricedAggregate]) -> tuple[Decimal, Decimal]:

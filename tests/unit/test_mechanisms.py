@@ -133,6 +133,16 @@ def test_avg_splits_its_share_in_half() -> None:
     assert (s.stat, c.stat) == ("a1_sum", "a1_count")
 
 
+@pytest.mark.parametrize("eps", ["0.50022", "0.50066", "0.50076", "0.5011", "0.50181"])
+def test_composition_rounding_never_refuses_a_valid_epsilon(eps: str) -> None:
+    """OpenDP rounds composed losses upward: these epsilons once overshot by an ulp (a 500).
+    The share shrinks until the composition fits; the charge stays exactly epsilon."""
+    p = price(make_plan(Aggregate("count", "n"), Aggregate("avg", "m", "cost")), eps=eps)
+    assert p.epsilon == Decimal(eps)
+    assert Decimal(p.opendp_epsilon) <= Decimal(eps)
+    assert p.opendp_epsilon == pytest.approx(float(eps), rel=1e-9)
+
+
 @pytest.mark.parametrize("alpha", [0.5, 0.1, 0.9, 0.25])
 def test_quantile_privacy_map_is_linear_in_d_in(alpha: float) -> None:
     enable_dp()
