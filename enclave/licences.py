@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 from enclave.errors import BadRequest, Conflict
@@ -19,29 +19,9 @@ from enclave.models import LICENCE_STATUSES, Licence, parse_time
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _JURISDICTION = re.compile(r"^[A-Z]{2}$")
 _LICENCE_ID = re.compile(r"^lic_[A-Za-z0-9_]{1,64}$")
-CREATE_FIELDS = {
-    "id",
-    "subject",
-    "organization",
-    "tier",
-    "datasets",
-    "purpose",
-    "jurisdiction",
-    "valid_from",
-    "valid_until",
-    "status",
-}
-PATCH_FIELDS = {
-    "organization",
-    "tier",
-    "datasets",
-    "purpose",
-    "jurisdiction",
-    "valid_from",
-    "valid_until",
-    "status",
-    "reason",
-}
+_STAMPS = {"created_at", "updated_at"}  # set by the gateway, never by a request
+CREATE_FIELDS = {f.name for f in fields(Licence)} - _STAMPS
+PATCH_FIELDS = (CREATE_FIELDS - {"id", "subject"}) | {"reason"}
 # changes that can change what a licence may spend: they need a reason, recorded in the audit
 BUDGET_FIELDS = {"tier", "datasets", "valid_from", "valid_until", "status"}
 
