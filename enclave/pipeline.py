@@ -3,16 +3,19 @@
 ``run_query`` and ``estimate_query`` share every step up to the release cache:
 
 1. resolve: the dataset (registry), the caller's licence for it (store), its tier (registry)
-2. parse the SQL into a Plan (user SQL is never executed)
+2. parse the SQL into a Plan (user SQL is never executed; cached per SQL text and spec)
 3. authorize: role, licence, validity, tier, jurisdiction, plan rules, epsilon cap
 4. rate limit per licence
-5. price the plan with OpenDP (cost known before any data is touched)
-6. release cache: a repeat of the same plan, dataset version and epsilon costs nothing
-7. budget pre-check (refuse before touching data)
+5. ``check_plan``: every refusal pricing could raise (so a cached repeat meets them too)
+6. release cache: a repeat of the same plan, dataset version and epsilon costs nothing; it is
+   answered from the stored release and is never priced (its cost and accuracy are in it)
+7. otherwise price the plan with OpenDP (cost known before any data is touched; cached per
+   plan, spec, tier, epsilon: public inputs only)
+8. budget pre-check (refuse before touching data)
 --- estimate stops here; run_query goes on ---
-8. compile the plan to DuckDB SQL over the bounded table, run it off the loop (timeout)
-9. add noise, suppress small groups, order/limit the noisy rows
-10. one store transaction: re-check and debit the budget, keep the release, append the audit
+9. compile the plan to DuckDB SQL over the bounded table, run it off the loop (timeout)
+10. add noise, suppress small groups, order/limit the noisy rows
+11. one store transaction: re-check and debit the budget, keep the release, append the audit
     record; only then is the result returned.
 
 Every refusal raised here is audited by ``web/problem.py`` with what ``actx`` knows by then.
@@ -27,9 +30,9 @@ from decimal import Decimal
 from typing import Any
 
 from enclave.audit.context import AuditContext
-from enclave.dp.mechanisms import PricedPlan, price_plan
+from enclave.dp.mechanisms import PricedPlan, check_plan, price_plan
 from enclave.dp.release import release
-from enclave.errors import BadRequest, BudgetExhausted, NotFound
+from enclave.errors import BadRequest, BudgetExhausted, EnclaveError, NotFound
 from enclave.ids import new_id
 from enclave.ledger.budget import period_window, remaining, to_decimal
 from enclave.models import DatasetSpec, Licence, Principal, Release, Tier, iso
@@ -73,13 +76,14 @@ class QueryRequest:
 
 @dataclass(frozen=True)
 class Admitted:
-    """Everything decided before any data is touched."""
+    """Everything decided before any data is touched. ``priced`` is None for a cached repeat."""
 
     licence: Licence
     tier: Tier
     spec: DatasetSpec
     plan: Plan
-    priced: PricedPlan
+    epsilon: Decimal
+    priced: PricedPlan | None
     cache_key: str
     cached: dict[str, Any] | None
     since: Any
@@ -95,20 +99,19 @@ async def estimate_query(
     rem_eps, rem_delta = remaining(
         adm.spent_epsilon, adm.spent_delta, adm.tier.budget_epsilon, adm.tier.budget_delta
     )
-    fits = adm.cached is not None or (
-        adm.priced.epsilon <= rem_eps and adm.priced.delta <= rem_delta
-    )
+    plan_eps, plan_delta, accuracy = _plan_cost(adm)
+    fits = adm.cached is not None or (plan_eps <= rem_eps and plan_delta <= rem_delta)
     record = await svc.store.append(
-        actx.draft("ok", epsilon=0.0, detail={"estimated_epsilon": float(adm.priced.epsilon)})
+        actx.draft("ok", epsilon=0.0, detail={"estimated_epsilon": float(plan_eps)})
     )
     actx.audited = True
     return {
         "dataset": adm.spec.name,
-        "epsilon": float(adm.priced.epsilon if adm.cached is None else 0),
-        "delta": float(adm.priced.delta if adm.cached is None else 0),
-        "plan_epsilon": float(adm.priced.epsilon),
-        "plan_delta": float(adm.priced.delta),
-        "accuracy": adm.priced.accuracy,
+        "epsilon": float(plan_eps if adm.cached is None else 0),
+        "delta": float(plan_delta if adm.cached is None else 0),
+        "plan_epsilon": float(plan_eps),
+        "plan_delta": float(plan_delta),
+        "accuracy": accuracy,
         "cached": adm.cached is not None,
         "within_budget": fits,
         "budget": _budget_json(rem_eps, rem_delta, adm.renews),
@@ -124,34 +127,37 @@ async def run_query(
     actx.detail["query_id"] = query_id
     if adm.cached is not None:
         return await _replay(svc, adm, actx, query_id)
+    if adm.priced is None:  # _admit prices whatever the cache does not answer
+        raise EnclaveError("the query was not priced")  # pragma: no cover
+    priced = adm.priced
     rem_eps, rem_delta = remaining(
         adm.spent_epsilon, adm.spent_delta, adm.tier.budget_epsilon, adm.tier.budget_delta
     )
-    if adm.priced.epsilon > rem_eps or adm.priced.delta > rem_delta:
+    if priced.epsilon > rem_eps or priced.delta > rem_delta:
         raise BudgetExhausted(
-            f"this query costs epsilon {adm.priced.epsilon} and delta {adm.priced.delta}; "
+            f"this query costs epsilon {priced.epsilon} and delta {priced.delta}; "
             f"remaining epsilon {rem_eps}, delta {rem_delta}"
         )
     table = await svc.warehouse.prepare(adm.spec)
     compiled = compile_plan(adm.plan, adm.spec, table)
     rows = await svc.warehouse.run(compiled, svc.config.server.query_timeout_s)
     exact = assemble(compiled, rows)
-    released = release(adm.plan, adm.spec, adm.tier, adm.priced, exact)
+    released = release(adm.plan, adm.spec, adm.tier, priced, exact)
     body = {
         "columns": list(released.columns),
         "rows": [list(r) for r in released.rows],
         "accuracy": released.accuracy,
         "suppressed_groups": released.suppressed_groups,
-        "epsilon": str(adm.priced.epsilon),
-        "delta": str(adm.priced.delta),
+        "epsilon": str(priced.epsilon),
+        "delta": str(priced.delta),
         "result_sha256": released.result_sha256,
         "query_id": query_id,
     }
     charge = Charge(
         licence_id=adm.licence.id,
         dataset=adm.spec.name,
-        epsilon=adm.priced.epsilon,
-        delta=adm.priced.delta,
+        epsilon=priced.epsilon,
+        delta=priced.delta,
         limit_epsilon=adm.tier.budget_epsilon,
         limit_delta=adm.tier.budget_delta,
         since=adm.since,
@@ -159,8 +165,8 @@ async def run_query(
     record = await svc.store.append(
         actx.draft(
             "ok",
-            epsilon=float(adm.priced.epsilon),
-            delta=float(adm.priced.delta),
+            epsilon=float(priced.epsilon),
+            delta=float(priced.delta),
             result_sha256=released.result_sha256,
         ),
         charge=charge,
@@ -168,8 +174,8 @@ async def run_query(
     )
     actx.audited = True
     left_eps, left_delta = remaining(
-        adm.spent_epsilon + adm.priced.epsilon,
-        adm.spent_delta + adm.priced.delta,
+        adm.spent_epsilon + priced.epsilon,
+        adm.spent_delta + priced.delta,
         adm.tier.budget_epsilon,
         adm.tier.budget_delta,
     )
@@ -178,8 +184,8 @@ async def run_query(
         dataset=adm.spec.name,
         columns=released.columns,
         rows=released.rows,
-        epsilon_spent=adm.priced.epsilon,
-        delta_spent=adm.priced.delta,
+        epsilon_spent=priced.epsilon,
+        delta_spent=priced.delta,
         cached=False,
         accuracy=released.accuracy,
         suppressed_groups=released.suppressed_groups,
@@ -212,9 +218,11 @@ async def _admit(
     plan = parse_query(req.sql, spec)
     require(authorize(principal, licence, tier, spec, plan, epsilon, now, tiers=tiers))
     svc.limiter.check(licence.id, tier.rate_limit_per_minute)
-    priced = price_plan(plan, spec, tier, epsilon, declared_group_count(plan, spec))
+    n_groups = declared_group_count(plan, spec)
+    check_plan(plan, spec, tier, epsilon, n_groups)
     cache_key = _cache_key(plan, spec, epsilon)
     cached = await svc.store.get_cached(licence.id, cache_key)
+    priced = None if cached is not None else price_plan(plan, spec, tier, epsilon, n_groups)
     since, renews = period_window(licence.valid_from, tier.period_days, now)
     spent_eps, spent_delta = await svc.store.spent(licence.id, spec.name, since)
     return Admitted(
@@ -222,6 +230,7 @@ async def _admit(
         tier=tier,
         spec=spec,
         plan=plan,
+        epsilon=epsilon,
         priced=priced,
         cache_key=cache_key,
         cached=cached,
@@ -262,6 +271,24 @@ async def _replay(svc: Services, adm: Admitted, actx: AuditContext, query_id: st
         audit_seq=record.seq,
         extra={"release_of": body["query_id"]},
     )
+
+
+def _plan_cost(
+    adm: Admitted,
+) -> tuple[Decimal, Decimal, dict[str, dict[str, float | None]]]:
+    """Epsilon, delta and accuracy of the plan: from the stored release when the cache
+    answers (no pricing), else from the price. Fresh dicts: the price's are shared."""
+    if adm.cached is not None:
+        body = adm.cached
+        try:
+            accuracy = {str(a): dict(v) for a, v in body["accuracy"].items()}
+            return Decimal(body["epsilon"]), Decimal(body["delta"]), accuracy
+        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError):
+            pass  # a stored release without its cost: price it (no data is read)
+    priced = adm.priced or price_plan(
+        adm.plan, adm.spec, adm.tier, adm.epsilon, declared_group_count(adm.plan, adm.spec)
+    )
+    return priced.epsilon, priced.delta, {a: dict(v) for a, v in priced.accuracy.items()}
 
 
 def _is_utf8(text: str) -> bool:

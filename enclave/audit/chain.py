@@ -180,17 +180,24 @@ if _TEMPLATE.count('":%s') != len(HASHED_FIELDS):  # AuditRecord gained a field
     raise RuntimeError("audit/chain.py: _TEMPLATE is out of step with AuditRecord")
 
 
-_TEXT_FIELDS: tuple[str, ...] = (
-    "action", "actor", "client", "dataset", "licence_id", "outcome", "prev_hash", "reason",
-    "request_id", "result_sha256", "sql", "tier", "ts",
-)  # fmt: skip
+_NUMBERS: dict[float, str] = {}  # memo of format_number for epsilon/delta (few distinct)
+
+
+def _float_text(value: float) -> str:
+    text = _NUMBERS.get(value)
+    if text is None:
+        text = format_number(value)
+        if len(_NUMBERS) < 4096:
+            _NUMBERS[value] = text
+    return text
 
 
 def _fast(get: Callable[[str], Any]) -> str:
     """One ``%`` over a fixed template for the usual record shape (text fields str or None, a
     list of string roles, float numbers, an int seq, a bool cached). Raises ``_Slow``
     otherwise; ``tests/unit/test_chain.py`` checks it against the general encoder over many
-    random records."""
+    random records. (The escaper raises ``TypeError`` for anything but a string, which is
+    what sends a number in a text field, or a non-string role, to the general encoder.)"""
     seq, cached, eps, delta, roles = (
         get("seq"),
         get("cached"),
@@ -204,11 +211,10 @@ def _fast(get: Callable[[str], Any]) -> str:
         or type(roles) is not list
         or type(eps) is not float
         or type(delta) is not float
+        or not -_MAX_EXACT_INT <= seq <= _MAX_EXACT_INT
     ):
         raise _Slow
     enc = _encode_str
-    texts = [get(name) for name in _TEXT_FIELDS]
-    out = ["null" if v is None else enc(v) if type(v) is str else _slow() for v in texts]
     detail = get("detail")
     if detail is None:
         detail_text = "null"
@@ -216,36 +222,30 @@ def _fast(get: Callable[[str], Any]) -> str:
         parts: list[str] = []
         _write(detail, parts)
         detail_text = "".join(parts)
-    for role in roles:
-        if type(role) is not str:
-            raise _Slow
-    (action, actor, client, dataset, licence_id, outcome, prev_hash, reason, request_id,
-     result_sha256, sql, tier, ts) = out  # fmt: skip
-    return _TEMPLATE % (
-        action,
-        actor,
-        "true" if cached else "false",
-        client,
-        dataset,
-        format_number(delta),
-        detail_text,
-        format_number(eps),
-        licence_id,
-        outcome,
-        prev_hash,
-        reason,
-        request_id,
-        result_sha256,
-        "[" + ",".join(map(enc, roles)) + "]",
-        format_number(seq),
-        sql,
-        tier,
-        ts,
-    )
-
-
-def _slow() -> str:
-    raise _Slow
+    try:
+        return _TEMPLATE % (
+            enc(get("action")),
+            enc(get("actor")),
+            "true" if cached else "false",
+            "null" if (v := get("client")) is None else enc(v),
+            "null" if (v := get("dataset")) is None else enc(v),
+            _NUMBERS.get(delta) or _float_text(delta),
+            detail_text,
+            _NUMBERS.get(eps) or _float_text(eps),
+            "null" if (v := get("licence_id")) is None else enc(v),
+            enc(get("outcome")),
+            enc(get("prev_hash")),
+            "null" if (v := get("reason")) is None else enc(v),
+            enc(get("request_id")),
+            "null" if (v := get("result_sha256")) is None else enc(v),
+            "[" + ",".join(map(enc, roles)) + "]",
+            int.__repr__(seq),
+            "null" if (v := get("sql")) is None else enc(v),
+            "null" if (v := get("tier")) is None else enc(v),
+            enc(get("ts")),
+        )
+    except TypeError:
+        raise _Slow from None
 
 
 def canonical_json(record: dict[str, Any] | AuditRecord) -> bytes:

@@ -35,6 +35,7 @@ from enclave.audit.record import GENESIS_HASH, AuditRecord
 from enclave.audit.signing import SignedHead, verify_head
 from enclave.ledger.budget import exact_sum
 from enclave.store.base import AuditFilter, Store
+from enclave.store.chain_rows import SegmentJoiner, row_line, verify_segment
 from enclave.store.codec import SummaryRow
 
 EXPORT_FIELDS: tuple[str, ...] = (
@@ -47,6 +48,7 @@ MEDIA_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
 INJECTION_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r", "\n")
 PROGRESS_EVERY = 100_000
 CHUNK_BYTES = 64 * 1024
+ROWS_PER_FETCH = 2000
 Progress = Callable[[int], None]
 Signer = Callable[[int, str], SignedHead]
 
@@ -110,7 +112,15 @@ async def records_upto(
 async def verify_store(
     store: Store, upto: int | None = None, progress: Progress | None = None, watch: int = -1
 ) -> tuple[VerifyResult, str | None]:
-    """Verify the store's chain; also return the hash of record ``watch`` (if reached)."""
+    """Verify the store's chain; also return the hash of record ``watch`` (if reached).
+
+    Uses the adapter's ``audit_verify`` when it has one (both shipped adapters do: raw rows,
+    and worker processes for long SQLite chains; the verdict is the same), else ``ChainVerifier``
+    over ``audit_iter``."""
+    native = getattr(store, "audit_verify", None)
+    if native is not None:
+        found: tuple[VerifyResult, str | None] = await native(upto, progress, watch, PROGRESS_EVERY)
+        return found
     checker = ChainVerifier()
     watched = GENESIS_HASH if watch == 0 else None
     async for record in records_upto(store, upto):
@@ -126,7 +136,15 @@ async def verify_store(
 async def stream_jsonl(
     store: Store, upto: int | None, sign: Signer, progress: Progress | None = None
 ) -> AsyncIterator[bytes]:
-    """The JSONL export in chunks, ending with the signed trailer."""
+    """The JSONL export in chunks, ending with the signed trailer.
+
+    With an adapter that lends raw rows (``audit_rows``; both shipped adapters do), lines are
+    built and verified straight from the rows (``store.chain_rows``: the same bytes and the
+    same verdict as the record path below, at about three times the speed)."""
+    if getattr(store, "audit_rows", None) is not None:
+        async for chunk in _stream_rows(store, upto, sign, progress):
+            yield chunk
+        return
     checker = ChainVerifier()
     parts: list[str] = []
     size = 0
@@ -144,6 +162,22 @@ async def stream_jsonl(
     head = sign(result.count, result.head) if result.valid else None
     parts.append(trailer_line(head, result))
     yield "".join(parts).encode("ascii")
+
+
+async def _stream_rows(
+    store: Any, upto: int | None, sign: Signer, progress: Progress | None
+) -> AsyncIterator[bytes]:
+    n = (await store.audit_head())[0]
+    n = n if upto is None else max(0, min(n, upto))
+    joiner = SegmentJoiner(progress=progress, every=PROGRESS_EVERY)
+    for start in range(1, n + 1, ROWS_PER_FETCH):
+        end = min(start + ROWS_PER_FETCH - 1, n)
+        rows = await store.audit_rows(start, end)
+        joiner.add(verify_segment(rows, start, end))  # after a break: lines only
+        yield "".join(map(row_line, rows)).encode("ascii")
+    result, _ = joiner.result()
+    head = sign(result.count, result.head) if result.valid else None
+    yield trailer_line(head, result).encode("ascii")
 
 
 async def stream_csv(store: Store, upto: int | None) -> AsyncIterator[bytes]:
@@ -212,7 +246,7 @@ def verify_export(
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw, parse_constant=_refuse_constant)
+            obj = _parse(raw)
         except ValueError:
             problems.append(f"line {number} is not valid JSON")
             break
@@ -263,6 +297,19 @@ def _trailer_problems(
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def _parse(raw: str | bytes) -> Any:
+    """``json.loads(raw, parse_constant=_refuse_constant)`` with one shared decoder (making a
+    decoder per line cost a quarter of the offline verification)."""
+    if isinstance(raw, bytes | bytearray):
+        raw = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    elif raw.startswith("\ufeff"):
+        raise ValueError("a byte order mark in a text line")  # as json.loads refuses it
+    return _DECODER.decode(raw)
 
 
 # --- summary -------------------------------------------------------------------------------

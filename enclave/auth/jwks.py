@@ -22,6 +22,8 @@ Decisions (and why):
   supports and, when the JWK names an ``alg``, exactly that one. Keys marked for another
   ``use`` or ``key_ops``, symmetric (``oct``) keys and JWKs carrying private members are
   ignored at load time: an HS* token can never be checked against a public key.
+- **Verified tokens are cached here too** (``tokens``, an ``auth.token_cache.TokenCache``):
+  the cache belongs to the key set it trusts, so every successful reload clears it.
 - **Failures are InvalidToken.** A JWKS that cannot be read or parsed is logged (without
   traceback noise for the caller) and the request gets ``InvalidToken`` saying the keys are
   unavailable.
@@ -42,6 +44,7 @@ import aiohttp
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
+from enclave.auth.token_cache import TokenCache
 from enclave.config import AuthConfig
 from enclave.errors import InvalidToken
 
@@ -116,7 +119,8 @@ class JwksCache:
 
     ``session`` is borrowed (the app's session; never closed here); ``session_factory``
     makes a session this cache owns and closes. With neither, a default session is made on
-    first fetch. ``clock`` is a monotonic clock, injectable for tests.
+    first fetch. ``clock`` is a monotonic clock, injectable for tests. ``tokens`` is the
+    verified-token cache ``verify_token`` consults (a default ``TokenCache`` when omitted).
     """
 
     def __init__(
@@ -127,6 +131,7 @@ class JwksCache:
         session_factory: Callable[[], aiohttp.ClientSession] | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_age_s: float = DEFAULT_MAX_AGE_S,
+        tokens: TokenCache | None = None,
     ) -> None:
         if (auth.jwks_file is None) == (auth.jwks_url is None):
             raise ValueError("exactly one of jwks_file / jwks_url is required")
@@ -142,6 +147,7 @@ class JwksCache:
         self._lock = asyncio.Lock()
         self._parsed: dict[tuple[str, int, str], PyJWK] = {}
         self.fetches = 0  # load attempts so far (for metrics and tests)
+        self.tokens = tokens if tokens is not None else TokenCache()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -234,6 +240,7 @@ class JwksCache:
             log.warning("JWKS holds no usable signature keys; every token will be refused")
         self._keys = keys  # a well-formed set is authoritative, so removed keys stop working
         self._parsed.clear()
+        self.tokens.clear()  # cached verifications vouch only for the keys they were made with
         self._loaded_at = self._clock()
 
     async def _read(self) -> bytes:

@@ -22,6 +22,12 @@ Claims: ``iss``, ``aud``, ``sub`` and ``exp`` are required; ``iss`` must equal
 ``auth.audience``; ``exp``/``nbf``/``iat`` are checked with ``auth.leeway_s``; ``sub`` must be
 a non-empty string; ``jti``, when present, a non-empty string. Every failure is an
 ``InvalidToken`` whose detail is a short fixed reason, never token text.
+
+A token that passed all of this is remembered for at most 60 seconds (never past ``exp``, and
+only while the key that verified it is still the JWKS's key for its ``kid``) in
+``jwks.tokens``, so a client's repeated requests skip the signature check; ``exp``/``nbf`` are
+still checked on every use, and revocation is checked by the caller on every request. See
+``auth/token_cache.py`` for why that is safe.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from jwt import exceptions as jwt_errors
 from jwt.types import Options
 
 from enclave.auth.jwks import JwksCache
+from enclave.auth.token_cache import token_digest
 from enclave.config import AuthConfig
 from enclave.errors import InvalidToken
 
@@ -108,9 +115,19 @@ def check_header(header: dict[str, Any], auth: AuthConfig) -> tuple[str, str]:
 
 
 async def verify_token(token: str, jwks: JwksCache, auth: AuthConfig) -> dict[str, Any]:
-    """Verify ``token`` against the JWKS and ``auth``; return its claims or raise."""
+    """Verify ``token`` against the JWKS and ``auth``; return its claims or raise.
+
+    A token verified within the last 60 s (``jwks.tokens``) is answered from the cache after
+    its key and its ``exp``/``nbf`` are re-checked; the caller still checks revocation.
+    """
     if not token or len(token) > MAX_TOKEN_BYTES:
         raise InvalidToken("malformed token")
+    digest = token_digest(token)
+    cached = jwks.tokens.lookup(digest, auth)
+    if cached is not None:
+        if await jwks.get_key(cached.kid, cached.alg) is cached.key:
+            return dict(cached.claims)
+        jwks.tokens.discard(digest)  # the key set changed since: verify in full
     kid, alg = check_header(unverified_header(token), auth)
     key = await jwks.get_key(kid, alg)
     options: Options = {
@@ -138,6 +155,7 @@ async def verify_token(token: str, jwks: JwksCache, auth: AuthConfig) -> dict[st
     except jwt_errors.PyJWTError as exc:
         raise InvalidToken(_reason(exc)) from None
     _check_claims(claims, auth)
+    jwks.tokens.store(digest, claims, kid=kid, alg=alg, key=key, auth=auth)
     return claims
 
 

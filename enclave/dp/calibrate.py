@@ -5,15 +5,32 @@ whose scale search costs seconds per query). A scale is calibrated so that OpenD
 map, evaluated at the declared sensitivity, never exceeds the epsilon share it must fit: build
 at a reference scale, take the ratio (every map used here is ``d_in / scale`` times a
 constant), rebuild, and nudge the scale up while float rounding makes the map exceed the share.
+
+Caching (the hot path; every input here is public: bounds, ``k``, epsilon shares, never data):
+
+- A ``Builder`` is a frozen value (mechanism kind and its public parameters), so it can key a
+  cache. The map at the reference scale is kept per ``(builder, d_in)``: a calibration is then
+  one build and one map, and the map of the measurement actually returned is always evaluated
+  (the answer never rests on a cached ratio alone).
+- Whole calibrations are kept per ``(builder, d_in, target)``: repeats of an epsilon share (the
+  tier's default epsilon, say) cost no OpenDP call at all. A measurement can be shared: OpenDP
+  samples noise when it is *invoked*, so one measurement serves any number of releases, each
+  with fresh noise (``tests/unit/test_mechanisms.py`` checks this).
+- Caches are bounded LRUs (``functools.lru_cache``, thread-safe); ``d_in`` is keyed with its
+  type, so ``5`` and ``5.0`` never share an entry.
+
+``calibrate`` still accepts any callable ``scale -> measurement``; only ``Builder`` values are
+cached.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
-from decimal import Decimal
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, Context, Decimal, localcontext
+from typing import Any, Literal
 
 import opendp.prelude as dp
 
@@ -25,8 +42,16 @@ _enabled = False
 # integer range: 512 keeps the output resolution at (U - L) / 511, well under the noise of
 # the exponential mechanism for typical epsilons, at ~0.5 ms per group to score.
 QUANTILE_CANDIDATES = 512
+REFERENCE_SCALE = 1.0
+CALIBRATION_CACHE_SIZE = 1024  # entries; each holds one OpenDP measurement (a few hundred bytes)
+
+#: Sums and products of floats' exact values (the default context keeps 28 digits and rounds
+#: half-even, which can round a sum *down* so that it "fits"): 2000 digits hold any few doubles
+#: exactly, and should one ever need rounding it rounds up, toward refusing.
+UPWARD = Context(prec=2000, rounding=ROUND_CEILING)
 
 Build = Callable[[float], Any]
+Kind = Literal["count", "float", "quantile", "threshold"]
 
 
 def enable_dp() -> None:
@@ -35,6 +60,76 @@ def enable_dp() -> None:
     if not _enabled:
         dp.enable_features("contrib")
         _enabled = True
+
+
+@dataclass(frozen=True)
+class Builder:
+    """A measurement family with its public parameters; ``builder(scale)`` builds one.
+
+    Hashable, so calibrations can be cached per builder. ``space`` names what decides the
+    input domain, metric and output measure (not the candidates, alpha or threshold).
+    """
+
+    kind: Kind
+    int_type: str = "i64"
+    candidates: tuple[float, ...] = ()
+    alpha: float = 0.0
+    threshold: int = 0
+
+    @property
+    def space(self) -> tuple[str, str]:
+        return (self.kind, self.int_type if self.kind == "count" else "")
+
+    def __call__(self, scale: float) -> Any:
+        enable_dp()
+        if self.kind == "count":  # vector discrete Laplace over integer counts (l1)
+            return dp.m.make_laplace(
+                dp.vector_domain(dp.atom_domain(T=self.int_type)),
+                dp.l1_distance(T=self.int_type),
+                scale=scale,
+            )
+        if self.kind == "float":  # vector Laplace over float sums (exact, 2^-1074 grid)
+            return dp.m.make_laplace(
+                dp.vector_domain(dp.atom_domain(T=float, nan=False)),
+                dp.l1_distance(T=float),
+                scale=scale,
+            )
+        if self.kind == "quantile":  # exponential-mechanism scoring over one group's values
+            return dp.m.make_private_quantile(
+                dp.vector_domain(dp.atom_domain(T=float, nan=False)),
+                dp.symmetric_distance(),
+                dp.max_divergence(),
+                candidates=list(self.candidates),
+                alpha=self.alpha,
+                scale=scale,
+            )
+        # partition selection over a map of string keys to i64 counts
+        return dp.m.make_laplace_threshold(
+            dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T="i64")),
+            dp.l01inf_distance(dp.absolute_distance(T="i64")),
+            scale=scale,
+            threshold=self.threshold,
+        )
+
+
+def count_builder(int_type: str = "i64") -> Builder:
+    """Vector discrete Laplace over integer counts (l1 distance): integer outputs."""
+    return Builder("count", int_type=int_type)
+
+
+def float_builder() -> Builder:
+    """Vector Laplace over float sums (OpenDP samples it exactly on a 2^-1074 grid)."""
+    return Builder("float")
+
+
+def quantile_builder(candidates: Sequence[float], alpha: float) -> Builder:
+    """OpenDP's private quantile (exponential-mechanism scoring) over one group's values."""
+    return Builder("quantile", candidates=tuple(float(c) for c in candidates), alpha=float(alpha))
+
+
+def threshold_builder(threshold: int) -> Builder:
+    """Laplace threshold (partition selection) over a map of string keys to i64 counts."""
+    return Builder("threshold", threshold=int(threshold))
 
 
 def epsilon_of(distance: Any) -> float:
@@ -48,12 +143,39 @@ def calibrate(build: Build, d_in: Any, target: float) -> tuple[Any, float, float
     """Return ``(measurement, scale, epsilon)`` with ``measurement.map(d_in) <= target``."""
     if not target > 0 or not math.isfinite(target):
         raise EnclaveError("epsilon share must be positive and finite")
-    reference = 1.0
-    eps_ref = epsilon_of(build(reference).map(d_in))
+    if isinstance(build, Builder):
+        return _calibrated(build, _typed(d_in), target)
+    return _calibrate(build, d_in, epsilon_of(build(REFERENCE_SCALE).map(d_in)), target)
+
+
+def _typed(d_in: Any) -> tuple[Any, ...]:
+    """``d_in`` with the type of every part, as a cache key (``5`` and ``5.0`` differ)."""
+    parts = d_in if isinstance(d_in, tuple) else (d_in,)
+    return (isinstance(d_in, tuple), *((type(p).__name__, p) for p in parts))
+
+
+def _untyped(key: tuple[Any, ...]) -> Any:
+    parts = tuple(p for _, p in key[1:])
+    return parts if key[0] else parts[0]
+
+
+@functools.lru_cache(maxsize=CALIBRATION_CACHE_SIZE)
+def _calibrated(build: Builder, d_key: tuple[Any, ...], target: float) -> tuple[Any, float, float]:
+    return _calibrate(build, _untyped(d_key), _reference_epsilon(build, d_key), target)
+
+
+@functools.lru_cache(maxsize=CALIBRATION_CACHE_SIZE)
+def _reference_epsilon(build: Builder, d_key: tuple[Any, ...]) -> float:
+    return epsilon_of(build(REFERENCE_SCALE).map(_untyped(d_key)))
+
+
+def _calibrate(build: Build, d_in: Any, eps_ref: float, target: float) -> tuple[Any, float, float]:
     if eps_ref == 0.0:  # zero sensitivity (bounds [0, 0]): any scale is free
-        meas = build(reference)
-        return meas, reference, 0.0
-    scale = reference * eps_ref / target
+        meas = build(REFERENCE_SCALE)
+        return meas, REFERENCE_SCALE, 0.0
+    # one ulp up: the map (``d_in / scale``, rounded up by OpenDP) then fits on the first
+    # build in practice, instead of half the time; the noise grows by 2^-52 relative
+    scale = math.nextafter(REFERENCE_SCALE * eps_ref / target, math.inf)
     for attempt in range(200):
         meas = build(scale)
         eps = epsilon_of(meas.map(d_in))
@@ -61,6 +183,27 @@ def calibrate(build: Build, d_in: Any, target: float) -> tuple[Any, float, float
             return meas, scale, eps
         scale = math.nextafter(scale, math.inf) * (1.0 + 2.0 ** min(-52 + attempt, -4))
     raise EnclaveError("could not calibrate a noise scale")  # pragma: no cover
+
+
+def space_of(build: Builder) -> str:
+    """OpenDP's own text of the input domain, metric and output measure of ``build``.
+
+    Cached per ``Builder.space``: the candidates, alpha and threshold do not change them.
+    """
+    return _space_text(build.space)
+
+
+@functools.lru_cache(maxsize=64)
+def _space_text(space: tuple[str, str]) -> str:
+    kind, int_type = space
+    example = {
+        "count": Builder("count", int_type=int_type),
+        "float": Builder("float"),
+        "quantile": Builder("quantile", candidates=(0.0, 1.0), alpha=0.5),
+        "threshold": Builder("threshold", threshold=1),
+    }[kind]
+    meas = example(REFERENCE_SCALE)
+    return f"{meas.input_domain}|{meas.input_metric}|{meas.output_measure}"
 
 
 def largest_float_at_most(value: Decimal) -> float:
@@ -74,66 +217,22 @@ def largest_float_at_most(value: Decimal) -> float:
 def even_share(budget: Decimal, parts: int) -> float:
     """A float share with ``parts * share <= budget`` exactly (checked in Decimal)."""
     share = largest_float_at_most(budget / parts)
-    while Decimal(share) * parts > budget:
-        share = math.nextafter(share, 0.0)
+    with localcontext(UPWARD):
+        while Decimal(share) * parts > budget:
+            share = math.nextafter(share, 0.0)
     return share
 
 
-def count_builder(int_type: str = "i64") -> Build:
-    """Vector discrete Laplace over integer counts (l1 distance): integer outputs."""
-
-    def build(scale: float) -> Any:
-        return dp.m.make_laplace(
-            dp.vector_domain(dp.atom_domain(T=int_type)), dp.l1_distance(T=int_type), scale=scale
-        )
-
-    return build
+def decimal_sum(values: Iterable[float]) -> Decimal:
+    """The exact sum of floats' exact values (rounded up, were it ever inexact)."""
+    total = Decimal(0)
+    with localcontext(UPWARD):
+        for value in values:
+            total += Decimal(value)
+    return total
 
 
-def float_builder() -> Build:
-    """Vector Laplace over float sums (OpenDP samples it exactly on a 2^-1074 grid)."""
-
-    def build(scale: float) -> Any:
-        return dp.m.make_laplace(
-            dp.vector_domain(dp.atom_domain(T=float, nan=False)),
-            dp.l1_distance(T=float),
-            scale=scale,
-        )
-
-    return build
-
-
-def quantile_builder(candidates: Sequence[float], alpha: float) -> Build:
-    """OpenDP's private quantile (exponential-mechanism scoring) over one group's values."""
-    cands = list(candidates)
-
-    def build(scale: float) -> Any:
-        return dp.m.make_private_quantile(
-            dp.vector_domain(dp.atom_domain(T=float, nan=False)),
-            dp.symmetric_distance(),
-            dp.max_divergence(),
-            candidates=cands,
-            alpha=alpha,
-            scale=scale,
-        )
-
-    return build
-
-
-def threshold_builder(threshold: int) -> Build:
-    """Laplace threshold (partition selection) over a map of string keys to i64 counts."""
-
-    def build(scale: float) -> Any:
-        return dp.m.make_laplace_threshold(
-            dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T="i64")),
-            dp.l01inf_distance(dp.absolute_distance(T="i64")),
-            scale=scale,
-            threshold=threshold,
-        )
-
-    return build
-
-
+@functools.lru_cache(maxsize=256)
 def quantile_candidates(low: float, high: float, integer: bool) -> tuple[float, ...]:
     """Strictly increasing candidates spanning ``[low, high]``.
 

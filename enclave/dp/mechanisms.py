@@ -17,7 +17,8 @@ MEDIAN / QUANTILE_CONT      clamped values     symmetric distance ``k`` per grou
 The query's epsilon is split evenly over its aggregates (plus one hidden count or the
 partition selection, below). Each scale is calibrated so that OpenDP's map at the sensitivity
 is at most the share; the composition is then checked against the charged epsilon, in exact
-Decimal arithmetic over OpenDP's float answers. The charged cost is exactly the Decimal epsilon.
+Decimal arithmetic over OpenDP's float answers (``calibrate.UPWARD``: exact, never rounded
+down). The charged cost is exactly the Decimal epsilon.
 
 Quantile: OpenDP's map for ``make_private_quantile`` is linear in ``d_in`` (``map(d) = d *
 map(1)``, asserted in ``tests/unit/test_mechanisms.py``), so a unit whose ``<= k`` rows fall in
@@ -35,6 +36,15 @@ threshold mechanism over the per-group row count ``_n`` (one more share of epsil
 queries per budget); the threshold is the smallest integer at which OpenDP's map reports a
 delta within it. ``min(k, G)`` then uses ``G = tier.group_by_max_groups`` (the released cap).
 
+Caching: pricing reads public parameters only (the plan, the spec, the tier, epsilon, the
+declared group count), so a ``PricedPlan`` is kept in a bounded LRU keyed by
+``(plan.normalized(), repr(spec), repr(tier), str(epsilon), n_groups)`` (``repr``: every field,
+exactly as written, so a changed bound or tier field is a new key) and shared by every caller,
+whatever their licence: it holds no data and no caller's state. Its OpenDP measurements sample
+fresh noise each time they are invoked, and its ``accuracy`` is read-only. ``check_plan``
+(every refusal pricing can raise) runs on each call, so a cached price never skips a refusal;
+calibrations are cached in ``calibrate``. The composition check runs on each new price.
+
 Known limit: a float SUM's input is the exact DECIMAL sum rounded to a float, so two
 neighbouring inputs can differ by the sensitivity plus one rounding step per group (relative
 2^-53 of the sum); OpenDP's Laplace sampling itself is exact. Integer columns avoid this: their
@@ -43,10 +53,13 @@ sums use the i64 (discrete Laplace) mechanism.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, Literal
 
 import opendp.prelude as dp
@@ -57,12 +70,13 @@ from enclave.errors import BadRequest, EnclaveError, TierRefused, UnsupportedQue
 from enclave.models import ColumnSpec, DatasetSpec, Tier
 from enclave.query.plan import Aggregate, Plan
 
-__all__ = ["PricedAggregate", "PricedPlan", "enable_dp", "price_plan"]
+__all__ = ["PricedAggregate", "PricedPlan", "check_plan", "enable_dp", "price_plan"]
 
 Part = Literal["value", "avg_sum", "avg_count", "hidden_count", "partition"]
 HIDDEN_ALIAS = "_n"  # the hidden suppression count and the partition selection read `_n`
 DELTA_SHARE_OF_BUDGET = Decimal(10)
 SHARE_RETRIES = 6  # shrink steps of the share when OpenDP's upward rounding overshoots
+PRICE_CACHE_SIZE = 256  # whole PricedPlans kept (LRU)
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,7 @@ class PricedAggregate:
     integer: bool = True  # integer (discrete Laplace) input and output
     delta: float = 0.0
     threshold: int | None = None  # partition selection only
+    space: str = field(default="", compare=False, repr=False)  # domain|metric|measure
 
     def map_d_in(self) -> Any:
         """The argument OpenDP's privacy map takes for this measurement."""
@@ -95,7 +110,7 @@ class PricedPlan:
     epsilon: Decimal  # charged, exactly the query's epsilon
     delta: Decimal  # charged: 0, or tier.budget_delta / 10 with partition selection
     aggregates: tuple[PricedAggregate, ...]
-    accuracy: dict[str, dict[str, float | None]]
+    accuracy: Mapping[str, Mapping[str, float | None]]  # read-only: a PricedPlan is shared
     opendp_epsilon: float  # composition of OpenDP maps (<= epsilon, checked exactly)
     opendp_delta: float
     share: float  # epsilon share per aggregate
@@ -106,11 +121,10 @@ class PricedPlan:
     plan_key: str = ""  # ``plan.normalized()``: release() refuses a plan priced differently
 
 
-def price_plan(
+def check_plan(
     plan: Plan, spec: DatasetSpec, tier: Tier, epsilon: Decimal, n_groups: int | None
-) -> PricedPlan:
-    """Build and cost every measurement of ``plan``; touches no data."""
-    enable_dp()
+) -> None:
+    """Raise every refusal ``price_plan`` can raise for these inputs; builds nothing."""
     if not epsilon.is_finite() or epsilon <= 0:
         raise BadRequest("epsilon must be a positive number")
     aggs = plan.aggregates
@@ -118,11 +132,53 @@ def price_plan(
         raise UnsupportedQuery("a query needs at least one aggregate")
     if len(set(plan.output_columns)) != len(plan.output_columns):
         raise UnsupportedQuery("output column names must be unique")
+    if plan.group_by and n_groups is None:
+        if not tier.allow_undeclared_keys:
+            raise TierRefused("this tier does not allow grouping by undeclared keys")
+        if tier.budget_delta / DELTA_SHARE_OF_BUDGET <= 0:
+            raise TierRefused("grouping by undeclared keys needs a delta budget")
+    for agg in aggs:
+        if agg.kind in ("count", "count_distinct_units"):
+            continue
+        _numeric_column(spec, agg)
+        if agg.kind == "quantile" and not 0.0 < (0.5 if agg.q is None else float(agg.q)) < 1.0:
+            raise UnsupportedQuery("a quantile level must lie strictly between 0 and 1")
+
+
+def price_plan(
+    plan: Plan, spec: DatasetSpec, tier: Tier, epsilon: Decimal, n_groups: int | None
+) -> PricedPlan:
+    """Build and cost every measurement of ``plan``; touches no data. Cached (see above)."""
+    enable_dp()
+    check_plan(plan, spec, tier, epsilon, n_groups)
+    key = (plan.normalized(), repr(spec), repr(tier), str(epsilon), n_groups)
+    return _priced(_Request(key, plan, spec, tier, epsilon, n_groups))
+
+
+@dataclass(frozen=True)
+class _Request:
+    """Arguments of one pricing; only ``key`` is hashed and compared (the LRU's key)."""
+
+    key: tuple[str, str, str, str, int | None]
+    plan: Plan = field(compare=False)
+    spec: DatasetSpec = field(compare=False)
+    tier: Tier = field(compare=False)
+    epsilon: Decimal = field(compare=False)
+    n_groups: int | None = field(compare=False)
+
+
+@functools.lru_cache(maxsize=PRICE_CACHE_SIZE)
+def _priced(req: _Request) -> PricedPlan:
+    return _price(req.plan, req.spec, req.tier, req.epsilon, req.n_groups)
+
+
+def _price(
+    plan: Plan, spec: DatasetSpec, tier: Tier, epsilon: Decimal, n_groups: int | None
+) -> PricedPlan:
+    aggs = plan.aggregates
     k = spec.max_rows_per_unit
     grouped = bool(plan.group_by)
     undeclared = grouped and n_groups is None
-    if undeclared and not tier.allow_undeclared_keys:
-        raise TierRefused("this tier does not allow grouping by undeclared keys")
     groups = (tier.group_by_max_groups if undeclared else (n_groups or 1)) if grouped else 1
 
     has_count = any(a.kind == "count" for a in aggs)
@@ -130,12 +186,7 @@ def price_plan(
     hidden = tier.min_noisy_count > 0 and not (has_count or has_avg) and not undeclared
     parts = len(aggs) + (1 if hidden or undeclared else 0)
     share = cal.even_share(epsilon, parts)
-
-    delta = Decimal(0)
-    if undeclared:
-        delta = tier.budget_delta / DELTA_SHARE_OF_BUDGET
-        if delta <= 0:
-            raise TierRefused("grouping by undeclared keys needs a delta budget")
+    delta = tier.budget_delta / DELTA_SHARE_OF_BUDGET if undeclared else Decimal(0)
     # OpenDP rounds sums of privacy losses upward, so a composition of parts that each fit
     # their share exactly can exceed the total by a few ulps: shrink the share until it fits.
     # (The noise is then a hair larger than needed; the charge stays exactly ``epsilon``.)
@@ -147,7 +198,7 @@ def price_plan(
         share *= 1.0 - 2.0 ** (-44 + 4 * attempt)
     else:
         raise EnclaveError("privacy accounting failed")  # pragma: no cover - guarded above
-    accuracy: dict[str, dict[str, float | None]] = {a.alias: {"ci95": None} for a in aggs}
+    accuracy: dict[str, Mapping[str, float | None]] = {a.alias: {"ci95": None} for a in aggs}
     for p in priced:
         if p.part == "value":
             accuracy[p.alias] = {"ci95": p.ci95}
@@ -155,7 +206,7 @@ def price_plan(
         epsilon=epsilon,
         delta=delta,
         aggregates=tuple(priced),
-        accuracy=accuracy,
+        accuracy=MappingProxyType({a: MappingProxyType(dict(v)) for a, v in accuracy.items()}),
         opendp_epsilon=float(total_eps),
         opendp_delta=float(total_delta),
         share=share,
@@ -184,26 +235,29 @@ def _price_aggregate(
         count = _price_count(agg.alias, "avg", f"a{i}_count", k, half, "avg_count")
         return [total, count]
     if agg.kind == "quantile":
-        q = 0.5 if agg.q is None else float(agg.q)
-        if not 0.0 < q < 1.0:
-            raise UnsupportedQuery("a quantile level must lie strictly between 0 and 1")
+        q = 0.5 if agg.q is None else float(agg.q)  # in (0, 1): check_plan refused others
         integer = col.type == "int" and _integral(low) and _integral(high)
         cands = cal.quantile_candidates(float(low), float(high), integer)
-        meas, scale, eps = cal.calibrate(cal.quantile_builder(cands, q), k, share)
+        build = cal.quantile_builder(cands, q)
+        meas, scale, eps = cal.calibrate(build, k, share)
         return [
             PricedAggregate(
-                agg.alias, "quantile", k, scale, eps, None, meas, "value", f"a{i}_values", False
+                agg.alias, "quantile", k, scale, eps, None, meas, "value", f"a{i}_values", False,
+                space=cal.space_of(build),
             )
-        ]
+        ]  # fmt: skip
     raise UnsupportedQuery("unsupported aggregate")  # pragma: no cover - AggKind is closed
 
 
 def _price_count(
     alias: str, kind: str, stat: str, sensitivity: int, share: float, part: Part = "value"
 ) -> PricedAggregate:
-    meas, scale, eps = cal.calibrate(cal.count_builder(), sensitivity, share)
-    ci = dp.discrete_laplacian_scale_to_accuracy(scale, 0.05)
-    return PricedAggregate(alias, kind, sensitivity, scale, eps, ci, meas, part, stat, True)
+    build = cal.count_builder()
+    meas, scale, eps = cal.calibrate(build, sensitivity, share)
+    return PricedAggregate(
+        alias, kind, sensitivity, scale, eps, _ci95(scale, True), meas, part, stat, True,
+        space=cal.space_of(build),
+    )  # fmt: skip
 
 
 def _price_sum(
@@ -212,17 +266,16 @@ def _price_sum(
     assert col.bounds is not None  # noqa: S101 - _numeric_column checked it
     low, high = col.bounds
     integer = col.type == "int" and _integral(low) and _integral(high)
+    d_in: int | float
     if integer:
-        d_in: int | float = k * max(abs(int(low)), abs(int(high)))
-        meas, scale, eps = cal.calibrate(cal.count_builder(), d_in, share)
-        ci = dp.discrete_laplacian_scale_to_accuracy(scale, 0.05)
+        d_in, build = k * max(abs(int(low)), abs(int(high))), cal.count_builder()
     else:
-        d_in = float(k) * max(abs(float(low)), abs(float(high)))
-        meas, scale, eps = cal.calibrate(cal.float_builder(), d_in, share)
-        ci = dp.laplacian_scale_to_accuracy(scale, 0.05)
-    if kind == "avg":
-        ci = None
-    return PricedAggregate(alias, kind, d_in, scale, eps, ci, meas, part, stat, integer)
+        d_in, build = float(k) * max(abs(float(low)), abs(float(high))), cal.float_builder()
+    meas, scale, eps = cal.calibrate(build, d_in, share)
+    ci = None if kind == "avg" else _ci95(scale, integer)
+    return PricedAggregate(
+        alias, kind, d_in, scale, eps, ci, meas, part, stat, integer, space=cal.space_of(build)
+    )
 
 
 def _price_partition(k: int, share: float, delta: float) -> PricedAggregate:
@@ -230,13 +283,14 @@ def _price_partition(k: int, share: float, delta: float) -> PricedAggregate:
     reference = cal.threshold_builder(max(1, k))
     _, scale, _ = cal.calibrate(reference, d_in, share)
     threshold = cal.threshold_for_delta(scale, d_in, delta)
-    meas, scale, eps = cal.calibrate(cal.threshold_builder(threshold), d_in, share)
+    build = cal.threshold_builder(threshold)
+    meas, scale, eps = cal.calibrate(build, d_in, share)
     got_delta = float(meas.map(d_in)[1])
     if got_delta > delta:  # the rebuilt scale can only be larger, so this should not happen
         raise EnclaveError("partition selection exceeds its delta")  # pragma: no cover
     return PricedAggregate(
         HIDDEN_ALIAS, "partition", k, scale, eps, None, meas, "partition", "_n", True,
-        got_delta, threshold,
+        got_delta, threshold, space=cal.space_of(build),
     )  # fmt: skip
 
 
@@ -263,30 +317,39 @@ def _price_parts(
 def _compose(priced: list[PricedAggregate]) -> tuple[Decimal, Decimal]:
     """Total (epsilon, delta) of the plan, as exact Decimals of OpenDP's float answers.
 
-    Measurements sharing input domain, metric, measure and ``d_in`` are composed with
-    ``dp.c.make_composition`` and that map is used; groups that cannot be composed (different
-    domains or sensitivities) are added, which is basic composition for pure DP.
+    Measurements sharing input domain, metric, measure (OpenDP's own text, ``p.space``) and
+    ``d_in`` are composed with ``dp.c.make_composition`` and that map is used; groups that
+    cannot be composed (different domains or sensitivities) are added, which is basic
+    composition for pure DP. A group of one is its own map at ``d_in``: the answer calibration
+    already took from OpenDP (``p.epsilon``, ``p.delta``), not asked for again.
     """
-    buckets: dict[tuple[str, str, str, str], list[PricedAggregate]] = defaultdict(list)
+    buckets: dict[tuple[str, str], list[PricedAggregate]] = defaultdict(list)
     for p in priced:
-        m = p.measurement
-        key = (str(m.input_domain), str(m.input_metric), str(m.output_measure), repr(p.map_d_in()))
-        buckets[key].append(p)
-    total_eps = Decimal(0)
-    total_delta = Decimal(0)
+        buckets[(p.space, repr(p.map_d_in()))].append(p)
+    epsilons: list[float] = []
+    deltas: list[float] = []
     for members in buckets.values():
         d_in = members[0].map_d_in()
         if len(members) == 1:
-            answer = members[0].measurement.map(d_in)
+            only = members[0]
+            answer = (only.epsilon, only.delta) if only.part == "partition" else only.epsilon
         else:
             composed: Any = dp.c.make_composition([p.measurement for p in members])
             answer = composed.map(d_in)
         if isinstance(answer, tuple):
-            total_eps += Decimal(float(answer[0]))
-            total_delta += Decimal(float(answer[1]))
+            epsilons.append(float(answer[0]))
+            deltas.append(float(answer[1]))
         else:
-            total_eps += Decimal(float(answer))
-    return total_eps, total_delta
+            epsilons.append(float(answer))
+    return cal.decimal_sum(epsilons), cal.decimal_sum(deltas)
+
+
+@functools.lru_cache(maxsize=1024)
+def _ci95(scale: float, integer: bool) -> float:
+    """Half-width of the 95% interval of the noise at ``scale`` (OpenDP's accuracy helpers)."""
+    if integer:
+        return float(dp.discrete_laplacian_scale_to_accuracy(scale, 0.05))
+    return float(dp.laplacian_scale_to_accuracy(scale, 0.05))
 
 
 def _suppression_source(priced: list[PricedAggregate]) -> int | None:

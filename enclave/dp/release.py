@@ -21,9 +21,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+
+import numpy as np
 
 from enclave.dp.accuracy import avg_ci95
 from enclave.dp.mechanisms import PricedAggregate, PricedPlan
@@ -138,14 +141,30 @@ def _select_groups(spec: DatasetSpec, priced: PricedPlan, exact: ExactGroups) ->
 def _measure(p: PricedAggregate, exact: ExactGroups, indices: list[int]) -> list[Any]:
     column = _stat(exact, p.stat)
     if p.kind == "quantile":
-        out: list[Any] = []
-        for i in indices:
-            vals = [float(v) for v in (column[i] or ()) if v is not None]
-            out.append(float(p.measurement(vals)))
-        return out
+        return [float(p.measurement(quantile_input(column[i]))) for i in indices]
     if p.integer:
         return [int(v) for v in p.measurement([int(column[i] or 0) for i in indices])]
     return [float(v) for v in p.measurement([float(column[i] or 0) for i in indices])]
+
+
+def quantile_input(values: Any) -> Any:
+    """The vector OpenDP's quantile reads: a ``{value: count}`` histogram expanded, or values.
+
+    ``query/compile.py`` sends a histogram of clamped values (a value between two candidates
+    replaced by a representative of its gap, which leaves every score as it was). It is
+    expanded with ``numpy.repeat`` into a float64 array, which OpenDP takes without converting
+    element by element (a Python list costs ~0.5 us per value in OpenDP's conversion: 5 s for
+    10M values, against ~0.5 s for the array).
+    """
+    if not values:
+        return np.empty(0, dtype=np.float64)
+    if isinstance(values, Mapping):
+        keys = sorted(k for k in values if k is not None)
+        counts = np.fromiter((int(values[k]) for k in keys), dtype=np.int64, count=len(keys))
+        if (counts < 0).any():
+            raise EnclaveError("a histogram count is negative")
+        return np.repeat(np.asarray(keys, dtype=np.float64), counts)
+    return np.asarray([float(v) for v in values if v is not None], dtype=np.float64)
 
 
 def _avg_interval(

@@ -22,6 +22,16 @@ Decisions (measured on 2 cores, DuckDB 2.0; see the engine report for numbers):
   twice as fast (10M rows: 4.2 s vs 7.8 s).
 - Rows whose privacy unit is NULL are dropped: their contributor is unknown, so no bound on
   a person's contribution could hold if they were kept.
+- *Clamped columns*: every int/float column with bounds also gets ``<name>#clamped`` (see
+  ``clamped_name``), its value clamped to the declared bounds, NULL kept NULL, stored exactly:
+  ``BIGINT`` for int columns, ``DECIMAL(18,6)`` for float columns whose bounds lie within
+  ±1e11 (an int64 underneath: summing it is as fast as a raw ``SUM``), else ``DECIMAL(38,6)``.
+  Queries then sum a stored column instead of clamping and casting every row (10M rows:
+  ~90 ms instead of ~270 ms). ``WHERE`` still filters on the raw column, so the contract's order
+  (truncate, filter, clamp) is kept: clamping is a per-row function, so clamping before or
+  after the filter gives the same rows. The bounds are in the fingerprint, and
+  ``_FORMAT`` names this schema, so a file from an older layout is never reused. The ``#``
+  cannot occur in a declared column name (``[A-Za-z_][A-Za-z0-9_]*``), so no name collides.
 
 The secret seed is 32 bytes from ``secrets`` in ``<state_dir>/truncation.key`` (mode 0600),
 created once (atomically: written aside, then hard-linked into place) and reused. Only its
@@ -35,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -54,6 +65,9 @@ KEY_FILE = "truncation.key"
 BOUNDED_DIR = "bounded"
 _KEY_BYTES = 32
 _ALGORITHM = "bound-v1:md5-content"  # bump when the ranking changes: old files are not reused
+_FORMAT = "bounded-v2:clamped-columns"  # bump when the bounded table's columns change
+CLAMPED_SUFFIX = "#clamped"
+DECIMAL18_MAX_BOUND = 1e11  # larger float bounds are stored as DECIMAL(38,6)
 _SQL_TYPES = {
     "int": "BIGINT",
     "float": "DOUBLE",
@@ -115,6 +129,7 @@ def bounded_target(spec: DatasetSpec, state_dir: Path, key: bytes) -> BoundTarge
         raise SourceUnavailable("dataset source is not readable") from None
     material = {
         "algorithm": _ALGORITHM,
+        "format": _FORMAT,
         "name": spec.name,
         "version": spec.version,
         "source": str(spec.source_path),
@@ -123,7 +138,7 @@ def bounded_target(spec: DatasetSpec, state_dir: Path, key: bytes) -> BoundTarge
         "mtime_ns": st.st_mtime_ns,
         "unit": spec.privacy_unit,
         "k": spec.max_rows_per_unit,
-        "columns": [[c.name, c.type] for c in _columns(spec)],
+        "columns": [[c.name, c.type, _bounds_text(c)] for c in _columns(spec)],
         "seed": seed_id(key),
     }
     digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
@@ -181,6 +196,71 @@ def bound_dataset(
     return target
 
 
+def clamped_name(column: str) -> str:
+    """The bounded table's column holding ``column`` clamped to its declared bounds."""
+    return column + CLAMPED_SUFFIX
+
+
+def clamped_type(col: ColumnSpec) -> str:
+    """The SQL type of ``col``'s clamped column (module docstring, "Clamped columns")."""
+    if col.type == "int":
+        return "BIGINT"
+    low, high = _numeric_bounds(col)
+    if max(abs(float(low)), abs(float(high))) <= DECIMAL18_MAX_BOUND:
+        return "DECIMAL(18,6)"
+    return "DECIMAL(38,6)"
+
+
+def clamp_sql(col: ColumnSpec, source: str | None = None) -> str:
+    """``source`` (default: the column) clamped to ``col``'s bounds, NULL kept NULL.
+
+    DuckDB's ``LEAST``/``GREATEST`` skip NULL arguments (``GREATEST(NULL, 0)`` is 0), hence the
+    CASE. Bounds are written as exact literals (declared metadata, never user text): a bound
+    parameter here would make DuckDB evaluate the expression without constant folding.
+    """
+    low, high = _numeric_bounds(col)
+    ident = source if source is not None else _ident(col.name)
+    lo, hi = number_sql(low, col.type), number_sql(high, col.type)
+    return f"CASE WHEN {ident} IS NULL THEN NULL ELSE LEAST(GREATEST({ident}, {lo}), {hi}) END"
+
+
+def clamped_columns_sql(spec: DatasetSpec, source: str = "") -> list[str]:
+    """``<clamped expr> AS "<name>#clamped"`` for every bounded int/float column of ``spec``.
+
+    ``source`` prefixes the raw column (e.g. ``"t."``). Used by bounding; tests use it to
+    build a table with the bounded layout.
+    """
+    out = []
+    for col in spec.columns:
+        if col.type in ("int", "float") and col.bounds is not None:
+            expr = clamp_sql(col, source + _ident(col.name))
+            out.append(f"CAST({expr} AS {clamped_type(col)}) AS {_ident(clamped_name(col.name))}")
+    return out
+
+
+def number_sql(value: int | float, kind: str) -> str:
+    """An exact SQL literal: an integer, or a DOUBLE parsed from its shortest repr."""
+    if kind == "int":
+        return str(int(value))
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("bounds must be finite")
+    return f"CAST('{number!r}' AS DOUBLE)"
+
+
+def _numeric_bounds(col: ColumnSpec) -> tuple[int | float, int | float]:
+    if col.type not in ("int", "float") or col.bounds is None:
+        raise ValueError(f"column {col.name} has no numeric bounds")
+    low, high = col.bounds
+    return low, high
+
+
+def _bounds_text(col: ColumnSpec) -> list[str] | None:
+    if col.bounds is None:
+        return None
+    return [repr(b) for b in col.bounds]
+
+
 def _columns(spec: DatasetSpec) -> list[ColumnSpec]:
     """Declared columns, plus the privacy unit if it was not declared (as an identifier)."""
     cols = list(spec.columns)
@@ -211,18 +291,21 @@ def _bounding_sql(spec: DatasetSpec, source: str) -> str:
     names = [_ident(c.name) for c in cols]
     rank_text = ", ".join(["getvariable('enclave_seed')", *names])
     k = int(spec.max_rows_per_unit)
+    clamped = "".join(", " + c for c in clamped_columns_sql(spec))
     return f"""
     WITH src AS (SELECT {select} FROM {source} WHERE {unit} IS NOT NULL),
     heavy AS (SELECT {unit} FROM src GROUP BY {unit} HAVING count(*) > {k})
-    SELECT * FROM src ANTI JOIN heavy USING ({unit})
-    UNION ALL
-    SELECT * EXCLUDE (enclave_rank) FROM (
-        SELECT *, row_number() OVER (
-            PARTITION BY {unit}
-            ORDER BY md5_number(concat_ws('|', {rank_text})), {", ".join(names)}
-        ) AS enclave_rank
-        FROM src SEMI JOIN heavy USING ({unit})
-    ) WHERE enclave_rank <= {k}
+    SELECT *{clamped} FROM (
+        SELECT * FROM src ANTI JOIN heavy USING ({unit})
+        UNION ALL
+        SELECT * EXCLUDE (enclave_rank) FROM (
+            SELECT *, row_number() OVER (
+                PARTITION BY {unit}
+                ORDER BY md5_number(concat_ws('|', {rank_text})), {", ".join(names)}
+            ) AS enclave_rank
+            FROM src SEMI JOIN heavy USING ({unit})
+        ) WHERE enclave_rank <= {k}
+    )
     """  # noqa: S608 - identifiers are quoted, k is an int, the seed is a variable
 
 

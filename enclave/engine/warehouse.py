@@ -104,7 +104,8 @@ class Warehouse:
         """Make ``spec``'s bounded table queryable; return the view name for compiled SQL.
 
         The name matches ``[a-z0-9_]+`` (safe unquoted). Bounding runs once per fingerprint
-        (dataset version, source file state, k, declared columns, seed); concurrent callers
+        (dataset version, source file state, k, declared columns and bounds, the
+        bounded table's format, seed); concurrent callers
         share that work, and a later call after a failure tries again.
         """
         key = self._require_key()

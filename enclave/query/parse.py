@@ -17,9 +17,17 @@ DuckDB does), others only exactly, so a Unicode look-alike (Cyrillic ``і``, the
 that ``str.lower()`` folds to ``k``) is an unknown column rather than a match. The plan holds
 the declared names. Refusal messages may quote identifiers and function names, never literal
 values or sqlglot's own messages.
+
+Parsing is a pure function of the SQL text and the spec (both immutable values), so accepted
+plans are kept in a bounded LRU keyed by ``(sql, spec)``: the spec compares every field,
+version included, so an edited dataset never meets an old plan. ``Plan`` is frozen, so one
+object can be shared by every caller. Refusals are not cached (they are re-parsed; a refused
+query costs what it did before).
 """
 
 from __future__ import annotations
+
+import functools
 
 import sqlglot
 from sqlglot import exp
@@ -47,6 +55,7 @@ from enclave.query.sqlcheck import (
 __all__ = ["MAX_DEPTH", "MAX_SQL_CHARS", "parse_query"]
 
 MAX_SQL_CHARS = 10_000
+PARSE_CACHE_SIZE = 1024  # plans kept; each key holds at most MAX_SQL_CHARS of text
 _DIALECT = DuckDB()
 _SELECT_CLAUSES = {  # labels for SELECT's arguments that name a clause
     "with_": "WITH (common table expression)",
@@ -70,6 +79,19 @@ def parse_query(sql: str, spec: DatasetSpec) -> Plan:
         refuse("the query must be a string")
     if len(sql) > MAX_SQL_CHARS:
         refuse(f"query longer than {MAX_SQL_CHARS} characters")
+    try:
+        hash(spec)
+    except TypeError:  # a spec holding a mutable value cannot key the cache
+        return _parse(sql, spec)
+    return _parse_cached(sql, spec)
+
+
+@functools.lru_cache(maxsize=PARSE_CACHE_SIZE)
+def _parse_cached(sql: str, spec: DatasetSpec) -> Plan:
+    return _parse(sql, spec)
+
+
+def _parse(sql: str, spec: DatasetSpec) -> Plan:
     try:
         tokens = _DIALECT.tokenize(sql)
     except SqlglotError:

@@ -150,8 +150,11 @@ class CompiledQuery:
 
     - ``a{i}_count``: COUNT(*); for AVG, COUNT(col) (the non-null values)
     - ``a{i}_units``: COUNT(DISTINCT unit)
-    - ``a{i}_sum``: sum of clamped values, exact (HUGEINT or DECIMAL)
-    - ``a{i}_values``: LIST of clamped values, for quantiles
+    - ``a{i}_sum``: sum of clamped values, exact (HUGEINT or DECIMAL), read from the bounded
+      table's stored ``<col>#clamped`` column
+    - ``a{i}_values``: for quantiles, a histogram ``{value: count}`` of the clamped non-NULL
+      values, a value strictly between two quantile candidates replaced by one representative
+      of that gap (every candidate's score is unchanged; see ``query/compile.py``)
     - ``_n``: COUNT(*) per group, always present; used only inside DP mechanisms (e.g.
       partition selection)
     """

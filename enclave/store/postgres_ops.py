@@ -154,6 +154,13 @@ async def audit_events(
     return [codec.record_from_row(r) for r in await conn.fetch(sql, *args)]
 
 
+async def audit_range(conn: Conn, start: int, end: int) -> list[Any]:
+    """Raw rows (``AUDIT_COLUMNS`` order) with seq in ``[start, end]``, for ``chain_rows``."""
+    sql = f"SELECT {AUDIT_COLUMNS} FROM audit WHERE seq >= $1 AND seq <= $2 ORDER BY seq"  # noqa: S608
+    rows: list[Any] = await conn.fetch(sql, start, end)
+    return rows
+
+
 async def audit_summary(
     conn: Conn, since: dt.datetime | None, until: dt.datetime | None
 ) -> list[codec.SummaryRow]:

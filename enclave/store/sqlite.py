@@ -28,13 +28,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from enclave.audit.chain import VerifyResult
 from enclave.audit.record import AuditDraft, AuditRecord
 from enclave.errors import AuditUnavailable, StoreUnavailable
 from enclave.models import Licence, utcnow
 from enclave.store import sqlite_bulk as bulk
 from enclave.store import sqlite_ops as ops
+from enclave.store import sqlite_verify
 from enclave.store.base import AuditFilter, CacheEntry, Charge, PolicyKind, PolicyVersion
 from enclave.store.bulk import Row, TableSpec
+from enclave.store.chain_rows import Progress, SegmentJoiner, verify_segment
 from enclave.store.codec import SummaryRow
 
 T = TypeVar("T")
@@ -233,6 +236,36 @@ class SqliteStore:
     async def audit_head(self) -> tuple[int, str]:
         seq, hash_, _ = await self._read(ops.head)
         return seq, hash_
+
+    async def audit_rows(self, start: int, end: int) -> list[tuple[Any, ...]]:
+        """Extra: raw rows (``chain_rows.ROW_COLUMNS`` order) with seq in ``[start, end]``."""
+        return await self._read(partial(sqlite_verify.fetch, start=start, end=end))
+
+    async def audit_verify(
+        self,
+        upto: int | None = None,
+        progress: Progress | None = None,
+        watch: int = -1,
+        every: int = 100_000,
+    ) -> tuple[VerifyResult, str | None]:
+        """Extra: verify records ``1..min(upto, head)`` from raw rows (``chain_rows``); the
+        verdict equals ``ChainVerifier``'s over ``audit_iter``. Long chains in a file are
+        verified by worker processes (``sqlite_verify``); the hash of record ``watch`` comes
+        back too; ``progress(seq)`` at every multiple of ``every``."""
+        n = (await self.audit_head())[0]
+        n = n if upto is None else max(0, min(n, upto))
+        plain_file = self.path != ":memory:" and not self.path.startswith("file:")
+        if n >= sqlite_verify.PARALLEL_MIN and plain_file:
+            try:
+                return await sqlite_verify.verify_parallel(self.path, n, watch, progress, every)
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreUnavailable("the state store cannot be read") from exc
+        joiner = SegmentJoiner(watch, progress, every)
+        for start, end in sqlite_verify.ranges(n, sqlite_verify.FETCH):
+            rows = await self.audit_rows(start, end)
+            if not joiner.add(verify_segment(rows, start, end, watch)):
+                break
+        return joiner.result()
 
     async def audit_summary(
         self, since: dt.datetime | None = None, until: dt.datetime | None = None

@@ -208,3 +208,28 @@ async def test_timed_out_query_is_504_audited_as_error_and_free(make_gateway: An
     assert recs[0].result_sha256 is None
     spent, _ = await gw.services.store.spent(lic.id, "visits", None)
     assert spent == 0
+
+
+async def test_cached_repeat_is_answered_without_pricing(make_gateway: Any) -> None:
+    """The release cache is consulted before pricing: a repeat, run or estimated, builds no
+    OpenDP measurement; the estimate reports the stored release's cost and accuracy."""
+    from enclave.dp import mechanisms
+
+    gw = await make_gateway()
+    await gw.licence()
+    sql = SQL.replace("GROUP BY", "WHERE age >= 18 GROUP BY")
+    released = await (await gw.query(sql, epsilon=0.8)).json()
+    assert released["accuracy"]["mean_cost"]["ci95"] is not None  # known once noisy values exist
+    pricings = mechanisms._priced.cache_info()
+    again = await (await gw.query(sql, epsilon=0.8)).json()
+    est = await (await gw.query(sql, epsilon=0.8, path="/v1/queries/estimate")).json()
+    info = mechanisms._priced.cache_info()
+    assert (info.hits, info.misses) == (pricings.hits, pricings.misses)  # priced neither time
+    assert again["cached"] is True and again["rows"] == released["rows"]
+    assert est["cached"] is True and est["epsilon"] == 0.0 and est["within_budget"] is True
+    assert (est["plan_epsilon"], est["plan_delta"]) == (0.8, 0.0)
+    assert est["accuracy"] == released["accuracy"]
+    # a fresh query is priced (and the estimate of one reports the price's accuracy)
+    fresh = await (await gw.query(SQL, epsilon=0.3, path="/v1/queries/estimate")).json()
+    assert fresh["cached"] is False and fresh["accuracy"]["mean_cost"] == {"ci95": None}
+    assert mechanisms._priced.cache_info().misses == info.misses + 1

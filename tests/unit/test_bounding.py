@@ -6,15 +6,19 @@ import datetime as dt
 import os
 import shutil
 import stat
+from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from enclave.engine import bounding
 from enclave.engine.bounding import (
     KEY_FILE,
     SourceUnavailable,
     bound_dataset,
+    bounded_target,
     load_or_create_key,
 )
 from enclave.models import ColumnSpec, DatasetSpec
@@ -120,7 +124,50 @@ def test_declared_columns_only_with_declared_types(tmp_path: Path, source: Path)
         ("region", "VARCHAR"),
         ("cost", "DOUBLE"),
         ("visit_date", "DATE"),
+        ("age#clamped", "BIGINT"),
+        ("cost#clamped", "DECIMAL(18,6)"),
     ]
+
+
+def test_clamped_columns_hold_the_clamped_values(tmp_path: Path, source: Path) -> None:
+    spec = make_spec(source)
+    narrow = replace(
+        spec,
+        columns=tuple(
+            replace(c, bounds=(10, 20)) if c.name == "age" else
+            replace(c, bounds=(3.25, 1e12)) if c.name == "cost" else c
+            for c in spec.columns
+        ),
+    )  # fmt: skip
+    target = bound_dataset(narrow, tmp_path / "state")
+    con = duckdb.connect()
+    rows = con.execute(
+        'SELECT age, "age#clamped", cost, "cost#clamped", typeof("cost#clamped") '
+        "FROM read_parquet(?)",
+        [str(target.path)],
+    ).fetchall()
+    con.close()
+    assert rows
+    for age, age_c, cost, cost_c, cost_type in rows:
+        assert age_c == (None if age is None else min(max(age, 10), 20))
+        assert cost_c == Decimal(str(min(max(cost, 3.25), 1e12))).quantize(Decimal("0.000001"))
+        assert cost_type == "DECIMAL(38,6)"  # bounds beyond 1e11
+
+
+def test_bounds_and_format_are_in_the_fingerprint(
+    tmp_path: Path, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = make_spec(source)
+    key = load_or_create_key(tmp_path)
+    base = bounded_target(spec, tmp_path, key)
+    wider = replace(
+        spec,
+        columns=tuple(replace(c, bounds=(0, 111)) if c.name == "age" else c for c in spec.columns),
+    )
+    assert bounded_target(wider, tmp_path, key).fingerprint != base.fingerprint
+    assert bounded_target(spec, tmp_path, key) == base
+    monkeypatch.setattr(bounding, "_FORMAT", "bounded-v3:some-other-layout")
+    assert bounded_target(spec, tmp_path, key).fingerprint != base.fingerprint
 
 
 def test_same_key_same_choice_other_key_differs(tmp_path: Path, source: Path) -> None:

@@ -3,6 +3,7 @@ reference computed from the same rows (clamping, exact sums, NULLs, groups, WHER
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from collections.abc import Iterator
 from decimal import Decimal
@@ -11,8 +12,10 @@ from typing import Any
 import duckdb
 import pytest
 
+from enclave.dp.release import quantile_input
+from enclave.engine.bounding import clamped_columns_sql
 from enclave.models import ColumnSpec, DatasetSpec
-from enclave.query.compile import assemble, compile_plan, quote_ident
+from enclave.query.compile import assemble, compile_plan, quantile_candidates, quote_ident
 from enclave.query.parse import parse_query
 from enclave.query.plan import (
     And,
@@ -49,18 +52,27 @@ COLUMNS = ("person_id", "age", "sex", "region", "cost", "visit_date")
 def con() -> Iterator[duckdb.DuckDBPyConnection]:
     conn = duckdb.connect()
     conn.execute(
-        f"CREATE TABLE {quote_ident(TABLE)} (person_id INTEGER, age INTEGER, sex VARCHAR, "
+        "CREATE TABLE raw (person_id INTEGER, age INTEGER, sex VARCHAR, "
         "region VARCHAR, cost DOUBLE, visit_date DATE)"
     )
-    insert = f"INSERT INTO {quote_ident(TABLE)} VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608
-    conn.executemany(insert, ROWS)
+    conn.executemany("INSERT INTO raw VALUES (?, ?, ?, ?, ?, ?)", ROWS)
     yield conn
     conn.close()
+
+
+def bounded_layout(
+    con: duckdb.DuckDBPyConnection, spec: DatasetSpec, table: str = TABLE, raw: str = "raw"
+) -> None:
+    """``table``: the rows of ``raw`` plus the clamped columns bounding adds for ``spec``."""
+    extra = "".join(", " + c for c in clamped_columns_sql(spec))
+    sql = f"CREATE OR REPLACE TABLE {quote_ident(table)} AS SELECT *{extra} FROM {raw}"  # noqa: S608
+    con.execute(sql)
 
 
 def run(
     con: duckdb.DuckDBPyConnection, sql: str, spec: DatasetSpec = SPEC
 ) -> tuple[CompiledQuery, ExactGroups]:
+    bounded_layout(con, spec)
     compiled = compile_plan(parse_query(sql, spec), spec, TABLE)
     rows = con.execute(compiled.sql, list(compiled.params)).fetchall()
     return compiled, assemble(compiled, rows)
@@ -68,6 +80,26 @@ def run(
 
 def clamp(value: Any, low: Any, high: Any) -> Any:
     return None if value is None else min(max(value, low), high)
+
+
+def same_scores(hist: Any, values: list[Any], cands: tuple[float, ...]) -> bool:
+    """Every candidate sees as many values below, equal and above in ``hist`` as in ``values``.
+
+    These three counts are all OpenDP's quantile score reads.
+    """
+    got = quantile_input(hist)
+    if len(got) != len(values):
+        return False
+
+    def profile(vals: list[float]) -> list[tuple[int, int, int]]:
+        ordered = sorted(vals)
+        out = []
+        for c in cands:
+            below, upto = bisect.bisect_left(ordered, c), bisect.bisect_right(ordered, c)
+            out.append((below, upto - below, len(ordered) - upto))
+        return out
+
+    return profile(got) == profile([float(v) for v in values])
 
 
 def records(rows: list[tuple[Any, ...]] = ROWS) -> list[dict[str, Any]]:
@@ -103,9 +135,14 @@ def test_ungrouped_clamps_and_sums_exactly(con: duckdb.DuckDBPyConnection) -> No
     assert s["a2_sum"] == sum(ages) and isinstance(s["a2_sum"], int)
     assert s["a3_sum"] == s["a4_sum"] == exact_cost and isinstance(s["a3_sum"], Decimal)
     assert s["a3_count"] == len(costs) < len(ROWS)  # AVG's count skips NULLs
-    assert sorted(s["a5_values"]) == sorted(ages)  # 200 -> 110, -5 -> 0, NULL dropped
-    assert sorted(s["a6_values"]) == sorted(costs)
-    assert max(s["a5_values"]) == 110 and min(s["a5_values"]) == 0
+    # integer candidates: the histogram holds the clamped values themselves
+    assert sorted(quantile_input(s["a5_values"])) == sorted(ages)  # 200 -> 110, -5 -> 0
+    assert max(s["a5_values"]) == 110 and min(s["a5_values"]) == 0  # NULL dropped
+    # float grid: values between two candidates become one representative of that gap
+    cost_col = SPEC.column("cost")
+    assert cost_col is not None
+    assert same_scores(s["a6_values"], costs, quantile_candidates(cost_col))
+    assert 50000.0 in s["a6_values"] and 0.0 in s["a6_values"]  # candidates keep their value
 
 
 def test_decimal_sum_of_tenths_is_exact(con: duckdb.DuckDBPyConnection) -> None:
@@ -135,7 +172,7 @@ def test_declared_groups_are_all_present_in_order(con: duckdb.DuckDBPyConnection
         assert groups.stats["a2_sum"][i] == sum(ages)
         assert groups.stats["a3_sum"][i] == sum(Decimal(str(c)) for c in costs)
         assert groups.stats["a3_count"][i] == len(costs)
-        assert sorted(groups.stats["a4_values"][i]) == sorted(ages)
+        assert sorted(quantile_input(groups.stats["a4_values"][i])) == sorted(ages)
     # rows outside the declared values (sex 'X', NULL sex, region 'mars', NULL region) vanish
     assert sum(groups.stats["_n"]) == sum(
         1 for r in recs if r["sex"] in ("F", "M") and r["region"] in regions
@@ -143,7 +180,7 @@ def test_declared_groups_are_all_present_in_order(con: duckdb.DuckDBPyConnection
     empty = expected_keys.index(("west", "M"))
     assert groups.stats["a0_count"][empty] == 0
     assert groups.stats["a2_sum"][empty] == 0
-    assert groups.stats["a4_values"][empty] == []
+    assert groups.stats["a4_values"][empty] == {}
 
 
 def test_undeclared_keys_come_from_the_data(con: duckdb.DuckDBPyConnection) -> None:
@@ -166,7 +203,7 @@ def test_mixed_groups_still_restrict_categories(con: duckdb.DuckDBPyConnection) 
 
 def test_no_matching_rows(con: duckdb.DuckDBPyConnection) -> None:
     _, flat = run(con, "SELECT COUNT(*), SUM(cost), MEDIAN(age) FROM visits WHERE age > 1000")
-    assert flat.stats == {"a0_count": (0,), "a1_sum": (0,), "a2_values": ([],), "_n": (0,)}
+    assert flat.stats == {"a0_count": (0,), "a1_sum": (0,), "a2_values": ({},), "_n": (0,)}
     _, grouped = run(con, "SELECT sex, COUNT(*) FROM visits WHERE age > 1000 GROUP BY sex")
     assert grouped.keys == (("F",), ("M",)) and grouped.stats["a0_count"] == (0, 0)
 
@@ -261,10 +298,11 @@ def test_identifiers_are_quoted_from_the_spec() -> None:
         ),
     )
     conn = duckdb.connect()
-    conn.execute('CREATE TABLE "t""x" ("u""id" INTEGER, "select" INTEGER, "Grp Col" VARCHAR)')
+    conn.execute('CREATE TABLE raw ("u""id" INTEGER, "select" INTEGER, "Grp Col" VARCHAR)')
     conn.executemany(
-        'INSERT INTO "t""x" VALUES (?, ?, ?)', [(1, 50, "a"), (1, 3, "a"), (2, None, "b")]
+        "INSERT INTO raw VALUES (?, ?, ?)", [(1, 50, "a"), (1, 3, "a"), (2, None, "b")]
     )
+    bounded_layout(conn, spec, 't"x')
     plan = parse_query(
         'SELECT "grp col", COUNT(DISTINCT "U""ID"), SUM("SELECT") FROM odd GROUP BY "GRP COL"', spec
     )
@@ -303,4 +341,99 @@ def test_nulls_are_not_clamped_to_a_bound(con: duckdb.DuckDBPyConnection) -> Non
     assert groups.stats["a0_sum"] == (sum(ages),)
     assert groups.stats["a1_sum"] == (sum(Decimal(str(c)) for c in costs),)
     assert groups.stats["a1_count"] == (len(costs),)
-    assert sorted(groups.stats["a2_values"][0]) == sorted(ages)
+    assert sorted(quantile_input(groups.stats["a2_values"][0])) == sorted(ages)
+
+
+def _edge_values(low: float, high: float, cands: tuple[float, ...]) -> list[Any]:
+    """Random values plus every candidate, its float neighbours and out-of-bound values."""
+    import math
+    import random
+
+    rng = random.Random(5)
+    width = high - low
+    vals: list[Any] = [rng.uniform(low - width / 10, high + width / 10) for _ in range(3000)]
+    for c in cands[:: max(1, len(cands) // 64)] + (cands[-1],):
+        vals += [c, math.nextafter(c, -math.inf), math.nextafter(c, math.inf)]
+    return [*vals, None, low - 1e6, high + 1e6]
+
+
+@pytest.mark.parametrize(
+    ("kind", "bounds"),
+    [
+        ("float", (0.0, 50000.0)),
+        ("float", (-1.0, 1.0)),
+        ("float", (-7.25, 1e11 + 0.5)),
+        ("float", (1e15 - 1.0, 1e15)),  # step too fine for the grid: exact values
+        ("int", (0, 110)),  # consecutive integers
+        ("int", (-3, 100_000)),  # an int column on the float grid
+    ],
+)
+def test_quantile_histogram_keeps_every_candidate_score(kind: str, bounds: tuple[Any, Any]) -> None:
+    col = ColumnSpec("v", kind, bounds=bounds)  # type: ignore[arg-type]
+    spec = visits_spec(columns=(ColumnSpec("person_id", "identifier"), col))
+    cands = quantile_candidates(col)
+    low, high = bounds
+    values = _edge_values(float(low), float(high), cands)
+    if kind == "int":
+        values = [None if v is None else max(min(round(v), 2**62), -(2**62)) for v in values]
+    conn = duckdb.connect()
+    conn.execute(
+        f"CREATE TABLE raw (person_id INTEGER, v {'BIGINT' if kind == 'int' else 'DOUBLE'})"
+    )
+    sql_type = "BIGINT" if kind == "int" else "DOUBLE"
+    conn.execute(f"INSERT INTO raw SELECT 1, unnest(?::{sql_type}[])", [values])
+    bounded_layout(conn, spec)
+    compiled = compile_plan(parse_query("SELECT MEDIAN(v) FROM visits", spec), spec, TABLE)
+    groups = assemble(compiled, conn.execute(compiled.sql, list(compiled.params)).fetchall())
+    conn.close()
+    hist = groups.stats["a0_values"][0]
+    clamped = [clamp(v, low, high) for v in values if v is not None]
+    assert same_scores(hist, clamped, cands)
+    assert len(hist) <= 2 * len(cands) + 200  # few keys leave DuckDB (edge values are exact)
+
+
+def test_quantile_candidates_are_the_priced_ones() -> None:
+    from decimal import Decimal as Dec
+
+    from enclave.dp.mechanisms import price_plan
+    from tests.unit.test_mechanisms import make_tier
+
+    for sql, column in (
+        ("SELECT MEDIAN(cost) FROM visits", "cost"),
+        ("SELECT MEDIAN(age) FROM visits", "age"),
+    ):
+        plan = parse_query(sql, SPEC)
+        priced = price_plan(plan, SPEC, make_tier(), Dec("1.0"), None)
+        meas = next(p for p in priced.aggregates if p.kind == "quantile").measurement
+        col = SPEC.column(column)
+        assert col is not None
+        priced_cands = tuple(meas.__opendp_dict__["__kwargs__"]["candidates"])
+        assert priced_cands == quantile_candidates(col)
+
+
+def test_declared_groups_have_no_row_filter_and_discard_other_keys(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    compiled, groups = run(con, "SELECT region, COUNT(*) FROM visits GROUP BY region")
+    assert compiled.params == () and " WHERE " not in compiled.sql
+    raw_keys = {r[0] for r in con.execute(compiled.sql).fetchall()}
+    assert {"mars", None} <= raw_keys  # DuckDB computes them ...
+    assert set(groups.keys) == {(r,) for r in ("north", "south", "east", "west", "central")}
+
+
+def test_decimal18_rounds_like_decimal38() -> None:
+    import random
+
+    rng = random.Random(3)
+    values = [rng.uniform(-1e11, 1e11) for _ in range(2000)] + [
+        rng.randint(-(10**9), 10**9) / 10**6 + 5e-7 for _ in range(2000)
+    ]
+    conn = duckdb.connect()
+    conn.execute("CREATE TABLE t (x DOUBLE)")
+    conn.execute("INSERT INTO t SELECT unnest(?::DOUBLE[])", [values])
+    bad = conn.execute(
+        "SELECT count(*) FROM t WHERE CAST(CAST(x AS DECIMAL(18,6)) AS DECIMAL(38,6)) "
+        "<> CAST(x AS DECIMAL(38,6))"
+    ).fetchone()
+    conn.close()
+    assert bad == (0,)

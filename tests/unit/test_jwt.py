@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from enclave.audit.record import AuditDraft
 from enclave.auth.jwks import JwksCache
 from enclave.auth.jwt import verify_token
 from enclave.auth.principal import (
@@ -19,9 +21,11 @@ from enclave.auth.principal import (
     principal_from_claims,
     roles_from_claims,
 )
+from enclave.auth.token_cache import TokenCache
 from enclave.config import AuthConfig
 from enclave.devkeys import generate_keys, jwks_document, mint_token
 from enclave.errors import InvalidToken, MissingToken, RevokedToken
+from enclave.store.sqlite import SqliteStore
 
 ISS = "https://idp.test/realms/enclave"
 AUD = "enclave-gateway"
@@ -249,3 +253,114 @@ async def test_revocation_not_consulted_for_invalid_tokens(keys: dict[str, Any])
         with pytest.raises(InvalidToken):
             await authenticate(f"Bearer {tok}", cache, auth, is_revoked)
     assert asked == []
+
+
+# -- the verified-token cache (auth/token_cache.py) -----------------------------------------
+
+
+async def test_a_repeated_token_is_served_from_the_cache(keys: dict[str, Any]) -> None:
+    auth = auth_for(keys)
+    tok = token(keys, jti="j-1")
+    async with JwksCache(auth) as cache:
+        first = await verify_token(tok, cache, auth)
+        second = await verify_token(tok, cache, auth)
+        assert (cache.tokens.hits, len(cache.tokens)) == (1, 1)
+        second["sub"] = "mallory"  # callers get a copy: the cached claims cannot be edited
+        assert (await verify_token(tok, cache, auth))["sub"] == "alice"
+        # One character of the signature changed: not the cached token, fully checked.
+        head, _, sig = tok.rpartition(".")
+        forged = f"{head}.{sig[:-2]}{'A' if sig[-2] != 'A' else 'B'}{sig[-1]}"
+        with pytest.raises(InvalidToken):
+            await verify_token(forged, cache, auth)
+        # Another configuration (here: another audience) does not reuse the entry.
+        other = AuthConfig(issuer=ISS, audience="someone-else", jwks_file=keys["jwks"])
+        with pytest.raises(InvalidToken, match="audience"):
+            await verify_token(tok, cache, other)
+    assert first == second | {"sub": "alice"}
+
+
+async def test_a_cached_token_is_refused_after_exp(keys: dict[str, Any]) -> None:
+    auth = auth_for(keys, leeway_s=0)
+    tok = token(keys, ttl_s=1, jti="short")
+    async with JwksCache(auth) as cache:
+        claims = await verify_token(tok, cache, auth)
+        await verify_token(tok, cache, auth)
+        assert cache.tokens.hits == 1
+        while time.time() <= claims["exp"]:
+            await asyncio.sleep(0.05)
+        with pytest.raises(InvalidToken, match="token expired"):
+            await verify_token(tok, cache, auth)
+        assert len(cache.tokens) == 0
+
+
+def test_cache_entries_live_at_most_ttl_and_never_past_exp() -> None:
+    now = [1_000_000.0]
+    tokens = TokenCache(ttl_s=60, clock=lambda: now[0])
+    auth = AuthConfig(issuer=ISS, audience=AUD, jwks_file=Path("unused"), leeway_s=30)
+    tokens.store(b"long", {"exp": now[0] + 3600}, kid="k", alg="ES256", key=None, auth=auth)
+    tokens.store(b"short", {"exp": now[0] + 10}, kid="k", alg="ES256", key=None, auth=auth)
+    tokens.store(b"late", {"exp": now[0] - 5}, kid="k", alg="ES256", key=None, auth=auth)
+    assert len(tokens) == 2  # accepted within the leeway only: never cached
+    now[0] += 11  # past "short"'s exp, though within its leeway: full check again
+    assert tokens.lookup(b"short", auth) is None
+    assert tokens.lookup(b"long", auth) is not None
+    now[0] += 50  # 61 s after verification
+    assert tokens.lookup(b"long", auth) is None
+    small = TokenCache(max_entries=2, clock=lambda: now[0])
+    for name in (b"a", b"b", b"c"):
+        small.store(name, {"exp": now[0] + 600}, kid="k", alg="ES256", key=None, auth=auth)
+    assert small.lookup(b"a", auth) is None and len(small) == 2  # least recently used went
+
+
+async def test_a_cached_token_is_refused_once_its_key_leaves_the_jwks(
+    keys: dict[str, Any],
+) -> None:
+    auth = auth_for(keys)
+    tok = token(keys, jti="j-2")
+    clock = [1000.0]
+    async with JwksCache(auth, clock=lambda: clock[0], max_age_s=600) as cache:
+        await verify_token(tok, cache, auth)
+        await verify_token(tok, cache, auth)
+        assert cache.tokens.hits == 1
+        doc = json.loads(keys["jwks"].read_text("utf-8"))
+        doc["keys"] = [k for k in doc["keys"] if k["kid"] != "ec1"]
+        keys["jwks"].write_text(json.dumps(doc), "utf-8")
+        clock[0] += 601  # the set is stale: the next use reloads it
+        with pytest.raises(InvalidToken, match="unknown signing key"):
+            await verify_token(tok, cache, auth)
+        assert cache.fetches == 2
+
+
+async def test_a_cached_token_is_refused_when_its_kid_gets_another_key(
+    keys: dict[str, Any], tmp_path: Path
+) -> None:
+    auth = auth_for(keys)
+    tok = token(keys, jti="j-3")
+    clock = [1000.0]
+    async with JwksCache(auth, clock=lambda: clock[0], max_age_s=600) as cache:
+        await verify_token(tok, cache, auth)
+        # The IdP replaced the key behind "ec1" (compromise): the same kid, other material.
+        replacement = generate_keys(tmp_path / "rotated", kid="ec1")
+        keys["jwks"].write_text(replacement.jwks_json.read_text("utf-8"), "utf-8")
+        clock[0] += 601
+        with pytest.raises(InvalidToken, match="bad signature"):
+            await verify_token(tok, cache, auth)
+
+
+async def test_a_revoked_cached_token_is_refused(keys: dict[str, Any], tmp_path: Path) -> None:
+    auth = auth_for(keys)
+    header = f"Bearer {token(keys, jti='leaked')}"
+    store = SqliteStore(str(tmp_path / "state.db"))
+    await store.open()
+    try:
+        async with JwksCache(auth) as cache:
+            assert (await authenticate(header, cache, auth, store.is_revoked)).jti == "leaked"
+            await authenticate(header, cache, auth, store.is_revoked)
+            assert cache.tokens.hits == 1
+            draft = AuditDraft(action="revocation.create", outcome="ok", actor="admin")
+            await store.add_revocation("leaked", "test", draft)
+            with pytest.raises(RevokedToken):
+                await authenticate(header, cache, auth, store.is_revoked)
+            assert cache.tokens.hits == 2  # the signature check was cached; revocation is not
+    finally:
+        await store.close()

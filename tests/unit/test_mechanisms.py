@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-from typing import Any
+import secrets
+from decimal import Context, Decimal, localcontext
+from typing import Any, ClassVar
 
 import opendp.prelude as dp
 import pytest
 
 from enclave.dp.calibrate import (
     QUANTILE_CANDIDATES,
+    Builder,
+    calibrate,
+    decimal_sum,
     even_share,
     largest_float_at_most,
     quantile_builder,
     quantile_candidates,
     threshold_builder,
 )
-from enclave.dp.mechanisms import PricedPlan, enable_dp, price_plan
+from enclave.dp.mechanisms import PricedPlan, check_plan, enable_dp, price_plan
+from enclave.dp.release import release
 from enclave.errors import BadRequest, TierRefused, UnsupportedQuery
 from enclave.models import ColumnSpec, DatasetSpec, Tier
-from enclave.query.plan import Aggregate, GroupColumn, Plan
+from enclave.query.plan import Aggregate, ExactGroups, GroupColumn, Plan
 
 K = 5
 REGIONS = ("north", "south", "east", "west", "central")
@@ -90,8 +95,9 @@ def test_count_and_sum_split_epsilon_and_costs_are_exact() -> None:
     assert total.epsilon == total.measurement.map(K * 50000.0) <= 0.5
     assert n.scale == pytest.approx(K / 0.5, rel=1e-12) and n.scale >= K / 0.5
     assert total.scale == pytest.approx(K * 50000.0 / 0.5, rel=1e-12)
-    # different domains (i64 counts, float sums): the composition is the sum of the maps
-    assert Decimal(p.opendp_epsilon) == Decimal(n.epsilon) + Decimal(total.epsilon)
+    # different domains (i64 counts, float sums): the composition is the exact sum of the maps
+    with localcontext(Context(prec=100)):
+        assert Decimal(p.opendp_epsilon) == Decimal(n.epsilon) + Decimal(total.epsilon)
     assert p.opendp_epsilon <= 1.0
     assert p.epsilon == Decimal("1.0") and p.delta == 0
     assert p.accuracy["n"]["ci95"] == dp.discrete_laplacian_scale_to_accuracy(n.scale, 0.05)
@@ -258,3 +264,95 @@ def test_unusable_aggregates_are_refused() -> None:
         price(make_plan())
     with pytest.raises(UnsupportedQuery):
         price(make_plan(Aggregate("count", "n"), Aggregate("sum", "n", "cost")))
+
+
+# -- caches: public inputs only, never stale, measurements reusable ---------------------------
+
+
+def test_price_is_cached_per_public_inputs_and_never_stale() -> None:
+    plan = make_plan(Aggregate("count", "n"), Aggregate("sum", "s", "cost"))
+    first = price(plan, eps="0.7")
+    assert price(plan, eps="0.7") is first  # same plan, spec, tier, epsilon: one PricedPlan
+    assert price(plan, eps="0.70") is not first  # epsilon as written is part of the key
+    # a changed bound without a version bump, or a changed tier field: priced afresh
+    wider = make_spec()
+    cols = tuple(
+        ColumnSpec("cost", "float", (0.0, 90000.0)) if c.name == "cost" else c
+        for c in wider.columns
+    )
+    wider = DatasetSpec(**{**wider.__dict__, "columns": cols})
+    got = price_plan(plan, wider, make_tier(), Decimal("0.7"), 5)
+    assert by_alias(got, "s").d_in == K * 90000.0 != by_alias(first, "s").d_in
+    hidden = price(make_plan(Aggregate("sum", "s", "cost")), eps="0.7", min_noisy_count=3)
+    assert price(make_plan(Aggregate("sum", "s", "cost")), eps="0.7").suppress_with is None
+    assert hidden.suppress_with is not None
+
+
+def test_a_cached_price_still_meets_every_refusal() -> None:
+    plan = make_plan(Aggregate("count", "n"))
+    price(plan, groups=None, allow_undeclared_keys=True)  # priced and cached
+    with pytest.raises(TierRefused):  # the tier changed: refused, not served from the cache
+        price(plan, groups=None, allow_undeclared_keys=False)
+    with pytest.raises(TierRefused):
+        check_plan(plan, make_spec(), make_tier(), Decimal("1.0"), None)
+    check_plan(plan, make_spec(), make_tier(), Decimal("1.0"), 5)
+
+
+def test_cached_price_releases_fresh_noise_every_time() -> None:
+    """OpenDP samples when a measurement is invoked: one cached PricedPlan, many releases."""
+    plan = make_plan(Aggregate("count", "n"), Aggregate("sum", "s", "cost"))
+    p = price(plan, eps="0.9")
+    assert price(plan, eps="0.9") is p
+    exact = ExactGroups(
+        ("region",),
+        tuple((r,) for r in REGIONS),
+        {"_n": (50,) * 5, "a0_count": (50,) * 5, "a1_sum": (Decimal(1000),) * 5},
+    )
+    spec, tier = make_spec(), make_tier()
+    outs = [release(plan, spec, tier, p, exact).rows for _ in range(3)]
+    assert outs[0] != outs[1] and outs[1] != outs[2]
+    counts = {row[1] for out in outs for row in out}
+    assert len(counts) > 3  # scale 2k/eps ~ 11: 15 draws are not a handful of values
+
+
+def test_priced_accuracy_is_read_only() -> None:
+    p = price(make_plan(Aggregate("count", "n")), eps="0.4")
+    with pytest.raises(TypeError):
+        p.accuracy["n"]["ci95"] = 0.0  # type: ignore[index]
+    with pytest.raises(TypeError):
+        p.accuracy["x"] = {}  # type: ignore[index]
+
+
+class _CountingBuilder(Builder):
+    builds: ClassVar[list[float]] = []
+
+    def __call__(self, scale: float) -> Any:
+        self.builds.append(scale)
+        return super().__call__(scale)
+
+
+def test_calibration_is_one_build_and_cached_per_target() -> None:
+    b = _CountingBuilder("count")
+    b.builds.clear()
+    d_in = 7 + secrets.randbelow(10**9)  # a key no earlier run in this process has cached
+    first = calibrate(b, d_in, 0.3)
+    assert len(b.builds) == 2  # the reference (kept per builder and d_in) and the measurement
+    assert calibrate(b, d_in, 0.3) is first and len(b.builds) == 2
+    meas, scale, eps = calibrate(b, d_in, 0.2)
+    assert len(b.builds) == 3  # one build, one map
+    assert eps == meas.map(d_in) <= 0.2 and eps >= 0.2 * (1 - 1e-12)
+    # d_in is keyed with its type: a float is not served the i64 measurement priced for an int
+    with pytest.raises(TypeError):
+        calibrate(b, float(d_in), 0.3)
+
+
+def test_composed_costs_are_summed_exactly() -> None:
+    """The 28-digit default context would round these sums; the UPWARD context never does."""
+    values = [0.1, 0.2, 1e-20, 0.49999999999999994]
+    with localcontext(Context(prec=2000)):
+        exact = sum((Decimal(v) for v in values), Decimal(0))
+    assert decimal_sum(values) == exact
+    half = Decimal(0.49999999999999994)
+    with localcontext(Context(prec=2000)):
+        exact_pair = half + half
+    assert decimal_sum([0.49999999999999994] * 2) == exact_pair != half + half  # 28 digits

@@ -408,3 +408,38 @@ def test_other_identifier_columns_are_not_the_unit() -> None:
     ):
         with pytest.raises(UnsupportedQuery):
             parse_query(sql, spec)
+
+
+# -- the parse cache: keyed by SQL text and the whole spec ------------------------------------
+
+
+def test_parse_is_cached_per_sql_and_spec() -> None:
+    sql = "SELECT region, COUNT(*) AS n FROM visits WHERE age >= 42 GROUP BY region"
+    first = parse_query(sql, SPEC)
+    assert parse_query(sql, SPEC) is first  # a repeat is not parsed again
+    assert parse_query(sql, visits_spec()) is first  # an equal spec is the same key
+    newer = parse_query(sql, visits_spec(version=2))
+    assert newer is not first and newer == first  # a new version parses afresh
+
+
+def test_parse_cache_never_serves_a_stale_spec() -> None:
+    sql = "SELECT SUM(cost) AS total FROM visits"
+    assert parse_query(sql, SPEC).aggregates[0].column == "cost"
+    # the same version, the column retyped or removed: refused, never the cached plan
+    retyped = tuple(ColumnSpec("cost", "category", values=("a",)) if c.name == "cost" else c
+                    for c in SPEC.columns)  # fmt: skip
+    with pytest.raises(UnsupportedQuery, match="SUM needs an int or float column"):
+        parse_query(sql, visits_spec(columns=retyped))
+    dropped = tuple(c for c in SPEC.columns if c.name != "cost")
+    with pytest.raises(UnsupportedQuery, match="unknown column"):
+        parse_query(sql, visits_spec(columns=dropped))
+    renamed = parse_query("SELECT COUNT(*) FROM clinic", visits_spec(name="clinic"))
+    assert renamed.dataset == "clinic"
+    with pytest.raises(UnsupportedQuery, match="FROM must name the dataset clinic"):
+        parse_query("SELECT COUNT(*) FROM visits", visits_spec(name="clinic"))
+
+
+def test_refusals_are_refused_every_time() -> None:
+    for _ in range(2):
+        with pytest.raises(UnsupportedQuery, match="JOIN"):
+            parse_query("SELECT COUNT(*) FROM visits JOIN visits v2 ON TRUE", SPEC)

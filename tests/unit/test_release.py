@@ -7,11 +7,15 @@ import json
 from decimal import Decimal
 from typing import Any
 
+import duckdb
+import opendp.prelude as dp
 import pytest
 
-from enclave.dp.mechanisms import PricedPlan, price_plan
-from enclave.dp.release import ReleasedTable, release, result_digest
+from enclave.dp.mechanisms import PricedPlan, enable_dp, price_plan
+from enclave.dp.release import ReleasedTable, quantile_input, release, result_digest
+from enclave.engine.bounding import clamped_columns_sql
 from enclave.errors import EnclaveError
+from enclave.query.compile import assemble, compile_plan, quantile_candidates
 from enclave.query.plan import Aggregate, ExactGroups, GroupColumn, OrderItem, Plan
 from tests.unit.test_mechanisms import CODES, REGIONS, make_plan, make_spec, make_tier
 
@@ -195,3 +199,73 @@ def test_result_digest_handles_dates_and_is_canonical() -> None:
     a = result_digest(("d", "n"), [(dt.date(2020, 1, 1), 3)])
     assert a == result_digest(("d", "n"), [("2020-01-01", 3)])
     assert a != result_digest(("d", "n"), [("2020-01-01", 4)])
+
+
+def _histogram_and_values(column: str, sql_values: str) -> tuple[ExactGroups, list[float]]:
+    """Real DuckDB: the compiled quantile histogram, and every clamped value it stands for."""
+    spec = make_spec()
+    col = spec.column(column)
+    assert col is not None and col.bounds is not None
+    con = duckdb.connect()
+    con.execute(f"CREATE TABLE src AS SELECT {sql_values} AS v FROM range(20000) t(i)")  # noqa: S608
+    con.execute(
+        "CREATE TABLE raw AS SELECT CAST(v AS BIGINT) AS age, CAST(v AS DOUBLE) AS cost, "
+        "CAST(v AS DOUBLE) AS delta_t FROM src"
+    )
+    extra = "".join(", " + c for c in clamped_columns_sql(spec, "raw."))
+    con.execute(f"CREATE TABLE b AS SELECT raw.*{extra} FROM raw")  # noqa: S608
+    plan = Plan("visits", (Aggregate("quantile", "q", column, 0.5),))
+    compiled = compile_plan(plan, spec, "b")
+    exact = assemble(compiled, con.execute(compiled.sql, list(compiled.params)).fetchall())
+    low, high = col.bounds
+    rows = con.execute(f"SELECT {column} FROM raw WHERE {column} IS NOT NULL").fetchall()  # noqa: S608
+    con.close()
+    return exact, [float(min(max(r[0], low), high)) for r in rows]
+
+
+@pytest.mark.parametrize(
+    ("column", "sql_values"),
+    [
+        ("cost", "CASE WHEN i % 97 = 0 THEN NULL ELSE (i * 7919 % 20011) * 3.1 - 500 END"),
+        ("delta_t", "((i * 31) % 1000) / 25.0 - 25"),
+        ("age", "(i * 13) % 130 - 5"),
+    ],
+)
+def test_quantile_from_histogram_is_the_priced_measurement_on_the_same_scores(
+    column: str, sql_values: str
+) -> None:
+    """The histogram reaches the very measurement priced (same privacy map), and at a huge
+    epsilon (almost no noise) selects the same candidate as every clamped value would."""
+    enable_dp()
+    exact, values = _histogram_and_values(column, sql_values)
+    col = make_spec().column(column)
+    assert col is not None and col.bounds is not None
+    score = dp.t.make_quantile_score_candidates(
+        dp.vector_domain(dp.atom_domain(T=float, nan=False)),
+        dp.symmetric_distance(),
+        list(quantile_candidates(col)),
+        0.5,
+    )
+    expanded = quantile_input(exact.stats["a0_values"][0])
+    assert score(expanded) == score(values)  # OpenDP's own scores: identical
+    plan = Plan("visits", (Aggregate("quantile", "q", column, 0.5),))
+    spec, tier = make_spec(), make_tier(max_epsilon_per_query=1e9, budget_epsilon=1e9)
+    for eps in ("1e7", "1.0"):
+        priced = price_plan(plan, spec, tier, Decimal(eps), None)
+        p = next(a for a in priced.aggregates if a.kind == "quantile")
+        assert p.measurement.map(p.d_in) == p.epsilon <= float(eps)
+        assert p.d_in == spec.max_rows_per_unit
+        assert len(expanded) == len(values) <= 20000
+        got = release(plan, spec, tier, priced, exact).rows[0][0]
+        if eps == "1e7":  # almost no noise: a best-scoring candidate, as on every value
+            cands = list(quantile_candidates(col))
+            scores = score(values)
+            direct = float(p.measurement(values))
+            assert scores[cands.index(got)] == scores[cands.index(direct)]
+        else:
+            # every point between the lower and the upper median is an exact median (the age
+            # data has gaps there), so measure the distance to that interval
+            ordered = sorted(values)
+            lower, upper = ordered[(len(ordered) - 1) // 2], ordered[len(ordered) // 2]
+            low, high = col.bounds
+            assert max(0.0, lower - got, got - upper) <= (high - low) / 20
