@@ -6,6 +6,12 @@ and the budget re-check, the debit and the audit append of one request can never
 with another's. Across processes sharing the file, ``BEGIN IMMEDIATE`` (``sqlite_ops``) takes
 the write lock before anything is read.
 
+Measured (issue 5): one hop through the worker thread costs ~80 us, and a request's six store
+calls (revocation, licences, policy, spend, cache, append with its fsync) run at 650-900
+sequences/s on one connection, well above what the rest of a request allows. A second,
+read-only connection on its own thread was tried and did not help (500-870/s: one more thread
+contending for the GIL on two cores), so every call still goes through the one thread.
+
 Settings: WAL (readers do not block the writer), ``synchronous=FULL`` (a committed audit
 record survives power loss, at the cost of an fsync per commit), foreign keys on, and a busy
 timeout so a second process waits for the lock instead of failing at once.
@@ -20,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -255,6 +262,7 @@ class SqliteStore:
         n = (await self.audit_head())[0]
         n = n if upto is None else max(0, min(n, upto))
         plain_file = self.path != ":memory:" and not self.path.startswith("file:")
+        plain_file = plain_file and bool(sys.executable)  # workers are ``python -m`` children
         if n >= sqlite_verify.PARALLEL_MIN and plain_file:
             try:
                 return await sqlite_verify.verify_parallel(self.path, n, watch, progress, every)

@@ -100,7 +100,9 @@ async def verify_parallel(
             stdout = procs[k % count].stdout
             line = await stdout.readline() if stdout is not None else b""
             if not line:
-                raise OSError("an audit verification worker failed")
+                raise OSError(
+                    f"audit verification worker failed: {await _last_error(procs[k % count])}"
+                )
             data = json.loads(line)
             data["bad"] = tuple(data["bad"]) if data["bad"] is not None else None
             if not joiner.add(Segment(**data)):
@@ -112,6 +114,17 @@ async def verify_parallel(
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
             await proc.wait()
+
+
+async def _last_error(proc: asyncio.subprocess.Process) -> str:
+    """The last line the worker wrote to stderr (for the chained exception and logs)."""
+    if proc.stderr is None:
+        return "no output"
+    with contextlib.suppress(TimeoutError):
+        err = await asyncio.wait_for(proc.stderr.read(65536), timeout=5)
+        lines = err.decode("utf-8", "replace").strip().splitlines()
+        return lines[-1][:300] if lines else "no output"
+    return "no output"
 
 
 def main(argv: list[str]) -> int:

@@ -196,3 +196,24 @@ async def test_export_from_rows_equals_export_from_records(
         assert (trailer["signed_head"] is None) == (not valid)
         assert valid == (attack == "none" or (attack == "relink" and upto == 6))
         assert verify_export(fast).valid == valid
+
+
+async def test_a_failing_worker_is_store_unavailable(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from enclave.errors import StoreUnavailable
+    from enclave.store.sqlite import SqliteStore
+
+    monkeypatch.setattr(sqlite_verify, "PARALLEL_MIN", 2)
+    store = SqliteStore(str(tmp_path / "s.db"))
+    await store.open()
+    try:
+        await _fill(store, 3)
+        with pytest.raises(OSError, match="worker failed"):
+            await sqlite_verify.verify_parallel(str(tmp_path / "missing.db"), 3)
+        monkeypatch.setattr(store, "path", str(tmp_path / "missing.db"))
+        with pytest.raises(StoreUnavailable):
+            await store.audit_verify()
+    finally:
+        monkeypatch.setattr(store, "path", str(tmp_path / "s.db"))
+        await store.close()
