@@ -58,7 +58,7 @@ class SqliteStore:
     """
 
     def __init__(
-        self, path: str, *, busy_timeout_ms: int = 5000, clock: Callable[[], dt.datetime] = utcnow
+        self, path: str, *, busy_timeout_ms: int = 15000, clock: Callable[[], dt.datetime] = utcnow
     ) -> None:
         self.path = path
         self._busy_timeout_ms = busy_timeout_ms
