@@ -46,6 +46,7 @@ from enclave.store.base import AuditFilter, CacheEntry, Charge, PolicyKind, Poli
 from enclave.store.bulk import Row, TableSpec
 from enclave.store.chain_rows import Progress, SegmentJoiner, verify_segment
 from enclave.store.codec import SummaryRow
+from enclave.store.sqlite_totals import LedgerTotals
 
 T = TypeVar("T")
 
@@ -65,6 +66,7 @@ class SqliteStore:
         self._clock = clock
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._totals = LedgerTotals()  # used only on the worker thread
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -107,6 +109,7 @@ class SqliteStore:
             executor.shutdown(wait=True)
 
     def _disconnect(self) -> None:
+        self._totals.clear()
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
@@ -202,7 +205,7 @@ class SqliteStore:
         self, licence_id: str, dataset: str, since: dt.datetime | None
     ) -> tuple[Decimal, Decimal]:
         return await self._read(
-            partial(ops.spent, licence_id=licence_id, dataset=dataset, since=since)
+            partial(self._totals.spent, licence_id=licence_id, dataset=dataset, since=since)
         )
 
     async def spent_by_dataset(
@@ -219,7 +222,15 @@ class SqliteStore:
     async def append(
         self, draft: AuditDraft, charge: Charge | None = None, cache: CacheEntry | None = None
     ) -> AuditRecord:
-        return await self._write(lambda c, now: ops.append(c, draft, charge, cache, now))
+        def write(c: sqlite3.Connection, now: dt.datetime) -> AuditRecord:
+            record = ops.append(c, draft, charge, cache, now, self._totals.spent)
+            if charge is not None:  # committed: keep the running total exact
+                self._totals.committed(
+                    charge.licence_id, charge.dataset, charge.epsilon, charge.delta
+                )
+            return record
+
+        return await self._write(write)
 
     async def audit_events(
         self, flt: AuditFilter, after_seq: int = 0, limit: int = 100

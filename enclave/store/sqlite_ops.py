@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from decimal import Decimal
@@ -101,17 +101,23 @@ def _append_locked(conn: sqlite3.Connection, draft: AuditDraft, now: dt.datetime
     return record
 
 
+SpentFn = Callable[[sqlite3.Connection, str, str, "dt.datetime | None"], tuple[Decimal, Decimal]]
+
+
 def append(
     conn: sqlite3.Connection,
     draft: AuditDraft,
     charge: Charge | None,
     cache: CacheEntry | None,
     now: dt.datetime,
+    spent_fn: SpentFn | None = None,
 ) -> AuditRecord:
+    """``spent_fn`` reads the licence's spend inside the write lock (default: sum the rows)."""
     body = codec.dumps(cache.release) if cache is not None else None
+    read_spent = spent_fn or spent
     with write_tx(conn):
         if charge is not None:
-            eps, delta = spent(conn, charge.licence_id, charge.dataset, charge.since)
+            eps, delta = read_spent(conn, charge.licence_id, charge.dataset, charge.since)
             if not charge_fits(
                 eps, delta, charge.epsilon, charge.delta, charge.limit_epsilon, charge.limit_delta
             ):

@@ -158,3 +158,25 @@ def _all() -> Any:
     from enclave.store.base import AuditFilter
 
     return AuditFilter()
+
+
+async def test_cached_totals_see_another_connections_charges(backend: Any) -> None:
+    """SQLite keeps running totals per connection; another connection's commit (another
+    process on the same file) must invalidate them, for reads and for the re-check."""
+    first, second = backend.make(), backend.make()
+    await first.open()
+    await second.open()
+    try:
+        await first.append(draft(), charge("0.4", "1.0"))
+        assert await first.spent("lic_1", "visits", None) == (Decimal("0.4"), Decimal(0))
+        await second.append(draft(), charge("0.4", "1.0"))  # first's cached total is stale now
+        assert await first.spent("lic_1", "visits", None) == (Decimal("0.8"), Decimal(0))
+        with pytest.raises(BudgetExhausted):  # the re-check inside the write lock sees 0.8
+            await first.append(draft(), charge("0.3", "1.0"))
+        await first.append(draft(), charge("0.2", "1.0"))
+        assert await second.spent("lic_1", "visits", None) == (Decimal("1.0"), Decimal(0))
+        with pytest.raises(BudgetExhausted):
+            await second.append(draft(), charge("1E-30", "1.0"))
+    finally:
+        await first.close()
+        await second.close()
