@@ -186,12 +186,16 @@ async def audit_summary(
 async def spent(
     conn: Conn, licence_id: str, dataset: str, since: dt.datetime | None
 ) -> tuple[Decimal, Decimal]:
-    sql = "SELECT epsilon, delta FROM ledger WHERE licence_id = $1 AND dataset = $2"
+    # NUMERIC sums are exact in PostgreSQL: sum there, not row by row in Python.
+    sql = (
+        "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0) FROM ledger"
+        " WHERE licence_id = $1 AND dataset = $2"
+    )
     if since is None:
-        rows = await conn.fetch(sql, licence_id, dataset)
+        row = await conn.fetchrow(sql, licence_id, dataset)
     else:
-        rows = await conn.fetch(sql + " AND ts >= $3", licence_id, dataset, iso(since))
-    return codec.sum_decimals((r[0], r[1]) for r in rows)
+        row = await conn.fetchrow(sql + " AND ts >= $3", licence_id, dataset, iso(since))
+    return Decimal(row[0]), Decimal(row[1])
 
 
 async def spent_by_dataset(
