@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
+from enclave.store.codec import LICENCE_COLUMNS
+
 Kind = Literal["text", "int", "float", "bool", "decimal"]
 Row = tuple[Any, ...]
 
@@ -63,20 +65,7 @@ TABLES: tuple[TableSpec, ...] = (
     AUDIT,
     TableSpec(
         "licences",
-        _text(
-            "id",
-            "subject",
-            "organization",
-            "tier",
-            "datasets",
-            "purpose",
-            "jurisdiction",
-            "valid_from",
-            "valid_until",
-            "status",
-            "created_at",
-            "updated_at",
-        ),
+        _text(*LICENCE_COLUMNS),
         ("id",),
     ),
     TableSpec(

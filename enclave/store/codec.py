@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from decimal import Decimal
 from typing import Any
 
@@ -21,20 +21,14 @@ from enclave.ledger.budget import exact_sum
 from enclave.models import LICENCE_STATUSES, Licence, iso, parse_time
 from enclave.store.base import PolicyVersion
 
+#: Licence columns, in the order of the ``Licence`` dataclass (one source of truth).
+LICENCE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Licence))
 #: Licence fields an update may change (``id`` and the timestamps are the store's).
-MUTABLE_LICENCE_FIELDS: frozenset[str] = frozenset(
-    {
-        "subject",
-        "organization",
-        "tier",
-        "datasets",
-        "purpose",
-        "jurisdiction",
-        "valid_from",
-        "valid_until",
-        "status",
-    }
-)
+MUTABLE_LICENCE_FIELDS: frozenset[str] = frozenset(LICENCE_COLUMNS) - {
+    "id",
+    "created_at",
+    "updated_at",
+}
 
 
 def loads(text: str) -> Any:
@@ -97,22 +91,6 @@ def licence_values(lic: Licence) -> tuple[Any, ...]:
         time_text(lic.created_at) if lic.created_at else None,
         time_text(lic.updated_at) if lic.updated_at else None,
     )
-
-
-LICENCE_COLUMNS: tuple[str, ...] = (
-    "id",
-    "subject",
-    "organization",
-    "tier",
-    "datasets",
-    "purpose",
-    "jurisdiction",
-    "valid_from",
-    "valid_until",
-    "status",
-    "created_at",
-    "updated_at",
-)
 
 
 def apply_changes(current: Licence, changes: Mapping[str, Any], now: dt.datetime) -> Licence:
