@@ -27,6 +27,7 @@ import asyncio
 import datetime as dt
 import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -84,8 +85,26 @@ class SqliteStore:
             raise
 
     def _connect(self) -> None:
+        """Open, switch to WAL and migrate. Several processes opening one new file at once can
+        get "database is locked" from the WAL switch or its recovery without SQLite calling the
+        busy handler, so a locked open is retried with backoff for up to the busy timeout."""
         if self.path != ":memory:" and not self.path.startswith("file:"):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        pause = 0.01
+        while True:
+            try:
+                self._connect_once()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
+
+    def _connect_once(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=0)
         try:
             conn.row_factory = sqlite3.Row
