@@ -53,7 +53,8 @@ def write_deployment(
 ) -> list[Path]:
     """Policies (standard tier with a small budget and no practical rate limit), data, JWKS,
     and one config per replica; each replica gets its own state folder holding the SAME
-    truncation key (replicas must bound identically, see docs-snippets/replicas.md)."""
+    truncation key (replicas must bound identically: README, "Several replicas on
+    PostgreSQL")."""
     shutil.copytree(REPO / "policies", root / "policies")
     tier_file = root / "policies" / "tiers" / "standard.yaml"
     tier = yaml.safe_load(tier_file.read_text())
