@@ -32,43 +32,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bench.common import log, markdown_table, parser, results_path, write_section
 from enclave.audit.chain import VerifyResult
 from enclave.audit.export import stream_jsonl, verify_export, verify_store
-from enclave.audit.record import GENESIS_HASH, AuditDraft, AuditRecord
+from enclave.audit.record import GENESIS_HASH, AuditDraft
 from enclave.audit.signing import HeadSigner
 from enclave.models import iso
 from enclave.store import codec
 from enclave.store.sqlite import SqliteStore
-from enclave.store.sqlite_ops import AUDIT_COLUMNS, head
+from enclave.store.sqlite_ops import head
 
 BATCH = 50_000
 SQL = (
     "SELECT region, COUNT(*) AS n, AVG(cost) AS mean_cost FROM visits WHERE age >= {a} "
     "GROUP BY region"
 )
-
-
-def _row(r: AuditRecord) -> tuple[Any, ...]:
-    return (
-        r.seq,
-        r.ts,
-        r.request_id,
-        r.actor,
-        codec.dumps(r.roles),
-        r.licence_id,
-        r.tier,
-        r.action,
-        r.dataset,
-        r.sql,
-        r.epsilon,
-        r.delta,
-        int(r.cached),
-        r.outcome,
-        r.reason,
-        r.client,
-        r.result_sha256,
-        codec.dumps(r.detail) if r.detail is not None else None,
-        r.prev_hash,
-        r.hash,
-    )
 
 
 def build(path: Path, n: int) -> float:
@@ -89,7 +64,7 @@ def build(path: Path, n: int) -> float:
     started = time.perf_counter()
     prev = GENESIS_HASH
     insert = (
-        f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES "  # noqa: S608 - fixed column list
+        f"INSERT INTO audit ({codec.AUDIT_COLUMNS}) VALUES "  # noqa: S608 - fixed column list
         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
     seq = 0
@@ -116,7 +91,7 @@ def build(path: Path, n: int) -> float:
             ts = iso(start_ts + dt.timedelta(milliseconds=seq))
             record = codec.build_record(draft, seq, ts, prev)
             prev = record.hash
-            rows.append(_row(record))
+            rows.append(codec.audit_values(record))
         conn.execute("BEGIN")
         conn.executemany(insert, rows)
         conn.execute("COMMIT")

@@ -202,8 +202,8 @@ def main() -> None:
     body = (
         f"`.venv/bin/python -m bench.latency` — {reps} alternating pairs per shape after "
         f"{warmup} warm-up pairs; epsilon varies by 1e-5 per request so every gateway request "
-        "is a fresh release (cache never answers); *500s skipped* counts requests refused with "
-        "500 'privacy accounting failed' (a pricing bug, retried with the next epsilon). "
+        "is a fresh release (cache never answers); *500s skipped* counts requests answered 500 "
+        "(retried with the next epsilon; none are expected since the pricing fix). "
         "Gateway: `enclave serve` subprocess, HTTP "
         "over loopback, aiohttp client in the bench process. Raw: the exact query with DuckDB "
         f"({ENGINE_THREADS} threads) from Python on the *source* Parquet file.\n\n"

@@ -31,6 +31,39 @@ MUTABLE_LICENCE_FIELDS: frozenset[str] = frozenset(LICENCE_COLUMNS) - {
 }
 
 
+#: Audit table columns, in insert order (both adapters).
+AUDIT_COLUMNS = (
+    "seq, ts, request_id, actor, roles, licence_id, tier, action, dataset, sql, epsilon, delta,"
+    " cached, outcome, reason, client, result_sha256, detail, prev_hash, hash"
+)
+
+
+def audit_values(record: AuditRecord) -> tuple[Any, ...]:
+    """A record's column values in the order of ``AUDIT_COLUMNS`` (JSON fields as text)."""
+    return (
+        record.seq,
+        record.ts,
+        record.request_id,
+        record.actor,
+        dumps(record.roles),
+        record.licence_id,
+        record.tier,
+        record.action,
+        record.dataset,
+        record.sql,
+        record.epsilon,
+        record.delta,
+        record.cached,
+        record.outcome,
+        record.reason,
+        record.client,
+        record.result_sha256,
+        dumps(record.detail) if record.detail is not None else None,
+        record.prev_hash,
+        record.hash,
+    )
+
+
 def loads(text: str) -> Any:
     return json.loads(text)
 

@@ -23,11 +23,6 @@ from enclave.store.postgres_schema import MIGRATION_LOCK, MIGRATIONS
 
 Conn = Any  # asyncpg.Connection (asyncpg ships no type hints)
 
-AUDIT_COLUMNS = (
-    "seq, ts, request_id, actor, roles, licence_id, tier, action, dataset, sql, epsilon, delta,"
-    " cached, outcome, reason, client, result_sha256, detail, prev_hash, hash"
-)
-
 
 async def migrate(conn: Conn) -> int:
     async with conn.transaction():
@@ -61,29 +56,10 @@ async def _append_locked(conn: Conn, draft: AuditDraft, now: dt.datetime) -> Aud
     seq, prev_hash, head_ts = await head(conn)
     record = codec.build_record(draft, seq + 1, codec.next_ts(now, head_ts), prev_hash)
     await conn.execute(
-        f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES "  # noqa: S608 (fixed column list)
+        f"INSERT INTO audit ({codec.AUDIT_COLUMNS}) VALUES "  # noqa: S608 (fixed column list)
         "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,"
         " $19, $20)",
-        record.seq,
-        record.ts,
-        record.request_id,
-        record.actor,
-        codec.dumps(record.roles),
-        record.licence_id,
-        record.tier,
-        record.action,
-        record.dataset,
-        record.sql,
-        record.epsilon,
-        record.delta,
-        record.cached,
-        record.outcome,
-        record.reason,
-        record.client,
-        record.result_sha256,
-        codec.dumps(record.detail) if record.detail is not None else None,
-        record.prev_hash,
-        record.hash,
+        *codec.audit_values(record),
     )
     await conn.execute("UPDATE chain_head SET seq = $1 WHERE id = 1", record.seq)
     return record
@@ -150,13 +126,13 @@ async def audit_events(
 ) -> list[AuditRecord]:
     where, args = _where(flt, after_seq)
     args.append(max(0, limit))
-    sql = f"SELECT {AUDIT_COLUMNS} FROM audit WHERE {where} ORDER BY seq LIMIT ${len(args)}"  # noqa: S608
+    sql = f"SELECT {codec.AUDIT_COLUMNS} FROM audit WHERE {where} ORDER BY seq LIMIT ${len(args)}"  # noqa: S608
     return [codec.record_from_row(r) for r in await conn.fetch(sql, *args)]
 
 
 async def audit_range(conn: Conn, start: int, end: int) -> list[Any]:
     """Raw rows (``AUDIT_COLUMNS`` order) with seq in ``[start, end]``, for ``chain_rows``."""
-    sql = f"SELECT {AUDIT_COLUMNS} FROM audit WHERE seq >= $1 AND seq <= $2 ORDER BY seq"  # noqa: S608
+    sql = f"SELECT {codec.AUDIT_COLUMNS} FROM audit WHERE seq >= $1 AND seq <= $2 ORDER BY seq"  # noqa: S608
     rows: list[Any] = await conn.fetch(sql, start, end)
     return rows
 

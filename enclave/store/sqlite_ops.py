@@ -24,11 +24,6 @@ from enclave.store import codec
 from enclave.store.base import AuditFilter, CacheEntry, Charge, PolicyKind, PolicyVersion
 from enclave.store.sqlite_schema import MIGRATIONS
 
-AUDIT_COLUMNS = (
-    "seq, ts, request_id, actor, roles, licence_id, tier, action, dataset, sql, epsilon, delta,"
-    " cached, outcome, reason, client, result_sha256, detail, prev_hash, hash"
-)
-
 
 @contextmanager
 def write_tx(conn: sqlite3.Connection) -> Iterator[None]:
@@ -73,30 +68,9 @@ def _append_locked(conn: sqlite3.Connection, draft: AuditDraft, now: dt.datetime
     seq, prev_hash, head_ts = head(conn)
     record = codec.build_record(draft, seq + 1, codec.next_ts(now, head_ts), prev_hash)
     conn.execute(
-        f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES "  # noqa: S608 (fixed column list)
+        f"INSERT INTO audit ({codec.AUDIT_COLUMNS}) VALUES "  # noqa: S608 (fixed column list)
         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            record.seq,
-            record.ts,
-            record.request_id,
-            record.actor,
-            codec.dumps(record.roles),
-            record.licence_id,
-            record.tier,
-            record.action,
-            record.dataset,
-            record.sql,
-            record.epsilon,
-            record.delta,
-            int(record.cached),
-            record.outcome,
-            record.reason,
-            record.client,
-            record.result_sha256,
-            codec.dumps(record.detail) if record.detail is not None else None,
-            record.prev_hash,
-            record.hash,
-        ),
+        codec.audit_values(record),
     )
     return record
 
@@ -163,13 +137,15 @@ def audit_events(
         where.append("ts < ?")
         args.append(iso(flt.until))
     args.append(max(0, limit))
-    sql = f"SELECT {AUDIT_COLUMNS} FROM audit WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"  # noqa: S608
+    sql = (
+        f"SELECT {codec.AUDIT_COLUMNS} FROM audit WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"  # noqa: S608
+    )
     return [codec.record_from_row(r) for r in conn.execute(sql, args)]
 
 
 def audit_batch(conn: sqlite3.Connection, after_seq: int, batch: int) -> list[AuditRecord]:
     rows = conn.execute(
-        f"SELECT {AUDIT_COLUMNS} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608
+        f"SELECT {codec.AUDIT_COLUMNS} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608
         (after_seq, batch),
     )
     return [codec.record_from_row(r) for r in rows]

@@ -28,7 +28,6 @@ from enclave.web.keys import (
     config_key,
     jwks_key,
     metrics_key,
-    registry_key,
     services_key,
     store_key,
     warehouse_key,
@@ -107,7 +106,6 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[config_key]
     registry = registry_for(app[store_key], cfg)
     await registry.seed()
-    app[registry_key] = registry
     svc = Services(
         config=cfg, store=app[store_key], registry=registry, warehouse=app[warehouse_key]
     )

@@ -10,7 +10,6 @@ from enclave.config import Config
 from enclave.engine.warehouse import Warehouse
 from enclave.metrics import Metrics
 from enclave.models import Principal
-from enclave.policy.registry import Registry
 from enclave.services import Services
 from enclave.store.base import Store
 
@@ -18,7 +17,6 @@ config_key = web.AppKey("config", Config)
 services_key = web.AppKey("services", Services)
 store_key = web.AppKey("store", Store)
 warehouse_key = web.AppKey("warehouse", Warehouse)
-registry_key = web.AppKey("registry", Registry)
 jwks_key = web.AppKey("jwks", JwksCache)
 metrics_key = web.AppKey("metrics", Metrics)
 
