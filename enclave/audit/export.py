@@ -36,7 +36,7 @@ from enclave.audit.signing import SignedHead, verify_head
 from enclave.ledger.budget import exact_sum
 from enclave.store.base import AuditFilter, Store
 from enclave.store.chain_rows import SegmentJoiner, row_line, verify_segment
-from enclave.store.codec import SummaryRow
+from enclave.store.codec import SummaryRow, decimal_text
 
 EXPORT_FIELDS: tuple[str, ...] = (
     "seq", "ts", "request_id", "actor", "roles", "licence_id", "tier", "action", "dataset",
@@ -356,3 +356,15 @@ async def summarize_records(
         eps, delta = spend.get(key, [Decimal(0), Decimal(0)])
         out.append(SummaryRow(key[0], key[1], eps, delta, *counts[key]))
     return out
+
+
+def summary_totals(rows: list[SummaryRow]) -> dict[str, Any]:
+    """The totals line of a summary: spend summed exactly (Decimal text, as in each row)."""
+    return {
+        "epsilon_spent": decimal_text(exact_sum(r.epsilon for r in rows)),
+        "delta_spent": decimal_text(exact_sum(r.delta for r in rows)),
+        "releases": sum(r.releases for r in rows),
+        "cache_hits": sum(r.cache_hits for r in rows),
+        "refusals": sum(r.refusals for r in rows),
+        "errors": sum(r.errors for r in rows),
+    }

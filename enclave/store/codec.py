@@ -253,6 +253,25 @@ def add_spend(totals: dict[Any, tuple[Decimal, Decimal]], key: Any, eps: Any, de
     totals[key] = (exact_sum((e0, Decimal(eps))), exact_sum((d0, Decimal(delta))))
 
 
+def next_policy_version(current: int | None, expected: int | None) -> int:
+    """The version a policy write creates, read under the write lock: the lost-update
+    guard, for both adapters. ``expected`` (None: write regardless) must equal the current
+    version (0: no version yet), else ``Conflict``: someone changed it since it was read."""
+    have = int(current or 0)
+    if expected is not None and expected != have:
+        if expected == 0:
+            raise Conflict("it was created meanwhile; re-read and retry")
+        raise Conflict(f"version {expected} is not the current version ({have}); re-read and retry")
+    return have + 1
+
+
+def decimal_text(value: Decimal) -> str:
+    """An exact Decimal as plain text, without exponent or trailing zeros: ``4.65``,
+    ``0.000003``, ``5``. Summaries give spend this way, so no sum is rounded to a float."""
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
+
 @dataclass(frozen=True)
 class SummaryRow:
     """One line of ``audit_summary``: spend (exact, from the ledger) and counts per actor and
@@ -272,8 +291,8 @@ class SummaryRow:
         return {
             "actor": self.actor,
             "dataset": self.dataset,
-            "epsilon_spent": float(self.epsilon),
-            "delta_spent": float(self.delta),
+            "epsilon_spent": decimal_text(self.epsilon),
+            "delta_spent": decimal_text(self.delta),
             "releases": self.releases,
             "cache_hits": self.cache_hits,
             "refusals": self.refusals,
