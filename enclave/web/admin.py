@@ -26,7 +26,7 @@ from enclave.web.params import QueryParams
 from enclave.web.roles import requires_role
 
 routes = web.RouteTableDef()
-PUT_ATTEMPTS = 3  # a PUT without a version re-checks after losing a race, this many times
+PUT_ATTEMPTS = 10  # a PUT without a version is checked again after losing a race, up to this
 
 
 def digest(data: Any) -> str:
