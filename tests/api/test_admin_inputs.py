@@ -253,3 +253,11 @@ async def test_ten_concurrent_puts_naming_one_version_give_one_200(
     assert sorted(status for status, _ in answers) == [200] * 4, answers
     status, after = await call(gw, "GET", path)
     assert after["versions"] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_a_min_tier_of_lists_is_a_400_not_a_crash(make_gateway: Any) -> None:
+    gw = await make_gateway()
+    status, ds = await call(gw, "GET", "/v1/admin/datasets/visits")
+    for bad in ([[None, None]], [{"a": 1}], [["standard"], "standard"]):
+        status, body = await call(gw, "PUT", "/v1/admin/datasets/visits", {**ds, "min_tier": bad})
+        assert status == 400 and "min_tier[0]" in body["detail"], body
