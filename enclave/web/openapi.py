@@ -50,12 +50,11 @@ from enclave.inputs import (
     MAX_EXPIRY_DAYS,
     MAX_NAME_CHARS,
     MAX_PAGE,
-    MAX_TIME_CHARS,
     MAX_VERSION,
     MAX_YEAR,
     MIN_YEAR,
 )
-from enclave.web.openapi_schemas import component_schemas, problem_catalogue, ref
+from enclave.web.openapi_schemas import WHEN_INPUT, component_schemas, problem_catalogue, ref
 from enclave.web.roles import public
 
 routes = web.RouteTableDef()
@@ -133,8 +132,8 @@ LIMIT = _q("limit", f"page size, 1 to {MAX_PAGE} (default {DEFAULT_PAGE})", type
 CURSOR = _q("cursor", "next_cursor of the previous page (an audit seq)", type="string",
             pattern="^[0-9]{1,18}$")  # fmt: skip
 _WHEN = f"ISO 8601 date or timestamp (UTC if no zone; years {MIN_YEAR} to {MAX_YEAR})"
-SINCE = _q("since", _WHEN + ", inclusive", type="string", maxLength=MAX_TIME_CHARS)
-UNTIL = _q("until", _WHEN + ", exclusive", type="string", maxLength=MAX_TIME_CHARS)
+SINCE = _q("since", _WHEN + ", inclusive", anyOf=WHEN_INPUT["anyOf"])
+UNTIL = _q("until", _WHEN + ", exclusive", anyOf=WHEN_INPUT["anyOf"])
 VERSION = _q("version", "read this stored version instead of the current", type="integer",
              minimum=1, maximum=MAX_VERSION)  # fmt: skip
 

@@ -51,8 +51,10 @@ CELL: Schema = {"type": ["string", "number", "integer", "boolean", "null"]}
 SHORT_TEXT: Schema = {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS}
 LONG_TEXT: Schema = {"type": "string", "maxLength": MAX_TEXT_CHARS}
 WHEN_INPUT: Schema = {
-    "type": "string",
-    "maxLength": MAX_TIME_CHARS,
+    "anyOf": [
+        {"type": "string", "format": "date-time", "maxLength": MAX_TIME_CHARS},
+        {"type": "string", "format": "date"},
+    ],
     "description": "ISO 8601 date or timestamp, UTC if no zone; years 1970 to 9999",
 }
 EXACT_DECIMAL: Schema = {
