@@ -68,6 +68,7 @@ class Console:
     async def screenshot(self, name: str) -> Path:
         path = self.shots / f"{name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
+        await self.page.evaluate("window.scrollTo(0, 0)")
         await self.page.screenshot(path=str(path))
         return path
 

@@ -21,7 +21,8 @@ export async function api(path, { method = "GET", body, raw = false } = {}) {
   if (!resp.ok) {
     const problem = await resp.json().catch(() => ({ title: resp.statusText }));
     const error = new ApiError(resp.status, problem);
-    if (resp.status === 401) {
+    // only the token that was refused is dropped (a late answer to a previous sign-in is not)
+    if (resp.status === 401 && bearer && token() === bearer) {
       signOut();
       window.dispatchEvent(new CustomEvent("enclave:signed-out", { detail: error.message }));
     }

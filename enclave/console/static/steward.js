@@ -88,7 +88,7 @@ function issueForm(tiers, datasets, refresh) {
   const general = h("div");
   const boxes = datasets.map((d) => h("label", { className: "check" },
     h("input", { type: "checkbox", name: "datasets", value: d.name }), ` ${d.name}`));
-  const form = h("form", { className: "card", id: "issue-form" },
+  const form = h("form", { className: "card grid", id: "issue-form" },
     h("h2", { text: "Issue a licence" }), general,
     field("Subject (the token's sub)", input("subject", { required: true })),
     field("Organisation", input("organization", { required: true })),

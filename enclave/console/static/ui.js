@@ -39,6 +39,7 @@ export function select(name, options, value) {
 // Show an API problem: each "field: message" next to its field, the rest in `general`.
 export function showProblems(form, error, general) {
   for (const ul of form.querySelectorAll("ul.problems")) ul.replaceChildren();
+  for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
   general.replaceChildren();
   if (!error) return;
   const problems = error.problems?.length ? error.problems : error.message.split("; ");
@@ -119,7 +120,10 @@ export function lineChart(title, series) {
   const x = (t) => pad + ((width - 2 * pad) * (t - t0)) / Math.max(1, t1 - t0);
   const y = (v) => height - pad - ((height - 2 * pad) * v) / vmax;
   svg.append(s("line", { x1: pad, x2: width - pad, y1: height - pad, y2: height - pad,
-    class: "axis" }), s("text", { x: 4, y: pad - 8 }, `ε ${fmt(vmax)}`));
+    class: "axis" }), s("text", { x: 4, y: pad - 8 }, `ε ${fmt(vmax)}`),
+  s("text", { x: pad, y: height - pad + 16 }, new Date(t0).toISOString().slice(0, 16)),
+  s("text", { x: width - pad, y: height - pad + 16, "text-anchor": "end" },
+    new Date(t1).toISOString().slice(0, 16)));
   Object.entries(series).forEach(([name, pts], i) => {
     const d = pts.map((p, j) => `${j ? "L" : "M"}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`);
     svg.append(s("path", { d: d.join(" "), class: `line c${i % 6}` }));
