@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
+from enclave.ledger.grid import DEFAULT_MIN_EPSILON
+
 Role = Literal["researcher", "admin", "auditor"]
 ROLES: tuple[str, ...] = ("researcher", "admin", "auditor")
 
@@ -135,6 +137,7 @@ class Tier:
     budget_epsilon: Decimal
     budget_delta: Decimal
     period_days: int | None = None
+    min_epsilon_per_query: Decimal = DEFAULT_MIN_EPSILON
     min_noisy_count: int = 0
     group_by_max_columns: int = 2
     group_by_max_groups: int = 500
@@ -157,6 +160,7 @@ class Tier:
             "description": self.description,
             "aggregates": sorted(self.aggregates, key=AGG_KINDS.index),
             "max_epsilon_per_query": float(self.max_epsilon_per_query),
+            "min_epsilon_per_query": float(self.min_epsilon_per_query),
             "budget": budget,
             "min_noisy_count": self.min_noisy_count,
             "group_by": {
