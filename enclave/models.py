@@ -1,8 +1,9 @@
 """Frozen value types shared across the gateway's stages.
 
-Epsilon and delta that are *charged* are ``Decimal`` (exact ledger arithmetic: ten spends of
-0.1 fit a budget of 1.0). OpenDP works in floats; ``dp/mechanisms.py`` guarantees the float
-privacy loss it computes never exceeds the Decimal that is charged.
+Epsilon and delta that are *charged* are ``Decimal`` values on the ledger's grid
+(``ledger/grid.py``), which stores them as integer units: ten spends of 0.1 fit a budget of 1.0.
+OpenDP works in floats; ``dp/mechanisms.py`` guarantees the float privacy loss it computes never
+exceeds the Decimal that is charged.
 """
 
 from __future__ import annotations

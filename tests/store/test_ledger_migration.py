@@ -14,6 +14,7 @@ from enclave.ledger.grid import MAX_EPSILON_UNITS, Amount
 from enclave.store import postgres_ops, sqlite_ops
 from tests.store.conftest import charge, draft
 
+OLD_COLUMNS = "(licence_id, dataset, epsilon, delta, ts, audit_seq)"
 OLD_ROWS = [  # (licence, epsilon, delta) as the old code stored them
     ("lic_ok", "0.1", "0"),
     ("lic_ok", "0.25", "5E-7"),
@@ -35,11 +36,10 @@ async def _old_store(backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
             assert await old.schema_version() == 2
             for licence_id, eps, delta in OLD_ROWS:
                 record = await old.append(draft(licence_id=licence_id))
-                await backend.raw(
-                    "INSERT INTO ledger (licence_id, dataset, epsilon, delta, ts, audit_seq)"
-                    f" VALUES ('{licence_id}', 'visits', '{eps}', '{delta}', '{record.ts}',"
-                    f" {record.seq})"
+                values = (
+                    f"'{licence_id}', 'visits', '{eps}', '{delta}', '{record.ts}', {record.seq}"
                 )
+                await backend.raw(f"INSERT INTO ledger {OLD_COLUMNS} VALUES ({values})")  # noqa: S608
         finally:
             await old.close()
 
