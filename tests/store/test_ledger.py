@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -59,8 +58,7 @@ async def test_concurrent_appends_never_overspend(store: Any) -> None:
     refused = [r for r in results[:50] if isinstance(r, BudgetExhausted)]
     assert len(ok) == 10 and len(refused) == 40
     assert all(not isinstance(r, BaseException) for r in results[50:])
-    eps, _ = await store.spent("lic_1", "visits", None)
-    assert eps == Decimal("1.0")
+    assert await store.spent("lic_1", "visits", None) == Amount.charge("1.0")
     records = [r async for r in store.audit_iter()]
     assert [r.seq for r in records] == list(range(1, 21))
     assert verify(records).valid
