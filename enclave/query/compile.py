@@ -46,6 +46,7 @@ import itertools
 from typing import Any
 
 from enclave.dp import calibrate as cal
+from enclave.dp.values import row_sort_key
 from enclave.engine.bounding import clamp_sql, clamped_name, number_sql
 from enclave.models import ColumnSpec, DatasetSpec
 from enclave.query.plan import (
@@ -210,8 +211,9 @@ def assemble(compiled: CompiledQuery, rows: list[tuple[Any, ...]]) -> ExactGroup
     """Turn the rows of ``compiled.sql`` into per-group statistics.
 
     Declared keys: every key, in declared order, those without rows filled with empty
-    statistics (counts 0, sums 0, values []). Undeclared: the keys found, sorted (NULL last)
-    so the order does not depend on DuckDB's hash table.
+    statistics (counts 0, sums 0, values []). Undeclared: the keys found, sorted by
+    ``values.row_sort_key`` (total whatever the values; NULL last) so the order does not
+    depend on DuckDB's hash table.
     """
     width = len(compiled.group_columns)
     found: dict[tuple[Any, ...], tuple[Any, ...]] = {}
@@ -222,12 +224,7 @@ def assemble(compiled: CompiledQuery, rows: list[tuple[Any, ...]]) -> ExactGroup
     if compiled.declared_keys is not None:
         keys = compiled.declared_keys
     else:
-        keys = tuple(
-            sorted(
-                found,
-                key=lambda k: tuple((v is None, v) if v is not None else (True, 0) for v in k),
-            )
-        )
+        keys = tuple(sorted(found, key=row_sort_key))  # total: NaN, mixed types, NULL last
     columns: dict[str, list[Any]] = {name: [] for name in compiled.stats}
     for key in keys:
         values = found.get(key)

@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from enclave.dp.release import quantile_input
+from enclave.dp.quantile import histogram_arrays
 from enclave.engine.bounding import clamped_columns_sql
 from enclave.models import ColumnSpec, DatasetSpec
 from enclave.query.compile import assemble, compile_plan, quantile_candidates, quote_ident
@@ -76,6 +76,12 @@ def run(
     compiled = compile_plan(parse_query(sql, spec), spec, TABLE)
     rows = con.execute(compiled.sql, list(compiled.params)).fetchall()
     return compiled, assemble(compiled, rows)
+
+
+def quantile_input(hist: Any) -> list[float]:
+    """Every value a quantile histogram stands for (each key repeated by its count)."""
+    keys, counts = histogram_arrays(hist)
+    return [float(k) for k, n in zip(keys, counts, strict=True) for _ in range(n)]
 
 
 def clamp(value: Any, low: Any, high: Any) -> Any:
