@@ -13,8 +13,8 @@ DuckDB could not convert, mixed types, any DuckDB type), and depend on the value
   values, and JSON encoding cannot fail.
 - ``sort_key``: a total order over any values, used for ORDER BY of released rows and the
   order of undeclared keys: booleans, then numbers (ints, floats and decimals compared by
-  value, NaN after every number), then strings, then dates and times (by ISO text), then
-  anything else (by type name and text). ``None`` sorts last.
+  value, NaN after every number; equal values by type name), then strings, then dates and
+  times (by ISO text), then anything else (by type name and text). ``None`` sorts last.
 - ``result_digest``: SHA-256 of ``{"columns": [...], "rows": [...]}`` as canonical JSON
   (sorted keys, no whitespace, UTF-8) of the ``json_value`` of every cell.
 """
@@ -50,14 +50,14 @@ def sort_key(value: Any) -> tuple[Any, ...]:
         return (_NULL,)
     if isinstance(value, bool):
         return (_BOOL, int(value))
-    if isinstance(value, int | float | Decimal):
+    if isinstance(value, int | float | Decimal):  # equal values: by type name
         if _is_nan(value):
-            return (_NUMBER, 1, 0)
-        return (_NUMBER, 0, value)
+            return (_NUMBER, 1, 0, type(value).__name__)
+        return (_NUMBER, 0, value, type(value).__name__)
     if isinstance(value, str):
         return (_TEXT, value)
     if isinstance(value, dt.date | dt.time):
-        return (_TIME, value.isoformat())
+        return (_TIME, value.isoformat(), type(value).__name__)
     return (_OTHER, type(value).__name__, _text(value))
 
 
