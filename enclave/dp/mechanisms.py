@@ -69,6 +69,7 @@ import opendp.prelude as dp
 
 from enclave.dp import calibrate as cal
 from enclave.dp.calibrate import enable_dp
+from enclave.dp.partition import threshold_release
 from enclave.dp.quantile import quantile_release
 from enclave.errors import BadRequest, EnclaveError, TierRefused, UnsupportedQuery
 from enclave.models import ColumnSpec, DatasetSpec, Tier
@@ -102,7 +103,8 @@ class PricedAggregate:
     space: str = field(default="", compare=False, repr=False)  # domain|metric|measure
     #: what ``release`` invokes, when it is not ``measurement`` itself (whose map is charged):
     #: quantiles score a histogram into OpenDP's noisy max (``dp/quantile.py``); partition
-    #: selection releases with the threshold one above the charged one (``release_delta``)
+    #: selection releases with the threshold one above the charged one (``release_delta``),
+    #: vectorised (``dp/partition.py``)
     release_with: Any = field(default=None, compare=False, repr=False)
 
     @property
@@ -295,21 +297,22 @@ def _price_partition(k: int, share: float, delta: float) -> PricedAggregate:
     """Partition selection; charged exactly the delta of releasing at ``>=`` the threshold.
 
     ``measurement`` is OpenDP's threshold measurement one below the released threshold: its
-    map is the true (epsilon, delta) of the release (``calibrate.release_delta``).
+    map is the true (epsilon, delta) of the release (``calibrate.release_delta``). The release
+    itself is the same algorithm over a vector of counts (``dp/partition.py``).
     """
     d_in = (k, k, k)
     reference = cal.threshold_builder(k + 1)
     _, scale, _ = cal.calibrate(reference, d_in, share)
     threshold = cal.threshold_for_delta(scale, d_in, delta)
     charged = cal.threshold_builder(threshold - 1)
-    released = cal.threshold_builder(threshold)(scale)
     meas = charged(scale)
     eps, got_delta = (float(v) for v in meas.map(d_in))
-    if eps > share or got_delta > delta or float(released.map(d_in)[0]) != eps:
+    if eps > share or got_delta > delta:
         raise EnclaveError("partition selection exceeds its share")  # pragma: no cover
     return PricedAggregate(
         HIDDEN_ALIAS, "partition", k, scale, eps, None, meas, "partition", "_n", True,
-        got_delta, threshold, space=cal.space_of(charged), release_with=released,
+        got_delta, threshold, space=cal.space_of(charged),
+        release_with=threshold_release(scale, threshold, k),
     )  # fmt: skip
 
 

@@ -10,11 +10,11 @@ values and public metadata.
 - AVG = ``noisy_sum / max(noisy_count, 1)``, clamped to the declared bounds.
 - Suppression drops a group when its noisy count (see ``PricedPlan.suppress_with``) is below
   ``tier.min_noisy_count``; an ungrouped query is one group and is suppressed the same way.
-- Undeclared keys: OpenDP's threshold mechanism keeps a key if its noisy row count clears the
-  threshold; at most ``tier.group_by_max_groups`` keys are kept, largest noisy counts first
-  (ties by key order), then released in key order (``values.sort_key``, as ``assemble`` sorts
-  them). The map handed to OpenDP is keyed by each group's position, never by its value, so
-  no key is encoded and no key value can make the selection fail.
+- Undeclared keys: OpenDP's Laplace threshold (vectorised, ``dp/partition.py``) keeps a key
+  if its noisy row count clears the threshold; at most ``tier.group_by_max_groups`` keys are
+  kept, largest noisy counts first (ties by key order), then released in key order
+  (``values.sort_key``). Counts go to OpenDP by position, never keyed by value, so no key is
+  encoded and no key value can make the selection fail.
 - Totality: once data is read nothing here raises on data. Exact integer inputs are clipped
   to the i64 domain of their measurement and float inputs to finite doubles (NaN as 0); a
   per-group, data-independent map that is 1-Lipschitz, so the sensitivity is unchanged. Noisy
@@ -34,12 +34,12 @@ from typing import Any
 
 from enclave.dp.accuracy import avg_ci95
 from enclave.dp.mechanisms import PricedAggregate, PricedPlan
+from enclave.dp.partition import i64_array, to_i64
 from enclave.dp.values import json_value, result_digest, row_sort_key, sort_key
 from enclave.errors import EnclaveError
 from enclave.models import DatasetSpec, Tier
 from enclave.query.plan import Aggregate, ExactGroups, GroupColumn, Plan
 
-I64_MIN, I64_MAX = -(2**63), 2**63 - 1  # the domain of every integer measurement
 FLOAT_MAX = sys.float_info.max
 
 
@@ -132,14 +132,13 @@ def _select_groups(spec: DatasetSpec, priced: PricedPlan, exact: ExactGroups) ->
                 raise EnclaveError("a group key is not a declared value")
         return _Selection(list(range(len(exact.keys))), None)
     part = next(p for p in priced.aggregates if p.part == "partition")
-    counts = _stat(exact, "_n")
-    # keyed by position: no key value is encoded, so none can fail or collide
-    kept: dict[str, int] = part.mechanism({str(i): to_i64(c) for i, c in enumerate(counts)})
+    # by position: no key value is encoded, so none can fail; one vector through OpenDP
+    kept, noisy = part.mechanism(i64_array(_stat(exact, "_n")))
     # Below, only the keys OpenDP released are touched (their number is a DP output).
     # Cap: largest noisy counts first, ties by key order (then position, for keys that
     # sort equal); release order: key order.
     chosen = sorted(
-        ((int(i), int(n)) for i, n in kept.items()),
+        zip(kept.tolist(), noisy.tolist(), strict=True),
         key=lambda c: (-c[1], row_sort_key(exact.keys[c[0]]), c[0]),
     )[: priced.max_groups]
     chosen.sort(key=lambda c: (row_sort_key(exact.keys[c[0]]), c[0]))
@@ -154,18 +153,6 @@ def _measure(p: PricedAggregate, exact: ExactGroups, indices: list[int]) -> list
         return [int(v) for v in p.mechanism([to_i64(column[i]) for i in indices])]
     noisy = p.mechanism([to_finite(column[i]) for i in indices])
     return [min(max(float(v), -FLOAT_MAX), FLOAT_MAX) for v in noisy]
-
-
-def to_i64(value: Any) -> int:
-    """An exact integer statistic clipped to the i64 domain (NULL and non-numbers: 0).
-
-    A fixed per-group map (1-Lipschitz), so the measurement's sensitivity is unchanged.
-    """
-    try:
-        n = int(value or 0)
-    except (TypeError, ValueError, ArithmeticError):
-        return 0
-    return min(max(n, I64_MIN), I64_MAX)
 
 
 def to_finite(value: Any) -> float:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from decimal import Decimal, localcontext
 
+import numpy as np
 import pytest
 
 from enclave.dp.calibrate import release_delta, threshold_builder, threshold_for_delta
@@ -110,9 +111,27 @@ def test_a_lone_key_is_released_no_more_often_than_the_charged_delta() -> None:
     assert part.delta <= 0.01
     released = 0
     for _ in range(DRAWS // 50_000):
-        out = part.mechanism({f"u{i}": 1 for i in range(50_000)})
-        released += len(out)
+        kept, noisy = part.mechanism(np.ones(50_000, dtype=np.int64))
+        assert (noisy >= (part.threshold or 0)).all()
+        released += len(kept)
     low = binomial_lower_bound(released, DRAWS, FAIL_LEVEL)
     assert low <= part.delta, (released, low, part.delta)
-    # and the measurement is live: it does release lone keys at about that rate
-    assert released >= DRAWS * part.delta / 3
+    # two-sided: the rate is the exact tail (the noise is OpenDP's discrete Laplace at the
+    # priced scale), not merely below it
+    high = 1 - binomial_lower_bound(DRAWS - released, DRAWS, FAIL_LEVEL)
+    assert high >= float(exact_delta(part.scale, 1, part.threshold or 0))
+
+
+def test_vector_release_has_the_threshold_measurement_s_distribution() -> None:
+    """Counts near the threshold: the vectorised release keeps a key as often as OpenDP's
+    own ``make_laplace_threshold`` at the same threshold and scale (two-sample check)."""
+    part = lone_key_partition(1, "1.0", "0.1")
+    assert part.threshold is not None
+    n = 40_000
+    counts = np.full(n, part.threshold - 1, dtype=np.int64)  # released about 1/(1+a) of the time
+    ours = len(part.mechanism(counts)[0])
+    theirs = len(threshold_builder(part.threshold)(part.scale)({str(i): int(c) for i, c in
+                                                              enumerate(counts)}))  # fmt: skip
+    p = (ours + theirs) / (2 * n)
+    z = abs(ours - theirs) / math.sqrt(2 * n * p * (1 - p))
+    assert z < 5.3, (ours, theirs)  # two-sided, about 1e-7 to fail by chance

@@ -20,7 +20,8 @@ import duckdb
 import pytest
 
 from enclave.dp.mechanisms import price_plan
-from enclave.dp.release import I64_MAX, ReleasedTable, release
+from enclave.dp.partition import I64_MAX
+from enclave.dp.release import ReleasedTable, release
 from enclave.dp.values import json_value, result_digest, row_sort_key, sort_key
 from enclave.models import ColumnSpec, DatasetSpec
 from enclave.query.compile import assemble, compile_plan

@@ -239,7 +239,9 @@ def test_undeclared_keys_use_partition_selection_and_spend_delta() -> None:
     assert part.measurement.map((K, K, K)) == (
         threshold_builder(part.threshold - 1)(part.scale).map((K, K, K))
     )
-    assert part.mechanism.map((K, K, K))[1] < delta  # what OpenDP would have under-charged
+    released = threshold_builder(part.threshold)(part.scale)  # what release() runs (vectorised)
+    assert released.map((K, K, K))[1] < delta  # what OpenDP would have under-charged
+    assert part.mechanism.threshold == part.threshold and part.mechanism.noise.map(K) == eps
     assert release_delta(part.scale, (K, K, K), part.threshold) == delta
     assert release_delta(part.scale, (K, K, K), part.threshold - 1) > 1e-7
     # count_distinct falls back to the released cap for G
