@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
+from enclave.config import load_config
 from enclave.dp.deadline import deadline_for, padded
 from enclave.dp.mechanisms import price_plan
+from enclave.errors import ConfigError
 from enclave.query.plan import Aggregate
 from tests.unit.test_mechanisms import make_plan, make_spec, make_tier
 
@@ -41,3 +44,17 @@ def test_only_undeclared_keys_are_padded() -> None:
     undeclared = price_plan(plan, spec, tier, Decimal(1), None)
     assert deadline_for(declared, 250) == 0.0
     assert deadline_for(undeclared, 250) == 0.25
+
+
+@pytest.mark.parametrize(("value", "ok"), [(0, True), (250, True), (-1, False), (1e9, False)])
+def test_release_deadline_is_validated_at_load(tmp_path: Path, value: float, ok: bool) -> None:
+    (tmp_path / "jwks.json").write_text('{"keys": []}')
+    (tmp_path / "enclave.toml").write_text(
+        '[auth]\nissuer = "https://idp.invalid"\naudience = "enclave"\n'
+        f'jwks_file = "jwks.json"\n[server]\nrelease_deadline_ms = {value}\n'
+    )
+    if ok:
+        assert load_config(tmp_path / "enclave.toml").server.release_deadline_ms == value
+    else:
+        with pytest.raises(ConfigError, match="server.release_deadline_ms"):
+            load_config(tmp_path / "enclave.toml")
