@@ -42,11 +42,11 @@ def to_i64(value: Any) -> int:
 
 
 def i64_array(values: Sequence[Any]) -> np.ndarray:
-    """``to_i64`` of every value as an ``int64`` array (one conversion when all are ints)."""
+    """``to_i64`` of every value as an ``int64`` array (one conversion when all are ints;
+    numpy truncates a float as ``int`` does)."""
     try:
-        if all(type(v) is int for v in values):
-            return np.asarray(values, dtype=np.int64)
-    except OverflowError:
+        return np.asarray(values, dtype=np.int64)  # counts: ints in range, one C loop
+    except (TypeError, ValueError, OverflowError, ArithmeticError):
         pass
     return np.fromiter((to_i64(v) for v in values), dtype=np.int64, count=len(values))
 

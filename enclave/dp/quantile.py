@@ -40,6 +40,7 @@ from enclave.errors import EnclaveError
 
 U64_MAX = 2**64 - 1
 APPROX_DENOMINATOR = 10_000  # OpenDP's alpha granularity when the dataset size is unknown
+MAX_BIN = 2**62  # a bin count above this (never seen in practice) is held at it
 
 
 def score_constants(alpha: float) -> tuple[int, int, int]:
@@ -56,26 +57,44 @@ def _round_half_away(value: float) -> int:
     return int(math.floor(value + 0.5)) if value >= 0 else -int(math.floor(-value + 0.5))
 
 
-def histogram_arrays(values: Any) -> tuple[np.ndarray, list[int]]:
-    """Sorted distinct values (float64) and their counts from a ``{value: count}`` histogram.
+def histogram_arrays(values: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct values (float64) and their counts (int64) from a ``{value: count}``
+    histogram, in vector operations.
 
     Total: NULL and NaN values are dropped (a fixed per-value rule, like NULL), negative or
     missing counts count as 0, and entries whose value converts to the same float are merged.
     A plain sequence of values is accepted too (each counts once).
     """
-    merged: dict[float, int] = {}
-    items = values.items() if isinstance(values, Mapping) else ((v, 1) for v in values or ())
+    if isinstance(values, Mapping):
+        try:
+            keys = np.fromiter(values.keys(), dtype=np.float64, count=len(values))
+            counts = np.fromiter(values.values(), dtype=np.int64, count=len(values))
+        except (TypeError, ValueError, ArithmeticError):
+            keys, counts = _checked(values.items())
+    else:
+        keys, counts = _checked((v, 1) for v in values or ())
+    keep = ~np.isnan(keys)
+    keys, counts = keys[keep], np.maximum(counts[keep], 0)
+    order = np.argsort(keys, kind="stable")
+    keys, counts = keys[order], counts[order]
+    if len(keys) == 0:
+        return keys, counts
+    distinct, first = np.unique(keys, return_index=True)
+    return distinct, np.add.reduceat(counts, first)
+
+
+def _checked(items: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The entries one by one: a value or count that is not a number drops its entry."""
+    keys: list[float] = []
+    counts: list[int] = []
     for value, count in items:
         try:
-            x = float(value)
-            n = max(int(count or 0), 0)
+            x, n = float(value), int(count or 0)
         except (TypeError, ValueError, ArithmeticError):
             continue
-        if math.isnan(x):
-            continue
-        merged[x] = merged.get(x, 0) + n
-    keys = sorted(merged)
-    return np.asarray(keys, dtype=np.float64), [merged[k] for k in keys]
+        keys.append(x)
+        counts.append(min(max(n, 0), MAX_BIN))
+    return np.asarray(keys, dtype=np.float64), np.asarray(counts, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -91,14 +110,26 @@ class QuantileRelease:
     def scores(self, values: Any) -> np.ndarray:
         """OpenDP's candidate scores for the histogram (or values) ``values``."""
         keys, counts = histogram_arrays(values)
-        below = [0, *accumulate(counts)]  # below[i] = rows among the i smallest keys
-        total = below[-1]
         lt_at = np.searchsorted(keys, self.candidates, side="left")
         le_at = np.searchsorted(keys, self.candidates, side="right")
+        if float(counts.sum(dtype=np.float64)) >= 2.0**62:  # int64 sums could overflow
+            return self._exact_scores(counts.tolist(), lt_at.tolist(), le_at.tolist())
+        below = np.concatenate(([0], np.cumsum(counts))).astype(np.uint64)
+        limit = np.uint64(self.size_limit)
+        lt = np.minimum(below[lt_at], limit)
+        gt = np.minimum(below[-1] - below[le_at], limit)
+        a = np.uint64(self.alpha_den - self.alpha_num) * lt  # <= den * limit < 2^64
+        b = np.uint64(self.alpha_num) * gt
+        out: np.ndarray = np.where(a >= b, a - b, b - a).astype(np.uint64)
+        return out
+
+    def _exact_scores(self, counts: list[int], lt_at: list[int], le_at: list[int]) -> np.ndarray:
+        """The same scores in Python integers (for counts too large for int64 sums)."""
+        below = [0, *accumulate(counts)]
         lim, num, rest = self.size_limit, self.alpha_num, self.alpha_den - self.alpha_num
         out = [
-            abs(rest * min(below[lt], lim) - num * min(total - below[le], lim))
-            for lt, le in zip(lt_at.tolist(), le_at.tolist(), strict=True)
+            abs(rest * min(below[lt], lim) - num * min(below[-1] - below[le], lim))
+            for lt, le in zip(lt_at, le_at, strict=True)
         ]
         return np.asarray(out, dtype=np.uint64)
 
