@@ -20,6 +20,7 @@ matches nothing and over one that matches many:
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -41,6 +42,10 @@ CASES: tuple[tuple[str, str], ...] = (
     (
         "GROUP BY cost, empty",
         "SELECT cost, COUNT(*) AS n FROM visits WHERE age = 200 GROUP BY cost",
+    ),
+    (
+        "GROUP BY cost, some",
+        "SELECT cost, COUNT(*) AS n FROM visits WHERE age = 30 AND region = 'north' GROUP BY cost",
     ),
     (
         "GROUP BY cost, full",
@@ -140,14 +145,22 @@ def main() -> None:
         results,
     )
     print(table, flush=True)
+    empty, full = results[0], results[2]
+    keys = int(str(full[1]).split()[0].replace(",", ""))
+    slope = (full[3] - empty[3]) / max(keys, 1) * 1e3
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     body = (
         f"`.venv/bin/python -m bench.timing` — {rows:,} synthetic visits, `accredited` tier, "
         f"epsilon 1, {reps} runs of each. The step timed is the pipeline's, from the engine's "
         "rows to the released table (`assemble` + `release`), run through "
         "`dp.deadline.padded`: *work* with no deadline, *observed* padded to "
         "`server.release_deadline_ms` (undeclared keys only; a quantile is not padded). "
-        "The engine's own run is not included.\n\n"
-        f"{table}\n"
+        "The engine's own run is not included. "
+        f"Load average while it ran: {load} (1, 5, 15 min).\n\n"
+        f"{table}\n\n"
+        f"Work grows by {slope:.1f} us per distinct key found (full against empty), almost all "
+        "of it OpenDP sampling one noise value per key; a quantile's work does not grow with "
+        "the rows (no row is expanded).\n"
     )
     write_section(results_path(args), "timing", "Timing: data read to release", body)
 
