@@ -176,3 +176,31 @@ async def test_the_largest_tier_settings_still_answer(
     assert body["budget"]["epsilon_remaining"] == 1_000_000 - 1000
     assert body["budget"]["renews"] is not None
     await healthy(gw, 1000.0)
+
+
+async def test_a_stored_tier_from_before_the_bounds_is_refused_not_a_500(
+    make_gateway: Any,
+) -> None:
+    """A tier stored before the bounds existed (budget 1e200, period 10**9 days) no longer
+    validates: its queries are refused and its budget reads 503 (never 500), until an admin
+    PUTs a corrected version, which then answers at once."""
+    from enclave.audit.record import AuditDraft
+
+    gw = await make_gateway()
+    await gw.licence()
+    admin = {**gw.auth("root", ["admin"]), "Content-Type": "application/json"}
+    good = await (await gw.client.get("/v1/admin/tiers/standard", headers=admin)).json()
+    good = {k: v for k, v in good.items() if k not in ("created_at", "changed_by", "versions")}
+    stale = {**good, "budget": {"epsilon": 1e200, "delta": 1e-6, "period_days": 10**9}}
+    stale.pop("min_epsilon_per_query")
+    draft = AuditDraft(action="tier.update", outcome="ok", actor="old", roles=("admin",))
+    await gw.services.store.put_policy("tier", "standard", stale, "old", draft)
+    status, problem = await post(gw, {"dataset": "visits", "sql": SQL, "epsilon": 0.5})
+    assert status in (403, 503), problem
+    assert (await gw.client.get("/v1/budget", headers=gw.auth())).status == 503
+    body = {**good, "reason": "back within the bounds"}
+    body.pop("version", None)
+    resp = await gw.client.put("/v1/admin/tiers/standard", data=json.dumps(body), headers=admin)
+    assert resp.status == 200, await resp.text()
+    assert (await gw.query(SQL, epsilon=0.5)).status == 200
+    await healthy(gw, 0.5)
