@@ -23,8 +23,10 @@ Every refusal raised here is audited by ``web/problem.py`` with what ``actx`` kn
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -32,6 +34,7 @@ from typing import Any
 from enclave.audit.context import AuditContext
 from enclave.dp.mechanisms import PricedPlan, check_plan, price_plan
 from enclave.dp.release import release
+from enclave.dummy import DummyRequest, dummy_detail, render_dummy
 from enclave.errors import BadRequest, BudgetExhausted, EnclaveError, NotFound
 from enclave.ids import new_id
 from enclave.ledger.budget import period_window, remaining, to_decimal
@@ -199,20 +202,7 @@ async def _admit(
 ) -> Admitted:
     now = svc.clock()
     actx.sql = req.sql
-    actx.dataset = req.dataset
-    spec = await svc.registry.dataset(req.dataset)
-    licences = await svc.store.licences_for(principal.subject)
-    licence = licence_for(licences, spec.name if spec else req.dataset)
-    if spec is None or licence is None:
-        raise NotFound(f"unknown dataset '{req.dataset}'")
-    actx.dataset = spec.name
-    actx.licence_id = licence.id
-    actx.tier = licence.tier
-    tiers = await svc.registry.tier_map()
-    tier = tiers.get(licence.tier)
-    require(authorize(principal, licence, tier, spec, None, None, now, tiers=tiers))
-    if tier is None:  # authorize refuses a missing tier; this keeps the types honest
-        raise NotFound(f"unknown dataset '{req.dataset}'")
+    spec, licence, tier, tiers = await resolve_dataset(svc, principal, req.dataset, actx)
     epsilon = req.epsilon if req.epsilon is not None else tier.max_epsilon_per_query
     actx.epsilon = float(epsilon)
     plan = parse_query(req.sql, spec)
@@ -239,6 +229,50 @@ async def _admit(
         spent_epsilon=spent_eps,
         spent_delta=spent_delta,
     )
+
+
+async def resolve_dataset(
+    svc: Services, principal: Principal, name: str, actx: AuditContext
+) -> tuple[DatasetSpec, Licence, Tier, dict[str, Tier]]:
+    """The dataset, the caller's licence for it and its tier, or the refusal (stage 1).
+
+    A dataset no licence of the caller covers answers 404 exactly as an unknown one; a
+    licence that covers it but cannot be used now says why (``policy/decide.py``).
+    """
+    actx.dataset = name
+    spec = await svc.registry.dataset(name)
+    licences = await svc.store.licences_for(principal.subject)
+    licence = licence_for(licences, spec.name if spec else name)
+    if spec is None or licence is None:
+        raise NotFound(f"unknown dataset '{name}'")
+    actx.dataset = spec.name
+    actx.licence_id = licence.id
+    actx.tier = licence.tier
+    tiers = await svc.registry.tier_map()
+    tier = tiers.get(licence.tier)
+    require(authorize(principal, licence, tier, spec, None, None, svc.clock(), tiers=tiers))
+    if tier is None:  # authorize refuses a missing tier; this keeps the types honest
+        raise NotFound(f"unknown dataset '{name}'")
+    return spec, licence, tier, tiers
+
+
+async def dummy_data(
+    svc: Services,
+    principal: Principal,
+    name: str,
+    query: Mapping[str, str],
+    actx: AuditContext,
+) -> tuple[DatasetSpec, DummyRequest, bytes]:
+    """Dummy rows for a dataset the caller may query (access first, so an unseen dataset is
+    404 whatever the parameters): from its public metadata only (the source is never
+    opened), free, and audited with outcome ok and no charge."""
+    spec, _, _, _ = await resolve_dataset(svc, principal, name, actx)
+    req = DummyRequest.from_query(query)
+    actx.detail.update(dummy_detail(req))
+    body = await asyncio.to_thread(render_dummy, spec, req)
+    await svc.store.append(actx.draft("ok", epsilon=0.0))
+    actx.audited = True
+    return spec, req, body
 
 
 async def _replay(svc: Services, adm: Admitted, actx: AuditContext, query_id: str) -> Release:

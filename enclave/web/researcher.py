@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from enclave import pipeline
+from enclave.dummy import dummy_filename
 from enclave.errors import BadRequest, InvalidCursor
 from enclave.ledger.budget import period_window, remaining
 from enclave.models import DatasetSpec, iso
@@ -36,6 +37,25 @@ def _dataset_json(spec: DatasetSpec) -> dict[str, Any]:
     out = spec.to_json()
     out.pop("source", None)  # where the data lives is the steward's business
     return out
+
+
+@routes.get("/v1/datasets/{name}/dummy")
+@requires_role("researcher")
+async def get_dummy(request: web.Request) -> web.Response:
+    """Dummy rows shaped like the dataset, from its public metadata only: free, audited."""
+    actx = request[audit_ctx_key]
+    actx.action = "dataset.dummy"
+    spec, req, body = await pipeline.dummy_data(
+        request.app[services_key],
+        request[principal_key],
+        request.match_info["name"],
+        request.query,
+        actx,
+    )
+    disposition = f'attachment; filename="{dummy_filename(spec, req)}"'
+    return web.Response(
+        body=body, content_type=req.media_type, headers={"Content-Disposition": disposition}
+    )
 
 
 @routes.post("/v1/queries")
