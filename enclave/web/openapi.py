@@ -32,7 +32,11 @@ from enclave.errors import (
     InvalidCursor,
     InvalidToken,
     JurisdictionRefused,
+    LicenceExpired,
+    LicenceNotYetValid,
     LicenceRefused,
+    LicenceRevoked,
+    LicenceSuspended,
     MissingToken,
     NotFound,
     PayloadTooLarge,
@@ -67,13 +71,20 @@ AUTHENTICATED: Errors = (
 )
 BODY: Errors = (BadRequest, PayloadTooLarge, UnsupportedMediaType)
 PAGE: Errors = (BadRequest, InvalidCursor)
+LICENCE: Errors = (
+    NotFound,
+    LicenceRefused,
+    LicenceSuspended,
+    LicenceRevoked,
+    LicenceExpired,
+    LicenceNotYetValid,
+    TierRefused,
+    JurisdictionRefused,
+)
 ADMISSION: Errors = (
     *BODY,
     UnsupportedQuery,
-    NotFound,
-    LicenceRefused,
-    TierRefused,
-    JurisdictionRefused,
+    *LICENCE,
     BudgetExhausted,
     RateLimited,
 )
@@ -150,7 +161,7 @@ OPERATIONS: tuple[Op, ...] = (
                _q("seed", f"generator seed, 0 to {MAX_SEED} (default 0)", type="integer",
                   minimum=0, maximum=MAX_SEED),
                _q("format", "parquet (default) or csv", enum=list(FORMATS))),
-       errors=(BadRequest, NotFound, LicenceRefused, TierRefused, JurisdictionRefused),
+       errors=(BadRequest, *LICENCE),
        content=tuple(FORMATS.values()),
        headers=(("Content-Disposition",
                  "attachment; filename=<name>-dummy-<rows>-<seed>.<format>"),)),
