@@ -32,6 +32,7 @@ from decimal import Decimal
 from typing import Any
 
 from enclave.audit.context import AuditContext
+from enclave.dp.accuracy import bounding_note
 from enclave.dp.deadline import deadline_for, padded
 from enclave.dp.mechanisms import PricedPlan, check_plan, price_plan
 from enclave.dp.release import release
@@ -120,6 +121,7 @@ async def estimate_query(
         "within_budget": fits,
         "budget": _budget_json(rem_eps, rem_delta, adm.renews),
         "audit_seq": record.seq,
+        "bounding": bounding_note(adm.spec),
     }
 
 
@@ -197,6 +199,7 @@ async def run_query(
         suppressed_groups=released.suppressed_groups,
         budget=_budget_json(left_eps, left_delta, adm.renews),
         audit_seq=record.seq,
+        extra={"bounding": bounding_note(adm.spec)},
     )
 
 
@@ -306,7 +309,7 @@ async def _replay(svc: Services, adm: Admitted, actx: AuditContext, query_id: st
         suppressed_groups=body["suppressed_groups"],
         budget=_budget_json(rem_eps, rem_delta, adm.renews),
         audit_seq=record.seq,
-        extra={"release_of": body["query_id"]},
+        extra={"release_of": body["query_id"], "bounding": bounding_note(adm.spec)},
     )
 
 

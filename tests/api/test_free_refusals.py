@@ -67,3 +67,27 @@ async def test_declared_values_still_work(make_gateway: Any) -> None:
     )
     resp = await gw.query(sql)
     assert resp.status == 200, await resp.text()
+
+
+async def test_answers_say_they_count_bounded_rows_and_state_quantile_accuracy(
+    make_gateway: Any,
+) -> None:
+    """Honest accuracy: query, cached repeat and estimate carry ``bounding``; a quantile
+    carries its grid resolution and rank guarantee (README "Honest accuracy")."""
+    gw = await make_gateway()
+    await gw.licence()
+    sql = "SELECT COUNT(*) AS n, MEDIAN(age) AS m FROM visits"
+    bodies = []
+    for path in ("/v1/queries/estimate", "/v1/queries", "/v1/queries"):
+        resp = await gw.query(sql, epsilon=0.5, path=path)
+        assert resp.status == 200, await resp.text()
+        bodies.append(await resp.json())
+    assert bodies[2]["cached"] is True
+    for body in bodies:
+        bounding = body["bounding"]
+        assert (bounding["privacy_unit"], bounding["max_rows_per_unit"]) == ("person_id", 5)
+        assert bounding["counts"] == "bounded rows"
+        median = body["accuracy"]["m"]
+        assert median["ci95"] is None and median["resolution"] == 1.0
+        assert median["rank_error95"] > 0 and median["candidates"] == 111
+        assert body["accuracy"]["n"]["ci95"] > 0
