@@ -39,6 +39,7 @@ DEFAULT_ROWS = 1_000
 MAX_SEED = 2**63 - 1
 FORMATS: dict[str, str] = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv"}
 UNDECLARED_CATEGORY_VALUES = 5
+_PARAMETERS = frozenset({"rows", "seed", "format"})
 _DIGITS = re.compile(r"[0-9]{1,19}", re.ASCII)
 _EPOCH = dt.date(1970, 1, 1)
 _SQL_TYPES = {
@@ -59,7 +60,9 @@ class DummyRequest:
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> DummyRequest:
         """Read ``rows``, ``seed`` and ``format``; one 400 listing every problem."""
-        problems = [f"{_shown(k)}: unknown parameter" for k in sorted(set(query)) if k not in _P]
+        problems = [
+            f"{_shown(k)}: unknown parameter" for k in sorted(set(query)) if k not in _PARAMETERS
+        ]
         rows = _integer(query, "rows", DEFAULT_ROWS, 1, MAX_ROWS, problems)
         seed = _integer(query, "seed", 0, 0, MAX_SEED, problems)
         fmt = query.get("format", "parquet")
@@ -72,9 +75,6 @@ class DummyRequest:
     @property
     def media_type(self) -> str:
         return FORMATS[self.format]
-
-
-_P = frozenset({"rows", "seed", "format"})
 
 
 def _integer(

@@ -271,9 +271,11 @@ async def dummy_data(
 ) -> tuple[DatasetSpec, DummyRequest, bytes]:
     """Dummy rows for a dataset the caller may query (access first, so an unseen dataset is
     404 whatever the parameters): from its public metadata only (the source is never
-    opened), free, and audited with outcome ok and no charge."""
-    spec, _, _, _ = await resolve_dataset(svc, principal, name, actx)
+    opened), free, rate limited with the licence's queries, and audited with outcome ok and
+    no charge."""
+    spec, licence, tier, _ = await resolve_dataset(svc, principal, name, actx)
     req = DummyRequest.from_query(query)
+    svc.limiter.check(licence.id, tier.rate_limit_per_minute)  # it costs CPU, if no budget
     actx.detail.update(dummy_detail(req))
     body = await asyncio.to_thread(render_dummy, spec, req)
     await svc.store.append(actx.draft("ok", epsilon=0.0))

@@ -139,3 +139,14 @@ async def test_suspended_licence_says_so(make_gateway: Any) -> None:
     resp = await _get(gw)
     assert resp.status == 403
     assert "suspended" in (await resp.json(content_type=None))["detail"]
+
+
+async def test_dummy_shares_the_licence_rate_limit(make_gateway: Any) -> None:
+    gw = await make_gateway()
+    await gw.licence()
+    admin = gw.auth("steward", ["admin"])
+    tier = await (await gw.client.get("/v1/admin/tiers/standard", headers=admin)).json()
+    tier.update(rate_limit_per_minute=2, reason="test: a small rate limit")
+    put = await gw.client.put("/v1/admin/tiers/standard", json=tier, headers=admin)
+    assert put.status == 200, await put.text()
+    assert [(await _get(gw, rows=5)).status for _ in range(3)] == [200, 200, 429]
