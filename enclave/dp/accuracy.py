@@ -19,6 +19,7 @@ parameters only.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -30,6 +31,7 @@ from enclave.models import DatasetSpec
 QUANTILE_BETA = 0.05  # the quantile statement holds with probability at least 1 - beta
 
 
+@functools.lru_cache(maxsize=1024)  # public inputs only; one OpenDP call per scale, not group
 def noise_accuracy(scale: float, integer: bool, alpha: float) -> float:
     """Half-width of a ``1 - alpha`` interval for Laplace noise of ``scale``."""
     if integer:
