@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -265,7 +265,7 @@ async def dummy_data(
     svc: Services,
     principal: Principal,
     name: str,
-    query: Mapping[str, str],
+    read_request: Callable[[], DummyRequest],
     actx: AuditContext,
 ) -> tuple[DatasetSpec, DummyRequest, bytes]:
     """Dummy rows for a dataset the caller may query (access first, so an unseen dataset is
@@ -273,7 +273,7 @@ async def dummy_data(
     opened), free, rate limited with the licence's queries, and audited with outcome ok and
     no charge."""
     spec, licence, tier, _ = await resolve_dataset(svc, principal, name, actx)
-    req = DummyRequest.from_query(query)
+    req = read_request()  # after the access check: an unseen dataset is 404 whatever else
     svc.limiter.check(licence.id, tier.rate_limit_per_minute)  # it costs CPU, if no budget
     actx.detail.update(dummy_detail(req))
     body = await asyncio.to_thread(render_dummy, spec, req)
