@@ -13,10 +13,12 @@
    plan, spec, tier, epsilon: public inputs only)
 8. budget pre-check (refuse before touching data)
 --- estimate stops here; run_query goes on ---
-9. compile the plan to DuckDB SQL over the bounded table, run it off the loop (timeout)
-10. add noise, suppress small groups, order/limit the noisy rows
+9. prepare the dataset version (bounding: the same for every query), compile the plan
+--- after this line data has been read: ``charged.read_and_release`` ---
+10. run the SQL off the loop (timeout), add noise, suppress small groups, order/limit
 11. one store transaction: re-check and debit the budget, keep the release, append the audit
-    record; only then is the result returned.
+    record; only then is the result returned. A failure anywhere in 10 is charged the same
+    epsilon and delta, in the same kind of transaction, and answers a fixed, data-free error.
 
 Every refusal raised here is audited by ``web/problem.py`` with what ``actx`` knows by then.
 """
@@ -30,18 +32,18 @@ from decimal import Decimal
 from typing import Any
 
 from enclave.audit.context import AuditContext
+from enclave.charged import ChargedQuery, read_and_release
 from enclave.dp.mechanisms import PricedPlan, check_plan, price_plan
-from enclave.dp.release import release
 from enclave.errors import BadRequest, BudgetExhausted, EnclaveError, NotFound
 from enclave.ids import new_id
 from enclave.ledger.budget import period_window, remaining, to_decimal
 from enclave.models import DatasetSpec, Licence, Principal, Release, Tier, iso
 from enclave.policy.decide import authorize, licence_for, require
-from enclave.query.compile import assemble, compile_plan
+from enclave.query.compile import compile_plan
 from enclave.query.parse import parse_query
 from enclave.query.plan import Plan
 from enclave.services import Services
-from enclave.store.base import CacheEntry, Charge
+from enclave.store.base import Charge
 
 
 @dataclass(frozen=True)
@@ -138,41 +140,27 @@ async def run_query(
             f"this query costs epsilon {priced.epsilon} and delta {priced.delta}; "
             f"remaining epsilon {rem_eps}, delta {rem_delta}"
         )
-    table = await svc.warehouse.prepare(adm.spec)
-    compiled = compile_plan(adm.plan, adm.spec, table)
-    rows = await svc.warehouse.run(compiled, svc.config.server.query_timeout_s)
-    exact = assemble(compiled, rows)
-    released = release(adm.plan, adm.spec, adm.tier, priced, exact)
-    body = {
-        "columns": list(released.columns),
-        "rows": [list(r) for r in released.rows],
-        "accuracy": released.accuracy,
-        "suppressed_groups": released.suppressed_groups,
-        "epsilon": str(priced.epsilon),
-        "delta": str(priced.delta),
-        "result_sha256": released.result_sha256,
-        "query_id": query_id,
-    }
-    charge = Charge(
-        licence_id=adm.licence.id,
-        dataset=adm.spec.name,
-        epsilon=priced.epsilon,
-        delta=priced.delta,
-        limit_epsilon=adm.tier.budget_epsilon,
-        limit_delta=adm.tier.budget_delta,
-        since=adm.since,
-    )
-    record = await svc.store.append(
-        actx.draft(
-            "ok",
-            epsilon=float(priced.epsilon),
-            delta=float(priced.delta),
-            result_sha256=released.result_sha256,
+    table = await svc.warehouse.prepare(adm.spec)  # bounding: the same for every query
+    charged = ChargedQuery(
+        plan=adm.plan,
+        spec=adm.spec,
+        tier=adm.tier,
+        priced=priced,
+        compiled=compile_plan(adm.plan, adm.spec, table),
+        charge=Charge(
+            licence_id=adm.licence.id,
+            dataset=adm.spec.name,
+            epsilon=priced.epsilon,
+            delta=priced.delta,
+            limit_epsilon=adm.tier.budget_epsilon,
+            limit_delta=adm.tier.budget_delta,
+            since=adm.since,
         ),
-        charge=charge,
-        cache=CacheEntry(adm.licence.id, adm.cache_key, body),
+        cache_key=adm.cache_key,
+        query_id=query_id,
     )
-    actx.audited = True
+    # ---- after this line data has been read: every outcome is charged (charged.py) ----
+    body, record = await read_and_release(svc, charged, actx)
     left_eps, left_delta = remaining(
         adm.spent_epsilon + priced.epsilon,
         adm.spent_delta + priced.delta,
@@ -182,13 +170,13 @@ async def run_query(
     return Release(
         query_id=query_id,
         dataset=adm.spec.name,
-        columns=released.columns,
-        rows=released.rows,
+        columns=tuple(body["columns"]),
+        rows=tuple(tuple(r) for r in body["rows"]),
         epsilon_spent=priced.epsilon,
         delta_spent=priced.delta,
         cached=False,
-        accuracy=released.accuracy,
-        suppressed_groups=released.suppressed_groups,
+        accuracy=body["accuracy"],
+        suppressed_groups=body["suppressed_groups"],
         budget=_budget_json(left_eps, left_delta, adm.renews),
         audit_seq=record.seq,
     )
