@@ -30,6 +30,7 @@ from enclave.errors import PolicyFileError
 from enclave.models import AGG_KINDS, DatasetSpec, Tier
 from enclave.policy.fields import (
     Problems,
+    check_sensitivity,
     read_bool,
     read_columns,
     read_decimal,
@@ -204,6 +205,8 @@ def dataset_from_dict(
             p.add("allowed_jurisdictions", "must list at least one code, or be omitted")
 
     columns = read_columns(p, d.get("columns", {}) if "columns" in d else {})
+    if max_rows is not None:
+        check_sensitivity(p, columns, max_rows)
     unit = d.get("privacy_unit")
     if "privacy_unit" in d:
         declared = {c.name: c for c in columns}
