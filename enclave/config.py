@@ -62,6 +62,15 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    """Addition: the web console at ``/console`` (static files calling the public API)."""
+
+    enabled: bool = True
+    oidc_client_id: str = ""  # public client for the browser sign-in; "" = paste a token only
+    oidc_scopes: tuple[str, ...] = ("openid",)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None = None
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -69,6 +78,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     policies: PoliciesConfig = field(default_factory=PoliciesConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -77,6 +87,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "store": StoreConfig,
     "policies": PoliciesConfig,
     "engine": EngineConfig,
+    "console": ConsoleConfig,
 }
 _PATH_KEYS = {
     ("auth", "jwks_file"),
@@ -129,6 +140,11 @@ def config_from_dict(raw: dict[str, Any], base: Path, path: Path | None = None) 
     engine: EngineConfig = sections["engine"]
     if engine.threads < 1 or engine.workers < 1:
         problems.append("engine.threads and engine.workers: must be at least 1")
+    console: ConsoleConfig = sections["console"]
+    if console.oidc_client_id and "openid" not in console.oidc_scopes:
+        problems.append("console.oidc_scopes: must include openid")
+    if console.oidc_client_id and not auth.issuer.startswith(("https://", "http://")):
+        problems.append("console.oidc_client_id: needs auth.issuer to be an http(s) URL")
     if problems:
         raise ConfigError(problems)
     return Config(path=path, **sections)
