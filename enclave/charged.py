@@ -40,6 +40,7 @@ from typing import Any
 
 from enclave.audit.context import AuditContext
 from enclave.audit.record import AuditRecord
+from enclave.dp.deadline import deadline_for, padded
 from enclave.dp.mechanisms import PricedPlan
 from enclave.dp.release import ReleasedTable, release
 from enclave.errors import EnclaveError, QueryTimeout, ReleaseFailed, describe
@@ -76,7 +77,10 @@ async def read_and_release(
     failure: EnclaveError
     try:
         rows = await svc.warehouse.run(q.compiled, svc.config.server.query_timeout_s)
-        released = release(q.plan, q.spec, q.tier, q.priced, assemble(q.compiled, rows))
+        released = await padded(  # dp/deadline.py: no sooner than a data-independent deadline
+            lambda: release(q.plan, q.spec, q.tier, q.priced, assemble(q.compiled, rows)),
+            deadline_for(q.priced, svc.config.server.release_deadline_ms),
+        )
         body = release_body(released, q.priced, q.query_id)
     except asyncio.CancelledError:
         raise
