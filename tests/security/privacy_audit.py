@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 
 from enclave.config import EngineConfig
 from enclave.dp.mechanisms import PricedPlan, price_plan
-from enclave.dp.release import quantile_input, release
+from enclave.dp.partition import to_i64
+from enclave.dp.release import release, to_finite
 from enclave.engine.warehouse import Warehouse
 from enclave.models import DatasetSpec, Tier
 from enclave.pipeline import declared_group_count
@@ -108,14 +109,12 @@ class Neighbours:
         groups = len(side.exact.keys)
         for p in self.priced.aggregates:
             column = side.exact.stats[p.stat]
-            if p.kind == "quantile":
-                values = [quantile_input(column[g]) for g in range(groups)]
-                out = [[float(p.measurement(v)) for v in values] for _ in range(n)]
+            if p.kind == "quantile":  # what release() invokes: histogram scores, noisy max
+                out = [[float(p.mechanism(column[g])) for g in range(groups)] for _ in range(n)]
                 parts.append(np.asarray(out, dtype=np.float64))
                 continue
-            cast = int if p.integer else float
-            exact = [cast(column[g] or 0) for g in range(groups)]
-            noisy = p.measurement(exact * n)
+            exact = [(to_i64 if p.integer else to_finite)(column[g]) for g in range(groups)]
+            noisy = p.mechanism(exact * n)
             parts.append(np.asarray(noisy, dtype=np.float64).reshape(n, groups))
         return np.hstack(parts)
 
