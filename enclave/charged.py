@@ -5,9 +5,10 @@ pre-check has passed and the SQL is compiled; nothing before it reads a row that
 the query. From the engine run onward (run, assemble, noise, order, digest), the outcome is
 one of:
 
-- a release: one store transaction debits the priced epsilon and delta, keeps the release
-  for the cache and appends the audit record (outcome ``ok``); or
-- a failure: the same transaction debits *the same* epsilon and delta and appends an audit
+- a release: one store transaction (``Store.debit``) debits the priced epsilon and delta
+  (rounded up to the ledger's grid), keeps the release for the cache and appends the audit
+  record (outcome ``ok``); or
+- a failure: the same kind of transaction debits *the same* amount and appends an audit
   record with outcome ``error`` and a fixed reason, then the caller gets a fixed problem:
   ``QueryTimeout`` (504) if the engine ran past ``query_timeout_s``, else ``ReleaseFailed``
   (500). Neither text names a value, a key, a count or the exception; the log line names only
@@ -39,7 +40,6 @@ from decimal import Decimal
 from typing import Any
 
 from enclave.audit.context import AuditContext
-from enclave.audit.record import AuditRecord
 from enclave.dp.deadline import deadline_for, padded
 from enclave.dp.mechanisms import PricedPlan
 from enclave.dp.release import ReleasedTable, release
@@ -48,7 +48,7 @@ from enclave.models import DatasetSpec, Tier
 from enclave.query.compile import assemble
 from enclave.query.plan import CompiledQuery, Plan
 from enclave.services import Services
-from enclave.store.base import CacheEntry, Charge
+from enclave.store.base import CacheEntry, Charge, Debited
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class ChargedQuery:
 
 async def read_and_release(
     svc: Services, q: ChargedQuery, actx: AuditContext
-) -> tuple[dict[str, Any], AuditRecord]:
+) -> tuple[dict[str, Any], Debited]:
     """Run, release and charge; or charge the same and raise a fixed, data-free error."""
     failure: EnclaveError
     try:
@@ -81,7 +81,7 @@ async def read_and_release(
             lambda: release(q.plan, q.spec, q.tier, q.priced, assemble(q.compiled, rows)),
             deadline_for(q.priced, svc.config.server.release_deadline_ms),
         )
-        body = release_body(released, q.priced, q.query_id)
+        body = release_body(released, q.charge, q.query_id)
     except asyncio.CancelledError:
         raise
     except QueryTimeout:
@@ -96,29 +96,32 @@ async def read_and_release(
         failure = ReleaseFailed("the release failed after the data was read; its cost was charged")
         reason = FAILED_REASON
     else:
-        record = await svc.store.append(
+        debited = await svc.store.debit(
             actx.draft(
                 "ok",
-                epsilon=float(q.priced.epsilon),
-                delta=float(q.priced.delta),
+                epsilon=q.charge.cost.epsilon_float,
+                delta=q.charge.cost.delta_float,
                 result_sha256=released.result_sha256,
             ),
-            charge=q.charge,
-            cache=CacheEntry(q.charge.licence_id, q.cache_key, body),
+            q.charge,
+            CacheEntry(q.charge.licence_id, q.cache_key, body),
         )
         actx.audited = True
-        return body, record
-    await svc.store.append(
+        return body, debited
+    await svc.store.debit(
         actx.draft(
-            "error", reason=reason, epsilon=float(q.priced.epsilon), delta=float(q.priced.delta)
+            "error",
+            reason=reason,
+            epsilon=q.charge.cost.epsilon_float,
+            delta=q.charge.cost.delta_float,
         ),
-        charge=q.charge,
+        q.charge,
     )
     actx.audited = True
     raise failure from None
 
 
-def release_body(released: ReleasedTable, priced: PricedPlan, query_id: str) -> dict[str, Any]:
+def release_body(released: ReleasedTable, charge: Charge, query_id: str) -> dict[str, Any]:
     """The JSON body kept in the release cache and answered (without ``audit_seq`` and
     ``budget``), as plain JSON values: dates become ISO text, and a value JSON cannot hold
     fails here, inside the charged stage, not later in the store or the response."""
@@ -127,8 +130,8 @@ def release_body(released: ReleasedTable, priced: PricedPlan, query_id: str) -> 
         "rows": [list(r) for r in released.rows],
         "accuracy": released.accuracy,
         "suppressed_groups": released.suppressed_groups,
-        "epsilon": str(priced.epsilon),
-        "delta": str(priced.delta),
+        "epsilon": str(charge.cost.epsilon_decimal),
+        "delta": str(charge.cost.delta_decimal),
         "result_sha256": released.result_sha256,
         "query_id": query_id,
     }

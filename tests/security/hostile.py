@@ -96,7 +96,7 @@ async def add_dataset(
 
 
 async def charged(gw: Any, licence_id: str, dataset: str) -> Decimal:
-    return Decimal((await gw.services.store.spent(licence_id, dataset, None))[0])
+    return (await gw.services.store.spent(licence_id, dataset, None)).epsilon_decimal
 
 
 async def audited_charges(gw: Any, licence_id: str) -> Decimal:

@@ -19,6 +19,8 @@ from enclave import charged
 from enclave.charged import ChargedQuery, read_and_release
 from enclave.dp.mechanisms import price_plan
 from enclave.errors import BudgetExhausted
+from enclave.ledger.budget import tier_limit
+from enclave.ledger.grid import Amount
 from enclave.query.compile import compile_plan
 from enclave.query.parse import parse_query
 from enclave.query.plan import ExactGroups
@@ -62,7 +64,7 @@ async def test_failure_after_data_read_is_charged_and_data_free(
     recs = await _records(gw)
     assert [(r.action, r.outcome, r.epsilon) for r in recs] == [("query", "error", 0.5)]
     assert recs[0].result_sha256 is None and recs[0].reason == charged.FAILED_REASON
-    assert (await gw.services.store.spent(lic.id, "visits", None))[0] == Decimal("0.5")
+    assert (await gw.services.store.spent(lic.id, "visits", None)).epsilon_decimal == Decimal("0.5")
     for where in (text, caplog.text, repr([r.to_json() for r in recs])):
         assert sentinel not in where
         assert "too large" not in where
@@ -70,7 +72,7 @@ async def test_failure_after_data_read_is_charged_and_data_free(
     # the failure's cost is real: the budget shows it, and a repeat is charged again
     again = await gw.query(SQL, epsilon=0.5)
     assert again.status == 500
-    assert (await gw.services.store.spent(lic.id, "visits", None))[0] == Decimal("1.0")
+    assert (await gw.services.store.spent(lic.id, "visits", None)).epsilon_decimal == Decimal("1.0")
 
 
 async def test_success_and_failure_cost_the_same(
@@ -88,7 +90,7 @@ async def test_success_and_failure_cost_the_same(
         ("ok", 0.3, 0.0),
         ("error", 0.3, 0.0),
     ]
-    assert (await gw.services.store.spent(lic.id, "visits", None))[0] == Decimal("0.6")
+    assert (await gw.services.store.spent(lic.id, "visits", None)).epsilon_decimal == Decimal("0.6")
 
 
 async def test_unexpected_error_before_data_logs_type_only(
@@ -127,23 +129,21 @@ async def test_charge_refused_by_a_concurrent_spend_answers_budget_exhausted(
     tier = await svc.registry.tier("standard")
     plan = parse_query(SQL, spec)
     priced = price_plan(plan, spec, tier, Decimal("1"), None)
-    charge = Charge(
-        lic.id, "visits", Decimal("1"), Decimal(0), tier.budget_epsilon, Decimal(0), None
-    )
+    limit = tier_limit(tier)
+    charge = Charge(lic.id, "visits", Amount.charge(Decimal(1)), limit, None)
     table = await svc.warehouse.prepare(spec)
     if fails:
         monkeypatch.setattr(charged, "release", _sentinel_release([]))
     # a "concurrent" query spends all but 0.5 of the budget after the pre-check
     actx0 = AuditContext(request_id="r0", client=None, actor="alice", licence_id=lic.id)
-    spend = Charge(lic.id, "visits", tier.budget_epsilon - Decimal("0.5"), Decimal(0),
-                   tier.budget_epsilon, Decimal(0), None)  # fmt: skip
-    await svc.store.append(actx0.draft("ok", epsilon=4.5), charge=spend)
+    spend = Charge(lic.id, "visits", Amount.charge(tier.budget_epsilon - Decimal("0.5")), limit,
+                   None)  # fmt: skip
+    await svc.store.debit(actx0.draft("ok", epsilon=4.5), spend)
     query = ChargedQuery(
         plan, spec, tier, priced, compile_plan(plan, spec, table), charge, "k", "q"
     )
     actx = AuditContext(request_id="r1", client=None, actor="alice", licence_id=lic.id)
     with pytest.raises(BudgetExhausted):
         await read_and_release(svc, query, actx)
-    assert (await svc.store.spent(lic.id, "visits", None))[0] == tier.budget_epsilon - Decimal(
-        "0.5"
-    )
+    left = (await svc.store.spent(lic.id, "visits", None)).epsilon_decimal
+    assert left == tier.budget_epsilon - Decimal("0.5")
