@@ -37,6 +37,7 @@ a stack trace. Anything that is not an ``EnclaveError`` renders as a bare 500.
 from __future__ import annotations
 
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -69,10 +70,16 @@ class ConfigError(EnclaveError):
 
 
 class BadRequest(EnclaveError):
+    """``problems``, when given, lists every problem found (rendered as ``problems``)."""
+
     status = 400
     type = "bad-request"
     title = "Bad request"
     outcome = "denied"
+
+    def __init__(self, detail: str = "", problems: Sequence[str] = ()) -> None:
+        super().__init__(detail)
+        self.problems = list(problems)
 
 
 class PolicyFileError(BadRequest):
