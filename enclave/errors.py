@@ -34,15 +34,19 @@ a stack trace. Anything that is not an ``EnclaveError`` renders as a bare 500.
     ├── ServiceUnavailable             503  unavailable
     │   ├── AuditUnavailable           503  audit-unavailable
     │   └── StoreUnavailable           503  store-unavailable
-    └── QueryTimeout                   504  query-timeout
+    ├── ReleaseFailed                  500  release-failed    (charged: data was read)
+    └── QueryTimeout                   504  query-timeout     (charged once the engine ran)
 """
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar
 
 PROBLEM_BASE = "https://enclave-gateway.org/problems/"
+LOGGED_FRAMES = 4  # innermost traceback frames named in a log line (``describe``)
 
 
 class EnclaveError(Exception):
@@ -239,10 +243,29 @@ class StoreUnavailable(ServiceUnavailable):
     title = "State store unavailable"
 
 
+class ReleaseFailed(EnclaveError):
+    """A query failed after its data was read. Its cost was charged (``enclave/charged.py``)
+    and the detail is fixed: it never says what in the data made it fail."""
+
+    type = "release-failed"
+    title = "Release failed; its cost was charged"
+
+
 class QueryTimeout(EnclaveError):
     status = 504
     type = "query-timeout"
     title = "Query timed out"
+
+
+def describe(exc: BaseException) -> str:
+    """A log-safe description of an unexpected exception: its type and where it was raised.
+
+    Never its message: a message can quote a data value (an exact sum in an OverflowError, a
+    key in a TypeError, DuckDB's text). The innermost frames name code, not data.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)[-LOGGED_FRAMES:]
+    where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames))
+    return f"{type(exc).__name__} at {where}" if where else type(exc).__name__
 
 
 def all_error_classes() -> list[type[EnclaveError]]:

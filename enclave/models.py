@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
 from enclave.ledger.grid import DEFAULT_MIN_EPSILON
@@ -20,6 +20,19 @@ ROLES: tuple[str, ...] = ("researcher", "admin", "auditor")
 
 ColumnType = Literal["identifier", "int", "float", "category", "date"]
 COLUMN_TYPES: tuple[str, ...] = ("identifier", "int", "float", "category", "date")
+FLOAT_DECIMALS = 6  # the bounded table stores clamped floats as DECIMAL(18|38, 6)
+MAX_INT_SENSITIVITY = 2**53  # k * max(|low|, |high|) of an int column: exact in a float
+
+
+def stored_float(value: float) -> Decimal:
+    """The DECIMAL(p, 6) that DuckDB stores for the DOUBLE ``value``: ``value * 1e6`` computed
+    in double arithmetic, rounded half away from zero (measured on DuckDB 1.x over 30,000
+    values; ``tests/unit/test_stored_grid.py`` checks it against DuckDB). The cast is monotone,
+    so a value clamped into ``[low, high]`` is stored within ``[stored_float(low),
+    stored_float(high)]``: those, not the declared bounds, are what a sum adds per row."""
+    scaled = Decimal(float(value) * 10.0**FLOAT_DECIMALS)
+    return scaled.quantize(Decimal(1), rounding=ROUND_HALF_UP).scaleb(-FLOAT_DECIMALS)
+
 
 AggKind = Literal["count", "count_distinct_units", "sum", "avg", "quantile"]
 AGG_KINDS: tuple[str, ...] = ("count", "count_distinct_units", "sum", "avg", "quantile")

@@ -13,10 +13,12 @@
    plan, spec, tier, epsilon: public inputs only)
 8. budget pre-check (refuse before touching data)
 --- estimate stops here; run_query goes on ---
-9. compile the plan to DuckDB SQL over the bounded table, run it off the loop (timeout)
-10. add noise, suppress small groups, order/limit the noisy rows
+9. prepare the dataset version (bounding: the same for every query), compile the plan
+--- after this line data has been read: ``charged.read_and_release`` ---
+10. run the SQL off the loop (timeout), add noise, suppress small groups, order/limit
 11. one store transaction: re-check and debit the budget, keep the release, append the audit
-    record; only then is the result returned.
+    record; only then is the result returned. A failure anywhere in 10 is charged the same
+    epsilon and delta, in the same kind of transaction, and answers a fixed, data-free error.
 
 Every refusal raised here is audited by ``web/problem.py`` with what ``actx`` knows by then.
 """
@@ -32,10 +34,9 @@ from decimal import Decimal
 from typing import Any
 
 from enclave.audit.context import AuditContext
+from enclave.charged import ChargedQuery, read_and_release
 from enclave.dp.accuracy import bounding_note
-from enclave.dp.deadline import deadline_for, padded
 from enclave.dp.mechanisms import PricedPlan, check_plan, price_plan
-from enclave.dp.release import release
 from enclave.dummy import DummyRequest, dummy_detail, render_dummy
 from enclave.errors import BadRequest, BudgetExhausted, EnclaveError, NotFound
 from enclave.ids import new_id
@@ -43,11 +44,11 @@ from enclave.ledger.budget import period_window, tier_limit
 from enclave.ledger.grid import MAX_EPSILON, Amount, epsilon_up, epsilon_value
 from enclave.models import DatasetSpec, Licence, Principal, Release, Tier, iso
 from enclave.policy.decide import authorize, licence_for, require
-from enclave.query.compile import assemble, compile_plan
+from enclave.query.compile import compile_plan
 from enclave.query.parse import parse_query
 from enclave.query.plan import Plan
 from enclave.services import Services
-from enclave.store.base import CacheEntry, Charge
+from enclave.store.base import Charge
 
 
 @dataclass(frozen=True)
@@ -155,47 +156,31 @@ async def run_query(
             f"this query costs epsilon {cost.epsilon_decimal} and delta {cost.delta_decimal}; "
             f"remaining epsilon {left.epsilon_decimal}, delta {left.delta_decimal}"
         )
-    table = await svc.warehouse.prepare(adm.spec)
-    compiled = compile_plan(adm.plan, adm.spec, table)
-    rows = await svc.warehouse.run(compiled, svc.config.server.query_timeout_s)
-    released = await padded(
-        lambda: release(adm.plan, adm.spec, adm.tier, priced, assemble(compiled, rows)),
-        deadline_for(priced, svc.config.server.release_deadline_ms),
+    table = await svc.warehouse.prepare(adm.spec)  # bounding: the same for every query
+    charged = ChargedQuery(
+        plan=adm.plan,
+        spec=adm.spec,
+        tier=adm.tier,
+        priced=priced,
+        compiled=compile_plan(adm.plan, adm.spec, table),
+        charge=Charge(adm.licence.id, adm.spec.name, cost, adm.limit, adm.since),
+        cache_key=adm.cache_key,
+        query_id=query_id,
     )
-    body = {
-        "columns": list(released.columns),
-        "rows": [list(r) for r in released.rows],
-        "accuracy": released.accuracy,
-        "suppressed_groups": released.suppressed_groups,
-        "epsilon": str(cost.epsilon_decimal),
-        "delta": str(cost.delta_decimal),
-        "result_sha256": released.result_sha256,
-        "query_id": query_id,
-    }
-    charge = Charge(adm.licence.id, adm.spec.name, cost, adm.limit, adm.since)
-    debited = await svc.store.debit(
-        actx.draft(
-            "ok",
-            epsilon=cost.epsilon_float,
-            delta=cost.delta_float,
-            result_sha256=released.result_sha256,
-        ),
-        charge,
-        CacheEntry(adm.licence.id, adm.cache_key, body),
-    )
-    actx.audited = True
+    # ---- after this line data has been read: every outcome is charged (charged.py) ----
+    body, debited = await read_and_release(svc, charged, actx)
     # From here on nothing can raise: the new total came out of the transaction.
     record = debited.record
     return Release(
         query_id=query_id,
         dataset=adm.spec.name,
-        columns=released.columns,
-        rows=released.rows,
+        columns=tuple(body["columns"]),
+        rows=tuple(tuple(r) for r in body["rows"]),
         epsilon_spent=cost.epsilon_decimal,
         delta_spent=cost.delta_decimal,
         cached=False,
-        accuracy=released.accuracy,
-        suppressed_groups=released.suppressed_groups,
+        accuracy=body["accuracy"],
+        suppressed_groups=body["suppressed_groups"],
         budget=_budget_json(debited.spent.left_of(adm.limit), adm.renews),
         audit_seq=record.seq,
         extra={"bounding": bounding_note(adm.spec)},

@@ -9,7 +9,9 @@ aggregate                   input (per group)  l1 sensitivity of the vector over
 ==========================  =================  ==============================================
 COUNT(*)                    i64 count          ``k`` (a unit adds at most k rows in all)
 COUNT(DISTINCT unit)        i64 count          ``min(k, G)`` (1 when ungrouped)
-SUM(col)                    float / i64 sum    ``k * max(|L|, |U|)``; int bounds use i64
+SUM(col)                    float / i64 sum    ``k * max(|L|, |U|)``; int bounds use i64;
+                                               float bounds as stored (``stored_float``),
+                                               rounded up
 AVG(col)                    sum and COUNT(col) half the share each: sum as SUM, count as ``k``
 MEDIAN / QUANTILE_CONT      clamped values     symmetric distance ``k`` per group
 ==========================  =================  ==============================================
@@ -61,7 +63,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -73,7 +75,7 @@ from enclave.dp.calibrate import enable_dp
 from enclave.dp.partition import threshold_release
 from enclave.dp.quantile import quantile_release
 from enclave.errors import BadRequest, EnclaveError, TierRefused, UnsupportedQuery
-from enclave.models import ColumnSpec, DatasetSpec, Tier
+from enclave.models import ColumnSpec, DatasetSpec, Tier, stored_float
 from enclave.query.plan import Aggregate, Plan
 
 __all__ = ["PricedAggregate", "PricedPlan", "check_plan", "enable_dp", "price_plan"]
@@ -288,12 +290,23 @@ def _price_sum(
     if integer:
         d_in, build = k * max(abs(int(low)), abs(int(high))), cal.count_builder()
     else:
-        d_in, build = float(k) * max(abs(float(low)), abs(float(high))), cal.float_builder()
+        d_in, build = stored_sensitivity(k, float(low), float(high)), cal.float_builder()
     meas, scale, eps = cal.calibrate(build, d_in, share)
     ci = None if kind == "avg" else _ci95(scale, integer)
     return PricedAggregate(
         alias, kind, d_in, scale, eps, ci, meas, part, stat, integer, space=cal.space_of(build)
     )
+
+
+def stored_sensitivity(k: int, low: float, high: float) -> float:
+    """A float SUM's sensitivity from what the bounded table stores per row (``stored_float``
+    of each bound, which can exceed the declared bound), times ``k``, rounded up to a float."""
+    with localcontext(cal.UPWARD):
+        exact = k * max(abs(stored_float(low)), abs(stored_float(high)))
+    out = float(exact)
+    while Decimal(out) < exact:
+        out = math.nextafter(out, math.inf)
+    return out
 
 
 def _price_partition(k: int, share: float, delta: float) -> PricedAggregate:

@@ -16,7 +16,14 @@ Decisions worth knowing:
   below 1): the ledger stores them as whole units, so nothing is rounded after the fact.
 - Declared bounds are capped in magnitude (``MAX_INT_BOUND`` = 2**53, ``MAX_FLOAT_BOUND`` =
   1e15): the mechanisms calibrate noise in floats, and a bound beyond exact float range would
-  make the sensitivity (and so the noise) meaningless.
+  make the sensitivity (and so the noise) meaningless. An int column's ``k * max(|low|,
+  |high|)`` (its SUM sensitivity) must also stay within 2**53 (``check_sensitivity``).
+- Float bounds must lie on the stored grid: the bounded table stores clamped floats as
+  DECIMAL with six decimals (``models.stored_float``), so a bound such as ``5e-7`` would be
+  summed as ``0.000001``, twice the declared value, and the noise calibrated on the declared
+  bound would be too small. Such bounds are refused, naming what would be stored. A stored
+  definition with an off-grid bound (from before this rule) no longer validates: its dataset
+  answers 503 and the log names the bound until an admin ``PUT`` declares one on the grid.
 - A dataset ``source`` is resolved against the dataset file's folder with symlinks followed,
   and must then lie inside ``data_dir``: ``..`` escapes, absolute paths elsewhere, symlinks out
   and URLs are refused. Wildcards are refused: a source names one file. Paths in ``forbidden``
@@ -37,7 +44,14 @@ from typing import Any, cast
 from enclave.errors import PolicyFileError
 from enclave.inputs import MAX_NAME_CHARS, MAX_PATH_CHARS, MAX_TEXT_CHARS
 from enclave.ledger.grid import MAX_EPSILON, on_delta_grid, on_epsilon_grid
-from enclave.models import COLUMN_TYPES, ColumnSpec, ColumnType
+from enclave.models import (
+    COLUMN_TYPES,
+    FLOAT_DECIMALS,
+    MAX_INT_SENSITIVITY,
+    ColumnSpec,
+    ColumnType,
+    stored_float,
+)
 
 NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
 COLUMN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -235,6 +249,15 @@ def _bounds(p: Problems, value: Any, kind: str, field: str) -> tuple[Any, Any] |
             if abs(number) > Decimal(MAX_FLOAT_BOUND):
                 p.add(f"{field}[{i}]", "must lie within ±1e15")
                 return None
+            stored = stored_float(float(number))
+            if stored != number:
+                p.add(
+                    f"{field}[{i}]",
+                    f"{number} is off the stored grid: the bounded table keeps clamped floats "
+                    f"with {FLOAT_DECIMALS} decimals and would store it as {stored.normalize()}; "
+                    f"declare a multiple of 0.000001 that is stored exactly",
+                )
+                return None
             parsed.append(float(number))
         else:
             day = _date(item)
@@ -246,6 +269,19 @@ def _bounds(p: Problems, value: Any, kind: str, field: str) -> tuple[Any, Any] |
         p.add(field, "low must be less than high")
         return None
     return (parsed[0], parsed[1])
+
+
+def check_sensitivity(p: Problems, columns: Sequence[ColumnSpec], k: int) -> None:
+    """An int column's SUM sensitivity ``k * max(|low|, |high|)`` must stay within 2**53."""
+    for col in columns:
+        if col.type == "int" and col.bounds is not None:
+            top = k * max(abs(int(col.bounds[0])), abs(int(col.bounds[1])))
+            if top > MAX_INT_SENSITIVITY:
+                p.add(
+                    f"columns.{col.name}.bounds",
+                    f"max_rows_per_unit ({k}) times the largest bound exceeds 2**53, the "
+                    "largest integer sum sensitivity that is priced exactly",
+                )
 
 
 def _date(value: Any) -> dt.date | None:

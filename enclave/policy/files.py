@@ -31,6 +31,7 @@ from enclave.ledger.grid import DEFAULT_MIN_EPSILON
 from enclave.models import AGG_KINDS, DatasetSpec, Tier
 from enclave.policy.fields import (
     Problems,
+    check_sensitivity,
     read_bool,
     read_columns,
     read_delta,
@@ -209,6 +210,8 @@ def dataset_from_dict(
             p.add("allowed_jurisdictions", "must list at least one code, or be omitted")
 
     columns = read_columns(p, d.get("columns", {}) if "columns" in d else {})
+    if max_rows is not None:
+        check_sensitivity(p, columns, max_rows)
     unit = d.get("privacy_unit")
     if "privacy_unit" in d:
         declared = {c.name: c for c in columns}

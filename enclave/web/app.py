@@ -19,6 +19,7 @@ from enclave.config import Config
 from enclave.dp.mechanisms import enable_dp
 from enclave.engine.bounding import load_or_create_key
 from enclave.engine.warehouse import Warehouse
+from enclave.errors import describe
 from enclave.metrics import Metrics
 from enclave.policy.registry import registry_for
 from enclave.services import Services
@@ -114,8 +115,8 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     for spec in await registry.datasets():
         try:
             await svc.warehouse.prepare(spec)
-        except Exception:
-            log.warning("dataset %s is not available yet", spec.name, exc_info=True)
+        except Exception as exc:
+            log.warning("dataset %s is not available yet: %s", spec.name, describe(exc))
     yield
 
 

@@ -20,6 +20,7 @@ from aiohttp import web
 from enclave.audit import export
 from enclave.audit.record import ACTIONS, OUTCOMES
 from enclave.audit.signing import HeadSigner, load_or_create_signer
+from enclave.errors import describe
 from enclave.models import iso
 from enclave.store.base import AuditFilter
 from enclave.web.body import json_response
@@ -118,10 +119,10 @@ async def export_log(request: web.Request) -> web.StreamResponse:
     except ConnectionResetError:
         log.info("audit export %s: the client went away", actx.request_id)
         return resp
-    except Exception:
+    except Exception as exc:
         # Headers are sent: no problem document is possible. Stop without the trailer, so
         # the export is visibly incomplete, and log why.
-        log.exception("audit export %s failed while streaming", actx.request_id)
+        log.error("audit export %s failed while streaming: %s", actx.request_id, describe(exc))
         return resp
     await resp.write_eof()
     return resp

@@ -2,8 +2,10 @@
 
 The status, type and title come from the error's class (MRO lookup through the tree in
 ``errors.py``); ``detail`` is the error's message, written to be safe to show. Anything else
-becomes a 500 that names only the request id. When the caller is authenticated, a refusal is
-audited here before the response is sent; if that record cannot be written the answer is 503.
+becomes a 500 that names only the request id; its log line names the exception's type and
+where it was raised (``errors.describe``), never its message, which could carry data. When
+the caller is authenticated, a refusal is audited here before the response is sent; if that
+record cannot be written the answer is 503.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from enclave.errors import (
     PayloadTooLarge,
     RateLimited,
     ServiceUnavailable,
+    describe,
 )
 from enclave.web.keys import audit_ctx_key, metrics_key, request_id_key, store_key
 
@@ -91,8 +94,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status < 400:
             raise
         return await _refuse(request, from_http_exception(exc), request_id)
-    except Exception:
-        log.exception("unhandled error (request %s)", request_id)
+    except Exception as exc:
+        log.error("unhandled error (request %s): %s", request_id, describe(exc))
         return await _refuse(request, EnclaveError(), request_id, internal=True)
 
 
@@ -105,8 +108,8 @@ async def _refuse(
         try:
             await request.app[store_key].append(actx.draft(err.outcome, reason=reason))
             actx.audited = True
-        except Exception:
-            log.exception("could not audit a refusal (request %s)", request_id)
+        except Exception as exc:
+            log.error("could not audit a refusal (request %s): %s", request_id, describe(exc))
             if not isinstance(err, ServiceUnavailable):
                 err = AuditUnavailable("the audit record could not be written")
             internal = False

@@ -265,6 +265,8 @@ def bad_dataset_changes() -> list[tuple[str, Any, str]]:
         ("columns.cost", {"type": "float", "bounds": [0, "1e999"]}, "columns.cost.bounds[1]"),
         ("columns.cost", {"type": "float", "bounds": [0, 1e300]}, "columns.cost.bounds[1]"),
         ("columns.age", {"type": "int", "bounds": [0, 2**60]}, "columns.age.bounds[1]"),
+        ("columns.age", {"type": "int", "bounds": [0, 2**52]}, "columns.age.bounds: max_rows"),
+        ("columns.cost", {"type": "float", "bounds": [0, 5e-7]}, "off the stored grid"),
         ("columns.age", {"type": "int", "bounds": [0, 110], "unit": "y"}, "columns.age.unit"),
         ("columns.person_id", {"type": "int", "bounds": [0, 10**6]}, "columns.person_id"),
         ("columns.sex", {"type": "category", "values": ["F", "F"]}, "columns.sex.values"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from typing import Any
 
 from enclave.audit.chain import verify
@@ -196,7 +197,8 @@ async def test_every_query_outcome_is_audited(make_gateway: Any) -> None:
     assert "eyJ" not in dump
 
 
-async def test_timed_out_query_is_504_audited_as_error_and_free(make_gateway: Any) -> None:
+async def test_timed_out_query_is_504_audited_as_error_and_charged(make_gateway: Any) -> None:
+    """The engine started, so the data was touched: the timeout costs what a release costs."""
     gw = await make_gateway(server={"query_timeout_s": 0.000001})
     lic = await gw.licence()
     resp = await gw.query(SQL, epsilon=0.5)
@@ -206,8 +208,10 @@ async def test_timed_out_query_is_504_audited_as_error_and_free(make_gateway: An
     recs = await gw.services.store.audit_events(AuditFilter(actor="alice"), 0, 10)
     assert [(r.action, r.outcome) for r in recs] == [("query", "error")]
     assert recs[0].result_sha256 is None
+    assert recs[0].epsilon == 0.5 and recs[0].reason and "charged" in recs[0].reason
+    assert "charged" in body["detail"]
     spent = (await gw.services.store.spent(lic.id, "visits", None)).epsilon_decimal
-    assert spent == 0
+    assert spent == Decimal("0.5")
 
 
 async def test_cached_repeat_is_answered_without_pricing(make_gateway: Any) -> None:

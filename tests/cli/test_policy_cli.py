@@ -133,3 +133,14 @@ def test_check_reports_problems_with_file_and_field(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "tiers/open.yaml: budget.epsilon" in result.output
     assert "datasets/visits.yaml: source: file not found" in result.output
+
+
+def test_check_refuses_float_bounds_off_the_stored_grid(tmp_path: Path) -> None:
+    shutil.copytree(Path(__file__).resolve().parents[2] / "policies", tmp_path / "policies")
+    (tmp_path / "data").mkdir()
+    visits = tmp_path / "policies" / "datasets" / "visits.yaml"
+    visits.write_text(visits.read_text().replace("bounds: [0, 50000]", "bounds: [0, 5.0e-7]"))
+    result = CliRunner().invoke(main, ["policy", "check", str(tmp_path / "policies")])
+    assert result.exit_code == 1
+    assert "datasets/visits.yaml: columns.cost.bounds[1]: " in result.output
+    assert "off the stored grid" in result.output and "0.000001" in result.output

@@ -272,7 +272,7 @@ def test_tampering_is_detected(kind: str, first_bad: int, reason: str) -> None:
     assert set(result.to_json()) == {"valid", "first_bad_seq", "reason"}
 
 
-def test_verify_streams_a_long_chain() -> None:
+def test_verify_streams() -> None:
     records = _chain(20000)
     consumed = 0
 
@@ -283,8 +283,9 @@ def test_verify_streams_a_long_chain() -> None:
             yield r
 
     result = verify(stream())
-    assert result.valid and result.count == 20000 and consumed == 20000
-    # Speed is measured by bench/audit.py (bench/RESULTS.md), never asserted in a test.
+    assert result.valid and consumed == 20000
+    # Speed is measured by bench/ (audit verify), never asserted here: a loaded machine made
+    # a floor of 20k records/s fail at 10k.
 
 
 def test_incremental_verifier_stops_at_the_first_bad_record() -> None:

@@ -460,7 +460,8 @@ def test_numbers_as_text_and_floats_become_exact_decimals(value: Any, expected: 
 @pytest.mark.parametrize(
     ("column", "bounds", "expected"),
     [
-        ("age", [0, 2**53], None),
+        ("age", [0, 2**53 // 5], None),
+        ("age", [0, 2**53 // 5 + 1], "columns.age.bounds: max_rows_per_unit (5) times"),
         ("age", [-(2**53) - 1, 0], "columns.age.bounds[0]: must lie within"),
         ("cost", [0, 1e15], None),
         ("cost", [0, 1.5e15], "columns.cost.bounds[1]: must lie within"),
@@ -475,6 +476,34 @@ def test_bounds_are_capped_in_magnitude(
         assert build(layout, body).column(column) is not None
     else:
         assert any(expected in p for p in problems_of_dataset(layout, body))
+
+
+@pytest.mark.parametrize(
+    ("bounds", "off"),
+    [
+        ([0, 5e-7], "0.000001"),  # stored as twice the declared bound (finding: loss 1.98 > 1)
+        (["0", "5e-7"], "0.000001"),
+        ([0, 0.0000015], "0.000002"),
+        ([-2.5e-6, 1], "-0.000003"),
+        ([0, 123456789012345.67], "123456789012345.667584"),
+    ],
+)
+def test_float_bounds_off_the_stored_grid_are_refused(
+    layout: tuple[Path, Path], bounds: list[Any], off: str
+) -> None:
+    body = with_change(DATASET, "columns.cost.bounds", bounds)
+    found = [p for p in problems_of_dataset(layout, body) if "off the stored grid" in p]
+    assert len(found) == 1 and f"store it as {off}" in found[0]
+
+
+@pytest.mark.parametrize(
+    "bounds", [[0, 0.1], [-0.000001, 0.000001], [0.3, 99999999999.999999], [0, 1e15]]
+)
+def test_float_bounds_on_the_stored_grid_are_accepted(
+    layout: tuple[Path, Path], bounds: list[Any]
+) -> None:
+    body = with_change(DATASET, "columns.cost.bounds", bounds)
+    assert build(layout, body).column("cost") is not None
 
 
 def test_forbidden_state_paths_are_refused_even_inside_the_data_folder(

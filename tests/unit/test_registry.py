@@ -163,3 +163,20 @@ async def test_a_registry_without_folders_cannot_rebuild_datasets(
     with pytest.raises(ConfigError):
         await Registry(store).dataset("visits")
     assert len(await Registry(store).tiers()) == 3  # tiers need no folders
+
+
+async def test_a_stored_dataset_with_a_float_bound_off_the_grid_is_refused_at_load(
+    store: Store, deployment: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A definition stored before the grid rule: its dataset answers 503, and the log names
+    the bound, until an admin PUT declares one on the grid."""
+    registry = await seeded(store, deployment)
+    stored = await store.get_policy("dataset", "visits")
+    assert stored is not None
+    body = dict(stored.body)
+    body["columns"] = {**body["columns"], "cost": {"type": "float", "bounds": [0, 5e-7]}}
+    await store.put_policy("dataset", "visits", body, "root", draft("dataset.update"))
+    with caplog.at_level(logging.ERROR, logger="enclave.policy.registry"):
+        with pytest.raises(ServiceUnavailable):
+            await registry.dataset("visits")
+    assert "off the stored grid" in caplog.text and "0.000001" in caplog.text

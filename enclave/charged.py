@@ -1,0 +1,147 @@
+"""The charged stage: after this line data has been read, so every outcome is charged.
+
+``pipeline.run_query`` calls ``read_and_release`` once the plan is priced, the budget
+pre-check has passed and the SQL is compiled; nothing before it reads a row that depends on
+the query. From the engine run onward (run, assemble, noise, order, digest), the outcome is
+one of:
+
+- a release: one store transaction (``Store.debit``) debits the priced epsilon and delta
+  (rounded up to the ledger's grid), keeps the release for the cache and appends the audit
+  record (outcome ``ok``); or
+- a failure: the same kind of transaction debits *the same* amount and appends an audit
+  record with outcome ``error`` and a fixed reason, then the caller gets a fixed problem:
+  ``QueryTimeout`` (504) if the engine ran past ``query_timeout_s``, else ``ReleaseFailed``
+  (500). Neither text names a value, a key, a count or the exception; the log line names only
+  the exception's type and the request id.
+
+So a failure can never be an uncharged oracle: a caller learns at most one bit (answered or
+failed) about the data per charge, and pays for it like a release.
+
+Two outcomes are not charged, by design:
+
+- the store refuses the charge (``BudgetExhausted``) because concurrent queries of the same
+  licence spent the budget between the pre-check and this transaction. The answer is then the
+  same 403 whether the release succeeded or failed, so it says nothing about the data, and the
+  ledger never goes over its limit (the pre-check reserved nothing; the store re-checks);
+- the store cannot be written (503): nothing is released, whatever the data.
+
+A request cancelled while the engine runs (the server stopping) answers nothing and is not
+charged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from enclave.audit.context import AuditContext
+from enclave.dp.deadline import deadline_for, padded
+from enclave.dp.mechanisms import PricedPlan
+from enclave.dp.release import ReleasedTable, release
+from enclave.errors import EnclaveError, QueryTimeout, ReleaseFailed, describe
+from enclave.models import DatasetSpec, Tier
+from enclave.query.compile import assemble
+from enclave.query.plan import CompiledQuery, Plan
+from enclave.services import Services
+from enclave.store.base import CacheEntry, Charge, Debited
+
+log = logging.getLogger(__name__)
+
+FAILED_REASON = "release failed after the data was read; charged"
+TIMEOUT_REASON = "query timed out after the engine started; charged"
+
+
+@dataclass(frozen=True)
+class ChargedQuery:
+    """Everything the charged stage needs, decided before any data is read."""
+
+    plan: Plan
+    spec: DatasetSpec
+    tier: Tier
+    priced: PricedPlan
+    compiled: CompiledQuery
+    charge: Charge
+    cache_key: str
+    query_id: str
+
+
+async def read_and_release(
+    svc: Services, q: ChargedQuery, actx: AuditContext
+) -> tuple[dict[str, Any], Debited]:
+    """Run, release and charge; or charge the same and raise a fixed, data-free error."""
+    failure: EnclaveError
+    try:
+        rows = await svc.warehouse.run(q.compiled, svc.config.server.query_timeout_s)
+        released = await padded(  # dp/deadline.py: no sooner than a data-independent deadline
+            lambda: release(q.plan, q.spec, q.tier, q.priced, assemble(q.compiled, rows)),
+            deadline_for(q.priced, svc.config.server.release_deadline_ms),
+        )
+        body = release_body(released, q.charge, q.query_id)
+    except asyncio.CancelledError:
+        raise
+    except QueryTimeout:
+        failure = QueryTimeout("the query ran longer than the time limit; its cost was charged")
+        reason = TIMEOUT_REASON
+    except Exception as exc:  # any failure on data is charged alike
+        log.error(
+            "release failed after the data was read (request %s): %s",
+            actx.request_id,
+            describe(exc),
+        )
+        failure = ReleaseFailed("the release failed after the data was read; its cost was charged")
+        reason = FAILED_REASON
+    else:
+        debited = await svc.store.debit(
+            actx.draft(
+                "ok",
+                epsilon=q.charge.cost.epsilon_float,
+                delta=q.charge.cost.delta_float,
+                result_sha256=released.result_sha256,
+            ),
+            q.charge,
+            CacheEntry(q.charge.licence_id, q.cache_key, body),
+        )
+        actx.audited = True
+        return body, debited
+    await svc.store.debit(
+        actx.draft(
+            "error",
+            reason=reason,
+            epsilon=q.charge.cost.epsilon_float,
+            delta=q.charge.cost.delta_float,
+        ),
+        q.charge,
+    )
+    actx.audited = True
+    raise failure from None
+
+
+def release_body(released: ReleasedTable, charge: Charge, query_id: str) -> dict[str, Any]:
+    """The JSON body kept in the release cache and answered (without ``audit_seq`` and
+    ``budget``), as plain JSON values: dates become ISO text, and a value JSON cannot hold
+    fails here, inside the charged stage, not later in the store or the response."""
+    body = {
+        "columns": list(released.columns),
+        "rows": [list(r) for r in released.rows],
+        "accuracy": released.accuracy,
+        "suppressed_groups": released.suppressed_groups,
+        "epsilon": str(charge.cost.epsilon_decimal),
+        "delta": str(charge.cost.delta_decimal),
+        "result_sha256": released.result_sha256,
+        "query_id": query_id,
+    }
+    plain: dict[str, Any] = json.loads(json.dumps(body, allow_nan=False, default=_plain))
+    return plain
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError("a released value is not JSON")
