@@ -138,7 +138,7 @@ async def run_query(
             f"this query costs epsilon {priced.epsilon} and delta {priced.delta}; "
             f"remaining epsilon {rem_eps}, delta {rem_delta}"
         )
-    table = await svc.warehouse.prepare(adm.spec)
+    table = await svc.warehouse.prepare(adm.spec, wait_s=svc.config.server.query_timeout_s)
     compiled = compile_plan(adm.plan, adm.spec, table)
     rows = await svc.warehouse.run(compiled, svc.config.server.query_timeout_s)
     exact = assemble(compiled, rows)

@@ -110,11 +110,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         config=cfg, store=app[store_key], registry=registry, warehouse=app[warehouse_key]
     )
     app[services_key] = svc
-    for spec in await registry.datasets():
-        try:
-            await svc.warehouse.prepare(spec)
-        except Exception:
-            log.warning("dataset %s is not available yet", spec.name, exc_info=True)
+    await svc.warehouse.start_all(await registry.datasets())  # in the background
     yield
 
 

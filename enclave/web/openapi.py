@@ -27,6 +27,7 @@ from enclave.errors import (
     BadRequest,
     BudgetExhausted,
     Conflict,
+    DatasetUnavailable,
     EnclaveError,
     InvalidCursor,
     InvalidToken,
@@ -129,7 +130,8 @@ VERSION = _q("version", "read this stored version instead of the current", type=
 OPERATIONS: tuple[Op, ...] = (
     # --- operations (public) ---
     Op("get", "/healthz", "healthz", None, "Process is up", "Health"),
-    Op("get", "/readyz", "readyz", None, "Store and datasets reachable (503 if not)", "Ready"),
+    Op("get", "/readyz", "readyz", None,
+       "Store reachable (503 if not); dataset states counted", "Ready"),
     Op("get", "/metrics", "metrics", None, "Prometheus text exposition", content=("text/plain",)),
     Op("get", "/openapi.json", "openapi", None, "This document", content=(JSON,)),
     # --- researcher ---
@@ -137,7 +139,7 @@ OPERATIONS: tuple[Op, ...] = (
        "Datasets the caller's licences cover, with declared columns", "DatasetList"),
     Op("post", "/v1/queries", "runQuery", "researcher",
        "Run an aggregate query and receive a differentially private release", "QueryResult",
-       body="QueryRequest", errors=(*ADMISSION, QueryTimeout)),
+       body="QueryRequest", errors=(*ADMISSION, DatasetUnavailable, QueryTimeout)),
     Op("post", "/v1/queries/estimate", "estimateQuery", "researcher",
        "Price a query (epsilon, delta, accuracy) without touching data or budget", "Estimate",
        body="QueryRequest", errors=ADMISSION),
