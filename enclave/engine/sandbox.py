@@ -19,9 +19,10 @@ connection that never runs the source's SQL).
 
 ``checked_source`` refuses a source that is not a regular file with a single link, or whose
 real path differs from its registered path: DuckDB follows symbolic links, so a file swapped
-for a link to the gateway's state would otherwise be read as the dataset (and a FIFO would
-block the reader). The check runs just before DuckDB opens the file; the window between the
-two is a known, narrow limit (README, security section).
+for a link to the gateway's state would otherwise be read as the dataset (and a FIFO, even as a
+DuckDB file's ``.wal``, blocks the reader for good: measured). The check runs just before
+DuckDB opens the file; the window between the two is a known, narrow limit (README, security
+section), and the preparation deadline still holds.
 """
 
 from __future__ import annotations
@@ -82,10 +83,24 @@ def checked_source(spec: DatasetSpec) -> str:
         real = os.path.realpath(path)
     except (OSError, ValueError):
         raise DatasetUnavailable("the dataset source is not readable") from None
-    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or real != path:
+    if not _plain(st) or real != path or not _plain_or_absent(path + ".wal"):
         log.warning("dataset %s: the source is not a plain file where it was registered", spec.name)
         raise DatasetUnavailable("the dataset source is not readable")
     return path
+
+
+def _plain(st: os.stat_result) -> bool:
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1
+
+
+def _plain_or_absent(path: str) -> bool:
+    """A DuckDB file's ``.wal`` is read too: it must be absent or a plain file (not a FIFO)."""
+    try:
+        return _plain(os.lstat(path))
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def source_paths(spec: DatasetSpec) -> list[str]:

@@ -15,9 +15,9 @@ category,      any scalar type (text, numbers, booleans, dates, ENUM, UUID); nev
 identifier     a nested type (LIST, STRUCT, MAP, ARRAY, UNION), which have no stable text
 =============  =========================================================================
 
-Names match case-insensitively, as in DuckDB. Used by the admin dataset PUT (through
-``Warehouse.source_problems``, in a child process with a deadline) and by
-``enclave policy check``.
+Names match case-insensitively, as in DuckDB. ``column_problems`` runs the check in a child
+process with a deadline; the admin dataset PUT (``Warehouse.source_problems``) and
+``enclave policy check`` use it.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pathlib import Path
 import duckdb
 
 from enclave.engine.bounding import new_work_dir
+from enclave.engine.child import ChildPool
 from enclave.engine.sandbox import open_source
 from enclave.errors import DatasetUnavailable
 from enclave.models import ColumnSpec, DatasetSpec
@@ -92,6 +93,15 @@ def source_problems(spec: DatasetSpec, state_dir: Path) -> list[str]:
     except DatasetUnavailable:
         return [f"dataset {spec.name}: source: cannot be read as a table"]
     return schema_problems(spec, schema)
+
+
+async def column_problems(pool: ChildPool, spec: DatasetSpec, state_dir: Path) -> list[str]:
+    """``source_problems`` run in a child process of ``pool`` within ``SCHEMA_TIMEOUT_S``."""
+    try:
+        problems: list[str] = await pool.call(SCHEMA_TIMEOUT_S, source_problems, spec, state_dir)
+    except DatasetUnavailable:
+        return [f"dataset {spec.name}: source: cannot be read as a table in time"]
+    return problems
 
 
 def fits(declared: str, duckdb_type: str) -> bool:

@@ -59,7 +59,7 @@ from enclave.engine.bounding import (
 )
 from enclave.engine.child import ChildPool
 from enclave.engine.sandbox import open_sandbox
-from enclave.engine.schema import SCHEMA_TIMEOUT_S, source_problems
+from enclave.engine.schema import column_problems
 from enclave.errors import DatasetUnavailable, EnclaveError, QueryTimeout, ServiceUnavailable
 from enclave.models import DatasetSpec
 from enclave.query.plan import CompiledQuery
@@ -180,13 +180,7 @@ class Warehouse:
         a child process with a deadline; one problem if it cannot be read."""
         if self._children is None:
             raise ServiceUnavailable("query engine is not open")
-        try:
-            problems: list[str] = await self._children.call(
-                SCHEMA_TIMEOUT_S, source_problems, spec, self._state_dir
-            )
-        except DatasetUnavailable:
-            return [f"dataset {spec.name}: source: cannot be read as a table in time"]
-        return problems
+        return await column_problems(self._children, spec, self._state_dir)
 
     def _settle(self, fp: str, task: asyncio.Task[str]) -> None:
         self._pending.pop(fp, None)

@@ -185,7 +185,12 @@ async def _put_policy(request: web.Request, kind: PolicyKind) -> web.Response:
     if kind == "tier":
         change = await svc.registry.check_tier(name, body)
     else:
-        change = await svc.registry.check_dataset(name, body, forbidden=state_paths(svc.config))
+        change = await svc.registry.check_dataset(
+            name,
+            body,
+            forbidden=state_paths(svc.config),
+            source_check=svc.warehouse.source_problems,
+        )
     stored, _ = await svc.registry.commit(
         change, actx.actor or "", actx.draft("ok", reason=change.reason, detail=_detail(change))
     )
