@@ -51,6 +51,11 @@ class ChildPool:
     def __init__(self, size: int) -> None:
         self._slots = asyncio.Semaphore(size)
         self._threads = ThreadPoolExecutor(max_workers=size, thread_name_prefix="enclave-child")
+        self._running: set[int] = set()
+
+    def running(self) -> frozenset[int]:
+        """Process ids of the children running now."""
+        return frozenset(self._running)
 
     async def call(self, deadline_s: float, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` in a child; its value, or ``DatasetUnavailable`` (fixed texts).
@@ -73,6 +78,8 @@ class ChildPool:
                 await loop.run_in_executor(self._threads, proc.start)
             finally:
                 writer.close()
+            pid = proc.pid or 0
+            self._running.add(pid)
             try:
                 await _readable(reader.fileno(), deadline_s)
             except TimeoutError:
@@ -84,6 +91,7 @@ class ChildPool:
                 raise DatasetUnavailable("the dataset could not be prepared") from None
         finally:
             reader.close()
+            self._running.discard(proc.pid or 0)
             await _reap(proc)
         for name, level, message in lines:
             logging.getLogger(name).log(level, "%s", message)
