@@ -17,12 +17,14 @@ included; ``getvariable`` and ``current_query`` still answer, which is why nothi
 ever set or written in a source sandbox (``engine/bounding.py`` ranks rows in a second
 connection that never runs the source's SQL).
 
-``checked_source`` refuses a source that is not a regular file with a single link, or whose
-real path differs from its registered path: DuckDB follows symbolic links, so a file swapped
+``checked_source`` refuses a source that is not a regular file, or whose real path differs
+from its registered path: DuckDB follows symbolic links, so a file swapped
 for a link to the gateway's state would otherwise be read as the dataset (and a FIFO, even as a
 DuckDB file's ``.wal``, blocks the reader for good: measured). The check runs just before
 DuckDB opens the file; the window between the two is a known, narrow limit (README, security
-section), and the preparation deadline still holds.
+section), and the preparation deadline still holds. Hard links are allowed (deployments link
+large files into their data folder); Linux's ``protected_hardlinks`` keeps another user from
+linking the gateway's own 0600 state files.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def checked_source(spec: DatasetSpec) -> str:
 
 
 def _plain(st: os.stat_result) -> bool:
-    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1
+    return stat.S_ISREG(st.st_mode)
 
 
 def _plain_or_absent(path: str) -> bool:
