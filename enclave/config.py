@@ -64,6 +64,15 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    """Addition: the web console at ``/console`` (static files calling the public API)."""
+
+    enabled: bool = True
+    oidc_client_id: str = ""  # public client for the browser sign-in; "" = paste a token only
+    oidc_scopes: tuple[str, ...] = ("openid",)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None = None
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -71,6 +80,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     policies: PoliciesConfig = field(default_factory=PoliciesConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -79,6 +89,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "store": StoreConfig,
     "policies": PoliciesConfig,
     "engine": EngineConfig,
+    "console": ConsoleConfig,
 }
 _PATH_KEYS = {
     ("auth", "jwks_file"),
@@ -135,6 +146,11 @@ def config_from_dict(raw: dict[str, Any], base: Path, path: Path | None = None) 
         )
     if not 0 < engine.prepare_timeout_s <= 86400:
         problems.append("engine.prepare_timeout_s: must be between 0 and 86400 seconds")
+    console: ConsoleConfig = sections["console"]
+    if console.oidc_client_id and "openid" not in console.oidc_scopes:
+        problems.append("console.oidc_scopes: must include openid")
+    if console.oidc_client_id and not auth.issuer.startswith(("https://", "http://")):
+        problems.append("console.oidc_client_id: needs auth.issuer to be an http(s) URL")
     if problems:
         raise ConfigError(problems)
     return Config(path=path, **sections)

@@ -23,7 +23,7 @@ from enclave.metrics import Metrics
 from enclave.policy.registry import registry_for
 from enclave.services import Services
 from enclave.store import open_store
-from enclave.web import admin, auditor, health, openapi, researcher
+from enclave.web import admin, auditor, console, health, openapi, researcher
 from enclave.web.keys import (
     config_key,
     jwks_key,
@@ -60,6 +60,7 @@ def create_app(config: Config) -> web.Application:
     app.add_routes(admin.routes)
     app.add_routes(auditor.routes)
     app.add_routes(openapi.routes)
+    console.register(app, config)
     app.on_response_prepare.append(security_headers)
     return app
 
