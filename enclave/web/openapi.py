@@ -38,6 +38,7 @@ from enclave.errors import (
     PolicyFileError,
     QueryTimeout,
     RateLimited,
+    RequestTimeout,
     RevokedToken,
     RoleRequired,
     StoreUnavailable,
@@ -53,18 +54,19 @@ Errors = tuple[type[EnclaveError], ...]
 JSON = "application/json"
 PROBLEM = "application/problem+json"
 
-# What any authenticated call can meet: no/bad/revoked token, wrong role, a refusal that
-# cannot be audited (503), the store down, and the bare 500.
+# What any authenticated call can meet: no/bad/revoked token, wrong role, the per-address and
+# per-subject rate limits, a refusal that cannot be audited (503), the store down, the bare 500.
 AUTHENTICATED: Errors = (
     MissingToken,
     InvalidToken,
     RevokedToken,
     RoleRequired,
+    RateLimited,
     AuditUnavailable,
     StoreUnavailable,
     EnclaveError,
 )
-BODY: Errors = (BadRequest, PayloadTooLarge, UnsupportedMediaType)
+BODY: Errors = (BadRequest, RequestTimeout, PayloadTooLarge, UnsupportedMediaType)
 PAGE: Errors = (BadRequest, InvalidCursor)
 ADMISSION: Errors = (
     *BODY,
