@@ -6,10 +6,10 @@
   that grows past it, declared or chunked, is refused with 413 as soon as it does.
 - **On a deadline (408).** The whole body must arrive within ``server.body_timeout_s``; a
   client trickling bytes cannot hold a request open for longer.
-- **JSON only (415), strict (400).** No NaN/Infinity, no duplicate keys in an object (the
-  last would silently win, and a proxy or logger may read the first), and no nesting deeper
-  than ``MAX_DEPTH``. The decoder's own recursion is bounded by Python's limit (far deeper
-  bodies raise ``RecursionError`` in C, refused as the same 400); the depth check is iterative.
+- **JSON only (415), strict (400).** No NaN/Infinity, no duplicate keys in an object
+  (``strict_json.py``), and no nesting deeper than ``MAX_DEPTH``. The decoder's own
+  recursion is bounded by Python's limit (far deeper bodies raise ``RecursionError`` in C,
+  refused as the same 400); the depth check itself is iterative.
 """
 
 from __future__ import annotations
@@ -21,36 +21,11 @@ from typing import Any
 from aiohttp import web
 
 from enclave.errors import BadRequest, RequestTimeout, UnsupportedMediaType
+from enclave.strict_json import DuplicateKey, loads_strict
 from enclave.web.keys import config_key
 
 MAX_DEPTH = 64
 _SHOWN_KEY = 80  # characters of a duplicate key quoted back in the refusal
-
-
-class _DuplicateKey(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
-def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise _DuplicateKey(key)
-        obj[key] = value
-    return obj
-
-
-def loads_strict(text: str | bytes) -> Any:
-    """Parse JSON refusing NaN/Infinity and duplicate keys; ``ValueError`` on any problem,
-    ``_DuplicateKey`` (a ``ValueError``) naming a repeated key, ``RecursionError`` when
-    nested past the interpreter's limit."""
-    return json.loads(text, parse_constant=_no_constants, object_pairs_hook=_unique_object)
 
 
 def depth(value: Any) -> int:
@@ -75,7 +50,7 @@ def parse_body(raw: bytes) -> Any:
     too_deep = BadRequest(f"the body nests arrays or objects deeper than {MAX_DEPTH} levels")
     try:
         value = loads_strict(raw.decode("utf-8"))
-    except _DuplicateKey as dup:
+    except DuplicateKey as dup:
         shown = dup.key if len(dup.key) <= _SHOWN_KEY else dup.key[:_SHOWN_KEY] + "…"
         raise BadRequest(f"the body repeats the key {json.dumps(shown)}") from None
     except RecursionError:

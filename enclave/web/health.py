@@ -4,6 +4,9 @@
 load balancer then sends traffic to another replica) and names it: ``checks.store`` says
 ``unavailable`` and ``store`` says which kind (``sqlite`` or ``postgresql``, never the URL).
 The process stays up meanwhile; the store reconnects by itself when the database returns.
+``checks.jwks`` is ``stale`` once the signing keys have not been reloaded for
+``auth.jwks_max_stale_s`` (every token is then refused), ``unavailable`` if none could be
+loaded yet.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from aiohttp import web
 
 from enclave.metrics import CONTENT_TYPE
 from enclave.web.body import json_response
-from enclave.web.keys import metrics_key, services_key
+from enclave.web.keys import jwks_key, metrics_key, services_key
 from enclave.web.roles import public
 
 routes = web.RouteTableDef()
@@ -45,6 +48,10 @@ async def readyz(request: web.Request) -> web.Response:
     for spec in specs:
         ok = await svc.warehouse.check(spec)
         checks[f"dataset:{spec.name}"] = "ok" if ok else "unavailable"
+    try:  # tokens can be checked: a key set is loaded and not past auth.jwks_max_stale_s
+        checks["jwks"] = await asyncio.wait_for(request.app[jwks_key].state(), READY_TIMEOUT_S)
+    except TimeoutError:
+        checks["jwks"] = "unavailable"
     ready = all(v == "ok" for v in checks.values())
     kind = "postgresql" if svc.config.store.url.startswith("postgres") else "sqlite"
     return json_response(
