@@ -9,8 +9,9 @@ licence sends ``--statements`` statements of ~7 KB that the SQL parser refuses, 
 ``--clients`` concurrent connections. Two floods: on the bench tier (a huge rate limit, so
 every statement is parsed: this measures parsing off the event loop) and on the shipped
 ``standard`` tier (60 a minute: the licence limit refuses the rest before parsing). The table
-gives the probe's latency (median, p95, max) and the flood's answers by status. Nothing is
-asserted: speed is measured here, not in tests.
+gives the probe's latency (median, p95, max; ``/healthz`` alongside, which touches only the
+event loop, to tell a stalled loop from a queue at the store) and the flood's answers by
+status. Nothing is asserted: speed is measured here, not in tests.
 """
 
 from __future__ import annotations
@@ -86,16 +87,22 @@ async def add_licence(config: Path, subject: str, tier: str) -> None:
         await store.close()
 
 
-async def probe(session: aiohttp.ClientSession, url: str, token: str, n: int) -> list[float]:
+async def probe(
+    session: aiohttp.ClientSession, url: str, token: str, n: int
+) -> tuple[list[float], list[float]]:
+    """``n`` rounds of ``GET /v1/budget`` then ``GET /healthz`` (no token, no store: only the
+    event loop); the latencies of each."""
     headers = {"Authorization": f"Bearer {token}"}
-    out = []
+    budget: list[float] = []
+    health: list[float] = []
     for _ in range(n):
-        started = time.perf_counter()
-        async with session.get(url + "/v1/budget", headers=headers) as resp:
-            await resp.read()
-            assert resp.status == 200, resp.status
-        out.append(time.perf_counter() - started)
-    return out
+        for path, hdrs, out in (("/v1/budget", headers, budget), ("/healthz", {}, health)):
+            started = time.perf_counter()
+            async with session.get(url + path, headers=hdrs) as resp:
+                await resp.read()
+                assert resp.status == 200, resp.status
+            out.append(time.perf_counter() - started)
+    return budget, health
 
 
 async def flood(
@@ -118,21 +125,26 @@ async def flood(
     return statuses
 
 
+Latencies = tuple[list[float], list[float]]
+
+
 async def scenario(
     url: str, flooder: str, prober: str, statements: int, clients: int, probes: int
-) -> tuple[list[float], list[float], Counter[int]]:
+) -> tuple[Latencies, Latencies, Counter[int]]:
     async with aiohttp.ClientSession() as session:
         idle = await probe(session, url, prober, probes)
         flood_task = asyncio.create_task(flood(session, url, flooder, statements, clients))
-        busy: list[float] = []
+        busy: Latencies = ([], [])
         while not flood_task.done():
-            busy += await probe(session, url, prober, 1)
+            budget, health = await probe(session, url, prober, 1)
+            busy[0].extend(budget)
+            busy[1].extend(health)
         return idle, busy, await flood_task
 
 
-def row(name: str, lat: list[float]) -> list[object]:
-    ms = [quantile(lat, q) * 1e3 for q in (0.5, 0.95, 1.0)]
-    return [name, len(lat), *ms]
+def row(name: str, lat: Latencies) -> list[object]:
+    budget = [quantile(lat[0], q) * 1e3 for q in (0.5, 0.95, 1.0)]
+    return [name, len(lat[0]), *budget, quantile(lat[1], 0.5) * 1e3, quantile(lat[1], 1.0) * 1e3]
 
 
 def main() -> None:
@@ -163,9 +175,9 @@ def main() -> None:
             answers = ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))
             rows.append([*row(f"idle, before {label}", idle), "-"])
             rows.append([*row(f"during {label}", busy), answers])
-    table = markdown_table(
-        ["/v1/budget probe", "requests", "median ms", "p95 ms", "max ms", "flood answers"], rows
-    )
+    headers = ["probe", "rounds", "budget median ms", "budget p95 ms", "budget max ms"]
+    headers += ["healthz median ms", "healthz max ms", "flood answers"]
+    table = markdown_table(headers, rows)
     print(table)
     body = (
         f"{args.statements} statements of {len(JUNK):,} characters that the parser refuses, "
