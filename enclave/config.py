@@ -77,6 +77,15 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    """Addition: the web console at ``/console`` (static files calling the public API)."""
+
+    enabled: bool = True
+    oidc_client_id: str = ""  # public client for the browser sign-in; "" = paste a token only
+    oidc_scopes: tuple[str, ...] = ("openid",)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None = None
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -85,6 +94,7 @@ class Config:
     policies: PoliciesConfig = field(default_factory=PoliciesConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -94,6 +104,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "policies": PoliciesConfig,
     "engine": EngineConfig,
     "limits": LimitsConfig,
+    "console": ConsoleConfig,
 }
 _PATH_KEYS = {
     ("auth", "jwks_file"),
@@ -151,6 +162,11 @@ def config_from_dict(raw: dict[str, Any], base: Path, path: Path | None = None) 
     engine: EngineConfig = sections["engine"]
     if engine.threads < 1 or engine.workers < 1:
         problems.append("engine.threads and engine.workers: must be at least 1")
+    console: ConsoleConfig = sections["console"]
+    if console.oidc_client_id and "openid" not in console.oidc_scopes:
+        problems.append("console.oidc_scopes: must include openid")
+    if console.oidc_client_id and not auth.issuer.startswith(("https://", "http://")):
+        problems.append("console.oidc_client_id: needs auth.issuer to be an http(s) URL")
     if problems:
         raise ConfigError(problems)
     return Config(path=path, **sections)

@@ -1,4 +1,5 @@
-"""``enclave demo``: make a demo deployment, print tokens and a curl line, serve."""
+"""``enclave demo``: make a demo deployment, print tokens, console links and a curl line,
+serve."""
 
 from __future__ import annotations
 
@@ -51,6 +52,11 @@ Enclave Gateway demo in {folder}
   admin (steward):                       {tokens.admin}
   auditor (oversight):                   {tokens.auditor}
   (also bob/open/US and carol/accredited/IE; all tokens in {folder / "tokens.env"})
+
+Web console, signed in as each role (the token is taken from the link, then dropped):
+  researcher: {url}/console#token={tokens.researcher}
+  steward:    {url}/console#token={tokens.admin}
+  auditor:    {url}/console#token={tokens.auditor}
 
 Try:
   curl -s {url}/v1/queries -H "Authorization: Bearer {tokens.researcher}" \\

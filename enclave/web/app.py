@@ -25,7 +25,7 @@ from enclave.policy.registry import registry_for
 from enclave.ratelimit import RateLimiter
 from enclave.services import Services
 from enclave.store import open_store
-from enclave.web import admin, auditor, health, openapi, researcher
+from enclave.web import admin, auditor, console, health, openapi, researcher
 from enclave.web.access_log import RedactingAccessLogger
 from enclave.web.keys import (
     config_key,
@@ -41,8 +41,8 @@ from enclave.web.problem import problem_middleware
 log = logging.getLogger("enclave.web")
 TRUNCATION_SECRET = "truncation-seed"  # noqa: S105 (the name under which it is stored)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+LINGER_S = 2.0  # seconds an unread body is drained after an early answer
 # any other method is labelled "other", so a client cannot mint label values
-LINGER_S = 2.0
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -65,6 +65,7 @@ def create_app(config: Config) -> web.Application:
     app.add_routes(admin.routes)
     app.add_routes(auditor.routes)
     app.add_routes(openapi.routes)
+    console.register(app, config)
     app.on_response_prepare.append(security_headers)
     return app
 

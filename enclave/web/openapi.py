@@ -134,6 +134,12 @@ OPERATIONS: tuple[Op, ...] = (
     Op("get", "/readyz", "readyz", None, "Store and datasets reachable (503 if not)", "Ready"),
     Op("get", "/metrics", "metrics", None, "Prometheus text exposition", content=("text/plain",)),
     Op("get", "/openapi.json", "openapi", None, "This document", content=(JSON,)),
+    # --- web console (public static files; absent when console.enabled is false) ---
+    Op("get", "/console", "console", None, "The web console (HTML)", content=("text/html",)),
+    Op("get", "/console/config.json", "consoleSettings", None,
+       "The console's public sign-in settings", "ConsoleSettings"),
+    Op("get", "/console/{file}", "consoleAsset", None, "A console script or style sheet",
+       params=(_p("file"),), errors=(NotFound,), content=("text/javascript", "text/css")),
     # --- researcher ---
     Op("get", "/v1/datasets", "listDatasets", "researcher",
        "Datasets the caller's licences cover, with declared columns", "DatasetList"),

@@ -443,6 +443,17 @@ def component_schemas() -> dict[str, Schema]:
             description="the Ed25519 public key that signs chain heads",
         ),
         "Health": _obj({"status": STR}, ("status",)),
+        "ConsoleSettings": _obj(
+            {
+                "issuer": STR,
+                "audience": STR,
+                "roles_claim": STR,
+                "oidc_client_id": _nullable("string"),
+                "oidc_scopes": _array(STR),
+            },
+            ("issuer", "audience", "roles_claim", "oidc_client_id", "oidc_scopes"),
+            description="public sign-in settings of the web console",
+        ),
         "Ready": _obj(
             {
                 "status": {"enum": ["ready", "not ready"]},

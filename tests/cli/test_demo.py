@@ -26,6 +26,8 @@ async def test_demo_deployment_answers_the_printed_query(
     assert result.exit_code == 0, result.output
     assert "curl -s http://127.0.0.1:18080/v1/queries" in result.output
     tokens = dict(line.split("=", 1) for line in (folder / "tokens.env").read_text().splitlines())
+    for role in ("RESEARCHER", "ADMIN", "AUDITOR"):  # console links signed in as each role
+        assert f"http://127.0.0.1:18080/console#token={tokens[role + '_TOKEN']}" in result.output
     client = await aiohttp_client(create_app(load_config(folder / "enclave.toml")))
     resp = await client.post(
         "/v1/queries",

@@ -1,0 +1,47 @@
+"""The researcher workbench in a real browser: sign in, schema, live estimate, run, charge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from playwright.async_api import expect
+
+pytestmark = pytest.mark.browser
+
+
+async def test_researcher_estimates_then_runs_and_sees_the_charge(console: Any) -> None:
+    c = await console()
+    await c.gw.licence("alice")
+    page = await c.open_as("alice", ["researcher"])
+    await expect(page.locator("#who")).to_contain_text("alice · researcher")
+    assert "#token" not in page.url  # the demo link's token is taken once, then dropped
+    await expect(page.get_by_role("cell", name="person_id")).to_be_visible()
+    estimate = page.locator("#estimate")
+    await expect(estimate).to_contain_text("Cost ε 0.5")
+    await expect(estimate).to_contain_text("within budget")
+    await expect(estimate).to_contain_text("n ±")
+    sql = page.get_by_label("SQL")
+    await sql.fill("SELECT region, COUNT(*) AS n FROM visits WHERE age >= 65 GROUP BY region")
+    await page.get_by_label("Epsilon for this query").fill("0.25")
+    await expect(estimate).to_contain_text("Cost ε 0.25")
+    await page.locator("#run").click()
+    charge = page.locator("#charge")
+    await expect(charge).to_contain_text("Charged ε 0.25")
+    await expect(charge).to_contain_text("remaining ε 4.75")
+    await expect(page.locator("#results table tbody tr")).to_have_count(5)
+    await expect(page.locator("#results svg.chart")).to_be_visible()
+    await expect(page.locator("meter").first).to_have_attribute("value", "0.25")
+    # the same question again is a cached repeat: the estimate says so, and it is free
+    await expect(estimate).to_contain_text("cached")
+    await c.screenshot("researcher")
+    async with page.expect_download() as info:
+        await page.locator("#csv").click()
+    text = (await (await info.value).path()).read_text()
+    assert text.splitlines()[0] == "region,n,n_ci95"
+    assert len(text.splitlines()) == 6
+    # the server charged exactly that
+    budget = await (await c.gw.client.get("/v1/budget", headers=c.gw.auth("alice"))).json()
+    assert budget["budgets"][0]["epsilon_spent"] == 0.25
+    await page.get_by_role("tab", name="History").click()
+    await expect(page.get_by_role("cell", name="ok")).to_have_count(1)
