@@ -175,7 +175,7 @@ def main() -> None:
             answers = ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))
             rows.append([*row(f"idle, before {label}", idle), "-"])
             rows.append([*row(f"during {label}", busy), answers])
-    headers = ["probe", "rounds", "budget median ms", "budget p95 ms", "budget max ms"]
+    headers = ["phase", "rounds", "budget median ms", "budget p95 ms", "budget max ms"]
     headers += ["healthz median ms", "healthz max ms", "flood answers"]
     table = markdown_table(headers, rows)
     print(table)
