@@ -28,6 +28,7 @@ class ServerConfig:
     query_timeout_s: float = 30.0
     header_timeout_s: float = 15.0  # from connect (or the last answer) to complete headers
     body_timeout_s: float = 30.0  # for the whole body, once the handler starts reading it
+    release_deadline_ms: float = 250.0  # addition: undeclared-key releases are padded to it
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,8 @@ def config_from_dict(raw: dict[str, Any], base: Path, path: Path | None = None) 
     for name in ("query_timeout_s", "header_timeout_s", "body_timeout_s"):
         if getattr(server, name) <= 0:
             problems.append(f"server.{name}: must be positive")
+    if not 0 <= server.release_deadline_ms <= 60_000:
+        problems.append("server.release_deadline_ms: must be between 0 and 60000")
     limits: LimitsConfig = sections["limits"]
     for fld in fields(LimitsConfig):
         if getattr(limits, fld.name) < 1:

@@ -26,6 +26,7 @@ CASES: list[Any] = [
     ("audit", "Audit chain: verify and export", []),
     ("memory", "Memory: peak RSS of the gateway", []),
     ("flood", "Flood: refused SQL against another user", []),
+    ("timing", "Timing: data read to release", []),
     pytest.param(
         "smartnoise",
         "Against SmartNoise SQL",
