@@ -26,7 +26,7 @@ class ServerConfig:
     port: int = 8080
     max_body_bytes: int = 65536
     query_timeout_s: float = 30.0
-    header_timeout_s: float = 15.0  # from connect (or the last answer) to complete headers
+    header_timeout_s: float = 20.0  # from connect (or the last answer) to complete headers
     body_timeout_s: float = 30.0  # for the whole body, once the handler starts reading it
     release_deadline_ms: float = 250.0  # addition: undeclared-key releases are padded to it
 

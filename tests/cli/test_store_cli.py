@@ -17,7 +17,6 @@ from click.testing import CliRunner
 from enclave.cli import main
 from enclave.models import utcnow
 from enclave.store import sqlite_ops
-from enclave.store.postgres_schema import SCHEMA_VERSION as PG_VERSION
 from enclave.store.sqlite import SqliteStore
 from enclave.store.sqlite_schema import SCHEMA_VERSION
 from tests.conftest import REPO
@@ -74,7 +73,7 @@ def test_migrate_from_several_processes_at_once(config_factory: Any, pg_url: str
     outputs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0] * 3, outputs
     assert {out for out, _ in outputs} == {
-        f"store (postgresql) is at schema version {PG_VERSION}\n"
+        f"store (postgresql) is at schema version {SCHEMA_VERSION}\n"
     }
 
     async def versions() -> list[int]:
@@ -86,7 +85,7 @@ def test_migrate_from_several_processes_at_once(config_factory: Any, pg_url: str
         finally:
             await conn.close()
 
-    assert sorted(asyncio.run(versions())) == list(range(1, PG_VERSION + 1))
+    assert sorted(asyncio.run(versions())) == list(range(1, SCHEMA_VERSION + 1))
 
 
 @pytest.mark.postgres
