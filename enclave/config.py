@@ -26,6 +26,8 @@ class ServerConfig:
     port: int = 8080
     max_body_bytes: int = 65536
     query_timeout_s: float = 30.0
+    header_timeout_s: float = 20.0  # from connect (or the last answer) to complete headers
+    body_timeout_s: float = 30.0  # for the whole body, once the handler starts reading it
     release_deadline_ms: float = 250.0  # addition: undeclared-key releases are padded to it
 
 
@@ -39,6 +41,19 @@ class AuthConfig:
     roles_claim: str = "roles"
     leeway_s: int = 30
     jwks_min_refresh_s: float = 30.0  # addition: at most one unknown-kid refresh per interval
+    jwks_refresh_s: float = 300.0  # reload the key set when it is older than this
+    jwks_max_stale_s: float = 3600.0  # no successful load for this long: refuse every token
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Request rate limits (fixed one-minute windows, counted in the store) and audit caps."""
+
+    per_address_per_minute: int = 600  # every non-public request, before authentication
+    per_subject_per_minute: int = 300  # every authenticated request, refused ones included
+    unauthenticated_per_minute: int = 60  # failed authentications, per source address
+    audit_sql_chars: int = 2000  # SQL kept in an audit record (the SHA-256 covers all of it)
+    audit_name_chars: int = 200  # dataset name and path kept in an audit record
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     policies: PoliciesConfig = field(default_factory=PoliciesConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
 
@@ -90,6 +106,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "store": StoreConfig,
     "policies": PoliciesConfig,
     "engine": EngineConfig,
+    "limits": LimitsConfig,
     "console": ConsoleConfig,
 }
 _PATH_KEYS = {
@@ -135,10 +152,15 @@ def config_from_dict(raw: dict[str, Any], base: Path, path: Path | None = None) 
         problems.append("server.port: must be between 1 and 65535")
     if server.max_body_bytes <= 0:
         problems.append("server.max_body_bytes: must be positive")
-    if server.query_timeout_s <= 0:
-        problems.append("server.query_timeout_s: must be positive")
+    for name in ("query_timeout_s", "header_timeout_s", "body_timeout_s"):
+        if getattr(server, name) <= 0:
+            problems.append(f"server.{name}: must be positive")
     if not 0 <= server.release_deadline_ms <= 60_000:
         problems.append("server.release_deadline_ms: must be between 0 and 60000")
+    limits: LimitsConfig = sections["limits"]
+    for fld in fields(LimitsConfig):
+        if getattr(limits, fld.name) < 1:
+            problems.append(f"limits.{fld.name}: must be at least 1")
     store: StoreConfig = sections["store"]
     if not store.url.startswith(("sqlite:///", "postgresql://", "postgres://")):
         problems.append("store.url: must start with sqlite:/// or postgresql://")
@@ -255,6 +277,10 @@ def _check_auth(auth: AuthConfig) -> list[str]:
         problems.append("auth.leeway_s: must be between 0 and 300")
     if not auth.roles_claim:
         problems.append("auth.roles_claim: must not be empty")
+    if auth.jwks_refresh_s <= 0 or auth.jwks_min_refresh_s < 0:
+        problems.append("auth.jwks_refresh_s: must be positive (jwks_min_refresh_s not negative)")
+    if auth.jwks_max_stale_s < auth.jwks_refresh_s:
+        problems.append("auth.jwks_max_stale_s: must be at least auth.jwks_refresh_s")
     return problems
 
 

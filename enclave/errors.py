@@ -27,6 +27,7 @@ a stack trace. Anything that is not an ``EnclaveError`` renders as a bare 500.
     │   └── BudgetExhausted            403  budget-exhausted
     ├── NotFound                       404  not-found
     ├── MethodNotAllowed               405  method-not-allowed
+    ├── RequestTimeout                 408  request-timeout    (the body arrived too slowly)
     ├── Conflict                       409  conflict
     ├── PayloadTooLarge                413  payload-too-large
     ├── UnsupportedMediaType           415  unsupported-media-type
@@ -203,6 +204,13 @@ class Conflict(EnclaveError):
     outcome = "denied"
 
 
+class RequestTimeout(EnclaveError):
+    status = 408
+    type = "request-timeout"
+    title = "Request body too slow"
+    outcome = "denied"
+
+
 class PayloadTooLarge(EnclaveError):
     status = 413
     type = "payload-too-large"
@@ -223,9 +231,11 @@ class RateLimited(EnclaveError):
     title = "Rate limit exceeded"
     outcome = "denied"
 
-    def __init__(self, detail: str = "", retry_after: int = 60) -> None:
+    def __init__(self, detail: str = "", retry_after: int = 60, *, audit: bool = True) -> None:
         super().__init__(detail)
         self.retry_after = max(1, int(retry_after))
+        # only the refusal that crosses a limit is audited (``enclave/ratelimit.py``)
+        self.audit = audit
 
 
 class ServiceUnavailable(EnclaveError):

@@ -3,9 +3,11 @@
 ``run_query`` and ``estimate_query`` share every step up to the release cache:
 
 1. resolve: the dataset (registry), the caller's licence for it (store), its tier (registry)
-2. parse the SQL into a Plan (user SQL is never executed; cached per SQL text and spec)
-3. authorize: role, licence, validity, tier, jurisdiction, plan rules, epsilon cap
-4. rate limit per licence
+2. authorize the licence (role, validity, tier, jurisdiction) and count it against the
+   licence's rate limit, before the SQL is parsed
+3. parse the SQL into a Plan off the event loop (user SQL is never executed; cached per SQL
+   text and spec), then authorize the plan (plan rules, epsilon cap)
+4. (the per-address and per-subject limits were counted by the web middleware)
 5. ``check_plan``: every refusal pricing could raise (so a cached repeat meets them too)
 6. release cache: a repeat of the same plan, dataset version and epsilon costs nothing; it is
    answered from the stored release and is never priced (its cost and accuracy are in it)
@@ -194,11 +196,12 @@ async def _admit(
     now = svc.clock()
     actx.sql = req.sql
     spec, licence, tier, tiers = await resolve_dataset(svc, principal, req.dataset, actx)
+    # the licence's limit comes before parsing: a flood of long SQL is refused cheaply
+    await svc.limiter.hit({f"lic:{licence.id}": tier.rate_limit_per_minute})
     epsilon = req.epsilon if req.epsilon is not None else tier.max_epsilon_per_query
     actx.epsilon = float(epsilon)
-    plan = parse_query(req.sql, spec)
+    plan = await asyncio.to_thread(parse_query, req.sql, spec)  # parsing long SQL takes ms
     require(authorize(principal, licence, tier, spec, plan, epsilon, now, tiers=tiers))
-    svc.limiter.check(licence.id, tier.rate_limit_per_minute)
     n_groups = declared_group_count(plan, spec)
     check_plan(plan, spec, tier, epsilon, n_groups)
     cache_key = _cache_key(plan, spec, epsilon)
@@ -260,7 +263,8 @@ async def dummy_data(
     no charge."""
     spec, licence, tier, _ = await resolve_dataset(svc, principal, name, actx)
     req = read_request()  # after the access check: an unseen dataset is 404 whatever else
-    svc.limiter.check(licence.id, tier.rate_limit_per_minute)  # it costs CPU, if no budget
+    # it costs CPU, if no budget: counted with the licence's queries
+    await svc.limiter.hit({f"lic:{licence.id}": tier.rate_limit_per_minute})
     actx.detail.update(dummy_detail(req))
     body = await asyncio.to_thread(render_dummy, spec, req)
     await svc.store.append(actx.draft("ok", epsilon=0.0))

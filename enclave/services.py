@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from enclave.config import Config
 from enclave.engine.warehouse import Warehouse
@@ -24,5 +24,5 @@ class Services:
     store: Store
     registry: Registry
     warehouse: Warehouse
-    limiter: RateLimiter = field(default_factory=RateLimiter)
+    limiter: RateLimiter  # counts in ``store``: shared by every replica on it
     clock: Callable[[], dt.datetime] = utcnow

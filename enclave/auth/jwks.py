@@ -13,11 +13,16 @@ Decisions (and why):
   number of distinct unknown kids (a flood of forged kids cannot turn the gateway into a
   fetch amplifier against the IdP). Concurrent callers share one lock, so they cannot race
   into several fetches. Failed loads count as attempts too.
-- **Periodic refresh.** Keys older than ``max_age_s`` are reloaded on next use, so a key
-  *removed* from the JWKS (e.g. after a compromise) stops being trusted without a restart:
-  a well-formed set replaces the old one entirely. If a reload fails, the old keys stay in
-  use (the IdP being down must not lock everyone out) and the next attempt waits
-  ``jwks_min_refresh_s``.
+- **Periodic refresh.** Keys older than ``auth.jwks_refresh_s`` (default 300 s) are
+  reloaded on next use, so a key *removed* from the JWKS (e.g. after a compromise) stops
+  being trusted within that interval, without a restart: a well-formed set replaces the old
+  one entirely. While one request reloads, the others go on with the current set.
+- **Bounded staleness, then fail closed.** If a reload fails, the old keys stay in use (a
+  short IdP outage must not lock everyone out) and the next attempt waits
+  ``jwks_min_refresh_s``. But once no load has succeeded for ``auth.jwks_max_stale_s``
+  (default 3600 s), every token is refused ("signing keys are stale") until a load succeeds:
+  a key the IdP removed during a long outage cannot stay trusted without limit. ``state()``
+  says so for ``/readyz``.
 - **A key must fit the token.** A key is only used for an algorithm its ``kty``/``crv``
   supports and, when the JWK names an ``alg``, exactly that one. Keys marked for another
   ``use`` or ``key_ops``, symmetric (``oct``) keys and JWKs carrying private members are
@@ -52,7 +57,6 @@ log = logging.getLogger(__name__)
 
 MAX_JWKS_BYTES = 1 << 20  # 1 MiB: a JWKS is a few kB; anything bigger is not a key set
 FETCH_TIMEOUT_S = 10.0
-DEFAULT_MAX_AGE_S = 3600.0
 
 # Which key types can verify which algorithm (RFC 7518 §3.1, RFC 8037 §3.1).
 _ALG_FITS: dict[str, tuple[str, frozenset[str] | None]] = {
@@ -121,6 +125,7 @@ class JwksCache:
     makes a session this cache owns and closes. With neither, a default session is made on
     first fetch. ``clock`` is a monotonic clock, injectable for tests. ``tokens`` is the
     verified-token cache ``verify_token`` consults (a default ``TokenCache`` when omitted).
+    ``max_age_s`` overrides ``auth.jwks_refresh_s``.
     """
 
     def __init__(
@@ -130,7 +135,7 @@ class JwksCache:
         session: aiohttp.ClientSession | None = None,
         session_factory: Callable[[], aiohttp.ClientSession] | None = None,
         clock: Callable[[], float] = time.monotonic,
-        max_age_s: float = DEFAULT_MAX_AGE_S,
+        max_age_s: float | None = None,
         tokens: TokenCache | None = None,
     ) -> None:
         if (auth.jwks_file is None) == (auth.jwks_url is None):
@@ -140,7 +145,8 @@ class JwksCache:
         self._factory = session_factory
         self._owned: aiohttp.ClientSession | None = None
         self._clock = clock
-        self._max_age_s = max_age_s
+        self._max_age_s = auth.jwks_refresh_s if max_age_s is None else max_age_s
+        self._created_at = clock()  # staleness counts from here until a first load succeeds
         self._keys: dict[str, list[dict[str, Any]]] | None = None
         self._loaded_at: float | None = None  # last successful load
         self._attempted_at: float | None = None  # last load attempt, successful or not
@@ -199,7 +205,8 @@ class JwksCache:
     async def _current_keys(self) -> dict[str, list[dict[str, Any]]]:
         now = self._clock()
         if self._keys is not None and self._loaded_at is not None:
-            if now - self._loaded_at < self._max_age_s or not self._may_attempt(now):
+            fresh = now - self._loaded_at < self._max_age_s
+            if (fresh or not self._may_attempt(now)) and not self._too_stale(now):
                 return self._keys
         async with self._lock:
             now = self._clock()
@@ -210,7 +217,23 @@ class JwksCache:
                 await self._load()
             if self._keys is None:
                 raise InvalidToken("signing keys unavailable")
+            if self._too_stale(self._clock()):
+                raise InvalidToken("signing keys are stale")
             return self._keys
+
+    def _too_stale(self, now: float) -> bool:
+        since = self._loaded_at if self._loaded_at is not None else self._created_at
+        return now - since > self._auth.jwks_max_stale_s
+
+    async def state(self) -> str:
+        """For ``/readyz``: ``ok`` (a current key set, loading it now if none was tried yet),
+        ``stale`` (no load has succeeded for ``jwks_max_stale_s``: tokens are refused) or
+        ``unavailable`` (no key set could be loaded yet)."""
+        try:
+            await self._current_keys()
+        except InvalidToken as exc:
+            return "stale" if exc.detail == "signing keys are stale" else "unavailable"
+        return "ok"
 
     async def _refresh_for_unknown(self, kid: str) -> dict[str, list[dict[str, Any]]]:
         async with self._lock:

@@ -20,7 +20,10 @@ Header rules, decided here:
 Claims: ``iss``, ``aud``, ``sub`` and ``exp`` are required; ``iss`` must equal
 ``auth.issuer`` exactly (checked again here, not only by pyjwt); ``aud`` must contain
 ``auth.audience``; ``exp``/``nbf``/``iat`` are checked with ``auth.leeway_s``; ``sub`` must be
-a non-empty string; ``jti``, when present, a non-empty string. Every failure is an
+a non-empty string of at most 256 characters; ``jti``, when present, a non-empty string of at
+most 256 (a longer one could never be revoked: a revocation names at most 256). The header
+and the claims are JSON objects with no repeated member (``strict_json.py``): pyjwt would keep
+the last of two ``alg``s or ``sub``s silently, another reader the first. Every failure is an
 ``InvalidToken`` whose detail is a short fixed reason, never token text.
 
 A token that passed all of this is remembered for at most 60 seconds (never past ``exp``, and
@@ -33,7 +36,6 @@ still checked on every use, and revocation is checked by the caller on every req
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 import jwt
@@ -44,8 +46,10 @@ from enclave.auth.jwks import JwksCache
 from enclave.auth.token_cache import token_digest
 from enclave.config import AuthConfig
 from enclave.errors import InvalidToken
+from enclave.strict_json import DuplicateKey, loads_strict
 
 MAX_TOKEN_BYTES = 16 * 1024
+MAX_ID_CHARS = 256  # longest accepted `sub` and `jti` (a revocation names at most 256)
 FORBIDDEN_HEADERS = ("jwk", "jku", "x5u", "x5c")
 ACCEPTED_TYP = frozenset({"jwt", "at+jwt", "application/at+jwt"})
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "exp"]
@@ -76,19 +80,27 @@ def _reason(exc: Exception) -> str:
     return "invalid token"
 
 
-def unverified_header(token: str) -> dict[str, Any]:
-    """The JOSE header of a compact JWS, parsed by us (our header rules apply, not pyjwt's)."""
+def _segment(token: str, index: int, what: str) -> dict[str, Any]:
+    """Segment ``index`` of a compact JWS as a JSON object, read strictly: a repeated member
+    is refused, since pyjwt (and the IdP's library) would keep one of the two silently."""
     if token.count(".") != 2:
         raise InvalidToken("malformed token")
-    segment = token.split(".", 1)[0]
+    segment = token.split(".")[index]
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        header = json.loads(raw)
+        value = loads_strict(raw)
+    except DuplicateKey:
+        raise InvalidToken(f"malformed token: a {what} member is repeated") from None
     except (ValueError, RecursionError):  # binascii and JSON errors are ValueErrors
         raise InvalidToken("malformed token") from None
-    if not isinstance(header, dict):
+    if not isinstance(value, dict):
         raise InvalidToken("malformed token")
-    return header
+    return value
+
+
+def unverified_header(token: str) -> dict[str, Any]:
+    """The JOSE header of a compact JWS, parsed by us (our header rules apply, not pyjwt's)."""
+    return _segment(token, 0, "header")
 
 
 def check_header(header: dict[str, Any], auth: AuthConfig) -> tuple[str, str]:
@@ -129,6 +141,7 @@ async def verify_token(token: str, jwks: JwksCache, auth: AuthConfig) -> dict[st
             return dict(cached.claims)
         jwks.tokens.discard(digest)  # the key set changed since: verify in full
     kid, alg = check_header(unverified_header(token), auth)
+    _segment(token, 1, "claim")  # refuse repeated claims before pyjwt reads them its way
     key = await jwks.get_key(kid, alg)
     options: Options = {
         "require": list(REQUIRED_CLAIMS),
@@ -164,14 +177,15 @@ def _check_claims(claims: dict[str, Any], auth: AuthConfig) -> None:
     if claims.get("iss") != auth.issuer:
         raise InvalidToken("issuer mismatch")
     sub = claims.get("sub")
-    if not isinstance(sub, str) or not sub.strip():
+    if not isinstance(sub, str) or not sub.strip() or len(sub) > MAX_ID_CHARS:
         raise InvalidToken("invalid subject")
     aud = claims.get("aud")
     audiences = [aud] if isinstance(aud, str) else aud
     if not isinstance(audiences, list) or auth.audience not in audiences:
         raise InvalidToken("audience mismatch")
     jti = claims.get("jti")
-    if "jti" in claims and (not isinstance(jti, str) or not jti):
+    # a jti longer than a revocation may name could never be revoked
+    if "jti" in claims and (not isinstance(jti, str) or not jti or len(jti) > MAX_ID_CHARS):
         raise InvalidToken("invalid token id")
     exp = claims.get("exp")
     if isinstance(exp, bool) or not isinstance(exp, int | float):

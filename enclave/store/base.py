@@ -136,6 +136,12 @@ class Store(Protocol):
         writer wins, a value is never replaced). Replicas agree on the truncation seed this way.
         """
 
+    async def count_hits(
+        self, keys: Sequence[str], win: int, sweep: bool = False
+    ) -> dict[str, int]:
+        """Rate-limit counters (``store/counters.py``): one hit more for each of ``keys`` in
+        the one-minute window ``win``; the new counts by key. ``sweep`` drops older windows."""
+
     # --- ledger and release cache ---
     async def spent(self, licence_id: str, dataset: str, since: dt.datetime | None) -> Amount: ...
     async def get_cached(self, licence_id: str, cache_key: str) -> dict[str, Any] | None: ...

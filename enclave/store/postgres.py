@@ -359,6 +359,13 @@ class PostgresStore:
         never replaced). Not audited; ``StoreUnavailable`` on failure."""
         return await self._read(lambda c: ops.shared_secret(c, name, proposed, self._clock()))
 
+    async def count_hits(
+        self, keys: Sequence[str], win: int, sweep: bool = False
+    ) -> dict[str, int]:
+        """``Store.count_hits`` (``store/counters.py``); ``StoreUnavailable`` on failure."""
+        ordered = sorted(keys)  # one lock order for every caller
+        return await self._read(lambda c: ops.count_hits(c, ordered, win, sweep))
+
     async def schema_version(self) -> int:
         return await self._read(ops.schema_version)
 

@@ -16,7 +16,7 @@ from enclave.audit.record import GENESIS_HASH, AuditDraft, AuditRecord
 from enclave.errors import BudgetExhausted, Conflict, NotFound
 from enclave.ledger.grid import Amount
 from enclave.models import Licence, iso
-from enclave.store import codec
+from enclave.store import codec, counters
 from enclave.store.base import (
     AuditFilter,
     CacheEntry,
@@ -351,3 +351,15 @@ async def shared_secret(conn: Conn, name: str, proposed: bytes, now: dt.datetime
         )
         value = await conn.fetchval("SELECT value FROM shared_secrets WHERE name = $1", name)
     return bytes.fromhex(value)
+
+
+async def count_hits(conn: Conn, keys: Sequence[str], win: int, sweep: bool) -> dict[str, int]:
+    """Add a hit to each key in window ``win`` (``store/counters.py``); the new counts.
+    Committed without waiting for the WAL flush (the counters are not worth one)."""
+    async with conn.transaction():
+        await conn.execute("SET LOCAL synchronous_commit TO OFF")
+        if sweep:
+            await conn.execute(counters.sweep_sql("numeric"), win)
+        sql = counters.hit_sql(len(keys), "numeric")
+        rows = await conn.fetch(sql, *counters.hit_args(keys, win))
+    return counters.counts(rows)

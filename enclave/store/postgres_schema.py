@@ -145,6 +145,21 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
             "ALTER TABLE ledger DROP COLUMN delta",
         ),
     ),
+    (
+        4,
+        (
+            # Request counters of the rate limiter (``store/counters.py``): one row per key and
+            # fixed one-minute window, shared by every replica. Transient: old windows are
+            # swept, and ``enclave store copy`` does not carry them.
+            """CREATE TABLE rate_counters (
+                key TEXT NOT NULL,
+                win BIGINT NOT NULL,
+                hits BIGINT NOT NULL,
+                PRIMARY KEY (key, win)
+            )""",
+            "CREATE INDEX rate_counters_win ON rate_counters (win)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -19,7 +19,7 @@ from enclave.audit.record import GENESIS_HASH, AuditDraft, AuditRecord
 from enclave.errors import BudgetExhausted, Conflict, NotFound
 from enclave.ledger.grid import Amount
 from enclave.models import Licence, iso
-from enclave.store import codec
+from enclave.store import codec, counters
 from enclave.store.base import (
     AuditFilter,
     CacheEntry,
@@ -420,3 +420,20 @@ def shared_secret(conn: sqlite3.Connection, name: str, proposed: bytes, now: dt.
         )
         row = conn.execute("SELECT value FROM shared_secrets WHERE name = ?", (name,)).fetchone()
     return bytes.fromhex(row[0])
+
+
+def count_hits(
+    conn: sqlite3.Connection, keys: Sequence[str], win: int, sweep: bool
+) -> dict[str, int]:
+    """Add a hit to each key in window ``win`` (``store/counters.py``); the new counts.
+    Committed without an fsync (the counters are not worth one); FULL again afterwards."""
+    conn.execute("PRAGMA synchronous = NORMAL")
+    try:
+        with write_tx(conn):
+            if sweep:
+                conn.execute(counters.sweep_sql("qmark"), (win,))
+            sql = counters.hit_sql(len(keys), "qmark")
+            rows = conn.execute(sql, counters.hit_args(keys, win)).fetchall()
+    finally:
+        conn.execute("PRAGMA synchronous = FULL")
+    return counters.counts(rows)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -21,9 +22,11 @@ from enclave.engine.bounding import load_or_create_key
 from enclave.engine.warehouse import Warehouse
 from enclave.metrics import Metrics
 from enclave.policy.registry import registry_for
+from enclave.ratelimit import RateLimiter
 from enclave.services import Services
 from enclave.store import open_store
 from enclave.web import admin, auditor, console, health, openapi, researcher
+from enclave.web.access_log import RedactingAccessLogger
 from enclave.web.keys import (
     config_key,
     jwks_key,
@@ -38,6 +41,7 @@ from enclave.web.problem import problem_middleware
 log = logging.getLogger("enclave.web")
 TRUNCATION_SECRET = "truncation-seed"  # noqa: S105 (the name under which it is stored)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+LINGER_S = 2.0  # seconds an unread body is drained after an early answer
 # any other method is labelled "other", so a client cannot mint label values
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -51,6 +55,7 @@ def create_app(config: Config) -> web.Application:
             auth_middleware,
         ],
         client_max_size=config.server.max_body_bytes,
+        handler_args=handler_args(config),
     )
     app[config_key] = config
     app[metrics_key] = Metrics()
@@ -63,6 +68,22 @@ def create_app(config: Config) -> web.Application:
     console.register(app, config)
     app.on_response_prepare.append(security_headers)
     return app
+
+
+def handler_args(config: Config) -> dict[str, Any]:
+    """Connection settings for aiohttp's request handler, whoever runs the app.
+
+    aiohttp's keep-alive timer starts when a connection opens and again after each answer,
+    and closes the connection if a complete request head has not arrived by then: so
+    ``keepalive_timeout`` is the header read deadline (and the idle limit between requests).
+    After an answer sent before the body was read (401, 408, 413), the rest of the body is
+    drained for at most ``LINGER_S`` before the connection closes.
+    """
+    return {
+        "keepalive_timeout": config.server.header_timeout_s,
+        "lingering_time": LINGER_S,
+        "access_log_class": RedactingAccessLogger,
+    }
 
 
 async def dp_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -108,7 +129,11 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     registry = registry_for(app[store_key], cfg)
     await registry.seed()
     svc = Services(
-        config=cfg, store=app[store_key], registry=registry, warehouse=app[warehouse_key]
+        config=cfg,
+        store=app[store_key],
+        registry=registry,
+        warehouse=app[warehouse_key],
+        limiter=RateLimiter(app[store_key]),
     )
     app[services_key] = svc
     await svc.warehouse.start_all(await registry.datasets())  # in the background

@@ -1,31 +1,77 @@
-"""Reading JSON bodies: size-capped (413), JSON only (415), strict (no NaN/Infinity; 400)."""
+"""Reading JSON bodies: whole, size-capped, on a deadline, strict.
+
+- **Whole.** ``request.read()`` reads until the body ends, however many TCP segments it
+  arrives in (a read of "what has arrived so far" refuses a valid body split by the network).
+- **Size-capped (413).** The app's ``client_max_size`` is ``server.max_body_bytes``: a body
+  that grows past it, declared or chunked, is refused with 413 as soon as it does.
+- **On a deadline (408).** The whole body must arrive within ``server.body_timeout_s``; a
+  client trickling bytes cannot hold a request open for longer.
+- **JSON only (415), strict (400).** No NaN/Infinity, no duplicate keys in an object
+  (``strict_json.py``), and no nesting deeper than ``MAX_DEPTH``. The decoder's own
+  recursion is bounded by Python's limit (far deeper bodies raise ``RecursionError`` in C,
+  refused as the same 400); the depth check itself is iterative.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from aiohttp import web
 
-from enclave.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from enclave.errors import BadRequest, RequestTimeout, UnsupportedMediaType
+from enclave.strict_json import DuplicateKey, loads_strict
 from enclave.web.keys import config_key
 
+MAX_DEPTH = 64
+_SHOWN_KEY = 80  # characters of a duplicate key quoted back in the refusal
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
+
+def depth(value: Any) -> int:
+    """How deeply arrays and objects nest in ``value`` (a scalar is 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, level + 1)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def parse_body(raw: bytes) -> Any:
+    """Bytes → JSON value, or ``BadRequest`` saying what is wrong."""
+    too_deep = BadRequest(f"the body nests arrays or objects deeper than {MAX_DEPTH} levels")
+    try:
+        value = loads_strict(raw.decode("utf-8"))
+    except DuplicateKey as dup:
+        shown = dup.key if len(dup.key) <= _SHOWN_KEY else dup.key[:_SHOWN_KEY] + "…"
+        raise BadRequest(f"the body repeats the key {json.dumps(shown)}") from None
+    except RecursionError:
+        raise too_deep from None
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("the body is not valid JSON") from None
+    if depth(value) > MAX_DEPTH:
+        raise too_deep
+    return value
 
 
 async def read_json(request: web.Request) -> Any:
     if request.content_type not in ("application/json", ""):
         raise UnsupportedMediaType("send the body as application/json")
-    limit = request.app[config_key].server.max_body_bytes
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise PayloadTooLarge(f"the body exceeds {limit} bytes")
+    timeout = request.app[config_key].server.body_timeout_s
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
-    except (UnicodeDecodeError, ValueError):
-        raise BadRequest("the body is not valid JSON") from None
+        async with asyncio.timeout(timeout):
+            raw = await request.read()  # HTTPRequestEntityTooLarge past client_max_size: 413
+    except TimeoutError:
+        raise RequestTimeout(f"the body did not arrive within {timeout:g} seconds") from None
+    return parse_body(raw)
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:

@@ -11,6 +11,10 @@ per state (``ok``, ``preparing``, ``not prepared``, ``failed``, ``unavailable``;
 ``Warehouse.status``) and ``status`` is ``degraded`` (still 200) when any is not ``ok``.
 Names are shown only to a caller with a valid admin or auditor token (``dataset_states``):
 an anonymous caller learns no dataset name, as hidden datasets look missing elsewhere.
+
+``checks.jwks`` is ``stale`` once the signing keys have not been reloaded for
+``auth.jwks_max_stale_s`` (every token is then refused), ``unavailable`` if none could be
+loaded yet.
 """
 
 from __future__ import annotations
@@ -55,8 +59,12 @@ async def readyz(request: web.Request) -> web.Response:
         specs = []
     states = await asyncio.gather(*(svc.warehouse.status(spec) for spec in specs))
     counts: Counter[str] = Counter(states)
+    try:  # tokens can be checked: a key set is loaded and not past auth.jwks_max_stale_s
+        checks["jwks"] = await asyncio.wait_for(request.app[jwks_key].state(), READY_TIMEOUT_S)
+    except TimeoutError:
+        checks["jwks"] = "unavailable"
     kind = "postgresql" if svc.config.store.url.startswith("postgres") else "sqlite"
-    ready = checks["store"] == "ok"
+    ready = all(v == "ok" for v in checks.values())  # the store and the signing keys
     body: dict[str, object] = {
         "status": "degraded" if ready and counts.keys() - {"ok"} else "ready",
         "store": kind,

@@ -45,6 +45,7 @@ from enclave.errors import (
     QueryTimeout,
     RateLimited,
     ReleaseFailed,
+    RequestTimeout,
     RevokedToken,
     RoleRequired,
     StoreUnavailable,
@@ -69,18 +70,19 @@ Errors = tuple[type[EnclaveError], ...]
 JSON = "application/json"
 PROBLEM = "application/problem+json"
 
-# What any authenticated call can meet: no/bad/revoked token, wrong role, a refusal that
-# cannot be audited (503), the store down, and the bare 500.
+# What any authenticated call can meet: no/bad/revoked token, wrong role, the per-address and
+# per-subject rate limits, a refusal that cannot be audited (503), the store down, the bare 500.
 AUTHENTICATED: Errors = (
     MissingToken,
     InvalidToken,
     RevokedToken,
     RoleRequired,
+    RateLimited,
     AuditUnavailable,
     StoreUnavailable,
     EnclaveError,
 )
-BODY: Errors = (BadRequest, PayloadTooLarge, UnsupportedMediaType)
+BODY: Errors = (BadRequest, RequestTimeout, PayloadTooLarge, UnsupportedMediaType)
 PAGE: Errors = (BadRequest, InvalidCursor)
 LICENCE: Errors = (
     NotFound,

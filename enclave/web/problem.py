@@ -103,7 +103,8 @@ async def _refuse(
     request: web.Request, err: EnclaveError, request_id: str, internal: bool = False
 ) -> web.Response:
     actx = request.get(audit_ctx_key)
-    if actx is not None and not actx.audited and actx.actor:
+    quiet = isinstance(err, RateLimited) and not err.audit  # a flood must not fill the log
+    if actx is not None and not actx.audited and actx.actor and not quiet:
         reason = err.detail if not internal else "internal error"
         try:
             await request.app[store_key].append(actx.draft(err.outcome, reason=reason))

@@ -25,6 +25,7 @@ CASES: list[Any] = [
     ("throughput", "Throughput: concurrent small queries", []),
     ("audit", "Audit chain: verify and export", []),
     ("memory", "Memory: peak RSS of the gateway", []),
+    ("flood", "Flood: refused SQL against another user", []),
     ("timing", "Timing: data read to release", []),
     pytest.param(
         "smartnoise",

@@ -380,3 +380,42 @@ async def test_dev_minted_token_round_trip(kp: KeyPaths, auth: AuthConfig) -> No
         kp.private_pem, sub="a", roles=["auditor"], issuer=ISS, audience=AUD, ttl_s=60, kid=KID
     )
     assert (await accepted(tok, auth))["roles"] == ["auditor"]
+
+
+# -- identifiers and repeated members -------------------------------------------------------
+
+
+def es256_text(kp: KeyPaths, header: str, claims: str) -> str:
+    """A real ES256 signature over header and claims given as JSON *text* (so a member can be
+    repeated, which no dict can express)."""
+    signing_input = f"{b64(header.encode())}.{b64(claims.encode())}"
+    sig = private(kp).sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
+    r, s = decode_dss_signature(sig)
+    return f"{signing_input}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+async def test_a_jti_too_long_to_revoke_is_refused(kp: KeyPaths, auth: AuthConfig) -> None:
+    assert (await accepted(sign(kp, good_claims(jti="j" * 256)), auth))["jti"] == "j" * 256
+    await refused(sign(kp, good_claims(jti="j" * 257)), auth, "invalid token id")
+
+
+async def test_a_subject_over_256_characters_is_refused(kp: KeyPaths, auth: AuthConfig) -> None:
+    await refused(sign(kp, good_claims(sub="s" * 257)), auth, "invalid subject")
+
+
+async def test_repeated_claim_is_refused(kp: KeyPaths, auth: AuthConfig) -> None:
+    header = json.dumps({"alg": "ES256", "typ": "JWT", "kid": KID})
+    claims = json.dumps(good_claims(sub="alice"))
+    # control: the same text without the repeat verifies
+    assert (await accepted(es256_text(kp, header, claims), auth))["sub"] == "alice"
+    repeated = claims[:-1] + ', "sub": "admin-user"}'
+    await refused(es256_text(kp, header, repeated), auth, "a claim member is repeated")
+
+
+@pytest.mark.parametrize("member", ['"alg": "ES256"', f'"kid": "{KID}"', '"typ": "JWT"'])
+async def test_repeated_header_member_is_refused(
+    kp: KeyPaths, auth: AuthConfig, member: str
+) -> None:
+    header = f'{{"alg": "ES256", "typ": "JWT", "kid": "{KID}", {member}}}'
+    tok = es256_text(kp, header, json.dumps(good_claims()))
+    await refused(tok, auth, "a header member is repeated")
