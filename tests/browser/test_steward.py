@@ -35,6 +35,7 @@ async def test_steward_issues_suspends_and_edits_a_tier(console: Any) -> None:
     await form.get_by_role("button", name="Issue").click()
     await expect(page.get_by_role("cell", name="dora", exact=True)).to_be_visible()
     await c.screenshot("steward")
+    await c.assert_labelled()
 
     # suspend alice's licence, with the required reason
     await page.get_by_role("button", name="Suspend lic_alice_standard_0").click()
