@@ -1,4 +1,5 @@
-"""``enclave licence issue|list|suspend|revoke``: offline licence administration.
+"""``enclave licence issue|list|suspend|reactivate|revoke|extend|retier``: offline licence
+administration.
 
 Same validation and the same audited store writes as the admin API; the actor recorded in the
 audit log is ``--actor`` (default ``cli``).
@@ -14,7 +15,7 @@ import click
 
 from enclave.audit.record import AuditDraft
 from enclave.cli.common import config_option, get_config, offline, run
-from enclave.errors import BadRequest, NotFound
+from enclave.errors import BadRequest, Conflict, NotFound
 from enclave.licences import licence_digest_fields, licence_from_json, patch_licence
 from enclave.models import Licence, utcnow
 
@@ -28,7 +29,7 @@ actor_option = click.option(
 
 @click.group("licence")
 def licence_group() -> None:
-    """Issue, list, suspend and revoke licences (offline, against the configured store)."""
+    """Issue, list, suspend, reactivate, revoke, extend and re-tier licences (offline)."""
 
 
 @licence_group.command("issue")
@@ -110,52 +111,97 @@ def list_(config_path: Path | None, subject: str | None, as_json: bool) -> None:
         )
 
 
-def _set_status(
-    config_path: Path | None, licence_id: str, status: str, reason: str, actor: str
+def _change(
+    config_path: Path | None,
+    licence_id: str,
+    changes: dict[str, Any],
+    reason: str,
+    actor: str,
+    only_from: str | None = None,
 ) -> None:
+    """Apply ``changes`` with the API's validation (a reason is required) and audit them."""
     cfg = get_config(config_path)
 
     async def go() -> Licence:
-        async with offline(cfg) as (store, _):
+        async with offline(cfg) as (store, registry):
             current = await store.get_licence(licence_id)
             if current is None:
                 raise NotFound(f"no licence {licence_id}")
-            updated, _ = patch_licence(current, {"status": status, "reason": reason}, utcnow())
+            if only_from is not None and current.status != only_from:
+                raise Conflict(f"{licence_id} is {current.status}, not {only_from}")
+            updated, _ = patch_licence(current, {**changes, "reason": reason}, utcnow())
+            if "tier" in changes and await registry.tier(updated.tier) is None:
+                raise BadRequest(f"unknown tier '{updated.tier}'")
             lic, _ = await store.update_licence(
                 licence_id,
-                {"status": updated.status},
+                {k: getattr(updated, k) for k in changes},
                 _draft(
-                    "licence.update",
-                    actor,
-                    updated,
-                    reason=reason,
-                    detail={"changes": {"status": status}},
+                    "licence.update", actor, updated, reason=reason, detail={"changes": changes}
                 ),
             )
             return lic
 
     lic = run(go())
-    click.echo(f"{lic.id} is now {lic.status}")
+    click.echo(
+        f"{lic.id} is now {lic.status}, tier {lic.tier}, until {lic.valid_until.date().isoformat()}"
+    )
+
+
+reason_option = click.option("--reason", required=True, help="Why (kept in the audit log).")
 
 
 @licence_group.command("suspend")
 @config_option
 @click.argument("licence_id")
-@click.option("--reason", required=True)
+@reason_option
 @actor_option
 def suspend(config_path: Path | None, licence_id: str, reason: str, actor: str) -> None:
-    """Suspend a licence (reversible: PATCH status back to active)."""
-    _set_status(config_path, licence_id, "suspended", reason, actor)
+    """Suspend a licence (reversible: ``reactivate``)."""
+    _change(config_path, licence_id, {"status": "suspended"}, reason, actor)
+
+
+@licence_group.command("reactivate")
+@config_option
+@click.argument("licence_id")
+@reason_option
+@actor_option
+def reactivate(config_path: Path | None, licence_id: str, reason: str, actor: str) -> None:
+    """Make a suspended licence active again."""
+    _change(config_path, licence_id, {"status": "active"}, reason, actor, only_from="suspended")
 
 
 @licence_group.command("revoke")
 @config_option
 @click.argument("licence_id")
-@click.option("--reason", required=True)
+@reason_option
 @actor_option
 def revoke(config_path: Path | None, licence_id: str, reason: str, actor: str) -> None:
     """Revoke a licence (final)."""
-    _set_status(config_path, licence_id, "revoked", reason, actor)
+    _change(config_path, licence_id, {"status": "revoked"}, reason, actor)
+
+
+@licence_group.command("extend")
+@config_option
+@click.argument("licence_id")
+@click.option("--valid-until", required=True, help="New sunset date (ISO 8601).")
+@reason_option
+@actor_option
+def extend(
+    config_path: Path | None, licence_id: str, valid_until: str, reason: str, actor: str
+) -> None:
+    """Move a licence's sunset date."""
+    _change(config_path, licence_id, {"valid_until": valid_until}, reason, actor)
+
+
+@licence_group.command("retier")
+@config_option
+@click.argument("licence_id")
+@click.option("--tier", required=True, help="The new tier.")
+@reason_option
+@actor_option
+def retier(config_path: Path | None, licence_id: str, tier: str, reason: str, actor: str) -> None:
+    """Move a licence to another tier (takes effect on its next request)."""
+    _change(config_path, licence_id, {"tier": tier}, reason, actor)
 
 
 def _draft(
