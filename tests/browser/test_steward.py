@@ -43,6 +43,7 @@ async def test_steward_issues_suspends_and_edits_a_tier(console: Any) -> None:
     await dialog.get_by_label("Reason (required)").fill("annual review pending")
     await dialog.get_by_role("button", name="Confirm").click()
     await expect(page.get_by_role("button", name="Reactivate lic_alice_standard_0")).to_be_visible()
+    await expect(page.get_by_text("suspended: annual review pending (stella,")).to_be_visible()
     lic = await c.gw.services.store.get_licence("lic_alice_standard_0")
     assert lic.status == "suspended"
     dora = [x for x in await c.gw.services.store.list_licences("dora")]

@@ -37,7 +37,7 @@ async function licences(panel) {
     const rows = data.licences.filter(keep);
     list.replaceChildren(table(
       ["id", "subject", "organisation", "tier", "datasets", "status", "valid until", "actions"],
-      rows.map((l) => [l.id, l.subject, l.organization, l.tier, l.datasets, l.status,
+      rows.map((l) => [l.id, l.subject, l.organization, l.tier, l.datasets, status(l),
         l.valid_until.slice(0, 10), actions(l, tiers, refresh)]),
       `${rows.length} licence(s)`));
   }
@@ -50,6 +50,12 @@ async function licences(panel) {
   panel.append(h("h2", { text: "Licences" }), filters, list,
     issueForm(tiers, datasets, refresh));
   await refresh();
+}
+
+function status(l) {
+  const why = l.status_reason;
+  return why ? `${l.status}: ${why.reason ?? "no reason recorded"} (${why.by}, ${
+    why.at.slice(0, 10)})` : l.status;
 }
 
 function actions(l, tiers, refresh) {
