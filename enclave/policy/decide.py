@@ -5,6 +5,8 @@
 1. the principal holds the ``researcher`` role                          (RoleRequired)
 2. the dataset exists and a licence of the principal covers it          (NotFound)
    -- an unseen dataset answers exactly like an unknown one: "unknown dataset"
+   -- a covered dataset that is retired answers "dataset retired"         (Forbidden)
+      (no new queries or estimates; its history and the spend on it are kept)
 3. the licence is active                                                (LicenceRefused)
    -- "licence suspended" / "licence revoked"
 4. ``now`` lies in [valid_from, valid_until)                            (LicenceRefused)
@@ -35,6 +37,7 @@ from decimal import Decimal
 
 from enclave.errors import (
     EnclaveError,
+    Forbidden,
     JurisdictionRefused,
     LicenceRefused,
     NotFound,
@@ -136,6 +139,8 @@ def _licence_rules(
 ) -> Decision:
     if spec.name not in licence.datasets:
         return _deny(NotFound, UNKNOWN_DATASET)
+    if spec.retired:
+        return _deny(Forbidden, "dataset retired")
     if licence.status != "active":
         return _deny(LicenceRefused, f"licence {licence.status}")
     if now < licence.valid_from:

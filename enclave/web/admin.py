@@ -64,7 +64,7 @@ async def create_licence(request: web.Request) -> web.Response:
     detail = {"after": after, "before_sha256": None, "after_sha256": digest(after)}
     await svc.store.insert_licence(licence, actx.draft("ok", detail=detail))
     actx.audited = True
-    return json_response(licence.to_json(), status=201)
+    return json_response(await _licence_json(svc.store, licence), status=201)
 
 
 @routes.get("/v1/admin/licences/{id}")

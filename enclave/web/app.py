@@ -112,6 +112,8 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[services_key] = svc
     for spec in await registry.datasets():
+        if spec.retired:
+            continue  # answers no queries: no need to bound it
         try:
             await svc.warehouse.prepare(spec)
         except Exception:

@@ -42,7 +42,7 @@ async def readyz(request: web.Request) -> web.Response:
         log.warning("readiness: the state store is unavailable (%s)", type(exc).__name__)
         checks["store"] = "unavailable"
         specs = []
-    for spec in specs:
+    for spec in (s for s in specs if not s.retired):
         ok = await svc.warehouse.check(spec)
         checks[f"dataset:{spec.name}"] = "ok" if ok else "unavailable"
     ready = all(v == "ok" for v in checks.values())

@@ -77,3 +77,18 @@ async def test_steward_issues_suspends_and_edits_a_tier(console: Any) -> None:
     diff = page.locator("#diff")
     await expect(diff.get_by_role("row", name="budget.epsilon 5 6")).to_be_visible()
     await expect(diff.get_by_role("row", name="group_by.max_groups 500 400")).to_be_visible()
+
+    # retire the dataset (a reason is required), then restore it
+    await page.get_by_role("tab", name="Datasets").click()
+    await page.get_by_role("button", name="Retire visits").click()
+    await page.locator("dialog").get_by_label("Reason (required)").fill("superseded")
+    await page.locator("dialog").get_by_role("button", name="Confirm").click()
+    await expect(
+        page.get_by_role("cell", name="Synthetic hospital visits. (retired)")
+    ).to_be_visible()
+    assert (await c.gw.services.registry.dataset("visits")).retired
+    await page.get_by_role("button", name="Restore visits").click()
+    await page.locator("dialog").get_by_label("Reason (required)").fill("still needed")
+    await page.locator("dialog").get_by_role("button", name="Confirm").click()
+    await expect(page.get_by_role("button", name="Retire visits")).to_be_visible()
+    assert not (await c.gw.services.registry.dataset("visits")).retired
