@@ -26,6 +26,7 @@ class ServerConfig:
     port: int = 8080
     max_body_bytes: int = 65536
     query_timeout_s: float = 30.0
+    release_deadline_ms: float = 250.0  # addition: undeclared-key releases are padded to it
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,8 @@ def config_from_dict(raw: dict[str, Any], base: Path, path: Path | None = None) 
         problems.append("server.max_body_bytes: must be positive")
     if server.query_timeout_s <= 0:
         problems.append("server.query_timeout_s: must be positive")
+    if not 0 <= server.release_deadline_ms <= 60_000:
+        problems.append("server.release_deadline_ms: must be between 0 and 60000")
     store: StoreConfig = sections["store"]
     if not store.url.startswith(("sqlite:///", "postgresql://", "postgres://")):
         problems.append("store.url: must start with sqlite:/// or postgresql://")

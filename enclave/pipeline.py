@@ -30,6 +30,7 @@ from decimal import Decimal
 from typing import Any
 
 from enclave.audit.context import AuditContext
+from enclave.dp.deadline import deadline_for, padded
 from enclave.dp.mechanisms import PricedPlan, check_plan, price_plan
 from enclave.dp.release import release
 from enclave.errors import BadRequest, BudgetExhausted, EnclaveError, NotFound
@@ -141,8 +142,10 @@ async def run_query(
     table = await svc.warehouse.prepare(adm.spec)
     compiled = compile_plan(adm.plan, adm.spec, table)
     rows = await svc.warehouse.run(compiled, svc.config.server.query_timeout_s)
-    exact = assemble(compiled, rows)
-    released = release(adm.plan, adm.spec, adm.tier, priced, exact)
+    released = await padded(
+        lambda: release(adm.plan, adm.spec, adm.tier, priced, assemble(compiled, rows)),
+        deadline_for(priced, svc.config.server.release_deadline_ms),
+    )
     body = {
         "columns": list(released.columns),
         "rows": [list(r) for r in released.rows],

@@ -253,26 +253,39 @@ def quantile_candidates(low: float, high: float, integer: bool) -> tuple[float, 
     return tuple(out)
 
 
+def release_delta(scale: float, d_in: tuple[int, int, int], threshold: int) -> float:
+    """The delta of releasing a key whose noisy count is at least ``threshold``.
+
+    OpenDP's Laplace threshold measurement keeps a key when its noisy count is ``>=
+    threshold``, but its privacy map adds up the noise tail strictly above ``threshold -
+    linf`` (opendp/opendp#2922): it leaves out the mass at exactly the threshold, so it
+    under-states delta by a factor ``e^(1/scale)`` for a lone key. The tail that releasing at
+    ``>= threshold`` really has, ``P[Z >= threshold - linf]``, is the tail OpenDP's map sums
+    for ``threshold - 1``; that map is this delta (``1 - (1 - tail)^l0`` over ``l0`` keys).
+    """
+    if threshold - 1 < d_in[2]:
+        raise EnclaveError("a partition threshold must exceed the per-key sensitivity")
+    return float(threshold_builder(threshold - 1)(scale).map(d_in)[1])
+
+
 @functools.lru_cache(maxsize=256)
 def threshold_for_delta(scale: float, d_in: tuple[int, int, int], delta: float) -> int:
-    """The smallest integer threshold whose privacy map reports a delta at most ``delta``.
+    """The smallest threshold whose true delta (``release_delta``) is at most ``delta``.
 
-    Exponential search then bisection on OpenDP's own map, so the delta charged is exactly what
-    OpenDP computes for the chosen threshold.
+    A key is released at noisy count ``>=`` this threshold. Exponential search then bisection
+    on OpenDP's own map (of the threshold one below), so the delta charged is exactly what
+    OpenDP computes for the tail the release really has.
     """
-
-    def delta_at(threshold: int) -> float:
-        return float(threshold_builder(threshold)(scale).map(d_in)[1])
-
-    high = max(1, d_in[2])
-    while delta_at(high) > delta:
-        high *= 2
+    floor = max(0, d_in[2])  # thresholds up to here are invalid (release_delta refuses them)
+    high = floor + 1
+    while release_delta(scale, d_in, high) > delta:
+        high = floor + 2 * (high - floor)
         if high > 2**62:
             raise EnclaveError("no partition-selection threshold meets the delta target")
-    low = 0
-    while high - low > 1:  # invariant: delta_at(high) <= delta, low fails (or is 0)
+    low = floor
+    while high - low > 1:  # invariant: release_delta(high) <= delta; low fails or is invalid
         mid = (low + high) // 2
-        if delta_at(mid) <= delta:
+        if release_delta(scale, d_in, mid) <= delta:
             high = mid
         else:
             low = mid

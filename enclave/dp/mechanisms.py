@@ -33,8 +33,11 @@ as one more aggregate sharing the split (it costs its share; it is never release
 Undeclared keys (``n_groups is None``): groups come from the data through OpenDP's Laplace
 threshold mechanism over the per-group row count ``_n`` (one more share of epsilon; d_in
 ``(l0, l1, linf) = (k, k, k)``). Per-query delta is ``tier.budget_delta / 10`` (ten such
-queries per budget); the threshold is the smallest integer at which OpenDP's map reports a
-delta within it. ``min(k, G)`` then uses ``G = tier.group_by_max_groups`` (the released cap).
+queries per budget). OpenDP releases a key at noisy count ``>= T`` but its map counts only the
+tail above ``T`` (opendp/opendp#2922), so the delta charged for releasing at ``>= T`` is OpenDP's
+map at ``T - 1``, the exact discrete-Laplace tail ``1 - (1 - P[Z >= T - k])^k``; ``T`` is the
+smallest integer whose delta fits (``calibrate.release_delta``). ``min(k, G)`` then uses
+``G = tier.group_by_max_groups`` (the released cap).
 
 Caching: pricing reads public parameters only (the plan, the spec, the tier, epsilon, the
 declared group count), so a ``PricedPlan`` is kept in a bounded LRU keyed by
@@ -66,6 +69,8 @@ import opendp.prelude as dp
 
 from enclave.dp import calibrate as cal
 from enclave.dp.calibrate import enable_dp
+from enclave.dp.partition import threshold_release
+from enclave.dp.quantile import quantile_release
 from enclave.errors import BadRequest, EnclaveError, TierRefused, UnsupportedQuery
 from enclave.models import ColumnSpec, DatasetSpec, Tier
 from enclave.query.plan import Aggregate, Plan
@@ -94,8 +99,18 @@ class PricedAggregate:
     stat: str = ""  # the ExactGroups stat the measurement reads
     integer: bool = True  # integer (discrete Laplace) input and output
     delta: float = 0.0
-    threshold: int | None = None  # partition selection only
+    threshold: int | None = None  # partition selection only: released at noisy count >= it
     space: str = field(default="", compare=False, repr=False)  # domain|metric|measure
+    #: what ``release`` invokes, when it is not ``measurement`` itself (whose map is charged):
+    #: quantiles score a histogram into OpenDP's noisy max (``dp/quantile.py``); partition
+    #: selection releases with the threshold one above the charged one (``release_delta``),
+    #: vectorised (``dp/partition.py``)
+    release_with: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def mechanism(self) -> Any:
+        """The callable that releases this aggregate's noisy values."""
+        return self.measurement if self.release_with is None else self.release_with
 
     def map_d_in(self) -> Any:
         """The argument OpenDP's privacy map takes for this measurement."""
@@ -243,7 +258,7 @@ def _price_aggregate(
         return [
             PricedAggregate(
                 agg.alias, "quantile", k, scale, eps, None, meas, "value", f"a{i}_values", False,
-                space=cal.space_of(build),
+                space=cal.space_of(build), release_with=quantile_release(cands, q, scale, k),
             )
         ]  # fmt: skip
     raise UnsupportedQuery("unsupported aggregate")  # pragma: no cover - AggKind is closed
@@ -279,18 +294,25 @@ def _price_sum(
 
 
 def _price_partition(k: int, share: float, delta: float) -> PricedAggregate:
+    """Partition selection; charged exactly the delta of releasing at ``>=`` the threshold.
+
+    ``measurement`` is OpenDP's threshold measurement one below the released threshold: its
+    map is the true (epsilon, delta) of the release (``calibrate.release_delta``). The release
+    itself is the same algorithm over a vector of counts (``dp/partition.py``).
+    """
     d_in = (k, k, k)
-    reference = cal.threshold_builder(max(1, k))
+    reference = cal.threshold_builder(k + 1)
     _, scale, _ = cal.calibrate(reference, d_in, share)
     threshold = cal.threshold_for_delta(scale, d_in, delta)
-    build = cal.threshold_builder(threshold)
-    meas, scale, eps = cal.calibrate(build, d_in, share)
-    got_delta = float(meas.map(d_in)[1])
-    if got_delta > delta:  # the rebuilt scale can only be larger, so this should not happen
-        raise EnclaveError("partition selection exceeds its delta")  # pragma: no cover
+    charged = cal.threshold_builder(threshold - 1)
+    meas = charged(scale)
+    eps, got_delta = (float(v) for v in meas.map(d_in))
+    if eps > share or got_delta > delta:
+        raise EnclaveError("partition selection exceeds its share")  # pragma: no cover
     return PricedAggregate(
         HIDDEN_ALIAS, "partition", k, scale, eps, None, meas, "partition", "_n", True,
-        got_delta, threshold, space=cal.space_of(build),
+        got_delta, threshold, space=cal.space_of(charged),
+        release_with=threshold_release(scale, threshold, k),
     )  # fmt: skip
 
 

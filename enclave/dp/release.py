@@ -10,29 +10,37 @@ values and public metadata.
 - AVG = ``noisy_sum / max(noisy_count, 1)``, clamped to the declared bounds.
 - Suppression drops a group when its noisy count (see ``PricedPlan.suppress_with``) is below
   ``tier.min_noisy_count``; an ungrouped query is one group and is suppressed the same way.
-- Undeclared keys: OpenDP's threshold mechanism keeps a key if its noisy row count clears the
-  threshold; at most ``tier.group_by_max_groups`` keys are kept, largest noisy counts first.
+- Undeclared keys: OpenDP's Laplace threshold (vectorised, ``dp/partition.py``) keeps a key
+  if its noisy row count clears the threshold; at most ``tier.group_by_max_groups`` keys are
+  kept, largest noisy counts first (ties by key order), then released in key order
+  (``values.sort_key``). Counts go to OpenDP by position, never keyed by value, so no key is
+  encoded and no key value can make the selection fail.
+- Totality: once data is read nothing here raises on data. Exact integer inputs are clipped
+  to the i64 domain of their measurement and float inputs to finite doubles (NaN as 0); a
+  per-group, data-independent map that is 1-Lipschitz, so the sensitivity is unchanged. Noisy
+  floats are clamped to finite doubles. Released cells are plain JSON (``values.json_value``)
+  and ORDER BY uses ``values.sort_key``.
+- Time: every per-group step is a vector operation; what remains in proportion to the groups
+  is OpenDP's noise sampling (see ``bench/timing.py`` and the README).
 - ``result_sha256`` = SHA-256 of ``{"columns": [...], "rows": [...]}`` as canonical JSON
-  (sorted keys, no whitespace, UTF-8; dates as ISO strings).
+  (sorted keys, no whitespace, UTF-8; dates as ISO strings): ``values.result_digest``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import json
-from collections.abc import Mapping
+import sys
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
-
-import numpy as np
 
 from enclave.dp.accuracy import avg_ci95
 from enclave.dp.mechanisms import PricedAggregate, PricedPlan
+from enclave.dp.partition import i64_array, to_i64
+from enclave.dp.values import json_value, result_digest, row_sort_key, sort_key
 from enclave.errors import EnclaveError
 from enclave.models import DatasetSpec, Tier
 from enclave.query.plan import Aggregate, ExactGroups, GroupColumn, Plan
+
+FLOAT_MAX = sys.float_info.max
 
 
 @dataclass(frozen=True)
@@ -93,9 +101,9 @@ def release(
         row: list[Any] = []
         for item in plan.select:
             if isinstance(item, GroupColumn):
-                row.append(key[key_pos[item.column]])
+                row.append(json_value(key[key_pos[item.column]]))
             else:
-                row.append(values[item.alias][g])
+                row.append(json_value(values[item.alias][g]))
         rows.append(tuple(row))
     rows = _order_and_limit(plan, rows)
     columns = plan.output_columns
@@ -124,47 +132,38 @@ def _select_groups(spec: DatasetSpec, priced: PricedPlan, exact: ExactGroups) ->
                 raise EnclaveError("a group key is not a declared value")
         return _Selection(list(range(len(exact.keys))), None)
     part = next(p for p in priced.aggregates if p.part == "partition")
-    by_code: dict[str, int] = {}
-    counts: dict[str, int] = {}
-    for i, key in enumerate(exact.keys):
-        code = encode_key(key)
-        if code in by_code:
-            raise EnclaveError("two groups share one key encoding")
-        by_code[code] = i
-        counts[code] = int(_stat(exact, "_n")[i] or 0)
-    kept: dict[str, int] = part.measurement(counts)
-    ranked = sorted(kept.items(), key=lambda kv: (-kv[1], kv[0]))[: priced.max_groups]
-    ranked.sort(key=lambda kv: kv[0])  # release order: by key encoding, not by count
-    return _Selection([by_code[c] for c, _ in ranked], [int(n) for _, n in ranked])
+    # by position: no key value is encoded, so none can fail; one vector through OpenDP
+    kept, noisy = part.mechanism(i64_array(_stat(exact, "_n")))
+    # Below, only the keys OpenDP released are touched (their number is a DP output).
+    # Cap: largest noisy counts first, ties by key order (then position, for keys that
+    # sort equal); release order: key order.
+    chosen = sorted(
+        zip(kept.tolist(), noisy.tolist(), strict=True),
+        key=lambda c: (-c[1], row_sort_key(exact.keys[c[0]]), c[0]),
+    )[: priced.max_groups]
+    chosen.sort(key=lambda c: (row_sort_key(exact.keys[c[0]]), c[0]))
+    return _Selection([i for i, _ in chosen], [n for _, n in chosen])
 
 
 def _measure(p: PricedAggregate, exact: ExactGroups, indices: list[int]) -> list[Any]:
     column = _stat(exact, p.stat)
     if p.kind == "quantile":
-        return [float(p.measurement(quantile_input(column[i]))) for i in indices]
+        return [float(p.mechanism(column[i])) for i in indices]
     if p.integer:
-        return [int(v) for v in p.measurement([int(column[i] or 0) for i in indices])]
-    return [float(v) for v in p.measurement([float(column[i] or 0) for i in indices])]
+        return [int(v) for v in p.mechanism([to_i64(column[i]) for i in indices])]
+    noisy = p.mechanism([to_finite(column[i]) for i in indices])
+    return [min(max(float(v), -FLOAT_MAX), FLOAT_MAX) for v in noisy]
 
 
-def quantile_input(values: Any) -> Any:
-    """The vector OpenDP's quantile reads: a ``{value: count}`` histogram expanded, or values.
-
-    ``query/compile.py`` sends a histogram of clamped values (a value between two candidates
-    replaced by a representative of its gap, which leaves every score as it was). It is
-    expanded with ``numpy.repeat`` into a float64 array, which OpenDP takes without converting
-    element by element (a Python list costs ~0.5 us per value in OpenDP's conversion: 5 s for
-    10M values, against ~0.5 s for the array).
-    """
-    if not values:
-        return np.empty(0, dtype=np.float64)
-    if isinstance(values, Mapping):
-        keys = sorted(k for k in values if k is not None)
-        counts = np.fromiter((int(values[k]) for k in keys), dtype=np.int64, count=len(keys))
-        if (counts < 0).any():
-            raise EnclaveError("a histogram count is negative")
-        return np.repeat(np.asarray(keys, dtype=np.float64), counts)
-    return np.asarray([float(v) for v in values if v is not None], dtype=np.float64)
+def to_finite(value: Any) -> float:
+    """An exact float statistic as a finite double (NULL, NaN, non-numbers: 0; clipped)."""
+    try:
+        x = float(value or 0)
+    except (TypeError, ValueError, ArithmeticError):
+        return 0.0
+    if x != x:  # NaN
+        return 0.0
+    return min(max(x, -FLOAT_MAX), FLOAT_MAX)
 
 
 def _avg_interval(
@@ -204,7 +203,7 @@ def _order_and_limit(plan: Plan, rows: list[tuple[Any, ...]]) -> list[tuple[Any,
         j = pos[item.name]
         present = [r for r in out if r[j] is not None]
         missing = [r for r in out if r[j] is None]
-        present.sort(key=lambda r: r[j], reverse=item.descending)
+        present.sort(key=lambda r: sort_key(r[j]), reverse=item.descending)
         out = present + missing
     if plan.limit is not None:
         out = out[: max(plan.limit, 0)]
@@ -222,29 +221,3 @@ def _stat(exact: ExactGroups, name: str) -> tuple[Any, ...]:
     if name not in exact.stats:
         raise EnclaveError("exact statistics are missing a column the plan needs")
     return exact.stats[name]
-
-
-def encode_key(key: tuple[Any, ...]) -> str:
-    """A string encoding of a group key tuple (the partition-selection map key)."""
-    return json.dumps(list(key), separators=(",", ":"), ensure_ascii=False, default=_jsonable)
-
-
-def result_digest(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
-    body = {"columns": list(columns), "rows": [list(r) for r in rows]}
-    text = json.dumps(
-        body,
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-        default=_jsonable,
-    )
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")

@@ -210,33 +210,36 @@ def assemble(compiled: CompiledQuery, rows: list[tuple[Any, ...]]) -> ExactGroup
     """Turn the rows of ``compiled.sql`` into per-group statistics.
 
     Declared keys: every key, in declared order, those without rows filled with empty
-    statistics (counts 0, sums 0, values []). Undeclared: the keys found, sorted (NULL last)
-    so the order does not depend on DuckDB's hash table.
+    statistics (counts 0, sums 0, values {}). Undeclared: the keys found, in the engine's
+    order, taken column-wise (no per-key Python work beyond filling NULL statistics: this
+    step's time grows with the keys the data holds, see ``dp/deadline.py``). The release
+    never depends on that order: partition selection adds i.i.d. noise per position, and
+    what it releases is ordered by key (``dp/release.py``).
     """
     width = len(compiled.group_columns)
-    found: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-    for row in rows:
-        if len(row) != width + len(compiled.stats):
-            raise ValueError("result row does not match the compiled query")
-        found[tuple(row[:width])] = tuple(row[width:])
-    if compiled.declared_keys is not None:
-        keys = compiled.declared_keys
-    else:
-        keys = tuple(
-            sorted(
-                found,
-                key=lambda k: tuple((v is None, v) if v is not None else (True, 0) for v in k),
-            )
+    if any(len(row) != width + len(compiled.stats) for row in rows):
+        raise ValueError("result row does not match the compiled query")
+    if compiled.declared_keys is None:
+        cols = list(zip(*rows, strict=True)) if rows else [()] * (width + len(compiled.stats))
+        keys = tuple(zip(*cols[:width], strict=True)) if width else tuple(() for _ in rows)
+        return ExactGroups(
+            group_columns=compiled.group_columns,
+            keys=keys,
+            stats={
+                name: tuple(_fill(name, v) for v in cols[width + j])
+                for j, name in enumerate(compiled.stats)
+            },
         )
+    found = {tuple(row[:width]): tuple(row[width:]) for row in rows}
     columns: dict[str, list[Any]] = {name: [] for name in compiled.stats}
-    for key in keys:
+    for key in compiled.declared_keys:
         values = found.get(key)
         for j, name in enumerate(compiled.stats):
             value = None if values is None else values[j]
             columns[name].append(_fill(name, value))
     return ExactGroups(
         group_columns=compiled.group_columns,
-        keys=keys,
+        keys=compiled.declared_keys,
         stats={name: tuple(vals) for name, vals in columns.items()},
     )
 

@@ -25,6 +25,7 @@ CASES: list[Any] = [
     ("throughput", "Throughput: concurrent small queries", []),
     ("audit", "Audit chain: verify and export", []),
     ("memory", "Memory: peak RSS of the gateway", []),
+    ("timing", "Timing: data read to release", []),
     pytest.param(
         "smartnoise",
         "Against SmartNoise SQL",

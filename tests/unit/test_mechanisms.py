@@ -18,6 +18,7 @@ from enclave.dp.calibrate import (
     largest_float_at_most,
     quantile_builder,
     quantile_candidates,
+    release_delta,
     threshold_builder,
 )
 from enclave.dp.mechanisms import PricedPlan, check_plan, enable_dp, price_plan
@@ -233,8 +234,16 @@ def test_undeclared_keys_use_partition_selection_and_spend_delta() -> None:
     assert p.delta == Decimal("1e-7")
     eps, delta = part.measurement.map((K, K, K))
     assert eps <= 0.5 and delta <= 1e-7 and p.opendp_delta == delta
-    assert part.threshold is not None
-    assert threshold_builder(part.threshold - 1)(part.scale).map((K, K, K))[1] > 1e-7
+    assert part.threshold is not None  # released at noisy count >= threshold; charged the
+    # map one below (opendp#2922), the smallest threshold whose true delta fits
+    assert part.measurement.map((K, K, K)) == (
+        threshold_builder(part.threshold - 1)(part.scale).map((K, K, K))
+    )
+    released = threshold_builder(part.threshold)(part.scale)  # what release() runs (vectorised)
+    assert released.map((K, K, K))[1] < delta  # what OpenDP would have under-charged
+    assert part.mechanism.threshold == part.threshold and part.mechanism.noise.map(K) == eps
+    assert release_delta(part.scale, (K, K, K), part.threshold) == delta
+    assert release_delta(part.scale, (K, K, K), part.threshold - 1) > 1e-7
     # count_distinct falls back to the released cap for G
     cd = price(make_plan(Aggregate("count_distinct_units", "u")), groups=None,
                allow_undeclared_keys=True, group_by_max_groups=3)  # fmt: skip

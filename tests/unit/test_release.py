@@ -12,11 +12,13 @@ import opendp.prelude as dp
 import pytest
 
 from enclave.dp.mechanisms import PricedPlan, enable_dp, price_plan
-from enclave.dp.release import ReleasedTable, quantile_input, release, result_digest
+from enclave.dp.release import ReleasedTable, release
+from enclave.dp.values import result_digest
 from enclave.engine.bounding import clamped_columns_sql
 from enclave.errors import EnclaveError
 from enclave.query.compile import assemble, compile_plan, quantile_candidates
 from enclave.query.plan import Aggregate, ExactGroups, GroupColumn, OrderItem, Plan
+from tests.unit.test_compile import quantile_input
 from tests.unit.test_mechanisms import CODES, REGIONS, make_plan, make_spec, make_tier
 
 
@@ -147,7 +149,9 @@ def test_partition_selection_with_tuple_and_date_keys() -> None:
     keys = (("a", dt.date(2020, 1, 1)), ("a", dt.date(2020, 1, 2)), ("b", None))
     exact = ExactGroups(("code", "day"), keys, {"_n": (50_000, 3, 60_000), "a0_count": (1,) * 3})
     _, out = run(plan, exact, groups=None, allow_undeclared_keys=True)
-    assert [r[:2] for r in out.rows] == [("a", dt.date(2020, 1, 1)), ("b", None)]
+    # released cells are plain JSON (dates as ISO text): the response, the stored release and
+    # the digest hold the same values
+    assert [r[:2] for r in out.rows] == [("a", "2020-01-01"), ("b", None)]
     assert len(out.result_sha256) == 64
 
 
@@ -256,6 +260,8 @@ def test_quantile_from_histogram_is_the_priced_measurement_on_the_same_scores(
         assert p.measurement.map(p.d_in) == p.epsilon <= float(eps)
         assert p.d_in == spec.max_rows_per_unit
         assert len(expanded) == len(values) <= 20000
+        # the release scores the histogram itself: OpenDP's scores of every value, exactly
+        assert p.mechanism.scores(exact.stats["a0_values"][0]).tolist() == score(values)
         got = release(plan, spec, tier, priced, exact).rows[0][0]
         if eps == "1e7":  # almost no noise: a best-scoring candidate, as on every value
             cands = list(quantile_candidates(col))
