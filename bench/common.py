@@ -54,7 +54,7 @@ level: 9
 aggregates: [count, count_distinct_units, sum, avg, quantile]
 max_epsilon_per_query: 10.0
 budget:
-  epsilon: 1000000000.0
+  epsilon: 1000000.0  # the largest budget a tier may have
   delta: 1.0e-3
 min_noisy_count: 10
 group_by:

@@ -38,9 +38,10 @@ class LoadResult:
 
 
 def small_query(i: int) -> tuple[str, float]:
-    """A distinct small query per ``i``: a filtered count, epsilon nudged by 1e-7 per request."""
+    """A distinct small query per ``i``: a filtered count, epsilon nudged by one grid unit
+    (1e-6) per request."""
     sql = f"SELECT COUNT(*) AS n FROM visits WHERE age >= {i % 90}"  # noqa: S608 - an int
-    return sql, 0.5 + i * 1e-7
+    return sql, 0.5 + i * 1e-6
 
 
 async def run_load(

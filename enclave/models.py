@@ -1,8 +1,9 @@
 """Frozen value types shared across the gateway's stages.
 
-Epsilon and delta that are *charged* are ``Decimal`` (exact ledger arithmetic: ten spends of
-0.1 fit a budget of 1.0). OpenDP works in floats; ``dp/mechanisms.py`` guarantees the float
-privacy loss it computes never exceeds the Decimal that is charged.
+Epsilon and delta that are *charged* are ``Decimal`` values on the ledger's grid
+(``ledger/grid.py``), which stores them as integer units: ten spends of 0.1 fit a budget of 1.0.
+OpenDP works in floats; ``dp/mechanisms.py`` guarantees the float privacy loss it computes never
+exceeds the Decimal that is charged.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
+
+from enclave.ledger.grid import DEFAULT_MIN_EPSILON
 
 Role = Literal["researcher", "admin", "auditor"]
 ROLES: tuple[str, ...] = ("researcher", "admin", "auditor")
@@ -137,6 +140,7 @@ class Tier:
     budget_epsilon: Decimal
     budget_delta: Decimal
     period_days: int | None = None
+    min_epsilon_per_query: Decimal = DEFAULT_MIN_EPSILON
     min_noisy_count: int = 0
     group_by_max_columns: int = 2
     group_by_max_groups: int = 500
@@ -159,6 +163,7 @@ class Tier:
             "description": self.description,
             "aggregates": sorted(self.aggregates, key=AGG_KINDS.index),
             "max_epsilon_per_query": float(self.max_epsilon_per_query),
+            "min_epsilon_per_query": float(self.min_epsilon_per_query),
             "budget": budget,
             "min_noisy_count": self.min_noisy_count,
             "group_by": {

@@ -35,7 +35,8 @@ from enclave.dp.mechanisms import PricedPlan, check_plan, price_plan
 from enclave.dp.release import release
 from enclave.errors import BadRequest, BudgetExhausted, EnclaveError, NotFound
 from enclave.ids import new_id
-from enclave.ledger.budget import period_window, remaining, to_decimal
+from enclave.ledger.budget import period_window, tier_limit
+from enclave.ledger.grid import MAX_EPSILON, Amount, epsilon_up, epsilon_value
 from enclave.models import DatasetSpec, Licence, Principal, Release, Tier, iso
 from enclave.policy.decide import authorize, licence_for, require
 from enclave.query.compile import assemble, compile_plan
@@ -53,26 +54,39 @@ class QueryRequest:
 
     @classmethod
     def from_json(cls, body: Any) -> QueryRequest:
+        """Validate a query body; one 400 lists every problem. ``epsilon`` is rounded *up* to
+        the ledger's grid (``ledger/grid.py``): what is charged is what is calibrated."""
         if not isinstance(body, dict):
             raise BadRequest("the body must be a JSON object")
+        problems: list[str] = []
         unknown = sorted(set(body) - {"dataset", "sql", "epsilon"})
         if unknown:
-            raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
+            problems.append(f"unknown field(s): {', '.join(map(str, unknown))}")
         dataset, sql, eps = body.get("dataset"), body.get("sql"), body.get("epsilon")
         if not isinstance(dataset, str) or not dataset:
-            raise BadRequest("'dataset' must be a non-empty string")
+            problems.append("'dataset' must be a non-empty string")
         if not isinstance(sql, str) or not sql.strip():
-            raise BadRequest("'sql' must be a non-empty string")
-        if not _is_utf8(sql) or not _is_utf8(dataset):
-            raise BadRequest("the body holds a lone surrogate, which is not valid Unicode text")
-        epsilon: Decimal | None = None
-        if eps is not None:
-            if isinstance(eps, bool) or not isinstance(eps, int | float) or not math.isfinite(eps):
-                raise BadRequest("'epsilon' must be a finite number")
-            if eps <= 0:
-                raise BadRequest("'epsilon' must be positive")
-            epsilon = to_decimal(eps)
+            problems.append("'sql' must be a non-empty string")
+        if any(isinstance(t, str) and not _is_utf8(t) for t in (sql, dataset)):
+            problems.append("the body holds a lone surrogate, which is not valid Unicode text")
+        epsilon = None if eps is None else _grid_epsilon(eps, problems)
+        if problems:
+            raise BadRequest("; ".join(problems))
+        assert isinstance(dataset, str) and isinstance(sql, str)  # noqa: S101 (checked above)
         return cls(dataset=dataset, sql=sql, epsilon=epsilon)
+
+
+def _grid_epsilon(eps: Any, problems: list[str]) -> Decimal | None:
+    """A requested epsilon on the grid, rounded up; bounded *before* any conversion (a huge
+    integer never becomes a float or a long Decimal)."""
+    what = f"'epsilon' must be a positive number no larger than {MAX_EPSILON}"
+    if isinstance(eps, bool) or not isinstance(eps, int | float):
+        problems.append(what)
+        return None
+    if (isinstance(eps, float) and not math.isfinite(eps)) or not 0 < eps <= MAX_EPSILON:
+        problems.append(what)
+        return None
+    return epsilon_value(epsilon_up(Decimal(repr(eps) if isinstance(eps, float) else eps)))
 
 
 @dataclass(frozen=True)
@@ -89,33 +103,31 @@ class Admitted:
     cached: dict[str, Any] | None
     since: Any
     renews: Any
-    spent_epsilon: Decimal
-    spent_delta: Decimal
+    spent: Amount  # before this query, in grid units
+    limit: Amount  # the tier's budget, in grid units
 
 
 async def estimate_query(
     svc: Services, principal: Principal, req: QueryRequest, actx: AuditContext
 ) -> dict[str, Any]:
     adm = await _admit(svc, principal, req, actx)
-    rem_eps, rem_delta = remaining(
-        adm.spent_epsilon, adm.spent_delta, adm.tier.budget_epsilon, adm.tier.budget_delta
-    )
     plan_eps, plan_delta, accuracy = _plan_cost(adm)
-    fits = adm.cached is not None or (plan_eps <= rem_eps and plan_delta <= rem_delta)
+    cost = Amount.charge(plan_eps, plan_delta)
+    fits = adm.cached is not None or adm.spent.plus(cost).within(adm.limit)
     record = await svc.store.append(
         actx.draft("ok", epsilon=0.0, detail={"estimated_epsilon": float(plan_eps)})
     )
     actx.audited = True
     return {
         "dataset": adm.spec.name,
-        "epsilon": float(plan_eps if adm.cached is None else 0),
-        "delta": float(plan_delta if adm.cached is None else 0),
-        "plan_epsilon": float(plan_eps),
-        "plan_delta": float(plan_delta),
+        "epsilon": cost.epsilon_float if adm.cached is None else 0.0,
+        "delta": cost.delta_float if adm.cached is None else 0.0,
+        "plan_epsilon": cost.epsilon_float,
+        "plan_delta": cost.delta_float,
         "accuracy": accuracy,
         "cached": adm.cached is not None,
         "within_budget": fits,
-        "budget": _budget_json(rem_eps, rem_delta, adm.renews),
+        "budget": _budget_json(adm.spent.left_of(adm.limit), adm.renews),
         "audit_seq": record.seq,
     }
 
@@ -131,13 +143,12 @@ async def run_query(
     if adm.priced is None:  # _admit prices whatever the cache does not answer
         raise EnclaveError("the query was not priced")  # pragma: no cover
     priced = adm.priced
-    rem_eps, rem_delta = remaining(
-        adm.spent_epsilon, adm.spent_delta, adm.tier.budget_epsilon, adm.tier.budget_delta
-    )
-    if priced.epsilon > rem_eps or priced.delta > rem_delta:
+    cost = Amount.charge(priced.epsilon, priced.delta)  # rounded up: the charge >= OpenDP's
+    if not adm.spent.plus(cost).within(adm.limit):
+        left = adm.spent.left_of(adm.limit)
         raise BudgetExhausted(
-            f"this query costs epsilon {priced.epsilon} and delta {priced.delta}; "
-            f"remaining epsilon {rem_eps}, delta {rem_delta}"
+            f"this query costs epsilon {cost.epsilon_decimal} and delta {cost.delta_decimal}; "
+            f"remaining epsilon {left.epsilon_decimal}, delta {left.delta_decimal}"
         )
     table = await svc.warehouse.prepare(adm.spec)
     compiled = compile_plan(adm.plan, adm.spec, table)
@@ -151,48 +162,36 @@ async def run_query(
         "rows": [list(r) for r in released.rows],
         "accuracy": released.accuracy,
         "suppressed_groups": released.suppressed_groups,
-        "epsilon": str(priced.epsilon),
-        "delta": str(priced.delta),
+        "epsilon": str(cost.epsilon_decimal),
+        "delta": str(cost.delta_decimal),
         "result_sha256": released.result_sha256,
         "query_id": query_id,
     }
-    charge = Charge(
-        licence_id=adm.licence.id,
-        dataset=adm.spec.name,
-        epsilon=priced.epsilon,
-        delta=priced.delta,
-        limit_epsilon=adm.tier.budget_epsilon,
-        limit_delta=adm.tier.budget_delta,
-        since=adm.since,
-    )
-    record = await svc.store.append(
+    charge = Charge(adm.licence.id, adm.spec.name, cost, adm.limit, adm.since)
+    debited = await svc.store.debit(
         actx.draft(
             "ok",
-            epsilon=float(priced.epsilon),
-            delta=float(priced.delta),
+            epsilon=cost.epsilon_float,
+            delta=cost.delta_float,
             result_sha256=released.result_sha256,
         ),
-        charge=charge,
-        cache=CacheEntry(adm.licence.id, adm.cache_key, body),
+        charge,
+        CacheEntry(adm.licence.id, adm.cache_key, body),
     )
     actx.audited = True
-    left_eps, left_delta = remaining(
-        adm.spent_epsilon + priced.epsilon,
-        adm.spent_delta + priced.delta,
-        adm.tier.budget_epsilon,
-        adm.tier.budget_delta,
-    )
+    # From here on nothing can raise: the new total came out of the transaction.
+    record = debited.record
     return Release(
         query_id=query_id,
         dataset=adm.spec.name,
         columns=released.columns,
         rows=released.rows,
-        epsilon_spent=priced.epsilon,
-        delta_spent=priced.delta,
+        epsilon_spent=cost.epsilon_decimal,
+        delta_spent=cost.delta_decimal,
         cached=False,
         accuracy=released.accuracy,
         suppressed_groups=released.suppressed_groups,
-        budget=_budget_json(left_eps, left_delta, adm.renews),
+        budget=_budget_json(debited.spent.left_of(adm.limit), adm.renews),
         audit_seq=record.seq,
     )
 
@@ -227,7 +226,7 @@ async def _admit(
     cached = await svc.store.get_cached(licence.id, cache_key)
     priced = None if cached is not None else price_plan(plan, spec, tier, epsilon, n_groups)
     since, renews = period_window(licence.valid_from, tier.period_days, now)
-    spent_eps, spent_delta = await svc.store.spent(licence.id, spec.name, since)
+    spent = await svc.store.spent(licence.id, spec.name, since)
     return Admitted(
         licence=licence,
         tier=tier,
@@ -239,8 +238,8 @@ async def _admit(
         cached=cached,
         since=since,
         renews=renews,
-        spent_epsilon=spent_eps,
-        spent_delta=spent_delta,
+        spent=spent,
+        limit=tier_limit(tier),
     )
 
 
@@ -257,9 +256,6 @@ async def _replay(svc: Services, adm: Admitted, actx: AuditContext, query_id: st
         )
     )
     actx.audited = True
-    rem_eps, rem_delta = remaining(
-        adm.spent_epsilon, adm.spent_delta, adm.tier.budget_epsilon, adm.tier.budget_delta
-    )
     return Release(
         query_id=query_id,
         dataset=adm.spec.name,
@@ -270,7 +266,7 @@ async def _replay(svc: Services, adm: Admitted, actx: AuditContext, query_id: st
         cached=True,
         accuracy=body["accuracy"],
         suppressed_groups=body["suppressed_groups"],
-        budget=_budget_json(rem_eps, rem_delta, adm.renews),
+        budget=_budget_json(adm.spent.left_of(adm.limit), adm.renews),
         audit_seq=record.seq,
         extra={"release_of": body["query_id"]},
     )
@@ -318,9 +314,9 @@ def _cache_key(plan: Plan, spec: DatasetSpec, epsilon: Decimal) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _budget_json(rem_eps: Decimal, rem_delta: Decimal, renews: Any) -> dict[str, Any]:
+def _budget_json(left: Amount, renews: Any) -> dict[str, Any]:
     return {
-        "epsilon_remaining": float(rem_eps),
-        "delta_remaining": float(rem_delta),
+        "epsilon_remaining": left.epsilon_float,
+        "delta_remaining": left.delta_float,
         "renews": iso(renews) if renews is not None else None,
     }

@@ -25,7 +25,6 @@ import io
 import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -33,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from enclave.audit.chain import ChainVerifier, VerifyResult
 from enclave.audit.record import GENESIS_HASH, AuditRecord
 from enclave.audit.signing import SignedHead, verify_head
-from enclave.ledger.budget import exact_sum
+from enclave.ledger.grid import Amount
 from enclave.store.base import AuditFilter, Store
 from enclave.store.chain_rows import SegmentJoiner, row_line, verify_segment
 from enclave.store.codec import SummaryRow
@@ -332,7 +331,7 @@ async def summarize_records(
 ) -> list[SummaryRow]:
     """The same summary over ``audit_events`` alone (any ``Store``), page by page."""
     counts: dict[tuple[str, str | None], list[int]] = {}
-    spend: dict[tuple[str, str | None], list[Decimal]] = {}
+    spend: dict[tuple[str, str | None], Amount] = {}
     flt = AuditFilter(since=since, until=until)
     after = 0
     while page := await store.audit_events(flt, after_seq=after, limit=1000):
@@ -344,15 +343,11 @@ async def summarize_records(
             c[1] += r.action == "query" and r.outcome == "ok" and r.cached
             c[2] += r.outcome == "denied"
             c[3] += r.outcome == "error"
-            if fresh:
-                e0, d0 = spend.get(key, [Decimal(0), Decimal(0)])
-                spend[key] = [
-                    exact_sum((e0, Decimal(repr(r.epsilon)))),
-                    exact_sum((d0, Decimal(repr(r.delta)))),
-                ]
+            if fresh:  # the record's float charge, back on the ledger's grid (rounded up)
+                cost = Amount.charge(repr(r.epsilon), repr(r.delta))
+                spend[key] = spend.get(key, Amount()).plus(cost)
         after = page[-1].seq
     out = []
     for key in sorted(counts, key=lambda k: (k[0], k[1] or "")):
-        eps, delta = spend.get(key, [Decimal(0), Decimal(0)])
-        out.append(SummaryRow(key[0], key[1], eps, delta, *counts[key]))
+        out.append(SummaryRow(key[0], key[1], spend.get(key, Amount()), *counts[key]))
     return out

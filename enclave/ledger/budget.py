@@ -1,12 +1,11 @@
-"""Budget arithmetic: pure functions, exact Decimal, no I/O.
+"""Budget rules: pure functions over grid units (``grid.py``), no I/O, nothing that can raise.
 
-The ledger stores every debit as a Decimal string, and all sums and comparisons here are exact:
-ten spends of 0.1 fit a budget of 1.0 and an eleventh does not (in binary floats the tenth
-would already overshoot). Floats enter only through ``to_decimal``, which goes via ``str`` so
-``0.1`` becomes ``Decimal("0.1")``, not the 55-digit binary expansion.
+The ledger stores every debit as whole grid units (``Amount``), so sums and comparisons are
+integer operations: ten spends of 0.1 fit a budget of 1.0 and an eleventh does not.
 
 The same rule runs twice per query: as a pre-check before any data is touched, and again inside
-the store's transaction (``Store.append``), which is the one that counts.
+the store's transaction (``Store.debit``), which is the one that counts and which returns the
+new spent total, so nothing after the commit has to compute (or can fail to compute) it.
 
 Periods: a tier without ``period_days`` has one lifetime budget. With ``period_days`` the
 budget renews every ``period_days`` days counted from the licence's ``valid_from``; only
@@ -17,33 +16,16 @@ guarantee (the contract documents it as a risk), so it is off unless set.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
-from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, localcontext
 
-ZERO = Decimal(0)
+from enclave.ledger.grid import Amount
+from enclave.models import Tier
 
-#: Additions and comparisons run in this context: wide enough for any realistic amount, and
-#: ``Inexact`` is trapped, so a sum that would need rounding raises instead of silently
-#: rounding (the default context keeps 28 digits: 1.0 + 1E-28 would round to 1.0 and "fit").
-EXACT = Context(prec=200, traps=[Inexact, InvalidOperation, Overflow])
+MAX_PERIOD_DAYS = 36500  # 100 years; a tier setting beyond it is refused where given
 
 
-def to_decimal(value: Decimal | int | float | str) -> Decimal:
-    """An exact, finite, non-negative Decimal. ``ValueError`` for NaN, infinity, negatives,
-    booleans and text that is not a number."""
-    if isinstance(value, bool):
-        raise ValueError("a budget amount must be a number, not a boolean")
-    if isinstance(value, float):
-        value = repr(value)  # the shortest repr: 0.1 -> "0.1"
-    try:
-        result = value if isinstance(value, Decimal) else Decimal(value)
-    except (InvalidOperation, TypeError, ValueError):
-        raise ValueError("a budget amount must be a number") from None
-    if not result.is_finite():
-        raise ValueError("a budget amount must be finite")
-    if result < 0:
-        raise ValueError("a budget amount must not be negative")
-    return result
+def tier_limit(tier: Tier) -> Amount:
+    """The tier's budget in grid units (validated tiers lie on the grid: exact)."""
+    return Amount.limit(tier.budget_epsilon, tier.budget_delta)
 
 
 def period_window(
@@ -53,50 +35,16 @@ def period_window(
 
     ``(None, None)`` without a period: the budget covers the licence's lifetime and never
     renews. Before ``valid_from`` the first period is returned. Periods are whole multiples of
-    ``period_days`` from ``valid_from``, so every replica computes the same window.
+    ``period_days`` from ``valid_from``, so every replica computes the same window. Total: a
+    period (clamped to ``[1, MAX_PERIOD_DAYS]``) whose end lies beyond the calendar's last
+    day never renews (``renews_at`` None).
     """
     if period_days is None:
         return None, None
-    if period_days <= 0:
-        raise ValueError("period_days must be positive")
-    length = dt.timedelta(days=period_days)
-    elapsed = now - valid_from
-    index = max(0, elapsed // length)
-    since = valid_from + index * length
-    return since, since + length
-
-
-def remaining(
-    spent_eps: Decimal, spent_delta: Decimal, limit_eps: Decimal, limit_delta: Decimal
-) -> tuple[Decimal, Decimal]:
-    """What is left of each limit, never below zero."""
-    with localcontext(EXACT):
-        return max(ZERO, limit_eps - spent_eps), max(ZERO, limit_delta - spent_delta)
-
-
-def fits(spent: Decimal, cost: Decimal, limit: Decimal) -> bool:
-    """Whether spending ``cost`` on top of ``spent`` stays within ``limit`` (exactly)."""
-    with localcontext(EXACT):
-        return spent + cost <= limit
-
-
-def exact_sum(values: Iterable[Decimal | str]) -> Decimal:
-    """The exact sum of ledger amounts (Decimal strings as stored)."""
-    total = ZERO
-    with localcontext(EXACT):
-        for value in values:
-            total += Decimal(value)
-    return total
-
-
-def charge_fits(
-    spent_eps: Decimal,
-    spent_delta: Decimal,
-    cost_eps: Decimal,
-    cost_delta: Decimal,
-    limit_eps: Decimal,
-    limit_delta: Decimal,
-) -> bool:
-    """Both dimensions of a charge fit: the rule ``Store.append`` re-checks in its
-    transaction."""
-    return fits(spent_eps, cost_eps, limit_eps) and fits(spent_delta, cost_delta, limit_delta)
+    length = dt.timedelta(days=min(max(1, period_days), MAX_PERIOD_DAYS))
+    index = max(0, (now - valid_from) // length)
+    since = valid_from + index * length  # <= max(now, valid_from): within the calendar
+    try:
+        return since, since + length
+    except OverflowError:
+        return since, None

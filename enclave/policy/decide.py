@@ -21,7 +21,8 @@
    ``max_columns`` group columns; group columns are declared categories unless
    ``allow_undeclared_keys``; the product of declared group sizes is at most ``max_groups``
                                                                         (TierRefused)
-9. when an epsilon is given: 0 < epsilon <= ``max_epsilon_per_query``   (TierRefused)
+9. when an epsilon is given: ``min_epsilon_per_query`` <= epsilon <= ``max_epsilon_per_query``
+   (TierRefused)
 
 Budget is not decided here: ``ledger/budget.py`` prices the plan and checks what remains.
 Reasons name the rule, never a data value; they feed both the problem ``detail`` and audit.
@@ -197,6 +198,11 @@ def _epsilon_rule(epsilon: Decimal | float, tier: Tier) -> Decision:
     value = epsilon if isinstance(epsilon, Decimal) else Decimal(repr(float(epsilon)))
     if not value.is_finite() or not math.isfinite(float(value)) or value <= 0:
         return _deny(TierRefused, "epsilon must be a finite positive number")
+    if value < tier.min_epsilon_per_query:
+        return _deny(
+            TierRefused,
+            f"epsilon is below the tier's min_epsilon_per_query ({tier.min_epsilon_per_query})",
+        )
     if value > tier.max_epsilon_per_query:
         return _deny(
             TierRefused,

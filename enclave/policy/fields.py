@@ -11,6 +11,9 @@ Decisions worth knowing:
   PyYAML reads ``1e-6`` (no dot) as a *string*, so numbers also accept text that is a plain
   decimal or scientific number. Numbers become ``Decimal`` via ``repr(float)`` so ``0.1`` stays
   exactly ``0.1`` in the ledger.
+- Epsilons and deltas (tier caps and budgets) must lie on the ledger's grid (multiples of
+  0.000001 and 1e-15, ``ledger/grid.py``) and within its bounds (epsilon at most 10**6, delta
+  below 1): the ledger stores them as whole units, so nothing is rounded after the fact.
 - Declared bounds are capped in magnitude (``MAX_INT_BOUND`` = 2**53, ``MAX_FLOAT_BOUND`` =
   1e15): the mechanisms calibrate noise in floats, and a bound beyond exact float range would
   make the sensitivity (and so the noise) meaningless.
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from enclave.errors import PolicyFileError
+from enclave.ledger.grid import MAX_EPSILON, on_delta_grid, on_epsilon_grid
 from enclave.models import COLUMN_TYPES, ColumnSpec, ColumnType
 
 NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
@@ -95,11 +99,35 @@ def read_decimal(p: Problems, value: Any, field: str, what: str) -> Decimal | No
     return number
 
 
-def read_int(p: Problems, value: Any, field: str, minimum: int) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        p.add(field, f"must be an integer >= {minimum}")
+def read_int(
+    p: Problems, value: Any, field: str, minimum: int, maximum: int | None = None
+) -> int | None:
+    bad = isinstance(value, bool) or not isinstance(value, int) or value < minimum
+    if bad or (maximum is not None and value > maximum):
+        within = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        p.add(field, f"must be an integer {within}")
         return None
-    return value
+    return cast(int, value)
+
+
+def read_epsilon(p: Problems, value: Any, field: str) -> Decimal | None:
+    """A positive epsilon on the ledger's grid (``ledger/grid.py``), at most ``MAX_EPSILON``."""
+    what = f"must be a number in (0, {MAX_EPSILON}], a multiple of 0.000001"
+    number = read_decimal(p, value, field, what)
+    if number is not None and not (0 < number <= MAX_EPSILON and on_epsilon_grid(number)):
+        p.add(field, what)
+        return None
+    return number
+
+
+def read_delta(p: Problems, value: Any, field: str) -> Decimal | None:
+    """A delta in ``[0, 1)`` on the ledger's grid (a multiple of 1e-15)."""
+    what = "must be a number in [0, 1), a multiple of 1e-15"
+    number = read_decimal(p, value, field, what)
+    if number is not None and not (0 <= number < 1 and on_delta_grid(number)):
+        p.add(field, what)
+        return None
+    return number
 
 
 def read_bool(p: Problems, value: Any, field: str) -> bool | None:

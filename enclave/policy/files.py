@@ -20,19 +20,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from enclave.errors import PolicyFileError
+from enclave.ledger.budget import MAX_PERIOD_DAYS
+from enclave.ledger.grid import DEFAULT_MIN_EPSILON
 from enclave.models import AGG_KINDS, DatasetSpec, Tier
 from enclave.policy.fields import (
     Problems,
     read_bool,
     read_columns,
-    read_decimal,
+    read_delta,
+    read_epsilon,
     read_int,
     read_jurisdictions,
     read_mapping,
@@ -42,7 +44,8 @@ from enclave.policy.fields import (
 )
 
 TIER_FIELDS = frozenset(
-    {"name", "description", "aggregates", "max_epsilon_per_query", "budget", "min_noisy_count",
+    {"name", "description", "aggregates", "max_epsilon_per_query", "min_epsilon_per_query",
+     "budget", "min_noisy_count",
      "group_by", "filters", "rate_limit_per_minute", "allowed_jurisdictions", "level", "version"}
 )  # fmt: skip
 BUDGET_FIELDS = frozenset({"epsilon", "delta", "period_days"})
@@ -77,30 +80,28 @@ def tier_from_dict(data: dict[str, Any], where: str = "") -> Tier:
         else:
             aggregates = frozenset(aggs)
 
-    positive = "must be a finite positive number"
     max_eps = None
     if "max_epsilon_per_query" in d:
-        max_eps = read_decimal(p, d["max_epsilon_per_query"], "max_epsilon_per_query", positive)
-        if max_eps is not None and max_eps <= 0:
-            p.add("max_epsilon_per_query", positive)
-            max_eps = None
+        max_eps = read_epsilon(p, d["max_epsilon_per_query"], "max_epsilon_per_query")
+    min_eps = None
+    if "min_epsilon_per_query" in d:
+        min_eps = read_epsilon(p, d["min_epsilon_per_query"], "min_epsilon_per_query")
+    elif max_eps is not None:
+        min_eps = min(DEFAULT_MIN_EPSILON, max_eps)
+    if min_eps is not None and max_eps is not None and min_eps > max_eps:
+        p.add("min_epsilon_per_query", "must not exceed max_epsilon_per_query")
 
     budget = read_mapping(p, d.get("budget", {}), "budget", BUDGET_FIELDS)
-    eps = delta = None
+    eps = None
     if "epsilon" in budget:
-        eps = read_decimal(p, budget["epsilon"], "budget.epsilon", positive)
-        if eps is not None and eps <= 0:
-            p.add("budget.epsilon", positive)
-            eps = None
+        eps = read_epsilon(p, budget["epsilon"], "budget.epsilon")
     elif "budget" in d:
         p.add("budget.epsilon", "required")
-    delta_what = "must be a finite number in [0, 1)"
-    delta = read_decimal(p, budget.get("delta", 0), "budget.delta", delta_what)
-    if delta is not None and not Decimal(0) <= delta < 1:
-        p.add("budget.delta", delta_what)
-        delta = None
+    delta = read_delta(p, budget.get("delta", 0), "budget.delta")
     period = budget.get("period_days")
-    period_days = None if period is None else read_int(p, period, "budget.period_days", 1)
+    period_days = (
+        None if period is None else read_int(p, period, "budget.period_days", 1, MAX_PERIOD_DAYS)
+    )
     if max_eps is not None and eps is not None and max_eps > eps:
         p.add("max_epsilon_per_query", "must not exceed budget.epsilon")
 
@@ -125,6 +126,7 @@ def tier_from_dict(data: dict[str, Any], where: str = "") -> Tier:
     p.raise_if_any()
     assert name is not None and description is not None and aggregates is not None  # noqa: S101
     assert max_eps is not None and eps is not None and delta is not None  # noqa: S101
+    assert min_eps is not None  # noqa: S101
     assert max_columns is not None and max_groups is not None and undeclared is not None  # noqa: S101
     assert min_noisy is not None and filters is not None and rate is not None  # noqa: S101
     assert juris is not None and level is not None  # noqa: S101
@@ -136,6 +138,7 @@ def tier_from_dict(data: dict[str, Any], where: str = "") -> Tier:
         budget_epsilon=eps,
         budget_delta=delta,
         period_days=period_days,
+        min_epsilon_per_query=min_eps,
         min_noisy_count=min_noisy,
         group_by_max_columns=max_columns,
         group_by_max_groups=max_groups,

@@ -4,8 +4,10 @@ cache and the audit chain, behind one Protocol with two adapters (``sqlite.py`` 
 
 Every write that must be audited takes an ``AuditDraft`` and appends the record *in the same
 transaction* as the write itself, so a change and its audit record land together or not at all.
-``append()`` is the query path's single transaction: it re-checks the budget, debits the
-ledger, stores the release for the cache, and appends the audit record.
+``debit()`` is the query path's single transaction: it re-checks the budget, debits the
+ledger, stores the release for the cache, appends the audit record, and returns the new spent
+total (so nothing after the commit has to compute it). Ledger amounts are whole grid units
+(``ledger/grid.py``), stored as 64-bit integers and summed exactly.
 If the store cannot be written, methods raise ``AuditUnavailable`` (for appends) or
 ``StoreUnavailable`` (for reads), never a driver exception.
 """
@@ -15,10 +17,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 from enclave.audit.record import AuditDraft, AuditRecord
+from enclave.ledger.grid import Amount
 from enclave.models import Licence
 
 PolicyKind = Literal["tier", "dataset"]
@@ -26,15 +28,22 @@ PolicyKind = Literal["tier", "dataset"]
 
 @dataclass(frozen=True)
 class Charge:
-    """A budget debit, re-checked against its limits inside the transaction."""
+    """A budget debit, re-checked against its limit inside the transaction."""
 
     licence_id: str
     dataset: str
-    epsilon: Decimal
-    delta: Decimal
-    limit_epsilon: Decimal
-    limit_delta: Decimal
+    cost: Amount  # grid units, rounded up from the priced epsilon and delta
+    limit: Amount  # the tier's budget in grid units
     since: dt.datetime | None  # start of the current budget period (None: lifetime)
+
+
+@dataclass(frozen=True)
+class Debited:
+    """What ``Store.debit`` committed: the audit record, and the spent total *after* the
+    charge (the ledger's sum, read inside the same transaction)."""
+
+    record: AuditRecord
+    spent: Amount
 
 
 @dataclass(frozen=True)
@@ -124,17 +133,19 @@ class Store(Protocol):
         """
 
     # --- ledger and release cache ---
-    async def spent(
-        self, licence_id: str, dataset: str, since: dt.datetime | None
-    ) -> tuple[Decimal, Decimal]: ...
+    async def spent(self, licence_id: str, dataset: str, since: dt.datetime | None) -> Amount: ...
     async def get_cached(self, licence_id: str, cache_key: str) -> dict[str, Any] | None: ...
 
     # --- the audit chain ---
-    async def append(
-        self, draft: AuditDraft, charge: Charge | None = None, cache: CacheEntry | None = None
-    ) -> AuditRecord:
-        """One transaction: re-check ``charge`` against its limits (``BudgetExhausted``, and
-        nothing written, if it no longer fits), debit it, store ``cache``, append the record."""
+    async def append(self, draft: AuditDraft) -> AuditRecord:
+        """Append the record (one transaction)."""
+
+    async def debit(
+        self, draft: AuditDraft, charge: Charge, cache: CacheEntry | None = None
+    ) -> Debited:
+        """One transaction: re-check ``charge`` against its limit (``BudgetExhausted``, and
+        nothing written, if it no longer fits), debit it, store ``cache``, append the record;
+        return the record and the spent total after the charge."""
 
     async def audit_events(
         self, flt: AuditFilter, after_seq: int = 0, limit: int = 100

@@ -2,9 +2,9 @@
 
 The ``Store`` Protocol is what requests use; these are extras both adapters provide
 (``export_snapshot()`` and ``bulk_import()``) so a deployment can move between them. Rows
-travel in a *neutral* form (``int``, ``float``, ``bool``, ``Decimal``, ``str``, ``None``):
-each adapter converts from and to its own storage types (SQLite keeps ledger amounts as TEXT
-and ``cached`` as 0/1; PostgreSQL as NUMERIC and BOOLEAN).
+travel in a *neutral* form (``int``, ``float``, ``bool``, ``str``, ``None``):
+each adapter converts from and to its own storage types (SQLite keeps ``cached`` as 0/1,
+PostgreSQL as BOOLEAN; ledger amounts are integer grid units in both).
 
 Nothing is recomputed: audit records keep their ``seq``, ``ts``, ``prev_hash`` and ``hash``
 exactly as stored (text columns are copied byte for byte, and a double round-trips exactly),
@@ -16,12 +16,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 from enclave.store.codec import LICENCE_COLUMNS
 
-Kind = Literal["text", "int", "float", "bool", "decimal"]
+Kind = Literal["text", "int", "float", "bool"]
 Row = tuple[Any, ...]
 
 
@@ -88,8 +87,8 @@ TABLES: tuple[TableSpec, ...] = (
         (
             ("id", "int"),
             *_text("licence_id", "dataset"),
-            ("epsilon", "decimal"),
-            ("delta", "decimal"),
+            ("epsilon_units", "int"),
+            ("delta_units", "int"),
             ("ts", "text"),
             ("audit_seq", "int"),
         ),
@@ -115,8 +114,6 @@ def neutral(value: Any, kind: Kind) -> Any:
         return float(value)
     if kind == "bool":
         return bool(value)
-    if kind == "decimal":
-        return value if isinstance(value, Decimal) else Decimal(str(value))
     return str(value)
 
 

@@ -11,13 +11,12 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
-from decimal import Decimal
 from typing import Any
 
 from enclave.audit.chain import chain_hash
 from enclave.audit.record import AuditDraft, AuditRecord
 from enclave.errors import BadRequest, Conflict
-from enclave.ledger.budget import exact_sum
+from enclave.ledger.grid import Amount
 from enclave.models import LICENCE_STATUSES, Licence, iso, parse_time
 from enclave.store.base import PolicyVersion
 
@@ -237,20 +236,18 @@ def with_licence(draft: AuditDraft, licence_id: str) -> AuditDraft:
     return draft if draft.licence_id else replace(draft, licence_id=licence_id)
 
 
-def sum_decimals(rows: Iterable[tuple[Any, Any]]) -> tuple[Decimal, Decimal]:
-    """Exact sums of (epsilon, delta) ledger rows (Decimal strings or NUMERIC values)."""
-    eps: list[Any] = []
-    delta: list[Any] = []
+def sum_units(rows: Iterable[tuple[Any, Any]]) -> Amount:
+    """Exact sums of (epsilon, delta) ledger rows in grid units (Python ints never overflow)."""
+    eps = delta = 0
     for e, d in rows:
-        eps.append(e)
-        delta.append(d)
-    return exact_sum(eps), exact_sum(delta)
+        eps += int(e)
+        delta += int(d)
+    return Amount(eps, delta)
 
 
-def add_spend(totals: dict[Any, tuple[Decimal, Decimal]], key: Any, eps: Any, delta: Any) -> None:
-    """Accumulate one ledger row into ``totals[key]``, exactly."""
-    e0, d0 = totals.get(key, (Decimal(0), Decimal(0)))
-    totals[key] = (exact_sum((e0, Decimal(eps))), exact_sum((d0, Decimal(delta))))
+def add_spend(totals: dict[Any, Amount], key: Any, eps: Any, delta: Any) -> None:
+    """Accumulate one ledger row (grid units) into ``totals[key]``."""
+    totals[key] = totals.get(key, Amount()).plus(Amount(int(eps), int(delta)))
 
 
 @dataclass(frozen=True)
@@ -261,8 +258,7 @@ class SummaryRow:
 
     actor: str
     dataset: str | None
-    epsilon: Decimal
-    delta: Decimal
+    spent: Amount
     releases: int
     cache_hits: int
     refusals: int
@@ -272,8 +268,8 @@ class SummaryRow:
         return {
             "actor": self.actor,
             "dataset": self.dataset,
-            "epsilon_spent": float(self.epsilon),
-            "delta_spent": float(self.delta),
+            "epsilon_spent": self.spent.epsilon_float,
+            "delta_spent": self.spent.delta_float,
             "releases": self.releases,
             "cache_hits": self.cache_hits,
             "refusals": self.refusals,
@@ -283,12 +279,12 @@ class SummaryRow:
 
 def summary_rows(
     counts: dict[tuple[str, str | None], list[int]],
-    spend: dict[tuple[str, str | None], tuple[Decimal, Decimal]],
+    spend: dict[tuple[str, str | None], Amount],
 ) -> list[SummaryRow]:
     """Merge per-(actor, dataset) counts and exact spend into sorted rows."""
     out: list[SummaryRow] = []
     for key in sorted(set(counts) | set(spend), key=lambda k: (k[0], k[1] or "")):
         releases, hits, refusals, errors = counts.get(key, [0, 0, 0, 0])
-        eps, delta = spend.get(key, (Decimal(0), Decimal(0)))
-        out.append(SummaryRow(key[0], key[1], eps, delta, releases, hits, refusals, errors))
+        spent = spend.get(key, Amount())
+        out.append(SummaryRow(key[0], key[1], spent, releases, hits, refusals, errors))
     return out

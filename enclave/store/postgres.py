@@ -21,7 +21,6 @@ import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from decimal import Decimal
 from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -31,11 +30,19 @@ import asyncpg
 from enclave.audit.chain import VerifyResult
 from enclave.audit.record import AuditDraft, AuditRecord
 from enclave.errors import AuditUnavailable, EnclaveError, StoreUnavailable
+from enclave.ledger.grid import Amount
 from enclave.models import Licence, utcnow
 from enclave.store import codec
 from enclave.store import postgres_bulk as bulk
 from enclave.store import postgres_ops as ops
-from enclave.store.base import AuditFilter, CacheEntry, Charge, PolicyKind, PolicyVersion
+from enclave.store.base import (
+    AuditFilter,
+    CacheEntry,
+    Charge,
+    Debited,
+    PolicyKind,
+    PolicyVersion,
+)
 from enclave.store.chain_rows import Progress, SegmentJoiner, verify_segment
 from enclave.store.codec import SummaryRow
 
@@ -261,15 +268,13 @@ class PostgresStore:
 
     # --- ledger and cache ------------------------------------------------------------------
 
-    async def spent(
-        self, licence_id: str, dataset: str, since: dt.datetime | None
-    ) -> tuple[Decimal, Decimal]:
+    async def spent(self, licence_id: str, dataset: str, since: dt.datetime | None) -> Amount:
         return await self._read(lambda c: ops.spent(c, licence_id, dataset, since))
 
     async def spent_by_dataset(
         self, licence_id: str, since: dt.datetime | None = None
-    ) -> dict[str, tuple[Decimal, Decimal]]:
-        """Extra: ``{dataset: (epsilon, delta)}`` spent by a licence since ``since``."""
+    ) -> dict[str, Amount]:
+        """Extra: ``{dataset: spent}`` by a licence since ``since``."""
         return await self._read(lambda c: ops.spent_by_dataset(c, licence_id, since))
 
     async def get_cached(self, licence_id: str, cache_key: str) -> dict[str, Any] | None:
@@ -277,10 +282,13 @@ class PostgresStore:
 
     # --- the audit chain -------------------------------------------------------------------
 
-    async def append(
-        self, draft: AuditDraft, charge: Charge | None = None, cache: CacheEntry | None = None
-    ) -> AuditRecord:
-        return await self._write(lambda c, now: ops.append(c, draft, charge, cache, now))
+    async def append(self, draft: AuditDraft) -> AuditRecord:
+        return await self._write(lambda c, now: ops.append(c, draft, now))
+
+    async def debit(
+        self, draft: AuditDraft, charge: Charge, cache: CacheEntry | None = None
+    ) -> Debited:
+        return await self._write(lambda c, now: ops.debit(c, draft, charge, cache, now))
 
     async def audit_events(
         self, flt: AuditFilter, after_seq: int = 0, limit: int = 100

@@ -10,15 +10,21 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import replace
-from decimal import Decimal
 from typing import Any
 
 from enclave.audit.record import GENESIS_HASH, AuditDraft, AuditRecord
 from enclave.errors import BudgetExhausted, Conflict, NotFound
-from enclave.ledger.budget import charge_fits
+from enclave.ledger.grid import Amount
 from enclave.models import Licence, iso
 from enclave.store import codec
-from enclave.store.base import AuditFilter, CacheEntry, Charge, PolicyKind, PolicyVersion
+from enclave.store.base import (
+    AuditFilter,
+    CacheEntry,
+    Charge,
+    Debited,
+    PolicyKind,
+    PolicyVersion,
+)
 from enclave.store.postgres_schema import MIGRATION_LOCK, MIGRATIONS
 
 Conn = Any  # asyncpg.Connection (asyncpg ships no type hints)
@@ -32,8 +38,11 @@ async def migrate(conn: Conn) -> int:
         for version, statements in MIGRATIONS:
             if version <= current:
                 continue
-            for statement in statements:
-                await conn.execute(statement)
+            for step in statements:
+                if isinstance(step, str):
+                    await conn.execute(step)
+                else:
+                    await step(conn)
             await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
             current = version
     return int(current)
@@ -65,34 +74,37 @@ async def _append_locked(conn: Conn, draft: AuditDraft, now: dt.datetime) -> Aud
     return record
 
 
-async def append(
+async def append(conn: Conn, draft: AuditDraft, now: dt.datetime) -> AuditRecord:
+    async with conn.transaction():
+        await lock_chain(conn)
+        return await _append_locked(conn, draft, now)
+
+
+async def debit(
     conn: Conn,
     draft: AuditDraft,
-    charge: Charge | None,
+    charge: Charge,
     cache: CacheEntry | None,
     now: dt.datetime,
-) -> AuditRecord:
+) -> Debited:
     body = codec.dumps(cache.release) if cache is not None else None
     async with conn.transaction():
         await lock_chain(conn)
-        if charge is not None:
-            eps, delta = await spent(conn, charge.licence_id, charge.dataset, charge.since)
-            if not charge_fits(
-                eps, delta, charge.epsilon, charge.delta, charge.limit_epsilon, charge.limit_delta
-            ):
-                raise BudgetExhausted("the licence's privacy budget for this dataset is spent")
+        before = await spent(conn, charge.licence_id, charge.dataset, charge.since)
+        after = before.plus(charge.cost)
+        if not after.within(charge.limit):
+            raise BudgetExhausted("the licence's privacy budget for this dataset is spent")
         record = await _append_locked(conn, draft, now)
-        if charge is not None:
-            await conn.execute(
-                "INSERT INTO ledger (licence_id, dataset, epsilon, delta, ts, audit_seq)"
-                " VALUES ($1, $2, $3, $4, $5, $6)",
-                charge.licence_id,
-                charge.dataset,
-                charge.epsilon,
-                charge.delta,
-                record.ts,
-                record.seq,
-            )
+        await conn.execute(
+            "INSERT INTO ledger (licence_id, dataset, epsilon_units, delta_units, ts, audit_seq)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            charge.licence_id,
+            charge.dataset,
+            charge.cost.epsilon,
+            charge.cost.delta,
+            record.ts,
+            record.seq,
+        )
         if cache is not None:
             await conn.execute(
                 "INSERT INTO release_cache (licence_id, cache_key, body, created_at, audit_seq)"
@@ -103,7 +115,7 @@ async def append(
                 record.ts,
                 record.seq,
             )
-    return record
+    return Debited(record, after)
 
 
 def _where(flt: AuditFilter, after_seq: int) -> tuple[str, list[Any]]:
@@ -151,38 +163,36 @@ async def audit_summary(
     counts: dict[tuple[str, str | None], list[int]] = {}
     for row in await conn.fetch(sql + where + " GROUP BY actor, dataset", *args):
         counts[(row[0], row[1])] = [int(row[i]) for i in range(2, 6)]
-    sql = "SELECT a.actor, l.dataset, l.epsilon, l.delta FROM ledger l JOIN audit a"
+    sql = "SELECT a.actor, l.dataset, l.epsilon_units, l.delta_units FROM ledger l JOIN audit a"
     where = where.replace("seq >", "a.seq >").replace("ts ", "l.ts ")
-    spend: dict[tuple[str, str | None], tuple[Decimal, Decimal]] = {}
+    spend: dict[tuple[str, str | None], Amount] = {}
     for row in await conn.fetch(sql + " ON a.seq = l.audit_seq WHERE " + where, *args):
         codec.add_spend(spend, (row[0], row[1]), row[2], row[3])
     return codec.summary_rows(counts, spend)
 
 
-async def spent(
-    conn: Conn, licence_id: str, dataset: str, since: dt.datetime | None
-) -> tuple[Decimal, Decimal]:
-    # NUMERIC sums are exact in PostgreSQL: sum there, not row by row in Python.
+async def spent(conn: Conn, licence_id: str, dataset: str, since: dt.datetime | None) -> Amount:
+    # SUM(bigint) is an exact numeric in PostgreSQL: sum there, not row by row in Python.
     sql = (
-        "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0) FROM ledger"
+        "SELECT COALESCE(SUM(epsilon_units), 0), COALESCE(SUM(delta_units), 0) FROM ledger"
         " WHERE licence_id = $1 AND dataset = $2"
     )
     if since is None:
         row = await conn.fetchrow(sql, licence_id, dataset)
     else:
         row = await conn.fetchrow(sql + " AND ts >= $3", licence_id, dataset, iso(since))
-    return Decimal(row[0]), Decimal(row[1])
+    return Amount(int(row[0]), int(row[1]))
 
 
 async def spent_by_dataset(
     conn: Conn, licence_id: str, since: dt.datetime | None
-) -> dict[str, tuple[Decimal, Decimal]]:
-    sql = "SELECT dataset, epsilon, delta FROM ledger WHERE licence_id = $1"
+) -> dict[str, Amount]:
+    sql = "SELECT dataset, epsilon_units, delta_units FROM ledger WHERE licence_id = $1"
     if since is None:
         rows = await conn.fetch(sql, licence_id)
     else:
         rows = await conn.fetch(sql + " AND ts >= $2", licence_id, iso(since))
-    out: dict[str, tuple[Decimal, Decimal]] = {}
+    out: dict[str, Amount] = {}
     for row in rows:
         codec.add_spend(out, row[0], row[1], row[2])
     return out

@@ -8,17 +8,27 @@ Differences from SQLite, and why:
 - ``chain_head`` is a one-row table. Every audited write locks it (``SELECT … FOR UPDATE``)
   before reading anything, which serializes appends across replicas: one linear chain, and the
   budget re-check sees every earlier debit. Row locks are released at commit or rollback.
-- ledger amounts are ``NUMERIC`` (exact); audit epsilon/delta ``double precision`` (the record
-  carries floats and a double round-trips exactly, so stored records re-hash correctly).
+- ledger amounts are ``BIGINT`` grid units (``ledger/grid.py``; migration 3 converted the
+  earlier ``NUMERIC``, see ``ledger_migration.py``), summed by ``SUM`` into an exact
+  ``numeric``; audit epsilon/delta ``double precision`` (the record carries floats and a double
+  round-trips exactly, so stored records re-hash correctly).
+- a migration step is a statement or an async Python function of the connection.
 - ``roles`` and ``detail`` are TEXT holding the JSON we wrote, not ``jsonb``: ``jsonb``
   rewrites numbers and key order, and the stored record must hash to its stored hash.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from enclave.store.ledger_migration import convert_postgres
+
+Step = str | Callable[[Any], Awaitable[None]]
+
 MIGRATION_LOCK = 0x656E636C  # "encl": the advisory lock id for schema changes
 
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
     (
         1,
         (
@@ -122,6 +132,17 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 value TEXT NOT NULL,
                 created_at TEXT NOT NULL
             )""",
+        ),
+    ),
+    (
+        3,
+        (
+            # Ledger amounts as integer grid units (ledger/grid.py), old rows rounded up.
+            "ALTER TABLE ledger ADD COLUMN epsilon_units BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE ledger ADD COLUMN delta_units BIGINT NOT NULL DEFAULT 0",
+            convert_postgres,
+            "ALTER TABLE ledger DROP COLUMN epsilon",
+            "ALTER TABLE ledger DROP COLUMN delta",
         ),
     ),
 )

@@ -31,7 +31,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from decimal import Decimal
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,11 +38,19 @@ from typing import Any, TypeVar
 from enclave.audit.chain import VerifyResult
 from enclave.audit.record import AuditDraft, AuditRecord
 from enclave.errors import AuditUnavailable, StoreUnavailable
+from enclave.ledger.grid import Amount
 from enclave.models import Licence, utcnow
 from enclave.store import sqlite_bulk as bulk
 from enclave.store import sqlite_ops as ops
 from enclave.store import sqlite_verify
-from enclave.store.base import AuditFilter, CacheEntry, Charge, PolicyKind, PolicyVersion
+from enclave.store.base import (
+    AuditFilter,
+    CacheEntry,
+    Charge,
+    Debited,
+    PolicyKind,
+    PolicyVersion,
+)
 from enclave.store.bulk import Row, TableSpec
 from enclave.store.chain_rows import Progress, SegmentJoiner, verify_segment
 from enclave.store.codec import SummaryRow
@@ -220,17 +227,15 @@ class SqliteStore:
 
     # --- ledger and cache ------------------------------------------------------------------
 
-    async def spent(
-        self, licence_id: str, dataset: str, since: dt.datetime | None
-    ) -> tuple[Decimal, Decimal]:
+    async def spent(self, licence_id: str, dataset: str, since: dt.datetime | None) -> Amount:
         return await self._read(
             partial(self._totals.spent, licence_id=licence_id, dataset=dataset, since=since)
         )
 
     async def spent_by_dataset(
         self, licence_id: str, since: dt.datetime | None = None
-    ) -> dict[str, tuple[Decimal, Decimal]]:
-        """Extra: ``{dataset: (epsilon, delta)}`` spent by a licence since ``since``."""
+    ) -> dict[str, Amount]:
+        """Extra: ``{dataset: spent}`` by a licence since ``since``."""
         return await self._read(partial(ops.spent_by_dataset, licence_id=licence_id, since=since))
 
     async def get_cached(self, licence_id: str, cache_key: str) -> dict[str, Any] | None:
@@ -238,16 +243,17 @@ class SqliteStore:
 
     # --- the audit chain -------------------------------------------------------------------
 
-    async def append(
-        self, draft: AuditDraft, charge: Charge | None = None, cache: CacheEntry | None = None
-    ) -> AuditRecord:
-        def write(c: sqlite3.Connection, now: dt.datetime) -> AuditRecord:
-            record = ops.append(c, draft, charge, cache, now, self._totals.spent)
-            if charge is not None:  # committed: keep the running total exact
-                self._totals.committed(
-                    charge.licence_id, charge.dataset, charge.epsilon, charge.delta
-                )
-            return record
+    async def append(self, draft: AuditDraft) -> AuditRecord:
+        return await self._write(lambda c, now: ops.append(c, draft, now))
+
+    async def debit(
+        self, draft: AuditDraft, charge: Charge, cache: CacheEntry | None = None
+    ) -> Debited:
+        def write(c: sqlite3.Connection, now: dt.datetime) -> Debited:
+            done = ops.debit(c, draft, charge, cache, now, self._totals.spent)
+            # committed: keep the running total exact
+            self._totals.committed(charge.licence_id, charge.dataset, charge.cost)
+            return done
 
         return await self._write(write)
 

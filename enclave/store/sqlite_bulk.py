@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
 from enclave.errors import Conflict
@@ -39,8 +38,6 @@ def begin_import(conn: sqlite3.Connection) -> None:
 def _value(value: Any) -> Any:
     if isinstance(value, bool):
         return int(value)
-    if isinstance(value, Decimal):
-        return str(value)
     return value
 
 

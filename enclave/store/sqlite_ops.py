@@ -13,15 +13,21 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from decimal import Decimal
 from typing import Any
 
 from enclave.audit.record import GENESIS_HASH, AuditDraft, AuditRecord
 from enclave.errors import BudgetExhausted, Conflict, NotFound
-from enclave.ledger.budget import charge_fits
+from enclave.ledger.grid import Amount
 from enclave.models import Licence, iso
 from enclave.store import codec
-from enclave.store.base import AuditFilter, CacheEntry, Charge, PolicyKind, PolicyVersion
+from enclave.store.base import (
+    AuditFilter,
+    CacheEntry,
+    Charge,
+    Debited,
+    PolicyKind,
+    PolicyVersion,
+)
 from enclave.store.sqlite_schema import MIGRATIONS
 
 
@@ -46,8 +52,11 @@ def migrate(conn: sqlite3.Connection) -> int:
         for version, statements in MIGRATIONS:
             if version <= current:
                 continue
-            for statement in statements:
-                conn.execute(statement)
+            for step in statements:
+                if isinstance(step, str):
+                    conn.execute(step)
+                else:
+                    step(conn)
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
             current = version
     return int(current)
@@ -75,41 +84,42 @@ def _append_locked(conn: sqlite3.Connection, draft: AuditDraft, now: dt.datetime
     return record
 
 
-SpentFn = Callable[[sqlite3.Connection, str, str, "dt.datetime | None"], tuple[Decimal, Decimal]]
+SpentFn = Callable[[sqlite3.Connection, str, str, "dt.datetime | None"], Amount]
 
 
-def append(
+def append(conn: sqlite3.Connection, draft: AuditDraft, now: dt.datetime) -> AuditRecord:
+    with write_tx(conn):
+        return _append_locked(conn, draft, now)
+
+
+def debit(
     conn: sqlite3.Connection,
     draft: AuditDraft,
-    charge: Charge | None,
+    charge: Charge,
     cache: CacheEntry | None,
     now: dt.datetime,
     spent_fn: SpentFn | None = None,
-) -> AuditRecord:
+) -> Debited:
     """``spent_fn`` reads the licence's spend inside the write lock (default: sum the rows)."""
     body = codec.dumps(cache.release) if cache is not None else None
     read_spent = spent_fn or spent
     with write_tx(conn):
-        if charge is not None:
-            eps, delta = read_spent(conn, charge.licence_id, charge.dataset, charge.since)
-            if not charge_fits(
-                eps, delta, charge.epsilon, charge.delta, charge.limit_epsilon, charge.limit_delta
-            ):
-                raise BudgetExhausted("the licence's privacy budget for this dataset is spent")
+        after = read_spent(conn, charge.licence_id, charge.dataset, charge.since).plus(charge.cost)
+        if not after.within(charge.limit):
+            raise BudgetExhausted("the licence's privacy budget for this dataset is spent")
         record = _append_locked(conn, draft, now)
-        if charge is not None:
-            conn.execute(
-                "INSERT INTO ledger (licence_id, dataset, epsilon, delta, ts, audit_seq)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    charge.licence_id,
-                    charge.dataset,
-                    str(charge.epsilon),
-                    str(charge.delta),
-                    record.ts,
-                    record.seq,
-                ),
-            )
+        conn.execute(
+            "INSERT INTO ledger (licence_id, dataset, epsilon_units, delta_units, ts, audit_seq)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                charge.licence_id,
+                charge.dataset,
+                charge.cost.epsilon,
+                charge.cost.delta,
+                record.ts,
+                record.seq,
+            ),
+        )
         if cache is not None:
             # The first release under a key stays: a repeat must return the same answer.
             conn.execute(
@@ -117,7 +127,7 @@ def append(
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (licence_id, cache_key) DO NOTHING",
                 (cache.licence_id, cache.cache_key, body, record.ts, record.seq),
             )
-    return record
+    return Debited(record, after)
 
 
 def audit_events(
@@ -166,8 +176,8 @@ def audit_summary(
     for actor, dataset, *numbers in rows:
         counts[(actor, dataset)] = [int(n or 0) for n in numbers]
     window, args = _window("l.ts", since, until)
-    spend: dict[tuple[str, str | None], tuple[Decimal, Decimal]] = {}
-    sql = "SELECT a.actor, l.dataset, l.epsilon, l.delta FROM ledger l JOIN audit a"
+    spend: dict[tuple[str, str | None], Amount] = {}
+    sql = "SELECT a.actor, l.dataset, l.epsilon_units, l.delta_units FROM ledger l JOIN audit a"
     rows = conn.execute(sql + " ON a.seq = l.audit_seq WHERE " + window, args)
     for actor, dataset, eps, delta in rows:
         codec.add_spend(spend, (actor, dataset), eps, delta)
@@ -192,24 +202,25 @@ def _window(
 
 def spent(
     conn: sqlite3.Connection, licence_id: str, dataset: str, since: dt.datetime | None
-) -> tuple[Decimal, Decimal]:
-    sql = "SELECT epsilon, delta FROM ledger WHERE licence_id = ? AND dataset = ?"
+) -> Amount:
+    # Summed in Python (exact ints): SQLite's SUM raises on 64-bit overflow.
+    sql = "SELECT epsilon_units, delta_units FROM ledger WHERE licence_id = ? AND dataset = ?"
     args: list[Any] = [licence_id, dataset]
     if since is not None:
         sql += " AND ts >= ?"
         args.append(iso(since))
-    return codec.sum_decimals(conn.execute(sql, args))
+    return codec.sum_units(conn.execute(sql, args))
 
 
 def spent_by_dataset(
     conn: sqlite3.Connection, licence_id: str, since: dt.datetime | None
-) -> dict[str, tuple[Decimal, Decimal]]:
-    sql = "SELECT dataset, epsilon, delta FROM ledger WHERE licence_id = ?"
+) -> dict[str, Amount]:
+    sql = "SELECT dataset, epsilon_units, delta_units FROM ledger WHERE licence_id = ?"
     args: list[Any] = [licence_id]
     if since is not None:
         sql += " AND ts >= ?"
         args.append(iso(since))
-    out: dict[str, tuple[Decimal, Decimal]] = {}
+    out: dict[str, Amount] = {}
     for dataset, eps, delta in conn.execute(sql, args):
         codec.add_spend(out, dataset, eps, delta)
     return out

@@ -5,8 +5,11 @@ run in the same ``BEGIN IMMEDIATE`` transaction as the version bump, so a crash 
 schema at a whole version. Never edit a published migration; append a new one.
 
 Decisions:
-- epsilon/delta in the ledger are TEXT Decimal strings: SQLite has no exact decimal type and
-  the budget must sum exactly.
+- ledger amounts are INTEGER grid units (``ledger/grid.py``; migration 3 converted the
+  earlier Decimal TEXT, see ``ledger_migration.py``). They are summed in Python, never with
+  SQLite's ``SUM`` (which raises on 64-bit overflow).
+- a migration step is a statement or a Python function of the connection (run in the same
+  transaction).
 - the audit table keeps epsilon/delta as REAL: the audit record carries floats, and a double
   round-trips exactly, so the stored record re-hashes to the stored hash.
 - triggers make the audit table append-only for anyone using this database through SQL. That
@@ -16,7 +19,14 @@ Decisions:
 
 from __future__ import annotations
 
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+import sqlite3
+from collections.abc import Callable
+
+from enclave.store.ledger_migration import convert_sqlite
+
+Step = str | Callable[[sqlite3.Connection], None]
+
+MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
     (
         1,
         (
@@ -113,6 +123,17 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 value TEXT NOT NULL,
                 created_at TEXT NOT NULL
             )""",
+        ),
+    ),
+    (
+        3,
+        (
+            # Ledger amounts as integer grid units (ledger/grid.py), old rows rounded up.
+            "ALTER TABLE ledger ADD COLUMN epsilon_units INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE ledger ADD COLUMN delta_units INTEGER NOT NULL DEFAULT 0",
+            convert_sqlite,
+            "ALTER TABLE ledger DROP COLUMN epsilon",
+            "ALTER TABLE ledger DROP COLUMN delta",
         ),
     ),
 )

@@ -5,7 +5,7 @@ of the server's time after a few thousand queries). This cache keeps the lifetim
 (licence, dataset) in memory, for the store's one connection, on its one worker thread:
 
 - a total is first read by summing the rows, then updated by each charge this connection
-  commits (exactly: Decimal sums in an exact context);
+  commits (exactly: integer grid units);
 - ``PRAGMA data_version`` changes whenever *another* connection commits (another process, a
   second store on the same file, a restore), and then every cached total is dropped;
 - inside a write transaction (``BEGIN IMMEDIATE`` holds the write lock) the check is exact, so
@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from decimal import Decimal
 
-from enclave.ledger.budget import exact_sum
+from enclave.ledger.grid import Amount
 from enclave.store import sqlite_ops as ops
 
 Key = tuple[str, str]
@@ -28,11 +27,11 @@ Key = tuple[str, str]
 class LedgerTotals:
     def __init__(self) -> None:
         self._version: int | None = None
-        self._totals: dict[Key, tuple[Decimal, Decimal]] = {}
+        self._totals: dict[Key, Amount] = {}
 
     def spent(
         self, conn: sqlite3.Connection, licence_id: str, dataset: str, since: dt.datetime | None
-    ) -> tuple[Decimal, Decimal]:
+    ) -> Amount:
         if since is not None:
             return ops.spent(conn, licence_id, dataset, since)
         version = conn.execute("PRAGMA data_version").fetchone()[0]
@@ -46,12 +45,12 @@ class LedgerTotals:
             self._totals[key] = found
         return found
 
-    def committed(self, licence_id: str, dataset: str, epsilon: Decimal, delta: Decimal) -> None:
+    def committed(self, licence_id: str, dataset: str, cost: Amount) -> None:
         """This connection committed a charge: add it to a cached total (if one is cached)."""
         key = (licence_id, dataset)
         found = self._totals.get(key)
         if found is not None:
-            self._totals[key] = (exact_sum((found[0], epsilon)), exact_sum((found[1], delta)))
+            self._totals[key] = found.plus(cost)
 
     def clear(self) -> None:
         self._totals.clear()

@@ -13,6 +13,7 @@ from typing import Any
 
 from enclave.audit.record import ACTIONS, OUTCOMES
 from enclave.errors import all_error_classes
+from enclave.ledger.budget import MAX_PERIOD_DAYS
 from enclave.models import AGG_KINDS, COLUMN_TYPES, LICENCE_STATUSES
 
 Schema = dict[str, Any]
@@ -118,17 +119,35 @@ def _dataset_fields(with_source: bool) -> dict[str, Schema]:
     return props
 
 
+_EPSILON: Schema = {
+    "type": "number",
+    "exclusiveMinimum": 0,
+    "maximum": 1_000_000,
+    "description": "a multiple of 0.000001 (the ledger's epsilon grid)",
+}
+
+
 def _tier_fields() -> dict[str, Schema]:
     return {
         "name": NAME,
         "description": STR,
         "aggregates": {**_array({"enum": list(AGG_KINDS)}), "minItems": 1},
-        "max_epsilon_per_query": {"type": "number", "exclusiveMinimum": 0},
+        "max_epsilon_per_query": _EPSILON,
+        "min_epsilon_per_query": {
+            **_EPSILON,
+            "description": "smallest epsilon a query may spend (default 0.001, or "
+            "max_epsilon_per_query if smaller); a multiple of 0.000001",
+        },
         "budget": _obj(
             {
-                "epsilon": {"type": "number", "exclusiveMinimum": 0},
-                "delta": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
-                "period_days": _nullable("integer", minimum=1),
+                "epsilon": _EPSILON,
+                "delta": {
+                    "type": "number",
+                    "minimum": 0,
+                    "exclusiveMaximum": 1,
+                    "description": "a multiple of 1e-15 (the ledger's delta grid)",
+                },
+                "period_days": _nullable("integer", minimum=1, maximum=MAX_PERIOD_DAYS),
             },
             additionalProperties=False,
         ),
@@ -280,7 +299,9 @@ def component_schemas() -> dict[str, Schema]:
                 "epsilon": {
                     "type": "number",
                     "exclusiveMinimum": 0,
-                    "description": "omitted: the tier's max_epsilon_per_query",
+                    "maximum": 1_000_000,
+                    "description": "omitted: the tier's max_epsilon_per_query; rounded up to "
+                    "a multiple of 0.000001; below the tier's min_epsilon_per_query: refused",
                 },
             },
             ("dataset", "sql"),

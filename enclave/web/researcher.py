@@ -8,7 +8,7 @@ from aiohttp import web
 
 from enclave import pipeline
 from enclave.errors import BadRequest, InvalidCursor
-from enclave.ledger.budget import period_window, remaining
+from enclave.ledger.budget import period_window, tier_limit
 from enclave.models import DatasetSpec, iso
 from enclave.policy.decide import visible_datasets
 from enclave.store.base import AuditFilter
@@ -74,22 +74,21 @@ async def get_budget(request: web.Request) -> web.Response:
             continue
         since, renews = period_window(lic.valid_from, tier.period_days, now)
         for name in lic.datasets:
-            spent_eps, spent_delta = await svc.store.spent(lic.id, name, since)
-            rem_eps, rem_delta = remaining(
-                spent_eps, spent_delta, tier.budget_epsilon, tier.budget_delta
-            )
+            spent = await svc.store.spent(lic.id, name, since)
+            limit = tier_limit(tier)
+            left = spent.left_of(limit)
             out.append(
                 {
                     "dataset": name,
                     "licence_id": lic.id,
                     "licence_status": lic.status,
                     "tier": tier.name,
-                    "epsilon_spent": float(spent_eps),
-                    "delta_spent": float(spent_delta),
-                    "epsilon_remaining": float(rem_eps),
-                    "delta_remaining": float(rem_delta),
-                    "epsilon_limit": float(tier.budget_epsilon),
-                    "delta_limit": float(tier.budget_delta),
+                    "epsilon_spent": spent.epsilon_float,
+                    "delta_spent": spent.delta_float,
+                    "epsilon_remaining": left.epsilon_float,
+                    "delta_remaining": left.delta_float,
+                    "epsilon_limit": limit.epsilon_float,
+                    "delta_limit": limit.delta_float,
                     "renews": iso(renews) if renews is not None else None,
                 }
             )

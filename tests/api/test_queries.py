@@ -119,7 +119,7 @@ async def test_concurrent_queries_never_overspend(make_gateway: Any) -> None:
     statuses = sorted(r.status for r in resps)
     assert statuses.count(200) == 10, statuses
     assert statuses.count(403) == 20
-    spent, _ = await gw.services.store.spent(next(iter(gw.licences)), "visits", None)
+    spent = (await gw.services.store.spent(next(iter(gw.licences)), "visits", None)).epsilon_decimal
     assert spent == 5
     records = [r async for r in gw.services.store.audit_iter()]
     assert verify(records).valid
@@ -206,7 +206,7 @@ async def test_timed_out_query_is_504_audited_as_error_and_free(make_gateway: An
     recs = await gw.services.store.audit_events(AuditFilter(actor="alice"), 0, 10)
     assert [(r.action, r.outcome) for r in recs] == [("query", "error")]
     assert recs[0].result_sha256 is None
-    spent, _ = await gw.services.store.spent(lic.id, "visits", None)
+    spent = (await gw.services.store.spent(lic.id, "visits", None)).epsilon_decimal
     assert spent == 0
 
 

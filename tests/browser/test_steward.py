@@ -61,7 +61,7 @@ async def test_steward_issues_suspends_and_edits_a_tier(console: Any) -> None:
     await page.get_by_label("group_by.max_groups").fill("0")
     await page.get_by_role("button", name="Save new version").click()
     await expect(page.locator('ul.problems[data-for="budget.epsilon"]')).to_contain_text(
-        "must be a finite positive number"
+        "must be a number in (0, 1000000], a multiple of 0.000001"
     )
     await expect(page.locator('ul.problems[data-for="group_by.max_groups"]')).to_contain_text(
         "must be an integer >= 1"

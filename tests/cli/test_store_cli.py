@@ -18,6 +18,7 @@ from enclave.cli import main
 from enclave.models import utcnow
 from enclave.store import sqlite_ops
 from enclave.store.sqlite import SqliteStore
+from enclave.store.sqlite_schema import SCHEMA_VERSION
 from tests.conftest import REPO
 from tests.store.conftest import draft, temporary_database
 from tests.store.test_copy import populate
@@ -57,7 +58,7 @@ def test_migrate_sqlite(config_factory: Any) -> None:
     cfg = config_factory()
     result = CliRunner().invoke(main, ["store", "migrate", "--config", str(cfg.path)])
     assert result.exit_code == 0, result.output
-    assert result.output == "store (sqlite) is at schema version 2\n"
+    assert result.output == f"store (sqlite) is at schema version {SCHEMA_VERSION}\n"
     assert (cfg.path.parent / "state" / "enclave.db").is_file()
 
 
@@ -71,7 +72,9 @@ def test_migrate_from_several_processes_at_once(config_factory: Any, pg_url: str
     ]
     outputs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0] * 3, outputs
-    assert {out for out, _ in outputs} == {"store (postgresql) is at schema version 2\n"}
+    assert {out for out, _ in outputs} == {
+        f"store (postgresql) is at schema version {SCHEMA_VERSION}\n"
+    }
 
     async def versions() -> list[int]:
         import asyncpg
@@ -82,7 +85,7 @@ def test_migrate_from_several_processes_at_once(config_factory: Any, pg_url: str
         finally:
             await conn.close()
 
-    assert sorted(asyncio.run(versions())) == [1, 2]
+    assert sorted(asyncio.run(versions())) == list(range(1, SCHEMA_VERSION + 1))
 
 
 @pytest.mark.postgres

@@ -40,7 +40,7 @@ async def test_query_fails_503_and_releases_nothing(make_gateway: Any) -> None:
     denied = await gw.query("SELECT age FROM visits")
     assert denied.status == 503
     _block_audit(gw.config.store.url, False)
-    spent, _ = await gw.services.store.spent(lic.id, "visits", None)
+    spent = (await gw.services.store.spent(lic.id, "visits", None)).epsilon_decimal
     assert spent == 0
     # and nothing was cached: the same query now runs and is charged
     again = await (await gw.query(SQL, epsilon=0.5)).json()

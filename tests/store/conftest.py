@@ -20,13 +20,13 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from enclave.audit.record import AuditDraft
+from enclave.ledger.grid import Amount
 from enclave.models import Licence
 from enclave.store.base import Charge
 
@@ -222,9 +222,7 @@ def charge(
     return Charge(
         licence_id=licence_id,
         dataset=dataset,
-        epsilon=Decimal(eps),
-        delta=Decimal(delta),
-        limit_epsilon=Decimal(limit),
-        limit_delta=Decimal(limit_delta),
+        cost=Amount.charge(eps, delta),
+        limit=Amount.limit(limit, limit_delta),
         since=since,
     )

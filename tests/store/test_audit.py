@@ -4,7 +4,6 @@ SQL, and fails closed (``AuditUnavailable``, nothing written) when it cannot be 
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from enclave.audit.chain import chain_hash, verify
 from enclave.audit.record import GENESIS_HASH
 from enclave.errors import AuditUnavailable, StoreUnavailable
+from enclave.ledger.grid import Amount
 from enclave.models import parse_time
 from enclave.store.base import AuditFilter, CacheEntry
 from tests.store.conftest import charge, draft, licence
@@ -183,11 +183,11 @@ async def test_audit_failure_is_audit_unavailable_and_writes_nothing(
     store: Any, backend: Any
 ) -> None:
     await store.insert_licence(licence(), draft("licence.create"))
-    await store.append(draft(), charge("0.5", "1.0"))
+    await store.debit(draft(), charge("0.5", "1.0"))
     head = await store.audit_head()
     await backend.break_audit()
     attempts = [
-        store.append(draft(), charge("0.25", "1.0"), CacheEntry("lic_1", "k", {"rows": []})),
+        store.debit(draft(), charge("0.25", "1.0"), CacheEntry("lic_1", "k", {"rows": []})),
         store.insert_licence(licence("lic_2", datasets=("labs",)), draft("licence.create")),
         store.update_licence("lic_1", {"status": "suspended"}, draft("licence.update")),
         store.add_revocation("jti-9", "lost", draft("revocation.create")),
@@ -198,7 +198,7 @@ async def test_audit_failure_is_audit_unavailable_and_writes_nothing(
             await attempt
         assert "disk on fire" not in str(info.value.detail)
     assert await store.audit_head() == head
-    assert await store.spent("lic_1", "visits", None) == (Decimal("0.5"), Decimal(0))
+    assert await store.spent("lic_1", "visits", None) == Amount.charge("0.5", 0)
     assert await store.get_cached("lic_1", "k") is None
     assert await store.get_licence("lic_2") is None
     assert (await store.get_licence("lic_1")).status == "active"
@@ -206,7 +206,7 @@ async def test_audit_failure_is_audit_unavailable_and_writes_nothing(
     assert await store.get_policy("tier", "standard") is None
     # The store recovers as soon as the audit table can be written again.
     await backend.repair_audit()
-    record = await store.append(draft(), charge("0.25", "1.0"))
+    record = (await store.debit(draft(), charge("0.25", "1.0"))).record
     assert record.seq == head[0] + 1 and (await _verify(store)).valid
 
 

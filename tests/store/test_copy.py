@@ -30,7 +30,7 @@ async def populate(store: Any, queries: int = 30) -> None:
         if i % 3 == 0:
             cache = CacheEntry("lic_1", f"key-{i}", {"rows": [[i, 0.1 * i]], "é": "ü"})
         try:
-            await store.append(draft(sql=f"SELECT {i}", epsilon=0.1), charge("0.1", "2.5"), cache)
+            await store.debit(draft(sql=f"SELECT {i}", epsilon=0.1), charge("0.1", "2.5"), cache)
         except BudgetExhausted:
             await store.append(draft(outcome="denied", reason="budget"))
 
@@ -80,7 +80,7 @@ async def test_copy_is_verbatim_and_verified(source: str, backend: Backend) -> N
         # the copy is a live store: the chain and the budget carry on where they stopped
         assert await dst.spent("lic_1", "visits", None) == await src.spent("lic_1", "visits", None)
         with pytest.raises(BudgetExhausted):
-            await dst.append(draft(), charge("0.1", "2.5"))
+            await dst.debit(draft(), charge("0.1", "2.5"))
         record = await dst.append(draft())
         assert record.seq == src_records[-1].seq + 1
         assert record.prev_hash == src_records[-1].hash
@@ -93,7 +93,7 @@ async def test_copy_is_verbatim_and_verified(source: str, backend: Backend) -> N
         await dst.put_policy("tier", "standard", {"name": "standard"}, "bob", draft("t"))
         assert (await dst.get_policy("tier", "standard")).version == 3
         if backend.name == "postgres":  # the ledger's id sequence moved past the copied ids
-            await dst.append(draft(), charge("0.1", "100", licence_id="lic_9"))
+            await dst.debit(draft(), charge("0.1", "100", licence_id="lic_9"))
         assert verify([r async for r in dst.audit_iter()]).valid
     finally:
         await src.close()

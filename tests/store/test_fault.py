@@ -36,6 +36,7 @@ import pytest
 import yaml
 
 from enclave.audit.chain import verify
+from enclave.ledger.grid import epsilon_value
 from tests.conftest import ConfigFactory, Gateway, TokenFactory
 from tests.store.conftest import postgres_missing
 from tests.store.test_replicas import free_port
@@ -233,10 +234,10 @@ async def read_back(url: str) -> tuple[list[Any], dict[int, float]]:
         await store.close()
     conn = await asyncpg.connect(url)
     try:
-        rows = await conn.fetch("SELECT audit_seq, epsilon FROM ledger")
+        rows = await conn.fetch("SELECT audit_seq, epsilon_units FROM ledger")
     finally:
         await conn.close()
-    return records, {int(r[0]): float(r[1]) for r in rows}
+    return records, {int(r[0]): float(epsilon_value(r[1])) for r in rows}
 
 
 async def test_start_waits_briefly_for_the_database_then_fails_clearly(

@@ -4,12 +4,12 @@ is not there. Skipped unless ENCLAVE_TEST_POSTGRES_DSN is set (see conftest)."""
 from __future__ import annotations
 
 import asyncio
-from decimal import Decimal
 
 import pytest
 
 from enclave.audit.chain import verify
 from enclave.errors import AuditUnavailable, BudgetExhausted, StoreUnavailable
+from enclave.ledger.grid import Amount
 from enclave.store.postgres_schema import MIGRATIONS
 from tests.store.conftest import charge, draft
 
@@ -30,14 +30,14 @@ async def test_replicas_migrate_and_append_concurrently(pg_url: str) -> None:
         finally:
             await conn.close()
         results = await asyncio.gather(
-            *(s.append(draft(), charge("0.1", "1.0")) for s in stores for _ in range(8)),
+            *(s.debit(draft(), charge("0.1", "1.0")) for s in stores for _ in range(8)),
             return_exceptions=True,
         )
         assert sum(not isinstance(r, BaseException) for r in results) == 10
         assert all(isinstance(r, BudgetExhausted) for r in results if isinstance(r, Exception))
         records = [r async for r in stores[0].audit_iter()]
         assert [r.seq for r in records] == list(range(1, 11)) and verify(records).valid
-        assert await stores[1].spent("lic_1", "visits", None) == (Decimal("1.0"), Decimal(0))
+        assert await stores[1].spent("lic_1", "visits", None) == Amount.charge("1.0", 0)
     finally:
         await asyncio.gather(*(s.close() for s in stores))
 

@@ -141,7 +141,7 @@ async def read_store(url: str, licence_id: str) -> tuple[list[Any], Decimal, dic
     await store.open()
     try:
         records = [r async for r in store.audit_iter()]
-        spent, _ = await store.spent(licence_id, "visits", None)
+        spent = (await store.spent(licence_id, "visits", None)).epsilon_decimal
         versions = {}
         kinds: tuple[PolicyKind, ...] = ("tier", "dataset")
         for kind in kinds:

@@ -28,6 +28,9 @@ from enclave.policy.files import (
 from enclave.policy.registry import state_paths
 
 REPO_POLICIES = Path(__file__).resolve().parents[2] / "policies"
+_GRID = "must be a number in (0, 1000000], a multiple of 0.000001"
+E_EPS = "budget.epsilon: " + _GRID
+E_DELTA = "budget.delta: must be a number in [0, 1), a multiple of 1e-15"
 
 TIER: dict[str, Any] = {
     "name": "standard",
@@ -114,6 +117,25 @@ def test_valid_tier_builds_and_round_trips() -> None:
     assert tier_from_dict(tier_to_dict(tier)) == tier
 
 
+def test_min_epsilon_per_query_defaults_to_a_thousandth_or_the_cap() -> None:
+    assert tier_from_dict(TIER).min_epsilon_per_query == Decimal("0.001")
+    small = tier_from_dict(with_change(TIER, "max_epsilon_per_query", 0.0005))
+    assert small.min_epsilon_per_query == Decimal("0.0005")
+    set_ = tier_from_dict(with_change(TIER, "min_epsilon_per_query", 0.05))
+    assert set_.min_epsilon_per_query == Decimal("0.05")
+    assert tier_from_dict(tier_to_dict(set_)) == set_
+
+
+def test_every_budget_problem_is_listed_at_once() -> None:
+    """A tier budget of 1e200 and a period of 10**9 days once made every query of the tier
+    answer 500; now the tier is refused where it is given, with each problem named."""
+    body = {**TIER, "max_epsilon_per_query": 1e-9, "budget": {"epsilon": 1e200, "delta": 1e-20,
+            "period_days": 10**9}}  # fmt: skip
+    problems = problems_of_tier(body)
+    for field in ("max_epsilon_per_query", "budget.epsilon", "budget.delta", "budget.period_days"):
+        assert any(f": {field}: " in p for p in problems), field
+
+
 def test_tier_version_is_ignored_and_level_read() -> None:
     tier = tier_from_dict({**TIER, "version": 7, "level": 3})
     assert tier.version == 1 and tier.level == 3
@@ -135,23 +157,39 @@ def test_epsilon_written_as_text_without_a_dot_is_accepted() -> None:
         ("name", "x" * 64, "name: must match"),
         ("name", DELETE, "name: required"),
         ("description", 5, "description: must be text"),
-        ("budget.epsilon", 0, "budget.epsilon: must be a finite positive number"),
-        ("budget.epsilon", -1.0, "budget.epsilon: must be a finite positive number"),
-        ("budget.epsilon", float("nan"), "budget.epsilon: must be a finite positive number"),
-        ("budget.epsilon", float("inf"), "budget.epsilon: must be a finite positive number"),
-        ("budget.epsilon", ".nan", "budget.epsilon: must be a finite positive number"),
-        ("budget.epsilon", ".inf", "budget.epsilon: must be a finite positive number"),
-        ("budget.epsilon", "1e400", "budget.epsilon: must be a finite positive number"),
-        ("budget.epsilon", True, "budget.epsilon: must be a finite positive number"),
-        ("budget.epsilon", "five", "budget.epsilon: must be a finite positive number"),
+        ("budget.epsilon", 0, E_EPS),
+        ("budget.epsilon", -1.0, E_EPS),
+        ("budget.epsilon", float("nan"), E_EPS),
+        ("budget.epsilon", float("inf"), E_EPS),
+        ("budget.epsilon", ".nan", E_EPS),
+        ("budget.epsilon", ".inf", E_EPS),
+        ("budget.epsilon", "1e400", E_EPS),
+        ("budget.epsilon", True, E_EPS),
+        ("budget.epsilon", "five", E_EPS),
         ("budget.epsilon", DELETE, "budget.epsilon: required"),
         ("budget", DELETE, "budget: required"),
         ("budget", [5.0], "budget: must be a mapping"),
-        ("budget.delta", 1.0, "budget.delta: must be a finite number in [0, 1)"),
-        ("budget.delta", -1e-9, "budget.delta: must be a finite number in [0, 1)"),
-        ("budget.period_days", 0, "budget.period_days: must be an integer >= 1"),
+        ("budget.delta", 1.0, "budget.delta: must be a number in [0, 1), a multiple of 1e-15"),
+        ("budget.delta", -1e-9, "budget.delta: must be a number in [0, 1), a multiple of 1e-15"),
+        ("budget.period_days", 0, "budget.period_days: must be an integer in [1, 36500]"),
+        ("budget.period_days", 10**9, "budget.period_days: must be an integer in [1, 36500]"),
+        ("budget.period_days", 36501, "budget.period_days: must be an integer in [1, 36500]"),
+        ("budget.epsilon", 1e200, E_EPS),
+        ("budget.epsilon", 10**400, E_EPS),
+        ("budget.epsilon", 1000000.5, E_EPS),
+        ("budget.epsilon", "0.0000005", E_EPS),
+        ("budget.delta", "1e-16", E_DELTA),
+        ("budget.delta", 1.5e-15, E_DELTA),
+        ("max_epsilon_per_query", 1e-7, "max_epsilon_per_query: " + _GRID),
+        ("min_epsilon_per_query", 0, "min_epsilon_per_query: " + _GRID),
+        ("min_epsilon_per_query", 1e-320, "min_epsilon_per_query: " + _GRID),
+        (
+            "min_epsilon_per_query",
+            2.0,
+            "min_epsilon_per_query: must not exceed max_epsilon_per_query",
+        ),
         ("max_epsilon_per_query", 6.0, "max_epsilon_per_query: must not exceed budget.epsilon"),
-        ("max_epsilon_per_query", 0, "max_epsilon_per_query: must be a finite positive number"),
+        ("max_epsilon_per_query", 0, "max_epsilon_per_query: " + _GRID),
         ("aggregates", ["count", "variance"], "aggregates: unknown kind 'variance'"),
         ("aggregates", [], "aggregates: must be a non-empty list"),
         ("aggregates", "count", "aggregates: must be a non-empty list"),
@@ -386,7 +424,7 @@ def test_policy_check_reports_every_problem_and_exits_1(deployment: Path) -> Non
     (deployment / "data" / "visits.parquet").unlink()
     result = CliRunner().invoke(cli(), ["policy", "check", str(pol)])
     assert result.exit_code == 1
-    assert "tiers/standard.yaml: budget.epsilon: must be a finite positive number" in result.output
+    assert "tiers/standard.yaml: budget.epsilon: " + _GRID in result.output
     assert "datasets/visits.yaml: source: file not found" in result.output
 
 

@@ -1,0 +1,49 @@
+"""Migration 3 of both stores: ledger amounts from Decimal text/NUMERIC to integer grid units.
+
+Before, the ledger kept each debit as an exact Decimal (TEXT in SQLite, NUMERIC in
+PostgreSQL) and summed them in a bounded context, so one tiny charge (1e-250, say) made every
+later sum of that licence raise. Now amounts are whole units of ``ledger/grid.py``, stored as
+64-bit integers. Each old row is converted by ``grid.stored_units``: rounded *up* to the grid
+(1e-250 becomes one unit), and a row too large for any budget, or unreadable, becomes the
+largest amount, which exhausts any budget rather than freeing one. The conversion runs in
+Python for both stores, so both apply the same rule; it pages by ``id`` and runs inside the
+migration's one transaction (a crash leaves the schema at version 2, and it runs again).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from typing import Any
+
+from enclave.ledger.grid import stored_units
+
+PAGE = 5000
+
+
+def converted(rows: Iterable[Any]) -> list[tuple[int, int, int]]:
+    """``(epsilon_units, delta_units, id)`` for each old ``(id, epsilon, delta)`` row."""
+    return [(*stored_units(eps, delta), int(row_id)) for row_id, eps, delta in rows]
+
+
+def convert_sqlite(conn: sqlite3.Connection) -> None:
+    after = 0
+    while rows := conn.execute(
+        "SELECT id, epsilon, delta FROM ledger WHERE id > ? ORDER BY id LIMIT ?", (after, PAGE)
+    ).fetchall():
+        conn.executemany(
+            "UPDATE ledger SET epsilon_units = ?, delta_units = ? WHERE id = ?", converted(rows)
+        )
+        after = rows[-1][0]
+
+
+async def convert_postgres(conn: Any) -> None:
+    after = 0
+    while rows := await conn.fetch(
+        "SELECT id, epsilon, delta FROM ledger WHERE id > $1 ORDER BY id LIMIT $2", after, PAGE
+    ):
+        await conn.executemany(
+            "UPDATE ledger SET epsilon_units = $1, delta_units = $2 WHERE id = $3",
+            converted(rows),
+        )
+        after = rows[-1][0]
