@@ -1,5 +1,5 @@
-"""``enclave licence issue|list|suspend|reactivate|revoke|extend|retier``: offline licence
-administration.
+"""``enclave licence issue|import|list|suspend|reactivate|revoke|extend|retier``: offline
+licence administration.
 
 Same validation and the same audited store writes as the admin API; the actor recorded in the
 audit log is ``--actor`` (default ``cli``).
@@ -16,6 +16,7 @@ import click
 from enclave.audit.record import AuditDraft
 from enclave.cli.common import config_option, get_config, offline, run
 from enclave.errors import BadRequest, Conflict, NotFound
+from enclave.licence_import import ImportPlan, plan_import
 from enclave.licences import licence_digest_fields, licence_from_json, patch_licence
 from enclave.models import Licence, utcnow
 
@@ -223,3 +224,42 @@ def _draft(
         client="cli",
         detail=detail,
     )
+
+
+@licence_group.command("import")
+@config_option
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Check every row, list every problem, issue none.")
+@click.option("--reason", default=None, help="Recorded on each licence's audit record.")
+@actor_option
+def import_(
+    config_path: Path | None, csv_file: Path, dry_run: bool, reason: str | None, actor: str
+) -> None:
+    """Issue licences from a CSV file: all rows or, on any problem, none."""
+    cfg = get_config(config_path)
+    try:
+        text = csv_file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"{csv_file}: cannot read ({type(exc).__name__})") from None
+
+    async def go() -> ImportPlan:
+        async with offline(cfg) as (store, registry):
+            plan = await plan_import(text, store, registry, utcnow())
+            if plan.problems or dry_run:
+                return plan
+            for lic in plan.licences:
+                detail = {"after": licence_digest_fields(lic), "import": csv_file.name}
+                await store.insert_licence(
+                    lic, _draft("licence.create", actor, lic, reason=reason, detail=detail)
+                )
+            return plan
+
+    plan = run(go())
+    for problem in plan.problems:
+        click.echo(problem, err=True)
+    if plan.problems:
+        click.echo(f"error: {len(plan.problems)} problem(s); nothing was issued", err=True)
+        raise SystemExit(1)
+    click.echo(f"{len(plan.licences)} licence(s) {'would be issued' if dry_run else 'issued'}")
+    for lic in plan.licences:
+        click.echo(f"  {lic.id}  {lic.subject}  tier={lic.tier}  {','.join(lic.datasets)}")
