@@ -15,9 +15,12 @@ and the half-width is ``U - L``. The reported ``ci95`` is the widest over releas
 
 from __future__ import annotations
 
+import functools
+
 import opendp.prelude as dp
 
 
+@functools.lru_cache(maxsize=1024)  # public inputs only; one OpenDP call per scale, not group
 def noise_accuracy(scale: float, integer: bool, alpha: float) -> float:
     """Half-width of a ``1 - alpha`` interval for Laplace noise of ``scale``."""
     if integer:
