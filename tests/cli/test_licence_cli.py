@@ -164,3 +164,15 @@ def test_reactivate_extend_and_retier_need_a_reason_and_are_audited(config_facto
     ]
     assert recs[-1].detail == {"changes": {"tier": "standard"}}
     assert all(r.actor == "cli" for r in recs)
+
+
+def test_issue_refuses_a_jurisdiction_the_tier_forbids(config_factory: Any) -> None:
+    cfg = config_factory()
+    args = ["licence", "issue", "--config", str(cfg.path), "--subject", "alice"]
+    args += ["--organization", "Uni", "--tier", "accredited", "--dataset", "visits"]
+    args += ["--purpose", "study", "--jurisdiction", "US", "--valid-until", "2099-01-01"]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 1
+    assert "US is not allowed by tier 'accredited'" in out.output
+    listed = CliRunner().invoke(main, ["licence", "list", "--config", str(cfg.path), "--json"])
+    assert json.loads(listed.output) == []
