@@ -15,7 +15,7 @@ import click
 
 from enclave.audit.record import AuditDraft
 from enclave.cli.common import config_option, get_config, offline, run
-from enclave.errors import BadRequest, Conflict, NotFound
+from enclave.errors import Conflict, NotFound
 from enclave.licence_import import ImportPlan, plan_import
 from enclave.licences import (
     check_licence_policy,
@@ -132,8 +132,7 @@ def _change(
             if only_from is not None and current.status != only_from:
                 raise Conflict(f"{licence_id} is {current.status}, not {only_from}")
             updated, _ = patch_licence(current, {**changes, "reason": reason}, utcnow())
-            if "tier" in changes and await registry.tier(updated.tier) is None:
-                raise BadRequest(f"unknown tier '{updated.tier}'")
+            await check_licence_policy(registry, updated, before=current)
             lic, _ = await store.update_licence(
                 licence_id,
                 {k: getattr(updated, k) for k in changes},
