@@ -117,6 +117,7 @@ class DatasetSpec:
     columns: tuple[ColumnSpec, ...]
     version: int = 1
     source_table: str | None = None  # for duckdb://file.duckdb#table sources
+    retired: bool = False  # no new queries or estimates; history and spend are kept
 
     def column(self, name: str) -> ColumnSpec | None:
         """Case-insensitive lookup against the declared columns."""
@@ -139,6 +140,7 @@ class DatasetSpec:
             ),
             "columns": {c.name: c.to_json() for c in self.columns},
             "version": self.version,
+            **({"retired": True} if self.retired else {}),
         }
 
 

@@ -1,4 +1,5 @@
-"""``enclave licence issue|list|suspend|revoke``: offline licence administration.
+"""``enclave licence issue|import|list|suspend|reactivate|revoke|extend|retier``: offline
+licence administration.
 
 Same validation and the same audited store writes as the admin API; the actor recorded in the
 audit log is ``--actor`` (default ``cli``).
@@ -14,7 +15,8 @@ import click
 
 from enclave.audit.record import AuditDraft
 from enclave.cli.common import config_option, get_config, offline, run
-from enclave.errors import NotFound
+from enclave.errors import Conflict, NotFound
+from enclave.licence_import import ImportPlan, plan_import
 from enclave.licences import (
     check_licence_policy,
     licence_digest_fields,
@@ -33,7 +35,7 @@ actor_option = click.option(
 
 @click.group("licence")
 def licence_group() -> None:
-    """Issue, list, suspend and revoke licences (offline, against the configured store)."""
+    """Issue, list, suspend, reactivate, revoke, extend and re-tier licences (offline)."""
 
 
 @licence_group.command("issue")
@@ -111,52 +113,96 @@ def list_(config_path: Path | None, subject: str | None, as_json: bool) -> None:
         )
 
 
-def _set_status(
-    config_path: Path | None, licence_id: str, status: str, reason: str, actor: str
+def _change(
+    config_path: Path | None,
+    licence_id: str,
+    changes: dict[str, Any],
+    reason: str,
+    actor: str,
+    only_from: str | None = None,
 ) -> None:
+    """Apply ``changes`` with the API's validation (a reason is required) and audit them."""
     cfg = get_config(config_path)
 
     async def go() -> Licence:
-        async with offline(cfg) as (store, _):
+        async with offline(cfg) as (store, registry):
             current = await store.get_licence(licence_id)
             if current is None:
                 raise NotFound(f"no licence {licence_id}")
-            updated, _ = patch_licence(current, {"status": status, "reason": reason}, utcnow())
+            if only_from is not None and current.status != only_from:
+                raise Conflict(f"{licence_id} is {current.status}, not {only_from}")
+            updated, _ = patch_licence(current, {**changes, "reason": reason}, utcnow())
+            await check_licence_policy(registry, updated, before=current)
             lic, _ = await store.update_licence(
                 licence_id,
-                {"status": updated.status},
+                {k: getattr(updated, k) for k in changes},
                 _draft(
-                    "licence.update",
-                    actor,
-                    updated,
-                    reason=reason,
-                    detail={"changes": {"status": status}},
+                    "licence.update", actor, updated, reason=reason, detail={"changes": changes}
                 ),
             )
             return lic
 
     lic = run(go())
-    click.echo(f"{lic.id} is now {lic.status}")
+    click.echo(
+        f"{lic.id} is now {lic.status}, tier {lic.tier}, until {lic.valid_until.date().isoformat()}"
+    )
+
+
+reason_option = click.option("--reason", required=True, help="Why (kept in the audit log).")
 
 
 @licence_group.command("suspend")
 @config_option
 @click.argument("licence_id")
-@click.option("--reason", required=True)
+@reason_option
 @actor_option
 def suspend(config_path: Path | None, licence_id: str, reason: str, actor: str) -> None:
-    """Suspend a licence (reversible: PATCH status back to active)."""
-    _set_status(config_path, licence_id, "suspended", reason, actor)
+    """Suspend a licence (reversible: ``reactivate``)."""
+    _change(config_path, licence_id, {"status": "suspended"}, reason, actor)
+
+
+@licence_group.command("reactivate")
+@config_option
+@click.argument("licence_id")
+@reason_option
+@actor_option
+def reactivate(config_path: Path | None, licence_id: str, reason: str, actor: str) -> None:
+    """Make a suspended licence active again."""
+    _change(config_path, licence_id, {"status": "active"}, reason, actor, only_from="suspended")
 
 
 @licence_group.command("revoke")
 @config_option
 @click.argument("licence_id")
-@click.option("--reason", required=True)
+@reason_option
 @actor_option
 def revoke(config_path: Path | None, licence_id: str, reason: str, actor: str) -> None:
     """Revoke a licence (final)."""
-    _set_status(config_path, licence_id, "revoked", reason, actor)
+    _change(config_path, licence_id, {"status": "revoked"}, reason, actor)
+
+
+@licence_group.command("extend")
+@config_option
+@click.argument("licence_id")
+@click.option("--valid-until", required=True, help="New sunset date (ISO 8601).")
+@reason_option
+@actor_option
+def extend(
+    config_path: Path | None, licence_id: str, valid_until: str, reason: str, actor: str
+) -> None:
+    """Move a licence's sunset date."""
+    _change(config_path, licence_id, {"valid_until": valid_until}, reason, actor)
+
+
+@licence_group.command("retier")
+@config_option
+@click.argument("licence_id")
+@click.option("--tier", required=True, help="The new tier.")
+@reason_option
+@actor_option
+def retier(config_path: Path | None, licence_id: str, tier: str, reason: str, actor: str) -> None:
+    """Move a licence to another tier (takes effect on its next request)."""
+    _change(config_path, licence_id, {"tier": tier}, reason, actor)
 
 
 def _draft(
@@ -178,3 +224,42 @@ def _draft(
         client="cli",
         detail=detail,
     )
+
+
+@licence_group.command("import")
+@config_option
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Check every row, list every problem, issue none.")
+@click.option("--reason", default=None, help="Recorded on each licence's audit record.")
+@actor_option
+def import_(
+    config_path: Path | None, csv_file: Path, dry_run: bool, reason: str | None, actor: str
+) -> None:
+    """Issue licences from a CSV file: all rows or, on any problem, none."""
+    cfg = get_config(config_path)
+    try:
+        text = csv_file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"{csv_file}: cannot read ({type(exc).__name__})") from None
+
+    async def go() -> ImportPlan:
+        async with offline(cfg) as (store, registry):
+            plan = await plan_import(text, store, registry, utcnow())
+            if plan.problems or dry_run:
+                return plan
+            for lic in plan.licences:
+                detail = {"after": licence_digest_fields(lic), "import": csv_file.name}
+                await store.insert_licence(
+                    lic, _draft("licence.create", actor, lic, reason=reason, detail=detail)
+                )
+            return plan
+
+    plan = run(go())
+    for problem in plan.problems:
+        click.echo(problem, err=True)
+    if plan.problems:
+        click.echo(f"error: {len(plan.problems)} problem(s); nothing was issued", err=True)
+        raise SystemExit(1)
+    click.echo(f"{len(plan.licences)} licence(s) {'would be issued' if dry_run else 'issued'}")
+    for lic in plan.licences:
+        click.echo(f"  {lic.id}  {lic.subject}  tier={lic.tier}  {','.join(lic.datasets)}")

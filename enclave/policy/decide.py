@@ -5,6 +5,8 @@
 1. the principal holds the ``researcher`` role                          (RoleRequired)
 2. the dataset exists and a licence of the principal covers it          (NotFound)
    -- an unseen dataset answers exactly like an unknown one: "unknown dataset"
+   -- a covered dataset that is retired answers "dataset retired"         (Forbidden)
+      (no new queries or estimates; its history and the spend on it are kept)
 3. the licence is active                      (LicenceSuspended / LicenceRevoked)
    -- "licence suspended" / "licence revoked"
 4. ``now`` lies in [valid_from, valid_until)   (LicenceNotYetValid / LicenceExpired)
@@ -38,6 +40,7 @@ from decimal import Decimal
 
 from enclave.errors import (
     EnclaveError,
+    Forbidden,
     JurisdictionRefused,
     LicenceExpired,
     LicenceNotYetValid,
@@ -142,6 +145,8 @@ def _licence_rules(
 ) -> Decision:
     if spec.name not in licence.datasets:
         return _deny(NotFound, UNKNOWN_DATASET)
+    if spec.retired:
+        return _deny(Forbidden, "dataset retired")
     if licence.status != "active":
         refused = LicenceRevoked if licence.status == "revoked" else LicenceSuspended
         return _deny(refused, f"licence {licence.status}")

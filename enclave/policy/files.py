@@ -53,7 +53,7 @@ BUDGET_FIELDS = frozenset({"epsilon", "delta", "period_days"})
 GROUP_BY_FIELDS = frozenset({"max_columns", "max_groups", "allow_undeclared_keys"})
 DATASET_FIELDS = frozenset(
     {"name", "description", "source", "privacy_unit", "max_rows_per_unit", "min_tier",
-     "allowed_jurisdictions", "columns", "version"}
+     "allowed_jurisdictions", "columns", "version", "retired"}
 )  # fmt: skip
 
 # --- tiers ----------------------------------------------------------------------------------
@@ -225,6 +225,9 @@ def dataset_from_dict(
     if len(identifiers) > 1:
         p.add("columns", "declares more than one identifier column; declare only the privacy unit")
 
+    retired = d.get("retired", False)
+    if not isinstance(retired, bool):
+        p.add("retired", "must be true or false")
     source = d.get("source")
     resolved: tuple[str, str | None] | None = None
     if "source" in d:
@@ -245,6 +248,7 @@ def dataset_from_dict(
         allowed_jurisdictions=juris,
         columns=tuple(columns),
         source_table=resolved[1],
+        retired=retired is True,
     )
 
 

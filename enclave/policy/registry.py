@@ -174,6 +174,9 @@ class Registry:
                 problems.extend(await source_check(spec))
         if before is not None:
             problems.extend(_identifier_problems(name, before.body, body))
+            was = before.body.get("retired", False) is True
+            if spec is not None and spec.retired != was and reason is None:
+                problems.append(f"dataset {name}: reason: required when retiring or restoring")
         if problems or spec is None:
             raise PolicyFileError(problems)
         clean = _unversioned(dataset_to_dict(spec))

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from enclave.audit.licence_status import status_reason
 from enclave.errors import BadRequest, Conflict, NotFound
 from enclave.inputs import MAX_EXPIRY_DAYS, MAX_TEXT_CHARS, MAX_VERSION
 from enclave.licences import (
@@ -18,8 +19,9 @@ from enclave.licences import (
     licence_from_json,
     patch_licence,
 )
+from enclave.models import Licence
 from enclave.policy.registry import BUDGET_KEYS, PolicyChange, state_paths
-from enclave.store.base import PolicyKind
+from enclave.store.base import PolicyKind, Store
 from enclave.web.body import json_response, read_json
 from enclave.web.keys import audit_ctx_key, services_key
 from enclave.web.params import QueryParams
@@ -49,7 +51,11 @@ async def list_licences(request: web.Request) -> web.Response:
         licences = [
             lic for lic in licences if lic.status != "revoked" and now <= lic.valid_until <= horizon
         ]
-    return json_response({"licences": [lic.to_json() for lic in licences]})
+    return json_response({"licences": [await _licence_json(svc.store, lic) for lic in licences]})
+
+
+async def _licence_json(store: Store, lic: Licence) -> dict[str, Any]:
+    return {**lic.to_json(), "status_reason": await status_reason(store, lic)}
 
 
 @routes.post("/v1/admin/licences")
@@ -66,7 +72,7 @@ async def create_licence(request: web.Request) -> web.Response:
     detail = {"after": after, "before_sha256": None, "after_sha256": digest(after)}
     await svc.store.insert_licence(licence, actx.draft("ok", detail=detail))
     actx.audited = True
-    return json_response(licence.to_json(), status=201)
+    return json_response(await _licence_json(svc.store, licence), status=201)
 
 
 @routes.get("/v1/admin/licences/{id}")
@@ -75,7 +81,7 @@ async def get_licence(request: web.Request) -> web.Response:
     lic = await request.app[services_key].store.get_licence(request.match_info["id"])
     if lic is None:
         raise NotFound("no such licence")
-    return json_response(lic.to_json())
+    return json_response(await _licence_json(request.app[services_key].store, lic))
 
 
 @routes.patch("/v1/admin/licences/{id}")
@@ -108,7 +114,7 @@ async def update_licence(request: web.Request) -> web.Response:
         ),
     )
     actx.audited = True
-    return json_response(lic.to_json())
+    return json_response(await _licence_json(svc.store, lic))
 
 
 @routes.post("/v1/admin/revocations")

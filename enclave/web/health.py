@@ -57,6 +57,7 @@ async def readyz(request: web.Request) -> web.Response:
         log.warning("readiness: the state store is unavailable (%s)", type(exc).__name__)
         checks["store"] = "unavailable"
         specs = []
+    specs = [s for s in specs if not s.retired]
     states = await asyncio.gather(*(svc.warehouse.status(spec) for spec in specs))
     counts: Counter[str] = Counter(states)
     try:  # tokens can be checked: a key set is loaded and not past auth.jwks_max_stale_s

@@ -30,6 +30,7 @@ from enclave.errors import (
     Conflict,
     DatasetUnavailable,
     EnclaveError,
+    Forbidden,
     InvalidCursor,
     InvalidToken,
     JurisdictionRefused,
@@ -98,6 +99,7 @@ ADMISSION: Errors = (
     *BODY,
     UnsupportedQuery,
     *LICENCE,
+    Forbidden,
     BudgetExhausted,
     RateLimited,
 )

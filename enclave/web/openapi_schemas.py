@@ -419,7 +419,23 @@ def component_schemas() -> dict[str, Schema]:
             ("queries", "next_cursor"),
         ),
         "Licence": _obj(
-            {**licence, "created_at": _nullable("string"), "updated_at": _nullable("string")},
+            {
+                **licence,
+                "created_at": _nullable("string"),
+                "updated_at": _nullable("string"),
+                "status_reason": {
+                    "type": ["object", "null"],
+                    "description": "why a suspended or revoked licence is so (from the audit "
+                    "log): status, reason, by, at, audit_seq; null when active",
+                    "properties": {
+                        "status": STR,
+                        "reason": _nullable("string"),
+                        "by": STR,
+                        "at": STR,
+                        "audit_seq": {"type": "integer"},
+                    },
+                },
+            },
             tuple(licence),
         ),
         "LicenceList": _obj({"licences": _array(ref("Licence"))}, ("licences",)),

@@ -43,7 +43,8 @@ async def call(gw: Any, method: str, path: str, body: Any = None) -> tuple[int, 
 
 
 def sha(licence: dict[str, Any]) -> str:
-    plain = {k: v for k, v in licence.items() if k not in ("created_at", "updated_at")}
+    derived = ("created_at", "updated_at", "status_reason")
+    plain = {k: v for k, v in licence.items() if k not in derived}
     return hashlib.sha256(
         json.dumps(plain, sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()

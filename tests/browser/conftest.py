@@ -65,6 +65,16 @@ class Console:
         await page.goto(f"{self.base}/console#token={self.gw.tokens(sub, roles, **claims)}")
         return page
 
+    async def assert_labelled(self) -> None:
+        """Every visible form field has a label (or an aria-label) naming it."""
+        unlabelled = await self.page.evaluate(
+            """() => [...document.querySelectorAll('input, select, textarea')]
+                .filter((el) => el.offsetParent !== null && el.type !== 'hidden')
+                .filter((el) => !el.labels.length && !el.getAttribute('aria-label'))
+                .map((el) => el.name || el.outerHTML)"""
+        )
+        assert unlabelled == []
+
     async def screenshot(self, name: str) -> Path:
         path = self.shots / f"{name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ async def test_auditor_filters_verifies_and_exports(console: Any) -> None:
     await expect(events).to_have_count(2)
     await expect(events.first).to_contain_text("alice")
     await c.screenshot("auditor")
+    await c.assert_labelled()
     await page.get_by_label("Outcome").select_option("error")
     await page.get_by_role("button", name="Filter").click()
     await expect(events).to_have_count(0)

@@ -35,6 +35,7 @@ async def test_researcher_estimates_then_runs_and_sees_the_charge(console: Any) 
     # the same question again is a cached repeat: the estimate says so, and it is free
     await expect(estimate).to_contain_text("cached")
     await c.screenshot("researcher")
+    await c.assert_labelled()
     async with page.expect_download() as info:
         await page.locator("#csv").click()
     text = (await (await info.value).path()).read_text()

@@ -48,6 +48,43 @@ async def test_sign_in_needs_a_valid_token_and_each_role_gets_its_view(
     assert await page.evaluate("document.cookie") == ""
 
 
+async def test_the_console_works_from_the_keyboard(console: Any) -> None:
+    c = await console()
+    await c.gw.licence("alice")
+    page = await c.new_page()
+    await page.goto(f"{c.base}/console")
+    # the token field has the focus; Tab reaches the sign-in button, Enter presses it
+    await expect(page.get_by_label("Bearer token")).to_be_focused()
+    await page.keyboard.type(c.gw.tokens("alice", ["admin"]))
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_role("button", name="Sign in with token")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name="Steward", exact=True)).to_be_visible()
+    # arrow keys move between tabs
+    await page.get_by_role("tab", name="Licences").focus()
+    await page.keyboard.press("ArrowRight")
+    await expect(page.get_by_role("tab", name="Tiers")).to_be_focused()
+    await expect(page.get_by_role("tab", name="Tiers")).to_have_attribute("aria-selected", "true")
+    await page.keyboard.press("ArrowLeft")
+    await expect(page.get_by_role("tab", name="Licences")).to_be_focused()
+    # a reason dialog: focus starts in the reason; Escape cancels and changes nothing
+    suspend = page.get_by_role("button", name="Suspend lic_alice_standard_0")
+    await suspend.focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("dialog").get_by_label("Reason (required)")).to_be_focused()
+    await page.keyboard.press("Escape")
+    await expect(page.locator("dialog")).to_have_count(0)
+    assert (await c.gw.services.store.get_licence("lic_alice_standard_0")).status == "active"
+    # ... and with a reason typed, Tab to Confirm and Enter: suspended
+    await suspend.focus()
+    await page.keyboard.press("Enter")
+    await page.keyboard.type("audit of the data use")
+    await page.keyboard.press("Tab")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("button", name="Reactivate lic_alice_standard_0")).to_be_visible()
+    assert (await c.gw.services.store.get_licence("lic_alice_standard_0")).status == "suspended"
+
+
 async def _with_idp(console: Any, keypair: Any, aiohttp_server: Any) -> tuple[Any, Idp]:
     idp = Idp(keys=keypair)
     server = await aiohttp_server(make_idp_app(idp))

@@ -35,6 +35,7 @@ async def test_steward_issues_suspends_and_edits_a_tier(console: Any) -> None:
     await form.get_by_role("button", name="Issue").click()
     await expect(page.get_by_role("cell", name="dora", exact=True)).to_be_visible()
     await c.screenshot("steward")
+    await c.assert_labelled()
 
     # suspend alice's licence, with the required reason
     await page.get_by_role("button", name="Suspend lic_alice_standard_0").click()
@@ -42,6 +43,7 @@ async def test_steward_issues_suspends_and_edits_a_tier(console: Any) -> None:
     await dialog.get_by_label("Reason (required)").fill("annual review pending")
     await dialog.get_by_role("button", name="Confirm").click()
     await expect(page.get_by_role("button", name="Reactivate lic_alice_standard_0")).to_be_visible()
+    await expect(page.get_by_text("suspended: annual review pending (stella,")).to_be_visible()
     lic = await c.gw.services.store.get_licence("lic_alice_standard_0")
     assert lic.status == "suspended"
     dora = [x for x in await c.gw.services.store.list_licences("dora")]
@@ -75,3 +77,18 @@ async def test_steward_issues_suspends_and_edits_a_tier(console: Any) -> None:
     diff = page.locator("#diff")
     await expect(diff.get_by_role("row", name="budget.epsilon 5 6")).to_be_visible()
     await expect(diff.get_by_role("row", name="group_by.max_groups 500 400")).to_be_visible()
+
+    # retire the dataset (a reason is required), then restore it
+    await page.get_by_role("tab", name="Datasets").click()
+    await page.get_by_role("button", name="Retire visits").click()
+    await page.locator("dialog").get_by_label("Reason (required)").fill("superseded")
+    await page.locator("dialog").get_by_role("button", name="Confirm").click()
+    await expect(
+        page.get_by_role("cell", name="Synthetic hospital visits. (retired)")
+    ).to_be_visible()
+    assert (await c.gw.services.registry.dataset("visits")).retired
+    await page.get_by_role("button", name="Restore visits").click()
+    await page.locator("dialog").get_by_label("Reason (required)").fill("still needed")
+    await page.locator("dialog").get_by_role("button", name="Confirm").click()
+    await expect(page.get_by_role("button", name="Retire visits")).to_be_visible()
+    assert not (await c.gw.services.registry.dataset("visits")).retired

@@ -129,6 +129,43 @@ def test_bad_config_lists_every_problem(tmp_path: Any) -> None:
         assert needle in out.output
 
 
+def test_reactivate_extend_and_retier_need_a_reason_and_are_audited(config_factory: Any) -> None:
+    cfg = config_factory()
+    runner = CliRunner()
+    base = ["--config", str(cfg.path)]
+    issued = runner.invoke(
+        main,
+        ["licence", "issue", *base, "--subject", "bea", "--organization", "Uni", "--tier",
+         "open", "--dataset", "visits", "--purpose", "study", "--jurisdiction", "GB",
+         "--valid-until", "2099-01-01"],
+    )  # fmt: skip
+    lid = json.loads(issued.output)["id"]
+
+    def cli(*args: str) -> Any:
+        return runner.invoke(main, ["licence", *args[:1], lid, *base, *args[1:]])
+
+    assert cli("reactivate", "--reason", "x").exit_code == 1  # only from suspended
+    assert cli("extend", "--valid-until", "2100-01-01").exit_code == 2  # reason required
+    assert cli("suspend", "--reason", "review").exit_code == 0
+    back = cli("reactivate", "--reason", "review passed")
+    assert back.exit_code == 0 and "is now active" in back.output
+    longer = cli("extend", "--valid-until", "2100-06-30", "--reason", "renewal")
+    assert longer.exit_code == 0 and "until 2100-06-30" in longer.output
+    bad = cli("retier", "--tier", "platinum", "--reason", "upgrade")
+    assert bad.exit_code == 1 and "unknown tier" in bad.output
+    up = cli("retier", "--tier", "standard", "--reason", "accredited now")
+    assert up.exit_code == 0 and "tier standard" in up.output
+    recs = [r for r in _records(cfg.store.url) if r.licence_id == lid]
+    assert [(r.action, r.reason) for r in recs[1:]] == [
+        ("licence.update", "review"),
+        ("licence.update", "review passed"),
+        ("licence.update", "renewal"),
+        ("licence.update", "accredited now"),
+    ]
+    assert recs[-1].detail == {"changes": {"tier": "standard"}}
+    assert all(r.actor == "cli" for r in recs)
+
+
 def test_issue_refuses_a_jurisdiction_the_tier_forbids(config_factory: Any) -> None:
     cfg = config_factory()
     args = ["licence", "issue", "--config", str(cfg.path), "--subject", "alice"]

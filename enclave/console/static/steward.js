@@ -37,7 +37,7 @@ async function licences(panel) {
     const rows = data.licences.filter(keep);
     list.replaceChildren(table(
       ["id", "subject", "organisation", "tier", "datasets", "status", "valid until", "actions"],
-      rows.map((l) => [l.id, l.subject, l.organization, l.tier, l.datasets, l.status,
+      rows.map((l) => [l.id, l.subject, l.organization, l.tier, l.datasets, status(l),
         l.valid_until.slice(0, 10), actions(l, tiers, refresh)]),
       `${rows.length} licence(s)`));
   }
@@ -50,6 +50,12 @@ async function licences(panel) {
   panel.append(h("h2", { text: "Licences" }), filters, list,
     issueForm(tiers, datasets, refresh));
   await refresh();
+}
+
+function status(l) {
+  const why = l.status_reason;
+  return why ? `${l.status}: ${why.reason ?? "no reason recorded"} (${why.by}, ${
+    why.at.slice(0, 10)})` : l.status;
 }
 
 function actions(l, tiers, refresh) {
@@ -120,18 +126,45 @@ function issueForm(tiers, datasets, refresh) {
 async function policies(panel, kind) {
   const data = await api(`/v1/admin/${kind}s`);
   const area = h("div", { className: "policy-area" });
+  const reload = async () => {
+    panel.replaceChildren();
+    await policies(panel, kind);
+  };
   panel.append(h("h2", { text: kind === "tier" ? "Tiers" : "Datasets" }),
     table(["name", "version", "description", ""], data[`${kind}s`].map((p) => [p.name, p.version,
-      p.description, h("span", { className: "row-actions" },
+      p.retired ? `${p.description} (retired)` : p.description,
+      h("span", { className: "row-actions" },
         h("button", { type: "button", text: "Edit", "aria-label": `Edit ${p.name}`,
           onclick: () => edit(area, kind, p.name) }),
         h("button", { type: "button", text: "History", "aria-label": `History of ${p.name}`,
-          onclick: () => versions(area, kind, p.name) }))])), area);
+          onclick: () => versions(area, kind, p.name) }),
+        kind === "dataset" ? retireButton(p, reload) : null)])), area);
+}
+
+// Retire (no new queries; history kept) or restore a dataset: a new version, with a reason.
+function retireButton(dataset, refresh) {
+  const retire = !dataset.retired;
+  const text = retire ? "Retire" : "Restore";
+  return h("button", { type: "button", text, "aria-label": `${text} ${dataset.name}`,
+    onclick: async () => {
+      const answer = await askReason(`${text} dataset ${dataset.name}`);
+      if (!answer) return;
+      const path = `/v1/admin/datasets/${encodeURIComponent(dataset.name)}`;
+      try {
+        const current = await api(path);
+        await api(path, { method: "PUT", body: { ...current, retired: retire,
+          reason: answer.reason } });
+        say(`${text}d ${dataset.name}`);
+        await refresh();
+      } catch (err) {
+        alertError(err);
+      }
+    } });
 }
 
 async function edit(area, kind, name) {
   const current = await api(`/v1/admin/${kind}s/${encodeURIComponent(name)}`);
-  const { version, ...body } = current;
+  let { version, ...body } = current;
   delete body.created_at; delete body.changed_by; delete body.versions;
   const general = h("div");
   const { form, read } = policyForm(body);
@@ -141,12 +174,13 @@ async function edit(area, kind, name) {
     h("button", { type: "submit", text: "Save new version" }));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    const next = unflatten(read());
+    const next = { ...unflatten(read()), version }; // 409 if someone changed it since
     if (reason.value.trim()) next.reason = reason.value.trim();
     try {
       const saved = await api(`/v1/admin/${kind}s/${encodeURIComponent(name)}`,
         { method: "PUT", body: next });
       showProblems(form, null, general);
+      version = saved.version;
       say(`Saved ${kind} ${name} as version ${saved.version}`);
       general.append(h("p", { className: "ok", text: `Saved as version ${saved.version}.` }));
     } catch (err) {
