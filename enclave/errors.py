@@ -18,6 +18,10 @@ a stack trace. Anything that is not an ``EnclaveError`` renders as a bare 500.
     ├── Forbidden                      403  forbidden
     │   ├── RoleRequired               403  role-required
     │   ├── LicenceRefused             403  licence-refused
+    │   │   ├── LicenceSuspended       403  licence-suspended
+    │   │   ├── LicenceRevoked         403  licence-revoked
+    │   │   ├── LicenceExpired         403  licence-expired
+    │   │   └── LicenceNotYetValid     403  licence-not-yet-valid
     │   ├── TierRefused                403  tier-refused
     │   ├── JurisdictionRefused        403  jurisdiction-refused
     │   └── BudgetExhausted            403  budget-exhausted
@@ -35,6 +39,7 @@ a stack trace. Anything that is not an ``EnclaveError`` renders as a bare 500.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 PROBLEM_BASE = "https://enclave-gateway.org/problems/"
@@ -65,10 +70,16 @@ class ConfigError(EnclaveError):
 
 
 class BadRequest(EnclaveError):
+    """``problems``, when given, lists every problem found (rendered as ``problems``)."""
+
     status = 400
     type = "bad-request"
     title = "Bad request"
     outcome = "denied"
+
+    def __init__(self, detail: str = "", problems: Sequence[str] = ()) -> None:
+        super().__init__(detail)
+        self.problems = list(problems)
 
 
 class PolicyFileError(BadRequest):
@@ -129,6 +140,26 @@ class RoleRequired(Forbidden):
 class LicenceRefused(Forbidden):
     type = "licence-refused"
     title = "Licence does not permit this request"
+
+
+class LicenceSuspended(LicenceRefused):
+    type = "licence-suspended"
+    title = "Licence suspended"
+
+
+class LicenceRevoked(LicenceRefused):
+    type = "licence-revoked"
+    title = "Licence revoked"
+
+
+class LicenceExpired(LicenceRefused):
+    type = "licence-expired"
+    title = "Licence expired"
+
+
+class LicenceNotYetValid(LicenceRefused):
+    type = "licence-not-yet-valid"
+    title = "Licence not yet valid"
 
 
 class TierRefused(Forbidden):

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from enclave import __version__
 from enclave.audit.record import ACTIONS, OUTCOMES
+from enclave.dummy import DEFAULT_ROWS, FORMATS, MAX_ROWS, MAX_SEED
 from enclave.errors import (
     AuditUnavailable,
     BadRequest,
@@ -31,7 +32,11 @@ from enclave.errors import (
     InvalidCursor,
     InvalidToken,
     JurisdictionRefused,
+    LicenceExpired,
+    LicenceNotYetValid,
     LicenceRefused,
+    LicenceRevoked,
+    LicenceSuspended,
     MissingToken,
     NotFound,
     PayloadTooLarge,
@@ -45,7 +50,16 @@ from enclave.errors import (
     UnsupportedMediaType,
     UnsupportedQuery,
 )
-from enclave.web.openapi_schemas import component_schemas, problem_catalogue, ref
+from enclave.inputs import (
+    DEFAULT_PAGE,
+    MAX_EXPIRY_DAYS,
+    MAX_NAME_CHARS,
+    MAX_PAGE,
+    MAX_VERSION,
+    MAX_YEAR,
+    MIN_YEAR,
+)
+from enclave.web.openapi_schemas import WHEN_INPUT, component_schemas, problem_catalogue, ref
 from enclave.web.roles import public
 
 routes = web.RouteTableDef()
@@ -66,13 +80,20 @@ AUTHENTICATED: Errors = (
 )
 BODY: Errors = (BadRequest, PayloadTooLarge, UnsupportedMediaType)
 PAGE: Errors = (BadRequest, InvalidCursor)
+LICENCE: Errors = (
+    NotFound,
+    LicenceRefused,
+    LicenceSuspended,
+    LicenceRevoked,
+    LicenceExpired,
+    LicenceNotYetValid,
+    TierRefused,
+    JurisdictionRefused,
+)
 ADMISSION: Errors = (
     *BODY,
     UnsupportedQuery,
-    NotFound,
-    LicenceRefused,
-    TierRefused,
-    JurisdictionRefused,
+    *LICENCE,
     BudgetExhausted,
     RateLimited,
 )
@@ -118,13 +139,20 @@ def _p(name: str) -> Param:
     return Param(name, "path", {"type": "string"})
 
 
-LIMIT = _q("limit", "page size, 1 to 500", type="integer", minimum=1, maximum=500)
-AUDIT_LIMIT = _q("limit", "page size, 1 to 1000 (default 100)", type="integer", minimum=1,
-                 maximum=1000)  # fmt: skip
-CURSOR = _q("cursor", "next_cursor of the previous page (an audit seq)")
-SINCE = _q("since", "RFC 3339 timestamp or date, inclusive", type="string")
-UNTIL = _q("until", "RFC 3339 timestamp or date, exclusive", type="string")
-VERSION = _q("version", "read this stored version instead of the current", type="integer")
+LIMIT = _q("limit", f"page size, 1 to {MAX_PAGE} (default {DEFAULT_PAGE})", type="integer",
+           minimum=1, maximum=MAX_PAGE)  # fmt: skip
+CURSOR = _q("cursor", "next_cursor of the previous page (an audit seq)", type="string",
+            pattern="^[0-9]{1,18}$")  # fmt: skip
+_WHEN = f"ISO 8601 date or timestamp (UTC if no zone; years {MIN_YEAR} to {MAX_YEAR})"
+SINCE = _q("since", _WHEN + ", inclusive", anyOf=WHEN_INPUT["anyOf"])
+UNTIL = _q("until", _WHEN + ", exclusive", anyOf=WHEN_INPUT["anyOf"])
+VERSION = _q("version", "read this stored version instead of the current", type="integer",
+             minimum=1, maximum=MAX_VERSION)  # fmt: skip
+
+
+def _text(name: str, description: str = "") -> Param:
+    return _q(name, description, type="string", maxLength=MAX_NAME_CHARS)
+
 
 OPERATIONS: tuple[Op, ...] = (
     # --- operations (public) ---
@@ -141,6 +169,18 @@ OPERATIONS: tuple[Op, ...] = (
     # --- researcher ---
     Op("get", "/v1/datasets", "listDatasets", "researcher",
        "Datasets the caller's licences cover, with declared columns", "DatasetList"),
+    Op("get", "/v1/datasets/{name}/dummy", "getDummyData", "researcher",
+       "Dummy rows from the dataset's public metadata only: free, reproducible, audited",
+       params=(_p("name"),
+               _q("rows", f"number of rows, 1 to {MAX_ROWS} (default {DEFAULT_ROWS})",
+                  type="integer", minimum=1, maximum=MAX_ROWS),
+               _q("seed", f"generator seed, 0 to {MAX_SEED} (default 0)", type="integer",
+                  minimum=0, maximum=MAX_SEED),
+               _q("format", "parquet (default) or csv", enum=list(FORMATS))),
+       errors=(BadRequest, *LICENCE),
+       content=tuple(FORMATS.values()),
+       headers=(("Content-Disposition",
+                 "attachment; filename=<name>-dummy-<rows>-<seed>.<format>"),)),
     Op("post", "/v1/queries", "runQuery", "researcher",
        "Run an aggregate query and receive a differentially private release", "QueryResult",
        body="QueryRequest", errors=(*ADMISSION, QueryTimeout)),
@@ -153,9 +193,9 @@ OPERATIONS: tuple[Op, ...] = (
        "QueryHistory", params=(LIMIT, CURSOR), errors=PAGE),
     # --- admin ---
     Op("get", "/v1/admin/licences", "listLicences", "admin", "List licences", "LicenceList",
-       params=(_q("subject", "only this subject's licences"),
+       params=(_text("subject", "only this subject's licences"),
                _q("expiring_within_days", "only licences ending within N days",
-                  type="integer", minimum=0)),
+                  type="integer", minimum=0, maximum=MAX_EXPIRY_DAYS)),
        errors=(BadRequest,)),
     Op("post", "/v1/admin/licences", "createLicence", "admin",
        "Issue a licence (at most one active licence per subject and dataset)", "Licence",
@@ -187,8 +227,8 @@ OPERATIONS: tuple[Op, ...] = (
     # --- auditor ---
     Op("get", "/v1/audit/events", "auditEvents", "auditor",
        "Audit records, oldest first, paginated by seq", "AuditEvents",
-       params=(_q("actor"), _q("dataset"), _q("action", enum=list(ACTIONS)),
-               _q("outcome", enum=list(OUTCOMES)), _q("licence_id"), SINCE, UNTIL, AUDIT_LIMIT,
+       params=(_text("actor"), _text("dataset"), _q("action", enum=list(ACTIONS)),
+               _q("outcome", enum=list(OUTCOMES)), _text("licence_id"), SINCE, UNTIL, LIMIT,
                CURSOR),
        errors=PAGE),
     Op("get", "/v1/audit/verify", "auditVerify", "auditor",

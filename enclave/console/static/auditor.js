@@ -5,7 +5,7 @@ import { download, errorBox, field, fmt, h, input, lineChart, select, table, tab
 import { attention } from "./attention.js";
 
 const ACTIONS = ["", "query", "query.estimate", "licence.create", "licence.update",
-  "tier.update", "dataset.update", "revocation.create", "audit.export", "request"];
+  "tier.update", "dataset.update", "revocation.create", "audit.export", "dataset.dummy", "request"];
 const OUTCOMES = ["", "ok", "denied", "error"];
 
 export function render(root) {
@@ -91,7 +91,7 @@ async function summary(panel) {
   const byDataset = {};
   for (const r of s.rows) {
     const d = (byDataset[r.dataset ?? "—"] ??= { eps: 0, releases: 0, refusals: 0 });
-    d.eps += r.epsilon_spent; d.releases += r.releases; d.refusals += r.refusals;
+    d.eps += Number(r.epsilon_spent); d.releases += r.releases; d.refusals += r.refusals;
   }
   const byLicence = {}, series = {};
   for (const e of releases.filter((x) => !x.cached)) {
