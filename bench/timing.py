@@ -159,8 +159,8 @@ def main() -> None:
         f"Load average while it ran: {load} (1, 5, 15 min).\n\n"
         f"{table}\n\n"
         f"Work grows by {slope:.1f} us per distinct key found (full against empty), almost all "
-        "of it OpenDP sampling one noise value per key; a quantile's work does not grow with "
-        "the rows (no row is expanded).\n"
+        "of it OpenDP sampling one noise value per key; a quantile's work is bounded by its "
+        "candidate count, not the rows (no row is expanded).\n"
     )
     write_section(results_path(args), "timing", "Timing: data read to release", body)
 
