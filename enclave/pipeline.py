@@ -156,7 +156,7 @@ async def run_query(
             f"this query costs epsilon {cost.epsilon_decimal} and delta {cost.delta_decimal}; "
             f"remaining epsilon {left.epsilon_decimal}, delta {left.delta_decimal}"
         )
-    table = await svc.warehouse.prepare(adm.spec)  # bounding: the same for every query
+    table = await svc.warehouse.prepare(adm.spec, wait_s=svc.config.server.query_timeout_s)
     charged = ChargedQuery(
         plan=adm.plan,
         spec=adm.spec,

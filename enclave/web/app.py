@@ -19,7 +19,6 @@ from enclave.config import Config
 from enclave.dp.mechanisms import enable_dp
 from enclave.engine.bounding import load_or_create_key
 from enclave.engine.warehouse import Warehouse
-from enclave.errors import describe
 from enclave.metrics import Metrics
 from enclave.policy.registry import registry_for
 from enclave.services import Services
@@ -112,11 +111,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         config=cfg, store=app[store_key], registry=registry, warehouse=app[warehouse_key]
     )
     app[services_key] = svc
-    for spec in await registry.datasets():
-        try:
-            await svc.warehouse.prepare(spec)
-        except Exception as exc:
-            log.warning("dataset %s is not available yet: %s", spec.name, describe(exc))
+    await svc.warehouse.start_all(await registry.datasets())  # in the background
     yield
 
 

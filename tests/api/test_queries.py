@@ -201,6 +201,9 @@ async def test_timed_out_query_is_504_audited_as_error_and_charged(make_gateway:
     """The engine started, so the data was touched: the timeout costs what a release costs."""
     gw = await make_gateway(server={"query_timeout_s": 0.000001})
     lic = await gw.licence()
+    spec = await gw.services.registry.dataset("visits")
+    assert spec is not None
+    await gw.services.warehouse.prepare(spec)  # a query waits for preparation at most its limit
     resp = await gw.query(SQL, epsilon=0.5)
     assert resp.status == 504
     body = await resp.json(content_type=None)
