@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,11 @@ def policies_source() -> Path:
 
 
 def make_demo(folder: Path, rows: int, port: int) -> Config:
-    folder.mkdir(parents=True, exist_ok=True)
+    """The demo deployment in ``folder``. It holds live secrets (the signing key, admin tokens,
+    the state), so the folder and its ``keys/`` and ``state/`` are private to the user (0700)
+    and secret files 0600, also when an earlier run left them readable."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
     if not (folder / "policies").exists():
         shutil.copytree(policies_source(), folder / "policies")
     data = folder / "data" / "visits.parquet"
@@ -69,10 +74,31 @@ def make_demo(folder: Path, rows: int, port: int) -> Config:
         log.info("generating %s synthetic visits in %s ...", f"{rows:,}", data)
         persons = generate_visits(data, rows=rows)
         log.info("... %s visits by %s persons", f"{rows:,}", f"{persons:,}")
-    if not (folder / "keys" / "private.pem").exists():
-        generate_keys(folder / "keys", kid="demo-key")
+    keys = folder / "keys"
+    keys.mkdir(mode=0o700, exist_ok=True)
+    keys.chmod(0o700)
+    if not (keys / "private.pem").exists():
+        generate_keys(keys, kid="demo-key")
+    (keys / "private.pem").chmod(0o600)
+    (folder / "state").mkdir(mode=0o700, exist_ok=True)
+    (folder / "state").chmod(0o700)
     (folder / "enclave.toml").write_text(_demo_toml(port))
     return load_config(folder / "enclave.toml")
+
+
+def write_tokens(folder: Path, tokens: DemoTokens) -> Path:
+    """``tokens.env`` (mode 0600: it holds live admin and auditor tokens)."""
+    text = (
+        f"RESEARCHER_TOKEN={tokens.researcher}\nADMIN_TOKEN={tokens.admin}\n"
+        f"AUDITOR_TOKEN={tokens.auditor}\n"
+        + "".join(f"{k.upper()}_TOKEN={v}\n" for k, v in tokens.others.items())
+    )
+    path = folder / "tokens.env"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file left by an older run keeps its mode otherwise
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return path
 
 
 async def seed_licences(cfg: Config) -> None:

@@ -36,6 +36,7 @@ a stack trace. Anything that is not an ``EnclaveError`` renders as a bare 500.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 PROBLEM_BASE = "https://enclave-gateway.org/problems/"
@@ -66,10 +67,16 @@ class ConfigError(EnclaveError):
 
 
 class BadRequest(EnclaveError):
+    """``problems``, when given, lists every problem found (rendered as ``problems``)."""
+
     status = 400
     type = "bad-request"
     title = "Bad request"
     outcome = "denied"
+
+    def __init__(self, detail: str = "", problems: Sequence[str] = ()) -> None:
+        super().__init__(detail)
+        self.problems = list(problems)
 
 
 class PolicyFileError(BadRequest):

@@ -10,11 +10,16 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from enclave.errors import BadRequest, Conflict
 from enclave.ids import new_id
-from enclave.models import LICENCE_STATUSES, Licence, parse_time
+from enclave.inputs import MAX_NAME_CHARS, MAX_TEXT_CHARS, invalid, read_string, read_when
+from enclave.models import LICENCE_STATUSES, Licence
+from enclave.policy.decide import dataset_allows, tier_allows
+
+if TYPE_CHECKING:
+    from enclave.policy.registry import Registry
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _JURISDICTION = re.compile(r"^[A-Z]{2}$")
@@ -24,6 +29,8 @@ CREATE_FIELDS = {f.name for f in fields(Licence)} - _STAMPS
 PATCH_FIELDS = (CREATE_FIELDS - {"id", "subject"}) | {"reason"}
 # changes that can change what a licence may spend: they need a reason, recorded in the audit
 BUDGET_FIELDS = {"tier", "datasets", "valid_from", "valid_until", "status"}
+TEXT_LIMITS = {"subject": MAX_NAME_CHARS, "organization": MAX_NAME_CHARS, "purpose": MAX_TEXT_CHARS}
+MAX_DATASETS = 100
 
 
 def licence_from_json(body: Any, now: dt.datetime) -> Licence:
@@ -31,9 +38,14 @@ def licence_from_json(body: Any, now: dt.datetime) -> Licence:
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     problems = [f"{k}: unknown field" for k in sorted(set(body) - CREATE_FIELDS)]
-    for name in ("subject", "organization", "tier", "purpose", "jurisdiction"):
-        if not isinstance(body.get(name), str) or not body[name].strip():
-            problems.append(f"{name}: required, a non-empty string")
+    texts = {
+        name: read_string(problems, body.get(name), name, limit)
+        for name, limit in TEXT_LIMITS.items()
+    }
+    if not isinstance(body.get("tier"), str) or not body["tier"].strip():
+        problems.append("tier: required, a non-empty string")
+    if not isinstance(body.get("jurisdiction"), str) or not body["jurisdiction"].strip():
+        problems.append("jurisdiction: required, a non-empty string")
     values = _check_common(body, problems)
     valid_from = values.get("valid_from", now)
     valid_until = values.get("valid_until")
@@ -50,14 +62,14 @@ def licence_from_json(body: Any, now: dt.datetime) -> Licence:
     if lid is not None and (not isinstance(lid, str) or not _LICENCE_ID.match(lid)):
         problems.append("id: must look like lic_<letters, digits or _>")
     if problems:
-        raise BadRequest("; ".join(problems))
+        raise invalid(problems)
     return Licence(
         id=lid or new_id("lic"),
-        subject=body["subject"].strip(),
-        organization=body["organization"].strip(),
+        subject=texts["subject"] or "",
+        organization=texts["organization"] or "",
         tier=body["tier"],
         datasets=values["datasets"],
-        purpose=body["purpose"].strip(),
+        purpose=texts["purpose"] or "",
         jurisdiction=body["jurisdiction"],
         valid_from=valid_from,
         valid_until=valid_until or now,
@@ -75,29 +87,71 @@ def patch_licence(licence: Licence, body: Any, now: dt.datetime) -> tuple[Licenc
         f"{k}: cannot be changed" if k in CREATE_FIELDS else f"{k}: unknown field"
         for k in sorted(set(body) - PATCH_FIELDS)
     ]
-    for name in ("organization", "tier", "purpose"):
-        if name in body and (not isinstance(body[name], str) or not body[name].strip()):
-            problems.append(f"{name}: must be a non-empty string")
+    texts = {
+        name: read_string(problems, body[name], name, TEXT_LIMITS[name])
+        for name in ("organization", "purpose")
+        if name in body
+    }
+    if "tier" in body and (not isinstance(body["tier"], str) or not body["tier"].strip()):
+        problems.append("tier: must be a non-empty string")
     values = _check_common(body, problems)
     status = body.get("status", licence.status)
     if status not in LICENCE_STATUSES:
         problems.append(f"status: must be one of {', '.join(LICENCE_STATUSES)}")
-    reason = body.get("reason")
-    if reason is not None and (not isinstance(reason, str) or not reason.strip()):
-        problems.append("reason: must be a non-empty string")
-    if BUDGET_FIELDS & set(body) and not reason:
+    reason = read_string(problems, body.get("reason"), "reason", MAX_TEXT_CHARS, required=False)
+    if BUDGET_FIELDS & set(body) and not reason and "reason" not in body:
         problems.append("reason: required when changing tier, datasets, validity or status")
     if problems:
-        raise BadRequest("; ".join(problems))
+        raise invalid(problems)
     if licence.status == "revoked":
         raise Conflict("a revoked licence cannot be changed")
-    changes: dict[str, Any] = {k: body[k] for k in ("organization", "tier", "purpose") if k in body}
+    changes: dict[str, Any] = {k: body[k] for k in ("tier", "jurisdiction") if k in body}
+    changes.update({k: v for k, v in texts.items() if v is not None})
     changes.update(values)
     changes["status"] = status
     updated = replace(licence, **changes, updated_at=now)
     if updated.valid_until <= updated.valid_from:
         raise BadRequest("valid_until: must be after valid_from")
     return updated, reason
+
+
+async def check_licence_policy(
+    registry: Registry, licence: Licence, before: Licence | None = None
+) -> None:
+    """``BadRequest`` naming every tier or dataset a licence refers to that does not exist,
+    and every tier or dataset rule its jurisdiction breaks: such a licence could never be
+    used. ``before`` (a PATCH): unchanged references are not re-checked for existence, and
+    nothing is checked unless the tier, datasets or jurisdiction change, so a suspension or
+    revocation always goes through."""
+    if before is not None and (before.tier, before.datasets, before.jurisdiction) == (
+        licence.tier,
+        licence.datasets,
+        licence.jurisdiction,
+    ):
+        return
+    problems: list[str] = []
+    juris = licence.jurisdiction
+    tier = await registry.tier(licence.tier)
+    if tier is None:
+        problems.append(f"tier: unknown tier '{licence.tier}'")
+    elif not tier_allows(tier, juris):
+        allowed = ", ".join(tier.allowed_jurisdictions)
+        problems.append(
+            f"jurisdiction: {juris} is not allowed by tier '{tier.name}' "
+            f"(its allowed_jurisdictions: {allowed})"
+        )
+    for name in licence.datasets:
+        spec = await registry.dataset(name)
+        if spec is None:
+            problems.append(f"datasets: unknown dataset '{name}'")
+        elif not dataset_allows(spec, juris):
+            allowed = ", ".join(spec.allowed_jurisdictions or ())
+            problems.append(
+                f"jurisdiction: {juris} is not allowed for dataset '{name}' "
+                f"(its allowed_jurisdictions: {allowed})"
+            )
+    if problems:
+        raise invalid(problems)
 
 
 def _check_common(body: dict[str, Any], problems: list[str]) -> dict[str, Any]:
@@ -113,21 +167,21 @@ def _check_common(body: dict[str, Any], problems: list[str]) -> dict[str, Any]:
         if (
             not isinstance(ds, list)
             or not ds
+            or len(ds) > MAX_DATASETS
             or not all(isinstance(d, str) and _NAME.match(d) for d in ds)
             or len(set(ds)) != len(ds)
         ):
-            problems.append("datasets: must be a non-empty list of distinct dataset names")
+            problems.append(
+                f"datasets: must be a non-empty list of at most {MAX_DATASETS} distinct "
+                "dataset names"
+            )
         else:
             values["datasets"] = tuple(ds)
     for key in ("valid_from", "valid_until"):
         if key in body:
-            try:
-                values[key] = parse_time(str(body[key])) if isinstance(body[key], str) else None
-            except ValueError:
-                values[key] = None
-            if values[key] is None:
-                problems.append(f"{key}: must be an ISO 8601 date or timestamp")
-                del values[key]
+            when = read_when(problems, body[key], key, end_of_day=key == "valid_until")
+            if when is not None:
+                values[key] = when
     if (
         "valid_from" in values
         and "valid_until" in values

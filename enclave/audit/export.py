@@ -35,7 +35,7 @@ from enclave.audit.signing import SignedHead, verify_head
 from enclave.ledger.grid import Amount
 from enclave.store.base import AuditFilter, Store
 from enclave.store.chain_rows import SegmentJoiner, row_line, verify_segment
-from enclave.store.codec import SummaryRow
+from enclave.store.codec import SummaryRow, decimal_text
 
 EXPORT_FIELDS: tuple[str, ...] = (
     "seq", "ts", "request_id", "actor", "roles", "licence_id", "tier", "action", "dataset",
@@ -351,3 +351,18 @@ async def summarize_records(
     for key in sorted(counts, key=lambda k: (k[0], k[1] or "")):
         out.append(SummaryRow(key[0], key[1], spend.get(key, Amount()), *counts[key]))
     return out
+
+
+def summary_totals(rows: list[SummaryRow]) -> dict[str, Any]:
+    """The totals line of a summary: spend summed exactly (Decimal text, as in each row)."""
+    total = Amount()
+    for r in rows:
+        total = total.plus(r.spent)
+    return {
+        "epsilon_spent": decimal_text(total.epsilon_decimal),
+        "delta_spent": decimal_text(total.delta_decimal),
+        "releases": sum(r.releases for r in rows),
+        "cache_hits": sum(r.cache_hits for r in rows),
+        "refusals": sum(r.refusals for r in rows),
+        "errors": sum(r.errors for r in rows),
+    }

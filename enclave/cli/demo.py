@@ -10,7 +10,7 @@ import click
 from aiohttp import web
 
 from enclave.cli.common import setup_logging
-from enclave.demo import demo_keys, demo_tokens, make_demo, seed_licences
+from enclave.demo import demo_keys, demo_tokens, make_demo, seed_licences, write_tokens
 from enclave.web.app import create_app
 
 
@@ -39,11 +39,7 @@ def demo_command(folder: Path, rows: int, port: int, no_serve: bool) -> None:
     cfg = make_demo(folder, rows, port)
     asyncio.run(seed_licences(cfg))
     tokens = demo_tokens(demo_keys(folder))
-    (folder / "tokens.env").write_text(
-        f"RESEARCHER_TOKEN={tokens.researcher}\nADMIN_TOKEN={tokens.admin}\n"
-        f"AUDITOR_TOKEN={tokens.auditor}\n"
-        + "".join(f"{k.upper()}_TOKEN={v}\n" for k, v in tokens.others.items())
-    )
+    tokens_file = write_tokens(folder, tokens)
     url = f"http://127.0.0.1:{port}"
     sql = "SELECT region, COUNT(*) AS n, AVG(cost) AS mean_cost FROM visits GROUP BY region"
     click.echo(f"""
@@ -51,7 +47,7 @@ Enclave Gateway demo in {folder}
   researcher (alice, tier standard, GB): {tokens.researcher}
   admin (steward):                       {tokens.admin}
   auditor (oversight):                   {tokens.auditor}
-  (also bob/open/US and carol/accredited/IE; all tokens in {folder / "tokens.env"})
+  (also bob/open/US and carol/accredited/IE; all tokens in {tokens_file})
 
 Web console, signed in as each role (the token is taken from the link, then dropped):
   researcher: {url}/console#token={tokens.researcher}

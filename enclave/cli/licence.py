@@ -14,8 +14,13 @@ import click
 
 from enclave.audit.record import AuditDraft
 from enclave.cli.common import config_option, get_config, offline, run
-from enclave.errors import BadRequest, NotFound
-from enclave.licences import licence_digest_fields, licence_from_json, patch_licence
+from enclave.errors import NotFound
+from enclave.licences import (
+    check_licence_policy,
+    licence_digest_fields,
+    licence_from_json,
+    patch_licence,
+)
 from enclave.models import Licence, utcnow
 
 actor_option = click.option(
@@ -71,11 +76,7 @@ def issue(
     async def go() -> Licence:
         lic = licence_from_json(body, utcnow())
         async with offline(cfg) as (store, registry):
-            if await registry.tier(lic.tier) is None:
-                raise BadRequest(f"unknown tier '{lic.tier}'")
-            for name in lic.datasets:
-                if await registry.dataset(name) is None:
-                    raise BadRequest(f"unknown dataset '{name}'")
+            await check_licence_policy(registry, lic)
             await store.insert_licence(
                 lic,
                 _draft("licence.create", actor, lic, detail={"after": licence_digest_fields(lic)}),

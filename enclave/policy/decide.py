@@ -148,11 +148,21 @@ def _licence_rules(
     if not admits(spec, tier, tiers):
         return _deny(TierRefused, f"tier '{tier.name}' may not query this dataset")
     juris = licence.jurisdiction
-    if tier.allowed_jurisdictions and juris not in tier.allowed_jurisdictions:
+    if not tier_allows(tier, juris):
         return _deny(JurisdictionRefused, f"jurisdiction {juris} is not allowed by the tier")
-    if spec.allowed_jurisdictions is not None and juris not in spec.allowed_jurisdictions:
+    if not dataset_allows(spec, juris):
         return _deny(JurisdictionRefused, f"jurisdiction {juris} is not allowed for this dataset")
     return ALLOWED
+
+
+def tier_allows(tier: Tier, jurisdiction: str) -> bool:
+    """Rule 7, the tier's half: an empty ``allowed_jurisdictions`` allows any."""
+    return not tier.allowed_jurisdictions or jurisdiction in tier.allowed_jurisdictions
+
+
+def dataset_allows(spec: DatasetSpec, jurisdiction: str) -> bool:
+    """Rule 7, the dataset's half: absent ``allowed_jurisdictions`` leaves the tier's rule."""
+    return spec.allowed_jurisdictions is None or jurisdiction in spec.allowed_jurisdictions
 
 
 def _plan_rules(plan: Plan, tier: Tier, spec: DatasetSpec) -> Decision:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from enclave.errors import PolicyFileError
+from enclave.inputs import MAX_NAME_CHARS, MAX_PATH_CHARS, MAX_TEXT_CHARS
 from enclave.ledger.grid import MAX_EPSILON, on_delta_grid, on_epsilon_grid
 from enclave.models import COLUMN_TYPES, ColumnSpec, ColumnType
 
@@ -137,9 +138,12 @@ def read_bool(p: Problems, value: Any, field: str) -> bool | None:
     return value
 
 
-def read_text(p: Problems, value: Any, field: str) -> str | None:
+def read_text(p: Problems, value: Any, field: str, max_chars: int = MAX_TEXT_CHARS) -> str | None:
     if not isinstance(value, str):
         p.add(field, "must be text")
+        return None
+    if len(value) > max_chars:
+        p.add(field, f"at most {max_chars} characters")
         return None
     return value
 
@@ -265,6 +269,9 @@ def _values(p: Problems, value: Any, field: str) -> tuple[str, ...] | None:
         if not isinstance(item, str) or not item:
             p.add(f"{field}[{i}]", "must be non-empty text (quote yes/no/on/off/numbers in YAML)")
             return None
+        if len(item) > MAX_NAME_CHARS:
+            p.add(f"{field}[{i}]", f"at most {MAX_NAME_CHARS} characters")
+            return None
     if len(set(value)) != len(value):
         p.add(field, "lists a value twice")
         return None
@@ -283,6 +290,9 @@ def read_source(
     what = "must be a .parquet or .csv file, or duckdb://file.duckdb#table"
     if not isinstance(value, str) or not value.strip():
         p.add("source", what)
+        return None
+    if len(value) > MAX_PATH_CHARS:
+        p.add("source", f"at most {MAX_PATH_CHARS} characters")
         return None
     table: str | None = None
     text = value
@@ -315,7 +325,11 @@ def read_source(
     if any(_within(path, state) for state in forbidden):
         p.add("source", "must not name the gateway's own state (store or engine folder)")
         return None
-    if require and not path.is_file():
+    try:
+        found = path.is_file()
+    except (OSError, ValueError):
+        found = False
+    if require and not found:
         p.add("source", "file not found in the data folder")
         return None
     return str(path), table

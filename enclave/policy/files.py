@@ -195,9 +195,11 @@ def dataset_from_dict(
             p.add("min_tier", "must be a tier name or a non-empty list of tier names")
         else:
             checked = [read_name(p, n, f"min_tier[{i}]") for i, n in enumerate(names)]
-            if len(set(names)) != len(names):
+            if any(c is None for c in checked):
+                pass  # each bad entry is listed above (and may not even be hashable)
+            elif len(set(names)) != len(names):
                 p.add("min_tier", "lists a tier twice")
-            elif all(c is not None for c in checked):
+            else:
                 min_tier = tuple(names)
 
     juris: tuple[str, ...] | None = None

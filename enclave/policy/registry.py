@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 
 from enclave.audit.record import AuditDraft, AuditRecord
 from enclave.config import Config, sqlite_path
-from enclave.errors import ConfigError, Conflict, PolicyFileError, ServiceUnavailable
+from enclave.errors import ConfigError, PolicyFileError, ServiceUnavailable
+from enclave.inputs import MAX_TEXT_CHARS
 from enclave.models import DatasetSpec, Tier
 from enclave.policy.files import (
     dataset_from_dict,
@@ -118,7 +119,7 @@ class Registry:
         when the change touches the budget or ``max_epsilon_per_query`` of an existing tier."""
         problems, body, reason = _split(body, name, f"tier {name}")
         before = await self._store.get_policy("tier", name)
-        _check_version(body, before)
+        if_version = _if_version(body, before)
         clean: dict[str, Any] | None = None
         try:
             clean = tier_to_dict(tier_from_dict(body, where=f"tier {name}"))
@@ -135,7 +136,9 @@ class Registry:
             )
         if problems or clean is None:
             raise PolicyFileError(problems)
-        return PolicyChange("tier", name, _unversioned(clean), before, reason, budget_changed)
+        return PolicyChange(
+            "tier", name, _unversioned(clean), before, reason, budget_changed, if_version
+        )
 
     async def check_dataset(
         self, name: str, body: Any, *, forbidden: Sequence[Path] = ()
@@ -147,7 +150,7 @@ class Registry:
         spent were per unit). Raise ``PolicyFileError`` listing every problem."""
         problems, body, reason = _split(body, name, f"dataset {name}")
         before = await self._store.get_policy("dataset", name)
-        _check_version(body, before)
+        if_version = _if_version(body, before)
         spec: DatasetSpec | None = None
         try:
             spec = self.validate_dataset(body, where=f"dataset {name}", forbidden=forbidden)
@@ -165,14 +168,17 @@ class Registry:
         if problems or spec is None:
             raise PolicyFileError(problems)
         clean = _unversioned(dataset_to_dict(spec))
-        return PolicyChange("dataset", name, clean, before, reason, False)
+        return PolicyChange("dataset", name, clean, before, reason, False, if_version)
 
     async def commit(
         self, change: PolicyChange, actor: str, audit: AuditDraft
     ) -> tuple[PolicyVersion, AuditRecord | None]:
         """Store a checked change as the next version, with its audit record, in one
-        transaction."""
-        return await self._store.put_policy(change.kind, change.name, change.body, actor, audit)
+        transaction, provided the version it was checked against is still the current one
+        (checked inside that transaction; ``Conflict`` otherwise, and nothing is written)."""
+        return await self._store.put_policy(
+            change.kind, change.name, change.body, actor, audit, change.expected_version
+        )
 
     async def put_tier(
         self, name: str, body: dict[str, Any], actor: str, audit: AuditDraft
@@ -286,6 +292,16 @@ class PolicyChange:
     before: PolicyVersion | None  # the current version (None: this creates the name)
     reason: str | None  # the admin's stated reason, if any
     budget_changed: bool  # a tier change to budget or max_epsilon_per_query
+    if_version: int | None = None  # the version the caller said it replaces, if any
+
+    @property
+    def expected_version(self) -> int:
+        """What the store must still hold at commit: the caller's version, else the one this
+        change was checked against (0: none), so the audit digests and the reason rule
+        describe the version really replaced."""
+        if self.if_version is not None:
+            return self.if_version
+        return 0 if self.before is None else self.before.version
 
 
 def _split(body: Any, name: str, where: str) -> tuple[list[str], dict[str, Any], str | None]:
@@ -300,6 +316,9 @@ def _split(body: Any, name: str, where: str) -> tuple[list[str], dict[str, Any],
     if "reason" in body and (not isinstance(reason, str) or not reason.strip()):
         problems.append(f"{where}: reason: must be a non-empty string")
         reason = None
+    elif isinstance(reason, str) and len(reason) > MAX_TEXT_CHARS:
+        problems.append(f"{where}: reason: at most {MAX_TEXT_CHARS} characters")
+        reason = None
     clean = {k: v for k, v in body.items() if k != "reason" and k not in _VERSION_KEYS}
     if "version" in body:
         clean["_if_version"] = body["version"]
@@ -309,20 +328,16 @@ def _split(body: Any, name: str, where: str) -> tuple[list[str], dict[str, Any],
     return problems, clean, reason.strip() if isinstance(reason, str) else None
 
 
-def _check_version(body: dict[str, Any], before: PolicyVersion | None) -> None:
-    """Lost-update guard: a body for an existing name that carries ``version`` (as GET
-    returned it) must name the current version, else ``Conflict`` (409): someone changed it
-    since it was read. A body without ``version`` is applied unconditionally."""
+def _if_version(body: dict[str, Any], before: PolicyVersion | None) -> int | None:
+    """The lost-update guard's ``version`` from the body (as GET returned it), or None when
+    the body carries none. For a new name it means nothing (a version copied from another
+    definition) and is ignored. The store compares it inside the write transaction."""
     expected = body.pop("_if_version", None)
     if expected is None or before is None:
-        return  # a new name: a version copied from another definition means nothing
-    current = before.version
+        return None
     if isinstance(expected, bool) or not isinstance(expected, int):
         raise PolicyFileError(["version: must be the integer version this change is based on"])
-    if expected != current:
-        raise Conflict(
-            f"version {expected} is not the current version ({current}); re-read and retry"
-        )
+    return expected
 
 
 def _unversioned(body: dict[str, Any]) -> dict[str, Any]:

@@ -108,9 +108,13 @@ class Store(Protocol):
         body: dict[str, Any],
         actor: str,
         audit: AuditDraft | None,
+        expected_version: int | None = None,
     ) -> tuple[PolicyVersion, AuditRecord | None]:
         """Store a new version (version = previous + 1, or 1). ``audit`` None only when
-        seeding from files at first start."""
+        seeding from files at first start. ``expected_version`` (the lost-update guard) is
+        checked inside the write transaction: the current version must equal it (0: the name
+        must not exist yet), else ``Conflict`` and nothing is written; None writes
+        regardless."""
 
     async def seed_policies(
         self, items: Sequence[tuple[PolicyKind, str, dict[str, Any]]], actor: str

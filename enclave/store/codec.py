@@ -11,6 +11,7 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
+from decimal import Decimal
 from typing import Any
 
 from enclave.audit.chain import chain_hash
@@ -250,6 +251,25 @@ def add_spend(totals: dict[Any, Amount], key: Any, eps: Any, delta: Any) -> None
     totals[key] = totals.get(key, Amount()).plus(Amount(int(eps), int(delta)))
 
 
+def next_policy_version(current: int | None, expected: int | None) -> int:
+    """The version a policy write creates, read under the write lock: the lost-update
+    guard, for both adapters. ``expected`` (None: write regardless) must equal the current
+    version (0: no version yet), else ``Conflict``: someone changed it since it was read."""
+    have = int(current or 0)
+    if expected is not None and expected != have:
+        if expected == 0:
+            raise Conflict("it was created meanwhile; re-read and retry")
+        raise Conflict(f"version {expected} is not the current version ({have}); re-read and retry")
+    return have + 1
+
+
+def decimal_text(value: Decimal) -> str:
+    """An exact Decimal as plain text, without exponent or trailing zeros: ``4.65``,
+    ``0.000003``, ``5``. Summaries give spend this way, so no sum is rounded to a float."""
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
+
 @dataclass(frozen=True)
 class SummaryRow:
     """One line of ``audit_summary``: spend (exact, from the ledger) and counts per actor and
@@ -268,8 +288,8 @@ class SummaryRow:
         return {
             "actor": self.actor,
             "dataset": self.dataset,
-            "epsilon_spent": self.spent.epsilon_float,
-            "delta_spent": self.spent.delta_float,
+            "epsilon_spent": decimal_text(self.spent.epsilon_decimal),
+            "delta_spent": decimal_text(self.spent.delta_decimal),
             "releases": self.releases,
             "cache_hits": self.cache_hits,
             "refusals": self.refusals,

@@ -238,10 +238,11 @@ class PostgresStore:
         body: dict[str, Any],
         actor: str,
         audit: AuditDraft | None,
+        expected_version: int | None = None,
     ) -> tuple[PolicyVersion, AuditRecord | None]:
         body = dict(body)
         return await self._write(
-            lambda c, now: ops.put_policy(c, kind, name, body, actor, audit, now)
+            lambda c, now: ops.put_policy(c, kind, name, body, actor, audit, now, expected_version)
         )
 
     async def get_policy(

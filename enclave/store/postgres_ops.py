@@ -281,13 +281,14 @@ async def put_policy(
     actor: str,
     draft: AuditDraft | None,
     now: dt.datetime,
+    expected: int | None = None,
 ) -> tuple[PolicyVersion, AuditRecord | None]:
     async with conn.transaction():
         await lock_chain(conn)  # also serializes version numbers across replicas
         current = await conn.fetchval(
             "SELECT MAX(version) FROM policies WHERE kind = $1 AND name = $2", kind, name
         )
-        version = int(current or 0) + 1
+        version = codec.next_policy_version(current, expected)
         stored = {**body, "version": version}
         record = await _append_locked(conn, draft, now) if draft is not None else None
         created = record.ts if record is not None else iso(now)

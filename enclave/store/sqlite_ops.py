@@ -325,12 +325,13 @@ def put_policy(
     actor: str,
     draft: AuditDraft | None,
     now: dt.datetime,
+    expected: int | None = None,
 ) -> tuple[PolicyVersion, AuditRecord | None]:
     with write_tx(conn):
         row = conn.execute(
             "SELECT MAX(version) FROM policies WHERE kind = ? AND name = ?", (kind, name)
         ).fetchone()
-        version = int(row[0] or 0) + 1
+        version = codec.next_policy_version(row[0], expected)
         stored = {**body, "version": version}
         record = _append_locked(conn, draft, now) if draft is not None else None
         created = record.ts if record is not None else iso(now)

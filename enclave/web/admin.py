@@ -10,15 +10,23 @@ from typing import Any
 
 from aiohttp import web
 
-from enclave.errors import BadRequest, NotFound
-from enclave.licences import licence_digest_fields, licence_from_json, patch_licence
+from enclave.errors import BadRequest, Conflict, NotFound
+from enclave.inputs import MAX_EXPIRY_DAYS, MAX_TEXT_CHARS, MAX_VERSION
+from enclave.licences import (
+    check_licence_policy,
+    licence_digest_fields,
+    licence_from_json,
+    patch_licence,
+)
 from enclave.policy.registry import BUDGET_KEYS, PolicyChange, state_paths
 from enclave.store.base import PolicyKind
 from enclave.web.body import json_response, read_json
 from enclave.web.keys import audit_ctx_key, services_key
+from enclave.web.params import QueryParams
 from enclave.web.roles import requires_role
 
 routes = web.RouteTableDef()
+PUT_ATTEMPTS = 10  # a PUT without a version is checked again after losing a race, up to this
 
 
 def digest(data: Any) -> str:
@@ -30,14 +38,14 @@ def digest(data: Any) -> str:
 @requires_role("admin")
 async def list_licences(request: web.Request) -> web.Response:
     svc = request.app[services_key]
-    subject = request.query.get("subject")
+    params = QueryParams(request.query, {"subject", "expiring_within_days"})
+    subject = params.text("subject")
+    days = params.integer("expiring_within_days", default=None, low=0, high=MAX_EXPIRY_DAYS)
+    params.done()
     licences = await svc.store.list_licences(subject)
-    raw_days = request.query.get("expiring_within_days")
-    if raw_days is not None:
-        if not raw_days.isdigit() or int(raw_days) > 36500:
-            raise BadRequest("expiring_within_days must be a whole number of days")
+    if days is not None:
         now = svc.clock()
-        horizon = now + dt.timedelta(days=int(raw_days))
+        horizon = now + dt.timedelta(days=days)
         licences = [
             lic for lic in licences if lic.status != "revoked" and now <= lic.valid_until <= horizon
         ]
@@ -53,7 +61,7 @@ async def create_licence(request: web.Request) -> web.Response:
     licence = licence_from_json(await read_json(request), svc.clock())
     actx.licence_id = licence.id
     actx.tier = licence.tier
-    await _check_references(request, licence.tier, licence.datasets)
+    await check_licence_policy(svc.registry, licence)
     after = licence_digest_fields(licence)
     detail = {"after": after, "before_sha256": None, "after_sha256": digest(after)}
     await svc.store.insert_licence(licence, actx.draft("ok", detail=detail))
@@ -83,11 +91,7 @@ async def update_licence(request: web.Request) -> web.Response:
         raise NotFound("no such licence")
     actx.tier = current.tier
     updated, reason = patch_licence(current, body, svc.clock())
-    await _check_references(
-        request,
-        updated.tier if updated.tier != current.tier else None,
-        tuple(d for d in updated.datasets if d not in current.datasets),
-    )
+    await check_licence_policy(svc.registry, updated, before=current)
     before, after = licence_digest_fields(current), licence_digest_fields(updated)
     changes = {k: body[k] for k in body if k != "reason"}
     lic, _ = await svc.store.update_licence(
@@ -107,21 +111,6 @@ async def update_licence(request: web.Request) -> web.Response:
     return json_response(lic.to_json())
 
 
-async def _check_references(
-    request: web.Request, tier: str | None, datasets: tuple[str, ...]
-) -> None:
-    """``BadRequest`` naming every unknown tier or dataset a licence would refer to."""
-    registry = request.app[services_key].registry
-    problems = []
-    if tier is not None and await registry.tier(tier) is None:
-        problems.append(f"tier: unknown tier '{tier}'")
-    for name in datasets:
-        if await registry.dataset(name) is None:
-            problems.append(f"datasets: unknown dataset '{name}'")
-    if problems:
-        raise BadRequest("; ".join(problems))
-
-
 @routes.post("/v1/admin/revocations")
 @requires_role("admin")
 async def create_revocation(request: web.Request) -> web.Response:
@@ -134,8 +123,8 @@ async def create_revocation(request: web.Request) -> web.Response:
     jti, reason = body.get("jti"), body.get("reason")
     if not isinstance(jti, str) or not jti or len(jti) > 256:
         raise BadRequest("jti: required, a string of at most 256 characters")
-    if not isinstance(reason, str) or not reason.strip():
-        raise BadRequest("reason: required")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_TEXT_CHARS:
+        raise BadRequest(f"reason: required, at most {MAX_TEXT_CHARS} characters")
     await svc.store.add_revocation(
         jti, reason, actx.draft("ok", reason=reason, detail={"jti": jti})
     )
@@ -151,10 +140,9 @@ async def _list_policies(request: web.Request, kind: PolicyKind) -> web.Response
 async def _get_policy(request: web.Request, kind: PolicyKind) -> web.Response:
     store = request.app[services_key].store
     name = request.match_info["name"]
-    raw_version = request.query.get("version")
-    if raw_version is not None and not (raw_version.isdigit() and len(raw_version) <= 9):
-        raise BadRequest("version must be a whole number")
-    version = int(raw_version) if raw_version else None
+    params = QueryParams(request.query, {"version"})
+    version = params.integer("version", default=None, low=1, high=MAX_VERSION)
+    params.done()
     found = await store.get_policy(kind, name, version)
     if found is None:
         raise NotFound(f"no such {kind}" if version is None else f"no such {kind} version")
@@ -182,13 +170,21 @@ async def _put_policy(request: web.Request, kind: PolicyKind) -> web.Response:
     else:
         actx.dataset = name
     body = await read_json(request)
-    if kind == "tier":
-        change = await svc.registry.check_tier(name, body)
-    else:
-        change = await svc.registry.check_dataset(name, body, forbidden=state_paths(svc.config))
-    stored, _ = await svc.registry.commit(
-        change, actx.actor or "", actx.draft("ok", reason=change.reason, detail=_detail(change))
-    )
+    for attempt in range(1, PUT_ATTEMPTS + 1):
+        if kind == "tier":
+            change = await svc.registry.check_tier(name, body)
+        else:
+            forbidden = state_paths(svc.config)
+            change = await svc.registry.check_dataset(name, body, forbidden=forbidden)
+        draft = actx.draft("ok", reason=change.reason, detail=_detail(change))
+        try:
+            stored, _ = await svc.registry.commit(change, actx.actor or "", draft)
+            break
+        except Conflict:
+            # A caller who named a version gets the 409; one who did not asked to write
+            # regardless, so a concurrent change only means checking again.
+            if change.if_version is not None or attempt == PUT_ATTEMPTS:
+                raise
     actx.audited = True
     status = 201 if change.before is None else 200
     return json_response({**stored.body, "version": stored.version}, status=status)

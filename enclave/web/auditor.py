@@ -10,7 +10,6 @@ record, so every export contains the record of its own making.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -21,18 +20,15 @@ from aiohttp import web
 from enclave.audit import export
 from enclave.audit.record import ACTIONS, OUTCOMES
 from enclave.audit.signing import HeadSigner, load_or_create_signer
-from enclave.errors import BadRequest, InvalidCursor
-from enclave.models import iso, parse_time
+from enclave.models import iso
 from enclave.store.base import AuditFilter
 from enclave.web.body import json_response
 from enclave.web.keys import audit_ctx_key, config_key, store_key
+from enclave.web.params import QueryParams
 from enclave.web.roles import requires_role
 
 log = logging.getLogger("enclave.web")
 routes = web.RouteTableDef()
-MAX_PAGE = 1000
-DEFAULT_PAGE = 100
-MAX_TEXT = 256
 EVENT_PARAMS = frozenset(
     {"actor", "dataset", "action", "outcome", "licence_id", "since", "until", "limit", "cursor"}
 )
@@ -47,22 +43,19 @@ async def signer_for(request: web.Request) -> HeadSigner:
 @routes.get("/v1/audit/events")
 @requires_role("auditor")
 async def list_events(request: web.Request) -> web.Response:
-    query = request.query
-    unknown = sorted(set(query) - EVENT_PARAMS)
-    if unknown:
-        raise BadRequest("unknown query parameters: " + ", ".join(unknown[:10]))
-    since, until = parse_window(query.get("since"), query.get("until"))
+    params = QueryParams(request.query, EVENT_PARAMS)
+    since, until = params.window()
     flt = AuditFilter(
-        actor=_text(query, "actor"),
-        dataset=_text(query, "dataset"),
-        action=_choice(query, "action", ACTIONS),
-        outcome=_choice(query, "outcome", OUTCOMES),
-        licence_id=_text(query, "licence_id"),
+        actor=params.text("actor"),
+        dataset=params.text("dataset"),
+        action=params.choice("action", ACTIONS),
+        outcome=params.choice("outcome", OUTCOMES),
+        licence_id=params.text("licence_id"),
         since=since,
         until=until,
     )
-    limit = _limit(query.get("limit"))
-    after = _cursor(query.get("cursor"))
+    limit, after = params.limit(), params.cursor()
+    params.done()
     records = await request.app[store_key].audit_events(flt, after_seq=after, limit=limit)
     next_cursor = str(records[-1].seq) if len(records) == limit else None
     return json_response({"events": [r.to_json() for r in records], "next_cursor": next_cursor})
@@ -90,9 +83,9 @@ async def public_key(request: web.Request) -> web.Response:
 @routes.get("/v1/audit/export")
 @requires_role("auditor")
 async def export_log(request: web.Request) -> web.StreamResponse:
-    fmt = request.query.get("format", "jsonl")
-    if fmt not in export.FORMATS:
-        raise BadRequest("format must be jsonl or csv")
+    params = QueryParams(request.query, {"format"})
+    fmt = params.choice("format", export.FORMATS, default="jsonl") or "jsonl"
+    params.done()
     store = request.app[store_key]
     signer = await signer_for(request)
     actx = request[audit_ctx_key]
@@ -137,75 +130,15 @@ async def export_log(request: web.Request) -> web.StreamResponse:
 @routes.get("/v1/audit/summary")
 @requires_role("auditor")
 async def summary(request: web.Request) -> web.Response:
-    since, until = parse_window(request.query.get("since"), request.query.get("until"))
+    params = QueryParams(request.query, {"since", "until"})
+    since, until = params.window()
+    params.done()
     rows = await export.summarize(request.app[store_key], since, until)
-    items = [r.to_json() for r in rows]
-    totals = {
-        key: sum(item[key] for item in items)
-        for key in ("epsilon_spent", "delta_spent", "releases", "cache_hits", "refusals", "errors")
-    }
     return json_response(
         {
             "since": iso(since) if since else None,
             "until": iso(until) if until else None,
-            "rows": items,
-            "totals": totals,
+            "rows": [r.to_json() for r in rows],
+            "totals": export.summary_totals(rows),
         }
     )
-
-
-def parse_window(
-    since_raw: str | None, until_raw: str | None
-) -> tuple[dt.datetime | None, dt.datetime | None]:
-    since = _time(since_raw, "since")
-    until = _time(until_raw, "until")
-    if since is not None and until is not None and since >= until:
-        raise BadRequest("since must be earlier than until")
-    return since, until
-
-
-def _time(raw: str | None, name: str) -> dt.datetime | None:
-    if raw is None or raw == "":
-        return None
-    try:
-        if len(raw) > 40:
-            raise ValueError
-        return parse_time(raw)
-    except ValueError:
-        raise BadRequest(
-            f"{name} must be an ISO 8601 date or timestamp, e.g. 2026-01-31T00:00:00Z"
-        ) from None
-
-
-def _text(query: Any, name: str) -> str | None:
-    value = query.get(name)
-    if value is None or value == "":
-        return None
-    if len(value) > MAX_TEXT:
-        raise BadRequest(f"{name} is longer than {MAX_TEXT} characters")
-    return str(value)
-
-
-def _choice(query: Any, name: str, allowed: tuple[str, ...]) -> str | None:
-    value = query.get(name)
-    if value is None or value == "":
-        return None
-    if value not in allowed:
-        raise BadRequest(f"{name} must be one of: " + ", ".join(allowed))
-    return str(value)
-
-
-def _limit(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return DEFAULT_PAGE
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6 or not 1 <= int(raw) <= MAX_PAGE:
-        raise BadRequest(f"limit must be an integer from 1 to {MAX_PAGE}")
-    return int(raw)
-
-
-def _cursor(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return 0
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
-        raise InvalidCursor("the cursor is not one this server issued")
-    return int(raw)

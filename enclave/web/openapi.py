@@ -46,7 +46,16 @@ from enclave.errors import (
     UnsupportedMediaType,
     UnsupportedQuery,
 )
-from enclave.web.openapi_schemas import component_schemas, problem_catalogue, ref
+from enclave.inputs import (
+    DEFAULT_PAGE,
+    MAX_EXPIRY_DAYS,
+    MAX_NAME_CHARS,
+    MAX_PAGE,
+    MAX_VERSION,
+    MAX_YEAR,
+    MIN_YEAR,
+)
+from enclave.web.openapi_schemas import WHEN_INPUT, component_schemas, problem_catalogue, ref
 from enclave.web.roles import public
 
 routes = web.RouteTableDef()
@@ -120,13 +129,20 @@ def _p(name: str) -> Param:
     return Param(name, "path", {"type": "string"})
 
 
-LIMIT = _q("limit", "page size, 1 to 500", type="integer", minimum=1, maximum=500)
-AUDIT_LIMIT = _q("limit", "page size, 1 to 1000 (default 100)", type="integer", minimum=1,
-                 maximum=1000)  # fmt: skip
-CURSOR = _q("cursor", "next_cursor of the previous page (an audit seq)")
-SINCE = _q("since", "RFC 3339 timestamp or date, inclusive", type="string")
-UNTIL = _q("until", "RFC 3339 timestamp or date, exclusive", type="string")
-VERSION = _q("version", "read this stored version instead of the current", type="integer")
+LIMIT = _q("limit", f"page size, 1 to {MAX_PAGE} (default {DEFAULT_PAGE})", type="integer",
+           minimum=1, maximum=MAX_PAGE)  # fmt: skip
+CURSOR = _q("cursor", "next_cursor of the previous page (an audit seq)", type="string",
+            pattern="^[0-9]{1,18}$")  # fmt: skip
+_WHEN = f"ISO 8601 date or timestamp (UTC if no zone; years {MIN_YEAR} to {MAX_YEAR})"
+SINCE = _q("since", _WHEN + ", inclusive", anyOf=WHEN_INPUT["anyOf"])
+UNTIL = _q("until", _WHEN + ", exclusive", anyOf=WHEN_INPUT["anyOf"])
+VERSION = _q("version", "read this stored version instead of the current", type="integer",
+             minimum=1, maximum=MAX_VERSION)  # fmt: skip
+
+
+def _text(name: str, description: str = "") -> Param:
+    return _q(name, description, type="string", maxLength=MAX_NAME_CHARS)
+
 
 OPERATIONS: tuple[Op, ...] = (
     # --- operations (public) ---
@@ -155,9 +171,9 @@ OPERATIONS: tuple[Op, ...] = (
        "QueryHistory", params=(LIMIT, CURSOR), errors=PAGE),
     # --- admin ---
     Op("get", "/v1/admin/licences", "listLicences", "admin", "List licences", "LicenceList",
-       params=(_q("subject", "only this subject's licences"),
+       params=(_text("subject", "only this subject's licences"),
                _q("expiring_within_days", "only licences ending within N days",
-                  type="integer", minimum=0)),
+                  type="integer", minimum=0, maximum=MAX_EXPIRY_DAYS)),
        errors=(BadRequest,)),
     Op("post", "/v1/admin/licences", "createLicence", "admin",
        "Issue a licence (at most one active licence per subject and dataset)", "Licence",
@@ -189,8 +205,8 @@ OPERATIONS: tuple[Op, ...] = (
     # --- auditor ---
     Op("get", "/v1/audit/events", "auditEvents", "auditor",
        "Audit records, oldest first, paginated by seq", "AuditEvents",
-       params=(_q("actor"), _q("dataset"), _q("action", enum=list(ACTIONS)),
-               _q("outcome", enum=list(OUTCOMES)), _q("licence_id"), SINCE, UNTIL, AUDIT_LIMIT,
+       params=(_text("actor"), _text("dataset"), _q("action", enum=list(ACTIONS)),
+               _q("outcome", enum=list(OUTCOMES)), _text("licence_id"), SINCE, UNTIL, LIMIT,
                CURSOR),
        errors=PAGE),
     Op("get", "/v1/audit/verify", "auditVerify", "auditor",

@@ -13,6 +13,7 @@ from typing import Any
 
 from enclave.audit.record import ACTIONS, OUTCOMES
 from enclave.errors import all_error_classes
+from enclave.inputs import MAX_NAME_CHARS, MAX_PATH_CHARS, MAX_TEXT_CHARS, MAX_TIME_CHARS
 from enclave.ledger.budget import MAX_PERIOD_DAYS
 from enclave.models import AGG_KINDS, COLUMN_TYPES, LICENCE_STATUSES
 
@@ -48,6 +49,20 @@ NAME: Schema = {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"}
 JURISDICTION: Schema = {"type": "string", "pattern": "^[A-Z]{2}$"}
 HEX64: Schema = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 CELL: Schema = {"type": ["string", "number", "integer", "boolean", "null"]}
+SHORT_TEXT: Schema = {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS}
+LONG_TEXT: Schema = {"type": "string", "maxLength": MAX_TEXT_CHARS}
+WHEN_INPUT: Schema = {
+    "anyOf": [
+        {"type": "string", "format": "date-time", "maxLength": MAX_TIME_CHARS},
+        {"type": "string", "format": "date"},
+    ],
+    "description": "ISO 8601 date or timestamp, UTC if no zone; years 1970 to 9999",
+}
+EXACT_DECIMAL: Schema = {
+    "type": "string",
+    "pattern": "^[0-9]+(\\.[0-9]+)?$",
+    "description": "an exact decimal, as text (never rounded to a float)",
+}
 
 
 def problem_type_uris() -> list[str]:
@@ -103,7 +118,7 @@ def _column() -> Schema:
 def _dataset_fields(with_source: bool) -> dict[str, Schema]:
     props: dict[str, Schema] = {
         "name": NAME,
-        "description": STR,
+        "description": LONG_TEXT,
         "privacy_unit": STR,
         "max_rows_per_unit": {"type": "integer", "minimum": 1},
         "min_tier": {"oneOf": [NAME, {**_array(NAME), "minItems": 1}]},
@@ -114,6 +129,7 @@ def _dataset_fields(with_source: bool) -> dict[str, Schema]:
     if with_source:
         props["source"] = {
             **STR,
+            "maxLength": MAX_PATH_CHARS,
             "description": "relative to the policy folder; must lie inside policies.data_dir",
         }
     return props
@@ -130,7 +146,7 @@ _EPSILON: Schema = {
 def _tier_fields() -> dict[str, Schema]:
     return {
         "name": NAME,
-        "description": STR,
+        "description": LONG_TEXT,
         "aggregates": {**_array({"enum": list(AGG_KINDS)}), "minItems": 1},
         "max_epsilon_per_query": _EPSILON,
         "min_epsilon_per_query": {
@@ -181,24 +197,29 @@ _WRITE_EXTRAS: dict[str, Any] = {
         "description": "lost-update guard: the version being replaced; a stale one is 409",
     },
     "reason": {
-        "type": "string",
+        **LONG_TEXT,
         "description": "why; required when a tier's budget or max_epsilon_per_query changes "
         "(recorded in the audit record)",
     },
 }
 
 
-def _licence_fields() -> dict[str, Schema]:
+def _licence_fields(write: bool = False) -> dict[str, Schema]:
+    when = WHEN_INPUT if write else TIME
     return {
         "id": {"type": "string", "pattern": "^lic_[A-Za-z0-9_]{1,64}$"},
-        "subject": STR,
-        "organization": STR,
+        "subject": SHORT_TEXT if write else STR,
+        "organization": SHORT_TEXT if write else STR,
         "tier": NAME,
         "datasets": _array(NAME),
-        "purpose": STR,
+        "purpose": {**LONG_TEXT, "minLength": 1} if write else STR,
         "jurisdiction": JURISDICTION,
-        "valid_from": TIME,
-        "valid_until": TIME,
+        "valid_from": when,
+        "valid_until": {
+            **when,
+            "description": "a date alone means the end of that day (UTC): the licence is "
+            "usable through 2027-12-31 when valid_until is 2027-12-31",
+        },
         "status": {"enum": list(LICENCE_STATUSES)},
     }
 
@@ -246,7 +267,7 @@ def _audit_record() -> Schema:
 
 def _summary_row(keys: tuple[str, ...]) -> Schema:
     counts = ("releases", "cache_hits", "refusals", "errors")
-    props: dict[str, Schema] = {"epsilon_spent": NUM, "delta_spent": NUM}
+    props: dict[str, Schema] = {"epsilon_spent": EXACT_DECIMAL, "delta_spent": EXACT_DECIMAL}
     props.update({name: {"type": "integer", "minimum": 0} for name in counts})
     if keys:
         props.update({"actor": STR, "dataset": _nullable("string")})
@@ -287,6 +308,7 @@ def component_schemas() -> dict[str, Schema]:
         ("dataset", "epsilon_spent", "delta_spent", "epsilon_remaining", "delta_remaining"),
     )
     licence = _licence_fields()
+    licence_in = _licence_fields(write=True)
     return {
         "Problem": _problem(),
         "Column": _column(),
@@ -364,7 +386,7 @@ def component_schemas() -> dict[str, Schema]:
         ),
         "LicenceList": _obj({"licences": _array(ref("Licence"))}, ("licences",)),
         "LicenceCreate": _obj(
-            {**licence, "status": {"const": "active"}},
+            {**licence_in, "status": {"const": "active"}},
             (
                 "subject",
                 "organization",
@@ -378,9 +400,10 @@ def component_schemas() -> dict[str, Schema]:
         ),  # fmt: skip
         "LicencePatch": _obj(
             {
-                **{k: v for k, v in licence.items() if k not in ("id", "subject")},
+                **{k: v for k, v in licence_in.items() if k not in ("id", "subject")},
                 "reason": {
-                    **STR,
+                    **LONG_TEXT,
+                    "minLength": 1,
                     "description": "required when tier, datasets, validity or status change",
                 },
             },
@@ -404,7 +427,10 @@ def component_schemas() -> dict[str, Schema]:
             additionalProperties=False,
         ),
         "RevocationRequest": _obj(
-            {"jti": {"type": "string", "minLength": 1, "maxLength": 256}, "reason": STR},
+            {
+                "jti": {"type": "string", "minLength": 1, "maxLength": 256},
+                "reason": {**LONG_TEXT, "minLength": 1},
+            },
             ("jti", "reason"),
             additionalProperties=False,
         ),

@@ -7,17 +7,16 @@ from typing import Any
 from aiohttp import web
 
 from enclave import pipeline
-from enclave.errors import BadRequest, InvalidCursor
 from enclave.ledger.budget import period_window, tier_limit
 from enclave.models import DatasetSpec, iso
 from enclave.policy.decide import visible_datasets
 from enclave.store.base import AuditFilter
 from enclave.web.body import json_response, read_json
 from enclave.web.keys import audit_ctx_key, metrics_key, principal_key, services_key
+from enclave.web.params import QueryParams
 from enclave.web.roles import requires_role
 
 routes = web.RouteTableDef()
-MAX_PAGE = 500
 
 
 @routes.get("/v1/datasets")
@@ -100,8 +99,9 @@ async def get_budget(request: web.Request) -> web.Response:
 async def list_queries(request: web.Request) -> web.Response:
     svc = request.app[services_key]
     principal = request[principal_key]
-    limit = parse_limit(request.query.get("limit"), default=50)
-    after = parse_cursor(request.query.get("cursor"))
+    params = QueryParams(request.query, {"limit", "cursor"})
+    limit, after = params.limit(), params.cursor()
+    params.done()
     records = await svc.store.audit_events(
         AuditFilter(actor=principal.subject, action="query"), after_seq=after, limit=limit
     )
@@ -122,19 +122,3 @@ async def list_queries(request: web.Request) -> web.Response:
     ]
     next_cursor = str(records[-1].seq) if len(records) == limit else None
     return json_response({"queries": items, "next_cursor": next_cursor})
-
-
-def parse_limit(raw: str | None, default: int) -> int:
-    if raw is None:
-        return default
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
-        raise BadRequest(f"limit must be an integer from 1 to {MAX_PAGE}")
-    return int(raw)
-
-
-def parse_cursor(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return 0
-    if not raw.isdigit() or len(raw) > 18:
-        raise InvalidCursor("the cursor is not one this server issued")
-    return int(raw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +52,40 @@ async def test_demo_deployment_answers_the_printed_query(
         CliRunner().invoke, main, ["demo", "--dir", str(folder), "--no-serve"]
     )
     assert again.exit_code == 0, again.output
+    _assert_private(folder)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _assert_private(folder: Path) -> None:
+    """Live tokens and the signing key are readable by their owner alone."""
+    for sub in (folder, folder / "keys", folder / "state"):
+        assert _mode(sub) == 0o700, sub
+    for secret in (folder / "tokens.env", folder / "keys" / "private.pem"):
+        assert _mode(secret) == 0o600, secret
+
+
+async def test_demo_secrets_are_private_even_when_an_older_run_left_them_open(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "demo"
+    args = ["demo", "--dir", str(folder), "--rows", "1000", "--no-serve"]
+    first = await asyncio.to_thread(CliRunner().invoke, main, args)
+    assert first.exit_code == 0, first.output
+    _assert_private(folder)
+    # an older version wrote these world-readable: a new run closes them again
+    for path in (folder, folder / "keys", folder / "state"):
+        path.chmod(0o755)
+    for path in (folder / "tokens.env", folder / "keys" / "private.pem"):
+        path.chmod(0o644)
+    again = await asyncio.to_thread(CliRunner().invoke, main, args)
+    assert again.exit_code == 0, again.output
+    _assert_private(folder)
+
+
+def test_the_default_demo_folder_is_ignored_by_git() -> None:
+    root = Path(__file__).resolve().parents[2]
+    ignored = (root / ".gitignore").read_text().split()
+    assert "enclave-demo/" in ignored

@@ -127,3 +127,15 @@ def test_bad_config_lists_every_problem(tmp_path: Any) -> None:
     assert out.exit_code == 2
     for needle in ("server.port", "server.bogus", "auth.issuer", "HS256", "jwks"):
         assert needle in out.output
+
+
+def test_issue_refuses_a_jurisdiction_the_tier_forbids(config_factory: Any) -> None:
+    cfg = config_factory()
+    args = ["licence", "issue", "--config", str(cfg.path), "--subject", "alice"]
+    args += ["--organization", "Uni", "--tier", "accredited", "--dataset", "visits"]
+    args += ["--purpose", "study", "--jurisdiction", "US", "--valid-until", "2099-01-01"]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 1
+    assert "US is not allowed by tier 'accredited'" in out.output
+    listed = CliRunner().invoke(main, ["licence", "list", "--config", str(cfg.path), "--json"])
+    assert json.loads(listed.output) == []

@@ -130,3 +130,19 @@ async def test_refusals_never_echo_values(make_gateway: Any, sql: str) -> None:
     text = await resp.text()
     assert "Zebra-Secret-77" not in text
     assert "Traceback" not in text and "duckdb" not in text.lower()
+
+
+async def test_unseen_dataset_is_404_everywhere_it_could_be_named(make_gateway: Any) -> None:
+    """With a licence for another dataset only, ``visits`` is invisible: not listed, and the
+    query and the estimate answer exactly as for a name that does not exist."""
+    gw = await make_gateway()
+    await gw.licence(datasets=("other",))
+    listed = await (await gw.client.get("/v1/datasets", headers=gw.auth())).json()
+    assert listed == {"datasets": []}
+    for path in ("/v1/queries", "/v1/queries/estimate"):
+        unseen = await _problem(await gw.query(COUNT, path=path), 404, "not-found")
+        unknown = await _problem(
+            await gw.query(COUNT, dataset="nosuch", path=path), 404, "not-found"
+        )
+        assert unseen["detail"].replace("visits", "X") == unknown["detail"].replace("nosuch", "X")
+        assert "licen" not in unseen["detail"].lower()

@@ -150,7 +150,7 @@ async def test_audit_summary(store: Any, backend: Any) -> None:
     assert rows[("root", None)].releases == 0
     later = await store.audit_summary(since=backend.clock.now + dt.timedelta(seconds=1))
     assert later == []
-    assert alice.to_json()["epsilon_spent"] == 0.75
+    assert alice.to_json()["epsilon_spent"] == "0.75"
 
 
 def _all() -> Any:

@@ -91,7 +91,7 @@ async function summary(panel) {
   const byDataset = {};
   for (const r of s.rows) {
     const d = (byDataset[r.dataset ?? "—"] ??= { eps: 0, releases: 0, refusals: 0 });
-    d.eps += r.epsilon_spent; d.releases += r.releases; d.refusals += r.refusals;
+    d.eps += Number(r.epsilon_spent); d.releases += r.releases; d.refusals += r.refusals;
   }
   const byLicence = {}, series = {};
   for (const e of releases.filter((x) => !x.cached)) {
