@@ -18,6 +18,10 @@ a stack trace. Anything that is not an ``EnclaveError`` renders as a bare 500.
     ├── Forbidden                      403  forbidden
     │   ├── RoleRequired               403  role-required
     │   ├── LicenceRefused             403  licence-refused
+    │   │   ├── LicenceSuspended       403  licence-suspended
+    │   │   ├── LicenceRevoked         403  licence-revoked
+    │   │   ├── LicenceExpired         403  licence-expired
+    │   │   └── LicenceNotYetValid     403  licence-not-yet-valid
     │   ├── TierRefused                403  tier-refused
     │   ├── JurisdictionRefused        403  jurisdiction-refused
     │   └── BudgetExhausted            403  budget-exhausted
@@ -137,6 +141,26 @@ class RoleRequired(Forbidden):
 class LicenceRefused(Forbidden):
     type = "licence-refused"
     title = "Licence does not permit this request"
+
+
+class LicenceSuspended(LicenceRefused):
+    type = "licence-suspended"
+    title = "Licence suspended"
+
+
+class LicenceRevoked(LicenceRefused):
+    type = "licence-revoked"
+    title = "Licence revoked"
+
+
+class LicenceExpired(LicenceRefused):
+    type = "licence-expired"
+    title = "Licence expired"
+
+
+class LicenceNotYetValid(LicenceRefused):
+    type = "licence-not-yet-valid"
+    title = "Licence not yet valid"
 
 
 class TierRefused(Forbidden):

@@ -28,14 +28,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from enclave.audit.context import AuditContext
+from enclave.dp.accuracy import bounding_note
 from enclave.dp.deadline import deadline_for, padded
 from enclave.dp.mechanisms import PricedPlan, check_plan, price_plan
 from enclave.dp.release import release
+from enclave.dummy import DummyRequest, dummy_detail, render_dummy
 from enclave.errors import BadRequest, BudgetExhausted, EnclaveError, NotFound
 from enclave.ids import new_id
 from enclave.ledger.budget import period_window, tier_limit
@@ -132,6 +135,7 @@ async def estimate_query(
         "within_budget": fits,
         "budget": _budget_json(adm.spent.left_of(adm.limit), adm.renews),
         "audit_seq": record.seq,
+        "bounding": bounding_note(adm.spec),
     }
 
 
@@ -196,6 +200,7 @@ async def run_query(
         suppressed_groups=released.suppressed_groups,
         budget=_budget_json(debited.spent.left_of(adm.limit), adm.renews),
         audit_seq=record.seq,
+        extra={"bounding": bounding_note(adm.spec)},
     )
 
 
@@ -204,20 +209,7 @@ async def _admit(
 ) -> Admitted:
     now = svc.clock()
     actx.sql = req.sql
-    actx.dataset = req.dataset
-    spec = await svc.registry.dataset(req.dataset)
-    licences = await svc.store.licences_for(principal.subject)
-    licence = licence_for(licences, spec.name if spec else req.dataset)
-    if spec is None or licence is None:
-        raise NotFound(f"unknown dataset '{req.dataset}'")
-    actx.dataset = spec.name
-    actx.licence_id = licence.id
-    actx.tier = licence.tier
-    tiers = await svc.registry.tier_map()
-    tier = tiers.get(licence.tier)
-    require(authorize(principal, licence, tier, spec, None, None, now, tiers=tiers))
-    if tier is None:  # authorize refuses a missing tier; this keeps the types honest
-        raise NotFound(f"unknown dataset '{req.dataset}'")
+    spec, licence, tier, tiers = await resolve_dataset(svc, principal, req.dataset, actx)
     # the licence's limit comes before parsing: a flood of long SQL is refused cheaply
     await svc.limiter.hit({f"lic:{licence.id}": tier.rate_limit_per_minute})
     epsilon = req.epsilon if req.epsilon is not None else tier.max_epsilon_per_query
@@ -247,6 +239,52 @@ async def _admit(
     )
 
 
+async def resolve_dataset(
+    svc: Services, principal: Principal, name: str, actx: AuditContext
+) -> tuple[DatasetSpec, Licence, Tier, dict[str, Tier]]:
+    """The dataset, the caller's licence for it and its tier, or the refusal (stage 1).
+
+    A dataset no licence of the caller covers answers 404 exactly as an unknown one; a
+    licence that covers it but cannot be used now says why (``policy/decide.py``).
+    """
+    actx.dataset = name
+    spec = await svc.registry.dataset(name)
+    licences = await svc.store.licences_for(principal.subject)
+    licence = licence_for(licences, spec.name if spec else name)
+    if spec is None or licence is None:
+        raise NotFound(f"unknown dataset '{name}'")
+    actx.dataset = spec.name
+    actx.licence_id = licence.id
+    actx.tier = licence.tier
+    tiers = await svc.registry.tier_map()
+    tier = tiers.get(licence.tier)
+    require(authorize(principal, licence, tier, spec, None, None, svc.clock(), tiers=tiers))
+    if tier is None:  # authorize refuses a missing tier; this keeps the types honest
+        raise NotFound(f"unknown dataset '{name}'")
+    return spec, licence, tier, tiers
+
+
+async def dummy_data(
+    svc: Services,
+    principal: Principal,
+    name: str,
+    read_request: Callable[[], DummyRequest],
+    actx: AuditContext,
+) -> tuple[DatasetSpec, DummyRequest, bytes]:
+    """Dummy rows for a dataset the caller may query (access first, so an unseen dataset is
+    404 whatever the parameters): from its public metadata only (the source is never
+    opened), free, rate limited with the licence's queries, and audited with outcome ok and
+    no charge."""
+    spec, licence, tier, _ = await resolve_dataset(svc, principal, name, actx)
+    req = read_request()  # after the access check: an unseen dataset is 404 whatever else
+    await svc.limiter.hit({f"lic:{licence.id}": tier.rate_limit_per_minute})  # it costs CPU
+    actx.detail.update(dummy_detail(req))
+    body = await asyncio.to_thread(render_dummy, spec, req)
+    await svc.store.append(actx.draft("ok", epsilon=0.0))
+    actx.audited = True
+    return spec, req, body
+
+
 async def _replay(svc: Services, adm: Admitted, actx: AuditContext, query_id: str) -> Release:
     """Return an earlier release to the same licence again, spending nothing."""
     body = adm.cached or {}
@@ -272,7 +310,7 @@ async def _replay(svc: Services, adm: Admitted, actx: AuditContext, query_id: st
         suppressed_groups=body["suppressed_groups"],
         budget=_budget_json(adm.spent.left_of(adm.limit), adm.renews),
         audit_seq=record.seq,
-        extra={"release_of": body["query_id"]},
+        extra={"release_of": body["query_id"], "bounding": bounding_note(adm.spec)},
     )
 
 

@@ -19,6 +19,7 @@ ACTIONS: tuple[str, ...] = (
     "dataset.update",
     "revocation.create",
     "audit.export",
+    "dataset.dummy",  # addition: dummy rows from a dataset's public metadata (free)
     "request",  # addition: any other authenticated request that was refused
 )
 OUTCOMES: tuple[str, ...] = ("ok", "denied", "error")

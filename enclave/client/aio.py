@@ -21,10 +21,12 @@ from __future__ import annotations
 import json
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from yarl import URL
 
+from enclave.client.dummy import parquet_frame, parquet_records
 from enclave.client.problems import error_from_response
 from enclave.client.results import Estimate, HistoryPage, QueryResult
 from enclave.errors import EnclaveError, QueryTimeout, ServiceUnavailable
@@ -101,6 +103,25 @@ class EnclaveClient:
         body = await self._request("POST", "/v1/queries", body=_query(sql, dataset, epsilon))
         return QueryResult.from_json(body)
 
+    async def dummy_file(
+        self, dataset: str, rows: int = 1000, seed: int = 0, format: str = "parquet"
+    ) -> bytes:
+        """Dummy rows shaped like ``dataset``, from its public metadata only, as Parquet or
+        CSV bytes. Free (no budget) and reproducible: the same seed gives the same bytes."""
+        params = {"rows": str(rows), "seed": str(seed), "format": format}
+        path = f"/v1/datasets/{quote(dataset, safe='')}/dummy"
+        return await self._send("GET", path, params=params)
+
+    async def dummy_records(
+        self, dataset: str, rows: int = 1000, seed: int = 0
+    ) -> list[dict[str, Any]]:
+        """The dummy rows as one dict per row (no pandas needed)."""
+        return parquet_records(await self.dummy_file(dataset, rows, seed))
+
+    async def dummy(self, dataset: str, rows: int = 1000, seed: int = 0) -> Any:
+        """The dummy rows as a ``pandas.DataFrame`` (extra ``enclave-gateway[pandas]``)."""
+        return parquet_frame(await self.dummy_file(dataset, rows, seed))
+
     async def budget(self) -> list[dict[str, Any]]:
         """Per licence and dataset: epsilon/delta spent, remaining, limit, and renewal."""
         body = await self._request("GET", "/v1/budget")
@@ -132,6 +153,16 @@ class EnclaveClient:
         body: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
     ) -> Any:
+        return _decode(await self._send(method, path, body=body, params=params))
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> bytes:
         session = self._get_session()
         failure: EnclaveError | None = None
         try:
@@ -144,7 +175,7 @@ class EnclaveClient:
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
             ) as resp:
-                status, headers, raw = resp.status, resp.headers.copy(), await resp.read()
+                status, headers, content = resp.status, resp.headers.copy(), await resp.read()
         except TimeoutError:
             failure = QueryTimeout(f"no answer from the gateway within {self.timeout:g} s")
         except aiohttp.ClientError as exc:
@@ -153,8 +184,8 @@ class EnclaveClient:
         if failure is not None:
             raise failure
         if not 200 <= status < 300:
-            raise error_from_response(status, headers, raw)
-        return _decode(raw)
+            raise error_from_response(status, headers, content)
+        return content
 
 
 def _query(sql: str, dataset: str, epsilon: float | None) -> dict[str, Any]:

@@ -93,7 +93,9 @@ class QueryResult:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
     def to_pandas(self) -> Any:
-        """A ``pandas.DataFrame`` of the rows; ``attrs`` carries accuracy and the cost.
+        """A ``pandas.DataFrame`` of the rows, with a ``<column>_ci95`` column after each
+        column the gateway gave accuracy for (the noise's 95% half-width; NaN where it cannot
+        be stated, e.g. quantiles); ``attrs`` carries the accuracy and the cost.
 
         pandas is an optional extra (``enclave-gateway[pandas]``), imported only here.
         """
@@ -101,7 +103,18 @@ class QueryResult:
             pd = importlib.import_module("pandas")
         except ImportError as exc:
             raise ImportError(PANDAS_HINT) from exc
-        frame = pd.DataFrame.from_records(list(self.rows), columns=list(self.columns))
+        names: list[str] = []
+        cells: list[list[Any]] = [[] for _ in self.rows]
+        for i, column in enumerate(self.columns):
+            names.append(column)
+            for out, row in zip(cells, self.rows, strict=True):
+                out.append(row[i])
+            if column in self.accuracy and f"{column}_ci95" not in self.columns:
+                names.append(f"{column}_ci95")
+                ci = self.ci95(column)
+                for out in cells:
+                    out.append(float("nan") if ci is None else ci)
+        frame = pd.DataFrame.from_records(cells, columns=names)
         frame.attrs.update(
             query_id=self.query_id,
             accuracy={k: dict(v) for k, v in self.accuracy.items()},

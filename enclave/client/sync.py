@@ -72,6 +72,17 @@ class Client:
     def query(self, sql: str, dataset: str, epsilon: float | None = None) -> QueryResult:
         return self._run(lambda: self._client.query(sql, dataset, epsilon))
 
+    def dummy_file(
+        self, dataset: str, rows: int = 1000, seed: int = 0, format: str = "parquet"
+    ) -> bytes:
+        return self._run(lambda: self._client.dummy_file(dataset, rows, seed, format))
+
+    def dummy_records(self, dataset: str, rows: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
+        return self._run(lambda: self._client.dummy_records(dataset, rows, seed))
+
+    def dummy(self, dataset: str, rows: int = 1000, seed: int = 0) -> Any:
+        return self._run(lambda: self._client.dummy(dataset, rows, seed))
+
     def budget(self) -> list[dict[str, Any]]:
         return self._run(self._client.budget)
 

@@ -11,13 +11,24 @@ bound). If ``C - a_c >= 1`` the exact mean lies between the smallest and largest
 rectangle's corners; intersected with the declared bounds ``[L, U]``, the half-width is the
 larger distance from the released value to either end. Otherwise the interval is uninformative
 and the half-width is ``U - L``. The reported ``ci95`` is the widest over released groups.
+
+Quantiles (``quantile_accuracy``) state their grid and a rank guarantee instead of a ``ci95``;
+``bounding_note`` says that every answer is about the bounded table. Both read public
+parameters only.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Sequence
+from typing import Any
 
 import opendp.prelude as dp
+
+from enclave.models import DatasetSpec
+
+QUANTILE_BETA = 0.05  # the quantile statement holds with probability at least 1 - beta
 
 
 @functools.lru_cache(maxsize=1024)  # public inputs only; one OpenDP call per scale, not group
@@ -52,3 +63,41 @@ def avg_ci95(
     lo = min(max(min(ratios), low), high)
     hi = min(max(max(ratios), low), high)
     return min(max(value - lo, hi - value, 0.0), width)
+
+
+def quantile_accuracy(candidates: Sequence[float], scale: float) -> dict[str, float | None]:
+    """What a quantile release guarantees, from public parameters only.
+
+    The released value is one of ``candidates`` (spaced ``resolution`` apart at most), chosen
+    by OpenDP's noisy max over scores ``|(1 - q) * below - q * above|`` (rows of the bounded
+    table below and above the candidate, in units of rows after dividing out ``alpha_den``),
+    with noise of scale ``scale`` in those units. A candidate whose score exceeds the best one
+    by ``g`` is chosen with probability at most ``exp(-g / scale)``, so with probability at
+    least 95% the released candidate's score exceeds the best candidate's by at most
+    ``rank_error95 = scale * ln(m / 0.05)`` rows (``m`` candidates). No noise interval in the
+    value's own unit can be stated without the data, so ``ci95`` stays None.
+    """
+    steps = [b - a for a, b in zip(candidates, candidates[1:], strict=False)]
+    return {
+        "ci95": None,
+        "resolution": max(steps) if steps else 0.0,
+        "candidates": float(len(candidates)),
+        "rank_error95": scale * math.log(len(candidates) / QUANTILE_BETA),
+    }
+
+
+def bounding_note(spec: DatasetSpec) -> dict[str, Any]:
+    """The response's ``bounding``: every answer is about the bounded table, not the source."""
+    k = spec.max_rows_per_unit
+    unit = spec.privacy_unit
+    return {
+        "privacy_unit": unit,
+        "max_rows_per_unit": k,
+        "counts": "bounded rows",
+        "statement": (
+            f"Every aggregate is computed over the bounded table: each {unit} keeps at most "
+            f"{k} of its rows (a fixed random choice), and values are clamped to their "
+            "declared bounds. COUNT(*) counts bounded rows, which can be fewer than the "
+            "source holds."
+        ),
+    }

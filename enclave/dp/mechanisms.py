@@ -68,6 +68,7 @@ from typing import Any, Literal
 import opendp.prelude as dp
 
 from enclave.dp import calibrate as cal
+from enclave.dp.accuracy import quantile_accuracy
 from enclave.dp.calibrate import enable_dp
 from enclave.dp.partition import threshold_release
 from enclave.dp.quantile import quantile_release
@@ -215,7 +216,9 @@ def _price(
         raise EnclaveError("privacy accounting failed")  # pragma: no cover - guarded above
     accuracy: dict[str, Mapping[str, float | None]] = {a.alias: {"ci95": None} for a in aggs}
     for p in priced:
-        if p.part == "value":
+        if p.part == "value" and p.kind == "quantile":
+            accuracy[p.alias] = quantile_accuracy(p.release_with.candidates.tolist(), p.scale)
+        elif p.part == "value":
             accuracy[p.alias] = {"ci95": p.ci95}
     return PricedPlan(
         epsilon=epsilon,

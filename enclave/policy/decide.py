@@ -5,10 +5,12 @@
 1. the principal holds the ``researcher`` role                          (RoleRequired)
 2. the dataset exists and a licence of the principal covers it          (NotFound)
    -- an unseen dataset answers exactly like an unknown one: "unknown dataset"
-3. the licence is active                                                (LicenceRefused)
+3. the licence is active                      (LicenceSuspended / LicenceRevoked)
    -- "licence suspended" / "licence revoked"
-4. ``now`` lies in [valid_from, valid_until)                            (LicenceRefused)
+4. ``now`` lies in [valid_from, valid_until)   (LicenceNotYetValid / LicenceExpired)
    -- "licence not yet valid" / "licence expired"
+   (each a ``LicenceRefused`` with its own problem type: the caller holds a licence for the
+   dataset, so saying which rule failed reveals nothing it could not know)
 5. the licence's tier is defined                                        (TierRefused)
 6. the dataset admits the tier: a single ``min_tier`` admits that tier and every tier of
    a higher ``level``; a list admits exactly the tiers listed           (TierRefused)
@@ -37,7 +39,10 @@ from decimal import Decimal
 from enclave.errors import (
     EnclaveError,
     JurisdictionRefused,
-    LicenceRefused,
+    LicenceExpired,
+    LicenceNotYetValid,
+    LicenceRevoked,
+    LicenceSuspended,
     NotFound,
     RoleRequired,
     TierRefused,
@@ -138,11 +143,12 @@ def _licence_rules(
     if spec.name not in licence.datasets:
         return _deny(NotFound, UNKNOWN_DATASET)
     if licence.status != "active":
-        return _deny(LicenceRefused, f"licence {licence.status}")
+        refused = LicenceRevoked if licence.status == "revoked" else LicenceSuspended
+        return _deny(refused, f"licence {licence.status}")
     if now < licence.valid_from:
-        return _deny(LicenceRefused, "licence not yet valid")
+        return _deny(LicenceNotYetValid, "licence not yet valid")
     if now >= licence.valid_until:
-        return _deny(LicenceRefused, "licence expired")
+        return _deny(LicenceExpired, "licence expired")
     if tier is None or tier.name != licence.tier:
         return _deny(TierRefused, "the licence's tier is not defined")
     if not admits(spec, tier, tiers):

@@ -49,6 +49,7 @@ from enclave.query.sqlcheck import (
     read_predicate,
     refuse,
     refuse_identifier,
+    suggest,
     unparen,
 )
 
@@ -140,7 +141,7 @@ class _Builder:
             root, {"expressions", "from_", "where", "group", "order", "limit"}, _SELECT_CLAUSES
         )
         self._from(root.args.get("from_"))
-        group_by = self._group_by(root.args.get("group"))
+        group_by = self._group_by(root.args.get("group"), root.expressions)
         select = self._select(root.expressions, group_by)
         where_node = root.args.get("where")
         where = None
@@ -190,12 +191,19 @@ class _Builder:
                 refuse(f"unknown table {quote(qualifier.name)}")
         col = next((c for c in self.spec.columns if _same_name(node.name, c.name)), None)
         if col is None:
-            refuse(f"unknown column {quote(node.name)}")
+            refuse(f"unknown column {quote(node.name)}" + self._did_you_mean(node.name))
         if col.type == "identifier" and not (allow_unit and col.name == self.spec.privacy_unit):
             refuse_identifier(col, self.spec.privacy_unit)
         return col
 
-    def _group_by(self, node: exp.Group | None) -> tuple[str, ...]:
+    def _did_you_mean(self, written: str) -> str:
+        close = suggest(written, [c.name for c in self.spec.columns])
+        if close:
+            return "; did you mean " + " or ".join(close) + "?"
+        usable = [c.name for c in self.spec.columns if c.type != "identifier"]
+        return "; the columns are " + ", ".join(usable) if usable else ""
+
+    def _group_by(self, node: exp.Group | None, items: list[exp.Expr]) -> tuple[str, ...]:
         if node is None:
             return ()
         allow_only(node, {"expressions"}, {"all": "GROUP BY ALL", "grouping_sets": "GROUPING SETS"})
@@ -203,11 +211,33 @@ class _Builder:
         for item in node.expressions:
             if isinstance(unparen(item), exp.Literal):
                 refuse("unsupported: GROUP BY position; name the column")
+            self._refuse_alias(unparen(item), items)
             name = self._column(item).name
             if name in names:
                 refuse(f"column {name} appears twice in GROUP BY")
             names.append(name)
         return tuple(names)
+
+    def _refuse_alias(self, node: exp.Expr, items: list[exp.Expr]) -> None:
+        """GROUP BY an output alias (not a column): say so, and name what to group by."""
+        if not isinstance(node, exp.Column) or node.args.get("table") is not None:
+            return
+        if any(_same_name(node.name, c.name) for c in self.spec.columns):
+            return
+        for raw in items:
+            if not isinstance(raw, exp.Alias) or not _same_name(node.name, raw.alias):
+                continue
+            target = unparen(raw.this)
+            if isinstance(target, exp.Column):
+                col = self._column(target)
+                refuse(
+                    f"GROUP BY {quote(node.name)}: that is an output alias, and GROUP BY takes "
+                    f"column names; write GROUP BY {col.name}"
+                )
+            refuse(
+                f"GROUP BY {quote(node.name)}: that is the alias of an aggregate, which cannot "
+                "be grouped by; group by the category columns you select"
+            )
 
     # -- SELECT ---------------------------------------------------------------------------
 

@@ -17,6 +17,10 @@ through the ``column`` resolver ``read_predicate`` is handed.
   never from its text, so no literal value reaches a message.
 - **Literals** (``read_literal``). Plain numbers within int64 and finite floats, strings, and
   ``DATE 'YYYY-MM-DD'``; a value is typed for the column it is compared with.
+- **Declared values** (``check_declared``). ``=``, ``!=`` and ``IN`` on a category with
+  declared values accept only those values; a refusal suggests the likely one (``'North'``:
+  did you mean ``'north'``?) without quoting the literal. ``suggest`` also serves unknown
+  column names. Both read the public schema only, and run before anything is charged.
 - **Conditions** (``read_predicate``). Comparisons, IN, BETWEEN, IS [NOT] NULL of one column
   against literals, combined with AND/OR/NOT up to ``MAX_DEPTH`` levels.
 """
@@ -24,9 +28,10 @@ through the ``column`` resolver ``read_predicate`` is handed.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any, NoReturn
 
@@ -49,6 +54,7 @@ from enclave.query.plan import (
 )
 
 MAX_DEPTH = 64  # nesting of AND/OR/NOT/parentheses in WHERE
+MAX_LISTED = 20  # a refusal lists the declared values of a category up to this many
 NUMERIC = frozenset({"int", "float"})
 _INT64_MAX = 2**63 - 1
 _AGG_FUNCTIONS = frozenset({"COUNT", "SUM", "AVG", "MEDIAN", "QUANTILE_CONT"})
@@ -280,6 +286,35 @@ def _read_value(node: exp.Expr, col: ColumnSpec, unit: str) -> Literal_:
     refuse(f"type mismatch: {col.name} is {col.type}, compared with a {kind} literal")
 
 
+def check_declared(col: ColumnSpec, value: Literal_) -> None:
+    """Refuse a category literal that is not one of the column's declared values.
+
+    The declared values are public, so the mistake is refused before anything is charged,
+    with the declared value it most likely meant. The literal itself is never quoted.
+    """
+    if col.type != "category" or not col.values or value in col.values:
+        return
+    text = str(value)
+    same_case = [v for v in col.values if v.lower() == text.lower()]
+    hint = same_case or suggest(text, col.values)
+    if hint:
+        advice = "did you mean " + " or ".join(quote(v) for v in hint) + "?"
+    elif len(col.values) <= MAX_LISTED:
+        advice = "declared values: " + ", ".join(quote(v) for v in col.values)
+    else:
+        advice = "GET /v1/datasets lists the declared values"
+    refuse(f"{col.name} is compared with a value it does not declare; {advice}")
+
+
+def suggest(written: str, known: Iterable[str]) -> list[str]:
+    """Up to three of ``known`` closest to ``written`` (case-insensitive), best first."""
+    by_lower: dict[str, str] = {}
+    for name in known:
+        by_lower.setdefault(name.lower(), name)
+    close = difflib.get_close_matches(written.lower(), list(by_lower), n=3, cutoff=0.6)
+    return [by_lower[c] for c in close]
+
+
 # -- conditions -----------------------------------------------------------------------------
 
 
@@ -323,15 +358,19 @@ def read_predicate(
                 refuse(f"unsupported: {describe(odd)} in a comparison")
             left, right, op = right, left, _FLIPPED[op]
         col = column(left)
-        return Comparison(column=col.name, op=op, value=_read_value(right, col, unit))
+        value = _read_value(right, col, unit)
+        if op in ("=", "!="):
+            check_declared(col, value)
+        return Comparison(column=col.name, op=op, value=value)
     if isinstance(node, exp.In):
         allow_only(node, {"this", "expressions"}, {"query": "subquery", "unnest": "UNNEST"})
         col = column(node.this)
         if not node.expressions:
             refuse("unsupported: empty IN list")
-        return InList(
-            column=col.name, values=tuple(_read_value(v, col, unit) for v in node.expressions)
-        )
+        values = tuple(_read_value(v, col, unit) for v in node.expressions)
+        for value in values:
+            check_declared(col, value)
+        return InList(column=col.name, values=values)
     if isinstance(node, exp.Between):
         allow_only(node, {"this", "low", "high"}, {"symmetric": "BETWEEN SYMMETRIC"})
         col = column(node.this)

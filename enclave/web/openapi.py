@@ -22,6 +22,7 @@ from aiohttp import web
 
 from enclave import __version__
 from enclave.audit.record import ACTIONS, OUTCOMES
+from enclave.dummy import DEFAULT_ROWS, FORMATS, MAX_ROWS, MAX_SEED
 from enclave.errors import (
     AuditUnavailable,
     BadRequest,
@@ -31,7 +32,11 @@ from enclave.errors import (
     InvalidCursor,
     InvalidToken,
     JurisdictionRefused,
+    LicenceExpired,
+    LicenceNotYetValid,
     LicenceRefused,
+    LicenceRevoked,
+    LicenceSuspended,
     MissingToken,
     NotFound,
     PayloadTooLarge,
@@ -77,13 +82,20 @@ AUTHENTICATED: Errors = (
 )
 BODY: Errors = (BadRequest, RequestTimeout, PayloadTooLarge, UnsupportedMediaType)
 PAGE: Errors = (BadRequest, InvalidCursor)
+LICENCE: Errors = (
+    NotFound,
+    LicenceRefused,
+    LicenceSuspended,
+    LicenceRevoked,
+    LicenceExpired,
+    LicenceNotYetValid,
+    TierRefused,
+    JurisdictionRefused,
+)
 ADMISSION: Errors = (
     *BODY,
     UnsupportedQuery,
-    NotFound,
-    LicenceRefused,
-    TierRefused,
-    JurisdictionRefused,
+    *LICENCE,
     BudgetExhausted,
     RateLimited,
 )
@@ -159,6 +171,18 @@ OPERATIONS: tuple[Op, ...] = (
     # --- researcher ---
     Op("get", "/v1/datasets", "listDatasets", "researcher",
        "Datasets the caller's licences cover, with declared columns", "DatasetList"),
+    Op("get", "/v1/datasets/{name}/dummy", "getDummyData", "researcher",
+       "Dummy rows from the dataset's public metadata only: free, reproducible, audited",
+       params=(_p("name"),
+               _q("rows", f"number of rows, 1 to {MAX_ROWS} (default {DEFAULT_ROWS})",
+                  type="integer", minimum=1, maximum=MAX_ROWS),
+               _q("seed", f"generator seed, 0 to {MAX_SEED} (default 0)", type="integer",
+                  minimum=0, maximum=MAX_SEED),
+               _q("format", "parquet (default) or csv", enum=list(FORMATS))),
+       errors=(BadRequest, *LICENCE),
+       content=tuple(FORMATS.values()),
+       headers=(("Content-Disposition",
+                 "attachment; filename=<name>-dummy-<rows>-<seed>.<format>"),)),
     Op("post", "/v1/queries", "runQuery", "researcher",
        "Run an aggregate query and receive a differentially private release", "QueryResult",
        body="QueryRequest", errors=(*ADMISSION, QueryTimeout)),

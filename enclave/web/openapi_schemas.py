@@ -232,11 +232,46 @@ def _budget_left() -> Schema:
 
 
 def _accuracy() -> Schema:
+    entry = _obj(
+        {
+            "ci95": _nullable(
+                "number",
+                description="half-width of a 95% interval for the noise alone; null for "
+                "quantiles (and for an AVG in an estimate)",
+            ),
+            "resolution": {
+                **NUM,
+                "description": "quantiles: the largest spacing of the candidate grid",
+            },
+            "candidates": {**NUM, "description": "quantiles: number of candidates"},
+            "rank_error95": {
+                **NUM,
+                "description": "quantiles: with probability >= 95% the released candidate's "
+                "score |(1-q)*below - q*above| exceeds the best candidate's by at most this "
+                "many bounded rows",
+            },
+        },
+        ("ci95",),
+    )
     return {
         "type": "object",
-        "description": "per aggregate column: half-width of a 95% interval for the noise alone",
-        "additionalProperties": _obj({"ci95": NUM}),
+        "description": "per aggregate column: accuracy stated from public parameters only",
+        "additionalProperties": entry,
     }
+
+
+def _bounding() -> Schema:
+    return _obj(
+        {
+            "privacy_unit": STR,
+            "max_rows_per_unit": {"type": "integer", "minimum": 1},
+            "counts": {"const": "bounded rows"},
+            "statement": STR,
+        },
+        ("privacy_unit", "max_rows_per_unit", "counts", "statement"),
+        description="every aggregate is over the bounded table (at most max_rows_per_unit "
+        "rows per unit): COUNT(*) counts bounded rows",
+    )
 
 
 def _audit_record() -> Schema:
@@ -330,6 +365,7 @@ def component_schemas() -> dict[str, Schema]:
             additionalProperties=False,
         ),
         "Accuracy": _accuracy(),
+        "Bounding": _bounding(),
         "BudgetLeft": _budget_left(),
         "QueryResult": _obj(
             {
@@ -345,6 +381,7 @@ def component_schemas() -> dict[str, Schema]:
                 "budget": ref("BudgetLeft"),
                 "audit_seq": INT,
                 "release_of": {**STR, "description": "cached repeats: the original query_id"},
+                "bounding": ref("Bounding"),
             },
             (
                 "query_id",
@@ -372,6 +409,7 @@ def component_schemas() -> dict[str, Schema]:
                 "within_budget": BOOL,
                 "budget": ref("BudgetLeft"),
                 "audit_seq": INT,
+                "bounding": ref("Bounding"),
             },
             ("dataset", "epsilon", "delta", "accuracy", "cached", "budget"),
         ),

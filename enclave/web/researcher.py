@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from enclave import pipeline
+from enclave.dummy import DEFAULT_ROWS, FORMATS, MAX_ROWS, MAX_SEED, DummyRequest, dummy_filename
 from enclave.ledger.budget import period_window, tier_limit
 from enclave.models import DatasetSpec, iso
 from enclave.policy.decide import visible_datasets
@@ -35,6 +36,34 @@ def _dataset_json(spec: DatasetSpec) -> dict[str, Any]:
     out = spec.to_json()
     out.pop("source", None)  # where the data lives is the steward's business
     return out
+
+
+@routes.get("/v1/datasets/{name}/dummy")
+@requires_role("researcher")
+async def get_dummy(request: web.Request) -> web.Response:
+    """Dummy rows shaped like the dataset, from its public metadata only: free, audited."""
+    actx = request[audit_ctx_key]
+    actx.action = "dataset.dummy"
+
+    def read_request() -> DummyRequest:
+        params = QueryParams(request.query, {"rows", "seed", "format"})
+        rows = params.integer("rows", default=DEFAULT_ROWS, low=1, high=MAX_ROWS)
+        seed = params.integer("seed", default=0, low=0, high=MAX_SEED)
+        fmt = params.choice("format", FORMATS, default="parquet")
+        params.done()
+        return DummyRequest(rows=rows or DEFAULT_ROWS, seed=seed or 0, format=fmt or "parquet")
+
+    spec, req, body = await pipeline.dummy_data(
+        request.app[services_key],
+        request[principal_key],
+        request.match_info["name"],
+        read_request,
+        actx,
+    )
+    disposition = f'attachment; filename="{dummy_filename(spec, req)}"'
+    return web.Response(
+        body=body, content_type=req.media_type, headers={"Content-Disposition": disposition}
+    )
 
 
 @routes.post("/v1/queries")

@@ -143,7 +143,8 @@ def test_to_pandas_builds_a_frame_when_pandas_is_installed() -> None:
         }
     )
     frame = result.to_pandas()
-    assert list(frame.columns) == ["region", "n"] and frame["n"].sum() == 42
+    assert list(frame.columns) == ["region", "n", "n_ci95"] and frame["n"].sum() == 42
+    assert list(frame["n_ci95"]) == [3.2, 3.2]
     assert frame.attrs["accuracy"]["n"]["ci95"] == 3.2
 
 

@@ -25,7 +25,7 @@ from enclave.web.roles import is_public, route_roles
 
 DOC_URI = "urn:enclave:openapi"
 METHODS = {"get", "post", "put", "patch", "delete"}
-SQL = "SELECT region, COUNT(*) AS n FROM visits GROUP BY region"
+SQL = "SELECT region, COUNT(*) AS n, MEDIAN(age) AS med FROM visits GROUP BY region"
 
 
 async def fetch_doc(gw: Any) -> dict[str, Any]:

@@ -31,27 +31,37 @@ async def test_unseen_dataset_is_404_like_an_unknown_one(make_gateway: Any) -> N
 
 
 @pytest.mark.parametrize(
-    ("over", "detail"),
+    ("over", "detail", "type_"),
     [
-        ({"status": "suspended"}, "suspended"),
-        ({"status": "revoked"}, "revoked"),
+        ({"status": "suspended"}, "suspended", "licence-suspended"),
+        ({"status": "revoked"}, "revoked", "licence-revoked"),
         (
             {
                 "valid_until": utcnow() - dt.timedelta(days=1),
                 "valid_from": utcnow() - dt.timedelta(days=30),
             },
             "expired",
+            "licence-expired",
         ),
-        ({"valid_from": utcnow() + dt.timedelta(days=1)}, "not yet valid"),
+        ({"valid_from": utcnow() + dt.timedelta(days=1)}, "not yet valid", "licence-not-yet-valid"),
     ],
 )
-async def test_licence_refusals(make_gateway: Any, over: dict[str, Any], detail: str) -> None:
+async def test_licence_refusals(
+    make_gateway: Any, over: dict[str, Any], detail: str, type_: str
+) -> None:
+    """A licence that covers the dataset but cannot be used now says which rule failed, with
+    its own problem type (a ``LicenceRefused``), on queries, estimates and dummy data."""
     gw = await make_gateway()
     await gw.licence(**over)
-    body = await _problem(await gw.query(COUNT), 403, "licence-refused")
-    assert detail in body["detail"]
+    for path in ("/v1/queries", "/v1/queries/estimate"):
+        body = await _problem(await gw.query(COUNT, path=path), 403, type_)
+        assert detail in body["detail"]
+    dummy = await gw.client.get("/v1/datasets/visits/dummy", headers=gw.auth())
+    assert (await _problem(dummy, 403, type_))["detail"] == body["detail"]
     recs = await gw.services.store.audit_events(AuditFilter(actor="alice"), 0, 10)
-    assert recs[-1].outcome == "denied" and recs[-1].action == "query"
+    assert recs[-1].outcome == "denied" and recs[-1].action == "dataset.dummy"
+    assert recs[-2].outcome == "denied" and recs[-2].action == "query.estimate"
+    assert all(r.epsilon == 0 for r in recs)
 
 
 async def test_jurisdiction_refused(make_gateway: Any) -> None:

@@ -245,7 +245,7 @@ async def scenario(
         assert resp.status == 200, await resp.text()
     async with http.post(b.url + "/v1/queries/estimate", json=estimate, headers=alice) as resp:
         assert resp.status == 403
-        assert (await resp.json(content_type=None))["type"].endswith("licence-refused")
+        assert (await resp.json(content_type=None))["type"].endswith("licence-suspended")
 
     # both replicas started together on an empty database: the policy files were seeded once
     assert versions and all(v == [1] for v in versions.values()), versions

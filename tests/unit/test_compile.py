@@ -227,7 +227,7 @@ WHERES = [
     "cost > 10.5",
     "cost <= 0.1",
     "cost IS NOT NULL AND age <> 30",
-    "sex = 'F' AND (region = 'north' OR region IN ('east', 'mars'))",
+    "sex = 'F' AND (region = 'north' OR region IN ('east', 'west'))",
     "sex != 'F'",
     "NOT (sex = 'F' OR region = 'south')",
     "region IS NULL OR sex IS NULL",
@@ -282,7 +282,7 @@ def test_where_matches_three_valued_reference(con: duckdb.DuckDBPyConnection, wh
 
 def test_sql_text_holds_no_user_literal() -> None:
     sql = (
-        "SELECT region, COUNT(*), SUM(cost) FROM visits WHERE sex = 'F'' OR 1=1 --' AND "
+        "SELECT region, COUNT(*), SUM(cost) FROM visits WHERE sex > 'F'' OR 1=1 --' AND "
         "age IN (4242, 4343) AND cost > 777.25 AND visit_date BETWEEN '2019-02-03' "
         "AND DATE '2020-03-04' GROUP BY region"
     )

@@ -12,7 +12,10 @@ import pytest
 from enclave.errors import (
     EnclaveError,
     JurisdictionRefused,
-    LicenceRefused,
+    LicenceExpired,
+    LicenceNotYetValid,
+    LicenceRevoked,
+    LicenceSuspended,
     NotFound,
     RoleRequired,
     TierRefused,
@@ -136,13 +139,13 @@ RULES: list[tuple[str, dict[str, Any], type[EnclaveError], str]] = [
     ("someone else's licence",
      {"licence": replace(LICENCE, subject="bob")}, NotFound, "unknown dataset"),
     ("suspended", {"licence": replace(LICENCE, status="suspended")},
-     LicenceRefused, "licence suspended"),
+     LicenceSuspended, "licence suspended"),
     ("revoked", {"licence": replace(LICENCE, status="revoked")},
-     LicenceRefused, "licence revoked"),
+     LicenceRevoked, "licence revoked"),
     ("not yet valid", {"now": LICENCE.valid_from - dt.timedelta(seconds=1)},
-     LicenceRefused, "licence not yet valid"),
+     LicenceNotYetValid, "licence not yet valid"),
     ("expired at valid_until", {"now": LICENCE.valid_until},
-     LicenceRefused, "licence expired"),
+     LicenceExpired, "licence expired"),
     ("tier not defined", {"tier": None}, TierRefused, "tier is not defined"),
     ("tier object for another name", {"tier": TIERS["accredited"]},
      TierRefused, "tier is not defined"),
@@ -234,7 +237,7 @@ def test_the_first_failing_rule_wins() -> None:
     }
     order = [
         ({"principal": Principal("alice", frozenset())}, RoleRequired),
-        ({}, LicenceRefused),  # suspended beats expired, tier, jurisdiction, plan, epsilon
+        ({}, LicenceSuspended),  # suspended beats expired, tier, jurisdiction, plan, epsilon
     ]
     for extra, error in order:
         assert decide(**{**everything_wrong, **extra}).error is error

@@ -183,7 +183,7 @@ def test_quantile_lands_near_the_true_median_on_easy_data() -> None:
     priced = price_plan(fine, spec, make_tier(), Decimal("1.0"), None)
     got = release(fine, spec, make_tier(), priced, ExactGroups((), ((),), {"a0_values": (ages,)}))
     assert abs(got.rows[0][0] - 25.0) <= 3.0
-    assert got.accuracy["q"] == {"ci95": None}
+    assert got.accuracy["q"]["ci95"] is None and got.accuracy["q"]["resolution"] == 1.0
 
 
 def test_empty_groups_get_noise_and_a_quantile() -> None:
