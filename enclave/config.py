@@ -60,6 +60,8 @@ class EngineConfig:
     memory_limit: str = "2GB"
     threads: int = 2
     workers: int = 4  # concurrent DuckDB queries (thread pool size)
+    prepare_timeout_s: float = 600.0  # a dataset preparation (bounding) is killed after this
+    prepare_workers: int = 2  # concurrent preparations (child processes)
 
 
 @dataclass(frozen=True)
@@ -141,8 +143,12 @@ def config_from_dict(raw: dict[str, Any], base: Path, path: Path | None = None) 
     if not store.url.startswith(("sqlite:///", "postgresql://", "postgres://")):
         problems.append("store.url: must start with sqlite:/// or postgresql://")
     engine: EngineConfig = sections["engine"]
-    if engine.threads < 1 or engine.workers < 1:
-        problems.append("engine.threads and engine.workers: must be at least 1")
+    if engine.threads < 1 or engine.workers < 1 or engine.prepare_workers < 1:
+        problems.append(
+            "engine.threads, engine.workers and engine.prepare_workers: must be at least 1"
+        )
+    if not 0 < engine.prepare_timeout_s <= 86400:
+        problems.append("engine.prepare_timeout_s: must be between 0 and 86400 seconds")
     console: ConsoleConfig = sections["console"]
     if console.oidc_client_id and "openid" not in console.oidc_scopes:
         problems.append("console.oidc_scopes: must include openid")

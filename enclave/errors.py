@@ -33,7 +33,8 @@ a stack trace. Anything that is not an ``EnclaveError`` renders as a bare 500.
     ├── RateLimited                    429  rate-limited       (carries ``retry_after``)
     ├── ServiceUnavailable             503  unavailable
     │   ├── AuditUnavailable           503  audit-unavailable
-    │   └── StoreUnavailable           503  store-unavailable
+    │   ├── StoreUnavailable           503  store-unavailable
+    │   └── DatasetUnavailable         503  dataset-unavailable (preparing or failed; one dataset)
     └── QueryTimeout                   504  query-timeout
 """
 
@@ -237,6 +238,16 @@ class AuditUnavailable(ServiceUnavailable):
 class StoreUnavailable(ServiceUnavailable):
     type = "store-unavailable"
     title = "State store unavailable"
+
+
+class DatasetUnavailable(ServiceUnavailable):
+    """One dataset cannot answer: its preparation is running, failed or ran out of time.
+
+    The detail is one of a few fixed texts: a source's own error text can quote data or paths.
+    """
+
+    type = "dataset-unavailable"
+    title = "Dataset unavailable"
 
 
 class QueryTimeout(EnclaveError):

@@ -155,7 +155,7 @@ async def run_query(
             f"this query costs epsilon {cost.epsilon_decimal} and delta {cost.delta_decimal}; "
             f"remaining epsilon {left.epsilon_decimal}, delta {left.delta_decimal}"
         )
-    table = await svc.warehouse.prepare(adm.spec)
+    table = await svc.warehouse.prepare(adm.spec, wait_s=svc.config.server.query_timeout_s)
     compiled = compile_plan(adm.plan, adm.spec, table)
     rows = await svc.warehouse.run(compiled, svc.config.server.query_timeout_s)
     released = await padded(

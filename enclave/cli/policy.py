@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,10 @@ import yaml
 
 from enclave.cli.common import config_option, get_config, offline, run
 from enclave.config import Config
+from enclave.engine.child import ChildPool
+from enclave.engine.schema import column_problems
 from enclave.errors import ServiceUnavailable
+from enclave.models import DatasetSpec
 from enclave.policy.files import dataset_to_dict, load_policy_dir, tier_to_dict
 
 
@@ -31,10 +36,12 @@ def policy_group() -> None:
 def check(policies_dir: Path, data_dir: Path | None) -> None:
     """Validate every tier and dataset file in DIR; print each problem with file and field.
 
-    Exits 1 if there is any problem (including a dataset whose data file is missing).
+    Exits 1 if there is any problem (including a dataset whose data file is missing, or whose
+    declared columns are missing from its source or of a type that does not fit).
     """
     data = data_dir if data_dir is not None else policies_dir.resolve().parent / "data"
     found = load_policy_dir(policies_dir, data)
+    found.problems.extend(asyncio.run(_column_problems(list(found.datasets.values()))))
     for problem in found.problems:
         click.echo(problem)
     if found.problems:
@@ -45,6 +52,19 @@ def check(policies_dir: Path, data_dir: Path | None) -> None:
         f"{len(found.datasets)} dataset(s) ({', '.join(sorted(found.datasets)) or 'none'}); "
         f"data folder {data}"
     )
+
+
+async def _column_problems(specs: list[DatasetSpec]) -> list[str]:
+    """Every dataset's declared columns against its source's schema (``engine/schema.py``)."""
+    pool = ChildPool(1)
+    problems: list[str] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="enclave-check-") as tmp:
+            for spec in specs:
+                problems.extend(await column_problems(pool, spec, Path(tmp)))
+    finally:
+        pool.close()
+    return problems
 
 
 @policy_group.command("export")

@@ -23,7 +23,7 @@ Decisions (measured on 2 cores, DuckDB 2.0; see the engine report for numbers):
 - Rows whose privacy unit is NULL are dropped: their contributor is unknown, so no bound on
   a person's contribution could hold if they were kept.
 - *Clamped columns*: every int/float column with bounds also gets ``<name>#clamped`` (see
-  ``clamped_name``), its value clamped to the declared bounds, NULL kept NULL, stored exactly:
+  ``clamped_name``), its value clamped to the stored bounds (below), NULL kept NULL, stored exactly:
   ``BIGINT`` for int columns, ``DECIMAL(18,6)`` for float columns whose bounds lie within
   ±1e11 (an int64 underneath: summing it is as fast as a raw ``SUM``), else ``DECIMAL(38,6)``.
   Queries then sum a stored column instead of clamping and casting every row (10M rows:
@@ -33,11 +33,28 @@ Decisions (measured on 2 cores, DuckDB 2.0; see the engine report for numbers):
   ``_FORMAT`` names this schema, so a file from an older layout is never reused. The ``#``
   cannot occur in a declared column name (``[A-Za-z_][A-Za-z0-9_]*``), so no name collides.
 
+*Two connections, so that no source SQL ever meets the seed* (``engine/sandbox.py``): the
+source is read in a *source sandbox* (allowed to read the source file and a fresh private work
+folder, nothing else), which writes the declared columns, cast and made total (below), to a
+staged Parquet file in that work folder. The ranking then runs in a second hardened connection
+that reads only the staged file (plain data: Parquet holds no code) and receives the seed as a
+bound parameter, never as a variable, a literal or a file a view could read. The bounded table
+is written into the work folder and renamed into ``<state_dir>/bounded/``.
+
+*Values made total*: every declared column is read with ``TRY_CAST``; float values that are NaN
+or infinite and dates outside years 1..9999 become NULL, in every column (keys and the privacy
+unit too), as does any value that does not fit its declared type. Nothing after the data is
+read can then fail on a value (sorting keys, digests, Python's ``date``).
+
+*Inward clamping*: float columns are clamped to their bounds rounded inward to the stored
+precision (``stored_bounds``: the lower bound up, the upper bound down, to ``STORED_DECIMALS``
+decimals), so a stored value never lies outside the declared bounds after rounding.
+
 The secret seed is 32 bytes from ``secrets`` in ``<state_dir>/truncation.key`` (mode 0600),
 created once (atomically: written aside, then hard-linked into place) and reused. Only its
 SHA-256 "seed id" enters file names and fingerprints. The bounded table is written to
-``<state_dir>/bounded/<name>-v<version>-<fingerprint16>.parquet`` via a temporary file and an
-atomic rename, and is reused on restart when present.
+``<state_dir>/bounded/<name>-v<version>-<fingerprint16>.parquet`` by an atomic rename, and is
+reused on restart when present.
 """
 
 from __future__ import annotations
@@ -49,24 +66,29 @@ import math
 import os
 import re
 import secrets
-import time
+import shutil
 import uuid
 from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 
 import duckdb
 
-from enclave.errors import ServiceUnavailable
+from enclave.engine.sandbox import ident, lit, open_sandbox, open_source
+from enclave.errors import DatasetUnavailable
 from enclave.models import ColumnSpec, DatasetSpec
 
 log = logging.getLogger(__name__)
 
 KEY_FILE = "truncation.key"
 BOUNDED_DIR = "bounded"
+WORK_DIR = "prepare"  # private per-preparation work folders (staged data, DuckDB spill)
 _KEY_BYTES = 32
 _ALGORITHM = "bound-v1:md5-content"  # bump when the ranking changes: old files are not reused
-_FORMAT = "bounded-v2:clamped-columns"  # bump when the bounded table's columns change
+_FORMAT = "bounded-v3:total-values-inward-clamp"  # bump when the bounded table's content changes
 CLAMPED_SUFFIX = "#clamped"
+STORED_DECIMALS = 6  # float clamped columns are DECIMAL(p, 6)
+_GRID = Decimal(1).scaleb(-STORED_DECIMALS)
 DECIMAL18_MAX_BOUND = 1e11  # larger float bounds are stored as DECIMAL(38,6)
 _SQL_TYPES = {
     "int": "BIGINT",
@@ -75,13 +97,7 @@ _SQL_TYPES = {
     "date": "DATE",
     "identifier": "VARCHAR",
 }
-
-
-class SourceUnavailable(ServiceUnavailable):
-    """A dataset's source could not be read or converted (503: the dataset is unavailable).
-
-    The message is fixed: DuckDB's text can quote data values and paths.
-    """
+_FIRST_DATE, _LAST_DATE = "DATE '0001-01-01'", "DATE '9999-12-31'"
 
 
 @dataclass(frozen=True)
@@ -112,7 +128,7 @@ def load_or_create_key(state_dir: Path) -> bytes:
             tmp.unlink()
     key = key_path.read_bytes()
     if len(key) != _KEY_BYTES:
-        raise SourceUnavailable("truncation key is malformed")
+        raise DatasetUnavailable("the truncation key is malformed")
     return key
 
 
@@ -125,8 +141,8 @@ def bounded_target(spec: DatasetSpec, state_dir: Path, key: bytes) -> BoundTarge
     """Fingerprint ``spec`` and its source file, and name the bounded Parquet file."""
     try:
         st = os.stat(spec.source_path)
-    except OSError:
-        raise SourceUnavailable("dataset source is not readable") from None
+    except (OSError, ValueError):
+        raise DatasetUnavailable("the dataset source is not readable") from None
     material = {
         "algorithm": _ALGORITHM,
         "format": _FORMAT,
@@ -136,6 +152,7 @@ def bounded_target(spec: DatasetSpec, state_dir: Path, key: bytes) -> BoundTarge
         "table": spec.source_table,
         "size": st.st_size,
         "mtime_ns": st.st_mtime_ns,
+        "inode": [st.st_dev, st.st_ino],
         "unit": spec.privacy_unit,
         "k": spec.max_rows_per_unit,
         "columns": [[c.name, c.type, _bounds_text(c)] for c in _columns(spec)],
@@ -147,6 +164,13 @@ def bounded_target(spec: DatasetSpec, state_dir: Path, key: bytes) -> BoundTarge
     return BoundTarget(path=path, fingerprint=digest)
 
 
+def new_work_dir(state_dir: Path) -> Path:
+    """A fresh private folder (mode 0700) for one preparation; the caller removes it."""
+    work = Path(state_dir).resolve() / WORK_DIR / uuid.uuid4().hex
+    work.mkdir(parents=True, mode=0o700)
+    return work
+
+
 def bound_dataset(
     spec: DatasetSpec,
     state_dir: Path,
@@ -154,51 +178,71 @@ def bound_dataset(
     key: bytes | None = None,
     threads: int = 2,
     memory_limit: str = "2GB",
+    work_dir: Path | None = None,
 ) -> BoundTarget:
-    """Materialize the bounded table for ``spec`` (or reuse it); return where it is."""
+    """Materialize the bounded table for ``spec`` (or reuse it); return where it is.
+
+    ``work_dir``: a folder from ``new_work_dir`` that the caller removes (the warehouse does,
+    even when it had to kill the process running this); without it one is made and removed
+    here. Raises ``DatasetUnavailable`` with a fixed text on any failure.
+    """
     state_dir = Path(state_dir).resolve()
     key = load_or_create_key(state_dir) if key is None else key
     target = bounded_target(spec, state_dir, key)
     if target.path.exists():
         return target
-    target.path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.path.with_name(f".{target.path.stem}.{uuid.uuid4().hex}.tmp")
-    started = time.monotonic()
-    log.info(
-        "bounding dataset %s v%d (k=%d): started", spec.name, spec.version, spec.max_rows_per_unit
-    )
-    con = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit})
+    own_work = work_dir is None
+    work = new_work_dir(state_dir) if work_dir is None else work_dir
+    staged, out = work / "staged.parquet", work / "bounded.parquet"
     try:
-        con.execute("SET enable_progress_bar = false")
-        con.execute("SET preserve_insertion_order = false")
-        spill = state_dir / "duckdb-tmp"
-        con.execute(f"SET temp_directory = {_lit(str(spill))}")
-        con.execute("SET VARIABLE enclave_seed = ?", [key.hex()])
-        source = _source_sql(con, spec)
-        con.execute(f"COPY ({_bounding_sql(spec, source)}) TO {_lit(str(tmp))} (FORMAT parquet)")
-        rows = con.execute("SELECT count(*) FROM read_parquet(?)", [str(tmp)]).fetchone()
-        os.replace(tmp, target.path)
-    except (duckdb.Error, OSError) as exc:
+        src, source = open_source(spec, work, threads=threads, memory_limit=memory_limit)
+        try:
+            src.execute(
+                f"COPY ({_staging_sql(spec, source)}) TO {lit(str(staged))} (FORMAT parquet)"
+            )
+        finally:
+            src.close()
+        con = open_sandbox(dirs=(work,), temp_dir=work, threads=threads, memory_limit=memory_limit)
+        try:
+            con.execute(
+                f"COPY ({_bounding_sql(spec, staged)}) TO {lit(str(out))} (FORMAT parquet)",
+                [key.hex()],
+            )
+        finally:
+            con.close()
+        target.path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(out, target.path)
+    except (duckdb.Error, OSError, ValueError) as exc:
         log.warning(
             "bounding dataset %s v%d failed (%s)", spec.name, spec.version, type(exc).__name__
         )
-        raise SourceUnavailable("dataset source could not be read") from None
+        raise DatasetUnavailable("the dataset source could not be read") from None
     finally:
-        con.close()
-        tmp.unlink(missing_ok=True)
-    log.info(
-        "bounding dataset %s v%d: %d rows kept in %.1fs",
-        spec.name,
-        spec.version,
-        rows[0] if rows else -1,
-        time.monotonic() - started,
-    )
+        if own_work:
+            shutil.rmtree(work, ignore_errors=True)
     return target
 
 
 def clamped_name(column: str) -> str:
     """The bounded table's column holding ``column`` clamped to its declared bounds."""
     return column + CLAMPED_SUFFIX
+
+
+def stored_bounds(col: ColumnSpec) -> tuple[Decimal, Decimal]:
+    """The bounds a clamped column's stored values lie within (exact).
+
+    Int columns: the declared bounds. Float columns: the declared bounds (as written, i.e. the
+    shortest decimal of the float) rounded inward to ``STORED_DECIMALS`` decimals. Raises
+    ``ValueError`` when no stored value lies within the bounds.
+    """
+    low, high = _numeric_bounds(col)
+    if col.type == "int":
+        return Decimal(int(low)), Decimal(int(high))
+    lo = _decimal(low).quantize(_GRID, rounding=ROUND_CEILING)
+    hi = _decimal(high).quantize(_GRID, rounding=ROUND_FLOOR)
+    if lo > hi:
+        raise ValueError(f"column {col.name}: no stored value lies within the bounds")
+    return lo, hi
 
 
 def clamped_type(col: ColumnSpec) -> str:
@@ -212,16 +256,18 @@ def clamped_type(col: ColumnSpec) -> str:
 
 
 def clamp_sql(col: ColumnSpec, source: str | None = None) -> str:
-    """``source`` (default: the column) clamped to ``col``'s bounds, NULL kept NULL.
+    """``source`` (default: the column) clamped to ``col``'s stored bounds, NULL kept NULL.
 
     DuckDB's ``LEAST``/``GREATEST`` skip NULL arguments (``GREATEST(NULL, 0)`` is 0), hence the
     CASE. Bounds are written as exact literals (declared metadata, never user text): a bound
-    parameter here would make DuckDB evaluate the expression without constant folding.
+    parameter here would make DuckDB evaluate the expression without constant folding. A float
+    value clamped to grid bounds and then rounded to the grid stays within them.
     """
-    low, high = _numeric_bounds(col)
-    ident = source if source is not None else _ident(col.name)
-    lo, hi = number_sql(low, col.type), number_sql(high, col.type)
-    return f"CASE WHEN {ident} IS NULL THEN NULL ELSE LEAST(GREATEST({ident}, {lo}), {hi}) END"
+    low, high = stored_bounds(col)
+    kind = "int" if col.type == "int" else "float"
+    ident_ = source if source is not None else ident(col.name)
+    lo, hi = number_sql(_number(low, kind), kind), number_sql(_number(high, kind), kind)
+    return f"CASE WHEN {ident_} IS NULL THEN NULL ELSE LEAST(GREATEST({ident_}, {lo}), {hi}) END"
 
 
 def clamped_columns_sql(spec: DatasetSpec, source: str = "") -> list[str]:
@@ -233,8 +279,8 @@ def clamped_columns_sql(spec: DatasetSpec, source: str = "") -> list[str]:
     out = []
     for col in spec.columns:
         if col.type in ("int", "float") and col.bounds is not None:
-            expr = clamp_sql(col, source + _ident(col.name))
-            out.append(f"CAST({expr} AS {clamped_type(col)}) AS {_ident(clamped_name(col.name))}")
+            expr = clamp_sql(col, source + ident(col.name))
+            out.append(f"CAST({expr} AS {clamped_type(col)}) AS {ident(clamped_name(col.name))}")
     return out
 
 
@@ -246,6 +292,28 @@ def number_sql(value: int | float, kind: str) -> str:
     if not math.isfinite(number):
         raise ValueError("bounds must be finite")
     return f"CAST('{number!r}' AS DOUBLE)"
+
+
+def total_value_sql(col: ColumnSpec, source: str) -> str:
+    """``source`` cast to ``col``'s type, NULL where it does not fit or cannot round-trip."""
+    cast = f"TRY_CAST({source} AS {_SQL_TYPES[col.type]})"
+    if col.type == "float":
+        return f"CASE WHEN isfinite({cast}) THEN {cast} END"
+    if col.type == "date":
+        return f"CASE WHEN {cast} BETWEEN {_FIRST_DATE} AND {_LAST_DATE} THEN {cast} END"
+    return cast
+
+
+def _decimal(value: int | float) -> Decimal:
+    if isinstance(value, int):
+        return Decimal(value)
+    if not math.isfinite(value):
+        raise ValueError("bounds must be finite")
+    return Decimal(repr(float(value)))
+
+
+def _number(value: Decimal, kind: str) -> int | float:
+    return int(value) if kind == "int" else float(value)
 
 
 def _numeric_bounds(col: ColumnSpec) -> tuple[int | float, int | float]:
@@ -269,31 +337,25 @@ def _columns(spec: DatasetSpec) -> list[ColumnSpec]:
     return cols
 
 
-def _source_sql(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> str:
-    """A FROM clause for the source; attaches a DuckDB file read-only if needed."""
-    path = str(spec.source_path)
-    if spec.source_table is not None:
-        con.execute(f"ATTACH {_lit(path)} AS enclave_src (READ_ONLY)")
-        parts = spec.source_table.split(".")
-        return "enclave_src." + ".".join(_ident(p) for p in parts)
-    if path.lower().endswith((".csv", ".csv.gz", ".tsv")):
-        return f"read_csv({_lit(path)}, header = true)"
-    return f"read_parquet({_lit(path)})"
+def _staging_sql(spec: DatasetSpec, source: str) -> str:
+    """Run in the source sandbox: the declared columns, total, nothing else."""
+    select = ", ".join(
+        f"{total_value_sql(c, ident(c.name))} AS {ident(c.name)}" for c in _columns(spec)
+    )
+    return f"SELECT {select} FROM {source}"  # noqa: S608 - identifiers quoted, source ours
 
 
-def _bounding_sql(spec: DatasetSpec, source: str) -> str:
+def _bounding_sql(spec: DatasetSpec, staged: Path) -> str:
+    """Run in the trusted connection over the staged file; ``?`` is the seed (hex)."""
     cols = _columns(spec)
     unit_col = spec.column(spec.privacy_unit)
-    unit = _ident(unit_col.name if unit_col else spec.privacy_unit)
-    select = ", ".join(
-        f"CAST({_ident(c.name)} AS {_SQL_TYPES[c.type]}) AS {_ident(c.name)}" for c in cols
-    )
-    names = [_ident(c.name) for c in cols]
-    rank_text = ", ".join(["getvariable('enclave_seed')", *names])
+    unit = ident(unit_col.name if unit_col else spec.privacy_unit)
+    names = [ident(c.name) for c in cols]
+    rank_text = ", ".join(["?", *names])
     k = int(spec.max_rows_per_unit)
     clamped = "".join(", " + c for c in clamped_columns_sql(spec))
     return f"""
-    WITH src AS (SELECT {select} FROM {source} WHERE {unit} IS NOT NULL),
+    WITH src AS (SELECT * FROM read_parquet({lit(str(staged))}) WHERE {unit} IS NOT NULL),
     heavy AS (SELECT {unit} FROM src GROUP BY {unit} HAVING count(*) > {k})
     SELECT *{clamped} FROM (
         SELECT * FROM src ANTI JOIN heavy USING ({unit})
@@ -306,12 +368,4 @@ def _bounding_sql(spec: DatasetSpec, source: str) -> str:
             FROM src SEMI JOIN heavy USING ({unit})
         ) WHERE enclave_rank <= {k}
     )
-    """  # noqa: S608 - identifiers are quoted, k is an int, the seed is a variable
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+    """  # noqa: S608 - identifiers are quoted, k is an int, the seed is a bound parameter

@@ -1,15 +1,24 @@
 """The warehouse: the one DuckDB database that answers compiled queries.
 
 Lifecycle: ``await open()`` creates an in-memory DuckDB database and hardens it; ``await
-prepare(spec)`` bounds a dataset version (``engine/bounding.py``, off the event loop, once
-per version even under concurrent calls) and creates a view over the bounded Parquet file;
-``await run(compiled, timeout_s)`` executes gateway-written SQL; ``await close()``.
+prepare(spec)`` bounds a dataset version (``engine/bounding.py``, once per version even under
+concurrent calls) and creates a view over the bounded Parquet file; ``await run(compiled,
+timeout_s)`` executes gateway-written SQL; ``await close()``.
 
-Hardening, in this order, before any query (DuckDB "Securing DuckDB"):
-``allowed_directories = [<state_dir>/bounded/]``, ``enable_external_access = false``,
+Hardening (``engine/sandbox.py``), before any query: ``allowed_directories =
+[<state_dir>/bounded/]``, ``enable_external_access = false``, autoload and autoinstall off,
 ``memory_limit``, ``threads``, ``lock_configuration = true``. After that the connection cannot
 read or write files outside the bounded folder, install or load extensions, attach database
-files, create persistent secrets or change any setting.
+files, create persistent secrets or change any setting. It never opens a source.
+
+Preparation (reading a source, which may be hostile, huge or stuck) runs in child processes
+(``engine/child.py``): at most ``engine.prepare_workers`` at a time, each killed after
+``engine.prepare_timeout_s``. A query waits for its dataset's preparation at most ``wait_s``
+(the query time limit), then gets ``DatasetUnavailable`` (503) while preparation goes on; a
+failed preparation answers ``DatasetUnavailable`` at once and is retried at most every
+``RETRY_AFTER_FAILURE_S`` seconds, or as soon as the source file changes (a new fingerprint).
+Other datasets, queries and health checks never wait on a preparation. ``status(spec)`` tells
+readiness what state a dataset is in.
 
 Why views over Parquet, not in-memory tables (measured, 2 cores, grouped COUNT/SUM):
 10M source rows (8.7M bounded): view 0.14 s at ~100 MiB RSS; in-memory table 0.16 s at
@@ -27,12 +36,15 @@ Any DuckDB failure surfaces as ``EngineError`` with a fixed message, never DuckD
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import re
+import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 
@@ -43,8 +55,12 @@ from enclave.engine.bounding import (
     bound_dataset,
     bounded_target,
     load_or_create_key,
+    new_work_dir,
 )
-from enclave.errors import EnclaveError, QueryTimeout, ServiceUnavailable
+from enclave.engine.child import ChildPool
+from enclave.engine.sandbox import open_sandbox
+from enclave.engine.schema import column_problems
+from enclave.errors import DatasetUnavailable, EnclaveError, QueryTimeout, ServiceUnavailable
 from enclave.models import DatasetSpec
 from enclave.query.plan import CompiledQuery
 
@@ -52,6 +68,9 @@ log = logging.getLogger(__name__)
 
 _INTERRUPT_EVERY_S = 0.02
 _INTERRUPT_GIVE_UP_S = 30.0
+RETRY_AFTER_FAILURE_S = 60.0
+PROBE_TIMEOUT_S = 5.0
+DatasetState = Literal["ok", "preparing", "not prepared", "failed", "unavailable"]
 
 
 class EngineError(EnclaveError):
@@ -72,6 +91,8 @@ class Warehouse:
         self._key: bytes | None = None
         self._views: dict[str, str] = {}  # fingerprint -> view name
         self._pending: dict[str, asyncio.Task[str]] = {}
+        self._failed: dict[str, tuple[float, str]] = {}  # fingerprint -> (when, fixed text)
+        self._children: ChildPool | None = None
         self._active: set[duckdb.DuckDBPyConnection] = set()  # cursors with a running query
 
     async def open(self) -> None:
@@ -85,11 +106,17 @@ class Warehouse:
         self._pool = ThreadPoolExecutor(
             max_workers=self._engine.workers, thread_name_prefix="enclave-duckdb"
         )
+        self._children = ChildPool(self._engine.prepare_workers)
 
     async def close(self) -> None:
-        for task in self._pending.values():
+        pending = list(self._pending.values())
+        for task in pending:
             task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)  # children killed and reaped
         self._pending.clear()
+        if self._children is not None:
+            self._children.close()
+            self._children = None
         for cursor in list(self._active):
             cursor.interrupt()  # so that shutting the pool down does not wait for them
         if self._pool is not None:
@@ -100,25 +127,70 @@ class Warehouse:
             conn.close()
         self._views.clear()
 
-    async def prepare(self, spec: DatasetSpec) -> str:
+    async def prepare(self, spec: DatasetSpec, wait_s: float | None = None) -> str:
         """Make ``spec``'s bounded table queryable; return the view name for compiled SQL.
 
         The name matches ``[a-z0-9_]+`` (safe unquoted). Bounding runs once per fingerprint
-        (dataset version, source file state, k, declared columns and bounds, the
-        bounded table's format, seed); concurrent callers
-        share that work, and a later call after a failure tries again.
+        (dataset version, source file state, k, declared columns and bounds, the bounded
+        table's format, seed); concurrent callers share that work. ``wait_s``: how long to wait
+        for a preparation still running before ``DatasetUnavailable`` (it goes on meanwhile);
+        ``None`` waits until it ends (at most ``engine.prepare_timeout_s``).
         """
         key = self._require_key()
         target = await asyncio.to_thread(bounded_target, spec, self._state_dir, key)
         view = self._views.get(target.fingerprint)
         if view is not None:
             return view
-        task = self._pending.get(target.fingerprint)
-        if task is None:
-            task = asyncio.create_task(self._prepare(spec, target))
-            self._pending[target.fingerprint] = task
-            task.add_done_callback(lambda _t: self._pending.pop(target.fingerprint, None))
-        return await asyncio.shield(task)
+        task = self.start(spec, target)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), wait_s)
+        except TimeoutError:
+            raise DatasetUnavailable("the dataset is being prepared; try again later") from None
+
+    def start(self, spec: DatasetSpec, target: BoundTarget) -> asyncio.Task[str]:
+        """The running preparation of ``target``, started if needed; ``DatasetUnavailable``
+        within ``RETRY_AFTER_FAILURE_S`` of a failed one."""
+        fp = target.fingerprint
+        task = self._pending.get(fp)
+        if task is not None:
+            return task
+        failed = self._failed.get(fp)
+        if failed is not None and time.monotonic() - failed[0] < RETRY_AFTER_FAILURE_S:
+            raise DatasetUnavailable(failed[1])
+        task = asyncio.create_task(self._prepare(spec, target))
+        self._pending[fp] = task
+        task.add_done_callback(lambda t: self._settle(fp, t))
+        return task
+
+    async def start_all(self, specs: list[DatasetSpec]) -> None:
+        """Start preparing ``specs`` in the background (at start-up); never waits for them."""
+        key = self._require_key()
+        for spec in specs:
+            try:
+                target = await asyncio.to_thread(bounded_target, spec, self._state_dir, key)
+            except EnclaveError:
+                log.warning("dataset %s: the source is not readable", spec.name)
+                continue
+            if target.fingerprint not in self._views:
+                with contextlib.suppress(DatasetUnavailable):
+                    self.start(spec, target)
+
+    async def source_problems(self, spec: DatasetSpec) -> list[str]:
+        """Declared columns checked against the source's schema (``engine/schema.py``), read in
+        a child process with a deadline; one problem if it cannot be read."""
+        if self._children is None:
+            raise ServiceUnavailable("query engine is not open")
+        return await column_problems(self._children, spec, self._state_dir)
+
+    def _settle(self, fp: str, task: asyncio.Task[str]) -> None:
+        self._pending.pop(fp, None)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if isinstance(exc, DatasetUnavailable):
+            self._failed[fp] = (time.monotonic(), exc.detail)
+        elif exc is None:
+            self._failed.pop(fp, None)
 
     async def run(self, compiled: CompiledQuery, timeout_s: float) -> list[tuple[Any, ...]]:
         """Execute gateway-written SQL; ``QueryTimeout`` after ``timeout_s`` seconds."""
@@ -142,17 +214,23 @@ class Warehouse:
             if future.done():
                 cursor.close()
 
-    async def check(self, spec: DatasetSpec) -> bool:
-        """Readiness: the prepared view answers, or (not prepared yet) the source exists."""
+    async def status(self, spec: DatasetSpec) -> DatasetState:
+        """Readiness of ``spec``: ``ok`` (prepared, and its view answers), ``preparing``,
+        ``not prepared`` (source present, no preparation yet), ``failed`` (the last
+        preparation failed or passed its deadline, or the view does not answer) or
+        ``unavailable`` (engine closed, source missing)."""
         if self._conn is None or self._key is None:
-            return False
+            return "unavailable"
         try:
             target = await asyncio.to_thread(bounded_target, spec, self._state_dir, self._key)
         except EnclaveError:
-            return False
-        view = self._views.get(target.fingerprint)
+            return "unavailable"
+        fp = target.fingerprint
+        view = self._views.get(fp)
         if view is None:
-            return True  # source file is present (bounded_target stat'ed it)
+            if fp in self._pending:
+                return "preparing"
+            return "failed" if fp in self._failed else "not prepared"
         probe = CompiledQuery(
             sql=f"SELECT count(*) FROM (SELECT 1 FROM {view} LIMIT 1)",  # noqa: S608
             params=(),
@@ -161,20 +239,15 @@ class Warehouse:
             declared_keys=None,
         )
         try:
-            await self.run(probe, timeout_s=5.0)
+            await self.run(probe, timeout_s=PROBE_TIMEOUT_S)
         except EnclaveError:
-            return False
-        return True
+            return "failed"
+        return "ok"
 
     async def _prepare(self, spec: DatasetSpec, target: BoundTarget) -> str:
-        await asyncio.to_thread(
-            bound_dataset,
-            spec,
-            self._state_dir,
-            key=self._require_key(),
-            threads=self._engine.threads,
-            memory_limit=self._engine.memory_limit,
-        )
+        exists = await asyncio.to_thread(target.path.exists)
+        if not exists:
+            await self._bound_in_child(spec)
         view = view_name(spec, target.fingerprint)
         sql = (
             f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet("  # noqa: S608
@@ -186,11 +259,39 @@ class Warehouse:
             await asyncio.wrap_future(pool.submit(_fetch, cursor, sql, ()))
         except duckdb.Error as exc:
             log.warning("creating view for %s failed (%s)", spec.name, type(exc).__name__)
-            raise EngineError("dataset could not be prepared") from None
+            raise DatasetUnavailable("the dataset could not be prepared") from None
         finally:
             cursor.close()
         self._views[target.fingerprint] = view
         return view
+
+    async def _bound_in_child(self, spec: DatasetSpec) -> None:
+        if self._children is None:
+            raise ServiceUnavailable("query engine is not open")
+        started = time.monotonic()
+        log.info(
+            "dataset %s v%d (k=%d): bounding started",
+            spec.name,
+            spec.version,
+            spec.max_rows_per_unit,
+        )
+        work = await asyncio.to_thread(new_work_dir, self._state_dir)
+        task = functools.partial(
+            bound_dataset,
+            spec,
+            self._state_dir,
+            key=self._require_key(),
+            threads=self._engine.threads,
+            memory_limit=self._engine.memory_limit,
+            work_dir=work,
+        )
+        try:
+            await self._children.call(self._engine.prepare_timeout_s, task)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+        log.info(
+            "dataset %s v%d: bounded in %.1fs", spec.name, spec.version, time.monotonic() - started
+        )
 
     def _require_open(self) -> tuple[duckdb.DuckDBPyConnection, ThreadPoolExecutor]:
         if self._conn is None or self._pool is None:
@@ -210,22 +311,13 @@ def view_name(spec: DatasetSpec, fingerprint: str) -> str:
 
 
 def open_hardened(engine: EngineConfig, allowed_dir: Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection locked down as described in the module docstring."""
-    conn = duckdb.connect(":memory:")
+    """The query connection: can read ``allowed_dir`` only, locked (module docstring)."""
     try:
-        conn.execute("SET enable_progress_bar = false")
-        conn.execute("SET autoinstall_known_extensions = false")
-        conn.execute("SET autoload_known_extensions = false")
-        conn.execute("SET allowed_directories = ?", [[str(allowed_dir) + "/"]])
-        conn.execute("SET enable_external_access = false")
-        conn.execute("SET memory_limit = ?", [engine.memory_limit])
-        conn.execute("SET threads = ?", [engine.threads])
-        conn.execute("SET lock_configuration = true")
-    except duckdb.Error as exc:
-        conn.close()
-        log.error("hardening DuckDB failed (%s)", type(exc).__name__)
+        return open_sandbox(
+            dirs=(allowed_dir,), threads=engine.threads, memory_limit=engine.memory_limit
+        )
+    except DatasetUnavailable:
         raise EngineError("query engine could not be started") from None
-    return conn
 
 
 def _fetch(cursor: duckdb.DuckDBPyConnection, sql: str, params: Any) -> list[tuple[Any, ...]]:

@@ -16,7 +16,7 @@ listings skip it, so a broken definition never turns into a silent default.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +36,7 @@ from enclave.policy.files import (
 from enclave.store.base import PolicyKind, PolicyVersion, Store
 
 log = logging.getLogger(__name__)
+SourceCheck = Callable[[DatasetSpec], Awaitable[list[str]]]
 T = TypeVar("T", Tier, DatasetSpec)
 
 SEED_ACTOR = "policy-files"
@@ -141,13 +142,19 @@ class Registry:
         )
 
     async def check_dataset(
-        self, name: str, body: Any, *, forbidden: Sequence[Path] = ()
+        self,
+        name: str,
+        body: Any,
+        *,
+        forbidden: Sequence[Path] = (),
+        source_check: SourceCheck | None = None,
     ) -> PolicyChange:
         """Validate a new version of dataset ``name``: the file rules (source confined to
         ``data_dir`` and never inside ``forbidden``, and present), ``min_tier`` naming defined
         tiers, and, for an existing dataset, the same privacy unit and identifier column (a
         retyped identifier would let its values be grouped or filtered, and budgets already
-        spent were per unit). Raise ``PolicyFileError`` listing every problem."""
+        spent were per unit). ``source_check`` (the warehouse's) lists problems of the declared
+        columns against the source's schema. Raise ``PolicyFileError`` listing every problem."""
         problems, body, reason = _split(body, name, f"dataset {name}")
         before = await self._store.get_policy("dataset", name)
         if_version = _if_version(body, before)
@@ -163,6 +170,8 @@ class Registry:
                 for t in spec.min_tier
                 if t not in known
             )
+            if source_check is not None:
+                problems.extend(await source_check(spec))
         if before is not None:
             problems.extend(_identifier_problems(name, before.body, body))
             was = before.body.get("retired", False) is True

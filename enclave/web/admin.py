@@ -181,7 +181,9 @@ async def _put_policy(request: web.Request, kind: PolicyKind) -> web.Response:
             change = await svc.registry.check_tier(name, body)
         else:
             forbidden = state_paths(svc.config)
-            change = await svc.registry.check_dataset(name, body, forbidden=forbidden)
+            change = await svc.registry.check_dataset(
+                name, body, forbidden=forbidden, source_check=svc.warehouse.source_problems
+            )
         draft = actx.draft("ok", reason=change.reason, detail=_detail(change))
         try:
             stored, _ = await svc.registry.commit(change, actx.actor or "", draft)

@@ -111,13 +111,8 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         config=cfg, store=app[store_key], registry=registry, warehouse=app[warehouse_key]
     )
     app[services_key] = svc
-    for spec in await registry.datasets():
-        if spec.retired:
-            continue  # answers no queries: no need to bound it
-        try:
-            await svc.warehouse.prepare(spec)
-        except Exception:
-            log.warning("dataset %s is not available yet", spec.name, exc_info=True)
+    live = [spec for spec in await registry.datasets() if not spec.retired]  # retired: no queries
+    await svc.warehouse.start_all(live)  # in the background
     yield
 
 

@@ -28,6 +28,7 @@ from enclave.errors import (
     BadRequest,
     BudgetExhausted,
     Conflict,
+    DatasetUnavailable,
     EnclaveError,
     Forbidden,
     InvalidCursor,
@@ -159,7 +160,8 @@ def _text(name: str, description: str = "") -> Param:
 OPERATIONS: tuple[Op, ...] = (
     # --- operations (public) ---
     Op("get", "/healthz", "healthz", None, "Process is up", "Health"),
-    Op("get", "/readyz", "readyz", None, "Store and datasets reachable (503 if not)", "Ready"),
+    Op("get", "/readyz", "readyz", None,
+       "Store reachable (503 if not); dataset states counted", "Ready"),
     Op("get", "/metrics", "metrics", None, "Prometheus text exposition", content=("text/plain",)),
     Op("get", "/openapi.json", "openapi", None, "This document", content=(JSON,)),
     # --- web console (public static files; absent when console.enabled is false) ---
@@ -185,7 +187,7 @@ OPERATIONS: tuple[Op, ...] = (
                  "attachment; filename=<name>-dummy-<rows>-<seed>.<format>"),)),
     Op("post", "/v1/queries", "runQuery", "researcher",
        "Run an aggregate query and receive a differentially private release", "QueryResult",
-       body="QueryRequest", errors=(*ADMISSION, QueryTimeout)),
+       body="QueryRequest", errors=(*ADMISSION, DatasetUnavailable, QueryTimeout)),
     Op("post", "/v1/queries/estimate", "estimateQuery", "researcher",
        "Price a query (epsilon, delta, accuracy) without touching data or budget", "Estimate",
        body="QueryRequest", errors=ADMISSION),

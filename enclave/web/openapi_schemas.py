@@ -557,10 +557,20 @@ def component_schemas() -> dict[str, Schema]:
         ),
         "Ready": _obj(
             {
-                "status": {"enum": ["ready", "not ready"]},
+                "status": {"enum": ["ready", "degraded", "not ready"]},
                 "checks": {"type": "object", "additionalProperties": STR},
                 "store": {"enum": ["sqlite", "postgresql"]},
+                "datasets": {
+                    "type": "object",
+                    "description": "How many datasets are in each state (no names)",
+                    "additionalProperties": {"type": "integer", "minimum": 0},
+                },
+                "dataset_states": {
+                    "type": "object",
+                    "description": "Each dataset's state; only for an admin or auditor token",
+                    "additionalProperties": STR,
+                },
             },
-            ("status", "checks"),
+            ("status", "checks", "datasets"),
         ),
     }

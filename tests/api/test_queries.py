@@ -199,6 +199,9 @@ async def test_every_query_outcome_is_audited(make_gateway: Any) -> None:
 async def test_timed_out_query_is_504_audited_as_error_and_free(make_gateway: Any) -> None:
     gw = await make_gateway(server={"query_timeout_s": 0.000001})
     lic = await gw.licence()
+    spec = await gw.services.registry.dataset("visits")
+    assert spec is not None
+    await gw.services.warehouse.prepare(spec)  # a query waits for preparation at most its limit
     resp = await gw.query(SQL, epsilon=0.5)
     assert resp.status == 504
     body = await resp.json(content_type=None)

@@ -16,11 +16,11 @@ import pytest
 from enclave.engine import bounding
 from enclave.engine.bounding import (
     KEY_FILE,
-    SourceUnavailable,
     bound_dataset,
     bounded_target,
     load_or_create_key,
 )
+from enclave.errors import DatasetUnavailable
 from enclave.models import ColumnSpec, DatasetSpec
 
 K = 5
@@ -234,7 +234,7 @@ def test_unreadable_sources_raise_a_safe_error(tmp_path: Path) -> None:
         make_spec(tmp_path / "missing.parquet"),
         make_spec(bad, table="visits"),
     ):
-        with pytest.raises(SourceUnavailable) as info:
+        with pytest.raises(DatasetUnavailable) as info:
             bound_dataset(spec, tmp_path / "state")
         assert "broken" not in info.value.detail and "missing" not in info.value.detail
         assert "Error" not in info.value.detail
@@ -244,5 +244,5 @@ def test_unreadable_sources_raise_a_safe_error(tmp_path: Path) -> None:
 def test_undeclared_source_column_is_an_error(tmp_path: Path, source: Path) -> None:
     spec = make_spec(source)
     spec = DatasetSpec(**{**spec.__dict__, "columns": (*spec.columns, ColumnSpec("nope", "int"))})
-    with pytest.raises(SourceUnavailable):
+    with pytest.raises(DatasetUnavailable):
         bound_dataset(spec, tmp_path / "state")

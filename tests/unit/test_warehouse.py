@@ -76,10 +76,10 @@ async def test_grouped_query_over_bounded_table(
 async def test_concurrent_prepare_bounds_once(
     warehouse: Warehouse, visits: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="enclave.engine.bounding")
+    caplog.set_level(logging.INFO, logger="enclave.engine.warehouse")
     names = await asyncio.gather(*(warehouse.prepare(make_spec(visits)) for _ in range(4)))
     assert len(set(names)) == 1
-    assert sum("started" in r.getMessage() for r in caplog.records) == 1
+    assert sum("bounding started" in r.getMessage() for r in caplog.records) == 1
 
 
 async def test_new_version_after_hardening_and_reuse_after_restart(
@@ -182,17 +182,17 @@ async def test_cancellation_stops_the_query(warehouse: Warehouse) -> None:
     assert await warehouse.run(cq("SELECT 1"), timeout_s=2) == [(1,)]
 
 
-async def test_check_and_lifecycle(tmp_path: Path, visits: Path) -> None:
+async def test_status_and_lifecycle(tmp_path: Path, visits: Path) -> None:
     wh = Warehouse(engine(tmp_path))
     spec = make_spec(visits)
-    assert not await wh.check(spec)  # not open
+    assert await wh.status(spec) == "unavailable"  # not open
     with pytest.raises(ServiceUnavailable):
         await wh.run(cq("SELECT 1"), 1)
     await wh.open()
-    assert await wh.check(spec)  # source present, not prepared yet
+    assert await wh.status(spec) == "not prepared"  # source present, not prepared yet
     await wh.prepare(spec)
-    assert await wh.check(spec)
-    assert not await wh.check(make_spec(tmp_path / "gone.parquet"))
+    assert await wh.status(spec) == "ok"
+    assert await wh.status(make_spec(tmp_path / "gone.parquet")) == "unavailable"
     await wh.close()
     assert stat_mode(tmp_path / "state" / "truncation.key") == 0o600
 
