@@ -228,6 +228,19 @@ def make_deployment(
 
 
 async def _seed(config_path: Path) -> None:
+    await add_licence(config_path, SUBJECT, "bench", licence_id="lic_bench", seed_policies=True)
+
+
+async def add_licence(
+    config_path: Path,
+    subject: str,
+    tier: str,
+    *,
+    licence_id: str | None = None,
+    days: int = 30,
+    seed_policies: bool = False,
+) -> None:
+    """Issue a benchmark licence straight into the store (seeding the policies first if asked)."""
     from enclave.audit.record import AuditDraft
     from enclave.config import load_config
     from enclave.models import Licence, utcnow
@@ -238,18 +251,19 @@ async def _seed(config_path: Path) -> None:
     store = open_store(cfg.store.url)
     await store.open()
     try:
-        await Registry(store, cfg.policies.dir, cfg.policies.data_dir).seed()
+        if seed_policies:
+            await Registry(store, cfg.policies.dir, cfg.policies.data_dir).seed()
         now = utcnow()
         lic = Licence(
-            id="lic_bench",
-            subject=SUBJECT,
+            id=licence_id or f"lic_{subject}",
+            subject=subject,
             organization="Benchmarks",
-            tier="bench",
+            tier=tier,
             datasets=("visits",),
             purpose="benchmarks",
             jurisdiction="GB",
             valid_from=now - dt.timedelta(minutes=5),
-            valid_until=now + dt.timedelta(days=30),
+            valid_until=now + dt.timedelta(days=days),
             created_at=now,
             updated_at=now,
         )

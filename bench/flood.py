@@ -17,7 +17,6 @@ status. Nothing is asserted: speed is measured here, not in tests.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,6 +28,7 @@ from bench.common import (
     ISSUER,
     Deployment,
     Server,
+    add_licence,
     dataset,
     log,
     make_deployment,
@@ -54,37 +54,6 @@ def mint(deployment: Deployment, subject: str) -> str:
         ttl_s=3600,
         kid="bench-key",
     )
-
-
-async def add_licence(config: Path, subject: str, tier: str) -> None:
-    from enclave.audit.record import AuditDraft
-    from enclave.config import load_config
-    from enclave.models import Licence, utcnow
-    from enclave.store import open_store
-
-    store = open_store(load_config(config).store.url)
-    await store.open()
-    try:
-        now = utcnow()
-        lic = Licence(
-            id=f"lic_{subject}",
-            subject=subject,
-            organization="Benchmarks",
-            tier=tier,
-            datasets=("visits",),
-            purpose="benchmarks",
-            jurisdiction="GB",
-            valid_from=now - dt.timedelta(minutes=5),
-            valid_until=now + dt.timedelta(days=1),
-            created_at=now,
-            updated_at=now,
-        )
-        draft = AuditDraft(
-            action="licence.create", outcome="ok", actor="bench", roles=("admin",), client="cli"
-        )
-        await store.insert_licence(lic, draft)
-    finally:
-        await store.close()
 
 
 async def probe(
@@ -159,7 +128,7 @@ def main() -> None:
     deployment = make_deployment(Path(args.out) / "deploy" / "flood", data)
     with deployment.config.open("a") as fh:  # only the licence limit is under test here
         fh.write("\n[limits]\nper_address_per_minute = 1000000\nper_subject_per_minute = 1000000\n")
-    asyncio.run(add_licence(deployment.config, "standard-user", "standard"))
+    asyncio.run(add_licence(deployment.config, "standard-user", "standard", days=1))
     log_path = Path(args.out) / "logs" / "flood.log"
     rows: list[list[object]] = []
     with Server(deployment, log_path) as server:
