@@ -49,7 +49,7 @@ async def test_dummy_as_file_records_and_frame(make_gateway: Any) -> None:
 async def test_develop_on_the_dummy_then_send_the_same_sql(
     make_gateway: Any, tmp_path: Path
 ) -> None:
-    """The README's workflow: run the SQL on the dummy with DuckDB, then on the gateway."""
+    """docs/researcher.md's workflow: run the SQL on the dummy with DuckDB, then on the gateway."""
     gw = await make_gateway()
     await gw.licence()
     async with EnclaveClient(url_of(gw), gw.tokens()) as client:

@@ -1,5 +1,5 @@
 """Dummy data (``GET /v1/datasets/{name}/dummy``): public metadata only, free, reproducible,
-audited, and never reading the source (README "Dummy data")."""
+audited, and never reading the source (docs/researcher.md, "Dummy data")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Public mistakes are refused for free: before any charge, with a suggestion drawn from the
-public schema (README "Queries": free refusals)."""
+public schema (docs/researcher.md, "Refusals")."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ async def test_answers_say_they_count_bounded_rows_and_state_quantile_accuracy(
     make_gateway: Any,
 ) -> None:
     """Honest accuracy: query, cached repeat and estimate carry ``bounding``; a quantile
-    carries its grid resolution and rank guarantee (README "Honest accuracy")."""
+    carries its grid resolution and rank guarantee (docs/researcher.md, "Accuracy")."""
     gw = await make_gateway()
     await gw.licence()
     sql = "SELECT COUNT(*) AS n, MEDIAN(age) AS m FROM visits"

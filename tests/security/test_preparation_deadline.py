@@ -1,4 +1,4 @@
-"""A stuck or slow source cannot hang the gateway (README, "Preparation deadline"): its
+"""A stuck or slow source cannot hang the gateway (docs/security.md, "Preparation deadline"): its
 preparation runs in a child process that is killed at ``engine.prepare_timeout_s``, queries of
 that dataset get 503 ``dataset-unavailable``, and other datasets, health and audit endpoints
 keep answering while several such preparations run."""

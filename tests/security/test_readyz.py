@@ -1,5 +1,5 @@
 """``/readyz`` names no dataset to anonymous or researcher callers, and tells the truth about
-datasets that failed (README, "Health and operations")."""
+datasets that failed (docs/operations.md, "Health and readiness")."""
 
 from __future__ import annotations
 

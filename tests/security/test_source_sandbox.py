@@ -1,4 +1,4 @@
-"""A hostile source cannot read other files or the truncation seed (README, "Preparation
+"""A hostile source cannot read other files or the truncation seed (docs/security.md, "Preparation
 sandbox"): the signing-key exfiltration through a ``duckdb://`` view is replayed and refused,
 at registration and after the file behind a registered dataset is swapped."""
 

@@ -53,7 +53,7 @@ def write_deployment(
 ) -> list[Path]:
     """Policies (standard tier with a small budget and no practical rate limit), data, JWKS,
     and one config per replica; each replica gets its own state folder holding the SAME
-    truncation key (replicas must bound identically: README, "Several replicas on
+    truncation key (replicas must bound identically: docs/operations.md, "Several replicas on
     PostgreSQL")."""
     shutil.copytree(REPO / "policies", root / "policies")
     tier_file = root / "policies" / "tiers" / "standard.yaml"

@@ -1,5 +1,5 @@
 """Honest accuracy: quantiles state their grid and a rank guarantee from public parameters,
-and that guarantee holds on the real release path (README "Honest accuracy")."""
+and that guarantee holds on the real release path (docs/researcher.md, "Accuracy")."""
 
 from __future__ import annotations
 
