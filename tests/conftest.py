@@ -2,6 +2,26 @@
 
 Factories, not shared state: every test gets its own state folder and store; only the key
 pair and the synthetic Parquet file (read-only) are shared across the session.
+
+The tests mirror the package: the tests of ``enclave/<package>/<module>.py`` live in
+``tests/<package>/test_<module>.py`` (several files may share a module, e.g.
+``tests/engine/test_bounding.py`` and ``test_bounding_values.py``), and those of a top-level
+module ``enclave/<module>.py`` in ``tests/test_<module>.py``. These folders follow another
+rule:
+
+    tests/web/        HTTP routes through the app factory (enclave/web/), per role
+    tests/client/     the researcher client against a live loopback gateway
+    tests/cli/        CliRunner per command group (enclave/cli/), and the benchmarks' smoke runs
+    tests/store/      one suite run on SQLite and, when configured, PostgreSQL (its own conftest)
+    tests/security/   security and privacy properties, together whatever module they attack;
+                      marked ``security`` by its conftest (``pytest -m security``); helpers
+                      imported by path: ``tests.security.hostile``, ``tests.security.privacy_audit``
+    tests/browser/    the web console in headless Chromium, marked ``browser`` (its own
+                      conftest; the fake identity provider is ``tests.browser.idp``)
+    tests/docs/       the docs: every reference documented, links, the README's commands, the
+                      researcher notebook
+
+Markers (registered in pyproject.toml): ``postgres``, ``slow``, ``browser``, ``security``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from enclave.dp.deadline import deadline_for, padded
 from enclave.dp.mechanisms import price_plan
 from enclave.errors import ConfigError
 from enclave.query.plan import Aggregate
-from tests.unit.test_mechanisms import make_plan, make_spec, make_tier
+from tests.dp.test_mechanisms import make_plan, make_spec, make_tier
 
 
 async def test_a_quick_step_answers_at_the_deadline_not_before() -> None:

@@ -18,7 +18,7 @@ import pytest
 from enclave.dp.mechanisms import PricedPlan, price_plan
 from enclave.dp.release import release
 from enclave.query.plan import Aggregate, ExactGroups
-from tests.unit.test_mechanisms import REGIONS, make_plan, make_spec, make_tier
+from tests.dp.test_mechanisms import REGIONS, make_plan, make_spec, make_tier
 
 RUNS = 400
 COUNTS = (1000, 2000, 500, 50, 5000)

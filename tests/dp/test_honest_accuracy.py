@@ -13,8 +13,8 @@ from enclave.dp.accuracy import bounding_note, quantile_accuracy
 from enclave.dp.mechanisms import price_plan
 from enclave.dp.quantile import quantile_release
 from enclave.query.parse import parse_query
-from tests.unit.test_mechanisms import make_tier
-from tests.unit.test_parse import SPEC
+from tests.dp.test_mechanisms import make_tier
+from tests.query.test_parse import SPEC
 
 TIER = make_tier()
 

@@ -18,8 +18,8 @@ from enclave.engine.bounding import clamped_columns_sql
 from enclave.errors import EnclaveError
 from enclave.query.compile import assemble, compile_plan, quantile_candidates
 from enclave.query.plan import Aggregate, ExactGroups, GroupColumn, OrderItem, Plan
-from tests.unit.test_compile import quantile_input
-from tests.unit.test_mechanisms import CODES, REGIONS, make_plan, make_spec, make_tier
+from tests.dp.test_mechanisms import CODES, REGIONS, make_plan, make_spec, make_tier
+from tests.query.test_compile import quantile_input
 
 
 def run(

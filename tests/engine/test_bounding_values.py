@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from enclave.engine.bounding import bound_dataset, clamped_name, stored_bounds
 from enclave.models import ColumnSpec
-from tests.unit.test_bounding import make_spec
+from tests.engine.test_bounding import make_spec
 
 HOSTILE = """
 CREATE TABLE visits AS SELECT * FROM (VALUES

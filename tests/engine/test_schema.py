@@ -16,7 +16,7 @@ from enclave.cli import main
 from enclave.engine.schema import fits, schema_problems, source_schema
 from enclave.errors import DatasetUnavailable
 from enclave.models import ColumnSpec
-from tests.unit.test_bounding import make_spec
+from tests.engine.test_bounding import make_spec
 
 REPO = Path(__file__).resolve().parents[2]
 

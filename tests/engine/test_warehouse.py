@@ -17,7 +17,7 @@ from enclave.engine.synth import generate_visits
 from enclave.engine.warehouse import EngineError, Warehouse, open_hardened
 from enclave.errors import QueryTimeout, ServiceUnavailable
 from enclave.query.plan import CompiledQuery
-from tests.unit.test_bounding import make_spec
+from tests.engine.test_bounding import make_spec
 
 SLOW_SQL = "SELECT count(*) FROM range(1000000000) a, range(1000000) b WHERE a.range + b.range < 0"
 

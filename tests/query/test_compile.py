@@ -30,7 +30,7 @@ from enclave.query.plan import (
     Or,
     Predicate,
 )
-from tests.unit.test_parse import SPEC, visits_spec
+from tests.query.test_parse import SPEC, visits_spec
 
 TABLE = 'bounded "visits" v1'  # a name that needs quoting
 D = dt.date
@@ -404,7 +404,7 @@ def test_quantile_candidates_are_the_priced_ones() -> None:
     from decimal import Decimal as Dec
 
     from enclave.dp.mechanisms import price_plan
-    from tests.unit.test_mechanisms import make_tier
+    from tests.dp.test_mechanisms import make_tier
 
     for sql, column in (
         ("SELECT MEDIAN(cost) FROM visits", "cost"),

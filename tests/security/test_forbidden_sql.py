@@ -11,7 +11,7 @@ import pytest
 
 from enclave.errors import UnsupportedQuery
 from enclave.query.parse import parse_query
-from tests.unit.test_parse import SPEC
+from tests.query.test_parse import SPEC
 
 FORBIDDEN: list[str] = [
     # row access

@@ -20,7 +20,7 @@ import pytest
 from enclave.dp.calibrate import release_delta, threshold_builder, threshold_for_delta
 from enclave.dp.mechanisms import PricedAggregate, enable_dp, price_plan
 from enclave.query.plan import Aggregate, GroupColumn, Plan
-from tests.unit.test_mechanisms import make_spec, make_tier
+from tests.dp.test_mechanisms import make_spec, make_tier
 
 DRAWS = 100_000  # lone keys per run, each with its own noise
 FAIL_LEVEL = 1e-7  # chance that a correct mechanism fails the test

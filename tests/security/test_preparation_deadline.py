@@ -19,8 +19,8 @@ from enclave.config import EngineConfig
 from enclave.engine.child import ChildPool
 from enclave.engine.warehouse import Warehouse
 from enclave.errors import DatasetUnavailable
-from tests.unit.test_bounding import make_spec
-from tests.unit.test_warehouse import cq
+from tests.engine.test_bounding import make_spec
+from tests.engine.test_warehouse import cq
 
 # a view that never finishes (10^13 rows to stage): it only ends when its process is killed
 ENDLESS = (

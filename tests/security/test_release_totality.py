@@ -28,8 +28,8 @@ from enclave.query.compile import assemble, compile_plan
 from enclave.query.parse import parse_query
 from enclave.query.plan import Aggregate, ExactGroups, GroupColumn, OrderItem, Plan
 from enclave.store.codec import dumps
-from tests.unit.test_compile import bounded_layout
-from tests.unit.test_mechanisms import make_spec, make_tier
+from tests.dp.test_mechanisms import make_spec, make_tier
+from tests.query.test_compile import bounded_layout
 
 BIG = 2**53  # the largest int bound the admin API accepts
 

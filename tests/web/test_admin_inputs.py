@@ -13,7 +13,7 @@ import pytest
 
 from enclave.inputs import MAX_NAME_CHARS, MAX_PAGE, MAX_PATH_CHARS, MAX_TEXT_CHARS
 from enclave.models import utcnow
-from tests.api.test_admin_licences import ADMIN, call, new_licence
+from tests.web.test_admin_licences import ADMIN, call, new_licence
 
 AUDITOR = ("olga", ["auditor"])
 
