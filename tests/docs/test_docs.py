@@ -189,9 +189,9 @@ def test_every_metric_is_in_the_docs() -> None:
     assert [name for name in names if f"`{name}`" not in ALL_DOCS] == []
 
 
-def test_every_audit_action_is_in_the_auditor_guide() -> None:
-    guide = (DOCS / "auditor.md").read_text(encoding="utf-8")
-    assert [action for action in ACTIONS if f"`{action}`" not in guide] == []
+def test_every_audit_action_is_in_the_docs() -> None:
+    assert "query" in ACTIONS
+    assert [action for action in ACTIONS if f"`{action}`" not in ALL_DOCS] == []
 
 
 # --- links and paths resolve -------------------------------------------------------------
