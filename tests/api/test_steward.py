@@ -38,7 +38,7 @@ async def test_budget_shows_spend_and_a_grant_lets_the_next_query_run(make_gatew
     assert row["delta_limit"] == "0.000001"
 
     for i in range(5):  # distinct questions: a repeat would be answered from the cache, free
-        sql = f"SELECT COUNT(*) AS n FROM visits WHERE age > {10 + i}"
+        sql = f"SELECT COUNT(*) AS n FROM visits WHERE age > {10 + i}"  # noqa: S608
         assert (await gw.query(sql, epsilon=1.0)).status == 200
     refused = await gw.query("SELECT COUNT(*) AS n FROM visits WHERE age > 3", epsilon=0.3)
     assert refused.status == 403
