@@ -15,7 +15,7 @@ from aiohttp import web
 
 from enclave import data_files
 from enclave.errors import NotFound
-from enclave.inputs import MAX_PATH_CHARS, MAX_TEXT_CHARS, invalid
+from enclave.inputs import invalid
 from enclave.licence_grants import ceiling, grant_from_json, licence_budget
 from enclave.licence_import import issue_import, plan_import
 from enclave.licences import licence_digest_fields
@@ -92,7 +92,7 @@ async def import_licences(request: web.Request) -> web.Response:
     actx.action = "licence.import"
     params = QueryParams(request.query, {"dry_run", "reason"})
     dry_run = params.choice("dry_run", ("true", "false"), default="false") == "true"
-    reason = params.text("reason", MAX_TEXT_CHARS)
+    reason = params.text("reason")  # a query parameter: at most MAX_NAME_CHARS
     if not dry_run and not (reason or "").strip():
         params.problems.append("reason: required to issue licences (kept in the audit log)")
     params.done()
@@ -141,7 +141,7 @@ async def propose_schema(request: web.Request) -> web.Response:
     actx = request[audit_ctx_key]
     actx.action = "dataset.schema"
     params = QueryParams(request.query, {"source"})
-    source = params.text("source", MAX_PATH_CHARS)
+    source = params.text("source")  # a query parameter: at most MAX_NAME_CHARS
     if source is None:
         params.problems.append("source: required, a file path relative to the data folder")
     params.done()
