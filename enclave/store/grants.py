@@ -29,9 +29,9 @@ from typing import Any
 from enclave.audit.record import AuditDraft, AuditRecord
 from enclave.errors import BadRequest, Conflict, NotFound
 from enclave.ledger.grid import Amount
-from enclave.models import Licence
+from enclave.models import Licence, iso
 from enclave.store import postgres_ops, sqlite_ops
-from enclave.store.codec import as_time, decimal_text, with_licence
+from enclave.store.codec import decimal_text, with_licence
 
 COLUMNS = (
     "audit_seq", "licence_id", "dataset", "epsilon_units", "delta_units", "reason", "actor",
@@ -75,9 +75,10 @@ class Grant:
 
 def granted(grants: Iterable[Grant], dataset: str, since: dt.datetime | None) -> Amount:
     """The sum of ``dataset``'s grants given at or after ``since`` (None: all of them)."""
+    start = None if since is None else iso(since)  # compared as text, as the ledger's ``ts``
     total = Amount()
     for g in grants:
-        if g.dataset == dataset and (since is None or as_time(g.created_at) >= since):
+        if g.dataset == dataset and (start is None or g.created_at >= start):
             total = total.plus(g.amount)
     return total
 
