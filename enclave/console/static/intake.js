@@ -81,6 +81,9 @@ function registerForm(proposal, tiers) {
   const name = input("name", { required: true, value: stem });
   const unit = select("privacy_unit", proposal.columns.map((c) => c.name));
   const rows = proposal.columns.map(columnRow);
+  // the privacy unit is the identifier column: its row follows the choice
+  const markUnit = () => rows.forEach((r) => r.markUnit(r.name === unit.value));
+  unit.addEventListener("change", markUnit);
   const form = h("form", { className: "card", id: "register-form" },
     h("h2", { text: `New dataset from ${proposal.source}` }), general,
     h("p", { className: "note", text: "Names and types come from the file's schema. Bounds " +
@@ -114,6 +117,7 @@ function registerForm(proposal, tiers) {
       showProblems(form, err, general);
     }
   });
+  markUnit();
   return form;
 }
 
@@ -135,6 +139,11 @@ function columnRow(col) {
   return {
     name: col.name,
     included: () => include.checked,
+    markUnit(isUnit) {
+      if (isUnit) include.checked = true;
+      type.value = isUnit ? "identifier" : col.type ?? "category";
+      type.disabled = isUnit;
+    },
     cells: [include, col.name, col.source_type, slot(`${key}.type`, type),
       slot(`${key}.bounds`, low, " ", high), slot(`${key}.values`, values)],
     read(unitName) {
