@@ -12,9 +12,11 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from enclave.audit.record import AuditDraft
 from enclave.errors import BadRequest
 from enclave.licences import licence_from_json
 from enclave.models import Licence
@@ -89,3 +91,12 @@ def _reference_problems(body: dict[str, Any], tiers: dict[str, Any], known: set[
     out = [f"tier: unknown tier {tier!r}"] if tier and tier not in tiers else []
     out += [f"datasets: unknown dataset {d!r}" for d in body.get("datasets", []) if d not in known]
     return out
+
+
+async def issue_import(
+    store: Store, plan: ImportPlan, draft_for: Callable[[Licence], AuditDraft]
+) -> None:
+    """Issue every licence of a plan without problems, each with its own audit record
+    (``licence.create``, from ``draft_for``), in file order. The CLI and the API share it."""
+    for lic in plan.licences:
+        await store.insert_licence(lic, draft_for(lic))

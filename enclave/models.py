@@ -108,7 +108,7 @@ class ColumnSpec:
 class DatasetSpec:
     name: str
     description: str
-    source: str  # as written in the file (relative to the dataset file, or duckdb://...)
+    source: str  # as written (relative to data_dir, or duckdb://...)
     source_path: str  # resolved absolute path of the file the data comes from
     privacy_unit: str
     max_rows_per_unit: int

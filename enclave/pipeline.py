@@ -42,8 +42,9 @@ from enclave.dp.mechanisms import PricedPlan, check_plan, price_plan
 from enclave.dummy import DummyRequest, dummy_detail, render_dummy
 from enclave.errors import BadRequest, BudgetExhausted, EnclaveError, NotFound
 from enclave.ids import new_id
-from enclave.ledger.budget import period_window, tier_limit
+from enclave.ledger.budget import period_window
 from enclave.ledger.grid import MAX_EPSILON, Amount, epsilon_up, epsilon_value
+from enclave.licence_grants import licence_limit
 from enclave.models import DatasetSpec, Licence, Principal, Release, Tier, iso
 from enclave.policy.decide import authorize, licence_for, require
 from enclave.query.compile import compile_plan
@@ -111,7 +112,7 @@ class Admitted:
     since: Any
     renews: Any
     spent: Amount  # before this query, in grid units
-    limit: Amount  # the tier's budget, in grid units
+    limit: Amount  # the tier's budget plus the licence's grants, in grid units
 
 
 async def estimate_query(
@@ -221,7 +222,7 @@ async def _admit(
         since=since,
         renews=renews,
         spent=spent,
-        limit=tier_limit(tier),
+        limit=await licence_limit(svc.store, licence, tier, spec.name, since),
     )
 
 

@@ -21,6 +21,9 @@ ACTIONS: tuple[str, ...] = (
     "audit.export",
     "dataset.dummy",  # addition: dummy rows from a dataset's public metadata (free)
     "request",  # addition: any other authenticated request that was refused
+    "licence.grant",  # addition: a budget top-up for one licence and dataset (with a reason)
+    "licence.import",  # addition: a refused bulk import (an accepted one is licence.create)
+    "dataset.schema",  # addition: column names and types proposed from a data file's schema
 )
 OUTCOMES: tuple[str, ...] = ("ok", "denied", "error")
 GENESIS_HASH = "0" * 64

@@ -16,7 +16,7 @@ import click
 from enclave.audit.record import AuditDraft
 from enclave.cli.common import config_option, get_config, offline, run
 from enclave.errors import Conflict, NotFound
-from enclave.licence_import import ImportPlan, plan_import
+from enclave.licence_import import ImportPlan, issue_import, plan_import
 from enclave.licences import (
     check_licence_policy,
     licence_digest_fields,
@@ -247,11 +247,14 @@ def import_(
             plan = await plan_import(text, store, registry, utcnow())
             if plan.problems or dry_run:
                 return plan
-            for lic in plan.licences:
-                detail = {"after": licence_digest_fields(lic), "import": csv_file.name}
-                await store.insert_licence(
-                    lic, _draft("licence.create", actor, lic, reason=reason, detail=detail)
-                )
+            await issue_import(
+                store,
+                plan,
+                lambda lic: _draft(
+                    "licence.create", actor, lic, reason=reason,
+                    detail={"after": licence_digest_fields(lic), "import": csv_file.name},
+                ),
+            )  # fmt: skip
             return plan
 
     plan = run(go())

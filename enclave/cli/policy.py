@@ -82,8 +82,8 @@ def export(config_path: Path | None, out_dir: Path, force: bool) -> None:
 
     After the first start the store is the source of truth (admins change policy through the
     API); this writes its latest versions as files that `enclave policy check` accepts and
-    that read back to the same definitions. A dataset's source is rewritten relative to the
-    new file, so it still names the same data file.
+    that read back to the same definitions. A dataset's source is written relative to
+    ``policies.data_dir``, so it still names the same data file.
     """
     cfg = get_config(config_path)
     files = run(_render(cfg, out_dir))
@@ -122,10 +122,10 @@ async def _render(cfg: Config, out_dir: Path) -> dict[Path, str]:
     for tier in tiers:
         body = tier_to_dict(tier)
         files[out_dir / "tiers" / f"{tier.name}.yaml"] = _yaml("tier", tier.version, body)
-    target = (out_dir / "datasets").resolve()
+    data_dir = cfg.policies.data_dir.resolve()
     for spec in datasets:
         body = dataset_to_dict(spec)
-        rel = os.path.relpath(spec.source_path, target)
+        rel = os.path.relpath(spec.source_path, data_dir)
         body["source"] = f"duckdb://{rel}#{spec.source_table}" if spec.source_table else rel
         if body.get("allowed_jurisdictions") is None:
             body.pop("allowed_jurisdictions", None)

@@ -17,7 +17,8 @@ identifier     a nested type (LIST, STRUCT, MAP, ARRAY, UNION), which have no st
 
 Names match case-insensitively, as in DuckDB. ``column_problems`` runs the check in a child
 process with a deadline; the admin dataset PUT (``Warehouse.source_problems``) and
-``enclave policy check`` use it.
+``enclave policy check`` use it; ``proposal_schema`` serves a dataset's registration from a
+file (``data_files.py``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import duckdb
 from enclave.engine.bounding import new_work_dir
 from enclave.engine.child import ChildPool
 from enclave.engine.sandbox import open_source
-from enclave.errors import DatasetUnavailable
+from enclave.errors import DatasetUnavailable, PolicyFileError
 from enclave.models import ColumnSpec, DatasetSpec
 
 SCHEMA_TIMEOUT_S = 30.0  # reading a schema reads metadata only
@@ -102,6 +103,16 @@ async def column_problems(pool: ChildPool, spec: DatasetSpec, state_dir: Path) -
     except DatasetUnavailable:
         return [f"dataset {spec.name}: source: cannot be read as a table in time"]
     return problems
+
+
+async def proposal_schema(pool: ChildPool, spec: DatasetSpec, state_dir: Path) -> dict[str, str]:
+    """``source_schema`` run in a child process of ``pool`` within ``SCHEMA_TIMEOUT_S``, for a
+    file a steward proposes to register; ``PolicyFileError`` if it cannot be read."""
+    try:
+        schema: dict[str, str] = await pool.call(SCHEMA_TIMEOUT_S, source_schema, spec, state_dir)
+    except DatasetUnavailable:
+        raise PolicyFileError(["source: cannot be read as a table"]) from None
+    return schema
 
 
 def fits(declared: str, duckdb_type: str) -> bool:

@@ -59,7 +59,7 @@ from enclave.engine.bounding import (
 )
 from enclave.engine.child import ChildPool
 from enclave.engine.sandbox import open_sandbox
-from enclave.engine.schema import column_problems
+from enclave.engine.schema import column_problems, proposal_schema
 from enclave.errors import DatasetUnavailable, EnclaveError, QueryTimeout, ServiceUnavailable
 from enclave.models import DatasetSpec
 from enclave.query.plan import CompiledQuery
@@ -181,6 +181,13 @@ class Warehouse:
         if self._children is None:
             raise ServiceUnavailable("query engine is not open")
         return await column_problems(self._children, spec, self._state_dir)
+
+    async def source_schema(self, spec: DatasetSpec) -> dict[str, str]:
+        """``{column: DuckDB type}`` of ``spec``'s source, read in a child process with a
+        deadline (schema only, never a value); ``PolicyFileError`` if unreadable."""
+        if self._children is None:
+            raise ServiceUnavailable("query engine is not open")
+        return await proposal_schema(self._children, spec, self._state_dir)
 
     def _settle(self, fp: str, task: asyncio.Task[str]) -> None:
         self._pending.pop(fp, None)

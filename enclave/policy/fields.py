@@ -24,11 +24,15 @@ Decisions worth knowing:
   bound would be too small. Such bounds are refused, naming what would be stored. A stored
   definition with an off-grid bound (from before this rule) no longer validates: its dataset
   answers 503 and the log names the bound until an admin ``PUT`` declares one on the grid.
-- A dataset ``source`` is resolved against the dataset file's folder with symlinks followed,
-  and must then lie inside ``data_dir``: ``..`` escapes, absolute paths elsewhere, symlinks out
-  and URLs are refused. Wildcards are refused: a source names one file. Paths in ``forbidden``
-  (the engine's state folder, the SQLite store file) are refused even inside ``data_dir``, so a
-  dataset can never expose the gateway's own state.
+- A relative dataset ``source`` is resolved against ``data_dir`` (``visits.parquet``,
+  ``2026/clinic.csv``) with symlinks followed, and must then lie inside ``data_dir``: ``..``
+  escapes, absolute paths elsewhere, symlinks out and URLs are refused. For definitions written
+  before this rule, a relative source that leaves ``data_dir`` that way is resolved against the
+  dataset file's folder instead (``../../data/visits.parquet``), and must equally end inside
+  ``data_dir``; both readings are confined, so neither can reach anything else. Wildcards are
+  refused: a source names one file. Paths in ``forbidden`` (the engine's state folder, the
+  SQLite store file) are refused even inside ``data_dir``, so a dataset can never expose the
+  gateway's own state.
 """
 
 from __future__ import annotations
@@ -322,7 +326,8 @@ def read_source(
     require: bool,
     forbidden: Sequence[Path] = (),
 ) -> tuple[str, str | None] | None:
-    """Resolve a source to (absolute path inside data_dir, duckdb table or None)."""
+    """Resolve a source to (absolute path inside data_dir, duckdb table or None): relative to
+    ``data_dir``, or (the earlier rule) to ``base_dir`` when only that reading stays inside."""
     what = "must be a .parquet or .csv file, or duckdb://file.duckdb#table"
     if not isinstance(value, str) or not value.strip():
         p.add("source", what)
@@ -350,12 +355,15 @@ def read_source(
         p.add("source", "must name one file (no wildcards)")
         return None
     try:
-        path = (base_dir / text).resolve()
         root = data_dir.resolve()
+        path = (root / text).resolve()
+        if not _inside(path, root):  # the earlier rule: relative to the dataset file
+            earlier = (base_dir / text).resolve()
+            path = earlier if _inside(earlier, root) else path
     except (OSError, RuntimeError, ValueError):
         p.add("source", "cannot be resolved")
         return None
-    if not path.is_relative_to(root) or path == root:
+    if not _inside(path, root):
         p.add("source", "must lie inside the data folder (after resolving .. and symlinks)")
         return None
     if any(_within(path, state) for state in forbidden):
@@ -369,6 +377,10 @@ def read_source(
         p.add("source", "file not found in the data folder")
         return None
     return str(path), table
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path.is_relative_to(root) and path != root
 
 
 def _within(path: Path, other: Path) -> bool:

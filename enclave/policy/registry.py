@@ -7,8 +7,9 @@ audited version. Every lookup reads the latest version from the store, so a chan
 effect at the next request; the parsed object is cached per (kind, name) together with the
 version and body it came from, so a request costs one store read and no re-validation.
 
-Dataset bodies keep ``source`` as written; it is resolved against ``<policies_dir>/datasets``
-and must still lie inside ``data_dir`` when rebuilt. A stored body that no longer validates
+Dataset bodies keep ``source`` as written; a relative one is resolved against ``data_dir``
+(or, written before that rule, against ``<policies_dir>/datasets``: ``policy/fields.py``) and
+must still lie inside ``data_dir`` when rebuilt. A stored body that no longer validates
 (e.g. ``data_dir`` moved) is logged; a single lookup then raises ``ServiceUnavailable`` and
 listings skip it, so a broken definition never turns into a silent default.
 """
@@ -26,6 +27,7 @@ from enclave.config import Config, sqlite_path
 from enclave.errors import ConfigError, PolicyFileError, ServiceUnavailable
 from enclave.inputs import MAX_TEXT_CHARS
 from enclave.models import DatasetSpec, Tier
+from enclave.policy.fields import Problems, read_source
 from enclave.policy.files import (
     dataset_from_dict,
     dataset_to_dict,
@@ -222,6 +224,22 @@ class Registry:
         return dataset_from_dict(
             body, base_dir=root / "datasets", data_dir=data, where=where,
             require_source=require_source, forbidden=(*self._forbidden, *forbidden),
+        )  # fmt: skip
+
+    def source_spec(self, source: Any, forbidden: Sequence[Path] = ()) -> DatasetSpec:
+        """A bare spec (no columns) for ``source``, confined as any dataset's source, to read
+        a file's schema before it is registered; ``PolicyFileError`` if the path is refused."""
+        root, data = self._dirs()
+        p = Problems("")
+        found = read_source(
+            p, source, root / "datasets", data, True, (*self._forbidden, *forbidden)
+        )
+        p.raise_if_any()
+        assert found is not None  # noqa: S101 (a problem was raised otherwise)
+        return DatasetSpec(
+            name="proposal", description="", source=str(source), source_path=found[0],
+            privacy_unit="", max_rows_per_unit=1, min_tier=(), allowed_jurisdictions=None,
+            columns=(), source_table=found[1],
         )  # fmt: skip
 
     # --- internals -------------------------------------------------------------------------

@@ -17,11 +17,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from enclave.audit.record import AuditDraft, AuditRecord
 from enclave.ledger.grid import Amount
 from enclave.models import Licence
+
+if TYPE_CHECKING:
+    from enclave.store.grants import Grant
 
 PolicyKind = Literal["tier", "dataset"]
 
@@ -145,6 +148,15 @@ class Store(Protocol):
     # --- ledger and release cache ---
     async def spent(self, licence_id: str, dataset: str, since: dt.datetime | None) -> Amount: ...
     async def get_cached(self, licence_id: str, cache_key: str) -> dict[str, Any] | None: ...
+
+    # --- budget grants (``store/grants.py``) ---
+    async def add_grant(self, grant: Grant, ceiling: Amount, audit: AuditDraft) -> AuditRecord:
+        """Store ``grant`` with its audit record in one transaction, after re-reading the
+        licence (``NotFound``, ``Conflict`` if revoked, ``BadRequest`` if the dataset is not
+        covered or the dataset's grants would pass ``ceiling``)."""
+
+    async def grants(self, licence_id: str) -> list[Grant]:
+        """Every grant of ``licence_id``, oldest first."""
 
     # --- the audit chain ---
     async def append(self, draft: AuditDraft) -> AuditRecord:

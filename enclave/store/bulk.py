@@ -100,6 +100,17 @@ TABLES: tuple[TableSpec, ...] = (
         ("licence_id", "cache_key"),
     ),
     TableSpec("shared_secrets", _text("name", "value", "created_at"), ("name",)),
+    TableSpec(
+        "licence_grants",
+        (
+            ("audit_seq", "int"),
+            *_text("licence_id", "dataset"),
+            ("epsilon_units", "int"),
+            ("delta_units", "int"),
+            *_text("reason", "actor", "created_at"),
+        ),
+        ("audit_seq",),
+    ),
 )
 TABLE_NAMES: frozenset[str] = frozenset(t.name for t in TABLES)
 

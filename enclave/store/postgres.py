@@ -33,6 +33,7 @@ from enclave.errors import AuditUnavailable, EnclaveError, StoreUnavailable
 from enclave.ledger.grid import Amount
 from enclave.models import Licence, utcnow
 from enclave.store import codec
+from enclave.store import grants as grant_ops
 from enclave.store import postgres_bulk as bulk
 from enclave.store import postgres_ops as ops
 from enclave.store.base import (
@@ -45,6 +46,7 @@ from enclave.store.base import (
 )
 from enclave.store.chain_rows import Progress, SegmentJoiner, verify_segment
 from enclave.store.codec import SummaryRow
+from enclave.store.grants import Grant
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -280,6 +282,16 @@ class PostgresStore:
 
     async def get_cached(self, licence_id: str, cache_key: str) -> dict[str, Any] | None:
         return await self._read(lambda c: ops.get_cached(c, licence_id, cache_key))
+
+    # --- budget grants ---------------------------------------------------------------------
+
+    async def add_grant(self, grant: Grant, ceiling: Amount, audit: AuditDraft) -> AuditRecord:
+        return await self._write(
+            lambda c, now: grant_ops.postgres_add(c, grant, ceiling, audit, now)
+        )
+
+    async def grants(self, licence_id: str) -> list[Grant]:
+        return await self._read(lambda c: grant_ops.postgres_list(c, licence_id))
 
     # --- the audit chain -------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from enclave.audit.record import AuditDraft, AuditRecord
 from enclave.errors import AuditUnavailable, StoreUnavailable
 from enclave.ledger.grid import Amount
 from enclave.models import Licence, utcnow
+from enclave.store import grants as grant_ops
 from enclave.store import sqlite_bulk as bulk
 from enclave.store import sqlite_ops as ops
 from enclave.store import sqlite_verify
@@ -54,6 +55,7 @@ from enclave.store.base import (
 from enclave.store.bulk import Row, TableSpec
 from enclave.store.chain_rows import Progress, SegmentJoiner, verify_segment
 from enclave.store.codec import SummaryRow
+from enclave.store.grants import Grant
 from enclave.store.sqlite_totals import LedgerTotals
 
 T = TypeVar("T")
@@ -241,6 +243,14 @@ class SqliteStore:
 
     async def get_cached(self, licence_id: str, cache_key: str) -> dict[str, Any] | None:
         return await self._read(partial(ops.get_cached, licence_id=licence_id, cache_key=cache_key))
+
+    # --- budget grants ---------------------------------------------------------------------
+
+    async def add_grant(self, grant: Grant, ceiling: Amount, audit: AuditDraft) -> AuditRecord:
+        return await self._write(lambda c, now: grant_ops.sqlite_add(c, grant, ceiling, audit, now))
+
+    async def grants(self, licence_id: str) -> list[Grant]:
+        return await self._read(partial(grant_ops.sqlite_list, licence_id=licence_id))
 
     # --- the audit chain -------------------------------------------------------------------
 

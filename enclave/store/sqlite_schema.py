@@ -151,6 +151,24 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
             "CREATE INDEX rate_counters_win ON rate_counters (win)",
         ),
     ),
+    (
+        5,
+        (
+            # Per-licence budget grants (top-ups), each stored with its audit record
+            # (``store/grants.py``): the limit is the tier's budget plus the period's grants.
+            """CREATE TABLE licence_grants (
+                audit_seq INTEGER PRIMARY KEY REFERENCES audit (seq),
+                licence_id TEXT NOT NULL,
+                dataset TEXT NOT NULL,
+                epsilon_units INTEGER NOT NULL,
+                delta_units INTEGER NOT NULL,
+                reason TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                created_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX licence_grants_licence ON licence_grants (licence_id, audit_seq)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

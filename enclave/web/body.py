@@ -1,4 +1,4 @@
-"""Reading JSON bodies: whole, size-capped, on a deadline, strict.
+"""Reading JSON (and CSV) bodies: whole, size-capped, on a deadline, strict.
 
 - **Whole.** ``request.read()`` reads until the body ends, however many TCP segments it
   arrives in (a read of "what has arrived so far" refuses a valid body split by the network).
@@ -65,13 +65,27 @@ def parse_body(raw: bytes) -> Any:
 async def read_json(request: web.Request) -> Any:
     if request.content_type not in ("application/json", ""):
         raise UnsupportedMediaType("send the body as application/json")
+    return parse_body(await _read(request))
+
+
+async def read_csv_text(request: web.Request) -> str:
+    """A ``text/csv`` body as text (UTF-8, a leading byte-order mark dropped), whole and
+    size-capped like a JSON body."""
+    if request.content_type != "text/csv":
+        raise UnsupportedMediaType("send the body as text/csv")
+    try:
+        return (await _read(request)).decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadRequest("the body is not UTF-8 text") from None
+
+
+async def _read(request: web.Request) -> bytes:
     timeout = request.app[config_key].server.body_timeout_s
     try:
         async with asyncio.timeout(timeout):
-            raw = await request.read()  # HTTPRequestEntityTooLarge past client_max_size: 413
+            return await request.read()  # HTTPRequestEntityTooLarge past client_max_size: 413
     except TimeoutError:
         raise RequestTimeout(f"the body did not arrive within {timeout:g} seconds") from None
-    return parse_body(raw)
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:

@@ -135,6 +135,7 @@ class Op:
     content: tuple[str, ...] = (JSON,)  # success media types
     headers: tuple[tuple[str, str], ...] = ()  # success response headers: (name, description)
     also: tuple[int, ...] = ()  # further success statuses with the same body (PUT: 201 creates)
+    body_media: str = JSON  # the request body's media type
 
 
 def _q(name: str, description: str = "", **schema: Any) -> Param:
@@ -231,6 +232,30 @@ OPERATIONS: tuple[Op, ...] = (
     Op("post", "/v1/admin/revocations", "revokeToken", "admin",
        "Refuse a token (by jti) from now on", "Revocation", status=201,
        body="RevocationRequest", errors=BODY),
+    # --- admin: the steward's tools (web/steward.py) ---
+    Op("get", "/v1/admin/licences/{id}/budget", "getLicenceBudget", "admin",
+       "Spent, granted, limit and remaining per dataset of a licence (exact decimal text)",
+       "LicenceBudget", params=(_p("id"),), errors=(NotFound,)),
+    Op("get", "/v1/admin/licences/{id}/grants", "listGrants", "admin",
+       "The licence's budget grants, oldest first", "GrantList", params=(_p("id"),),
+       errors=(NotFound,)),
+    Op("post", "/v1/admin/licences/{id}/grants", "createGrant", "admin",
+       "Top up a licence's budget for one dataset, with a reason (audited)", "Grant",
+       status=201, body="GrantRequest", params=(_p("id"),), errors=(*BODY, NotFound, Conflict)),
+    Op("post", "/v1/admin/licences/import", "importLicences", "admin",
+       "Issue licences from CSV: every problem listed, all or none (dry_run checks only)",
+       "ImportResult", status=201, body="LicenceCsv", body_media="text/csv",
+       params=(_q("dry_run", "true: check only, issue nothing", enum=["true", "false"]),
+               _text("reason", "why (required to issue; kept on each audit record)")),
+       errors=(*BODY, Conflict), also=(200,)),
+    Op("get", "/v1/admin/data-files", "listDataFiles", "admin",
+       "Parquet and CSV files in the data folder a dataset can be registered from",
+       "DataFiles"),
+    Op("get", "/v1/admin/data-files/schema", "proposeSchema", "admin",
+       "Column names and types proposed from a data file's schema (never its values)",
+       "SchemaProposal",
+       params=(_text("source", "a file path relative to policies.data_dir"),),
+       errors=(BadRequest, PolicyFileError, DatasetUnavailable)),
     # --- auditor ---
     Op("get", "/v1/audit/events", "auditEvents", "auditor",
        "Audit records, oldest first, paginated by seq", "AuditEvents",
@@ -318,7 +343,8 @@ def _operation(op: Op) -> dict[str, Any]:
     if op.params:
         out["parameters"] = [p.to_json() for p in op.params]
     if op.body:
-        out["requestBody"] = {"required": True, "content": {JSON: {"schema": ref(op.body)}}}
+        content = {op.body_media: {"schema": ref(op.body)}}
+        out["requestBody"] = {"required": True, "content": content}
     return out
 
 

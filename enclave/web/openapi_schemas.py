@@ -16,6 +16,7 @@ from enclave.errors import all_error_classes
 from enclave.inputs import MAX_NAME_CHARS, MAX_PATH_CHARS, MAX_TEXT_CHARS, MAX_TIME_CHARS
 from enclave.ledger.budget import MAX_PERIOD_DAYS
 from enclave.models import AGG_KINDS, COLUMN_TYPES, LICENCE_STATUSES
+from enclave.web.openapi_steward import steward_schemas
 
 Schema = dict[str, Any]
 
@@ -345,6 +346,7 @@ def component_schemas() -> dict[str, Schema]:
     licence = _licence_fields()
     licence_in = _licence_fields(write=True)
     return {
+        **steward_schemas(),
         "Problem": _problem(),
         "Column": _column(),
         "DatasetPublic": _obj(_dataset_fields(False), ("name", "privacy_unit", "columns")),

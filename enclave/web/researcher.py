@@ -8,7 +8,8 @@ from aiohttp import web
 
 from enclave import pipeline
 from enclave.dummy import DEFAULT_ROWS, FORMATS, MAX_ROWS, MAX_SEED, DummyRequest, dummy_filename
-from enclave.ledger.budget import period_window, tier_limit
+from enclave.ledger.budget import period_window
+from enclave.licence_grants import licence_limit
 from enclave.models import DatasetSpec, iso
 from enclave.policy.decide import visible_datasets
 from enclave.store.base import AuditFilter
@@ -103,7 +104,7 @@ async def get_budget(request: web.Request) -> web.Response:
         since, renews = period_window(lic.valid_from, tier.period_days, now)
         for name in lic.datasets:
             spent = await svc.store.spent(lic.id, name, since)
-            limit = tier_limit(tier)
+            limit = await licence_limit(svc.store, lic, tier, name, since)
             left = spent.left_of(limit)
             out.append(
                 {

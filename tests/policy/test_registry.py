@@ -13,7 +13,7 @@ import pytest
 
 from enclave.audit.record import GENESIS_HASH, AuditDraft
 from enclave.errors import ConfigError, PolicyFileError, ServiceUnavailable
-from enclave.policy.files import tier_to_dict
+from enclave.policy.files import dataset_to_dict, tier_to_dict
 from enclave.policy.registry import SEED_ACTOR, Registry
 from enclave.store import connected_store
 from enclave.store.base import Store
@@ -62,7 +62,7 @@ async def test_first_start_seeds_version_1_without_audit(
     assert tier is not None and tier.version == 1 and tier.budget_epsilon == Decimal("5.0")
     spec = await registry.dataset("visits")
     assert spec is not None and spec.version == 1
-    assert spec.source == "../../data/visits.parquet"
+    assert spec.source == "visits.parquet"  # relative to data_dir
     assert spec.source_path == str((deployment[1] / "visits.parquet").resolve())
     assert await registry.tier("gold") is None and await registry.dataset("gold") is None
 
@@ -149,6 +149,11 @@ async def test_a_stored_body_that_no_longer_validates_is_not_served(
     store: Store, deployment: tuple[Path, Path], tmp_path: Path
 ) -> None:
     registry = await seeded(store, deployment)
+    spec = await registry.dataset("visits")
+    assert spec is not None
+    # an absolute source (a relative one follows the data folder wherever it moves)
+    body = {**dataset_to_dict(spec), "source": spec.source_path}
+    await registry.put_dataset("visits", body, "root", draft("dataset.update"))
     moved = Registry(store, deployment[0], tmp_path / "elsewhere")  # data_dir changed
     with pytest.raises(ServiceUnavailable):
         await moved.dataset("visits")

@@ -10,13 +10,15 @@ export class ApiError extends Error {
   }
 }
 
-export async function api(path, { method = "GET", body, raw = false } = {}) {
+// `body` is sent as JSON; `text` (with `type`, e.g. "text/csv") as it is.
+export async function api(path, { method = "GET", body, text, type, raw = false } = {}) {
   const headers = { Accept: "application/json" };
   const bearer = token();
   if (bearer) headers.Authorization = `Bearer ${bearer}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (text !== undefined) headers["Content-Type"] = type;
   const resp = await fetch(path, {
-    method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+    method, headers, body: text ?? (body === undefined ? undefined : JSON.stringify(body)),
   });
   if (!resp.ok) {
     const problem = await resp.json().catch(() => ({ title: resp.statusText }));

@@ -1,5 +1,5 @@
 // What needs attention, computed in the browser from the audit log (and, for a caller who is
-// also a steward, the tiers' budgets): licences near budget exhaustion, refusal spikes per
+// also a steward, the tiers' budgets, plus the grants recorded in the log): licences near budget exhaustion, refusal spikes per
 // subject, licences that expire soon.
 import { allPages, api } from "./api.js";
 import { session } from "./auth.js";
@@ -13,10 +13,13 @@ export async function attention(panel) {
   const licences = {};
   for (const e of events) {
     if (!e.licence_id) continue;
-    const l = (licences[e.licence_id] ??= { actor: e.actor, tier: e.tier, eps: 0,
+    const l = (licences[e.licence_id] ??= { actor: e.actor, tier: e.tier, eps: 0, granted: 0,
       budgetRefusals: 0, validUntil: null, status: "active" });
     if (e.tier) l.tier = e.tier;
     if (e.action === "query" && e.outcome === "ok" && !e.cached) l.eps += e.epsilon;
+    if (e.action === "licence.grant" && e.outcome === "ok") {
+      l.granted += Number(e.detail?.grant?.epsilon || 0); // a top-up raises the limit
+    }
     if (e.outcome === "denied" && /budget/i.test(e.reason || "")) l.budgetRefusals += 1;
     const change = e.action === "licence.create" ? e.detail?.after : e.detail?.changes;
     if (e.outcome === "ok" && change) {
@@ -25,7 +28,7 @@ export async function attention(panel) {
     }
   }
   const near = Object.entries(licences).map(([id, l]) => {
-    const limit = budgets[l.tier];
+    const limit = budgets[l.tier] === undefined ? undefined : budgets[l.tier] + l.granted;
     return [id, l.actor, l.tier, l.eps, limit, l.budgetRefusals, limit ? l.eps / limit : null];
   }).filter((r) => r[5] > 0 || (r[6] !== null && r[6] >= 0.8));
 
@@ -43,7 +46,8 @@ export async function attention(panel) {
   showExpiring();
 
   panel.append(h("h2", { text: "Needs attention" }),
-    table(["licence", "subject", "tier", "ε spent", "tier budget ε", "budget refusals", "used"],
+    table(["licence", "subject", "tier", "ε spent", "budget ε (tier + grants)", "budget refusals",
+      "used"],
       near.map((r) => [...r.slice(0, 6), r[6] === null ? "budget unknown"
         : `${Math.round(r[6] * 100)}%`]), "Licences near budget exhaustion (≥ 80% or refused)"),
     budgets.known ? null : h("p", { className: "note", text: "Tier budgets are read with the "

@@ -5,7 +5,8 @@ import { download, errorBox, field, fmt, h, input, lineChart, select, table, tab
 import { attention } from "./attention.js";
 
 const ACTIONS = ["", "query", "query.estimate", "licence.create", "licence.update",
-  "tier.update", "dataset.update", "revocation.create", "audit.export", "dataset.dummy", "request"];
+  "tier.update", "dataset.update", "revocation.create", "audit.export", "dataset.dummy", "request",
+  "licence.grant", "licence.import", "dataset.schema"];
 const OUTCOMES = ["", "ok", "denied", "error"];
 
 export function render(root) {

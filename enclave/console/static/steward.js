@@ -1,7 +1,10 @@
 // Steward (role admin): licences (filter, issue, suspend, reactivate, revoke, extend, re-tier,
-// each with a required reason), tiers and datasets (edit with every problem shown next to its
-// field, version history with a diff), token revocations.
+// each with a required reason; spend and grants per licence), tiers and datasets (edit with
+// every problem shown next to its field, version history with a diff), token revocations,
+// bulk licence import, and registering a dataset from a data file.
 import { api, qs } from "./api.js";
+import { licenceBudget } from "./grants.js";
+import { importPage, registerPage } from "./intake.js";
 import {
   askReason, errorBox, field, fmt, h, input, say, select, showProblems, table, tabs,
 } from "./ui.js";
@@ -13,6 +16,8 @@ export function render(root) {
     ["Tiers", (p) => policies(p, "tier")],
     ["Datasets", (p) => policies(p, "dataset")],
     ["Revocations", revocations],
+    ["Import", importPage],
+    ["Register dataset", registerPage],
   ], "Steward");
 }
 
@@ -28,6 +33,7 @@ async function licences(panel) {
     expiring: input("expiring_within_days", { type: "number", min: "0" }),
   };
   const list = h("div", { id: "licence-list" });
+  const detail = h("div", { id: "licence-detail" });
   async function refresh() {
     const data = await api(`/v1/admin/licences${qs({
       subject: f.subject.value, expiring_within_days: f.expiring.value })}`);
@@ -38,7 +44,7 @@ async function licences(panel) {
     list.replaceChildren(table(
       ["id", "subject", "organisation", "tier", "datasets", "status", "valid until", "actions"],
       rows.map((l) => [l.id, l.subject, l.organization, l.tier, l.datasets, status(l),
-        l.valid_until.slice(0, 10), actions(l, tiers, refresh)]),
+        l.valid_until.slice(0, 10), actions(l, tiers, refresh, detail)]),
       `${rows.length} licence(s)`));
   }
   const filters = h("form", { className: "card filters", onsubmit: (ev) => {
@@ -47,7 +53,7 @@ async function licences(panel) {
   } }, field("Subject", f.subject), field("Organisation", f.organization),
   field("Status", f.status), field("Tier", f.tier), field("Expiring within (days)", f.expiring),
   h("button", { type: "submit", text: "Filter" }));
-  panel.append(h("h2", { text: "Licences" }), filters, list,
+  panel.append(h("h2", { text: "Licences" }), filters, list, detail,
     issueForm(tiers, datasets, refresh));
   await refresh();
 }
@@ -58,7 +64,7 @@ function status(l) {
     why.at.slice(0, 10)})` : l.status;
 }
 
-function actions(l, tiers, refresh) {
+function actions(l, tiers, refresh, detail) {
   const patch = async (title, change, extra = []) => {
     const answer = await askReason(`${title} ${l.id}`, extra);
     if (!answer) return;
@@ -73,8 +79,11 @@ function actions(l, tiers, refresh) {
   };
   const button = (text, onclick) => h("button", { type: "button", text, onclick,
     "aria-label": `${text} ${l.id}` });
-  if (l.status === "revoked") return h("span", { text: "final" });
-  return h("span", { className: "row-actions" },
+  const budget = button("Budget", () => licenceBudget(detail, l)
+    .then(() => detail.querySelector("h2")?.scrollIntoView())
+    .catch((err) => detail.replaceChildren(errorBox(err))));
+  if (l.status === "revoked") return h("span", { className: "row-actions" }, budget, "final");
+  return h("span", { className: "row-actions" }, budget,
     l.status === "active" ? button("Suspend", () => patch("Suspend", () =>
       ({ status: "suspended" }))) : button("Reactivate", () => patch("Reactivate", () =>
       ({ status: "active" }))),

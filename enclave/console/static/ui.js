@@ -45,7 +45,9 @@ export function showProblems(form, error, general) {
   const problems = error.problems?.length ? error.problems : error.message.split("; ");
   for (const text of problems) {
     const { path, message } = splitProblem(text);
-    const slot = path && form.querySelector(`ul.problems[data-for="${CSS.escape(path)}"]`);
+    // "columns.age.bounds[0]" is shown by the slot of "columns.age.bounds" if it has none
+    const slot = path && [path, path.replace(/\[\d+\]$/, "")].map((p) =>
+      form.querySelector(`ul.problems[data-for="${CSS.escape(p)}"]`)).find(Boolean);
     if (slot) {
       slot.append(h("li", { text: message }));
       slot.previousElementSibling?.setAttribute("aria-invalid", "true");
@@ -58,7 +60,7 @@ export function showProblems(form, error, general) {
 // "tier standard: budget.epsilon: must be ..." → {path: "budget.epsilon", message: "must be ..."}
 export function splitProblem(text) {
   const rest = text.replace(/^(tier|dataset|licence) [^:]*: /, "");
-  const m = /^([A-Za-z0-9_.]+): (.*)$/s.exec(rest);
+  const m = /^([A-Za-z0-9_.]+(?:\[\d+\])?): (.*)$/s.exec(rest);
   return m ? { path: m[1], message: m[2] } : { path: null, message: text };
 }
 

@@ -1,0 +1,126 @@
+"""A licence's budget per dataset: the tier's budget plus its grants (top-ups), and what is
+spent and left of it. Shared by the query pipeline, ``GET /v1/budget`` and the admin routes.
+
+Rules:
+- the limit of a licence for a dataset is the tier's budget plus the grants given for that
+  licence and dataset in the current budget period (``ledger/budget.py``: the whole lifetime
+  when the tier has no ``period_days``; with a period, a grant tops up the period it is given
+  in and lapses with it, as the spend does);
+- a grant is positive, on the ledger's grid, within its bounds, for a dataset the licence
+  covers, and carries a reason; it only ever raises the limit (``store/grants.py`` explains
+  why that makes a stale read of grants safe);
+- amounts in admin answers are exact decimal text, as in the audit summary.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from enclave.errors import BadRequest
+from enclave.inputs import MAX_TEXT_CHARS, invalid, read_string
+from enclave.ledger.budget import period_window, tier_limit
+from enclave.ledger.grid import MAX_DELTA_UNITS, MAX_EPSILON_UNITS, Amount
+from enclave.models import Licence, Tier, iso
+from enclave.policy.fields import Problems, read_delta, read_epsilon
+from enclave.store.base import Store
+from enclave.store.codec import decimal_text
+from enclave.store.grants import Grant, granted
+
+GRANT_FIELDS = frozenset({"dataset", "epsilon", "delta", "reason"})
+#: what the ledger can hold as a limit: epsilon at most 10**6, delta below 1
+LEDGER_BOUND = Amount(MAX_EPSILON_UNITS, MAX_DELTA_UNITS - 1)
+
+
+def grant_from_json(body: Any, licence: Licence, actor: str) -> Grant:
+    """Validate a grant request for ``licence``; ``BadRequest`` listing every problem."""
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    p = Problems("")
+    for key in sorted(str(k) for k in set(body) - GRANT_FIELDS):
+        p.add(key, "unknown field")
+    dataset = body.get("dataset")
+    if not isinstance(dataset, str) or not dataset:
+        p.add("dataset", "required, the name of a dataset the licence covers")
+    elif dataset not in licence.datasets:
+        p.add("dataset", "the licence does not cover this dataset")
+    epsilon = read_epsilon(p, body.get("epsilon"), "epsilon") if "epsilon" in body else None
+    if "epsilon" not in body:
+        p.add("epsilon", "required")
+    delta = read_delta(p, body["delta"], "delta") if body.get("delta") is not None else None
+    problems = list(p.items)
+    reason = read_string(problems, body.get("reason"), "reason", MAX_TEXT_CHARS)
+    if problems:
+        raise invalid(problems)
+    assert isinstance(dataset, str) and epsilon is not None and reason is not None  # noqa: S101
+    return Grant(
+        licence_id=licence.id,
+        dataset=dataset,
+        amount=Amount.limit(epsilon, delta or 0),
+        reason=reason,
+        actor=actor,
+    )
+
+
+def ceiling(tier: Tier | None) -> Amount:
+    """How much may be granted in all for one dataset of a licence on ``tier``."""
+    base = tier_limit(tier) if tier is not None else Amount()
+    return Amount(LEDGER_BOUND.epsilon - base.epsilon, max(0, LEDGER_BOUND.delta - base.delta))
+
+
+async def licence_limit(
+    store: Store, licence: Licence, tier: Tier, dataset: str, since: dt.datetime | None
+) -> Amount:
+    """The licence's limit for ``dataset`` in the period starting ``since``."""
+    return tier_limit(tier).plus(granted(await store.grants(licence.id), dataset, since))
+
+
+@dataclass(frozen=True)
+class DatasetBudget:
+    dataset: str
+    tier_budget: Amount
+    granted: Amount
+    spent: Amount
+    since: dt.datetime | None
+    renews: dt.datetime | None
+
+    @property
+    def limit(self) -> Amount:
+        return self.tier_budget.plus(self.granted)
+
+    def to_json(self) -> dict[str, Any]:
+        left = self.spent.left_of(self.limit)
+        out: dict[str, Any] = {"dataset": self.dataset}
+        for name, amount in (
+            ("tier_budget", self.tier_budget),
+            ("granted", self.granted),
+            ("limit", self.limit),
+            ("spent", self.spent),
+            ("remaining", left),
+        ):
+            out[f"epsilon_{name}"] = decimal_text(amount.epsilon_decimal)
+            out[f"delta_{name}"] = decimal_text(amount.delta_decimal)
+        out["period_start"] = iso(self.since) if self.since is not None else None
+        out["renews"] = iso(self.renews) if self.renews is not None else None
+        return out
+
+
+async def licence_budget(
+    store: Store, licence: Licence, tier: Tier | None, now: dt.datetime
+) -> list[DatasetBudget]:
+    """Spent, granted and remaining per dataset of ``licence`` (a missing tier: budget 0)."""
+    since, renews = period_window(licence.valid_from, tier.period_days if tier else None, now)
+    base = tier_limit(tier) if tier is not None else Amount()
+    grants = await store.grants(licence.id)
+    return [
+        DatasetBudget(
+            dataset=name,
+            tier_budget=base,
+            granted=granted(grants, name, since),
+            spent=await store.spent(licence.id, name, since),
+            since=since,
+            renews=renews,
+        )
+        for name in licence.datasets
+    ]

@@ -1,0 +1,169 @@
+"""Per-licence budget grants (top-ups), written once for both adapters.
+
+A grant adds epsilon (and optionally delta) to one licence's limit for one dataset: the limit
+becomes the tier's budget plus the grants given in the current budget period
+(``licence_grants.py``). Grants only ever *raise* a limit, which is what makes them safe to
+read outside the debit's transaction: a query reads the grants before its debit, and the debit
+re-checks the spend against that limit inside its own transaction as before. A grant committed
+in between is simply not counted yet (the limit read is lower than the true one, never higher),
+so no concurrent interleaving can overspend.
+
+Each grant is stored with the audit record that announces it, in one transaction (the row's
+key is that record's ``seq``), so a grant without its record, or the reverse, cannot exist.
+Inside that transaction the licence is read again: it must exist, not be revoked and still
+cover the dataset, and the dataset's grants must stay within ``ceiling`` (the ledger's bounds
+less the tier's budget), so the limit always fits the grid.
+
+The SQL is written once with ``$n`` markers (asyncpg); SQLite gets ``?n`` (``_qmark``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from enclave.audit.record import AuditDraft, AuditRecord
+from enclave.errors import BadRequest, Conflict, NotFound
+from enclave.ledger.grid import Amount
+from enclave.models import Licence, iso
+from enclave.store import postgres_ops, sqlite_ops
+from enclave.store.codec import decimal_text, with_licence
+
+COLUMNS = (
+    "audit_seq", "licence_id", "dataset", "epsilon_units", "delta_units", "reason", "actor",
+    "created_at",
+)  # fmt: skip
+INSERT_SQL = (
+    f"INSERT INTO licence_grants ({', '.join(COLUMNS)})"  # noqa: S608 (fixed column list)
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+)
+SELECT_SQL = (
+    f"SELECT {', '.join(COLUMNS)} FROM licence_grants"  # noqa: S608 (fixed column list)
+    " WHERE licence_id = $1 ORDER BY audit_seq"
+)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One top-up of ``licence_id``'s limit for ``dataset``, by ``actor``, for ``reason``.
+    ``audit_seq`` and ``created_at`` come from its audit record (0 and "" before storing)."""
+
+    licence_id: str
+    dataset: str
+    amount: Amount
+    reason: str
+    actor: str
+    audit_seq: int = 0
+    created_at: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "licence_id": self.licence_id,
+            "dataset": self.dataset,
+            "epsilon": decimal_text(self.amount.epsilon_decimal),
+            "delta": decimal_text(self.amount.delta_decimal),
+            "reason": self.reason,
+            "actor": self.actor,
+            "created_at": self.created_at,
+            "audit_seq": self.audit_seq,
+        }
+
+
+def granted(grants: Iterable[Grant], dataset: str, since: dt.datetime | None) -> Amount:
+    """The sum of ``dataset``'s grants given at or after ``since`` (None: all of them)."""
+    start = None if since is None else iso(since)  # compared as text, as the ledger's ``ts``
+    total = Amount()
+    for g in grants:
+        if g.dataset == dataset and (start is None or g.created_at >= start):
+            total = total.plus(g.amount)
+    return total
+
+
+def check(
+    licence: Licence | None, grant: Grant, existing: Sequence[Grant], ceiling: Amount
+) -> None:
+    """The rules re-checked inside the grant's transaction (the handler checked them first)."""
+    if licence is None:
+        raise NotFound("no such licence")
+    if licence.status == "revoked":
+        raise Conflict("a revoked licence cannot be granted budget")
+    if grant.dataset not in licence.datasets:
+        raise BadRequest(
+            f"dataset: the licence does not cover {grant.dataset!r}",
+            [f"dataset: the licence does not cover {grant.dataset!r}"],
+        )
+    total = granted(existing, grant.dataset, None).plus(grant.amount)
+    if not total.within(ceiling):
+        what = "the licence's limit would pass the ledger's bounds (epsilon 1000000, delta < 1)"
+        raise BadRequest(f"epsilon: {what}", [f"epsilon: {what}"])
+
+
+def _qmark(sql: str) -> str:
+    return re.sub(r"\$(\d+)", r"?\1", sql)
+
+
+def _values(grant: Grant, record: AuditRecord) -> tuple[Any, ...]:
+    return (
+        record.seq,
+        grant.licence_id,
+        grant.dataset,
+        grant.amount.epsilon,
+        grant.amount.delta,
+        grant.reason,
+        grant.actor,
+        record.ts,
+    )
+
+
+def _grant(row: Sequence[Any]) -> Grant:
+    seq, licence_id, dataset, eps, delta, reason, actor, created = row
+    return Grant(
+        licence_id=str(licence_id),
+        dataset=str(dataset),
+        amount=Amount(int(eps), int(delta)),
+        reason=str(reason),
+        actor=str(actor),
+        audit_seq=int(seq),
+        created_at=str(created),
+    )
+
+
+# --- SQLite (sync, on the store's worker thread) --------------------------------------------
+
+
+def sqlite_list(conn: sqlite3.Connection, licence_id: str) -> list[Grant]:
+    return [_grant(r) for r in conn.execute(_qmark(SELECT_SQL), (licence_id,))]
+
+
+def sqlite_add(
+    conn: sqlite3.Connection, grant: Grant, ceiling: Amount, draft: AuditDraft, now: dt.datetime
+) -> AuditRecord:
+    with sqlite_ops.write_tx(conn):
+        licence = sqlite_ops.get_licence(conn, grant.licence_id)
+        check(licence, grant, sqlite_list(conn, grant.licence_id), ceiling)
+        record = sqlite_ops._append_locked(conn, with_licence(draft, grant.licence_id), now)
+        conn.execute(_qmark(INSERT_SQL), _values(grant, record))
+    return record
+
+
+# --- PostgreSQL (asyncpg) --------------------------------------------------------------------
+
+
+async def postgres_list(conn: Any, licence_id: str) -> list[Grant]:
+    return [_grant(tuple(r)) for r in await conn.fetch(SELECT_SQL, licence_id)]
+
+
+async def postgres_add(
+    conn: Any, grant: Grant, ceiling: Amount, draft: AuditDraft, now: dt.datetime
+) -> AuditRecord:
+    async with conn.transaction():
+        await postgres_ops.lock_chain(conn)
+        licence = await postgres_ops.get_licence(conn, grant.licence_id)
+        check(licence, grant, await postgres_list(conn, grant.licence_id), ceiling)
+        record = await postgres_ops._append_locked(conn, with_licence(draft, grant.licence_id), now)
+        await conn.execute(INSERT_SQL, *_values(grant, record))
+    return record

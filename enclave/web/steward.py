@@ -1,0 +1,154 @@
+"""The steward's everyday tools (role ``admin``): per-licence spend, budget grants, bulk
+licence import, and registering a dataset from a file in the data folder.
+
+Every change is audited with the actor and the reason given, in the same store transaction
+as the change (grants: ``licence.grant``; imported licences: one ``licence.create`` each). A
+schema proposal is audited too (``dataset.schema``): it opens a file of the data folder,
+although it reads only the file's schema, never a value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from enclave import data_files
+from enclave.errors import NotFound
+from enclave.inputs import invalid
+from enclave.licence_grants import ceiling, grant_from_json, licence_budget
+from enclave.licence_import import issue_import, plan_import
+from enclave.licences import licence_digest_fields
+from enclave.models import Licence
+from enclave.policy.registry import state_paths
+from enclave.services import Services
+from enclave.web.body import json_response, read_csv_text, read_json
+from enclave.web.keys import audit_ctx_key, services_key
+from enclave.web.params import QueryParams
+from enclave.web.roles import requires_role
+
+routes = web.RouteTableDef()
+
+
+async def _licence(svc: Services, licence_id: str) -> Licence:
+    lic = await svc.store.get_licence(licence_id)
+    if lic is None:
+        raise NotFound("no such licence")
+    return lic
+
+
+@routes.get("/v1/admin/licences/{id}/budget")
+@requires_role("admin")
+async def get_licence_budget(request: web.Request) -> web.Response:
+    """Spent, granted, limit and remaining per dataset of one licence (exact decimal text)."""
+    svc = request.app[services_key]
+    lic = await _licence(svc, request.match_info["id"])
+    tier = await svc.registry.tier(lic.tier)
+    rows = await licence_budget(svc.store, lic, tier, svc.clock())
+    return json_response(
+        {"licence_id": lic.id, "tier": lic.tier, "budgets": [r.to_json() for r in rows]}
+    )
+
+
+@routes.get("/v1/admin/licences/{id}/grants")
+@requires_role("admin")
+async def list_grants(request: web.Request) -> web.Response:
+    svc = request.app[services_key]
+    lic = await _licence(svc, request.match_info["id"])
+    return json_response({"grants": [g.to_json() for g in await svc.store.grants(lic.id)]})
+
+
+@routes.post("/v1/admin/licences/{id}/grants")
+@requires_role("admin")
+async def create_grant(request: web.Request) -> web.Response:
+    """Top up a licence's budget for one dataset; the reason is required and audited."""
+    svc = request.app[services_key]
+    actx = request[audit_ctx_key]
+    actx.action = "licence.grant"
+    actx.licence_id = request.match_info["id"]
+    body = await read_json(request)
+    lic = await _licence(svc, actx.licence_id)
+    actx.tier = lic.tier
+    grant = grant_from_json(body, lic, actx.actor or "")
+    actx.dataset = grant.dataset
+    detail = {"grant": {k: v for k, v in grant.to_json().items() if k in ("epsilon", "delta")}}
+    record = await svc.store.add_grant(
+        grant,
+        ceiling(await svc.registry.tier(lic.tier)),
+        actx.draft("ok", reason=grant.reason, detail=detail),
+    )
+    actx.audited = True
+    stored = {**grant.to_json(), "audit_seq": record.seq, "created_at": record.ts}
+    return json_response(stored, status=201)
+
+
+@routes.post("/v1/admin/licences/import")
+@requires_role("admin")
+async def import_licences(request: web.Request) -> web.Response:
+    """Issue licences from a CSV body: every row checked, every problem listed (row and
+    column), all or none; ``dry_run=true`` checks only. ``reason`` is required to issue."""
+    svc = request.app[services_key]
+    actx = request[audit_ctx_key]
+    actx.action = "licence.import"
+    params = QueryParams(request.query, {"dry_run", "reason"})
+    dry_run = params.choice("dry_run", ("true", "false"), default="false") == "true"
+    reason = params.text("reason")  # a query parameter: at most MAX_NAME_CHARS
+    if not dry_run and not (reason or "").strip():
+        params.problems.append("reason: required to issue licences (kept in the audit log)")
+    params.done()
+    text = await read_csv_text(request)
+    plan = await plan_import(text, svc.store, svc.registry, svc.clock())
+    if plan.problems:
+        raise invalid(plan.problems)
+    if not dry_run:
+        actx.action = "licence.create"
+        await issue_import(
+            svc.store,
+            plan,
+            lambda lic: actx.draft(
+                "ok",
+                reason=reason,
+                detail={"after": licence_digest_fields(lic), "import": "api"},
+            ),
+        )
+        actx.audited = True
+    return json_response(
+        {
+            "dry_run": dry_run,
+            "count": len(plan.licences),
+            "licences": [lic.to_json() for lic in plan.licences],
+        },
+        status=200 if dry_run else 201,
+    )
+
+
+@routes.get("/v1/admin/data-files")
+@requires_role("admin")
+async def list_data_files(request: web.Request) -> web.Response:
+    """Data files a dataset can be registered from: paths relative to ``policies.data_dir``."""
+    svc = request.app[services_key]
+    found = await asyncio.to_thread(
+        data_files.list_files, svc.config.policies.data_dir, state_paths(svc.config)
+    )
+    return json_response({"files": found})
+
+
+@routes.get("/v1/admin/data-files/schema")
+@requires_role("admin")
+async def propose_schema(request: web.Request) -> web.Response:
+    """Column names and types proposed from a data file's schema alone (never its values)."""
+    svc = request.app[services_key]
+    actx = request[audit_ctx_key]
+    actx.action = "dataset.schema"
+    params = QueryParams(request.query, {"source"})
+    source = params.text("source")  # a query parameter: at most MAX_NAME_CHARS
+    if source is None:
+        params.problems.append("source: required, a file path relative to the data folder")
+    params.done()
+    assert source is not None  # noqa: S101 (refused above)
+    actx.detail["path"] = source
+    spec = svc.registry.source_spec(source, forbidden=state_paths(svc.config))
+    proposal = data_files.propose(await svc.warehouse.source_schema(spec))
+    await svc.store.append(actx.draft("ok", detail={"columns": len(proposal)}))
+    actx.audited = True
+    return json_response({"source": source, "columns": proposal})
