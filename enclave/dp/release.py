@@ -39,6 +39,7 @@ from enclave.dp.values import json_value, result_digest, row_sort_key, sort_key
 from enclave.errors import EnclaveError
 from enclave.models import DatasetSpec, Tier
 from enclave.query.plan import Aggregate, ExactGroups, GroupColumn, Plan
+from enclave.query.stats import ROWS
 
 FLOAT_MAX = sys.float_info.max
 
@@ -67,7 +68,7 @@ def release(
         if p.part != "partition":
             noisy[(p.alias, p.part)] = _measure(p, exact, selected.indices)
     if selected.partition_counts is not None:
-        noisy[("_n", "partition")] = selected.partition_counts
+        noisy[(ROWS.name, "partition")] = selected.partition_counts
 
     keep = list(range(len(selected.indices)))
     if priced.suppress_with is not None:
@@ -133,7 +134,7 @@ def _select_groups(spec: DatasetSpec, priced: PricedPlan, exact: ExactGroups) ->
         return _Selection(list(range(len(exact.keys))), None)
     part = next(p for p in priced.aggregates if p.part == "partition")
     # by position: no key value is encoded, so none can fail; one vector through OpenDP
-    kept, noisy = part.mechanism(i64_array(_stat(exact, "_n")))
+    kept, noisy = part.mechanism(i64_array(_stat(exact, ROWS.name)))
     # Below, only the keys OpenDP released are touched (their number is a DP output).
     # Cap: largest noisy counts first, ties by key order (then position, for keys that
     # sort equal); release order: key order.

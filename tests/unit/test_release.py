@@ -14,10 +14,11 @@ import pytest
 from enclave.dp.mechanisms import PricedPlan, enable_dp, price_plan
 from enclave.dp.release import ReleasedTable, release
 from enclave.dp.values import result_digest
-from enclave.engine.bounding import clamped_columns_sql
+from enclave.engine.layout import clamped_columns_sql
 from enclave.errors import EnclaveError
-from enclave.query.compile import assemble, compile_plan, quantile_candidates
+from enclave.query.compile import assemble, compile_plan
 from enclave.query.plan import Aggregate, ExactGroups, GroupColumn, OrderItem, Plan
+from enclave.query.stats import quantile_candidates
 from tests.unit.test_compile import quantile_input
 from tests.unit.test_mechanisms import CODES, REGIONS, make_plan, make_spec, make_tier
 
