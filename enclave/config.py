@@ -28,7 +28,7 @@ class ServerConfig:
     query_timeout_s: float = 30.0
     header_timeout_s: float = 20.0  # from connect (or the last answer) to complete headers
     body_timeout_s: float = 30.0  # for the whole body, once the handler starts reading it
-    release_deadline_ms: float = 250.0  # addition: undeclared-key releases are padded to it
+    release_deadline_ms: float = 250.0  # undeclared-key releases are padded to it
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class AuthConfig:
     algorithms: tuple[str, ...] = ("ES256", "RS256", "EdDSA")
     roles_claim: str = "roles"
     leeway_s: int = 30
-    jwks_min_refresh_s: float = 30.0  # addition: at most one unknown-kid refresh per interval
+    jwks_min_refresh_s: float = 30.0  # at most one unknown-kid refresh per interval
     jwks_refresh_s: float = 300.0  # reload the key set when it is older than this
     jwks_max_stale_s: float = 3600.0  # no successful load for this long: refuse every token
 
@@ -69,7 +69,7 @@ class PoliciesConfig:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Addition: DuckDB resources and where bounded (truncated) tables live."""
+    """DuckDB resources and where bounded (truncated) tables live."""
 
     state_dir: Path = Path("state")  # bounded tables and the truncation seed live here
     memory_limit: str = "2GB"
@@ -81,7 +81,7 @@ class EngineConfig:
 
 @dataclass(frozen=True)
 class ConsoleConfig:
-    """Addition: the web console at ``/console`` (static files calling the public API)."""
+    """The web console at ``/console`` (static files calling the public API)."""
 
     enabled: bool = True
     oidc_client_id: str = ""  # public client for the browser sign-in; "" = paste a token only

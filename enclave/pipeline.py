@@ -152,12 +152,7 @@ async def run_query(
         raise EnclaveError("the query was not priced")  # pragma: no cover
     priced = adm.priced
     cost = Amount.charge(priced.epsilon, priced.delta)  # rounded up: the charge >= OpenDP's
-    if not adm.spent.plus(cost).within(adm.limit):
-        left = adm.spent.left_of(adm.limit)
-        raise BudgetExhausted(
-            f"this query costs epsilon {cost.epsilon_decimal} and delta {cost.delta_decimal}; "
-            f"remaining epsilon {left.epsilon_decimal}, delta {left.delta_decimal}"
-        )
+    _require_budget(adm, cost)
     # bounding: the same for every query
     table = await svc.warehouse.prepare(adm.spec, wait_s=svc.config.server.query_timeout_s)
     charged = ChargedQuery(
@@ -171,23 +166,20 @@ async def run_query(
         query_id=query_id,
     )
     # ---- after this line data has been read: every outcome is charged (charged.py) ----
-    body, debited = await read_and_release(svc, charged, actx)
+    stored, debited = await read_and_release(svc, charged, actx)
     # From here on nothing can raise: the new total came out of the transaction.
-    record = debited.record
-    return Release(
-        query_id=query_id,
-        dataset=adm.spec.name,
-        columns=tuple(body["columns"]),
-        rows=tuple(tuple(r) for r in body["rows"]),
-        epsilon_spent=cost.epsilon_decimal,
-        delta_spent=cost.delta_decimal,
-        cached=False,
-        accuracy=body["accuracy"],
-        suppressed_groups=body["suppressed_groups"],
-        budget=_budget_json(debited.spent.left_of(adm.limit), adm.renews),
-        audit_seq=record.seq,
-        extra={"bounding": bounding_note(adm.spec)},
-    )
+    left = debited.spent.left_of(adm.limit)
+    return _answer(adm, stored, query_id, False, left, debited.record.seq, {})
+
+
+def _require_budget(adm: Admitted, cost: Amount) -> None:
+    """The budget pre-check: refuse before any data is read (the store re-checks)."""
+    if not adm.spent.plus(cost).within(adm.limit):
+        left = adm.spent.left_of(adm.limit)
+        raise BudgetExhausted(
+            f"this query costs epsilon {cost.epsilon_decimal} and delta {cost.delta_decimal}; "
+            f"remaining epsilon {left.epsilon_decimal}, delta {left.delta_decimal}"
+        )
 
 
 async def _admit(
@@ -274,30 +266,41 @@ async def dummy_data(
 
 async def _replay(svc: Services, adm: Admitted, actx: AuditContext, query_id: str) -> Release:
     """Return an earlier release to the same licence again, spending nothing."""
-    body = adm.cached or {}
+    stored = adm.cached or {}
     record = await svc.store.append(
         actx.draft(
             "ok",
             epsilon=0.0,
             cached=True,
-            result_sha256=body["result_sha256"],
-            detail={"release_of": body["query_id"]},
+            result_sha256=stored["result_sha256"],
+            detail={"release_of": stored["query_id"]},
         )
     )
     actx.audited = True
-    return Release(
+    left = adm.spent.left_of(adm.limit)
+    return _answer(
+        adm, stored, query_id, True, left, record.seq, {"release_of": stored["query_id"]}
+    )
+
+
+def _answer(
+    adm: Admitted,
+    stored: dict[str, Any],
+    query_id: str,
+    cached: bool,
+    left: Amount,
+    audit_seq: int,
+    extra: dict[str, Any],
+) -> Release:
+    """The one shape of an answer, new or repeated: the stored release and the budget left."""
+    return Release.from_stored(
+        stored,
         query_id=query_id,
         dataset=adm.spec.name,
-        columns=tuple(body["columns"]),
-        rows=tuple(tuple(r) for r in body["rows"]),
-        epsilon_spent=Decimal(0),
-        delta_spent=Decimal(0),
-        cached=True,
-        accuracy=body["accuracy"],
-        suppressed_groups=body["suppressed_groups"],
-        budget=_budget_json(adm.spent.left_of(adm.limit), adm.renews),
-        audit_seq=record.seq,
-        extra={"release_of": body["query_id"], "bounding": bounding_note(adm.spec)},
+        cached=cached,
+        budget=_budget_json(left, adm.renews),
+        audit_seq=audit_seq,
+        extra={**extra, "bounding": bounding_note(adm.spec)},
     )
 
 

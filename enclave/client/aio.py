@@ -1,6 +1,6 @@
 """``EnclaveClient``: the researcher's async client, on ``aiohttp.ClientSession``.
 
-It speaks the wire contract and nothing else: JSON in, JSON out, and every error response
+It speaks the documented HTTP API and nothing else: JSON in, JSON out, and every error response
 parsed back into the ``enclave.errors`` class the server raised (``problems.py``).
 
 Decisions:

@@ -1,7 +1,7 @@
 """What the client returns: frozen values parsed from the gateway's JSON.
 
 Parsing is tolerant of fields a newer server adds (they stay in ``raw``) and strict about the
-fields the contract promises: a missing or mistyped one raises ``EnclaveError`` naming the
+fields the API documents: a missing or mistyped one raises ``EnclaveError`` naming the
 field, rather than a ``KeyError`` deep inside the caller's code.
 """
 

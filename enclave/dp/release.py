@@ -45,7 +45,7 @@ FLOAT_MAX = sys.float_info.max
 
 
 @dataclass(frozen=True)
-class ReleasedTable:
+class NoisyTable:
     columns: tuple[str, ...]
     rows: tuple[tuple[Any, ...], ...]
     accuracy: dict[str, dict[str, float | None]]
@@ -55,7 +55,7 @@ class ReleasedTable:
 
 def release(
     plan: Plan, spec: DatasetSpec, tier: Tier, priced: PricedPlan, exact: ExactGroups
-) -> ReleasedTable:
+) -> NoisyTable:
     """Apply every priced measurement to ``exact`` and build the noisy table."""
     if tuple(exact.group_columns) != tuple(plan.group_by):
         raise EnclaveError("exact statistics do not match the plan")
@@ -108,7 +108,7 @@ def release(
         rows.append(tuple(row))
     rows = _order_and_limit(plan, rows)
     columns = plan.output_columns
-    return ReleasedTable(columns, tuple(rows), accuracy, suppressed, result_digest(columns, rows))
+    return NoisyTable(columns, tuple(rows), accuracy, suppressed, result_digest(columns, rows))
 
 
 @dataclass(frozen=True)

@@ -253,7 +253,7 @@ def dataset_from_dict(
 
 
 def dataset_to_dict(spec: DatasetSpec) -> dict[str, Any]:
-    """The JSON/YAML form (as the contract's YAML, dates as ISO text); round-trips."""
+    """The JSON/YAML form (the policy files' YAML layout, dates as ISO text); round-trips."""
     return spec.to_json()
 
 

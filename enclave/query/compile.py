@@ -6,8 +6,8 @@ metadata (bounds, quantile grid) is written as exact literals: parameters in exp
 DuckDB its constant folding (measured: a parameterised clamp doubled a 10M-row scan).
 The table it reads is the engine's per-version bounded table (each unit already truncated to
 ``max_rows_per_unit`` rows, and each bounded int/float column stored a second time, clamped, as
-``<name>#clamped``: ``engine/bounding.py``). ``WHERE`` applies to raw values, then the
-aggregates read clamped values, as CONTRACT.md "Semantics" orders (clamping is per row, so it
+``<name>#clamped``: ``engine/layout.py``). ``WHERE`` applies to raw values, then the
+aggregates read clamped values, the documented order of a query (clamping is per row, so it
 commutes with the filter).
 
 Decisions:

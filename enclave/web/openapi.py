@@ -1,4 +1,4 @@
-"""``GET /openapi.json``: the OpenAPI 3.1 description of the HTTP contract, built from Python data.
+"""``GET /openapi.json``: the OpenAPI 3.1 description of the HTTP API, built from Python data.
 
 One table, ``OPERATIONS``, names each endpoint with its role, parameters, body, success schema
 and the error classes it can raise; ``build_document`` turns it into the document. There is

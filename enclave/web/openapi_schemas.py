@@ -2,7 +2,7 @@
 
 Built from the same constants the code validates against (column types, aggregate kinds,
 licence statuses, audit actions, the error tree), so an enumeration cannot drift from the
-code. Response objects leave ``additionalProperties`` open: the contract welcomes additions,
+code. Response objects leave ``additionalProperties`` open: the API may gain fields,
 and a client should ignore fields it does not know. Request bodies the server checks strictly
 (unknown fields refused) say so with ``additionalProperties: false``.
 """

@@ -73,7 +73,7 @@ async def post_query(request: web.Request) -> web.Response:
     actx.action = "query"
     req = pipeline.QueryRequest.from_json(await read_json(request))
     result = await pipeline.run_query(request.app[services_key], request[principal_key], req, actx)
-    request.app[metrics_key].record_release(result.cached, float(result.epsilon_spent))
+    request.app[metrics_key].record_release(result.cached, float(result.epsilon))
     return json_response(result.to_json())
 
 

@@ -12,7 +12,7 @@ import opendp.prelude as dp
 import pytest
 
 from enclave.dp.mechanisms import PricedPlan, enable_dp, price_plan
-from enclave.dp.release import ReleasedTable, release
+from enclave.dp.release import NoisyTable, release
 from enclave.dp.values import result_digest
 from enclave.engine.layout import clamped_columns_sql
 from enclave.errors import EnclaveError
@@ -29,7 +29,7 @@ def run(
     eps: str = "1.0",
     groups: int | None = 5,
     **tier: Any,
-) -> tuple[PricedPlan, ReleasedTable]:
+) -> tuple[PricedPlan, NoisyTable]:
     spec, t = make_spec(), make_tier(**tier)
     priced = price_plan(plan, spec, t, Decimal(eps), groups)
     return priced, release(plan, spec, t, priced, exact)
