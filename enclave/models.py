@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
-from enclave.ledger.grid import DEFAULT_MIN_EPSILON
+from enclave.ledger.grid import DEFAULT_EPSILON, DEFAULT_MIN_EPSILON
 
 Role = Literal["researcher", "admin", "auditor"]
 ROLES: tuple[str, ...] = ("researcher", "admin", "auditor")
@@ -154,6 +154,7 @@ class Tier:
     budget_delta: Decimal
     period_days: int | None = None
     min_epsilon_per_query: Decimal = DEFAULT_MIN_EPSILON
+    default_epsilon: Decimal = DEFAULT_EPSILON  # spent when a query gives no epsilon or target
     min_noisy_count: int = 0
     group_by_max_columns: int = 2
     group_by_max_groups: int = 500
@@ -177,6 +178,7 @@ class Tier:
             "aggregates": sorted(self.aggregates, key=AGG_KINDS.index),
             "max_epsilon_per_query": float(self.max_epsilon_per_query),
             "min_epsilon_per_query": float(self.min_epsilon_per_query),
+            "default_epsilon": float(self.default_epsilon),
             "budget": budget,
             "min_noisy_count": self.min_noisy_count,
             "group_by": {

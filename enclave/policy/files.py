@@ -27,7 +27,7 @@ import yaml
 
 from enclave.errors import PolicyFileError
 from enclave.ledger.budget import MAX_PERIOD_DAYS
-from enclave.ledger.grid import DEFAULT_MIN_EPSILON
+from enclave.ledger.grid import DEFAULT_EPSILON, DEFAULT_MIN_EPSILON
 from enclave.models import AGG_KINDS, DatasetSpec, Tier
 from enclave.policy.fields import (
     Problems,
@@ -98,6 +98,7 @@ TIER_TABLE: tuple[TierField, ...] = (
     TierField("aggregates", "aggregates", read_aggregates),
     TierField("max_epsilon_per_query", "max_epsilon_per_query", read_epsilon),
     TierField("min_epsilon_per_query", "min_epsilon_per_query", read_epsilon, None),
+    TierField("default_epsilon", "default_epsilon", read_epsilon, None),
     TierField("budget.epsilon", "budget_epsilon", read_epsilon),
     TierField("budget.delta", "budget_delta", read_delta, 0),
     TierField("budget.period_days", "period_days", _int(1, MAX_PERIOD_DAYS), None, True),
@@ -162,6 +163,16 @@ def _tier_rules(p: Problems, v: dict[str, Any]) -> None:
     min_eps = v["min_epsilon_per_query"]
     if min_eps is not None and max_eps is not None and min_eps > max_eps:
         p.add("min_epsilon_per_query", "must not exceed max_epsilon_per_query")
+    if v["default_epsilon"] is None and min_eps is not None and max_eps is not None:
+        v["default_epsilon"] = min(max(DEFAULT_EPSILON, min_eps), max_eps)
+    default = v["default_epsilon"]
+    if default is not None and min_eps is not None and max_eps is not None:
+        if not min_eps <= default <= max_eps:
+            p.add(
+                "default_epsilon",
+                f"must lie within [min_epsilon_per_query, max_epsilon_per_query] "
+                f"= [{min_eps}, {max_eps}]",
+            )
     if max_eps is not None and budget_eps is not None and max_eps > budget_eps:
         p.add("max_epsilon_per_query", "must not exceed budget.epsilon")
     if v["allow_undeclared_keys"] and v["budget_delta"] == 0:

@@ -95,11 +95,11 @@ async def test_every_method_against_a_live_gateway(make_gateway: Any) -> None:
         assert (await client.estimate(SQL, "visits", epsilon=0.5)).cached
 
         default = await client.query("SELECT COUNT(*) AS n FROM visits", "visits")
-        assert default.epsilon_spent == 1.0  # the tier's max_epsilon_per_query
+        assert default.epsilon_spent == 0.1  # the tier's default_epsilon, never its cap
 
         (line,) = await client.budget()
-        assert (line["dataset"], line["epsilon_spent"]) == ("visits", 1.5)
-        assert line["epsilon_remaining"] == default.budget.epsilon_remaining == 3.5
+        assert (line["dataset"], line["epsilon_spent"]) == ("visits", 0.6)
+        assert line["epsilon_remaining"] == default.budget.epsilon_remaining == 4.4
 
         page = await client.history(limit=2)
         assert [q["query_id"] for q in page.queries] == [first.query_id, again.query_id]
