@@ -81,26 +81,20 @@ async def post_query(request: web.Request) -> web.Response:
 @routes.post("/v1/queries/estimate")
 @requires_role("researcher")
 async def post_estimate(request: web.Request) -> web.Response:
-    actx = request[audit_ctx_key]
-    actx.action = "query.estimate"
+    request[audit_ctx_key].action = "query.estimate"
     req = QueryRequest.from_json(await read_json(request))
-    result = await pipeline.estimate_query(
-        request.app[services_key], request[principal_key], req, actx
-    )
-    return json_response(result)
+    svc, principal = request.app[services_key], request[principal_key]
+    return json_response(await pipeline.estimate_query(svc, principal, req, request[audit_ctx_key]))
 
 
 @routes.post("/v1/queries/estimate/batch")
 @requires_role("researcher")
 async def post_estimate_batch(request: web.Request) -> web.Response:
     """Price several queries on one dataset together against the budget left; free."""
-    actx = request[audit_ctx_key]
-    actx.action = "query.estimate"
+    request[audit_ctx_key].action = "query.estimate"
     req = BatchRequest.from_json(await read_json(request))
-    result = await pipeline.estimate_batch(
-        request.app[services_key], request[principal_key], req, actx
-    )
-    return json_response(result)
+    svc, principal = request.app[services_key], request[principal_key]
+    return json_response(await pipeline.estimate_batch(svc, principal, req, request[audit_ctx_key]))
 
 
 @routes.get("/v1/budget")
