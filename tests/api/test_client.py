@@ -13,7 +13,14 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from enclave.client import Client, EnclaveClient, Estimate, QueryResult, error_from_response
+from enclave.client import (
+    Client,
+    EnclaveClient,
+    Estimate,
+    LargeSpendWarning,
+    QueryResult,
+    error_from_response,
+)
 from enclave.client.results import PANDAS_HINT
 from enclave.client.sync import INSIDE_LOOP
 from enclave.errors import (
@@ -186,8 +193,9 @@ async def test_budget_exhausted_keeps_the_reason(make_gateway: Any) -> None:
     gw, client, _ = await researcher(make_gateway)
     await set_tier(gw, budget={"epsilon": 0.75}, max_epsilon_per_query=0.5)
     async with client:
-        await client.query("SELECT COUNT(*) AS n FROM visits", "visits", 0.5)
-        with pytest.raises(BudgetExhausted) as info:
+        with pytest.warns(LargeSpendWarning, match="spends epsilon 0.5, 67% of the 0.75 left"):
+            await client.query("SELECT COUNT(*) AS n FROM visits", "visits", 0.5)
+        with pytest.raises(BudgetExhausted) as info, pytest.warns(LargeSpendWarning):
             await client.query(SQL, "visits", 0.5)
         assert (await client.estimate(SQL, "visits", 0.5)).within_budget is False
     assert isinstance(info.value, Forbidden) and info.value.status == 403
