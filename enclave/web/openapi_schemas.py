@@ -426,7 +426,21 @@ def component_schemas() -> dict[str, Schema]:
         "BatchEstimate": _obj(
             {
                 "dataset": STR,
-                "queries": _array(ref("Estimate")),
+                "queries": _array(
+                    _obj(
+                        {
+                            "epsilon": NUM,
+                            "delta": NUM,
+                            "plan_epsilon": NUM,
+                            "plan_delta": NUM,
+                            **_epsilon_note(),
+                            "accuracy": ref("Accuracy"),
+                            "cached": BOOL,
+                            "within_budget": {**BOOL, "description": "this query alone fits"},
+                        },
+                        ("epsilon", "delta", "accuracy", "cached", "within_budget"),
+                    )
+                ),
                 "epsilon": {**NUM, "description": "the batch's total cost (cached repeats: 0)"},
                 "delta": NUM,
                 "within_budget": {**BOOL, "description": "the whole batch fits the budget left"},
