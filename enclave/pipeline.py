@@ -6,7 +6,10 @@
 2. authorize the licence (role, validity, tier, jurisdiction) and count it against the
    licence's rate limit, before the SQL is parsed
 3. parse the SQL into a Plan off the event loop (user SQL is never executed; cached per SQL
-   text and spec), then authorize the plan (plan rules, epsilon cap)
+   text and spec), then authorize the plan (plan rules, epsilon cap). The epsilon is the
+   request's, a batch's even share, the smallest grid epsilon that meets the request's
+   accuracy targets (``dp/target.py``: public parameters only, off the loop), or the tier's
+   ``default_epsilon``; the answer says which (``epsilon_source``)
 4. (the per-address and per-subject limits were counted by the web middleware)
 5. ``check_plan``: every refusal pricing could raise (so a cached repeat meets them too)
 6. release cache: a repeat of the same plan, dataset version and epsilon costs nothing; it is
@@ -14,7 +17,8 @@
 7. otherwise price the plan with OpenDP (cost known before any data is touched; cached per
    plan, spec, tier, epsilon: public inputs only)
 8. budget pre-check (refuse before touching data)
---- estimate stops here; run_query goes on ---
+--- estimate stops here (``estimate_batch`` repeats 2-8 per query, one audit record); run_query
+goes on ---
 9. prepare the dataset version (bounding: the same for every query), compile the plan
 --- after this line data has been read: ``charged.read_and_release`` ---
 10. run the SQL off the loop (timeout), add noise, suppress small groups, order/limit
@@ -224,6 +228,19 @@ def _require_budget(access: Access, cost: Amount) -> None:
         )
 
 
+def _requested_epsilon(
+    req: QueryRequest, share: Decimal | None, tier: Tier
+) -> tuple[EpsilonSource, Decimal | None]:
+    """How the epsilon is set, and its value unless accuracy targets must choose it."""
+    if req.epsilon is not None:
+        return "request", req.epsilon
+    if share is not None:
+        return "batch_split", share
+    if req.accuracy is not None:
+        return "accuracy", None
+    return "tier_default", tier.default_epsilon
+
+
 async def resolve_access(
     svc: Services, principal: Principal, name: str, actx: AuditContext
 ) -> Access:
@@ -252,13 +269,7 @@ async def _admit(
     spec, tier = access.spec, access.tier
     # the licence's limit comes before parsing: a flood of long SQL is refused cheaply
     await svc.limiter.hit({f"lic:{access.licence.id}": tier.rate_limit_per_minute})
-    source: EpsilonSource
-    if req.epsilon is not None or share is not None:
-        source, epsilon = ("request", req.epsilon) if req.epsilon else ("batch_split", share)
-    elif req.accuracy is not None:
-        source, epsilon = "accuracy", None
-    else:
-        source, epsilon = "tier_default", tier.default_epsilon
+    source, epsilon = _requested_epsilon(req, share, tier)
     actx.epsilon = 0.0 if epsilon is None else float(epsilon)
     plan = await asyncio.to_thread(parse_query, req.sql, spec)  # parsing long SQL takes ms
     now = access.now
