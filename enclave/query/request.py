@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from enclave.errors import BadRequest
+from enclave.inputs import MAX_NAME_CHARS
 from enclave.ledger.grid import MAX_EPSILON, epsilon_up, epsilon_value
 
 EpsilonSource = Literal["request", "accuracy", "tier_default", "batch_split"]
@@ -167,6 +168,9 @@ def _targets(value: Any, at: str, problems: list[str]) -> dict[str, float] | Non
         name = f"{at}accuracy[{_short(column)!r}]"
         if not _is_utf8(column):
             problems.append(f"{at}the body holds a lone surrogate, which is not valid Unicode text")
+            continue
+        if len(column) > MAX_NAME_CHARS:
+            problems.append(f"{name}: a column name has at most {MAX_NAME_CHARS} characters")
             continue
         if not isinstance(entry, dict) or set(entry) != {"ci95"}:
             problems.append(f'{name} must be {{"ci95": <positive number>}}')

@@ -136,6 +136,9 @@ async def test_accuracy_body_problems_are_listed_at_once(make_gateway: Any) -> N
     assert "accuracy['b'].ci95 must be a positive number no larger than 1e+15" in problems
     assert "accuracy['m'] must be {\"ci95\": <positive number>}" in problems
     assert "accuracy['k'] must be {\"ci95\": <positive number>}" in problems
+    long = {"dataset": "visits", "sql": COUNT, "accuracy": {"x" * 5000: {"ci95": 1}}}
+    detail = (await (await post(gw, long)).json())["detail"]
+    assert "a column name has at most" in detail and len(detail) < 300
     for empty in ({}, [], "n"):
         resp = await post(gw, {"dataset": "visits", "sql": COUNT, "accuracy": empty})
         assert resp.status == 400
