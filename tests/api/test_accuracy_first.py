@@ -6,6 +6,7 @@ Every refusal here is free: the ledger is read after each to show nothing was ch
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from enclave.errors import PROBLEM_BASE
@@ -268,3 +269,20 @@ async def test_batch_refusals_name_the_query(make_gateway: Any) -> None:
     assert await spent(gw, lic.id) == 0
     unseen = {"dataset": "secret", "queries": [{"sql": COUNT}]}
     assert (await post(gw, unseen, BATCH)).status == 404
+
+
+async def test_choosing_and_pricing_never_read_the_source(make_gateway: Any) -> None:
+    """The accuracy search, estimates and batch estimates answer with the dataset's source
+    file removed: they read public metadata only."""
+    gw = await make_gateway()
+    lic = await gw.licence()
+    spec = await gw.services.registry.dataset("visits")
+    Path(spec.source_path).unlink()
+    body = {"dataset": "visits", "sql": GROUPED.replace(", MEDIAN(age) AS mid", ""),
+            "accuracy": {"n": {"ci95": 60}, "years": {"ci95": 9000}}}  # fmt: skip
+    est = await post(gw, body, "/v1/queries/estimate")
+    assert est.status == 200, await est.text()
+    assert (await est.json())["epsilon_source"] == "accuracy"
+    batch = {"dataset": "visits", "queries": [{"sql": COUNT, "accuracy": {"n": {"ci95": 40}}}]}
+    assert (await post(gw, batch, BATCH)).status == 200
+    assert not Path(spec.source_path).exists() and await spent(gw, lic.id) == 0

@@ -100,9 +100,10 @@ def test_untargetable_columns_are_refused_with_every_problem() -> None:
     check_targets(plan, {"n": 1.0})  # a count is targetable
 
 
-def test_the_search_reads_public_parameters_only() -> None:
-    """Same plan, spec, tier and targets: the same epsilon, however often it is asked (the
-    search has no input that could carry data)."""
+def test_the_choice_is_deterministic() -> None:
+    """Same plan, spec, tier and targets: the same epsilon, however often it is asked (so a
+    repeat of an accuracy request is a cached release; that the search reads no data is
+    tested over HTTP with the source file removed)."""
     plan = make_plan(COUNT, FLOAT_SUM)
     first = choose_epsilon(plan, make_spec(), make_tier(), 5, {"n": 30.0, "spend": 3e6})
     for _ in range(3):
