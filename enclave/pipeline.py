@@ -44,7 +44,7 @@ from enclave.dp.accuracy import bounding_note
 from enclave.dp.mechanisms import PricedPlan, check_plan, price_plan
 from enclave.dp.target import Chosen, choose_epsilon
 from enclave.dummy import DummyRequest, dummy_detail, render_dummy
-from enclave.errors import BudgetExhausted, EnclaveError, NotFound
+from enclave.errors import BadRequest, BudgetExhausted, EnclaveError, NotFound
 from enclave.ids import new_id
 from enclave.ledger.budget import period_window, tier_limit
 from enclave.ledger.grid import Amount
@@ -136,8 +136,7 @@ async def estimate_batch(
         try:
             adm = await _admit(svc, principal, access, query, actx, share)
         except EnclaveError as err:
-            err.detail = f"queries[{i}]: {err.detail}"
-            err.args = (err.detail,)
+            _name_query(err, f"queries[{i}]: ")
             raise
         item, cost = _estimate(adm)
         items.append(item)
@@ -164,6 +163,14 @@ async def estimate_batch(
         "audit_seq": record.seq,
         "bounding": bounding_note(access.spec),
     }
+
+
+def _name_query(err: EnclaveError, prefix: str) -> None:
+    """Prefix a refusal's detail (and listed problems) with the batch query it is about."""
+    err.detail = prefix + err.detail
+    err.args = (err.detail,)
+    if isinstance(err, BadRequest):
+        err.problems = [prefix + p for p in err.problems]
 
 
 def _estimate(adm: Admitted) -> tuple[dict[str, Any], Amount]:

@@ -256,6 +256,16 @@ async def test_batch_refusals_name_the_query(make_gateway: Any) -> None:
     resp = await post(gw, body, BATCH)
     assert resp.status == 400
     assert (await resp.json())["detail"].startswith("queries[1]: ")
+    targeted = {
+        "dataset": "visits",
+        "queries": [{"sql": GROUPED, "accuracy": {"mid": {"ci95": 1}}}],
+    }
+    problem = await (await post(gw, targeted, BATCH)).json()
+    assert problem["problems"] == [
+        "queries[0]: accuracy for 'mid': a quantile has no ci95 (its accuracy is its grid "
+        "resolution and a rank error), so it cannot be given an accuracy target; give an "
+        "epsilon instead"
+    ]
     for bad, expected in (
         ({"dataset": "visits", "queries": []}, "'queries' must be a list of 1 to 50"),
         ({"dataset": "visits", "queries": [{"sql": COUNT}] * 51}, "'queries' must be a list"),
