@@ -42,7 +42,7 @@ from typing import Any
 from enclave.audit.context import AuditContext
 from enclave.dp.deadline import deadline_for, padded
 from enclave.dp.mechanisms import PricedPlan
-from enclave.dp.release import ReleasedTable, release
+from enclave.dp.release import NoisyTable, release
 from enclave.errors import EnclaveError, QueryTimeout, ReleaseFailed, describe
 from enclave.models import DatasetSpec, Tier
 from enclave.query.compile import assemble
@@ -81,7 +81,7 @@ async def read_and_release(
             lambda: release(q.plan, q.spec, q.tier, q.priced, assemble(q.compiled, rows)),
             deadline_for(q.priced, svc.config.server.release_deadline_ms),
         )
-        body = release_body(released, q.charge, q.query_id)
+        body = stored_release(released, q.charge, q.query_id)
     except asyncio.CancelledError:
         raise
     except QueryTimeout:
@@ -121,10 +121,11 @@ async def read_and_release(
     raise failure from None
 
 
-def release_body(released: ReleasedTable, charge: Charge, query_id: str) -> dict[str, Any]:
-    """The JSON body kept in the release cache and answered (without ``audit_seq`` and
-    ``budget``), as plain JSON values: dates become ISO text, and a value JSON cannot hold
-    fails here, inside the charged stage, not later in the store or the response."""
+def stored_release(released: NoisyTable, charge: Charge, query_id: str) -> dict[str, Any]:
+    """The stored release: what the release cache keeps and ``Release.from_stored`` answers
+    (without ``audit_seq`` and ``budget``), as plain JSON values: dates become ISO text, and
+    a value JSON cannot hold fails here, inside the charged stage, not later in the store or
+    the response."""
     body = {
         "columns": list(released.columns),
         "rows": [list(r) for r in released.rows],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ class ServerConfig:
     query_timeout_s: float = 30.0
     header_timeout_s: float = 20.0  # from connect (or the last answer) to complete headers
     body_timeout_s: float = 30.0  # for the whole body, once the handler starts reading it
-    release_deadline_ms: float = 250.0  # addition: undeclared-key releases are padded to it
+    release_deadline_ms: float = 250.0  # undeclared-key releases are padded to it
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class AuthConfig:
     algorithms: tuple[str, ...] = ("ES256", "RS256", "EdDSA")
     roles_claim: str = "roles"
     leeway_s: int = 30
-    jwks_min_refresh_s: float = 30.0  # addition: at most one unknown-kid refresh per interval
+    jwks_min_refresh_s: float = 30.0  # at most one unknown-kid refresh per interval
     jwks_refresh_s: float = 300.0  # reload the key set when it is older than this
     jwks_max_stale_s: float = 3600.0  # no successful load for this long: refuse every token
 
@@ -69,7 +70,7 @@ class PoliciesConfig:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Addition: DuckDB resources and where bounded (truncated) tables live."""
+    """DuckDB resources and where bounded (truncated) tables live."""
 
     state_dir: Path = Path("state")  # bounded tables and the truncation seed live here
     memory_limit: str = "2GB"
@@ -81,7 +82,7 @@ class EngineConfig:
 
 @dataclass(frozen=True)
 class ConsoleConfig:
-    """Addition: the web console at ``/console`` (static files calling the public API)."""
+    """The web console at ``/console`` (static files calling the public API)."""
 
     enabled: bool = True
     oidc_client_id: str = ""  # public client for the browser sign-in; "" = paste a token only
@@ -134,20 +135,72 @@ def load_config(path: str | Path) -> Config:
 
 
 def config_from_dict(raw: dict[str, Any], base: Path, path: Path | None = None) -> Config:
-    problems: list[str] = []
+    """Build a ``Config`` from parsed TOML; ``ConfigError`` lists every problem."""
+    problems = [f"[{name}]: unknown section" for name in raw if name not in _SECTIONS]
     sections: dict[str, Any] = {}
-    for name in raw:
-        if name not in _SECTIONS:
-            problems.append(f"[{name}]: unknown section")
     for name, cls in _SECTIONS.items():
         table = raw.get(name, {})
         if not isinstance(table, dict):
             problems.append(f"[{name}]: must be a table")
             table = {}
         sections[name] = _build_section(name, cls, table, base, problems)
-    auth: AuthConfig = sections["auth"]
-    problems.extend(_check_auth(auth))
-    server: ServerConfig = sections["server"]
+    for check in _CHECKS:
+        problems.extend(check(sections))
+    if problems:
+        raise ConfigError(problems)
+    return Config(path=path, **sections)
+
+
+def _build_section(
+    name: str, cls: type[Any], table: dict[str, Any], base: Path, problems: list[str]
+) -> Any:
+    """One section: each key type-checked against its default's type, paths resolved."""
+    default = cls()
+    known = {f.name for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            problems.append(f"{name}.{key}: unknown key")
+            continue
+        if (name, key) in _PATH_KEYS:
+            ok = isinstance(value, str) and bool(value) and "\x00" not in value
+            what = "must be a non-empty path string"
+            converted = (base / str(value)).resolve() if ok else value
+        else:
+            ok, what, converted = _typed(value, getattr(default, key))
+        if ok:
+            values[key] = converted
+        else:
+            problems.append(f"{name}.{key}: {what}")
+    obj = cls(**values)
+    for key in known - set(values):  # default paths resolve against the config folder too
+        if (name, key) in _PATH_KEYS and isinstance(getattr(obj, key), Path):
+            obj = replace(obj, **{key: (base / getattr(obj, key)).resolve()})
+    if isinstance(obj, StoreConfig):
+        obj = replace(obj, url=resolve_store_url(obj.url, base))
+    return obj
+
+
+def _typed(value: Any, expected: Any) -> tuple[bool, str, Any]:
+    """``value`` checked against the type of ``expected`` (the key's default): whether it
+    fits, the problem if not, and the value converted to the section's type."""
+    if isinstance(expected, bool):
+        return isinstance(value, bool), "must be true or false", value
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(expected, int):
+        return is_int, "must be an integer", value
+    if isinstance(expected, float):
+        ok = is_int or isinstance(value, float)
+        return ok, "must be a number", float(value) if ok else value
+    if isinstance(expected, tuple):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return ok, "must be a list of strings", tuple(value) if ok else value
+    return isinstance(value, str), "must be a string", value
+
+
+def _check_server(s: dict[str, Any]) -> list[str]:
+    server: ServerConfig = s["server"]
+    problems = []
     if not 0 < server.port < 65536:
         problems.append("server.port: must be between 1 and 65535")
     if server.max_body_bytes <= 0:
@@ -157,84 +210,44 @@ def config_from_dict(raw: dict[str, Any], base: Path, path: Path | None = None) 
             problems.append(f"server.{name}: must be positive")
     if not 0 <= server.release_deadline_ms <= 60_000:
         problems.append("server.release_deadline_ms: must be between 0 and 60000")
-    limits: LimitsConfig = sections["limits"]
-    for fld in fields(LimitsConfig):
-        if getattr(limits, fld.name) < 1:
-            problems.append(f"limits.{fld.name}: must be at least 1")
-    store: StoreConfig = sections["store"]
-    if not store.url.startswith(("sqlite:///", "postgresql://", "postgres://")):
-        problems.append("store.url: must start with sqlite:/// or postgresql://")
-    engine: EngineConfig = sections["engine"]
+    return problems
+
+
+def _check_limits(s: dict[str, Any]) -> list[str]:
+    limits: LimitsConfig = s["limits"]
+    return [
+        f"limits.{fld.name}: must be at least 1"
+        for fld in fields(LimitsConfig)
+        if getattr(limits, fld.name) < 1
+    ]
+
+
+def _check_store(s: dict[str, Any]) -> list[str]:
+    if not s["store"].url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        return ["store.url: must start with sqlite:/// or postgresql://"]
+    return []
+
+
+def _check_engine(s: dict[str, Any]) -> list[str]:
+    engine: EngineConfig = s["engine"]
+    problems = []
     if engine.threads < 1 or engine.workers < 1 or engine.prepare_workers < 1:
         problems.append(
             "engine.threads, engine.workers and engine.prepare_workers: must be at least 1"
         )
     if not 0 < engine.prepare_timeout_s <= 86400:
         problems.append("engine.prepare_timeout_s: must be between 0 and 86400 seconds")
-    console: ConsoleConfig = sections["console"]
+    return problems
+
+
+def _check_console(s: dict[str, Any]) -> list[str]:
+    console: ConsoleConfig = s["console"]
+    problems = []
     if console.oidc_client_id and "openid" not in console.oidc_scopes:
         problems.append("console.oidc_scopes: must include openid")
-    if console.oidc_client_id and not auth.issuer.startswith(("https://", "http://")):
+    if console.oidc_client_id and not s["auth"].issuer.startswith(("https://", "http://")):
         problems.append("console.oidc_client_id: needs auth.issuer to be an http(s) URL")
-    if problems:
-        raise ConfigError(problems)
-    return Config(path=path, **sections)
-
-
-def _build_section(
-    name: str, cls: type[Any], table: dict[str, Any], base: Path, problems: list[str]
-) -> Any:
-    known = {f.name: f for f in fields(cls)}
-    values: dict[str, Any] = {}
-    default = cls()
-    for key, value in table.items():
-        if key not in known:
-            problems.append(f"{name}.{key}: unknown key")
-            continue
-        expected = getattr(default, key)
-        if (name, key) in _PATH_KEYS:
-            if not isinstance(value, str) or not value:
-                problems.append(f"{name}.{key}: must be a non-empty path string")
-                continue
-            values[key] = (base / value).resolve()
-        elif isinstance(expected, bool):
-            if not isinstance(value, bool):
-                problems.append(f"{name}.{key}: must be true or false")
-                continue
-            values[key] = value
-        elif isinstance(expected, int) and not isinstance(expected, bool):
-            if not isinstance(value, int) or isinstance(value, bool):
-                problems.append(f"{name}.{key}: must be an integer")
-                continue
-            values[key] = value
-        elif isinstance(expected, float):
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                problems.append(f"{name}.{key}: must be a number")
-                continue
-            values[key] = float(value)
-        elif isinstance(expected, tuple):
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                problems.append(f"{name}.{key}: must be a list of strings")
-                continue
-            values[key] = tuple(value)
-        else:
-            if not isinstance(value, str):
-                problems.append(f"{name}.{key}: must be a string")
-                continue
-            values[key] = value
-    obj = cls(**values)
-    # defaults that are paths resolve against the config folder too
-    for fname, fld in known.items():
-        if (name, fname) in _PATH_KEYS and fname not in values:
-            current = getattr(obj, fname)
-            if isinstance(current, Path):
-                obj = replace(obj, **{fname: (base / current).resolve()})
-        del fld
-    if name == "store" and "url" in values:
-        obj = replace(obj, url=resolve_store_url(values["url"], base))
-    elif name == "store":
-        obj = replace(obj, url=resolve_store_url(obj.url, base))
-    return obj
+    return problems
 
 
 def resolve_store_url(url: str, base: Path) -> str:
@@ -256,7 +269,8 @@ def sqlite_path(url: str) -> str:
     return url[len("sqlite:///") :]
 
 
-def _check_auth(auth: AuthConfig) -> list[str]:
+def _check_auth(s: dict[str, Any]) -> list[str]:
+    auth: AuthConfig = s["auth"]
     problems: list[str] = []
     if not auth.issuer:
         problems.append("auth.issuer: required")
@@ -283,6 +297,16 @@ def _check_auth(auth: AuthConfig) -> list[str]:
         problems.append("auth.jwks_max_stale_s: must be at least auth.jwks_refresh_s")
     return problems
 
+
+#: Rules between keys and ranges, per section, run once every key has its type.
+_CHECKS: tuple[Callable[[dict[str, Any]], list[str]], ...] = (
+    _check_auth,
+    _check_server,
+    _check_limits,
+    _check_store,
+    _check_engine,
+    _check_console,
+)
 
 # Documentation of every key (the README config table is checked against this list).
 CONFIG_KEYS: tuple[str, ...] = tuple(

@@ -10,7 +10,8 @@ a stack trace. Anything that is not an ``EnclaveError`` renders as a bare 500.
     ├── PolicyFileError                400  policy-invalid  (tier/dataset validation)
     ├── BadRequest                     400  bad-request
     │   ├── UnsupportedQuery           400  unsupported-query
-    │   └── InvalidCursor              400  invalid-cursor
+    │   ├── InvalidCursor              400  invalid-cursor
+    │   └── AccuracyUnreachable        422  accuracy-unreachable (no epsilon within the cap)
     ├── AuthenticationError            401  invalid-token
     │   ├── MissingToken               401  missing-token
     │   ├── InvalidToken               401  invalid-token
@@ -107,6 +108,15 @@ class UnsupportedQuery(BadRequest):
 class InvalidCursor(BadRequest):
     type = "invalid-cursor"
     title = "Invalid cursor"
+
+
+class AccuracyUnreachable(BadRequest):
+    """An accuracy target that no epsilon within the tier's cap meets (public parameters
+    only: the detail states the best ci95 the cap achieves)."""
+
+    status = 422
+    type = "accuracy-unreachable"
+    title = "Accuracy target unreachable"
 
 
 class AuthenticationError(EnclaveError):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
-from enclave.ledger.grid import DEFAULT_MIN_EPSILON
+from enclave.ledger.grid import DEFAULT_EPSILON, DEFAULT_MIN_EPSILON
 
 Role = Literal["researcher", "admin", "auditor"]
 ROLES: tuple[str, ...] = ("researcher", "admin", "auditor")
@@ -154,6 +154,7 @@ class Tier:
     budget_delta: Decimal
     period_days: int | None = None
     min_epsilon_per_query: Decimal = DEFAULT_MIN_EPSILON
+    default_epsilon: Decimal = DEFAULT_EPSILON  # spent when a query gives no epsilon or target
     min_noisy_count: int = 0
     group_by_max_columns: int = 2
     group_by_max_groups: int = 500
@@ -161,7 +162,7 @@ class Tier:
     filters: bool = True
     rate_limit_per_minute: int = 60
     allowed_jurisdictions: tuple[str, ...] = ()  # empty = any
-    level: int = 0  # addition: orders tiers for a dataset's single `min_tier`
+    level: int = 0  # orders tiers for a dataset's single `min_tier`
     version: int = 1
 
     def to_json(self) -> dict[str, Any]:
@@ -177,6 +178,7 @@ class Tier:
             "aggregates": sorted(self.aggregates, key=AGG_KINDS.index),
             "max_epsilon_per_query": float(self.max_epsilon_per_query),
             "min_epsilon_per_query": float(self.min_epsilon_per_query),
+            "default_epsilon": float(self.default_epsilon),
             "budget": budget,
             "min_noisy_count": self.min_noisy_count,
             "group_by": {
@@ -194,14 +196,21 @@ class Tier:
 
 @dataclass(frozen=True)
 class Release:
-    """What a released (or estimated) query returns to the researcher."""
+    """A query's answer to the researcher: a noisy table released now, or again from the cache.
+
+    The *stored release* (``charged.stored_release``: columns, rows, accuracy, suppressed
+    groups, its charge, digest and query id) is what the release cache keeps; ``from_stored``
+    builds the answer from it for both a new release and a cached repeat. ``epsilon`` and
+    ``delta`` are what this answer charged (0 for a repeat); the JSON names them
+    ``epsilon_spent`` and ``delta_spent``.
+    """
 
     query_id: str
     dataset: str
     columns: tuple[str, ...]
     rows: tuple[tuple[Any, ...], ...]
-    epsilon_spent: Decimal
-    delta_spent: Decimal
+    epsilon: Decimal
+    delta: Decimal
     cached: bool
     accuracy: dict[str, dict[str, float | None]]
     suppressed_groups: int
@@ -209,14 +218,41 @@ class Release:
     audit_seq: int
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_stored(
+        cls,
+        stored: dict[str, Any],
+        *,
+        query_id: str,
+        dataset: str,
+        cached: bool,
+        budget: dict[str, Any],
+        audit_seq: int,
+        extra: dict[str, Any],
+    ) -> Release:
+        return cls(
+            query_id=query_id,
+            dataset=dataset,
+            columns=tuple(stored["columns"]),
+            rows=tuple(tuple(r) for r in stored["rows"]),
+            epsilon=Decimal(0) if cached else Decimal(stored["epsilon"]),
+            delta=Decimal(0) if cached else Decimal(stored["delta"]),
+            cached=cached,
+            accuracy=stored["accuracy"],
+            suppressed_groups=stored["suppressed_groups"],
+            budget=budget,
+            audit_seq=audit_seq,
+            extra=extra,
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "query_id": self.query_id,
             "dataset": self.dataset,
             "columns": list(self.columns),
             "rows": [list(r) for r in self.rows],
-            "epsilon_spent": float(self.epsilon_spent),
-            "delta_spent": float(self.delta_spent),
+            "epsilon_spent": float(self.epsilon),
+            "delta_spent": float(self.delta),
             "cached": self.cached,
             "accuracy": self.accuracy,
             "suppressed_groups": self.suppressed_groups,
@@ -231,7 +267,7 @@ def utcnow() -> dt.datetime:
 
 
 def iso(ts: dt.datetime) -> str:
-    """RFC 3339 UTC with milliseconds and a `Z`, as in the contract's audit record."""
+    """RFC 3339 UTC with milliseconds and a `Z`, as in the audit record."""
     return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
 
 

@@ -6,7 +6,10 @@
 2. authorize the licence (role, validity, tier, jurisdiction) and count it against the
    licence's rate limit, before the SQL is parsed
 3. parse the SQL into a Plan off the event loop (user SQL is never executed; cached per SQL
-   text and spec), then authorize the plan (plan rules, epsilon cap)
+   text and spec), then authorize the plan (plan rules, epsilon cap). The epsilon is the
+   request's, a batch's even share, the smallest grid epsilon that meets the request's
+   accuracy targets (``dp/target.py``: public parameters only, off the loop), or the tier's
+   ``default_epsilon``; the answer says which (``epsilon_source``)
 4. (the per-address and per-subject limits were counted by the web middleware)
 5. ``check_plan``: every refusal pricing could raise (so a cached repeat meets them too)
 6. release cache: a repeat of the same plan, dataset version and epsilon costs nothing; it is
@@ -14,7 +17,8 @@
 7. otherwise price the plan with OpenDP (cost known before any data is touched; cached per
    plan, spec, tier, epsilon: public inputs only)
 8. budget pre-check (refuse before touching data)
---- estimate stops here; run_query goes on ---
+--- estimate stops here (``estimate_batch`` repeats 2-8 per query, one audit record); run_query
+goes on ---
 9. prepare the dataset version (bounding: the same for every query), compile the plan
 --- after this line data has been read: ``charged.read_and_release`` ---
 10. run the SQL off the loop (timeout), add noise, suppress small groups, order/limit
@@ -29,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -39,112 +42,162 @@ from enclave.audit.context import AuditContext
 from enclave.charged import ChargedQuery, read_and_release
 from enclave.dp.accuracy import bounding_note
 from enclave.dp.mechanisms import PricedPlan, check_plan, price_plan
+from enclave.dp.target import Chosen, choose_epsilon
 from enclave.dummy import DummyRequest, dummy_detail, render_dummy
 from enclave.errors import BadRequest, BudgetExhausted, EnclaveError, NotFound
 from enclave.ids import new_id
 from enclave.ledger.budget import period_window
-from enclave.ledger.grid import MAX_EPSILON, Amount, epsilon_up, epsilon_value
+from enclave.ledger.grid import Amount
 from enclave.licence_grants import licence_limit
 from enclave.models import DatasetSpec, Licence, Principal, Release, Tier, iso
 from enclave.policy.decide import authorize, licence_for, require
 from enclave.query.compile import compile_plan
 from enclave.query.parse import parse_query
 from enclave.query.plan import Plan
+from enclave.query.request import BatchRequest, EpsilonSource, QueryRequest
 from enclave.services import Services
 from enclave.store.base import Charge
 
 
 @dataclass(frozen=True)
-class QueryRequest:
-    dataset: str
-    sql: str
-    epsilon: Decimal | None = None
+class Access:
+    """Stage 1: the dataset, the caller's licence for it, its tier, and the budget so far."""
 
-    @classmethod
-    def from_json(cls, body: Any) -> QueryRequest:
-        """Validate a query body; one 400 lists every problem. ``epsilon`` is rounded *up* to
-        the ledger's grid (``ledger/grid.py``): what is charged is what is calibrated."""
-        if not isinstance(body, dict):
-            raise BadRequest("the body must be a JSON object")
-        problems: list[str] = []
-        unknown = sorted(set(body) - {"dataset", "sql", "epsilon"})
-        if unknown:
-            problems.append(f"unknown field(s): {', '.join(map(str, unknown))}")
-        dataset, sql, eps = body.get("dataset"), body.get("sql"), body.get("epsilon")
-        if not isinstance(dataset, str) or not dataset:
-            problems.append("'dataset' must be a non-empty string")
-        if not isinstance(sql, str) or not sql.strip():
-            problems.append("'sql' must be a non-empty string")
-        if any(isinstance(t, str) and not _is_utf8(t) for t in (sql, dataset)):
-            problems.append("the body holds a lone surrogate, which is not valid Unicode text")
-        epsilon = None if eps is None else _grid_epsilon(eps, problems)
-        if problems:
-            raise BadRequest("; ".join(problems))
-        assert isinstance(dataset, str) and isinstance(sql, str)  # noqa: S101 (checked above)
-        return cls(dataset=dataset, sql=sql, epsilon=epsilon)
-
-
-def _grid_epsilon(eps: Any, problems: list[str]) -> Decimal | None:
-    """A requested epsilon on the grid, rounded up; bounded *before* any conversion (a huge
-    integer never becomes a float or a long Decimal)."""
-    what = f"'epsilon' must be a positive number no larger than {MAX_EPSILON}"
-    if isinstance(eps, bool) or not isinstance(eps, int | float):
-        problems.append(what)
-        return None
-    if (isinstance(eps, float) and not math.isfinite(eps)) or not 0 < eps <= MAX_EPSILON:
-        problems.append(what)
-        return None
-    return epsilon_value(epsilon_up(Decimal(repr(eps) if isinstance(eps, float) else eps)))
+    spec: DatasetSpec
+    licence: Licence
+    tier: Tier
+    tiers: dict[str, Tier]
+    now: Any
+    since: Any
+    renews: Any
+    spent: Amount  # before this request, in grid units
+    limit: Amount  # the tier's budget plus the licence's grants, in grid units
 
 
 @dataclass(frozen=True)
 class Admitted:
     """Everything decided before any data is touched. ``priced`` is None for a cached repeat."""
 
-    licence: Licence
-    tier: Tier
-    spec: DatasetSpec
+    access: Access
     plan: Plan
     epsilon: Decimal
+    source: EpsilonSource  # how the epsilon was set: given, chosen for accuracy, or default
+    chosen: Chosen | None  # accuracy requests: the search's answer
+    targets: dict[str, float] | None
     priced: PricedPlan | None
     cache_key: str
     cached: dict[str, Any] | None
-    since: Any
-    renews: Any
-    spent: Amount  # before this query, in grid units
-    limit: Amount  # the tier's budget plus the licence's grants, in grid units
+
+    @property
+    def spec(self) -> DatasetSpec:
+        return self.access.spec
+
+    def epsilon_note(self) -> dict[str, Any]:
+        """Says how the epsilon was set (``epsilon_source``) and, for accuracy requests,
+        which targets it was chosen for and the ci95 it achieves (``epsilon_chosen_for``)."""
+        note: dict[str, Any] = {"epsilon_source": self.source}
+        if self.chosen is not None and self.targets is not None:
+            note["epsilon_chosen_for"] = self.chosen.to_json(self.targets)
+        return note
 
 
 async def estimate_query(
     svc: Services, principal: Principal, req: QueryRequest, actx: AuditContext
 ) -> dict[str, Any]:
-    adm = await _admit(svc, principal, req, actx)
-    plan_eps, plan_delta, accuracy = _plan_cost(adm)
-    cost = Amount.charge(plan_eps, plan_delta)
-    fits = adm.cached is not None or adm.spent.plus(cost).within(adm.limit)
+    actx.sql = req.sql
+    access = await resolve_access(svc, principal, req.dataset, actx)
+    adm = await _admit(svc, principal, access, req, actx)
+    item, cost = _estimate(adm)
     record = await svc.store.append(
-        actx.draft("ok", epsilon=0.0, detail={"estimated_epsilon": float(plan_eps)})
+        actx.draft("ok", epsilon=0.0, detail={"estimated_epsilon": item["plan_epsilon"]})
     )
     actx.audited = True
     return {
-        "dataset": adm.spec.name,
-        "epsilon": cost.epsilon_float if adm.cached is None else 0.0,
-        "delta": cost.delta_float if adm.cached is None else 0.0,
-        "plan_epsilon": cost.epsilon_float,
-        "plan_delta": cost.delta_float,
+        "dataset": access.spec.name,
+        **item,
+        "budget": _budget_json(access.spent.left_of(access.limit), access.renews),
+        "audit_seq": record.seq,
+        "bounding": bounding_note(access.spec),
+    }
+
+
+async def estimate_batch(
+    svc: Services, principal: Principal, req: BatchRequest, actx: AuditContext
+) -> dict[str, Any]:
+    """Price several queries on one dataset together against the budget left; nothing is
+    read or spent. One audit record (``query.estimate``, the SQL texts joined by ``;``).
+    A refusal of any query refuses the batch, naming the query (``queries[i]: ...``)."""
+    actx.sql = "\n;\n".join(q.sql for q in req.queries)
+    access = await resolve_access(svc, principal, req.dataset, actx)
+    tier = access.tier
+    share = req.split_total(tier.min_epsilon_per_query, tier.max_epsilon_per_query)
+    items: list[dict[str, Any]] = []
+    total = Amount.charge(0)
+    for i, query in enumerate(req.queries):
+        try:
+            adm = await _admit(svc, principal, access, query, actx, share)
+        except EnclaveError as err:
+            _name_query(err, f"queries[{i}]: ")
+            raise
+        item, cost = _estimate(adm)
+        items.append(item)
+        total = total.plus(cost)
+    fits = access.spent.plus(total).within(access.limit)
+    actx.epsilon = 0.0
+    detail = {"batch": len(items), "estimated_epsilon": total.epsilon_float}
+    record = await svc.store.append(actx.draft("ok", epsilon=0.0, detail=detail))
+    actx.audited = True
+    return {
+        "dataset": access.spec.name,
+        "queries": items,
+        "epsilon": total.epsilon_float,
+        "delta": total.delta_float,
+        "within_budget": fits,
+        "split": None
+        if share is None
+        else {
+            "total_epsilon": float(req.total_epsilon or 0),
+            "rule": "even",
+            "epsilon_per_query": float(share),
+        },
+        "budget": _budget_json(access.spent.left_of(access.limit), access.renews),
+        "audit_seq": record.seq,
+        "bounding": bounding_note(access.spec),
+    }
+
+
+def _name_query(err: EnclaveError, prefix: str) -> None:
+    """Prefix a refusal's detail (and listed problems) with the batch query it is about."""
+    err.detail = prefix + err.detail
+    err.args = (err.detail,)
+    if isinstance(err, BadRequest):
+        err.problems = [prefix + p for p in err.problems]
+
+
+def _estimate(adm: Admitted) -> tuple[dict[str, Any], Amount]:
+    """One query's estimate (what running it now would cost, its price, accuracy, whether
+    it alone fits the budget left), and that cost (zero for a cached repeat)."""
+    plan_eps, plan_delta, accuracy = _plan_cost(adm)
+    price = Amount.charge(plan_eps, plan_delta)
+    cost = price if adm.cached is None else Amount.charge(0)
+    return {
+        "epsilon": cost.epsilon_float,
+        "delta": cost.delta_float,
+        "plan_epsilon": price.epsilon_float,
+        "plan_delta": price.delta_float,
+        **adm.epsilon_note(),
         "accuracy": accuracy,
         "cached": adm.cached is not None,
-        "within_budget": fits,
-        "budget": _budget_json(adm.spent.left_of(adm.limit), adm.renews),
-        "audit_seq": record.seq,
-        "bounding": bounding_note(adm.spec),
-    }
+        "within_budget": adm.access.spent.plus(cost).within(adm.access.limit),
+    }, cost
 
 
 async def run_query(
     svc: Services, principal: Principal, req: QueryRequest, actx: AuditContext
 ) -> Release:
-    adm = await _admit(svc, principal, req, actx)
+    actx.sql = req.sql
+    access = await resolve_access(svc, principal, req.dataset, actx)
+    adm = await _admit(svc, principal, access, req, actx)
     query_id = new_id("q")
     actx.detail["query_id"] = query_id
     if adm.cached is not None:
@@ -153,76 +206,108 @@ async def run_query(
         raise EnclaveError("the query was not priced")  # pragma: no cover
     priced = adm.priced
     cost = Amount.charge(priced.epsilon, priced.delta)  # rounded up: the charge >= OpenDP's
-    if not adm.spent.plus(cost).within(adm.limit):
-        left = adm.spent.left_of(adm.limit)
-        raise BudgetExhausted(
-            f"this query costs epsilon {cost.epsilon_decimal} and delta {cost.delta_decimal}; "
-            f"remaining epsilon {left.epsilon_decimal}, delta {left.delta_decimal}"
-        )
+    _require_budget(access, cost)
     # bounding: the same for every query
-    table = await svc.warehouse.prepare(adm.spec, wait_s=svc.config.server.query_timeout_s)
+    table = await svc.warehouse.prepare(access.spec, wait_s=svc.config.server.query_timeout_s)
     charged = ChargedQuery(
         plan=adm.plan,
-        spec=adm.spec,
-        tier=adm.tier,
+        spec=access.spec,
+        tier=access.tier,
         priced=priced,
-        compiled=compile_plan(adm.plan, adm.spec, table),
-        charge=Charge(adm.licence.id, adm.spec.name, cost, adm.limit, adm.since),
+        compiled=compile_plan(adm.plan, access.spec, table),
+        charge=Charge(access.licence.id, access.spec.name, cost, access.limit, access.since),
         cache_key=adm.cache_key,
         query_id=query_id,
     )
     # ---- after this line data has been read: every outcome is charged (charged.py) ----
-    body, debited = await read_and_release(svc, charged, actx)
+    stored, debited = await read_and_release(svc, charged, actx)
     # From here on nothing can raise: the new total came out of the transaction.
-    record = debited.record
-    return Release(
-        query_id=query_id,
-        dataset=adm.spec.name,
-        columns=tuple(body["columns"]),
-        rows=tuple(tuple(r) for r in body["rows"]),
-        epsilon_spent=cost.epsilon_decimal,
-        delta_spent=cost.delta_decimal,
-        cached=False,
-        accuracy=body["accuracy"],
-        suppressed_groups=body["suppressed_groups"],
-        budget=_budget_json(debited.spent.left_of(adm.limit), adm.renews),
-        audit_seq=record.seq,
-        extra={"bounding": bounding_note(adm.spec)},
-    )
+    left = debited.spent.left_of(access.limit)
+    return _answer(adm, stored, query_id, False, left, debited.record.seq, {})
+
+
+def _require_budget(access: Access, cost: Amount) -> None:
+    """The budget pre-check: refuse before any data is read (the store re-checks)."""
+    if not access.spent.plus(cost).within(access.limit):
+        left = access.spent.left_of(access.limit)
+        raise BudgetExhausted(
+            f"this query costs epsilon {cost.epsilon_decimal} and delta {cost.delta_decimal}; "
+            f"remaining epsilon {left.epsilon_decimal}, delta {left.delta_decimal}"
+        )
+
+
+def _requested_epsilon(
+    req: QueryRequest, share: Decimal | None, tier: Tier
+) -> tuple[EpsilonSource, Decimal | None]:
+    """How the epsilon is set, and its value unless accuracy targets must choose it."""
+    if req.epsilon is not None:
+        return "request", req.epsilon
+    if share is not None:
+        return "batch_split", share
+    if req.accuracy is not None:
+        return "accuracy", None
+    return "tier_default", tier.default_epsilon
+
+
+async def resolve_access(
+    svc: Services, principal: Principal, name: str, actx: AuditContext
+) -> Access:
+    """Stage 1 and the budget window: the dataset, licence, tier and what was spent so far."""
+    now = svc.clock()
+    spec, licence, tier, tiers = await resolve_dataset(svc, principal, name, actx)
+    since, renews = period_window(licence.valid_from, tier.period_days, now)
+    spent = await svc.store.spent(licence.id, spec.name, since)
+    limit = await licence_limit(svc.store, licence, tier, spec.name, since)
+    return Access(spec, licence, tier, tiers, now, since, renews, spent, limit)
 
 
 async def _admit(
-    svc: Services, principal: Principal, req: QueryRequest, actx: AuditContext
+    svc: Services,
+    principal: Principal,
+    access: Access,
+    req: QueryRequest,
+    actx: AuditContext,
+    share: Decimal | None = None,
 ) -> Admitted:
-    now = svc.clock()
-    actx.sql = req.sql
-    spec, licence, tier, tiers = await resolve_dataset(svc, principal, req.dataset, actx)
+    """Stages 2-7 for one query: rate limit, parse, authorize, set epsilon, price or cache.
+
+    The epsilon is the request's, else a batch's even ``share``, else the smallest one that
+    meets the request's accuracy targets (``dp/target.py``), else the tier's
+    ``default_epsilon``.
+    """
+    spec, tier = access.spec, access.tier
     # the licence's limit comes before parsing: a flood of long SQL is refused cheaply
-    await svc.limiter.hit({f"lic:{licence.id}": tier.rate_limit_per_minute})
-    epsilon = req.epsilon if req.epsilon is not None else tier.max_epsilon_per_query
-    actx.epsilon = float(epsilon)
+    await svc.limiter.hit({f"lic:{access.licence.id}": tier.rate_limit_per_minute})
+    source, epsilon = _requested_epsilon(req, share, tier)
+    actx.epsilon = 0.0 if epsilon is None else float(epsilon)
     plan = await asyncio.to_thread(parse_query, req.sql, spec)  # parsing long SQL takes ms
-    require(authorize(principal, licence, tier, spec, plan, epsilon, now, tiers=tiers))
+    now = access.now
+    require(
+        authorize(principal, access.licence, tier, spec, plan, epsilon, now, tiers=access.tiers)
+    )
     n_groups = declared_group_count(plan, spec)
+    chosen = None
+    if epsilon is None:  # accuracy targets: public parameters only, off the loop (~20 prices)
+        targets = req.accuracy or {}
+        chosen = await asyncio.to_thread(choose_epsilon, plan, spec, tier, n_groups, targets)
+        epsilon = chosen.epsilon
+        actx.epsilon = float(epsilon)
+        actx.detail["accuracy_targets"] = targets
+    actx.detail["epsilon_source"] = source
     check_plan(plan, spec, tier, epsilon, n_groups)
     cache_key = _cache_key(plan, spec, epsilon)
-    cached = await svc.store.get_cached(licence.id, cache_key)
+    cached = await svc.store.get_cached(access.licence.id, cache_key)
     priced = None if cached is not None else price_plan(plan, spec, tier, epsilon, n_groups)
-    since, renews = period_window(licence.valid_from, tier.period_days, now)
-    spent = await svc.store.spent(licence.id, spec.name, since)
     return Admitted(
-        licence=licence,
-        tier=tier,
-        spec=spec,
+        access=access,
         plan=plan,
         epsilon=epsilon,
+        source=source,
+        chosen=chosen,
+        targets=req.accuracy,
         priced=priced,
         cache_key=cache_key,
         cached=cached,
-        since=since,
-        renews=renews,
-        spent=spent,
-        limit=await licence_limit(svc.store, licence, tier, spec.name, since),
     )
 
 
@@ -275,30 +360,41 @@ async def dummy_data(
 
 async def _replay(svc: Services, adm: Admitted, actx: AuditContext, query_id: str) -> Release:
     """Return an earlier release to the same licence again, spending nothing."""
-    body = adm.cached or {}
+    stored = adm.cached or {}
     record = await svc.store.append(
         actx.draft(
             "ok",
             epsilon=0.0,
             cached=True,
-            result_sha256=body["result_sha256"],
-            detail={"release_of": body["query_id"]},
+            result_sha256=stored["result_sha256"],
+            detail={"release_of": stored["query_id"]},
         )
     )
     actx.audited = True
-    return Release(
+    left = adm.access.spent.left_of(adm.access.limit)
+    return _answer(
+        adm, stored, query_id, True, left, record.seq, {"release_of": stored["query_id"]}
+    )
+
+
+def _answer(
+    adm: Admitted,
+    stored: dict[str, Any],
+    query_id: str,
+    cached: bool,
+    left: Amount,
+    audit_seq: int,
+    extra: dict[str, Any],
+) -> Release:
+    """The one shape of an answer, new or repeated: the stored release and the budget left."""
+    return Release.from_stored(
+        stored,
         query_id=query_id,
         dataset=adm.spec.name,
-        columns=tuple(body["columns"]),
-        rows=tuple(tuple(r) for r in body["rows"]),
-        epsilon_spent=Decimal(0),
-        delta_spent=Decimal(0),
-        cached=True,
-        accuracy=body["accuracy"],
-        suppressed_groups=body["suppressed_groups"],
-        budget=_budget_json(adm.spent.left_of(adm.limit), adm.renews),
-        audit_seq=record.seq,
-        extra={"release_of": body["query_id"], "bounding": bounding_note(adm.spec)},
+        cached=cached,
+        budget=_budget_json(left, adm.access.renews),
+        audit_seq=audit_seq,
+        extra={**extra, **adm.epsilon_note(), "bounding": bounding_note(adm.spec)},
     )
 
 
@@ -315,17 +411,9 @@ def _plan_cost(
         except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError):
             pass  # a stored release without its cost: price it (no data is read)
     priced = adm.priced or price_plan(
-        adm.plan, adm.spec, adm.tier, adm.epsilon, declared_group_count(adm.plan, adm.spec)
+        adm.plan, adm.spec, adm.access.tier, adm.epsilon, declared_group_count(adm.plan, adm.spec)
     )
     return priced.epsilon, priced.delta, {a: dict(v) for a, v in priced.accuracy.items()}
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def declared_group_count(plan: Plan, spec: DatasetSpec) -> int | None:

@@ -4,7 +4,13 @@ A thin shell over ``enclave.client.EnclaveClient`` in ``asyncio.run``. The token
 ``--token`` or, better (it then stays out of shell history and ``ps``), ``ENCLAVE_TOKEN``.
 Output: a table with each value's 95% noise interval, the epsilon spent and the budget left;
 ``--json`` prints the gateway's JSON unchanged for scripts. Exit status: 0 released or
-estimated, 1 refused or failed (``error: <title>: <detail>`` on stderr), 2 usage.
+estimated, 1 refused, failed or not confirmed (``error: <title>: <detail>`` on stderr), 2 usage.
+
+``--accuracy n=50`` (repeatable) asks for the smallest epsilon whose ci95 for column ``n`` is
+at most 50, instead of ``--epsilon``; with neither, the tier's ``default_epsilon`` is spent.
+Before a query runs, a free estimate prices it; if it would spend more than
+``--confirm-share`` (default 0.25) of the epsilon left, the CLI asks first (on stderr; no
+answer, e.g. without a terminal, means no). ``--yes`` skips the estimate and the question.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ import json
 
 import click
 
-from enclave.client import EnclaveClient, Estimate, QueryResult
+from enclave.client import EnclaveClient, Estimate, QueryResult, SpendNotConfirmed
+from enclave.client.aio import DEFAULT_CONFIRM_SHARE, spend_message
 from enclave.client.table import render_estimate, render_result
 from enclave.errors import EnclaveError, RateLimited
 
@@ -37,8 +44,24 @@ from enclave.errors import EnclaveError, RateLimited
     "--epsilon",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="Epsilon to spend (default: the tier's max_epsilon_per_query).",
+    help="Epsilon to spend (default: the tier's default_epsilon).",
 )
+@click.option(
+    "--accuracy",
+    "targets",
+    multiple=True,
+    metavar="COLUMN=CI95",
+    help="Instead of --epsilon: the largest ci95 wanted for an output column (repeatable); "
+    "the smallest epsilon that meets every target is spent.",
+)
+@click.option(
+    "--confirm-share",
+    type=click.FloatRange(min=0, max=1),
+    default=DEFAULT_CONFIRM_SHARE,
+    show_default=True,
+    help="Ask before a query that spends more than this share of the epsilon left.",
+)
+@click.option("--yes", "-y", is_flag=True, help="Do not estimate first or ask; just run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the gateway's JSON answer as is.")
 @click.option("--estimate", is_flag=True, help="Dry run: cost, accuracy, cached, within budget.")
 @click.option(
@@ -54,20 +77,32 @@ def query_command(
     token: str,
     dataset: str,
     epsilon: float | None,
+    targets: tuple[str, ...],
+    confirm_share: float,
+    yes: bool,
     as_json: bool,
     estimate: bool,
     timeout: float,
     sql: str,
 ) -> None:
     """Run SQL (the gateway's aggregate subset) on DATASET and print the noisy answer."""
+    accuracy = _targets(targets) if targets else None
+    if accuracy is not None and epsilon is not None:
+        raise click.UsageError("give --epsilon or --accuracy, not both")
     try:
-        client = EnclaveClient(url, token, timeout=timeout)
+        client = EnclaveClient(
+            url, token, timeout=timeout, confirm_share=None if yes else confirm_share,
+            confirm=_confirm,
+        )  # fmt: skip
     except ValueError as err:
         raise click.UsageError(str(err)) from None
     try:
-        answer = asyncio.run(_ask(client, sql, dataset, epsilon, estimate))
+        answer = asyncio.run(_ask(client, sql, dataset, epsilon, accuracy, estimate))
     except EnclaveError as err:
         click.echo(f"error: {describe(err)}", err=True)
+        raise SystemExit(1) from None
+    except SpendNotConfirmed as declined:
+        click.echo(f"error: not run: {declined}", err=True)
         raise SystemExit(1) from None
     if as_json:
         click.echo(json.dumps(dict(answer.raw), indent=2))
@@ -78,12 +113,41 @@ def query_command(
 
 
 async def _ask(
-    client: EnclaveClient, sql: str, dataset: str, epsilon: float | None, estimate: bool
+    client: EnclaveClient,
+    sql: str,
+    dataset: str,
+    epsilon: float | None,
+    accuracy: dict[str, float] | None,
+    estimate: bool,
 ) -> QueryResult | Estimate:
     async with client:
         if estimate:
-            return await client.estimate(sql, dataset, epsilon)
-        return await client.query(sql, dataset, epsilon)
+            return await client.estimate(sql, dataset, epsilon, accuracy=accuracy)
+        return await client.query(sql, dataset, epsilon, accuracy=accuracy)
+
+
+def _targets(items: tuple[str, ...]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in items:
+        column, sep, value = item.partition("=")
+        try:
+            ci95 = float(value)
+        except ValueError:
+            ci95 = -1.0
+        if not sep or not column or not ci95 > 0:
+            raise click.BadParameter(
+                f"{item!r}: expected COLUMN=CI95 with a positive number", param_hint="--accuracy"
+            )
+        out[column] = ci95
+    return out
+
+
+def _confirm(estimate: Estimate) -> bool:
+    """Ask on stderr (stdout stays the answer); no answer (no terminal) means no."""
+    try:
+        return click.confirm(f"{spend_message(estimate)}. Run it?", default=False, err=True)
+    except click.Abort:
+        return False
 
 
 def describe(err: EnclaveError) -> str:

@@ -7,19 +7,29 @@ raised (``BudgetExhausted``, ``RateLimited`` with ``retry_after``, ...), with it
 
 from __future__ import annotations
 
-from enclave.client.aio import DEFAULT_TIMEOUT_S, EnclaveClient
+from enclave.client.aio import (
+    DEFAULT_CONFIRM_SHARE,
+    DEFAULT_TIMEOUT_S,
+    EnclaveClient,
+    LargeSpendWarning,
+    SpendNotConfirmed,
+)
 from enclave.client.problems import error_class, error_from_response
-from enclave.client.results import Budget, Estimate, HistoryPage, QueryResult
+from enclave.client.results import BatchEstimate, Budget, Estimate, HistoryPage, QueryResult
 from enclave.client.sync import Client
 
 __all__ = [
+    "DEFAULT_CONFIRM_SHARE",
     "DEFAULT_TIMEOUT_S",
+    "BatchEstimate",
     "Budget",
     "Client",
     "EnclaveClient",
     "Estimate",
     "HistoryPage",
+    "LargeSpendWarning",
     "QueryResult",
+    "SpendNotConfirmed",
     "error_class",
     "error_from_response",
 ]

@@ -1,6 +1,6 @@
 """``EnclaveClient``: the researcher's async client, on ``aiohttp.ClientSession``.
 
-It speaks the wire contract and nothing else: JSON in, JSON out, and every error response
+It speaks the documented HTTP API and nothing else: JSON in, JSON out, and every error response
 parsed back into the ``enclave.errors`` class the server raised (``problems.py``).
 
 Decisions:
@@ -14,11 +14,18 @@ Decisions:
   first use and closed by ``close()`` or ``async with``.
 - A client-side timeout becomes ``QueryTimeout`` and an unreachable gateway
   ``ServiceUnavailable``: the same classes a caller already handles for the server's 504/503.
+- Epsilon is never spent by surprise: before ``query`` runs, a free estimate prices it, and
+  if it would spend more than ``confirm_share`` (default 25%) of the epsilon left on that
+  licence and dataset, ``confirm(estimate)`` decides (``False``: ``SpendNotConfirmed`` is
+  raised and nothing is run) or, without a ``confirm``, a ``LargeSpendWarning`` is issued and
+  the query runs. ``confirm_share=None`` skips the estimate (one request instead of two).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -28,10 +35,33 @@ from yarl import URL
 
 from enclave.client.dummy import parquet_frame, parquet_records
 from enclave.client.problems import error_from_response
-from enclave.client.results import Estimate, HistoryPage, QueryResult
+from enclave.client.results import BatchEstimate, Estimate, HistoryPage, QueryResult
 from enclave.errors import EnclaveError, QueryTimeout, ServiceUnavailable
 
 DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_CONFIRM_SHARE = 0.25
+Targets = Mapping[str, float]  # output column -> the ci95 wanted
+
+
+class LargeSpendWarning(UserWarning):
+    """A query is about to spend more than ``confirm_share`` of the epsilon left."""
+
+
+class SpendNotConfirmed(Exception):
+    """``confirm`` declined a query's spend: nothing was sent to run. ``estimate`` holds the
+    free estimate it was shown."""
+
+    def __init__(self, estimate: Estimate) -> None:
+        super().__init__(spend_message(estimate))
+        self.estimate = estimate
+
+
+def spend_message(estimate: Estimate) -> str:
+    """``this query spends epsilon 1.0, 40% of the 2.5 left on visits``."""
+    return (
+        f"this query spends epsilon {estimate.epsilon:g}, {estimate.share_of_remaining:.0%} "
+        f"of the {estimate.budget.epsilon_remaining:g} left on {estimate.dataset}"
+    )
 
 
 class EnclaveClient:
@@ -48,6 +78,8 @@ class EnclaveClient:
         *,
         session: aiohttp.ClientSession | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
+        confirm_share: float | None = DEFAULT_CONFIRM_SHARE,
+        confirm: Callable[[Estimate], bool] | None = None,
     ) -> None:
         parsed = URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
@@ -58,11 +90,15 @@ class EnclaveClient:
             raise ValueError("token must be a non-empty string without whitespace")
         if not timeout > 0:
             raise ValueError("timeout must be positive")
+        if confirm_share is not None and not 0 <= confirm_share <= 1:
+            raise ValueError("confirm_share must lie in [0, 1], or be None")
         self.url = url.rstrip("/")
         self.timeout = float(timeout)
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         self._session = session
         self._owns_session = session is None
+        self.confirm_share = confirm_share
+        self.confirm = confirm
 
     def __repr__(self) -> str:
         return f"EnclaveClient(url={self.url!r})"
@@ -91,17 +127,60 @@ class EnclaveClient:
         body = await self._request("GET", "/v1/datasets")
         return _list_of_dicts(body, "datasets")
 
-    async def estimate(self, sql: str, dataset: str, epsilon: float | None = None) -> Estimate:
-        """Price a query without running it: cost, accuracy, cached, within budget."""
-        body = await self._request(
-            "POST", "/v1/queries/estimate", body=_query(sql, dataset, epsilon)
-        )
-        return Estimate.from_json(body)
+    async def estimate(
+        self,
+        sql: str,
+        dataset: str,
+        epsilon: float | None = None,
+        *,
+        accuracy: Targets | None = None,
+    ) -> Estimate:
+        """Price a query without running it: cost, accuracy, cached, within budget. With
+        ``accuracy={"n": 50}`` the gateway quotes the smallest epsilon whose ci95 for column
+        ``n`` is at most 50 (instead of an ``epsilon``)."""
+        body = _query(sql, dataset, epsilon, accuracy)
+        return Estimate.from_json(await self._request("POST", "/v1/queries/estimate", body=body))
 
-    async def query(self, sql: str, dataset: str, epsilon: float | None = None) -> QueryResult:
-        """Run a query; ``epsilon=None`` lets the tier's ``max_epsilon_per_query`` apply."""
-        body = await self._request("POST", "/v1/queries", body=_query(sql, dataset, epsilon))
-        return QueryResult.from_json(body)
+    async def estimate_batch(
+        self,
+        queries: Sequence[str | Mapping[str, Any]],
+        dataset: str,
+        total_epsilon: float | None = None,
+    ) -> BatchEstimate:
+        """Price several queries on ``dataset`` together against the budget left. Each query
+        is SQL text, or ``{"sql": ..., "epsilon": ...}`` / ``{"sql": ..., "accuracy": {"n":
+        50}}``; ``total_epsilon`` splits one total evenly over queries that give neither."""
+        items = [
+            {"sql": q}
+            if isinstance(q, str)
+            else _query(q.get("sql", ""), None, q.get("epsilon"), q.get("accuracy"))
+            for q in queries
+        ]
+        body: dict[str, Any] = {"dataset": dataset, "queries": items}
+        if total_epsilon is not None:
+            body["total_epsilon"] = total_epsilon
+        answer = await self._request("POST", "/v1/queries/estimate/batch", body=body)
+        return BatchEstimate.from_json(answer)
+
+    async def query(
+        self,
+        sql: str,
+        dataset: str,
+        epsilon: float | None = None,
+        *,
+        accuracy: Targets | None = None,
+    ) -> QueryResult:
+        """Run a query. Without ``epsilon`` or ``accuracy`` the tier's ``default_epsilon`` is
+        spent. A large spend is confirmed or warned about first (see ``confirm_share``)."""
+        if self.confirm_share is not None:
+            estimate = await self.estimate(sql, dataset, epsilon, accuracy=accuracy)
+            if estimate.share_of_remaining > self.confirm_share:
+                if self.confirm is None:
+                    warnings.warn(spend_message(estimate), LargeSpendWarning, stacklevel=2)
+                elif not self.confirm(estimate):
+                    raise SpendNotConfirmed(estimate)
+        body = _query(sql, dataset, epsilon, accuracy)
+        return QueryResult.from_json(await self._request("POST", "/v1/queries", body=body))
 
     async def dummy_file(
         self, dataset: str, rows: int = 1000, seed: int = 0, format: str = "parquet"
@@ -188,10 +267,14 @@ class EnclaveClient:
         return content
 
 
-def _query(sql: str, dataset: str, epsilon: float | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"dataset": dataset, "sql": sql}
+def _query(
+    sql: str, dataset: str | None, epsilon: float | None, accuracy: Targets | None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"sql": sql} if dataset is None else {"dataset": dataset, "sql": sql}
     if epsilon is not None:
         body["epsilon"] = epsilon
+    if accuracy is not None:
+        body["accuracy"] = {column: {"ci95": ci95} for column, ci95 in accuracy.items()}
     return body
 
 

@@ -1,7 +1,7 @@
 """What the client returns: frozen values parsed from the gateway's JSON.
 
 Parsing is tolerant of fields a newer server adds (they stay in ``raw``) and strict about the
-fields the contract promises: a missing or mistyped one raises ``EnclaveError`` naming the
+fields the API documents: a missing or mistyped one raises ``EnclaveError`` naming the
 field, rather than a ``KeyError`` deep inside the caller's code.
 """
 
@@ -59,6 +59,7 @@ class QueryResult:
     budget: Budget
     audit_seq: int
     release_of: str | None = None
+    epsilon_source: str | None = None  # request, accuracy, tier_default (None: older server)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -81,6 +82,7 @@ class QueryResult:
             budget=Budget.from_json(data.get("budget")),
             audit_seq=_int(data, "audit_seq"),
             release_of=_opt_str(data, "release_of"),
+            epsilon_source=_opt_str(data, "epsilon_source"),
             raw=dict(data),
         )
 
@@ -131,6 +133,9 @@ class Estimate:
 
     ``epsilon``/``delta`` are what running the query now would cost (0 when it would be a
     cached repeat); ``plan_epsilon``/``plan_delta`` are the plan's price regardless.
+    ``epsilon_source`` says how the epsilon was set (``request``, ``accuracy``,
+    ``tier_default``, ``batch_split``); for accuracy requests ``epsilon_chosen_for`` maps
+    each target column to ``{"ci95": target, "achieved_ci95": ...}``.
     """
 
     dataset: str
@@ -143,11 +148,16 @@ class Estimate:
     within_budget: bool
     budget: Budget
     audit_seq: int
+    epsilon_source: str | None = None
+    epsilon_chosen_for: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_json(cls, body: Any) -> Estimate:
+    def from_json(cls, body: Any, dataset: str | None = None) -> Estimate:
+        """``dataset`` fills in for a batch's items, which do not repeat it."""
         data = _mapping(body, "answer")
+        if dataset is not None:
+            data = {"dataset": dataset, **data}
         return cls(
             dataset=_string(data, "dataset"),
             epsilon=_num(data, "epsilon"),
@@ -159,6 +169,59 @@ class Estimate:
             within_budget=_bool(data, "within_budget"),
             budget=Budget.from_json(data.get("budget")),
             audit_seq=_int(data, "audit_seq"),
+            epsilon_source=_opt_str(data, "epsilon_source"),
+            epsilon_chosen_for=_accuracy(data.get("epsilon_chosen_for")),
+            raw=dict(data),
+        )
+
+    @property
+    def share_of_remaining(self) -> float:
+        """What running the query now would spend, as a share of the epsilon left (1.0 when
+        nothing is left and it would spend something)."""
+        left = self.budget.epsilon_remaining
+        if self.epsilon <= 0:
+            return 0.0
+        return 1.0 if left <= 0 else self.epsilon / left
+
+
+@dataclass(frozen=True)
+class BatchEstimate:
+    """Several queries priced together (``POST /v1/queries/estimate/batch``): nothing spent.
+
+    ``queries`` are the per-query estimates (their ``budget`` is the batch's: the budget left
+    before any of them); ``epsilon``/``delta`` the batch's total; ``within_budget`` whether
+    the whole batch fits; ``split`` the even split of a ``total_epsilon``, if one was asked.
+    """
+
+    dataset: str
+    queries: tuple[Estimate, ...]
+    epsilon: float
+    delta: float
+    within_budget: bool
+    budget: Budget
+    audit_seq: int
+    split: Mapping[str, Any] | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, body: Any) -> BatchEstimate:
+        data = _mapping(body, "answer")
+        dataset = _string(data, "dataset")
+        shared = {"budget": data.get("budget"), "audit_seq": data.get("audit_seq")}
+        items = tuple(
+            Estimate.from_json({**_mapping(q, "queries"), **shared}, dataset)
+            for q in _list(data, "queries")
+        )
+        split = data.get("split")
+        return cls(
+            dataset=dataset,
+            queries=items,
+            epsilon=_num(data, "epsilon"),
+            delta=_num(data, "delta"),
+            within_budget=_bool(data, "within_budget"),
+            budget=Budget.from_json(data.get("budget")),
+            audit_seq=_int(data, "audit_seq"),
+            split=None if split is None else _mapping(split, "split"),
             raw=dict(data),
         )
 

@@ -12,12 +12,12 @@ sent; use ``EnclaveClient`` and ``await`` instead. One ``Client`` is meant for o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-from enclave.client.aio import DEFAULT_TIMEOUT_S, EnclaveClient
-from enclave.client.results import Estimate, HistoryPage, QueryResult
+from enclave.client.aio import DEFAULT_CONFIRM_SHARE, DEFAULT_TIMEOUT_S, EnclaveClient, Targets
+from enclave.client.results import BatchEstimate, Estimate, HistoryPage, QueryResult
 
 T = TypeVar("T")
 
@@ -34,8 +34,18 @@ class Client:
     ...     print(client.query("SELECT COUNT(*) AS n FROM visits", "visits").rows)
     """
 
-    def __init__(self, url: str, token: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
-        self._client = EnclaveClient(url, token, timeout=timeout)
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        confirm_share: float | None = DEFAULT_CONFIRM_SHARE,
+        confirm: Callable[[Estimate], bool] | None = None,
+    ) -> None:
+        self._client = EnclaveClient(
+            url, token, timeout=timeout, confirm_share=confirm_share, confirm=confirm
+        )
         self._runner: asyncio.Runner | None = None
 
     def __repr__(self) -> str:
@@ -66,11 +76,33 @@ class Client:
     def datasets(self) -> list[dict[str, Any]]:
         return self._run(self._client.datasets)
 
-    def estimate(self, sql: str, dataset: str, epsilon: float | None = None) -> Estimate:
-        return self._run(lambda: self._client.estimate(sql, dataset, epsilon))
+    def estimate(
+        self,
+        sql: str,
+        dataset: str,
+        epsilon: float | None = None,
+        *,
+        accuracy: Targets | None = None,
+    ) -> Estimate:
+        return self._run(lambda: self._client.estimate(sql, dataset, epsilon, accuracy=accuracy))
 
-    def query(self, sql: str, dataset: str, epsilon: float | None = None) -> QueryResult:
-        return self._run(lambda: self._client.query(sql, dataset, epsilon))
+    def estimate_batch(
+        self,
+        queries: Sequence[str | Mapping[str, Any]],
+        dataset: str,
+        total_epsilon: float | None = None,
+    ) -> BatchEstimate:
+        return self._run(lambda: self._client.estimate_batch(queries, dataset, total_epsilon))
+
+    def query(
+        self,
+        sql: str,
+        dataset: str,
+        epsilon: float | None = None,
+        *,
+        accuracy: Targets | None = None,
+    ) -> QueryResult:
+        return self._run(lambda: self._client.query(sql, dataset, epsilon, accuracy=accuracy))
 
     def dummy_file(
         self, dataset: str, rows: int = 1000, seed: int = 0, format: str = "parquet"

@@ -98,6 +98,7 @@ def render_result(result: QueryResult) -> str:
         lines.append(f"(cached) a repeat{origin}: nothing spent")
     lines.append(
         f"spent:         epsilon {_num(result.epsilon_spent)}, delta {_num(result.delta_spent)}"
+        + _source_note(result.epsilon_source)
     )
     lines.append(_budget_line(result.budget))
     lines.append(f"query:         {result.query_id} (audit record {result.audit_seq})")
@@ -107,7 +108,13 @@ def render_result(result: QueryResult) -> str:
 def render_estimate(estimate: Estimate) -> str:
     lines = [
         f"dataset:       {estimate.dataset}",
-        f"cost:          epsilon {_num(estimate.epsilon)}, delta {_num(estimate.delta)}",
+        f"cost:          epsilon {_num(estimate.epsilon)}, delta {_num(estimate.delta)}"
+        + _source_note(estimate.epsilon_source),
+        *(
+            f"  target:      {column} ci95 <= {_num(v.get('ci95') or 0)}, "
+            f"achieved {_num(v.get('achieved_ci95') or 0)}"
+            for column, v in estimate.epsilon_chosen_for.items()
+        ),
         f"cached:        {'yes (a repeat costs nothing)' if estimate.cached else 'no'}",
         f"within budget: {'yes' if estimate.within_budget else 'no'}",
         _budget_line(estimate.budget),
@@ -120,6 +127,17 @@ def render_estimate(estimate: Estimate) -> str:
             shown = f"±{ci:.{decimals_for(ci)}f}" if ci is not None else "known only after release"
             lines.append(f"  {column.ljust(width)}  {shown}")
     return "\n".join(lines)
+
+
+SOURCE_NOTES = {
+    "tier_default": " (the tier's default_epsilon)",
+    "accuracy": " (the smallest that meets the accuracy targets)",
+    "batch_split": " (an even share of the batch's total)",
+}
+
+
+def _source_note(source: str | None) -> str:
+    return SOURCE_NOTES.get(source or "", "")
 
 
 def _budget_line(budget: Budget) -> str:

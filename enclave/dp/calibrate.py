@@ -38,10 +38,6 @@ from enclave.errors import EnclaveError
 
 _enabled = False
 
-# Number of quantile candidates spanning the declared bounds when the column is not a small
-# integer range: 512 keeps the output resolution at (U - L) / 511, well under the noise of
-# the exponential mechanism for typical epsilons, at ~0.5 ms per group to score.
-QUANTILE_CANDIDATES = 512
 REFERENCE_SCALE = 1.0
 CALIBRATION_CACHE_SIZE = 1024  # entries; each holds one OpenDP measurement (a few hundred bytes)
 
@@ -233,26 +229,6 @@ def decimal_sum(values: Iterable[float]) -> Decimal:
 
 
 @functools.lru_cache(maxsize=256)
-def quantile_candidates(low: float, high: float, integer: bool) -> tuple[float, ...]:
-    """Strictly increasing candidates spanning ``[low, high]``.
-
-    A small integer range uses every integer; otherwise ``QUANTILE_CANDIDATES`` evenly spaced
-    points (both bounds included). Candidates depend on declared bounds only, never on data.
-    """
-    if high <= low:
-        return (float(low),)
-    if integer and high - low + 1 <= QUANTILE_CANDIDATES:
-        return tuple(float(v) for v in range(int(low), int(high) + 1))
-    n = QUANTILE_CANDIDATES
-    points = [low + (high - low) * i / (n - 1) for i in range(n)]
-    points[-1] = high
-    out: list[float] = []
-    for p in points:
-        if not out or p > out[-1]:
-            out.append(float(p))
-    return tuple(out)
-
-
 def release_delta(scale: float, d_in: tuple[int, int, int], threshold: int) -> float:
     """The delta of releasing a key whose noisy count is at least ``threshold``.
 

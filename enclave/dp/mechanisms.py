@@ -77,11 +77,12 @@ from enclave.dp.quantile import quantile_release
 from enclave.errors import BadRequest, EnclaveError, TierRefused, UnsupportedQuery
 from enclave.models import ColumnSpec, DatasetSpec, Tier, stored_float
 from enclave.query.plan import Aggregate, Plan
+from enclave.query.stats import ROWS, aggregate_statistics, integer_bounds, quantile_candidates
 
 __all__ = ["PricedAggregate", "PricedPlan", "check_plan", "enable_dp", "price_plan"]
 
 Part = Literal["value", "avg_sum", "avg_count", "hidden_count", "partition"]
-HIDDEN_ALIAS = "_n"  # the hidden suppression count and the partition selection read `_n`
+HIDDEN_ALIAS = ROWS.name  # the alias of the hidden count and of the partition selection
 DELTA_SHARE_OF_BUDGET = Decimal(10)
 SHARE_RETRIES = 6  # shrink steps of the share when OpenDP's upward rounding overshoots
 PRICE_CACHE_SIZE = 256  # whole PricedPlans kept (LRU)
@@ -241,28 +242,27 @@ def _price(
 def _price_aggregate(
     i: int, agg: Aggregate, spec: DatasetSpec, k: int, groups: int, share: float
 ) -> list[PricedAggregate]:
+    stats = [s.name for s in aggregate_statistics(i, agg)]  # query/stats.py: what it reads
     if agg.kind == "count":
-        return [_price_count(agg.alias, "count", f"a{i}_count", k, share)]
+        return [_price_count(agg.alias, "count", stats[0], k, share)]
     if agg.kind == "count_distinct_units":
-        return [_price_count(agg.alias, agg.kind, f"a{i}_units", min(k, groups), share)]
+        return [_price_count(agg.alias, agg.kind, stats[0], min(k, groups), share)]
     col = _numeric_column(spec, agg)
-    low, high = col.bounds if col.bounds is not None else (0, 0)
     if agg.kind == "sum":
-        return [_price_sum(agg.alias, "sum", f"a{i}_sum", col, k, share)]
+        return [_price_sum(agg.alias, "sum", stats[0], col, k, share)]
     if agg.kind == "avg":
         half = share / 2
-        total = _price_sum(agg.alias, "avg", f"a{i}_sum", col, k, half, "avg_sum")
-        count = _price_count(agg.alias, "avg", f"a{i}_count", k, half, "avg_count")
+        total = _price_sum(agg.alias, "avg", stats[0], col, k, half, "avg_sum")
+        count = _price_count(agg.alias, "avg", stats[1], k, half, "avg_count")
         return [total, count]
     if agg.kind == "quantile":
         q = 0.5 if agg.q is None else float(agg.q)  # in (0, 1): check_plan refused others
-        integer = col.type == "int" and _integral(low) and _integral(high)
-        cands = cal.quantile_candidates(float(low), float(high), integer)
+        cands = quantile_candidates(col)
         build = cal.quantile_builder(cands, q)
         meas, scale, eps = cal.calibrate(build, k, share)
         return [
             PricedAggregate(
-                agg.alias, "quantile", k, scale, eps, None, meas, "value", f"a{i}_values", False,
+                agg.alias, "quantile", k, scale, eps, None, meas, "value", stats[0], False,
                 space=cal.space_of(build), release_with=quantile_release(cands, q, scale, k),
             )
         ]  # fmt: skip
@@ -285,7 +285,7 @@ def _price_sum(
 ) -> PricedAggregate:
     assert col.bounds is not None  # noqa: S101 - _numeric_column checked it
     low, high = col.bounds
-    integer = col.type == "int" and _integral(low) and _integral(high)
+    integer = integer_bounds(col)
     d_in: int | float
     if integer:
         d_in, build = k * max(abs(int(low)), abs(int(high))), cal.count_builder()
@@ -326,7 +326,7 @@ def _price_partition(k: int, share: float, delta: float) -> PricedAggregate:
     if eps > share or got_delta > delta:
         raise EnclaveError("partition selection exceeds its share")  # pragma: no cover
     return PricedAggregate(
-        HIDDEN_ALIAS, "partition", k, scale, eps, None, meas, "partition", "_n", True,
+        HIDDEN_ALIAS, "partition", k, scale, eps, None, meas, "partition", ROWS.name, True,
         got_delta, threshold, space=cal.space_of(charged),
         release_with=threshold_release(scale, threshold, k),
     )  # fmt: skip
@@ -346,7 +346,7 @@ def _price_parts(
     for i, agg in enumerate(aggs):
         priced.extend(_price_aggregate(i, agg, spec, k, groups, share))
     if hidden:
-        priced.append(_price_count(HIDDEN_ALIAS, "count", "_n", k, share, "hidden_count"))
+        priced.append(_price_count(HIDDEN_ALIAS, "count", ROWS.name, k, share, "hidden_count"))
     if undeclared:
         priced.append(_price_partition(k, share, cal.largest_float_at_most(delta)))
     return priced
@@ -410,7 +410,3 @@ def _numeric_column(spec: DatasetSpec, agg: Aggregate) -> ColumnSpec:
     if not (math.isfinite(float(low)) and math.isfinite(float(high)) and low <= high):
         raise UnsupportedQuery("the column's declared bounds are not usable")
     return col
-
-
-def _integral(value: Any) -> bool:
-    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())

@@ -39,12 +39,13 @@ from enclave.dp.values import json_value, result_digest, row_sort_key, sort_key
 from enclave.errors import EnclaveError
 from enclave.models import DatasetSpec, Tier
 from enclave.query.plan import Aggregate, ExactGroups, GroupColumn, Plan
+from enclave.query.stats import ROWS
 
 FLOAT_MAX = sys.float_info.max
 
 
 @dataclass(frozen=True)
-class ReleasedTable:
+class NoisyTable:
     columns: tuple[str, ...]
     rows: tuple[tuple[Any, ...], ...]
     accuracy: dict[str, dict[str, float | None]]
@@ -54,7 +55,7 @@ class ReleasedTable:
 
 def release(
     plan: Plan, spec: DatasetSpec, tier: Tier, priced: PricedPlan, exact: ExactGroups
-) -> ReleasedTable:
+) -> NoisyTable:
     """Apply every priced measurement to ``exact`` and build the noisy table."""
     if tuple(exact.group_columns) != tuple(plan.group_by):
         raise EnclaveError("exact statistics do not match the plan")
@@ -67,7 +68,7 @@ def release(
         if p.part != "partition":
             noisy[(p.alias, p.part)] = _measure(p, exact, selected.indices)
     if selected.partition_counts is not None:
-        noisy[("_n", "partition")] = selected.partition_counts
+        noisy[(ROWS.name, "partition")] = selected.partition_counts
 
     keep = list(range(len(selected.indices)))
     if priced.suppress_with is not None:
@@ -107,7 +108,7 @@ def release(
         rows.append(tuple(row))
     rows = _order_and_limit(plan, rows)
     columns = plan.output_columns
-    return ReleasedTable(columns, tuple(rows), accuracy, suppressed, result_digest(columns, rows))
+    return NoisyTable(columns, tuple(rows), accuracy, suppressed, result_digest(columns, rows))
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def _select_groups(spec: DatasetSpec, priced: PricedPlan, exact: ExactGroups) ->
         return _Selection(list(range(len(exact.keys))), None)
     part = next(p for p in priced.aggregates if p.part == "partition")
     # by position: no key value is encoded, so none can fail; one vector through OpenDP
-    kept, noisy = part.mechanism(i64_array(_stat(exact, "_n")))
+    kept, noisy = part.mechanism(i64_array(_stat(exact, ROWS.name)))
     # Below, only the keys OpenDP released are touched (their number is a DP output).
     # Cap: largest noisy counts first, ties by key order (then position, for keys that
     # sort equal); release order: key order.

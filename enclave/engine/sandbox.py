@@ -37,6 +37,7 @@ from pathlib import Path
 
 import duckdb
 
+from enclave.engine.layout import ident, lit
 from enclave.errors import DatasetUnavailable
 from enclave.models import DatasetSpec
 
@@ -141,13 +142,3 @@ def open_source(
     if path.lower().endswith((".csv", ".csv.gz", ".tsv")):
         return conn, f"read_csv({lit(path)}, header = true)"
     return conn, f"read_parquet({lit(path)})"
-
-
-def ident(name: str) -> str:
-    """A quoted SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def lit(text: str) -> str:
-    """A quoted SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"

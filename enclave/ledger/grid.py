@@ -37,6 +37,7 @@ MAX_EPSILON = Decimal(10**6)
 MAX_EPSILON_UNITS = 10**12
 MAX_DELTA_UNITS = 10**15  # delta 1, exclusive for budgets
 DEFAULT_MIN_EPSILON = Decimal("0.001")
+DEFAULT_EPSILON = Decimal("0.1")  # a tier's default_epsilon when it sets none (within its bounds)
 
 # Quantising a value already known to lie in [0, 10**6] needs at most 22 digits; 60 leaves room
 # for any digits the input carries (they are dropped by the rounding, not by the context).

@@ -115,7 +115,8 @@ def authorize(
     """Decide a request (order in the module docstring). ``tiers`` gives the levels of rule 6.
 
     ``licence`` is what ``licence_for`` picked for the dataset; ``tier`` the licence's tier
-    from the registry; ``epsilon`` None means the tier default (always within bounds).
+    from the registry; ``epsilon`` None: not known yet (an accuracy request, whose chosen
+    epsilon lies within the tier's bounds by construction), so the epsilon rule is skipped.
     """
     if not principal.has("researcher"):
         return _deny(RoleRequired, "the researcher role is required")

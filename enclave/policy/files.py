@@ -18,7 +18,7 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import yaml
 
 from enclave.errors import PolicyFileError
 from enclave.ledger.budget import MAX_PERIOD_DAYS
-from enclave.ledger.grid import DEFAULT_MIN_EPSILON
+from enclave.ledger.grid import DEFAULT_EPSILON, DEFAULT_MIN_EPSILON
 from enclave.models import AGG_KINDS, DatasetSpec, Tier
 from enclave.policy.fields import (
     Problems,
@@ -44,13 +44,6 @@ from enclave.policy.fields import (
     read_text,
 )
 
-TIER_FIELDS = frozenset(
-    {"name", "description", "aggregates", "max_epsilon_per_query", "min_epsilon_per_query",
-     "budget", "min_noisy_count",
-     "group_by", "filters", "rate_limit_per_minute", "allowed_jurisdictions", "level", "version"}
-)  # fmt: skip
-BUDGET_FIELDS = frozenset({"epsilon", "delta", "period_days"})
-GROUP_BY_FIELDS = frozenset({"max_columns", "max_groups", "allow_undeclared_keys"})
 DATASET_FIELDS = frozenset(
     {"name", "description", "source", "privacy_unit", "max_rows_per_unit", "min_tier",
      "allowed_jurisdictions", "columns", "version", "retired"}
@@ -59,96 +52,134 @@ DATASET_FIELDS = frozenset(
 # --- tiers ----------------------------------------------------------------------------------
 
 
+REQUIRED: Any = object()  # a TierField default: the key must be given
+Reader = Callable[[Problems, Any, str], Any]
+
+
+@dataclass(frozen=True)
+class TierField:
+    """One key of a tier body: where it sits, the ``Tier`` attribute it fills, how it is read.
+
+    ``default``: the value used when the key is absent (read like a given one), ``REQUIRED``
+    when it must be given, or ``None`` for an optional key without a value (``nullable`` keys
+    also take an explicit null as absent).
+    """
+
+    key: str  # dotted path in the body: "budget.epsilon" sits in the "budget" mapping
+    attr: str
+    read: Reader
+    default: Any = REQUIRED
+    nullable: bool = False
+
+
+def _int(minimum: int, maximum: int | None = None) -> Reader:
+    return lambda p, value, field: read_int(p, value, field, minimum, maximum)
+
+
+def read_aggregates(p: Problems, value: Any, field: str) -> frozenset[str] | None:
+    allowed = ", ".join(AGG_KINDS)
+    if not isinstance(value, list) or not value:
+        p.add(field, f"must be a non-empty list of: {allowed}")
+    elif bad := [a for a in value if not isinstance(a, str) or a not in AGG_KINDS]:
+        p.add(field, f"unknown kind {bad[0]!r}; allowed: {allowed}")
+    elif len(set(value)) != len(value):
+        p.add(field, "lists a kind twice")
+    else:
+        return frozenset(value)
+    return None
+
+
+#: Every tier key, in the order problems are reported. A new tier setting is one row here, one
+#: ``Tier`` attribute (with its ``to_json``) and, if it relates to others, a line in
+#: ``_tier_rules``.
+TIER_TABLE: tuple[TierField, ...] = (
+    TierField("name", "name", read_name),
+    TierField("description", "description", read_text, ""),
+    TierField("aggregates", "aggregates", read_aggregates),
+    TierField("max_epsilon_per_query", "max_epsilon_per_query", read_epsilon),
+    TierField("min_epsilon_per_query", "min_epsilon_per_query", read_epsilon, None),
+    TierField("default_epsilon", "default_epsilon", read_epsilon, None),
+    TierField("budget.epsilon", "budget_epsilon", read_epsilon),
+    TierField("budget.delta", "budget_delta", read_delta, 0),
+    TierField("budget.period_days", "period_days", _int(1, MAX_PERIOD_DAYS), None, True),
+    TierField("group_by.max_columns", "group_by_max_columns", _int(0), 2),
+    TierField("group_by.max_groups", "group_by_max_groups", _int(1), 500),
+    TierField("group_by.allow_undeclared_keys", "allow_undeclared_keys", read_bool, False),
+    TierField("min_noisy_count", "min_noisy_count", _int(0), 0),
+    TierField("filters", "filters", read_bool, True),
+    TierField("rate_limit_per_minute", "rate_limit_per_minute", _int(1), 60),
+    TierField("allowed_jurisdictions", "allowed_jurisdictions", read_jurisdictions, [], True),
+    TierField("level", "level", _int(0), 0),
+)
+TIER_IGNORED = frozenset({"version"})  # accepted on input, assigned by the store
+
+
 def tier_from_dict(data: dict[str, Any], where: str = "") -> Tier:
     """Validate a tier body (YAML file or admin JSON) and build the ``Tier`` (version 1)."""
     p = Problems(where)
-    d = read_mapping(p, data, "", TIER_FIELDS)
-    for required in ("name", "aggregates", "max_epsilon_per_query", "budget"):
-        if required not in d and isinstance(data, dict):
-            p.add(required, "required")
-    name = read_name(p, d["name"], "name") if "name" in d else None
-    description = read_text(p, d.get("description", ""), "description")
-
-    aggregates: frozenset[str] | None = None
-    if "aggregates" in d:
-        aggs = d["aggregates"]
-        if not isinstance(aggs, list) or not aggs:
-            p.add("aggregates", f"must be a non-empty list of: {', '.join(AGG_KINDS)}")
-        elif bad := [a for a in aggs if not isinstance(a, str) or a not in AGG_KINDS]:
-            p.add("aggregates", f"unknown kind {bad[0]!r}; allowed: {', '.join(AGG_KINDS)}")
-        elif len(set(aggs)) != len(aggs):
-            p.add("aggregates", "lists a kind twice")
+    is_mapping = isinstance(data, dict)
+    names = {f.key.partition(".")[0] for f in TIER_TABLE}
+    top = read_mapping(p, data, "", frozenset(names | TIER_IGNORED))
+    sections: dict[str, dict[str, Any] | None] = {"": top}
+    for name in sorted({f.key.rpartition(".")[0] for f in TIER_TABLE} - {""}):
+        inner = [f for f in TIER_TABLE if f.key.startswith(name + ".")]
+        required = any(f.default is REQUIRED for f in inner)
+        if name in top:
+            keys = frozenset(f.key.rpartition(".")[2] for f in inner)
+            sections[name] = read_mapping(p, top[name], name, keys)
+        elif required and is_mapping:
+            p.add(name, "required")
+            sections[name] = None  # its fields are not asked for again
         else:
-            aggregates = frozenset(aggs)
+            sections[name] = {}
+    values: dict[str, Any] = {}
+    for fld in TIER_TABLE:
+        section, _, key = fld.key.rpartition(".")
+        values[fld.attr] = _read_field(p, fld, sections[section], key, is_mapping)
+    _tier_rules(p, values)
+    p.raise_if_any()
+    return Tier(**values)
 
-    max_eps = None
-    if "max_epsilon_per_query" in d:
-        max_eps = read_epsilon(p, d["max_epsilon_per_query"], "max_epsilon_per_query")
-    min_eps = None
-    if "min_epsilon_per_query" in d:
-        min_eps = read_epsilon(p, d["min_epsilon_per_query"], "min_epsilon_per_query")
-    elif max_eps is not None:
-        min_eps = min(DEFAULT_MIN_EPSILON, max_eps)
+
+def _read_field(
+    p: Problems, fld: TierField, container: dict[str, Any] | None, key: str, report: bool
+) -> Any:
+    if container is None:
+        return None
+    if key in container and not (fld.nullable and container[key] is None):
+        return fld.read(p, container[key], fld.key)
+    if fld.default is REQUIRED:
+        if report:
+            p.add(fld.key, "required")
+        return None
+    return None if fld.default is None else fld.read(p, fld.default, fld.key)
+
+
+def _tier_rules(p: Problems, v: dict[str, Any]) -> None:
+    """Rules between tier fields (each field's own range is checked by its reader)."""
+    max_eps, budget_eps = v["max_epsilon_per_query"], v["budget_epsilon"]
+    if v["min_epsilon_per_query"] is None and max_eps is not None:
+        v["min_epsilon_per_query"] = min(DEFAULT_MIN_EPSILON, max_eps)
+    min_eps = v["min_epsilon_per_query"]
     if min_eps is not None and max_eps is not None and min_eps > max_eps:
         p.add("min_epsilon_per_query", "must not exceed max_epsilon_per_query")
-
-    budget = read_mapping(p, d.get("budget", {}), "budget", BUDGET_FIELDS)
-    eps = None
-    if "epsilon" in budget:
-        eps = read_epsilon(p, budget["epsilon"], "budget.epsilon")
-    elif "budget" in d:
-        p.add("budget.epsilon", "required")
-    delta = read_delta(p, budget.get("delta", 0), "budget.delta")
-    period = budget.get("period_days")
-    period_days = (
-        None if period is None else read_int(p, period, "budget.period_days", 1, MAX_PERIOD_DAYS)
-    )
-    if max_eps is not None and eps is not None and max_eps > eps:
+    if v["default_epsilon"] is None and min_eps is not None and max_eps is not None:
+        v["default_epsilon"] = min(max(DEFAULT_EPSILON, min_eps), max_eps)
+    default = v["default_epsilon"]
+    if default is not None and min_eps is not None and max_eps is not None:
+        if not min_eps <= default <= max_eps:
+            p.add(
+                "default_epsilon",
+                f"must lie within [min_epsilon_per_query, max_epsilon_per_query] "
+                f"= [{min_eps}, {max_eps}]",
+            )
+    if max_eps is not None and budget_eps is not None and max_eps > budget_eps:
         p.add("max_epsilon_per_query", "must not exceed budget.epsilon")
-
-    group_by = read_mapping(p, d.get("group_by", {}), "group_by", GROUP_BY_FIELDS)
-    max_columns = read_int(p, group_by.get("max_columns", 2), "group_by.max_columns", 0)
-    max_groups = read_int(p, group_by.get("max_groups", 500), "group_by.max_groups", 1)
-    undeclared = read_bool(
-        p, group_by.get("allow_undeclared_keys", False), "group_by.allow_undeclared_keys"
-    )
-    if undeclared and delta == 0:
+    if v["allow_undeclared_keys"] and v["budget_delta"] == 0:
         p.add(
             "group_by.allow_undeclared_keys",
             "needs budget.delta > 0 (partition selection spends delta)",
         )
-    min_noisy = read_int(p, d.get("min_noisy_count", 0), "min_noisy_count", 0)
-    filters = read_bool(p, d.get("filters", True), "filters")
-    rate = read_int(p, d.get("rate_limit_per_minute", 60), "rate_limit_per_minute", 1)
-    raw_juris = d.get("allowed_jurisdictions")
-    juris = read_jurisdictions(p, [] if raw_juris is None else raw_juris, "allowed_jurisdictions")
-    level = read_int(p, d.get("level", 0), "level", 0)
-
-    p.raise_if_any()
-    assert name is not None and description is not None and aggregates is not None  # noqa: S101
-    assert max_eps is not None and eps is not None and delta is not None  # noqa: S101
-    assert min_eps is not None  # noqa: S101
-    assert max_columns is not None and max_groups is not None and undeclared is not None  # noqa: S101
-    assert min_noisy is not None and filters is not None and rate is not None  # noqa: S101
-    assert juris is not None and level is not None  # noqa: S101
-    return Tier(
-        name=name,
-        description=description,
-        aggregates=aggregates,
-        max_epsilon_per_query=max_eps,
-        budget_epsilon=eps,
-        budget_delta=delta,
-        period_days=period_days,
-        min_epsilon_per_query=min_eps,
-        min_noisy_count=min_noisy,
-        group_by_max_columns=max_columns,
-        group_by_max_groups=max_groups,
-        allow_undeclared_keys=undeclared,
-        filters=filters,
-        rate_limit_per_minute=rate,
-        allowed_jurisdictions=juris,
-        level=level,
-    )
 
 
 def tier_to_dict(tier: Tier) -> dict[str, Any]:
@@ -253,7 +284,7 @@ def dataset_from_dict(
 
 
 def dataset_to_dict(spec: DatasetSpec) -> dict[str, Any]:
-    """The JSON/YAML form (as the contract's YAML, dates as ISO text); round-trips."""
+    """The JSON/YAML form (the policy files' YAML layout, dates as ISO text); round-trips."""
     return spec.to_json()
 
 

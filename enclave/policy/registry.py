@@ -194,25 +194,6 @@ class Registry:
             change.kind, change.name, change.body, actor, audit, change.expected_version
         )
 
-    async def put_tier(
-        self, name: str, body: dict[str, Any], actor: str, audit: AuditDraft
-    ) -> tuple[Tier, AuditRecord | None]:
-        """Validate and store a new version of tier ``name`` (programmatic path: the caller's
-        ``audit`` carries any reason; the admin API uses ``check_tier``, which demands one)."""
-        change = await self.check_tier(name, body, require_reason=False)
-        stored, record = await self.commit(change, actor, audit)
-        tier = tier_from_dict(change.body, where=f"tier {name}")
-        return replace(tier, version=stored.version), record
-
-    async def put_dataset(
-        self, name: str, body: dict[str, Any], actor: str, audit: AuditDraft
-    ) -> tuple[DatasetSpec, AuditRecord | None]:
-        """Validate (source file must exist, ``min_tier`` must name defined tiers) and store."""
-        change = await self.check_dataset(name, body)
-        stored, record = await self.commit(change, actor, audit)
-        spec = self.validate_dataset(change.body, where=f"dataset {name}")
-        return replace(spec, version=stored.version), record
-
     def validate_dataset(
         self,
         body: dict[str, Any],

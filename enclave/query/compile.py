@@ -6,13 +6,13 @@ metadata (bounds, quantile grid) is written as exact literals: parameters in exp
 DuckDB its constant folding (measured: a parameterised clamp doubled a 10M-row scan).
 The table it reads is the engine's per-version bounded table (each unit already truncated to
 ``max_rows_per_unit`` rows, and each bounded int/float column stored a second time, clamped, as
-``<name>#clamped``: ``engine/bounding.py``). ``WHERE`` applies to raw values, then the
-aggregates read clamped values, as CONTRACT.md "Semantics" orders (clamping is per row, so it
+``<name>#clamped``: ``engine/layout.py``). ``WHERE`` applies to raw values, then the
+aggregates read clamped values, the documented order of a query (clamping is per row, so it
 commutes with the filter).
 
 Decisions:
 
-- **Clamping keeps NULLs NULL** (``bounding.clamp_sql``): DuckDB's ``LEAST``/``GREATEST`` skip
+- **Clamping keeps NULLs NULL** (``engine/layout.clamp_sql``): DuckDB's ``LEAST``/``GREATEST`` skip
   NULL arguments, so the clamp is a ``CASE``; otherwise every NULL would count as the lower bound.
 - **Exact sums.** Int columns sum the stored BIGINT clamped column (DuckDB sums it as
   ``HUGEINT``). Float columns sum the stored ``DECIMAL(18,6)`` (or ``DECIMAL(38,6)`` for bounds
@@ -45,8 +45,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from enclave.dp import calibrate as cal
-from enclave.engine.bounding import clamp_sql, clamped_name, number_sql
+from enclave.engine.layout import clamp_sql, clamped_name, ident, number_sql
 from enclave.models import ColumnSpec, DatasetSpec
 from enclave.query.plan import (
     And,
@@ -61,6 +60,7 @@ from enclave.query.plan import (
     Plan,
     Predicate,
 )
+from enclave.query.stats import Statistic, plan_statistics, quantile_candidates
 
 GRID_MARGIN = 1e-7  # distance (in steps) from a candidate below which the exact value is kept
 GRID_MIN_STEP = 1e-6  # smallest step, relative to the largest bound, for gap representatives
@@ -68,105 +68,87 @@ GRID_MAX_DRIFT = 1e-9  # candidates must lie this close (in steps) to the even g
 _SQL_OPS = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 
 
-def quote_ident(name: str) -> str:
-    """A DuckDB identifier: double-quoted, inner quotes doubled."""
-    if "\x00" in name:
-        raise ValueError("identifier contains NUL")
-    return '"' + name.replace('"', '""') + '"'
-
-
 def compile_plan(plan: Plan, spec: DatasetSpec, table: str) -> CompiledQuery:
     """Write DuckDB SQL for ``plan`` over the bounded table ``table``.
 
-    Result columns: ``g0, g1, ...`` (the plan's GROUP BY columns, in order), then ``stats``.
+    Result columns: ``g0, g1, ...`` (the plan's GROUP BY columns, in order), then one per
+    ``query/stats.py`` statistic. Identifiers are quoted from the spec, user values are
+    parameters, metadata is written by ``number_sql``: no user text reaches the SQL.
     """
-    params: list[Any] = []
-    select: list[str] = []
-    group_exprs: list[str] = []
-    for i, name in enumerate(plan.group_by):
-        ident = quote_ident(_spec_column(spec, name).name)
-        select.append(f"{ident} AS g{i}")
-        group_exprs.append(ident)
-
-    stats: list[str] = []
+    group_idents = [ident(_spec_column(spec, name).name) for name in plan.group_by]
+    statistics = plan_statistics(plan)
+    select = [f"{g} AS g{i}" for i, g in enumerate(group_idents)]
     inner: list[str] = []  # per-row quantile keys, computed in a subquery below the filter
-    for i, agg in enumerate(plan.aggregates):
-        if agg.kind == "count":
-            select.append(f"COUNT(*) AS a{i}_count")
-            stats.append(f"a{i}_count")
-        elif agg.kind == "count_distinct_units":
-            unit = quote_ident(_spec_column(spec, spec.privacy_unit).name)
-            select.append(f"COUNT(DISTINCT {unit}) AS a{i}_units")
-            stats.append(f"a{i}_units")
-        else:
-            if agg.column is None:
-                raise ValueError(f"aggregate {agg.kind} without a column")
-            col = _numeric_column(spec, agg.column)
-            if agg.kind in ("sum", "avg"):
-                select.append(f"SUM({quote_ident(clamped_name(col.name))}) AS a{i}_sum")
-                stats.append(f"a{i}_sum")
-                if agg.kind == "avg":
-                    select.append(f"COUNT({quote_ident(col.name)}) AS a{i}_count")
-                    stats.append(f"a{i}_count")
-            elif agg.kind == "quantile":
-                key = quote_ident(f"a{i}#key")
-                inner.append(f"{quantile_key_sql(col)} AS {key}")
-                select.append(f"histogram({key}) AS a{i}_values")
-                stats.append(f"a{i}_values")
-            else:
-                raise ValueError(f"unknown aggregate kind {agg.kind}")
-    select.append("COUNT(*) AS _n")
-    stats.append("_n")
+    for stat in statistics:
+        expr, key = _statistic_sql(stat, spec)
+        select.append(f"{expr} AS {stat.name}")
+        if key is not None:
+            inner.append(key)
 
-    conditions: list[str] = []
-    if plan.where is not None:
-        conditions.append(_predicate(plan.where, spec, params))
-    declared: list[tuple[str, ...]] = []
-    for name in plan.group_by:
-        col = _spec_column(spec, name)
-        if col.type == "category" and col.values:
-            declared.append(col.values)
-    all_declared = bool(plan.group_by) and len(declared) == len(plan.group_by)
-    if not all_declared:
-        for name in plan.group_by:  # undeclared keys: categories still keep declared values
-            col = _spec_column(spec, name)
-            if col.type == "category" and col.values:
-                marks = ", ".join("?" for _ in col.values)
-                conditions.append(f"{quote_ident(col.name)} IN ({marks})")
-                params.extend(col.values)
+    params: list[Any] = []
+    declared = _declared_values(plan, spec)
+    conditions = [] if plan.where is None else [_predicate(plan.where, spec, params)]
+    if plan.group_by and declared is None:
+        conditions.extend(_declared_filters(plan, spec, params))
 
-    # Identifiers are quoted from the spec, user values are parameters, metadata is written by
-    # number_sql: no user text here.
-    source = quote_ident(table)
+    source = ident(table)
     if conditions:
         source = f"(SELECT * FROM {source} WHERE " + " AND ".join(conditions) + ")"  # noqa: S608
     if inner:
         source = f"(SELECT *, {', '.join(inner)} FROM {source})"  # noqa: S608
     sql = "SELECT " + ", ".join(select) + " FROM " + source  # noqa: S608
-    if group_exprs:
-        sql += " GROUP BY " + ", ".join(group_exprs)
+    if group_idents:
+        sql += " GROUP BY " + ", ".join(group_idents)
 
     declared_keys: tuple[tuple[Any, ...], ...] | None
     if not plan.group_by:
         declared_keys = ((),)
-    elif all_declared:
-        declared_keys = tuple(itertools.product(*declared))
     else:
-        declared_keys = None
+        declared_keys = None if declared is None else tuple(itertools.product(*declared))
     return CompiledQuery(
         sql=sql,
         params=tuple(params),
         group_columns=plan.group_by,
-        stats=tuple(stats),
+        stats=statistics,
         declared_keys=declared_keys,
     )
 
 
-def quantile_candidates(col: ColumnSpec) -> tuple[float, ...]:
-    """The candidates ``dp/mechanisms.py`` scores for a quantile of ``col`` (same rule)."""
-    low, high = _bounds(col)
-    integer = col.type == "int" and _integral(low) and _integral(high)
-    return cal.quantile_candidates(float(low), float(high), integer)
+def _statistic_sql(stat: Statistic, spec: DatasetSpec) -> tuple[str, str | None]:
+    """The aggregate expression of ``stat``, and the per-row key it needs (quantiles)."""
+    if stat.kind == "rows":
+        return "COUNT(*)", None
+    if stat.kind == "units":
+        return f"COUNT(DISTINCT {ident(_spec_column(spec, spec.privacy_unit).name)})", None
+    col = _numeric_column(spec, stat.column or "")
+    if stat.kind == "sum":
+        return f"SUM({ident(clamped_name(col.name))})", None
+    if stat.kind == "nonnull":
+        return f"COUNT({ident(col.name)})", None
+    key = ident(f"{stat.name}#key")
+    return f"histogram({key})", f"{quantile_key_sql(col)} AS {key}"
+
+
+def _declared_values(plan: Plan, spec: DatasetSpec) -> list[tuple[str, ...]] | None:
+    """Each group column's declared values, or None unless every one is a declared category."""
+    declared: list[tuple[str, ...]] = []
+    for name in plan.group_by:
+        col = _spec_column(spec, name)
+        if col.type != "category" or not col.values:
+            return None
+        declared.append(col.values)
+    return declared
+
+
+def _declared_filters(plan: Plan, spec: DatasetSpec, params: list[Any]) -> list[str]:
+    """Undeclared keys: category group columns still keep only their declared values."""
+    out: list[str] = []
+    for name in plan.group_by:
+        col = _spec_column(spec, name)
+        if col.type == "category" and col.values:
+            out.append(f"{ident(col.name)} IN ({', '.join('?' for _ in col.values)})")
+            params.extend(col.values)
+    return out
 
 
 def quantile_key_sql(col: ColumnSpec) -> str:
@@ -226,28 +208,22 @@ def assemble(compiled: CompiledQuery, rows: list[tuple[Any, ...]]) -> ExactGroup
             group_columns=compiled.group_columns,
             keys=keys,
             stats={
-                name: tuple(_fill(name, v) for v in cols[width + j])
-                for j, name in enumerate(compiled.stats)
+                stat.name: tuple(stat.empty if v is None else v for v in cols[width + j])
+                for j, stat in enumerate(compiled.stats)
             },
         )
     found = {tuple(row[:width]): tuple(row[width:]) for row in rows}
-    columns: dict[str, list[Any]] = {name: [] for name in compiled.stats}
+    columns: dict[str, list[Any]] = {stat.name: [] for stat in compiled.stats}
     for key in compiled.declared_keys:
         values = found.get(key)
-        for j, name in enumerate(compiled.stats):
+        for j, stat in enumerate(compiled.stats):
             value = None if values is None else values[j]
-            columns[name].append(_fill(name, value))
+            columns[stat.name].append(stat.empty if value is None else value)
     return ExactGroups(
         group_columns=compiled.group_columns,
         keys=compiled.declared_keys,
         stats={name: tuple(vals) for name, vals in columns.items()},
     )
-
-
-def _fill(stat: str, value: Any) -> Any:
-    if value is not None:
-        return value
-    return {} if stat.endswith("_values") else 0
 
 
 def _spec_column(spec: DatasetSpec, name: str) -> ColumnSpec:
@@ -259,18 +235,9 @@ def _spec_column(spec: DatasetSpec, name: str) -> ColumnSpec:
 
 def _numeric_column(spec: DatasetSpec, name: str) -> ColumnSpec:
     col = _spec_column(spec, name)
-    _bounds(col)
-    return col
-
-
-def _bounds(col: ColumnSpec) -> tuple[Any, Any]:
     if col.type not in ("int", "float") or col.bounds is None:
         raise ValueError(f"column {col.name} has no numeric bounds")
-    return col.bounds
-
-
-def _integral(value: Any) -> bool:
-    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    return col
 
 
 def _predicate(pred: Predicate, spec: DatasetSpec, params: list[Any]) -> str:
@@ -279,17 +246,17 @@ def _predicate(pred: Predicate, spec: DatasetSpec, params: list[Any]) -> str:
         return "(" + joiner.join(_predicate(p, spec, params) for p in pred.items) + ")"
     if isinstance(pred, Not):
         return "(NOT " + _predicate(pred.item, spec, params) + ")"
-    ident = quote_ident(_spec_column(spec, pred.column).name)
+    col = ident(_spec_column(spec, pred.column).name)
     if isinstance(pred, Comparison):
         params.append(pred.value)
-        return f"({ident} {_SQL_OPS[pred.op]} ?)"
+        return f"({col} {_SQL_OPS[pred.op]} ?)"
     if isinstance(pred, InList):
         params.extend(pred.values)
         marks = ", ".join("?" for _ in pred.values)
-        return f"({ident} {'NOT IN' if pred.negated else 'IN'} ({marks}))"
+        return f"({col} {'NOT IN' if pred.negated else 'IN'} ({marks}))"
     if isinstance(pred, Between):
         params.extend((pred.low, pred.high))
-        return f"({ident} {'NOT BETWEEN' if pred.negated else 'BETWEEN'} ? AND ?)"
+        return f"({col} {'NOT BETWEEN' if pred.negated else 'BETWEEN'} ? AND ?)"
     if isinstance(pred, IsNull):
-        return f"({ident} IS {'NOT NULL' if pred.negated else 'NULL'})"
+        return f"({col} IS {'NOT NULL' if pred.negated else 'NULL'})"
     raise ValueError(f"unknown predicate {type(pred).__name__}")

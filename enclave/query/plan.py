@@ -11,9 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from enclave.models import AggKind
+
+if TYPE_CHECKING:
+    from enclave.query.stats import Statistic
 
 CompareOp = Literal["=", "!=", "<", "<=", ">", ">="]
 Literal_ = int | float | str | dt.date
@@ -145,24 +148,14 @@ def _plain(value: Any) -> Any:
 class CompiledQuery:
     """DuckDB SQL written by the gateway from a plan; user text never appears in it.
 
-    ``stats`` names the result columns after the group columns, in order, where ``i`` is the
-    aggregate's index in ``plan.aggregates``:
-
-    - ``a{i}_count``: COUNT(*); for AVG, COUNT(col) (the non-null values)
-    - ``a{i}_units``: COUNT(DISTINCT unit)
-    - ``a{i}_sum``: sum of clamped values, exact (HUGEINT or DECIMAL), read from the bounded
-      table's stored ``<col>#clamped`` column
-    - ``a{i}_values``: for quantiles, a histogram ``{value: count}`` of the clamped non-NULL
-      values, a value strictly between two quantile candidates replaced by one representative
-      of that gap (every candidate's score is unchanged; see ``query/compile.py``)
-    - ``_n``: COUNT(*) per group, always present; used only inside DP mechanisms (e.g.
-      partition selection)
+    ``stats`` are the result columns after the group columns, in order: the statistics
+    declared in ``query/stats.py`` (names, kinds, and what the engine computes for each).
     """
 
     sql: str
     params: tuple[Any, ...]
     group_columns: tuple[str, ...]
-    stats: tuple[str, ...]
+    stats: tuple[Statistic, ...]
     # declared key combinations, in release order; None when keys are not declared
     # (allow_undeclared_keys: groups come from the data via DP partition selection)
     declared_keys: tuple[tuple[Any, ...], ...] | None

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from enclave.auth.jwks import JwksCache
 from enclave.config import Config
@@ -40,7 +41,6 @@ from enclave.web.problem import problem_middleware
 
 log = logging.getLogger("enclave.web")
 TRUNCATION_SECRET = "truncation-seed"  # noqa: S105 (the name under which it is stored)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LINGER_S = 2.0  # seconds an unread body is drained after an early answer
 # any other method is labelled "other", so a client cannot mint label values
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -2,7 +2,7 @@
 of the gateway's signed chain heads. Role ``auditor`` only; there is no endpoint (for anyone)
 that edits or deletes an audit record.
 
-Reads are not audited (the contract lists the audited actions); an export is, as
+Reads are not audited (the documented audited actions do not include them); an export is, as
 ``audit.export``, appended *before* the first byte is streamed, and the export ends at that
 record, so every export contains the record of its own making.
 """

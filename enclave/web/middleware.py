@@ -12,9 +12,9 @@ the proxy's: put per-client limits there, or rely on the per-subject limit.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from enclave.audit.context import AuditContext
 from enclave.auth.principal import authenticate
@@ -31,7 +31,6 @@ from enclave.web.keys import (
 )
 from enclave.web.roles import is_public
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 

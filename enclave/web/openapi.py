@@ -1,4 +1,4 @@
-"""``GET /openapi.json``: the OpenAPI 3.1 description of the HTTP contract, built from Python data.
+"""``GET /openapi.json``: the OpenAPI 3.1 description of the HTTP API, built from Python data.
 
 One table, ``OPERATIONS``, names each endpoint with its role, parameters, body, success schema
 and the error classes it can raise; ``build_document`` turns it into the document. There is
@@ -24,6 +24,7 @@ from enclave import __version__
 from enclave.audit.record import ACTIONS, OUTCOMES
 from enclave.dummy import DEFAULT_ROWS, FORMATS, MAX_ROWS, MAX_SEED
 from enclave.errors import (
+    AccuracyUnreachable,
     AuditUnavailable,
     BadRequest,
     BudgetExhausted,
@@ -98,6 +99,7 @@ LICENCE: Errors = (
 ADMISSION: Errors = (
     *BODY,
     UnsupportedQuery,
+    AccuracyUnreachable,
     *LICENCE,
     Forbidden,
     BudgetExhausted,
@@ -195,6 +197,10 @@ OPERATIONS: tuple[Op, ...] = (
     Op("post", "/v1/queries/estimate", "estimateQuery", "researcher",
        "Price a query (epsilon, delta, accuracy) without touching data or budget", "Estimate",
        body="QueryRequest", errors=ADMISSION),
+    Op("post", "/v1/queries/estimate/batch", "estimateBatch", "researcher",
+       "Price several queries on one dataset together against the budget left, or split a "
+       "total epsilon evenly over them; touches no data or budget", "BatchEstimate",
+       body="BatchRequest", errors=ADMISSION),
     Op("get", "/v1/budget", "getBudget", "researcher",
        "Epsilon and delta spent and remaining per licence and dataset", "BudgetList"),
     Op("get", "/v1/queries", "listQueries", "researcher", "The caller's own past queries",

@@ -2,7 +2,7 @@
 
 Built from the same constants the code validates against (column types, aggregate kinds,
 licence statuses, audit actions, the error tree), so an enumeration cannot drift from the
-code. Response objects leave ``additionalProperties`` open: the contract welcomes additions,
+code. Response objects leave ``additionalProperties`` open: the API may gain fields,
 and a client should ignore fields it does not know. Request bodies the server checks strictly
 (unknown fields refused) say so with ``additionalProperties: false``.
 """
@@ -16,6 +16,7 @@ from enclave.errors import all_error_classes
 from enclave.inputs import MAX_NAME_CHARS, MAX_PATH_CHARS, MAX_TEXT_CHARS, MAX_TIME_CHARS
 from enclave.ledger.budget import MAX_PERIOD_DAYS
 from enclave.models import AGG_KINDS, COLUMN_TYPES, LICENCE_STATUSES
+from enclave.query.request import MAX_BATCH, MAX_CI95, MAX_TARGETS
 from enclave.web.openapi_steward import steward_schemas
 
 Schema = dict[str, Any]
@@ -155,6 +156,12 @@ def _tier_fields() -> dict[str, Schema]:
             "description": "smallest epsilon a query may spend (default 0.001, or "
             "max_epsilon_per_query if smaller); a multiple of 0.000001",
         },
+        "default_epsilon": {
+            **_EPSILON,
+            "description": "spent by a query that gives neither epsilon nor accuracy (default "
+            "0.1, kept within [min_epsilon_per_query, max_epsilon_per_query]); a multiple of "
+            "0.000001",
+        },
         "budget": _obj(
             {
                 "epsilon": _EPSILON,
@@ -230,6 +237,50 @@ def _budget_left() -> Schema:
         {"epsilon_remaining": NUM, "delta_remaining": NUM, "renews": _nullable("string")},
         ("epsilon_remaining", "delta_remaining", "renews"),
     )
+
+
+def _query_fields() -> dict[str, Schema]:
+    """The fields of one query (a query body, or an item of a batch)."""
+    return {
+        "sql": {"type": "string", "minLength": 1},
+        "epsilon": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": 1_000_000,
+            "description": "rounded up to a multiple of 0.000001; outside the tier's "
+            "[min_epsilon_per_query, max_epsilon_per_query]: refused. Omitted (and no "
+            "accuracy): the tier's default_epsilon",
+        },
+        "accuracy": {
+            "type": "object",
+            "minProperties": 1,
+            "maxProperties": MAX_TARGETS,
+            "description": "instead of epsilon: per output column (COUNT, COUNT DISTINCT, "
+            "SUM), the largest ci95 wanted; the smallest grid epsilon that meets every target "
+            "is used (422 accuracy-unreachable if none within the tier's cap does)",
+            "additionalProperties": _obj(
+                {"ci95": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_CI95}},
+                ("ci95",),
+                additionalProperties=False,
+            ),
+        },
+    }
+
+
+def _epsilon_note() -> dict[str, Schema]:
+    return {
+        "epsilon_source": {
+            "enum": ["request", "accuracy", "tier_default", "batch_split"],
+            "description": "how the epsilon was set: given, chosen for accuracy targets, the "
+            "tier's default_epsilon, or a batch's even split of total_epsilon",
+        },
+        "epsilon_chosen_for": {
+            "type": "object",
+            "description": "accuracy requests: each target and the ci95 the chosen epsilon "
+            "achieves",
+            "additionalProperties": _obj({"ci95": NUM, "achieved_ci95": NUM}),
+        },
+    }
 
 
 def _accuracy() -> Schema:
@@ -352,19 +403,63 @@ def component_schemas() -> dict[str, Schema]:
         "DatasetPublic": _obj(_dataset_fields(False), ("name", "privacy_unit", "columns")),
         "DatasetList": _obj({"datasets": _array(ref("DatasetPublic"))}, ("datasets",)),
         "QueryRequest": _obj(
-            {
-                "dataset": {"type": "string", "minLength": 1},
-                "sql": {"type": "string", "minLength": 1},
-                "epsilon": {
-                    "type": "number",
-                    "exclusiveMinimum": 0,
-                    "maximum": 1_000_000,
-                    "description": "omitted: the tier's max_epsilon_per_query; rounded up to "
-                    "a multiple of 0.000001; below the tier's min_epsilon_per_query: refused",
-                },
-            },
+            {"dataset": {"type": "string", "minLength": 1}, **_query_fields()},
             ("dataset", "sql"),
             additionalProperties=False,
+        ),
+        "BatchRequest": _obj(
+            {
+                "dataset": {"type": "string", "minLength": 1},
+                "queries": {
+                    **_array(_obj(_query_fields(), ("sql",), additionalProperties=False)),
+                    "minItems": 1,
+                    "maxItems": MAX_BATCH,
+                },
+                "total_epsilon": {
+                    **_EPSILON,
+                    "description": "split evenly over the queries (rounded down to the grid, "
+                    "capped at max_epsilon_per_query); the queries then give no epsilon or "
+                    "accuracy",
+                },
+            },
+            ("dataset", "queries"),
+            additionalProperties=False,
+        ),
+        "BatchEstimate": _obj(
+            {
+                "dataset": STR,
+                "queries": _array(
+                    _obj(
+                        {
+                            "epsilon": NUM,
+                            "delta": NUM,
+                            "plan_epsilon": NUM,
+                            "plan_delta": NUM,
+                            **_epsilon_note(),
+                            "accuracy": ref("Accuracy"),
+                            "cached": BOOL,
+                            "within_budget": {**BOOL, "description": "this query alone fits"},
+                        },
+                        ("epsilon", "delta", "accuracy", "cached", "within_budget"),
+                    )
+                ),
+                "epsilon": {**NUM, "description": "the batch's total cost (cached repeats: 0)"},
+                "delta": NUM,
+                "within_budget": {**BOOL, "description": "the whole batch fits the budget left"},
+                "split": {
+                    "type": ["object", "null"],
+                    "description": "total_epsilon's even split, if one was asked for",
+                    "properties": {
+                        "total_epsilon": NUM,
+                        "rule": {"enum": ["even"]},
+                        "epsilon_per_query": NUM,
+                    },
+                },
+                "budget": ref("BudgetLeft"),
+                "audit_seq": INT,
+                "bounding": ref("Bounding"),
+            },
+            ("dataset", "queries", "epsilon", "delta", "within_budget", "budget"),
         ),
         "Accuracy": _accuracy(),
         "Bounding": _bounding(),
@@ -383,6 +478,7 @@ def component_schemas() -> dict[str, Schema]:
                 "budget": ref("BudgetLeft"),
                 "audit_seq": INT,
                 "release_of": {**STR, "description": "cached repeats: the original query_id"},
+                **_epsilon_note(),
                 "bounding": ref("Bounding"),
             },
             (
@@ -409,6 +505,7 @@ def component_schemas() -> dict[str, Schema]:
                 "accuracy": ref("Accuracy"),
                 "cached": BOOL,
                 "within_budget": BOOL,
+                **_epsilon_note(),
                 "budget": ref("BudgetLeft"),
                 "audit_seq": INT,
                 "bounding": ref("Bounding"),

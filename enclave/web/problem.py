@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from enclave.errors import (
     AuditUnavailable,
@@ -31,7 +31,6 @@ from enclave.web.keys import audit_ctx_key, metrics_key, request_id_key, store_k
 
 log = logging.getLogger("enclave.web")
 PROBLEM_TYPE = "application/problem+json"
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def problem_response(err: EnclaveError, request_id: str) -> web.Response:

@@ -12,6 +12,7 @@ from enclave.ledger.budget import period_window
 from enclave.licence_grants import licence_limit
 from enclave.models import DatasetSpec, iso
 from enclave.policy.decide import visible_datasets
+from enclave.query.request import BatchRequest, QueryRequest
 from enclave.store.base import AuditFilter
 from enclave.web.body import json_response, read_json
 from enclave.web.keys import audit_ctx_key, metrics_key, principal_key, services_key
@@ -72,22 +73,29 @@ async def get_dummy(request: web.Request) -> web.Response:
 async def post_query(request: web.Request) -> web.Response:
     actx = request[audit_ctx_key]
     actx.action = "query"
-    req = pipeline.QueryRequest.from_json(await read_json(request))
+    req = QueryRequest.from_json(await read_json(request))
     result = await pipeline.run_query(request.app[services_key], request[principal_key], req, actx)
-    request.app[metrics_key].record_release(result.cached, float(result.epsilon_spent))
+    request.app[metrics_key].record_release(result.cached, float(result.epsilon))
     return json_response(result.to_json())
 
 
 @routes.post("/v1/queries/estimate")
 @requires_role("researcher")
 async def post_estimate(request: web.Request) -> web.Response:
-    actx = request[audit_ctx_key]
-    actx.action = "query.estimate"
-    req = pipeline.QueryRequest.from_json(await read_json(request))
-    result = await pipeline.estimate_query(
-        request.app[services_key], request[principal_key], req, actx
-    )
-    return json_response(result)
+    request[audit_ctx_key].action = "query.estimate"
+    req = QueryRequest.from_json(await read_json(request))
+    svc, principal = request.app[services_key], request[principal_key]
+    return json_response(await pipeline.estimate_query(svc, principal, req, request[audit_ctx_key]))
+
+
+@routes.post("/v1/queries/estimate/batch")
+@requires_role("researcher")
+async def post_estimate_batch(request: web.Request) -> web.Response:
+    """Price several queries on one dataset together against the budget left; free."""
+    request[audit_ctx_key].action = "query.estimate"
+    req = BatchRequest.from_json(await read_json(request))
+    svc, principal = request.app[services_key], request[principal_key]
+    return json_response(await pipeline.estimate_batch(svc, principal, req, request[audit_ctx_key]))
 
 
 @routes.get("/v1/budget")

@@ -7,15 +7,15 @@ callers that hold none of them. ``@public`` marks the health and console routes.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import wraps
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from enclave.errors import RoleRequired
 from enclave.web.keys import principal_key
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ROLES_ATTR = "__enclave_roles__"
 PUBLIC_ATTR = "__enclave_public__"
 

@@ -51,7 +51,7 @@ async def test_auditor_epsilon_chart_has_a_point_per_release(console: Any) -> No
     spec = await registry.dataset("visits")
     body = {**dataset_to_dict(spec), "name": "clinic", "source": "clinic.parquet"}
     draft = AuditDraft(action="dataset.update", outcome="ok", actor="root", reason="test")
-    await registry.put_dataset("clinic", body, "root", draft)
+    await registry.commit(await registry.check_dataset("clinic", body), "root", draft)
     await c.gw.licence("alice", datasets=("visits", "clinic"))
     spends = {"visits": [0.5, 0.25, 0.25], "clinic": [1.0, 0.5]}
     for name, epsilons in spends.items():

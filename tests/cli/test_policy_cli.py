@@ -32,7 +32,8 @@ def change_policy(cfg: Config) -> None:
             tier = await registry.tier("standard")
             assert tier is not None
             body = {**tier_to_dict(tier), "budget": {"epsilon": 7.5, "delta": 2e-6}}
-            await registry.put_tier("standard", body, "root", draft)
+            change = await registry.check_tier("standard", body, require_reason=False)
+            await registry.commit(change, "root", draft)
             spec = await registry.dataset("visits")
             assert spec is not None
             sub = cfg.policies.data_dir / "2026"
@@ -41,7 +42,7 @@ def change_policy(cfg: Config) -> None:
             new = {**dataset_to_dict(spec), "name": "clinic", "min_tier": ["standard"]}
             new["source"] = "../../data/2026/clinic.parquet"
             new["allowed_jurisdictions"] = None
-            await registry.put_dataset("clinic", new, "root", draft)
+            await registry.commit(await registry.check_dataset("clinic", new), "root", draft)
         finally:
             await store.close()
 

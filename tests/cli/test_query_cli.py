@@ -73,12 +73,12 @@ async def test_token_from_environment_and_estimate(make_gateway: Any) -> None:
     body = json.loads(as_json.stdout)
     assert body["epsilon"] == 0.25 and body["within_budget"] is True
 
-    # without --epsilon the tier's maximum applies; a fresh query, so nothing is cached
+    # without --epsilon the tier's default_epsilon applies; a fresh query, nothing is cached
     ran = await invoke(
         ["--url", url, "--dataset", "visits", "SELECT COUNT(*) AS n FROM visits"], env
     )
     assert ran.exit_code == 0, ran.output
-    assert "spent:         epsilon 1, delta 0" in ran.stdout and "(cached)" not in ran.stdout
+    assert "spent:         epsilon 0.1, delta 0" in ran.stdout and "(cached)" not in ran.stdout
 
 
 async def test_refusal_prints_title_and_detail_and_exits_1(make_gateway: Any) -> None:
@@ -145,3 +145,52 @@ def test_table_aligns_text_left_and_numbers_right() -> None:
         "central    12 ±3",
         "east     1234 ±3",
     ]
+
+
+async def invoke_with_input(args: list[str], text: str) -> Result:
+    return await asyncio.to_thread(CliRunner().invoke, main, ["query", *args], input=text)
+
+
+async def test_accuracy_targets_from_the_command_line(make_gateway: Any) -> None:
+    url, token = await gateway(make_gateway)
+    base = ["--url", url, "--token", token, "--dataset", "visits"]
+    count = "SELECT COUNT(*) AS n FROM visits"
+    est = await invoke([*base, "--accuracy", "n=50", "--estimate", count])
+    assert est.exit_code == 0, est.output
+    assert "(the smallest that meets the accuracy targets)" in est.stdout
+    assert "  target:      n ci95 <= 50, achieved 49.9" in est.stdout
+    ran = await invoke([*base, "--accuracy", "n=50", "--json", count])
+    assert ran.exit_code == 0, ran.output
+    body = json.loads(ran.stdout)
+    assert body["epsilon_source"] == "accuracy" and body["accuracy"]["n"]["ci95"] <= 50
+    for bad in (["--accuracy", "n"], ["--accuracy", "n=-3"], ["--accuracy", "=4"]):
+        assert (await invoke([*base, *bad, count])).exit_code == 2
+    both = await invoke([*base, "--accuracy", "n=50", "--epsilon", "0.2", count])
+    assert both.exit_code == 2 and "give --epsilon or --accuracy, not both" in both.output
+
+
+async def test_a_large_spend_is_confirmed_first(make_gateway: Any) -> None:
+    url, token = await gateway(make_gateway)
+    base = ["--url", url, "--token", token, "--dataset", "visits", "--epsilon", "1"]
+    ask = [*base, "--confirm-share", "0.1", "SELECT COUNT(*) AS n FROM visits"]
+    declined = await invoke_with_input(ask, "n\n")
+    assert declined.exit_code == 1
+    assert "this query spends epsilon 1, 20% of the 5 left on visits. Run it?" in declined.stderr
+    assert "error: not run: this query spends epsilon 1, 20%" in declined.stderr
+    assert declined.stdout == ""
+    silent = await invoke(ask)  # no terminal and no answer: not run
+    assert silent.exit_code == 1 and "error: not run" in silent.stderr
+
+    accepted = await invoke_with_input(ask, "y\n")
+    assert accepted.exit_code == 0, accepted.output
+    assert "spent:         epsilon 1, delta 0" in accepted.stdout
+    assert "budget left:   epsilon 4," in accepted.stdout  # only this run spent
+
+    forced = await invoke([*base, "--yes", "SELECT SUM(age) AS s FROM visits"])
+    assert forced.exit_code == 0 and forced.stderr == ""
+    assert "budget left:   epsilon 3," in forced.stdout
+    small = ["--url", url, "--token", token, "--dataset", "visits", "--epsilon", "0.5"]
+    under = await invoke([*small, "SELECT SUM(age) AS t FROM visits WHERE age > 2"])
+    assert under.exit_code == 0 and under.stderr == ""  # 0.5 of the 3 left: not asked
+    over = await invoke([*small, "--confirm-share", "0.1", "SELECT SUM(age) AS u FROM visits"])
+    assert over.exit_code == 1 and "20% of the 2.5 left" in over.stderr

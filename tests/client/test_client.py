@@ -13,7 +13,14 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from enclave.client import Client, EnclaveClient, Estimate, QueryResult, error_from_response
+from enclave.client import (
+    Client,
+    EnclaveClient,
+    Estimate,
+    LargeSpendWarning,
+    QueryResult,
+    error_from_response,
+)
 from enclave.client.results import PANDAS_HINT
 from enclave.client.sync import INSIDE_LOOP
 from enclave.errors import (
@@ -95,11 +102,11 @@ async def test_every_method_against_a_live_gateway(make_gateway: Any) -> None:
         assert (await client.estimate(SQL, "visits", epsilon=0.5)).cached
 
         default = await client.query("SELECT COUNT(*) AS n FROM visits", "visits")
-        assert default.epsilon_spent == 1.0  # the tier's max_epsilon_per_query
+        assert default.epsilon_spent == 0.1  # the tier's default_epsilon, never its cap
 
         (line,) = await client.budget()
-        assert (line["dataset"], line["epsilon_spent"]) == ("visits", 1.5)
-        assert line["epsilon_remaining"] == default.budget.epsilon_remaining == 3.5
+        assert (line["dataset"], line["epsilon_spent"]) == ("visits", 0.6)
+        assert line["epsilon_remaining"] == default.budget.epsilon_remaining == 4.4
 
         page = await client.history(limit=2)
         assert [q["query_id"] for q in page.queries] == [first.query_id, again.query_id]
@@ -186,8 +193,9 @@ async def test_budget_exhausted_keeps_the_reason(make_gateway: Any) -> None:
     gw, client, _ = await researcher(make_gateway)
     await set_tier(gw, budget={"epsilon": 0.75}, max_epsilon_per_query=0.5)
     async with client:
-        await client.query("SELECT COUNT(*) AS n FROM visits", "visits", 0.5)
-        with pytest.raises(BudgetExhausted) as info:
+        with pytest.warns(LargeSpendWarning, match="spends epsilon 0.5, 67% of the 0.75 left"):
+            await client.query("SELECT COUNT(*) AS n FROM visits", "visits", 0.5)
+        with pytest.raises(BudgetExhausted) as info, pytest.warns(LargeSpendWarning):
             await client.query(SQL, "visits", 0.5)
         assert (await client.estimate(SQL, "visits", 0.5)).within_budget is False
     assert isinstance(info.value, Forbidden) and info.value.status == 403

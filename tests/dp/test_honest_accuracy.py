@@ -13,6 +13,7 @@ from enclave.dp.accuracy import bounding_note, quantile_accuracy
 from enclave.dp.mechanisms import price_plan
 from enclave.dp.quantile import quantile_release
 from enclave.query.parse import parse_query
+from enclave.query.stats import QUANTILE_CANDIDATES, candidate_grid
 from tests.dp.test_mechanisms import make_tier
 from tests.query.test_parse import SPEC
 
@@ -27,8 +28,8 @@ def test_quantile_accuracy_from_public_parameters() -> None:
     age, cost, n = priced.accuracy["m"], priced.accuracy["c"], priced.accuracy["n"]
     assert age["ci95"] is None and cost["ci95"] is None and n["ci95"] is not None
     assert age["resolution"] == 1.0 and age["candidates"] == 111  # every integer in [0, 110]
-    assert cost["candidates"] == cal.QUANTILE_CANDIDATES
-    assert math.isclose(cost["resolution"] or 0, 50000 / (cal.QUANTILE_CANDIDATES - 1))
+    assert cost["candidates"] == QUANTILE_CANDIDATES
+    assert math.isclose(cost["resolution"] or 0, 50000 / (QUANTILE_CANDIDATES - 1))
     (m_scale,) = [p.scale for p in priced.aggregates if p.alias == "m"]
     assert age["rank_error95"] == m_scale * math.log(111 / 0.05)
     smaller = price_plan(plan, SPEC, TIER, Decimal("0.3"), None).accuracy["m"]
@@ -38,7 +39,7 @@ def test_quantile_accuracy_from_public_parameters() -> None:
 def test_rank_guarantee_holds_on_the_release_path() -> None:
     """The stated bound covers at least 95% of real releases, and is not loose by 10x."""
     cal.enable_dp()
-    cands = cal.quantile_candidates(0.0, 110.0, True)
+    cands = candidate_grid(0.0, 110.0, True)
     _, scale, _ = cal.calibrate(cal.quantile_builder(cands, 0.5), 5, 0.05)
     release = quantile_release(cands, 0.5, scale, 5)
     bound = quantile_accuracy(cands, scale)["rank_error95"] or 0.0

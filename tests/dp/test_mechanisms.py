@@ -10,14 +10,12 @@ import opendp.prelude as dp
 import pytest
 
 from enclave.dp.calibrate import (
-    QUANTILE_CANDIDATES,
     Builder,
     calibrate,
     decimal_sum,
     even_share,
     largest_float_at_most,
     quantile_builder,
-    quantile_candidates,
     release_delta,
     threshold_builder,
 )
@@ -26,6 +24,7 @@ from enclave.dp.release import release
 from enclave.errors import BadRequest, TierRefused, UnsupportedQuery
 from enclave.models import ColumnSpec, DatasetSpec, Tier
 from enclave.query.plan import Aggregate, ExactGroups, GroupColumn, Plan
+from enclave.query.stats import QUANTILE_CANDIDATES, candidate_grid
 
 K = 5
 REGIONS = ("north", "south", "east", "west", "central")
@@ -153,7 +152,7 @@ def test_composition_rounding_never_refuses_a_valid_epsilon(eps: str) -> None:
 @pytest.mark.parametrize("alpha", [0.5, 0.1, 0.9, 0.25])
 def test_quantile_privacy_map_is_linear_in_d_in(alpha: float) -> None:
     enable_dp()
-    cands = quantile_candidates(0.0, 100.0, integer=False)
+    cands = candidate_grid(0.0, 100.0, integer=False)
     m = quantile_builder(cands, alpha)(3.0)
     one = m.map(1)
     for d in range(1, 4 * K + 1):
@@ -171,11 +170,11 @@ def test_quantile_charged_once_at_k_whatever_the_groups() -> None:
 
 
 def test_quantile_candidates_span_declared_bounds() -> None:
-    floats = quantile_candidates(0.0, 50000.0, integer=False)
+    floats = candidate_grid(0.0, 50000.0, integer=False)
     assert len(floats) == QUANTILE_CANDIDATES
     assert floats[0] == 0.0 and floats[-1] == 50000.0
     assert all(a < b for a, b in zip(floats, floats[1:], strict=False))
-    assert quantile_candidates(0, 110, integer=True) == tuple(float(v) for v in range(111))
+    assert candidate_grid(0, 110, integer=True) == tuple(float(v) for v in range(111))
 
 
 @pytest.mark.parametrize("eps", ["0.1", "0.3", "0.7", "1", "1.7", "2.9", "0.0001"])

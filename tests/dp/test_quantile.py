@@ -8,9 +8,10 @@ from typing import Any
 import opendp.prelude as dp
 import pytest
 
-from enclave.dp.calibrate import quantile_builder, quantile_candidates
+from enclave.dp.calibrate import quantile_builder
 from enclave.dp.mechanisms import enable_dp
 from enclave.dp.quantile import histogram_arrays, quantile_release, score_constants
+from enclave.query.stats import candidate_grid
 
 ALPHAS = [0.5, 0.1, 0.9, 0.25, 0.75, 0.333, 0.01, 0.99, 1e-9]
 
@@ -37,7 +38,7 @@ def histogram(values: list[float]) -> dict[float, int]:
 @pytest.mark.parametrize("integer", [True, False])
 def test_histogram_scores_are_opendp_scores(alpha: float, integer: bool) -> None:
     rng = random.Random(f"{alpha}-{integer}")
-    cands = quantile_candidates(0.0, 100.0 if integer else 50000.0, integer)
+    cands = candidate_grid(0.0, 100.0 if integer else 50000.0, integer)
     rel = quantile_release(cands, alpha, 2.0, 5)
     for _ in range(5):
         n = rng.randrange(0, 3000)
@@ -52,7 +53,7 @@ def test_histogram_scores_are_opendp_scores(alpha: float, integer: bool) -> None
 @pytest.mark.parametrize("alpha", ALPHAS)
 @pytest.mark.parametrize("scale", [0.5, 3.0, 1234.5])
 def test_release_map_is_make_private_quantile_map_exactly(alpha: float, scale: float) -> None:
-    cands = quantile_candidates(0.0, 110.0, True)
+    cands = candidate_grid(0.0, 110.0, True)
     rel = quantile_release(cands, alpha, scale, 5)  # raises if the maps differ
     charged = quantile_builder(cands, alpha)(scale)
     num, den, _ = rel.alpha_num, rel.alpha_den, rel.size_limit
@@ -64,7 +65,7 @@ def test_release_map_is_make_private_quantile_map_exactly(alpha: float, scale: f
 
 def test_release_cost_does_not_depend_on_rows() -> None:
     """2^50 rows in one bin: nothing is expanded (the old release allocated every row)."""
-    cands = quantile_candidates(0.0, 100.0, False)
+    cands = candidate_grid(0.0, 100.0, False)
     rel = quantile_release(cands, 0.5, 1e-6, 5)  # almost no noise
     hist = {10.0: 2**50, 90.0: 2**50 + 2, 95.5: 1}
     keys, counts = histogram_arrays(hist)
@@ -86,12 +87,12 @@ def test_release_cost_does_not_depend_on_rows() -> None:
     ],
 )
 def test_histogram_arrays_are_total(hostile: Any) -> None:
-    rel = quantile_release(quantile_candidates(0.0, 10.0, True), 0.5, 1.0, 1)
+    rel = quantile_release(candidate_grid(0.0, 10.0, True), 0.5, 1.0, 1)
     assert rel(hostile) in rel.candidates.tolist()
 
 
 def test_vector_and_exact_integer_scores_agree() -> None:
-    cands = quantile_candidates(0.0, 100.0, False)
+    cands = candidate_grid(0.0, 100.0, False)
     rel = quantile_release(cands, 0.3, 2.0, 5)
     rng = random.Random(3)
     hist = {rng.uniform(-5, 105): rng.randrange(0, 10**9) for _ in range(800)}

@@ -12,12 +12,13 @@ import opendp.prelude as dp
 import pytest
 
 from enclave.dp.mechanisms import PricedPlan, enable_dp, price_plan
-from enclave.dp.release import ReleasedTable, release
+from enclave.dp.release import NoisyTable, release
 from enclave.dp.values import result_digest
-from enclave.engine.bounding import clamped_columns_sql
+from enclave.engine.layout import clamped_columns_sql
 from enclave.errors import EnclaveError
-from enclave.query.compile import assemble, compile_plan, quantile_candidates
+from enclave.query.compile import assemble, compile_plan
 from enclave.query.plan import Aggregate, ExactGroups, GroupColumn, OrderItem, Plan
+from enclave.query.stats import quantile_candidates
 from tests.dp.test_mechanisms import CODES, REGIONS, make_plan, make_spec, make_tier
 from tests.query.test_compile import quantile_input
 
@@ -28,7 +29,7 @@ def run(
     eps: str = "1.0",
     groups: int | None = 5,
     **tier: Any,
-) -> tuple[PricedPlan, ReleasedTable]:
+) -> tuple[PricedPlan, NoisyTable]:
     spec, t = make_spec(), make_tier(**tier)
     priced = price_plan(plan, spec, t, Decimal(eps), groups)
     return priced, release(plan, spec, t, priced, exact)

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enclave.engine.bounding import bound_dataset, clamped_name, stored_bounds
+from enclave.engine.bounding import bound_dataset
+from enclave.engine.layout import clamped_name, stored_bounds
 from enclave.models import ColumnSpec
 from tests.engine.test_bounding import make_spec
 

@@ -126,6 +126,18 @@ def test_min_epsilon_per_query_defaults_to_a_thousandth_or_the_cap() -> None:
     assert tier_from_dict(tier_to_dict(set_)) == set_
 
 
+def test_default_epsilon_is_small_and_within_the_tiers_bounds() -> None:
+    assert tier_from_dict(TIER).default_epsilon == Decimal("0.1")
+    capped = tier_from_dict(with_change(TIER, "max_epsilon_per_query", 0.05))
+    assert capped.default_epsilon == Decimal("0.05")  # never above the cap
+    floor = tier_from_dict(with_change(TIER, "min_epsilon_per_query", 0.2))
+    assert floor.default_epsilon == Decimal("0.2")  # never below the minimum
+    given = tier_from_dict(with_change(TIER, "default_epsilon", 0.25))
+    assert given.default_epsilon == Decimal("0.25")
+    assert tier_from_dict(tier_to_dict(given)) == given
+    assert tier_to_dict(tier_from_dict(TIER))["default_epsilon"] == 0.1
+
+
 def test_every_budget_problem_is_listed_at_once() -> None:
     """A tier budget of 1e200 and a period of 10**9 days once made every query of the tier
     answer 500; now the tier is refused where it is given, with each problem named."""
@@ -189,6 +201,11 @@ def test_epsilon_written_as_text_without_a_dot_is_accepted() -> None:
             "min_epsilon_per_query: must not exceed max_epsilon_per_query",
         ),
         ("max_epsilon_per_query", 6.0, "max_epsilon_per_query: must not exceed budget.epsilon"),
+        ("default_epsilon", 0, "default_epsilon: " + _GRID),
+        ("default_epsilon", "0.1x", "default_epsilon: " + _GRID),
+        ("default_epsilon", 1e-7, "default_epsilon: " + _GRID),
+        ("default_epsilon", 1.5, "default_epsilon: must lie within [min_epsilon_per_query, "),
+        ("default_epsilon", 0.0005, "default_epsilon: must lie within"),
         ("max_epsilon_per_query", 0, "max_epsilon_per_query: " + _GRID),
         ("aggregates", ["count", "variance"], "aggregates: unknown kind 'variance'"),
         ("aggregates", [], "aggregates: must be a non-empty list"),
@@ -426,6 +443,18 @@ def test_policy_check_reports_every_problem_and_exits_1(deployment: Path) -> Non
     assert result.exit_code == 1
     assert "tiers/standard.yaml: budget.epsilon: " + _GRID in result.output
     assert "datasets/visits.yaml: source: file not found" in result.output
+
+
+def test_policy_check_refuses_a_default_epsilon_above_the_cap(deployment: Path) -> None:
+    pol = deployment / "policies"
+    tier = (pol / "tiers" / "standard.yaml").read_text()
+    write(pol / "tiers" / "standard.yaml", tier + "default_epsilon: 1.5\n")
+    result = CliRunner().invoke(cli(), ["policy", "check", str(pol)])
+    assert result.exit_code == 1
+    assert (
+        "tiers/standard.yaml: default_epsilon: must lie within [min_epsilon_per_query, "
+        "max_epsilon_per_query] = [0.001, 1.0]" in result.output
+    )
 
 
 def test_policy_check_honours_data_dir(deployment: Path, tmp_path: Path) -> None:

@@ -99,8 +99,9 @@ async def test_a_change_takes_effect_at_once_and_is_audited(
     before = await reader.tier("standard")
     assert before is not None and before.max_epsilon_per_query == Decimal("1.0")
     body = {**tier_to_dict(before), "max_epsilon_per_query": 0.25}
-    tier, record = await registry.put_tier("standard", body, "root", draft("tier.update"))
-    assert tier.version == 2 and record is not None and record.action == "tier.update"
+    change = await registry.check_tier("standard", body, require_reason=False)
+    stored, record = await registry.commit(change, "root", draft("tier.update"))
+    assert stored.version == 2 and record is not None and record.action == "tier.update"
     after = await reader.tier("standard")
     assert after is not None and after.version == 2
     assert after.max_epsilon_per_query == Decimal("0.25")
@@ -115,9 +116,10 @@ async def test_reads_reuse_the_parsed_object_until_the_version_changes(
     assert await registry.dataset("visits") is first
     assert (await registry.datasets())[0] is first
     body = {**first.to_json(), "max_rows_per_unit": 3}
-    changed, _ = await registry.put_dataset("visits", body, "root", draft("dataset.update"))
+    change = await registry.check_dataset("visits", body)
+    await registry.commit(change, "root", draft("dataset.update"))
     now = await registry.dataset("visits")
-    assert now is not first and now == changed and now.version == 2
+    assert now is not first and now.version == 2
     assert now.max_rows_per_unit == 3
 
 
@@ -127,20 +129,16 @@ async def test_admin_writes_are_validated(store: Store, deployment: tuple[Path, 
     assert spec is not None
     body = spec.to_json()
     with pytest.raises(PolicyFileError, match="min_tier: unknown tier 'gold'"):
-        await registry.put_dataset(
-            "visits", {**body, "min_tier": "gold"}, "root", draft("dataset.update")
-        )
+        await registry.check_dataset("visits", {**body, "min_tier": "gold"})
     with pytest.raises(PolicyFileError, match="source: must lie inside the data folder"):
-        await registry.put_dataset(
-            "visits", {**body, "source": "../../state/x.parquet"}, "root", draft("dataset.update")
-        )
+        await registry.check_dataset("visits", {**body, "source": "../../state/x.parquet"})
     with pytest.raises(PolicyFileError, match="name: must match the name in the URL"):
-        await registry.put_dataset("other", body, "root", draft("dataset.update"))
+        await registry.check_dataset("other", body)
     with pytest.raises(PolicyFileError, match=r"tier open: budget\.epsilon"):
         tier = await registry.tier("open")
         assert tier is not None
         bad = {**tier_to_dict(tier), "budget": {"epsilon": float("nan")}}
-        await registry.put_tier("open", bad, "root", draft("tier.update"))
+        await registry.check_tier("open", bad, require_reason=False)
     stored = await store.get_policy("dataset", "visits")
     assert stored is not None and stored.version == 1  # nothing was written
 
@@ -153,7 +151,8 @@ async def test_a_stored_body_that_no_longer_validates_is_not_served(
     assert spec is not None
     # an absolute source (a relative one follows the data folder wherever it moves)
     body = {**dataset_to_dict(spec), "source": spec.source_path}
-    await registry.put_dataset("visits", body, "root", draft("dataset.update"))
+    change = await registry.check_dataset("visits", body)
+    await registry.commit(change, "root", draft("dataset.update"))
     moved = Registry(store, deployment[0], tmp_path / "elsewhere")  # data_dir changed
     with pytest.raises(ServiceUnavailable):
         await moved.dataset("visits")

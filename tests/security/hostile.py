@@ -1,8 +1,8 @@
 """Datasets with hostile values, registered on a live test gateway.
 
 ``HostileRow`` values go into a real Parquet file written by DuckDB (so dates beyond year 9999,
-NaN and infinities are stored as DuckDB stores them), registered through the registry's
-validated ``put_dataset`` like an admin ``PUT``, and queried over HTTP.
+NaN and infinities are stored as DuckDB stores them), registered as an admin ``PUT`` does it
+(the registry's ``check_dataset``, then ``commit``), and queried over HTTP.
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ async def add_dataset(
         },
     }
     draft = AuditDraft(action="dataset.update", outcome="ok", actor="root", roles=("admin",))
-    await gw.services.registry.put_dataset(name, body, "root", draft)
+    registry = gw.services.registry
+    await registry.commit(await registry.check_dataset(name, body), "root", draft)
 
 
 async def charged(gw: Any, licence_id: str, dataset: str) -> Decimal:

@@ -21,7 +21,7 @@ import pytest
 
 from enclave.dp.mechanisms import price_plan
 from enclave.dp.partition import I64_MAX
-from enclave.dp.release import ReleasedTable, release
+from enclave.dp.release import NoisyTable, release
 from enclave.dp.values import json_value, result_digest, row_sort_key, sort_key
 from enclave.models import ColumnSpec, DatasetSpec
 from enclave.query.compile import assemble, compile_plan
@@ -53,7 +53,7 @@ def big_spec() -> DatasetSpec:
     )
 
 
-def release_sql(spec: DatasetSpec, raw_sql: str, sql: str, eps: str = "1.0") -> ReleasedTable:
+def release_sql(spec: DatasetSpec, raw_sql: str, sql: str, eps: str = "1.0") -> NoisyTable:
     """Real DuckDB over a bounded table of ``raw_sql``'s rows, then the real release."""
     con = duckdb.connect()
     try:
@@ -70,7 +70,7 @@ def release_sql(spec: DatasetSpec, raw_sql: str, sql: str, eps: str = "1.0") -> 
     return release(plan, spec, tier, priced, exact)
 
 
-def assert_plain_json(out: ReleasedTable) -> None:
+def assert_plain_json(out: NoisyTable) -> None:
     body = {"columns": list(out.columns), "rows": [list(r) for r in out.rows]}
     json.dumps(body, allow_nan=False)  # the response and the stored release encode
     dumps(body)

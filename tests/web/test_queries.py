@@ -35,12 +35,15 @@ async def test_released_query_has_contract_shape(make_gateway: Any) -> None:
     assert 5_000 < total <= 20_000 + 200
 
 
-async def test_epsilon_defaults_to_tier_maximum(make_gateway: Any) -> None:
+async def test_epsilon_defaults_to_the_tiers_default_epsilon_not_its_cap(
+    make_gateway: Any,
+) -> None:
     gw = await make_gateway()
     await gw.licence()
     resp = await gw.query("SELECT COUNT(*) FROM visits", epsilon=None)
     assert resp.status == 200, await resp.text()
-    assert (await resp.json())["epsilon_spent"] == 1.0
+    body = await resp.json()
+    assert body["epsilon_spent"] == 0.1 and body["epsilon_source"] == "tier_default"
 
 
 async def test_estimate_spends_nothing_and_touches_no_data(make_gateway: Any) -> None:
