@@ -2,7 +2,8 @@
 
 A licence binds a subject (the token's ``sub``) to a tier, datasets, a purpose, a
 jurisdiction and a validity window. Status moves active ⇄ suspended, and either → revoked,
-which is final. The store enforces "at most one active licence per subject and dataset".
+which is final. The store enforces both "revocation is final" and "at most one active licence
+per subject and dataset" (``store/codec.py``), inside the write transaction.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
 
-from enclave.errors import BadRequest, Conflict
+from enclave.errors import BadRequest
 from enclave.ids import new_id
 from enclave.inputs import MAX_NAME_CHARS, MAX_TEXT_CHARS, invalid, read_string, read_when
 from enclave.models import LICENCE_STATUSES, Licence
@@ -103,8 +104,6 @@ def patch_licence(licence: Licence, body: Any, now: dt.datetime) -> tuple[Licenc
         problems.append("reason: required when changing tier, datasets, validity or status")
     if problems:
         raise invalid(problems)
-    if licence.status == "revoked":
-        raise Conflict("a revoked licence cannot be changed")
     changes: dict[str, Any] = {k: body[k] for k in ("tier", "jurisdiction") if k in body}
     changes.update({k: v for k, v in texts.items() if v is not None})
     changes.update(values)
