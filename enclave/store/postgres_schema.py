@@ -144,7 +144,7 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
     (
         4,
         (
-            # Request counters of the rate limiter (``store/counters.py``): one row per key and
+            # Request counters of the rate limiter (``ops.count_hits``): one row per key and
             # fixed one-minute window, shared by every replica. Transient: old windows are
             # swept, and ``enclave store copy`` does not carry them.
             """CREATE TABLE rate_counters (
