@@ -42,10 +42,10 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
-from enclave.audit.record import GENESIS_HASH, AuditDraft, AuditRecord, dumps
+from enclave.audit.record import GENESIS_HASH, KINDS, AuditDraft, AuditRecord, dumps
 from enclave.models import iso
 
 #: The hashed fields, in canonical (sorted) order.
@@ -179,8 +179,6 @@ class _Slow(Exception):
 
 #: The canonical text of a record: its hashed fields in sorted order, values filled in.
 TEMPLATE = "{" + ",".join(f'"{name}":%s' for name in HASHED_FIELDS) + "}"
-#: Each hashed field's declared type (``AuditRecord``), which picks its fast encoder.
-KINDS: dict[str, str] = {f.name: str(f.type) for f in fields(AuditRecord)}
 
 
 _NUMBERS: dict[float, str] = {}  # memo of format_number for epsilon/delta (few distinct)
@@ -223,32 +221,54 @@ def _detail_text(value: Any) -> str:
     return "".join(parts)
 
 
-def _optional_text(value: Any) -> str:
-    return "null" if value is None else encode_str(value)
+def compile_filler(name: str, template: str, parts: Iterable[str], env: dict[str, Any]) -> Any:
+    """``def name(arg): return template % (part, ...)``, generated from the record's one
+    declaration as ``dataclasses`` generates ``__init__``. Why not a loop over the fields:
+    that costs twice as much per record, and verification speed is a requirement (an auditor
+    re-verifies the whole log on demand). The source holds only the ``parts`` built here and
+    in ``audit/rows.py`` from ``KINDS`` and field positions, never data."""
+    source = f"def {name}(arg):\n    return {template!r} % ({', '.join(parts)},)\n"
+    scope = dict(env)
+    exec(compile(source, f"<audit.{name}>", "exec"), scope)  # noqa: S102 (see above)
+    return scope[name]
 
 
-_FAST_BY_KIND: dict[str, Callable[[Any], str]] = {
-    "int": _int_text,
-    "str": encode_str,
-    "str | None": _optional_text,
-    "float": _float_text,
-    "bool": _bool_text,
-    "list[str]": _roles_text,
-    "dict[str, Any] | None": _detail_text,
+#: The fast encoder of a field of each declared type, as an expression on ``get(name)``.
+_FAST_PARTS = {
+    "int": "_int_text(arg({n!r}))",
+    "str": "enc(arg({n!r}))",
+    "str | None": "('null' if (v := arg({n!r})) is None else enc(v))",
+    "float": "_float_text(arg({n!r}))",
+    "bool": "_bool_text(arg({n!r}))",
+    "list[str]": "_roles_text(arg({n!r}))",
+    "dict[str, Any] | None": "_detail_text(arg({n!r}))",
 }
-_FAST_PLAN = tuple((name, _FAST_BY_KIND[KINDS[name]]) for name in HASHED_FIELDS)
+_fill = compile_filler(
+    "fast_template",
+    TEMPLATE,
+    (_FAST_PARTS[KINDS[n]].format(n=n) for n in HASHED_FIELDS),
+    {
+        "enc": encode_str,
+        "_int_text": _int_text,
+        "_float_text": _float_text,
+        "_bool_text": _bool_text,
+        "_roles_text": _roles_text,
+        "_detail_text": _detail_text,
+    },
+)
 
 
 def _fast(get: Callable[[str], Any]) -> str:
-    """One ``%`` over ``TEMPLATE`` for the usual record shape (each field of its declared
-    type). Raises ``_Slow`` otherwise; ``tests/unit/test_chain.py`` checks it against the
-    general encoder over many random records. (The escaper raises ``TypeError`` for anything
-    but a string, which is what sends a number in a text field, or a non-string role, to the
+    """``TEMPLATE`` filled for the usual record shape (each field of its declared type).
+    Raises ``_Slow`` otherwise; ``tests/unit/test_chain.py`` checks it against the general
+    encoder over many random records. (The escaper raises ``TypeError`` for anything but a
+    string, which is what sends a number in a text field, or a non-string role, to the
     general encoder.)"""
     try:
-        return TEMPLATE % tuple([encode(get(name)) for name, encode in _FAST_PLAN])
+        text: str = _fill(get)
     except TypeError:
         raise _Slow from None
+    return text
 
 
 def canonical_json(record: dict[str, Any] | AuditRecord) -> bytes:
@@ -359,9 +379,12 @@ def verify(records: Iterable[dict[str, Any] | AuditRecord]) -> VerifyResult:
     return checker.result()
 
 
+_DRAFT_FIELDS = tuple(f.name for f in fields(AuditDraft))
+
+
 def build_record(draft: AuditDraft, seq: int, ts: str, prev_hash: str) -> AuditRecord:
     """The full record for ``draft`` at position ``seq``, hashed onto ``prev_hash``."""
-    body: dict[str, Any] = asdict(draft)
+    body: dict[str, Any] = {name: getattr(draft, name) for name in _DRAFT_FIELDS}
     body.update(
         seq=seq,
         ts=ts,

@@ -85,6 +85,8 @@ class AuditRecord:
 #: The record's fields in declaration order: the ``audit`` table's columns, an export line's
 #: members, the CSV header.
 FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AuditRecord))
+#: Each field's declared type, as text (``"str | None"``): it picks the field's encoders.
+KINDS: dict[str, str] = {f.name: str(f.type) for f in fields(AuditRecord)}
 #: Fields a database stores as JSON text (the rest map to one column type each).
 JSON_FIELDS: frozenset[str] = frozenset({"roles", "detail"})
 

@@ -37,15 +37,15 @@ from typing import Any
 
 from enclave.audit.chain import (
     HASHED_FIELDS,
-    KINDS,
     TEMPLATE,
     VerifyResult,
     chain_hash,
+    compile_filler,
     encode_str,
     format_number,
     write_json,
 )
-from enclave.audit.record import FIELDS, GENESIS_HASH, JSON_FIELDS, AuditRecord, dumps
+from enclave.audit.record import FIELDS, GENESIS_HASH, JSON_FIELDS, KINDS, AuditRecord, dumps
 
 _MEMO_MAX = 4096
 _numbers: dict[float, str] = {}
@@ -128,23 +128,37 @@ def _seq(value: Any) -> str:
     return format_number(value)
 
 
-_ROW_BY_KIND: dict[str, Callable[[Any], str]] = {
-    "int": _seq,
-    "str": encode_str,
-    "str | None": lambda v: "null" if v is None else encode_str(v),
-    "float": _number,
-    "bool": lambda v: "true" if v else "false",
-    "list[str]": lambda v: _json(v, True),
-    "dict[str, Any] | None": lambda v: "null" if v is None else _json(v, False),
+#: Each declared type's canonical text, as an expression on the row's column ``{i}``.
+_ROW_PARTS = {
+    "int": "_seq(arg[{i}])",
+    "str": "enc(arg[{i}])",
+    "str | None": "('null' if (v := arg[{i}]) is None else enc(v))",
+    "float": "(nums.get(v := arg[{i}]) or _number(v))",
+    "bool": "('true' if arg[{i}] else 'false')",
+    "list[str]": "(texts.get(v := arg[{i}]) or _json(v, True))",
+    "dict[str, Any] | None": "('null' if (v := arg[{i}]) is None else _json(v, False))",
 }
-_ROW_PLAN = tuple((FIELDS.index(n), _ROW_BY_KIND[KINDS[n]]) for n in HASHED_FIELDS)
+_canonical_text = compile_filler(
+    "row_canonical",
+    TEMPLATE,
+    (_ROW_PARTS[KINDS[n]].format(i=FIELDS.index(n)) for n in HASHED_FIELDS),
+    {
+        "enc": encode_str,
+        "nums": _numbers,
+        "texts": _json_texts,
+        "_seq": _seq,
+        "_number": _number,
+        "_json": _json,
+    },
+)
 
 
 def fast_canonical(row: Sequence[Any]) -> bytes:
     """``chain.canonical_json`` of a row's record, built straight from the row; raises
     ``TypeError``/``ValueError`` on anything unusual (the escaper refuses a non-string, so a
     text column holding a number is never silently encoded as text)."""
-    return (TEMPLATE % tuple([encode(row[i]) for i, encode in _ROW_PLAN])).encode("utf-8")
+    text: str = _canonical_text(row)
+    return text.encode("utf-8")
 
 
 def row_hash(prev: str, row: Sequence[Any]) -> str:
@@ -314,16 +328,30 @@ def _line_seq(value: Any) -> str:
     return int.__repr__(value)
 
 
-_LINE_BY_KIND: dict[str, Callable[[Any], str]] = {
-    "int": _line_seq,
-    "str": _ascii,
-    "str | None": lambda v: "null" if v is None else _ascii(v),
-    "float": _line_number,
-    "bool": lambda v: "true" if v else "false",
-    "list[str]": _line_roles_text,
-    "dict[str, Any] | None": lambda v: "null" if v is None else line_json(json.loads(v)),
+#: Each declared type's export text, as an expression on the row's column ``{i}``.
+_LINE_PARTS = {
+    "int": "_line_seq(arg[{i}])",
+    "str": "asc(arg[{i}])",
+    "str | None": "('null' if (v := arg[{i}]) is None else asc(v))",
+    "float": "(nums.get(v := arg[{i}]) or _line_number(v))",
+    "bool": "('true' if arg[{i}] else 'false')",
+    "list[str]": "_line_roles_text(arg[{i}])",
+    "dict[str, Any] | None": "('null' if (v := arg[{i}]) is None else line_json(loads(v)))",
 }
-_LINE_PLAN = tuple(_LINE_BY_KIND[KINDS[name]] for name in FIELDS)
+_line_text = compile_filler(
+    "row_line_text",
+    _LINE,
+    (_LINE_PARTS[KINDS[n]].format(i=i) for i, n in enumerate(FIELDS)),
+    {
+        "asc": _ascii,
+        "nums": _line_numbers,
+        "loads": json.loads,
+        "line_json": line_json,
+        "_line_seq": _line_seq,
+        "_line_number": _line_number,
+        "_line_roles_text": _line_roles_text,
+    },
+)
 
 
 def record_line(record: AuditRecord) -> str:
@@ -335,6 +363,7 @@ def row_line(row: Sequence[Any]) -> str:
     """``record_line(record_from_row(row))``, built straight from the row. Anything unusual
     goes through that exact path."""
     try:
-        return _LINE % tuple([encode(v) for encode, v in zip(_LINE_PLAN, row, strict=True)])
+        text: str = _line_text(row)
     except TypeError:  # a text column holding another type
         return record_line(record_from_row(row))
+    return text

@@ -18,8 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from enclave.audit.chain import KINDS
-from enclave.audit.record import FIELDS
+from enclave.audit.record import FIELDS, KINDS
 from enclave.errors import Conflict
 from enclave.store.codec import LICENCE_COLUMNS
 from enclave.store.driver import Tx

@@ -11,9 +11,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from enclave.audit.chain import VerifyResult, canonical_json, verify
-from enclave.audit.export import record_line, stream_jsonl, verify_export, verify_store
+from enclave.audit.export import stream_jsonl, verify_export, verify_store
 from enclave.audit.record import FIELDS, GENESIS_HASH
-from enclave.audit.rows import Segment, SegmentJoiner, fast_canonical, record_from_row
+from enclave.audit.rows import Segment, SegmentJoiner, fast_canonical, record_from_row, record_line
 from enclave.audit.signing import HeadSigner
 from enclave.store import sqlite_verify
 from tests.store.conftest import Backend, draft
