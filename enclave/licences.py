@@ -29,7 +29,7 @@ _STAMPS = {"created_at", "updated_at"}  # set by the gateway, never by a request
 CREATE_FIELDS = {f.name for f in fields(Licence)} - _STAMPS
 PATCH_FIELDS = (CREATE_FIELDS - {"id", "subject"}) | {"reason"}
 # changes that can change what a licence may spend: they need a reason, recorded in the audit
-BUDGET_FIELDS = {"tier", "datasets", "valid_from", "valid_until", "status"}
+REASON_REQUIRED_FIELDS = {"tier", "datasets", "valid_from", "valid_until", "status"}
 TEXT_LIMITS = {"subject": MAX_NAME_CHARS, "organization": MAX_NAME_CHARS, "purpose": MAX_TEXT_CHARS}
 MAX_DATASETS = 100
 
@@ -100,7 +100,7 @@ def patch_licence(licence: Licence, body: Any, now: dt.datetime) -> tuple[Licenc
     if status not in LICENCE_STATUSES:
         problems.append(f"status: must be one of {', '.join(LICENCE_STATUSES)}")
     reason = read_string(problems, body.get("reason"), "reason", MAX_TEXT_CHARS, required=False)
-    if BUDGET_FIELDS & set(body) and not reason and "reason" not in body:
+    if REASON_REQUIRED_FIELDS & set(body) and not reason and "reason" not in body:
         problems.append("reason: required when changing tier, datasets, validity or status")
     if problems:
         raise invalid(problems)

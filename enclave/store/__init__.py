@@ -32,7 +32,7 @@ Adding a table and a few transactions:
 3. Add the method to ``base.Store`` and implement it in ``SqlStore`` in one line:
    ``self._write(lambda tx: ops.grant_budget(tx, ..., self._clock()))`` for an audited write
    (chained: serialized with the chain, ``AuditUnavailable`` on failure), ``self._read(...)``
-   for a read, ``self._write(..., chain=False)`` for an unaudited upsert.
+   for a read, ``self._write(..., "rows")`` for an unaudited upsert.
 4. If ``enclave store copy`` should carry the table, add its ``TableSpec`` to ``bulk.TABLES``
    (in foreign-key order). Tests go in ``tests/store/`` (the ``store`` fixture runs each test
    on SQLite and PostgreSQL).

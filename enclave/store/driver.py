@@ -10,14 +10,14 @@ A ``Driver`` runs such a function in the right kind of transaction:
 
 - ``read(work)``: no lock, no transaction of its own (one statement, or several that need no
   snapshot);
-- ``write(work, chain=True)``: one transaction that commits when ``work`` returns and rolls
-  back if it raises. ``chain=True`` serializes it with every other chained write, in every
-  process: SQLite's ``BEGIN IMMEDIATE`` (the write lock, before anything is read),
-  PostgreSQL's row lock on ``chain_head``. Every audited write, budget re-check and version
-  bump runs so. ``chain=False`` is for writes that settle conflicts row by row
-  (``ON CONFLICT``). ``durable=False`` commits without waiting for the disk (the rate
-  counters). ``after(result)`` runs once the commit is done, before anything else reaches
-  the connection (``ops.LedgerTotals`` uses it);
+- ``write(work, mode)``: one transaction that commits when ``work`` returns and rolls back
+  if it raises. ``"chain"`` serializes it with every other chained write, in every process:
+  SQLite's ``BEGIN IMMEDIATE`` (the write lock, before anything is read), PostgreSQL's row
+  lock on ``chain_head``. Every audited write, budget re-check and version bump runs so.
+  ``"rows"`` is for writes that settle conflicts row by row (``ON CONFLICT``); ``"volatile"``
+  is ``"rows"`` committed without waiting for the disk (the rate counters). ``after(result)``
+  runs once the commit is done, before anything else reaches the connection
+  (``ops.LedgerTotals`` uses it);
 - ``session(snapshot=...)``: a long transaction for ``enclave store copy``: a consistent
   read snapshot, or an import under the chain lock.
 
@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from enclave.audit.chain import VerifyResult
 from enclave.audit.log import Progress
@@ -57,6 +57,9 @@ class Tx(Protocol):
 
 
 Work = Callable[[Tx], Coroutine[Any, Any, T]]
+After = Callable[[T], None]
+#: How a write is serialized and committed (see the module docstring).
+Mode = Literal["chain", "rows", "volatile"]
 #: A migration step: a statement, or an async function run in the migration's transaction.
 Step = str | Callable[[Tx], Awaitable[None]]
 Migrations = tuple[tuple[int, tuple[Step, ...]], ...]
@@ -92,14 +95,7 @@ class Driver(Protocol):
 
     async def close(self) -> None: ...
     async def read(self, work: Work[T]) -> T: ...
-    async def write(
-        self,
-        work: Work[T],
-        *,
-        chain: bool = True,
-        durable: bool = True,
-        after: Callable[[T], None] | None = None,
-    ) -> T: ...
+    async def write(self, work: Work[T], mode: Mode, after: After[T] | None = None) -> T: ...
     def session(self, *, snapshot: bool) -> AbstractAsyncContextManager[Tx]:
         """``snapshot=True``: a read-only consistent snapshot, rolled back at the end;
         ``False``: one chained write transaction, committed if the block ends normally."""

@@ -6,7 +6,7 @@ what differs between databases from ``tx.dialect``. Rows are read by position.
 
 The rules, and why they hold on every database:
 
-- every audited write calls ``append_locked`` inside a chained write (``write(chain=True)``:
+- every audited write calls ``append_locked`` inside a chained write (``write(work, "chain")``:
   SQLite ``BEGIN IMMEDIATE``, PostgreSQL the ``chain_head`` row lock), so the chain head
   read there is the real head: one linear chain whatever the number of processes;
 - ``debit`` re-checks the budget under that same lock, then writes the record, the ledger

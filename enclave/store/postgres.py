@@ -31,7 +31,7 @@ from enclave.audit.log import Progress
 from enclave.errors import StoreUnavailable
 from enclave.models import utcnow
 from enclave.store import ops, postgres_schema
-from enclave.store.driver import Dialect, Row, Tx, Work, numbered
+from enclave.store.driver import After, Dialect, Mode, Row, Tx, Work, numbered
 from enclave.store.sql_store import SqlStore
 
 T = TypeVar("T")
@@ -196,24 +196,17 @@ class PostgresDriver:
     async def read(self, work: Work[T]) -> T:
         return await self._run(lambda conn: work(_PgTx(conn)))
 
-    async def write(
-        self,
-        work: Work[T],
-        *,
-        chain: bool = True,
-        durable: bool = True,
-        after: Callable[[T], None] | None = None,
-    ) -> T:
-        """One transaction; ``chain``: under the ``chain_head`` row lock; not ``durable``:
+    async def write(self, work: Work[T], mode: Mode, after: After[T] | None = None) -> T:
+        """One transaction; ``"chain"``: under the ``chain_head`` row lock; ``"volatile"``:
         committed without waiting for the WAL flush."""
         if not self._opened:
             raise StoreUnavailable("the state store is not open")
 
         async def run(conn: Any) -> T:
             async with conn.transaction():
-                if chain:
+                if mode == "chain":
                     await conn.execute(LOCK_CHAIN)
-                if not durable:
+                if mode == "volatile":
                     await conn.execute("SET LOCAL synchronous_commit TO OFF")
                 result = await work(_PgTx(conn))
             if after is not None:

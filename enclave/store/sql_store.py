@@ -1,6 +1,6 @@
 """``SqlStore``: the ``Store`` protocol, once, over any ``driver.Driver``.
 
-Each method picks the kind of transaction (``read``, a chained ``write``, a plain ``write``)
+Each method picks the kind of transaction (a ``read``, or a ``write`` in a ``driver.Mode``)
 and runs the matching function of ``ops.py`` in it. Failures are mapped here, the same for
 every database: a driver error while reading is ``StoreUnavailable``; while writing,
 ``AuditUnavailable`` for a chained write (every one is audited, and nothing is committed) and
@@ -25,7 +25,7 @@ from enclave.models import Licence, utcnow
 from enclave.store import ops
 from enclave.store.base import CacheEntry, Charge, Debited, PolicyKind, PolicyVersion
 from enclave.store.bulk import Importer, Snapshot
-from enclave.store.driver import Driver, Row, Work
+from enclave.store.driver import After, Driver, Mode, Row, Work
 
 T = TypeVar("T")
 #: Rows per fetch when verifying from the store.
@@ -59,16 +59,10 @@ class SqlStore:
         except self.driver.errors as exc:
             raise StoreUnavailable("the state store cannot be read") from exc
 
-    async def _write(
-        self,
-        work: Work[T],
-        *,
-        chain: bool = True,
-        durable: bool = True,
-        after: Callable[[T], None] | None = None,
-    ) -> T:
+    async def _write(self, work: Work[T], mode: Mode = "chain", after: After[T] | None = None) -> T:
+        chain = mode == "chain"
         try:
-            return await self.driver.write(work, chain=chain, durable=durable, after=after)
+            return await self.driver.write(work, mode, after)
         except EnclaveError as exc:
             if chain and isinstance(exc, StoreUnavailable):  # not open, or cannot connect
                 raise AuditUnavailable("the audit log cannot be written") from exc
@@ -149,16 +143,14 @@ class SqlStore:
 
     async def shared_secret(self, name: str, proposed: bytes) -> bytes:
         return await self._write(
-            lambda tx: ops.shared_secret(tx, name, proposed, self._clock()), chain=False
+            lambda tx: ops.shared_secret(tx, name, proposed, self._clock()), "rows"
         )
 
     async def count_hits(
         self, keys: Sequence[str], win: int, sweep: bool = False
     ) -> dict[str, int]:
         ordered = sorted(set(keys))  # one lock order for every caller
-        return await self._write(
-            lambda tx: ops.count_hits(tx, ordered, win, sweep), chain=False, durable=False
-        )
+        return await self._write(lambda tx: ops.count_hits(tx, ordered, win, sweep), "volatile")
 
     # --- ledger and cache ------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ from enclave.audit.log import Progress
 from enclave.errors import StoreUnavailable
 from enclave.models import utcnow
 from enclave.store import ops, sqlite_schema, sqlite_verify
-from enclave.store.driver import Dialect, Row, Tx, Work
+from enclave.store.driver import After, Dialect, Mode, Row, Tx, Work
 from enclave.store.sql_store import SqlStore
 
 T = TypeVar("T")
@@ -56,7 +56,8 @@ def _drive(coro: Coroutine[Any, Any, T]) -> T:
     try:
         coro.send(None)
     except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+        result: T = done.value
+        return result
     coro.close()
     raise RuntimeError("a SQLite transaction awaited something other than its connection")
 
@@ -216,25 +217,19 @@ class SqliteDriver:
     async def read(self, work: Work[T]) -> T:
         return await self._call(lambda: _drive(work(_ConnTx(self._connection()))))
 
-    async def write(
-        self,
-        work: Work[T],
-        *,
-        chain: bool = True,
-        durable: bool = True,
-        after: Callable[[T], None] | None = None,
-    ) -> T:
-        """``BEGIN IMMEDIATE`` for every write (``chain`` changes nothing: SQLite has one
-        write lock)."""
+    async def write(self, work: Work[T], mode: Mode, after: After[T] | None = None) -> T:
+        """``BEGIN IMMEDIATE`` for every write (SQLite has one write lock); ``"volatile"``
+        commits with ``synchronous = NORMAL``."""
+        volatile = mode == "volatile"
 
         def run() -> T:
             conn = self._connection()
-            if not durable:
+            if volatile:
                 conn.execute("PRAGMA synchronous = NORMAL")
             try:
                 result = self._in_tx(conn, work, "BEGIN IMMEDIATE")
             finally:
-                if not durable:
+                if volatile:
                     conn.execute("PRAGMA synchronous = FULL")
             if after is not None:
                 after(result)
