@@ -31,7 +31,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from enclave.audit.chain import ChainVerifier, VerifyResult
-from enclave.audit.log import AuditFilter, AuditLog, SummaryRow, decimal_text
+from enclave.audit.log import AuditFilter, AuditLog, Progress, SummaryRow, decimal_text
 from enclave.audit.record import FIELDS, GENESIS_HASH, AuditRecord
 from enclave.audit.rows import SegmentJoiner, row_line, verify_segment
 from enclave.audit.signing import SignedHead, verify_head
@@ -43,7 +43,6 @@ INJECTION_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r", "\n")
 PROGRESS_EVERY = 100_000
 CHUNK_BYTES = 64 * 1024
 ROWS_PER_FETCH = 2000
-Progress = Callable[[int], None]
 Signer = Callable[[int, str], SignedHead]
 
 

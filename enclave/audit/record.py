@@ -76,11 +76,6 @@ class AuditRecord:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> AuditRecord:
-        values: dict[str, Any] = {k: data.get(k) for k in cls.__dataclass_fields__}
-        return cls(**values)
-
 
 #: The record's fields in declaration order: the ``audit`` table's columns, an export line's
 #: members, the CSV header.

@@ -45,12 +45,12 @@ from enclave.audit.chain import (
     format_number,
     write_json,
 )
+from enclave.audit.log import Progress
 from enclave.audit.record import FIELDS, GENESIS_HASH, JSON_FIELDS, KINDS, AuditRecord, dumps
 
 _MEMO_MAX = 4096
 _numbers: dict[float, str] = {}
 _json_texts: dict[str, str] = {}
-Progress = Callable[[int], None]
 SEQ, PREV_HASH, HASH = (FIELDS.index(name) for name in ("seq", "prev_hash", "hash"))
 
 

@@ -44,7 +44,7 @@ def _sqlite_source(tmp_path: Path, extra_records: int) -> str:
         await store.open()
         try:
             await populate(store, 30)
-            await store.driver.write(many)
+            await store.driver.write(many, "chain")
         finally:
             await store.close()
 
