@@ -1,10 +1,12 @@
 """The driver interface: what a database supplies so the store's rules run on it.
 
 Every transaction of the store is written once, in ``ops.py``, as an ``async`` function of a
-``Tx`` (four calls: ``fetch``, ``fetchrow``, ``execute``, ``executemany``). SQL is written
-with ``?`` placeholders and, where the databases differ, taken from the ``Dialect`` (the
-per-database SQL text table); a driver that numbers its parameters (asyncpg: ``$1``)
-translates the placeholders with ``numbered``. Rows are read by position.
+``Tx`` (``fetch``, ``fetchrow``, ``execute``, ``executemany``, and ``copy_rows`` for bulk
+imports). SQL is written with ``?`` placeholders and, where the databases differ, taken from
+the ``Dialect`` (the per-database SQL text table); a driver that numbers its parameters
+(asyncpg: ``$1``) translates the placeholders with ``numbered``, so no statement may hold a
+``?`` of its own (in a literal, or PostgreSQL's ``jsonb ?`` operator). Rows are read by
+position.
 
 A ``Driver`` runs such a function in the right kind of transaction:
 
@@ -69,7 +71,6 @@ Migrations = tuple[tuple[int, tuple[Step, ...]], ...]
 class Dialect:
     """The SQL that differs between databases (everything else in ``ops.py`` is shared)."""
 
-    name: str
     #: ``SELECT`` prefix returning (epsilon, delta) ledger rows to add up, by
     #: ``WHERE licence_id = ? AND dataset = ?``: SQLite returns every row (its ``SUM`` raises
     #: on 64-bit overflow; Python ints do not), PostgreSQL one exact ``SUM``.

@@ -45,7 +45,6 @@ from enclave.store.sql_store import SqlStore
 T = TypeVar("T")
 
 DIALECT = Dialect(
-    name="sqlite",
     ledger_sum="SELECT epsilon_units, delta_units FROM ledger",
     data_version="PRAGMA data_version",
 )
