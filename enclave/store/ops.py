@@ -90,10 +90,6 @@ async def append_locked(tx: Tx, draft: AuditDraft, now: dt.datetime) -> AuditRec
     return record
 
 
-async def append(tx: Tx, draft: AuditDraft, now: dt.datetime) -> AuditRecord:
-    return await append_locked(tx, draft, now)
-
-
 async def debit(
     tx: Tx,
     draft: AuditDraft,

@@ -163,7 +163,7 @@ class SqlStore:
     # --- the audit chain -------------------------------------------------------------------
 
     async def append(self, draft: AuditDraft) -> AuditRecord:
-        return await self._write(lambda tx: ops.append(tx, draft, self._clock()))
+        return await self._write(lambda tx: ops.append_locked(tx, draft, self._clock()))
 
     async def debit(
         self, draft: AuditDraft, charge: Charge, cache: CacheEntry | None = None
