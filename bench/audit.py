@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.audit --smoke   # 2,000 records
 
 How the chain is built: the store file is created by ``SqliteStore.open()`` (real schema and
-migrations); the records are then made by the store's own ``codec.build_record`` (which hashes
+migrations); the records are then made by the store's own ``audit.chain.build_record`` (which hashes
 with ``enclave.audit.chain.chain_hash``) and written with the same INSERT as the store's
 append, 50,000 per transaction. This is the "fast" way of the brief: going through
 ``SqliteStore.append`` would cost an fsync per record (``synchronous=FULL``), hours for 1M.
@@ -30,14 +30,14 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.common import log, markdown_table, parser, results_path, write_section
-from enclave.audit.chain import VerifyResult
+from enclave.audit.chain import VerifyResult, build_record
 from enclave.audit.export import stream_jsonl, verify_export, verify_store
 from enclave.audit.record import GENESIS_HASH, AuditDraft
+from enclave.audit.rows import record_values
 from enclave.audit.signing import HeadSigner
 from enclave.models import iso
-from enclave.store import codec
+from enclave.store.ops import AUDIT_COLUMNS, marks
 from enclave.store.sqlite import SqliteStore
-from enclave.store.sqlite_ops import head
 
 BATCH = 50_000
 SQL = (
@@ -63,10 +63,7 @@ def build(path: Path, n: int) -> float:
     start_ts = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     started = time.perf_counter()
     prev = GENESIS_HASH
-    insert = (
-        f"INSERT INTO audit ({codec.AUDIT_COLUMNS}) VALUES "  # noqa: S608 - fixed column list
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )
+    insert = f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES ({marks(20)})"  # noqa: S608 - fixed column list
     seq = 0
     while seq < n:
         rows = []
@@ -89,9 +86,9 @@ def build(path: Path, n: int) -> float:
                 result_sha256=f"{seq:064x}",
             )
             ts = iso(start_ts + dt.timedelta(milliseconds=seq))
-            record = codec.build_record(draft, seq, ts, prev)
+            record = build_record(draft, seq, ts, prev)
             prev = record.hash
-            rows.append(codec.audit_values(record))
+            rows.append(record_values(record))
         conn.execute("BEGIN")
         conn.executemany(insert, rows)
         conn.execute("COMMIT")
@@ -134,7 +131,7 @@ def main() -> None:
     existing = 0
     if db.exists() and not args.rebuild:
         with sqlite3.connect(db) as conn:
-            existing = head(conn)[0]
+            existing = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM audit").fetchone()[0]
     if existing != n:
         log(f"building a chain of {n:,} records in {db} ...")
         seconds = build(db, n)

@@ -18,6 +18,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from enclave.audit.log import decimal_text
 from enclave.errors import BadRequest
 from enclave.inputs import MAX_TEXT_CHARS, invalid, read_string
 from enclave.ledger.budget import period_window, tier_limit
@@ -25,7 +26,6 @@ from enclave.ledger.grid import MAX_DELTA_UNITS, MAX_EPSILON_UNITS, Amount
 from enclave.models import Licence, Tier, iso
 from enclave.policy.fields import Problems, read_delta, read_epsilon
 from enclave.store.base import Store
-from enclave.store.codec import decimal_text
 from enclave.store.grants import Grant, granted
 
 GRANT_FIELDS = frozenset({"dataset", "epsilon", "delta", "reason"})

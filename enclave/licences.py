@@ -2,7 +2,8 @@
 
 A licence binds a subject (the token's ``sub``) to a tier, datasets, a purpose, a
 jurisdiction and a validity window. Status moves active ⇄ suspended, and either → revoked,
-which is final. The store enforces "at most one active licence per subject and dataset".
+which is final. The store enforces both "revocation is final" and "at most one active licence
+per subject and dataset" (``store/codec.py``), inside the write transaction.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
 
-from enclave.errors import BadRequest, Conflict
+from enclave.errors import BadRequest
 from enclave.ids import new_id
 from enclave.inputs import MAX_NAME_CHARS, MAX_TEXT_CHARS, invalid, read_string, read_when
 from enclave.models import LICENCE_STATUSES, Licence
@@ -28,7 +29,7 @@ _STAMPS = {"created_at", "updated_at"}  # set by the gateway, never by a request
 CREATE_FIELDS = {f.name for f in fields(Licence)} - _STAMPS
 PATCH_FIELDS = (CREATE_FIELDS - {"id", "subject"}) | {"reason"}
 # changes that can change what a licence may spend: they need a reason, recorded in the audit
-BUDGET_FIELDS = {"tier", "datasets", "valid_from", "valid_until", "status"}
+REASON_REQUIRED_FIELDS = {"tier", "datasets", "valid_from", "valid_until", "status"}
 TEXT_LIMITS = {"subject": MAX_NAME_CHARS, "organization": MAX_NAME_CHARS, "purpose": MAX_TEXT_CHARS}
 MAX_DATASETS = 100
 
@@ -99,12 +100,10 @@ def patch_licence(licence: Licence, body: Any, now: dt.datetime) -> tuple[Licenc
     if status not in LICENCE_STATUSES:
         problems.append(f"status: must be one of {', '.join(LICENCE_STATUSES)}")
     reason = read_string(problems, body.get("reason"), "reason", MAX_TEXT_CHARS, required=False)
-    if BUDGET_FIELDS & set(body) and not reason and "reason" not in body:
+    if REASON_REQUIRED_FIELDS & set(body) and not reason and "reason" not in body:
         problems.append("reason: required when changing tier, datasets, validity or status")
     if problems:
         raise invalid(problems)
-    if licence.status == "revoked":
-        raise Conflict("a revoked licence cannot be changed")
     changes: dict[str, Any] = {k: body[k] for k in ("tier", "jurisdiction") if k in body}
     changes.update({k: v for k, v in texts.items() if v is not None})
     changes.update(values)

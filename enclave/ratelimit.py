@@ -1,7 +1,7 @@
 """Rate limits that hold for every request, refusals included, on every replica.
 
 Counting: fixed one-minute windows (``win = floor(unix_seconds / 60)``) of hits per key,
-kept in the store (``Store.count_hits``, ``store/counters.py``), so replicas on one store
+kept in the store (``Store.count_hits``, ``store/ops.py``), so replicas on one store
 share one count: a limit of N per minute is N per minute for the deployment, not per process.
 One store round trip per request counts all of its keys at once.
 

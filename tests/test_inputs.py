@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from enclave.audit.log import decimal_text
 from enclave.inputs import MAX_YEAR, MIN_YEAR, parse_when, read_string
 from enclave.ledger.grid import Amount
-from enclave.store.codec import decimal_text
 
 
 @given(st.text(max_size=60))

@@ -30,10 +30,14 @@ mismatch) and a deleted, inserted or reordered record (``seq`` must run 1, 2, 3,
 ``prev_hash`` must equal the previous record's ``hash``). A truncated tail, or a whole chain
 re-hashed by someone with write access, is caught only against a signed head saved earlier
 (``audit/signing.py``).
+
+``build_record`` seals a draft into the next record of the chain (the store calls it inside
+its write transaction, under the chain lock).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import math
@@ -41,7 +45,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from enclave.audit.record import GENESIS_HASH, AuditRecord
+from enclave.audit.record import GENESIS_HASH, KINDS, AuditDraft, AuditRecord, dumps
+from enclave.models import iso
 
 #: The hashed fields, in canonical (sorted) order.
 HASHED_FIELDS: tuple[str, ...] = tuple(
@@ -51,7 +56,7 @@ _MAX_EXACT_INT = 2**53
 
 #: JSON.stringify's string escaping; CPython's json escaper (ensure_ascii=False) is identical
 #: for every string without a lone surrogate (checked in tests/unit/test_chain.py).
-_encode_str: Callable[[str], str] = getattr(json.encoder, "c_encode_basestring", None) or (
+encode_str: Callable[[str], str] = getattr(json.encoder, "c_encode_basestring", None) or (
     json.encoder.py_encode_basestring
 )
 
@@ -107,7 +112,8 @@ def _utf16_key(key: str) -> bytes:
     return key.encode("utf-16-be", "surrogatepass")
 
 
-def _write(value: Any, out: list[str]) -> None:
+def write_json(value: Any, out: list[str]) -> None:
+    """Append the canonical JSON text of ``value`` to ``out``."""
     if value is None:
         out.append("null")
     elif value is True:
@@ -115,7 +121,7 @@ def _write(value: Any, out: list[str]) -> None:
     elif value is False:
         out.append("false")
     elif isinstance(value, str):
-        out.append(_encode_str(value))
+        out.append(encode_str(value))
     elif isinstance(value, int | float):
         out.append(format_number(value))
     elif isinstance(value, dict):
@@ -130,16 +136,16 @@ def _write(value: Any, out: list[str]) -> None:
             if not first:
                 out.append(",")
             first = False
-            out.append(_encode_str(key))
+            out.append(encode_str(key))
             out.append(":")
-            _write(value[key], out)
+            write_json(value[key], out)
         out.append("}")
     elif isinstance(value, list | tuple):
         out.append("[")
         for i, item in enumerate(value):
             if i:
                 out.append(",")
-            _write(item, out)
+            write_json(item, out)
         out.append("]")
     else:
         raise CanonicalError(f"a {type(value).__name__} is not a JSON value")
@@ -163,7 +169,7 @@ def _utf8(text: str) -> bytes:
 def canonicalize(value: Any) -> bytes:
     """RFC 8785 canonical JSON of any JSON value, as UTF-8 bytes."""
     out: list[str] = []
-    _write(value, out)
+    write_json(value, out)
     return _utf8("".join(out))
 
 
@@ -171,19 +177,16 @@ class _Slow(Exception):
     pass
 
 
-_TEMPLATE = (
-    '{"action":%s,"actor":%s,"cached":%s,"client":%s,"dataset":%s,"delta":%s,"detail":%s,'
-    '"epsilon":%s,"licence_id":%s,"outcome":%s,"prev_hash":%s,"reason":%s,"request_id":%s,'
-    '"result_sha256":%s,"roles":%s,"seq":%s,"sql":%s,"tier":%s,"ts":%s}'
-)
-if _TEMPLATE.count('":%s') != len(HASHED_FIELDS):  # AuditRecord gained a field
-    raise RuntimeError("audit/chain.py: _TEMPLATE is out of step with AuditRecord")
+#: The canonical text of a record: its hashed fields in sorted order, values filled in.
+TEMPLATE = "{" + ",".join(f'"{name}":%s' for name in HASHED_FIELDS) + "}"
 
 
 _NUMBERS: dict[float, str] = {}  # memo of format_number for epsilon/delta (few distinct)
 
 
-def _float_text(value: float) -> str:
+def _float_text(value: Any) -> str:
+    if type(value) is not float:
+        raise _Slow
     text = _NUMBERS.get(value)
     if text is None:
         text = format_number(value)
@@ -192,60 +195,80 @@ def _float_text(value: float) -> str:
     return text
 
 
-def _fast(get: Callable[[str], Any]) -> str:
-    """One ``%`` over a fixed template for the usual record shape (text fields str or None, a
-    list of string roles, float numbers, an int seq, a bool cached). Raises ``_Slow``
-    otherwise; ``tests/unit/test_chain.py`` checks it against the general encoder over many
-    random records. (The escaper raises ``TypeError`` for anything but a string, which is
-    what sends a number in a text field, or a non-string role, to the general encoder.)"""
-    seq, cached, eps, delta, roles = (
-        get("seq"),
-        get("cached"),
-        get("epsilon"),
-        get("delta"),
-        get("roles"),
-    )
-    if (
-        type(seq) is not int
-        or type(cached) is not bool
-        or type(roles) is not list
-        or type(eps) is not float
-        or type(delta) is not float
-        or not -_MAX_EXACT_INT <= seq <= _MAX_EXACT_INT
-    ):
+def _int_text(value: Any) -> str:
+    if type(value) is not int or not -_MAX_EXACT_INT <= value <= _MAX_EXACT_INT:
         raise _Slow
-    enc = _encode_str
-    detail = get("detail")
-    if detail is None:
-        detail_text = "null"
-    else:
-        parts: list[str] = []
-        _write(detail, parts)
-        detail_text = "".join(parts)
+    return int.__repr__(value)
+
+
+def _bool_text(value: Any) -> str:
+    if type(value) is not bool:
+        raise _Slow
+    return "true" if value else "false"
+
+
+def _roles_text(value: Any) -> str:
+    if type(value) is not list:
+        raise _Slow
+    return "[" + ",".join(map(encode_str, value)) + "]"
+
+
+def _detail_text(value: Any) -> str:
+    if value is None:
+        return "null"
+    parts: list[str] = []
+    write_json(value, parts)
+    return "".join(parts)
+
+
+def compile_filler(name: str, template: str, parts: Iterable[str], env: dict[str, Any]) -> Any:
+    """``def name(arg): return template % (part, ...)``, generated from the record's one
+    declaration as ``dataclasses`` generates ``__init__``. Why not a loop over the fields:
+    that costs twice as much per record, and verification speed is a requirement (an auditor
+    re-verifies the whole log on demand). The source holds only the ``parts`` built here and
+    in ``audit/rows.py`` from ``KINDS`` and field positions, never data."""
+    source = f"def {name}(arg):\n    return {template!r} % ({', '.join(parts)},)\n"
+    scope = dict(env)
+    exec(compile(source, f"<audit.{name}>", "exec"), scope)  # noqa: S102 (see above)
+    return scope[name]
+
+
+#: The fast encoder of a field of each declared type, as an expression on ``get(name)``.
+_FAST_PARTS = {
+    "int": "_int_text(arg({n!r}))",
+    "str": "enc(arg({n!r}))",
+    "str | None": "('null' if (v := arg({n!r})) is None else enc(v))",
+    "float": "_float_text(arg({n!r}))",
+    "bool": "_bool_text(arg({n!r}))",
+    "list[str]": "_roles_text(arg({n!r}))",
+    "dict[str, Any] | None": "_detail_text(arg({n!r}))",
+}
+_fill = compile_filler(
+    "fast_template",
+    TEMPLATE,
+    (_FAST_PARTS[KINDS[n]].format(n=n) for n in HASHED_FIELDS),
+    {
+        "enc": encode_str,
+        "_int_text": _int_text,
+        "_float_text": _float_text,
+        "_bool_text": _bool_text,
+        "_roles_text": _roles_text,
+        "_detail_text": _detail_text,
+    },
+)
+
+
+def _fast(get: Callable[[str], Any]) -> str:
+    """``TEMPLATE`` filled for the usual record shape (each field of its declared type).
+    Raises ``_Slow`` otherwise; ``tests/unit/test_chain.py`` checks it against the general
+    encoder over many random records. (The escaper raises ``TypeError`` for anything but a
+    string, which is what sends a number in a text field, or a non-string role, to the
+    general encoder.)"""
     try:
-        return _TEMPLATE % (
-            enc(get("action")),
-            enc(get("actor")),
-            "true" if cached else "false",
-            "null" if (v := get("client")) is None else enc(v),
-            "null" if (v := get("dataset")) is None else enc(v),
-            _NUMBERS.get(delta) or _float_text(delta),
-            detail_text,
-            _NUMBERS.get(eps) or _float_text(eps),
-            "null" if (v := get("licence_id")) is None else enc(v),
-            enc(get("outcome")),
-            enc(get("prev_hash")),
-            "null" if (v := get("reason")) is None else enc(v),
-            enc(get("request_id")),
-            "null" if (v := get("result_sha256")) is None else enc(v),
-            "[" + ",".join(map(enc, roles)) + "]",
-            int.__repr__(seq),
-            "null" if (v := get("sql")) is None else enc(v),
-            "null" if (v := get("tier")) is None else enc(v),
-            enc(get("ts")),
-        )
+        text: str = _fill(get)
     except TypeError:
         raise _Slow from None
+    return text
 
 
 def canonical_json(record: dict[str, Any] | AuditRecord) -> bytes:
@@ -260,7 +283,7 @@ def canonical_json(record: dict[str, Any] | AuditRecord) -> bytes:
         text = _fast(get)
     except _Slow:
         out: list[str] = []
-        _write({name: get(name) for name in HASHED_FIELDS}, out)
+        write_json({name: get(name) for name in HASHED_FIELDS}, out)
         text = "".join(out)
     return _utf8(text)
 
@@ -354,3 +377,29 @@ def verify(records: Iterable[dict[str, Any] | AuditRecord]) -> VerifyResult:
         if not checker.feed(record):
             break
     return checker.result()
+
+
+_DRAFT_FIELDS = tuple(f.name for f in fields(AuditDraft))
+
+
+def build_record(draft: AuditDraft, seq: int, ts: str, prev_hash: str) -> AuditRecord:
+    """The full record for ``draft`` at position ``seq``, hashed onto ``prev_hash``."""
+    body: dict[str, Any] = {name: getattr(draft, name) for name in _DRAFT_FIELDS}
+    body.update(
+        seq=seq,
+        ts=ts,
+        prev_hash=prev_hash,
+        roles=list(draft.roles),
+        epsilon=float(draft.epsilon),
+        delta=float(draft.delta),
+        cached=bool(draft.cached),
+        detail=json.loads(dumps(draft.detail)) if draft.detail is not None else None,
+    )
+    return AuditRecord(**body, hash=chain_hash(prev_hash, body))
+
+
+def next_ts(now: dt.datetime, head_ts: str | None) -> str:
+    """The new record's timestamp: now, but never before the head's (clocks can step back;
+    ``seq`` is the order, and ``since``/``until`` filters should agree with it)."""
+    ts = iso(now)
+    return head_ts if head_ts is not None and head_ts > ts else ts

@@ -1,7 +1,7 @@
 """Reading the audit trail out of a store: streamed exports (JSONL, CSV), store verification,
 the offline check of an export against a saved signed head, and the spend summary.
 
-JSONL: one record per line, every field of the record (``EXPORT_FIELDS``) and nothing else,
+JSONL: one record per line, every field of the record (``record.FIELDS``) and nothing else,
 written with ASCII escapes (``ensure_ascii``), so a newline, a U+2028 or an emoji in ``sql``
 can never split a line, whatever tool splits it. The last line is the trailer
 ``{"signed_head": {...} | null, "verify": {...}}``: the gateway verifies the chain while it
@@ -14,7 +14,8 @@ which changes the cell, so CSV rows do not re-hash. Cells are quoted by the ``cs
 ``detail`` are JSON text. The CSV's signed head travels in the ``Enclave-Signed-Head``
 response header (see ``web/auditor.py``).
 
-Everything here streams in bounded memory: records come from ``Store.audit_iter`` in batches.
+Everything here streams in bounded memory: records and rows come from the store
+(``log.AuditLog``) in batches.
 """
 
 from __future__ import annotations
@@ -30,34 +31,22 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from enclave.audit.chain import ChainVerifier, VerifyResult
-from enclave.audit.record import GENESIS_HASH, AuditRecord
+from enclave.audit.log import AuditFilter, AuditLog, Progress, SummaryRow, decimal_text
+from enclave.audit.record import FIELDS, GENESIS_HASH, AuditRecord
+from enclave.audit.rows import SegmentJoiner, row_line, verify_segment
 from enclave.audit.signing import SignedHead, verify_head
 from enclave.ledger.grid import Amount
-from enclave.store.base import AuditFilter, Store
-from enclave.store.chain_rows import SegmentJoiner, row_line, verify_segment
-from enclave.store.codec import SummaryRow, decimal_text
 
-EXPORT_FIELDS: tuple[str, ...] = (
-    "seq", "ts", "request_id", "actor", "roles", "licence_id", "tier", "action", "dataset",
-    "sql", "epsilon", "delta", "cached", "outcome", "reason", "client", "result_sha256",
-    "detail", "prev_hash", "hash",
-)  # fmt: skip
 FORMATS: tuple[str, ...] = ("jsonl", "csv")
 MEDIA_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
 INJECTION_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r", "\n")
 PROGRESS_EVERY = 100_000
 CHUNK_BYTES = 64 * 1024
 ROWS_PER_FETCH = 2000
-Progress = Callable[[int], None]
 Signer = Callable[[int, str], SignedHead]
 
 
 # --- rendering -----------------------------------------------------------------------------
-
-
-def record_line(record: AuditRecord) -> str:
-    body = {name: getattr(record, name) for name in EXPORT_FIELDS}
-    return json.dumps(body, ensure_ascii=True, separators=(",", ":"), allow_nan=False) + "\n"
 
 
 def trailer_line(head: SignedHead | None, result: VerifyResult) -> str:
@@ -88,9 +77,9 @@ def csv_rows(records: Iterable[AuditRecord | None]) -> str:
     writer = csv.writer(buf, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
     for rec in records:
         if rec is None:
-            writer.writerow(EXPORT_FIELDS)
+            writer.writerow(FIELDS)
         else:
-            writer.writerow([_cell(getattr(rec, name)) for name in EXPORT_FIELDS])
+            writer.writerow([_cell(getattr(rec, name)) for name in FIELDS])
     return buf.getvalue()
 
 
@@ -98,7 +87,7 @@ def csv_rows(records: Iterable[AuditRecord | None]) -> str:
 
 
 async def records_upto(
-    store: Store, upto: int | None, batch: int = 2000
+    store: AuditLog, upto: int | None, batch: int = 2000
 ) -> AsyncIterator[AuditRecord]:
     """Records in ``seq`` order, stopping after ``upto`` (records appended meanwhile are left
     for the next export, so an export is one consistent prefix)."""
@@ -109,63 +98,19 @@ async def records_upto(
 
 
 async def verify_store(
-    store: Store, upto: int | None = None, progress: Progress | None = None, watch: int = -1
+    store: AuditLog, upto: int | None = None, progress: Progress | None = None, watch: int = -1
 ) -> tuple[VerifyResult, str | None]:
-    """Verify the store's chain; also return the hash of record ``watch`` (if reached).
-
-    Uses the adapter's ``audit_verify`` when it has one (both shipped adapters do: raw rows,
-    and worker processes for long SQLite chains; the verdict is the same), else ``ChainVerifier``
-    over ``audit_iter``."""
-    native = getattr(store, "audit_verify", None)
-    if native is not None:
-        found: tuple[VerifyResult, str | None] = await native(upto, progress, watch, PROGRESS_EVERY)
-        return found
-    checker = ChainVerifier()
-    watched = GENESIS_HASH if watch == 0 else None
-    async for record in records_upto(store, upto):
-        if not checker.feed(record):
-            break
-        if record.seq == watch:
-            watched = record.hash
-        if progress is not None and record.seq % PROGRESS_EVERY == 0:
-            progress(record.seq)
-    return checker.result(), watched
+    """Verify the store's chain (``AuditLog.audit_verify``); also return the hash of record
+    ``watch`` (if reached)."""
+    return await store.audit_verify(upto, progress, watch, PROGRESS_EVERY)
 
 
 async def stream_jsonl(
-    store: Store, upto: int | None, sign: Signer, progress: Progress | None = None
+    store: AuditLog, upto: int | None, sign: Signer, progress: Progress | None = None
 ) -> AsyncIterator[bytes]:
-    """The JSONL export in chunks, ending with the signed trailer.
-
-    With an adapter that lends raw rows (``audit_rows``; both shipped adapters do), lines are
-    built and verified straight from the rows (``store.chain_rows``: the same bytes and the
-    same verdict as the record path below, at about three times the speed)."""
-    if getattr(store, "audit_rows", None) is not None:
-        async for chunk in _stream_rows(store, upto, sign, progress):
-            yield chunk
-        return
-    checker = ChainVerifier()
-    parts: list[str] = []
-    size = 0
-    async for record in records_upto(store, upto):
-        checker.feed(record)
-        line = record_line(record)
-        parts.append(line)
-        size += len(line)
-        if size >= CHUNK_BYTES:
-            yield "".join(parts).encode("ascii")
-            parts, size = [], 0
-        if progress is not None and record.seq % PROGRESS_EVERY == 0:
-            progress(record.seq)
-    result = checker.result()
-    head = sign(result.count, result.head) if result.valid else None
-    parts.append(trailer_line(head, result))
-    yield "".join(parts).encode("ascii")
-
-
-async def _stream_rows(
-    store: Any, upto: int | None, sign: Signer, progress: Progress | None
-) -> AsyncIterator[bytes]:
+    """The JSONL export in chunks, ending with the signed trailer. Lines are built and
+    verified straight from the store's rows (``audit/rows.py``: the same bytes and the same
+    verdict as ``record_line`` and ``ChainVerifier``, at about three times the speed)."""
     n = (await store.audit_head())[0]
     n = n if upto is None else max(0, min(n, upto))
     joiner = SegmentJoiner(progress=progress, every=PROGRESS_EVERY)
@@ -179,7 +124,7 @@ async def _stream_rows(
     yield trailer_line(head, result).encode("ascii")
 
 
-async def stream_csv(store: Store, upto: int | None) -> AsyncIterator[bytes]:
+async def stream_csv(store: AuditLog, upto: int | None) -> AsyncIterator[bytes]:
     batch: list[AuditRecord | None] = [None]
     async for record in records_upto(store, upto):
         batch.append(record)
@@ -314,22 +259,11 @@ def _parse(raw: str | bytes) -> Any:
 # --- summary -------------------------------------------------------------------------------
 
 
-async def summarize(
-    store: Store, since: dt.datetime | None, until: dt.datetime | None
-) -> list[SummaryRow]:
-    """Spend and counts per (actor, dataset) in ``[since, until)``. Uses the adapter's
-    aggregate query when it has one (both shipped adapters do), else scans the records."""
-    native = getattr(store, "audit_summary", None)
-    if native is not None:
-        rows: list[SummaryRow] = await native(since, until)
-        return rows
-    return await summarize_records(store, since, until)
-
-
 async def summarize_records(
-    store: Store, since: dt.datetime | None, until: dt.datetime | None
+    store: AuditLog, since: dt.datetime | None, until: dt.datetime | None
 ) -> list[SummaryRow]:
-    """The same summary over ``audit_events`` alone (any ``Store``), page by page."""
+    """``AuditLog.audit_summary`` recomputed from the records alone (``audit_events``, page by
+    page): an independent check of the store's aggregate query."""
     counts: dict[tuple[str, str | None], list[int]] = {}
     spend: dict[tuple[str, str | None], Amount] = {}
     flt = AuditFilter(since=since, until=until)

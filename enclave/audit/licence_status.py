@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from enclave.audit.log import AuditFilter, AuditLog
 from enclave.models import Licence
-from enclave.store.base import AuditFilter, Store
 
 PAGE = 500
 
 
-async def status_reason(store: Store, licence: Licence) -> dict[str, Any] | None:
+async def status_reason(store: AuditLog, licence: Licence) -> dict[str, Any] | None:
     """``{"status", "reason", "by", "at", "audit_seq"}`` of the change that set the licence's
     current status, or ``None`` for an active licence (or one whose change was not recorded)."""
     if licence.status == "active":

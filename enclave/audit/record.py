@@ -1,13 +1,17 @@
-"""The audit record of the contract, and the draft a caller hands to the store.
+"""The audit record, and the draft a caller hands to the store.
 
-The store assigns ``seq``, ``ts``, ``prev_hash`` and ``hash`` inside the same transaction as
-any budget charge (see ``store/base.py``). ``detail`` is an addition to the contract's record:
-admin changes put before/after digests and reasons there; it is hashed like every other field.
+``AuditRecord`` is the one declaration of the record's fields: their order here is the column
+order of the ``audit`` table, of an export line and of the CSV header (``FIELDS``), and every
+encoding (``audit/rows.py``, ``audit/chain.py``) is built from it. The store assigns ``seq``,
+``ts``, ``prev_hash`` and ``hash`` inside the same transaction as any budget charge (see
+``store/base.py``). ``detail`` holds what an admin change adds (before/after digests,
+reasons); it is hashed like every other field.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import json
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 ACTIONS: tuple[str, ...] = (
@@ -19,11 +23,11 @@ ACTIONS: tuple[str, ...] = (
     "dataset.update",
     "revocation.create",
     "audit.export",
-    "dataset.dummy",  # addition: dummy rows from a dataset's public metadata (free)
-    "request",  # addition: any other authenticated request that was refused
-    "licence.grant",  # addition: a budget top-up for one licence and dataset (with a reason)
-    "licence.import",  # addition: a refused bulk import (an accepted one is licence.create)
-    "dataset.schema",  # addition: column names and types proposed from a data file's schema
+    "dataset.dummy",  # dummy rows from a dataset's public metadata (free)
+    "request",  # any other authenticated request that was refused
+    "licence.grant",  # a budget top-up for one licence and dataset (with a reason)
+    "licence.import",  # a refused bulk import (an accepted one is licence.create)
+    "dataset.schema",  # column names and types proposed from a data file's schema
 )
 OUTCOMES: tuple[str, ...] = ("ok", "denied", "error")
 GENESIS_HASH = "0" * 64
@@ -68,14 +72,26 @@ class AuditRecord:
     reason: str | None
     client: str | None
     result_sha256: str | None
+    detail: dict[str, Any] | None
     prev_hash: str
     hash: str
-    detail: dict[str, Any] | None = field(default=None)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> AuditRecord:
-        values: dict[str, Any] = {k: data.get(k) for k in cls.__dataclass_fields__}
-        return cls(**values)
+
+#: The record's fields in declaration order: the ``audit`` table's columns, an export line's
+#: members, the CSV header.
+FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AuditRecord))
+#: Each field's declared type, as text (``"str | None"``): it picks the field's encoders.
+KINDS: dict[str, str] = {f.name: str(f.type) for f in fields(AuditRecord)}
+#: Fields a database stores as JSON text (the rest map to one column type each).
+JSON_FIELDS: frozenset[str] = frozenset({"roles", "detail"})
+
+
+def dumps(value: Any) -> str:
+    """Compact, key-sorted JSON text, as stored (``roles``, ``detail``, and the store's own
+    JSON columns); NaN and infinity refused (PostgreSQL ``jsonb`` would too)."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )

@@ -32,8 +32,7 @@ def migrate_command(config_path: Path | None) -> None:
         store = open_store(cfg.store.url)
         await store.open()  # migrations run here, under the store's lock
         try:
-            version: int = await store.schema_version()  # type: ignore[attr-defined]
-            return version
+            return await store.schema_version()
         finally:
             await store.close()
 

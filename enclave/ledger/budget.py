@@ -10,7 +10,7 @@ new spent total, so nothing after the commit has to compute (or can fail to comp
 Periods: a tier without ``period_days`` has one lifetime budget. With ``period_days`` the
 budget renews every ``period_days`` days counted from the licence's ``valid_from``; only
 debits since the start of the current period count. Renewal on unchanged data weakens the
-guarantee (the contract documents it as a risk), so it is off unless set.
+guarantee (each period spends the budget again on the same rows), so it is off unless set.
 """
 
 from __future__ import annotations

@@ -91,7 +91,8 @@ def delta_value(units: int) -> Decimal:
 
 def _plain(value: Decimal) -> Decimal:
     value = value.normalize(_CONTEXT)
-    return value.quantize(Decimal(1)) if value.as_tuple().exponent > 0 else value  # type: ignore[operator]
+    exponent = value.as_tuple().exponent  # an int for a finite value
+    return value.quantize(Decimal(1)) if isinstance(exponent, int) and exponent > 0 else value
 
 
 def on_epsilon_grid(value: Decimal) -> bool:

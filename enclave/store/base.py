@@ -1,6 +1,7 @@
 """The state store: licences, revocations, versioned policies, the budget ledger, the release
-cache and the audit chain, behind one Protocol with two adapters (``sqlite.py`` default,
-``postgres.py`` for replicas).
+cache and the audit chain, behind one Protocol (``Store``), implemented once
+(``sql_store.SqlStore``) over a driver per database (``sqlite.py`` default, ``postgres.py``
+for replicas).
 
 Every write that must be audited takes an ``AuditDraft`` and appends the record *in the same
 transaction* as the write itself, so a change and its audit record land together or not at all.
@@ -15,10 +16,13 @@ If the store cannot be written, methods raise ``AuditUnavailable`` (for appends)
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from enclave.audit.log import AuditFilter as AuditFilter  # re-exported for callers
+from enclave.audit.log import AuditLog
 from enclave.audit.record import AuditDraft, AuditRecord
 from enclave.ledger.grid import Amount
 from enclave.models import Licence
@@ -57,17 +61,6 @@ class CacheEntry:
 
 
 @dataclass(frozen=True)
-class AuditFilter:
-    actor: str | None = None
-    dataset: str | None = None
-    action: str | None = None
-    outcome: str | None = None
-    since: dt.datetime | None = None
-    until: dt.datetime | None = None
-    licence_id: str | None = None
-
-
-@dataclass(frozen=True)
 class PolicyVersion:
     kind: PolicyKind
     name: str
@@ -77,7 +70,14 @@ class PolicyVersion:
     actor: str
 
 
-class Store(Protocol):
+if TYPE_CHECKING:
+    from enclave.store.bulk import Importer, Snapshot
+
+
+class Store(AuditLog, Protocol):
+    """Everything the gateway, the CLI and ``enclave store copy`` use (the audit chain's
+    reads come from ``audit.log.AuditLog``)."""
+
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def ping(self) -> None:
@@ -142,7 +142,7 @@ class Store(Protocol):
     async def count_hits(
         self, keys: Sequence[str], win: int, sweep: bool = False
     ) -> dict[str, int]:
-        """Rate-limit counters (``store/counters.py``): one hit more for each of ``keys`` in
+        """Rate-limit counters (``ops.count_hits``): one hit more for each of ``keys`` in
         the one-minute window ``win``; the new counts by key. ``sweep`` drops older windows."""
 
     # --- ledger and release cache ---
@@ -158,7 +158,7 @@ class Store(Protocol):
     async def grants(self, licence_id: str) -> list[Grant]:
         """Every grant of ``licence_id``, oldest first."""
 
-    # --- the audit chain ---
+    # --- the audit chain (reads: ``AuditLog``) ---
     async def append(self, draft: AuditDraft) -> AuditRecord:
         """Append the record (one transaction)."""
 
@@ -169,9 +169,11 @@ class Store(Protocol):
         nothing written, if it no longer fits), debit it, store ``cache``, append the record;
         return the record and the spent total after the charge."""
 
-    async def audit_events(
-        self, flt: AuditFilter, after_seq: int = 0, limit: int = 100
-    ) -> list[AuditRecord]: ...
-    def audit_iter(self, batch: int = 1000) -> AsyncIterator[AuditRecord]: ...
-    async def audit_head(self) -> tuple[int, str]:
-        """(seq, hash) of the last record; (0, 64 zeros) when empty."""
+    # --- schema and whole-store copy (``enclave store``) ---
+    async def schema_version(self) -> int: ...
+    def export_snapshot(self) -> AbstractAsyncContextManager[Snapshot]:
+        """A consistent read snapshot of every table (``bulk.py``)."""
+
+    def bulk_import(self) -> AbstractAsyncContextManager[Importer]:
+        """One transaction into an empty store (``Conflict`` otherwise); rows are written
+        verbatim and committed together at the end."""

@@ -1,10 +1,10 @@
 """Whole-table export and verbatim import, for ``enclave store copy`` (not the request path).
 
-The ``Store`` Protocol is what requests use; these are extras both adapters provide
-(``export_snapshot()`` and ``bulk_import()``) so a deployment can move between them. Rows
-travel in a *neutral* form (``int``, ``float``, ``bool``, ``str``, ``None``):
-each adapter converts from and to its own storage types (SQLite keeps ``cached`` as 0/1,
-PostgreSQL as BOOLEAN; ledger amounts are integer grid units in both).
+``Store.export_snapshot()`` yields a ``Snapshot`` (one consistent read transaction) and
+``Store.bulk_import()`` an ``Importer`` (one chained write transaction), both over a
+``driver.Tx``. Rows travel in a *neutral* form (``int``, ``float``, ``bool``, ``str``,
+``None``), converted from each database's storage types by ``neutral_row`` (SQLite keeps
+``cached`` as 0/1, PostgreSQL as BOOLEAN; ledger amounts are integer grid units in both).
 
 Nothing is recomputed: audit records keep their ``seq``, ``ts``, ``prev_hash`` and ``hash``
 exactly as stored (text columns are copied byte for byte, and a double round-trips exactly),
@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
+from enclave.audit.record import FIELDS, KINDS
+from enclave.errors import Conflict
 from enclave.store.codec import LICENCE_COLUMNS
+from enclave.store.driver import Tx
 
 Kind = Literal["text", "int", "float", "bool"]
 Row = tuple[Any, ...]
@@ -46,19 +49,8 @@ def _text(*names: str) -> tuple[tuple[str, Kind], ...]:
     return tuple((n, "text") for n in names)
 
 
-AUDIT = TableSpec(
-    "audit",
-    (
-        ("seq", "int"),
-        *_text("ts", "request_id", "actor", "roles", "licence_id", "tier", "action", "dataset"),
-        ("sql", "text"),
-        ("epsilon", "float"),
-        ("delta", "float"),
-        ("cached", "bool"),
-        *_text("outcome", "reason", "client", "result_sha256", "detail", "prev_hash", "hash"),
-    ),
-    ("seq",),
-)
+_NEUTRAL: dict[str, Kind] = {"int": "int", "float": "float", "bool": "bool"}
+AUDIT = TableSpec("audit", tuple((n, _NEUTRAL.get(KINDS[n], "text")) for n in FIELDS), ("seq",))
 
 TABLES: tuple[TableSpec, ...] = (
     AUDIT,
@@ -112,7 +104,6 @@ TABLES: tuple[TableSpec, ...] = (
         ("audit_seq",),
     ),
 )
-TABLE_NAMES: frozenset[str] = frozenset(t.name for t in TABLES)
 
 
 def neutral(value: Any, kind: Kind) -> Any:
@@ -132,29 +123,55 @@ def neutral_row(spec: TableSpec, row: Sequence[Any]) -> Row:
     return tuple(neutral(v, kind) for v, (_, kind) in zip(row, spec.columns, strict=True))
 
 
-def check_spec(spec: TableSpec) -> None:
-    """Adapters build SQL from a spec's names: accept only the specs defined here."""
+def _check(spec: TableSpec) -> None:
+    """SQL is built from a spec's names: accept only the specs defined here."""
     if spec not in TABLES:
         raise ValueError(f"unknown table spec {spec.name!r}")
 
 
-def keyset_sql(spec: TableSpec, placeholders: Sequence[str], first: bool) -> str:
-    """``SELECT … ORDER BY key LIMIT ?``, after the previous page's last key unless ``first``.
+class Snapshot:
+    """Every table read page by page inside one consistent read transaction."""
 
-    ``placeholders`` are the parameter markers for the key values then the limit (``?`` for
-    SQLite, ``$1…`` for PostgreSQL). Row-value comparison pages on composite keys too."""
-    check_spec(spec)
-    cols = ", ".join(spec.column_names)
-    key = ", ".join(spec.key)
-    where = "" if first else f" WHERE ({key}) > ({', '.join(placeholders[:-1])})"
-    return f"SELECT {cols} FROM {spec.name}{where} ORDER BY {key} LIMIT {placeholders[-1]}"  # noqa: S608
+    def __init__(self, tx: Tx) -> None:
+        self._tx = tx
+
+    async def rows(self, spec: TableSpec, batch: int = 5000) -> AsyncIterator[list[Row]]:
+        """Every row of ``spec``'s table in key order, ``batch`` at a time, neutral form.
+        Pages by row-value comparison on the key (composite keys too)."""
+        _check(spec)
+        cols, key = ", ".join(spec.column_names), ", ".join(spec.key)
+        first = f"SELECT {cols} FROM {spec.name} ORDER BY {key} LIMIT ?"  # noqa: S608
+        after_sql = (
+            f"SELECT {cols} FROM {spec.name} WHERE ({key}) > ({', '.join('?' * len(spec.key))})"  # noqa: S608
+            f" ORDER BY {key} LIMIT ?"
+        )
+        found = [neutral_row(spec, r) for r in await self._tx.fetch(first, batch)]
+        while found:
+            yield found
+            if len(found) < batch:
+                return
+            after = [found[-1][i] for i in spec.key_positions]
+            found = [neutral_row(spec, r) for r in await self._tx.fetch(after_sql, *after, batch)]
 
 
-class BulkReader(Protocol):
-    def rows(self, spec: TableSpec, batch: int = 5000) -> AsyncIterator[list[Row]]:
-        """Every row of ``spec``'s table in key order, ``batch`` at a time, neutral form."""
+class Importer:
+    """Rows written verbatim inside one chained write into an empty store."""
 
+    def __init__(self, tx: Tx) -> None:
+        self._tx = tx
 
-class BulkWriter(Protocol):
+    async def check_empty(self) -> None:
+        """``Conflict`` unless every table is empty."""
+        for spec in TABLES:
+            if await self._tx.fetchrow(f"SELECT 1 FROM {spec.name} LIMIT 1") is not None:  # noqa: S608
+                raise Conflict(f"the target store is not empty (table {spec.name} has rows)")
+
     async def write(self, spec: TableSpec, rows: Sequence[Row]) -> None:
-        """Insert neutral ``rows`` verbatim (inside the import's one transaction)."""
+        _check(spec)
+        if rows:
+            await self._tx.copy_rows(spec.name, spec.column_names, rows)
+
+    async def finish(self) -> None:
+        """Move the database's counters past the copied rows (``Dialect.after_import``)."""
+        for sql in self._tx.dialect.after_import:
+            await self._tx.execute(sql)

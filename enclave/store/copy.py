@@ -18,30 +18,19 @@ Rules, and why:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any
 
 from enclave.audit.chain import ChainVerifier, VerifyResult
-from enclave.audit.record import AuditRecord
 from enclave.errors import ConfigError
 from enclave.store import SQLITE_PREFIX, open_store
-from enclave.store.bulk import TABLES, BulkReader, BulkWriter
+from enclave.store.base import Store
+from enclave.store.bulk import TABLES
 
 PROGRESS_EVERY = 10_000
-
-
-class Copyable(Protocol):
-    """What ``copy_store`` needs from an adapter (both provide it; not part of ``Store``)."""
-
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    def export_snapshot(self) -> AbstractAsyncContextManager[BulkReader]: ...
-    def bulk_import(self) -> AbstractAsyncContextManager[BulkWriter]: ...
-    def audit_iter(self, batch: int = 1000) -> AsyncIterator[AuditRecord]: ...
-    async def audit_head(self) -> tuple[int, str]: ...
 
 
 @dataclass(frozen=True)
@@ -51,7 +40,6 @@ class CopyReport:
     target_head: tuple[int, str]
     target_chain: VerifyResult
     source_chain: VerifyResult | None = None  # checked only when the target's fails
-    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -78,18 +66,15 @@ class CopyReport:
         )
 
 
-def _open(url: str, role: str) -> Copyable:
+def _open(url: str, role: str) -> Store:
     if url.startswith(SQLITE_PREFIX):
         path = url[len(SQLITE_PREFIX) :]
         if role == "source" and not Path(path).is_file():
             raise ConfigError([f"--from: no SQLite database at {path}"])
-    store = open_store(url)
-    if not hasattr(store, "bulk_import") or not hasattr(store, "export_snapshot"):
-        raise ConfigError([f"the {role} store cannot be copied"])
-    return cast(Copyable, store)
+    return open_store(url)
 
 
-async def verify_chain(store: Copyable) -> VerifyResult:
+async def verify_chain(store: Store) -> VerifyResult:
     checker = ChainVerifier()
     async for record in store.audit_iter(batch=5000):
         if not checker.feed(record):

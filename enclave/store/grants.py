@@ -14,24 +14,24 @@ Inside that transaction the licence is read again: it must exist, not be revoked
 cover the dataset, and the dataset's grants must stay within ``ceiling`` (the ledger's bounds
 less the tier's budget), so the limit always fits the grid.
 
-The SQL is written once with ``$n`` markers (asyncpg); SQLite gets ``?n`` (``_qmark``).
+Each transaction is an async function of a ``driver.Tx`` (``docs/store-design.md``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from enclave.audit.log import decimal_text
 from enclave.audit.record import AuditDraft, AuditRecord
 from enclave.errors import BadRequest, Conflict, NotFound
 from enclave.ledger.grid import Amount
 from enclave.models import Licence, iso
-from enclave.store import postgres_ops, sqlite_ops
-from enclave.store.codec import decimal_text, with_licence
+from enclave.store import ops
+from enclave.store.codec import with_licence
+from enclave.store.driver import Tx
 
 COLUMNS = (
     "audit_seq", "licence_id", "dataset", "epsilon_units", "delta_units", "reason", "actor",
@@ -39,11 +39,11 @@ COLUMNS = (
 )  # fmt: skip
 INSERT_SQL = (
     f"INSERT INTO licence_grants ({', '.join(COLUMNS)})"  # noqa: S608 (fixed column list)
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    f" VALUES ({ops.marks(len(COLUMNS))})"
 )
 SELECT_SQL = (
     f"SELECT {', '.join(COLUMNS)} FROM licence_grants"  # noqa: S608 (fixed column list)
-    " WHERE licence_id = $1 ORDER BY audit_seq"
+    " WHERE licence_id = ? ORDER BY audit_seq"
 )
 
 
@@ -102,10 +102,6 @@ def check(
         raise BadRequest(f"epsilon: {what}", [f"epsilon: {what}"])
 
 
-def _qmark(sql: str) -> str:
-    return re.sub(r"\$(\d+)", r"?\1", sql)
-
-
 def _values(grant: Grant, record: AuditRecord) -> tuple[Any, ...]:
     return (
         record.seq,
@@ -132,38 +128,16 @@ def _grant(row: Sequence[Any]) -> Grant:
     )
 
 
-# --- SQLite (sync, on the store's worker thread) --------------------------------------------
+async def list_grants(tx: Tx, licence_id: str) -> list[Grant]:
+    return [_grant(r) for r in await tx.fetch(SELECT_SQL, licence_id)]
 
 
-def sqlite_list(conn: sqlite3.Connection, licence_id: str) -> list[Grant]:
-    return [_grant(r) for r in conn.execute(_qmark(SELECT_SQL), (licence_id,))]
-
-
-def sqlite_add(
-    conn: sqlite3.Connection, grant: Grant, ceiling: Amount, draft: AuditDraft, now: dt.datetime
+async def add_grant(
+    tx: Tx, grant: Grant, ceiling: Amount, draft: AuditDraft, now: dt.datetime
 ) -> AuditRecord:
-    with sqlite_ops.write_tx(conn):
-        licence = sqlite_ops.get_licence(conn, grant.licence_id)
-        check(licence, grant, sqlite_list(conn, grant.licence_id), ceiling)
-        record = sqlite_ops._append_locked(conn, with_licence(draft, grant.licence_id), now)
-        conn.execute(_qmark(INSERT_SQL), _values(grant, record))
-    return record
-
-
-# --- PostgreSQL (asyncpg) --------------------------------------------------------------------
-
-
-async def postgres_list(conn: Any, licence_id: str) -> list[Grant]:
-    return [_grant(tuple(r)) for r in await conn.fetch(SELECT_SQL, licence_id)]
-
-
-async def postgres_add(
-    conn: Any, grant: Grant, ceiling: Amount, draft: AuditDraft, now: dt.datetime
-) -> AuditRecord:
-    async with conn.transaction():
-        await postgres_ops.lock_chain(conn)
-        licence = await postgres_ops.get_licence(conn, grant.licence_id)
-        check(licence, grant, await postgres_list(conn, grant.licence_id), ceiling)
-        record = await postgres_ops._append_locked(conn, with_licence(draft, grant.licence_id), now)
-        await conn.execute(INSERT_SQL, *_values(grant, record))
+    """Runs in a chained write: the licence re-read and the ceiling re-checked under the lock."""
+    licence = await ops.get_licence(tx, grant.licence_id)
+    check(licence, grant, await list_grants(tx, grant.licence_id), ceiling)
+    record = await ops.append_locked(tx, with_licence(draft, grant.licence_id), now)
+    await tx.execute(INSERT_SQL, *_values(grant, record))
     return record

@@ -12,11 +12,11 @@ migration's one transaction (a crash leaves the schema at version 2, and it runs
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
 from enclave.ledger.grid import stored_units
+from enclave.store.driver import Tx
 
 PAGE = 5000
 
@@ -26,24 +26,16 @@ def converted(rows: Iterable[Any]) -> list[tuple[int, int, int]]:
     return [(*stored_units(eps, delta), int(row_id)) for row_id, eps, delta in rows]
 
 
-def convert_sqlite(conn: sqlite3.Connection) -> None:
+async def convert_ledger(tx: Tx) -> None:
     after = 0
-    while rows := conn.execute(
-        "SELECT id, epsilon, delta FROM ledger WHERE id > ? ORDER BY id LIMIT ?", (after, PAGE)
-    ).fetchall():
-        conn.executemany(
+    while rows := await tx.fetch(
+        "SELECT id, epsilon, delta FROM ledger WHERE id > ? ORDER BY id LIMIT ?", after, PAGE
+    ):
+        await tx.executemany(
             "UPDATE ledger SET epsilon_units = ?, delta_units = ? WHERE id = ?", converted(rows)
         )
         after = rows[-1][0]
 
 
-async def convert_postgres(conn: Any) -> None:
-    after = 0
-    while rows := await conn.fetch(
-        "SELECT id, epsilon, delta FROM ledger WHERE id > $1 ORDER BY id LIMIT $2", after, PAGE
-    ):
-        await conn.executemany(
-            "UPDATE ledger SET epsilon_units = $1, delta_units = $2 WHERE id = $3",
-            converted(rows),
-        )
-        after = rows[-1][0]
+# The published migrations name the step per database; it is one function.
+convert_sqlite = convert_postgres = convert_ledger

@@ -1,17 +1,17 @@
-"""The PostgreSQL store (optional extra ``enclave-gateway[postgres]``): asyncpg and a pool.
+"""The PostgreSQL driver (optional extra ``enclave-gateway[postgres]``): asyncpg and a pool.
 
-For several gateway replicas on one database. Behaviour matches ``sqlite.py`` exactly (the
-same suite runs on both); what differs is how writers are serialized: every audited write
-locks the one-row ``chain_head`` table inside its transaction (``postgres_ops``), so there is
-one linear chain and no overspend however many replicas append at once.
+For several gateway replicas on one database. The store's rules are ``ops.py``'s, as on
+SQLite (the same suite runs on both); what differs is how writers are serialized: every
+chained write locks the one-row ``chain_head`` table inside its transaction, so there is one
+linear chain and no overspend however many replicas append at once. Reads take no lock.
 
 Failures: a connection that drops, a server that is down or restarting, a statement that the
-server refuses while writing all become ``AuditUnavailable`` (writes; the transaction rolls
-back, nothing is committed) or ``StoreUnavailable`` (reads), with no driver text in
-``detail``. Recovery is automatic: the pool discards broken connections and opens new ones on
-the next acquire, and if the pool itself could not be created it is retried on the next call.
-A write whose COMMIT was sent but not acknowledged is reported as ``AuditUnavailable``; its
-outcome is then unknown to this process, as with any database.
+server refuses all surface as asyncpg errors (``errors``), which ``SqlStore`` maps to
+``AuditUnavailable`` (writes; the transaction rolls back, nothing is committed) or
+``StoreUnavailable`` (reads). Recovery is automatic: the pool discards broken connections and
+opens new ones on the next acquire, and if the pool itself could not be created it is retried
+on the next call. A write whose COMMIT was sent but not acknowledged is reported as
+``AuditUnavailable``; its outcome is then unknown to this process, as with any database.
 """
 
 from __future__ import annotations
@@ -21,32 +21,18 @@ import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
 
 from enclave.audit.chain import VerifyResult
-from enclave.audit.record import AuditDraft, AuditRecord
-from enclave.errors import AuditUnavailable, EnclaveError, StoreUnavailable
-from enclave.ledger.grid import Amount
-from enclave.models import Licence, utcnow
-from enclave.store import codec
-from enclave.store import grants as grant_ops
-from enclave.store import postgres_bulk as bulk
-from enclave.store import postgres_ops as ops
-from enclave.store.base import (
-    AuditFilter,
-    CacheEntry,
-    Charge,
-    Debited,
-    PolicyKind,
-    PolicyVersion,
-)
-from enclave.store.chain_rows import Progress, SegmentJoiner, verify_segment
-from enclave.store.codec import SummaryRow
-from enclave.store.grants import Grant
+from enclave.audit.log import Progress
+from enclave.errors import StoreUnavailable
+from enclave.models import utcnow
+from enclave.store import ops, postgres_schema
+from enclave.store.driver import After, Dialect, Mode, Row, Tx, Work, numbered
+from enclave.store.sql_store import SqlStore
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -71,28 +57,63 @@ TRANSIENT_START_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class PostgresStore:
+DIALECT = Dialect(
+    # SUM(bigint) is an exact numeric in PostgreSQL: sum there, not row by row in Python.
+    ledger_sum="SELECT COALESCE(SUM(epsilon_units), 0), COALESCE(SUM(delta_units), 0) FROM ledger",
+    migration_lock=f"SELECT pg_advisory_xact_lock({postgres_schema.MIGRATION_LOCK})",
+    after_append="UPDATE chain_head SET seq = ? WHERE id = 1",
+    after_import=(
+        "UPDATE chain_head SET seq = (SELECT COALESCE(MAX(seq), 0) FROM audit)",
+        "SELECT setval(pg_get_serial_sequence('ledger', 'id'), COALESCE(MAX(id), 0) + 1, false)"
+        " FROM ledger",
+    ),
+)
+LOCK_CHAIN = "SELECT seq FROM chain_head WHERE id = 1 FOR UPDATE"
+
+
+class _PgTx:
+    """``Tx`` on one asyncpg connection."""
+
+    dialect = DIALECT
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        rows: list[Row] = await self._conn.fetch(numbered(sql), *args)
+        return rows
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        row: Row | None = await self._conn.fetchrow(numbered(sql), *args)
+        return row
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self._conn.execute(numbered(sql), *args)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self._conn.executemany(numbered(sql), rows)
+
+    async def copy_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        await self._conn.copy_records_to_table(table, records=list(rows), columns=list(columns))
+
+
+class PostgresDriver:
+    dialect = DIALECT
+    errors = DRIVER_ERRORS
+
     def __init__(
-        self,
-        url: str,
-        *,
-        min_size: int = 1,
-        max_size: int = 10,
-        timeout_s: float = 10.0,
-        startup_wait_s: float | None = None,
-        clock: Callable[[], dt.datetime] = utcnow,
+        self, url: str, min_size: int, max_size: int, timeout_s: float, startup_wait_s: float | None
     ) -> None:
         self.url = url
         self._startup_wait = STARTUP_WAIT_S if startup_wait_s is None else startup_wait_s
         self._min_size = min_size
         self._max_size = max_size
         self._timeout = timeout_s
-        self._clock = clock
         self._pool: Any = None
         self._opened = False
         self._lock = asyncio.Lock()
-
-    # --- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
         """Create the pool and run migrations.
@@ -148,8 +169,8 @@ class PostgresStore:
                     timeout=self._timeout,
                 )
                 try:
-                    async with pool.acquire() as conn:
-                        await ops.migrate(conn)
+                    async with pool.acquire() as conn, conn.transaction():
+                        await ops.migrate(_PgTx(conn), postgres_schema.MIGRATIONS)
                 except BaseException:
                     await pool.close()
                     raise
@@ -162,11 +183,6 @@ class PostgresStore:
         if pool is not None:
             await pool.close()
 
-    async def ping(self) -> None:
-        await self._read(lambda c: c.fetchval("SELECT 1"))
-
-    # --- plumbing --------------------------------------------------------------------------
-
     async def _run(self, fn: Callable[[Any], Awaitable[T]]) -> T:
         pool = await self._get_pool()
         async with pool.acquire(timeout=self._timeout) as conn:
@@ -176,235 +192,70 @@ class PostgresStore:
                 conn.terminate()
                 raise
 
-    async def _read(self, fn: Callable[[Any], Awaitable[T]]) -> T:
-        try:
-            return await self._run(fn)
-        except EnclaveError:
-            raise
-        except DRIVER_ERRORS as exc:
-            raise StoreUnavailable("the state store cannot be read") from exc
+    async def read(self, work: Work[T]) -> T:
+        return await self._run(lambda conn: work(_PgTx(conn)))
 
-    async def _write(self, fn: Callable[[Any, dt.datetime], Awaitable[T]]) -> T:
+    async def write(self, work: Work[T], mode: Mode, after: After[T] | None = None) -> T:
+        """One transaction; ``"chain"``: under the ``chain_head`` row lock; ``"volatile"``:
+        committed without waiting for the WAL flush."""
         if not self._opened:
-            raise AuditUnavailable("the state store is not open")
-        try:
-            return await self._run(lambda conn: fn(conn, self._clock()))
-        except EnclaveError as exc:
-            if isinstance(exc, StoreUnavailable):
-                raise AuditUnavailable("the audit log cannot be written") from exc
-            raise
-        except DRIVER_ERRORS as exc:
-            raise AuditUnavailable("the audit log cannot be written") from exc
+            raise StoreUnavailable("the state store is not open")
 
-    # --- licences --------------------------------------------------------------------------
+        async def run(conn: Any) -> T:
+            async with conn.transaction():
+                if mode == "chain":
+                    await conn.execute(LOCK_CHAIN)
+                if mode == "volatile":
+                    await conn.execute("SET LOCAL synchronous_commit TO OFF")
+                result = await work(_PgTx(conn))
+            if after is not None:
+                after(result)
+            return result
 
-    async def insert_licence(self, licence: Licence, audit: AuditDraft) -> AuditRecord:
-        return await self._write(lambda c, now: ops.insert_licence(c, licence, audit, now))
-
-    async def update_licence(
-        self, licence_id: str, changes: dict[str, Any], audit: AuditDraft
-    ) -> tuple[Licence, AuditRecord]:
-        changes = dict(changes)
-        return await self._write(
-            lambda c, now: ops.update_licence(c, licence_id, changes, audit, now)
-        )
-
-    async def get_licence(self, licence_id: str) -> Licence | None:
-        return await self._read(lambda c: ops.get_licence(c, licence_id))
-
-    async def list_licences(self, subject: str | None = None) -> list[Licence]:
-        if subject is None:
-            return await self._read(lambda c: ops.licences(c, "ORDER BY created_at, id"))
-        where = "WHERE subject = $1 ORDER BY created_at, id"
-        return await self._read(lambda c: ops.licences(c, where, subject))
-
-    async def licences_for(self, subject: str) -> list[Licence]:
-        where = "WHERE subject = $1 ORDER BY created_at DESC, id DESC"
-        return await self._read(lambda c: ops.licences(c, where, subject))
-
-    # --- revocations -----------------------------------------------------------------------
-
-    async def add_revocation(self, jti: str, reason: str, audit: AuditDraft) -> AuditRecord:
-        return await self._write(lambda c, now: ops.add_revocation(c, jti, reason, audit, now))
-
-    async def is_revoked(self, jti: str) -> bool:
-        sql = "SELECT 1 FROM revocations WHERE jti = $1"
-        return await self._read(lambda c: c.fetchval(sql, jti)) is not None
-
-    # --- policies --------------------------------------------------------------------------
-
-    async def put_policy(
-        self,
-        kind: PolicyKind,
-        name: str,
-        body: dict[str, Any],
-        actor: str,
-        audit: AuditDraft | None,
-        expected_version: int | None = None,
-    ) -> tuple[PolicyVersion, AuditRecord | None]:
-        body = dict(body)
-        return await self._write(
-            lambda c, now: ops.put_policy(c, kind, name, body, actor, audit, now, expected_version)
-        )
-
-    async def get_policy(
-        self, kind: PolicyKind, name: str, version: int | None = None
-    ) -> PolicyVersion | None:
-        if version is None:
-            sql = "SELECT * FROM policies WHERE kind = $1 AND name = $2"
-            row = await self._read(
-                lambda c: c.fetchrow(sql + " ORDER BY version DESC LIMIT 1", kind, name)
-            )
-        else:
-            sql = "SELECT * FROM policies WHERE kind = $1 AND name = $2 AND version = $3"
-            row = await self._read(lambda c: c.fetchrow(sql, kind, name, version))
-        return None if row is None else codec.policy_from_row(row)
-
-    async def list_policies(self, kind: PolicyKind) -> list[PolicyVersion]:
-        rows = await self._read(lambda c: c.fetch(ops.LATEST_POLICIES, kind))
-        return [codec.policy_from_row(r) for r in rows]
-
-    async def policy_history(self, kind: PolicyKind, name: str) -> list[PolicyVersion]:
-        sql = "SELECT * FROM policies WHERE kind = $1 AND name = $2 ORDER BY version"
-        rows = await self._read(lambda c: c.fetch(sql, kind, name))
-        return [codec.policy_from_row(r) for r in rows]
-
-    # --- ledger and cache ------------------------------------------------------------------
-
-    async def spent(self, licence_id: str, dataset: str, since: dt.datetime | None) -> Amount:
-        return await self._read(lambda c: ops.spent(c, licence_id, dataset, since))
-
-    async def spent_by_dataset(
-        self, licence_id: str, since: dt.datetime | None = None
-    ) -> dict[str, Amount]:
-        """Extra: ``{dataset: spent}`` by a licence since ``since``."""
-        return await self._read(lambda c: ops.spent_by_dataset(c, licence_id, since))
-
-    async def get_cached(self, licence_id: str, cache_key: str) -> dict[str, Any] | None:
-        return await self._read(lambda c: ops.get_cached(c, licence_id, cache_key))
-
-    # --- budget grants ---------------------------------------------------------------------
-
-    async def add_grant(self, grant: Grant, ceiling: Amount, audit: AuditDraft) -> AuditRecord:
-        return await self._write(
-            lambda c, now: grant_ops.postgres_add(c, grant, ceiling, audit, now)
-        )
-
-    async def grants(self, licence_id: str) -> list[Grant]:
-        return await self._read(lambda c: grant_ops.postgres_list(c, licence_id))
-
-    # --- the audit chain -------------------------------------------------------------------
-
-    async def append(self, draft: AuditDraft) -> AuditRecord:
-        return await self._write(lambda c, now: ops.append(c, draft, now))
-
-    async def debit(
-        self, draft: AuditDraft, charge: Charge, cache: CacheEntry | None = None
-    ) -> Debited:
-        return await self._write(lambda c, now: ops.debit(c, draft, charge, cache, now))
-
-    async def audit_events(
-        self, flt: AuditFilter, after_seq: int = 0, limit: int = 100
-    ) -> list[AuditRecord]:
-        return await self._read(lambda c: ops.audit_events(c, flt, after_seq, limit))
-
-    async def audit_iter(self, batch: int = 1000) -> AsyncIterator[AuditRecord]:
-        """Every record in ``seq`` order, ``batch`` at a time (memory stays bounded)."""
-        batch = max(1, batch)
-        after = 0
-        everything = AuditFilter()
-        while True:
-            rows = await self.audit_events(everything, after, batch)
-            for record in rows:
-                yield record
-            if len(rows) < batch:
-                return
-            after = rows[-1].seq
-
-    async def audit_head(self) -> tuple[int, str]:
-        seq, hash_, _ = await self._read(ops.head)
-        return seq, hash_
-
-    async def audit_rows(self, start: int, end: int) -> list[Any]:
-        """Extra: raw rows (``chain_rows.ROW_COLUMNS`` order) with seq in ``[start, end]``."""
-        return await self._read(partial(ops.audit_range, start=start, end=end))
-
-    async def audit_verify(
-        self,
-        upto: int | None = None,
-        progress: Progress | None = None,
-        watch: int = -1,
-        every: int = 100_000,
-    ) -> tuple[VerifyResult, str | None]:
-        """Extra: verify records ``1..min(upto, head)`` from raw rows (``chain_rows``), 5,000
-        per fetch; the verdict equals ``ChainVerifier``'s over ``audit_iter``."""
-        n = (await self.audit_head())[0]
-        n = n if upto is None else max(0, min(n, upto))
-        joiner = SegmentJoiner(watch, progress, every)
-        for start in range(1, n + 1, 5000):
-            end = min(start + 4999, n)
-            rows = await self.audit_rows(start, end)
-            if not joiner.add(verify_segment(rows, start, end, watch)):
-                break
-        return joiner.result()
-
-    async def audit_summary(
-        self, since: dt.datetime | None = None, until: dt.datetime | None = None
-    ) -> list[SummaryRow]:
-        """Extra: exact spend and release/cache-hit/refusal/error counts per actor and dataset
-        in ``[since, until)``."""
-        return await self._read(lambda c: ops.audit_summary(c, since, until))
-
-    # --- extras: seeding, schema, copy ------------------------------------------------------
-
-    async def seed_policies(
-        self, items: Sequence[tuple[PolicyKind, str, dict[str, Any]]], actor: str
-    ) -> bool:
-        """Version 1 of every item, only if the store holds no policy; True if written
-        (atomic across replicas: see ``postgres_ops.seed_policies``)."""
-        items = [(k, n, dict(b)) for k, n, b in items]
-        return await self._write(lambda c, now: ops.seed_policies(c, items, actor, now))
-
-    async def shared_secret(self, name: str, proposed: bytes) -> bytes:
-        """The secret ``name`` every process on this store shares (e.g. the truncation seed):
-        the stored value, after storing ``proposed`` if there was none (first writer wins,
-        never replaced). Not audited; ``StoreUnavailable`` on failure."""
-        return await self._read(lambda c: ops.shared_secret(c, name, proposed, self._clock()))
-
-    async def count_hits(
-        self, keys: Sequence[str], win: int, sweep: bool = False
-    ) -> dict[str, int]:
-        """``Store.count_hits`` (``store/counters.py``); ``StoreUnavailable`` on failure."""
-        ordered = sorted(keys)  # one lock order for every caller
-        return await self._read(lambda c: ops.count_hits(c, ordered, win, sweep))
-
-    async def schema_version(self) -> int:
-        return await self._read(ops.schema_version)
+        return await self._run(run)
 
     @asynccontextmanager
-    async def export_snapshot(self) -> AsyncIterator[bulk.PgReader]:
-        """A consistent read-only snapshot of every table (``bulk.BulkReader``)."""
-        try:
-            pool = await self._get_pool()
-            async with pool.acquire(timeout=self._timeout) as conn:
+    async def session(self, *, snapshot: bool) -> AsyncIterator[Tx]:
+        """A ``REPEATABLE READ READ ONLY`` snapshot (stable while replicas keep writing), or
+        one transaction under the chain lock (no replica can append while it runs)."""
+        pool = await self._get_pool()
+        async with pool.acquire(timeout=self._timeout) as conn:
+            if snapshot:
                 tx = conn.transaction(isolation="repeatable_read", readonly=True)
                 await tx.start()
                 try:
-                    yield bulk.PgReader(conn)
+                    yield _PgTx(conn)
                 finally:
                     await tx.rollback()
-        except DRIVER_ERRORS as exc:
-            raise StoreUnavailable("the source store cannot be read") from exc
+            else:
+                async with conn.transaction():
+                    await conn.execute(LOCK_CHAIN)
+                    yield _PgTx(conn)
 
-    @asynccontextmanager
-    async def bulk_import(self) -> AsyncIterator[bulk.PgWriter]:
-        """One transaction, under the chain lock, into an empty store (``Conflict``
-        otherwise); rows are written verbatim and committed together at the end."""
-        try:
-            pool = await self._get_pool()
-            async with pool.acquire(timeout=self._timeout) as conn, conn.transaction():
-                await bulk.begin_import(conn)
-                yield bulk.PgWriter(conn)
-                await bulk.finish_import(conn)
-        except DRIVER_ERRORS as exc:
-            raise StoreUnavailable("the target store cannot be written") from exc
+    async def verify_parallel(
+        self, n: int, watch: int, progress: Progress | None, every: int
+    ) -> tuple[VerifyResult, str | None] | None:
+        return None  # one process verifies as fast as the server sends rows
+
+
+class PostgresStore(SqlStore):
+    """``Store`` on PostgreSQL at ``url``."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout_s: float = 10.0,
+        startup_wait_s: float | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.driver: PostgresDriver = PostgresDriver(
+            url, min_size, max_size, timeout_s, startup_wait_s
+        )
+        super().__init__(self.driver, clock)
+
+    @property
+    def where(self) -> str:
+        return self.driver.where

@@ -12,19 +12,15 @@ Differences from SQLite, and why:
   earlier ``NUMERIC``, see ``ledger_migration.py``), summed by ``SUM`` into an exact
   ``numeric``; audit epsilon/delta ``double precision`` (the record carries floats and a double
   round-trips exactly, so stored records re-hash correctly).
-- a migration step is a statement or an async Python function of the connection.
+- a migration step is a statement or an async function of a ``driver.Tx``.
 - ``roles`` and ``detail`` are TEXT holding the JSON we wrote, not ``jsonb``: ``jsonb``
   rewrites numbers and key order, and the stored record must hash to its stored hash.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
-
+from enclave.store.driver import Step
 from enclave.store.ledger_migration import convert_postgres
-
-Step = str | Callable[[Any], Awaitable[None]]
 
 MIGRATION_LOCK = 0x656E636C  # "encl": the advisory lock id for schema changes
 
@@ -148,7 +144,7 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
     (
         4,
         (
-            # Request counters of the rate limiter (``store/counters.py``): one row per key and
+            # Request counters of the rate limiter (``ops.count_hits``): one row per key and
             # fixed one-minute window, shared by every replica. Transient: old windows are
             # swept, and ``enclave store copy`` does not carry them.
             """CREATE TABLE rate_counters (

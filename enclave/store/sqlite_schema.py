@@ -8,23 +8,20 @@ Decisions:
 - ledger amounts are INTEGER grid units (``ledger/grid.py``; migration 3 converted the
   earlier Decimal TEXT, see ``ledger_migration.py``). They are summed in Python, never with
   SQLite's ``SUM`` (which raises on 64-bit overflow).
-- a migration step is a statement or a Python function of the connection (run in the same
+- a migration step is a statement or an async function of a ``driver.Tx`` (run in the same
   transaction).
 - the audit table keeps epsilon/delta as REAL: the audit record carries floats, and a double
   round-trips exactly, so the stored record re-hashes to the stored hash.
 - triggers make the audit table append-only for anyone using this database through SQL. That
   stops accidents, not an attacker with file access (who can drop them): the hash chain
-  detects edits, and signed heads (later) detect a truncated or re-hashed tail.
+  detects edits, and signed heads (``audit/signing.py``) detect a truncated or re-hashed
+  tail.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable
-
+from enclave.store.driver import Step
 from enclave.store.ledger_migration import convert_sqlite
-
-Step = str | Callable[[sqlite3.Connection], None]
 
 MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
     (
@@ -139,7 +136,7 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
     (
         4,
         (
-            # Request counters of the rate limiter (``store/counters.py``): one row per key and
+            # Request counters of the rate limiter (``ops.count_hits``): one row per key and
             # fixed one-minute window, shared by every replica. Transient: old windows are
             # swept, and ``enclave store copy`` does not carry them.
             """CREATE TABLE rate_counters (

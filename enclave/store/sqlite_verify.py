@@ -5,7 +5,7 @@ GIL, so one process tops out near 110,000 records/s. A chain of more than ``PARA
 records in a database *file* is therefore cut into seq ranges of ``SEGMENT`` records, each
 verified by a worker process over its own read-only connection (WAL lets any number of readers
 work beside the gateway's writer), and the segments are joined in order
-(``chain_rows.SegmentJoiner``).
+(``audit.rows.SegmentJoiner``).
 
 Why this is safe: the ``audit`` table is append-only (triggers refuse UPDATE and DELETE), and
 only seq ``1..n`` is read, ``n`` being the head when the verification started; so the ranges
@@ -35,25 +35,23 @@ from pathlib import Path
 from typing import Any
 
 from enclave.audit.chain import VerifyResult
-from enclave.store.chain_rows import ROW_COLUMNS, Progress, Segment, SegmentJoiner, verify_segment
+from enclave.audit.log import Progress
+from enclave.audit.record import FIELDS
+from enclave.audit.rows import Segment, SegmentJoiner, verify_segment
 
 SEGMENT = 50_000
 PARALLEL_MIN = 150_000
-FETCH = 5_000
-_SELECT = f"SELECT {', '.join(ROW_COLUMNS)} FROM audit WHERE seq >= ? AND seq <= ? ORDER BY seq"  # noqa: S608
+FETCH = 5_000  # rows per fetchmany
+_SELECT = f"SELECT {', '.join(FIELDS)} FROM audit WHERE seq >= ? AND seq <= ? ORDER BY seq"  # noqa: S608
 
 
 def iter_rows(conn: sqlite3.Connection, start: int, end: int) -> Iterator[tuple[Any, ...]]:
-    """Raw rows (tuples in ``ROW_COLUMNS`` order) with seq in ``[start, end]``, in order."""
+    """Raw rows (tuples in ``FIELDS`` order) with seq in ``[start, end]``, in order."""
     cursor = conn.cursor()
     cursor.row_factory = None
     cursor.execute(_SELECT, (start, end))
     while rows := cursor.fetchmany(FETCH):
         yield from rows
-
-
-def fetch(conn: sqlite3.Connection, start: int, end: int) -> list[tuple[Any, ...]]:
-    return list(iter_rows(conn, start, end))
 
 
 def connect_readonly(path: str) -> sqlite3.Connection:

@@ -18,11 +18,11 @@ from typing import Any
 from aiohttp import web
 
 from enclave.audit import export
+from enclave.audit.log import AuditFilter
 from enclave.audit.record import ACTIONS, OUTCOMES
 from enclave.audit.signing import HeadSigner, load_or_create_signer
 from enclave.errors import describe
 from enclave.models import iso
-from enclave.store.base import AuditFilter
 from enclave.web.body import json_response
 from enclave.web.keys import audit_ctx_key, config_key, store_key
 from enclave.web.params import QueryParams
@@ -134,7 +134,7 @@ async def summary(request: web.Request) -> web.Response:
     params = QueryParams(request.query, {"since", "until"})
     since, until = params.window()
     params.done()
-    rows = await export.summarize(request.app[store_key], since, until)
+    rows = await request.app[store_key].audit_summary(since, until)
     return json_response(
         {
             "since": iso(since) if since else None,

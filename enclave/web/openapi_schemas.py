@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from enclave.audit.record import ACTIONS, OUTCOMES
+from enclave.audit.record import ACTIONS, FIELDS, OUTCOMES
+from enclave.audit.record import KINDS as AUDIT_KINDS
 from enclave.errors import all_error_classes
 from enclave.inputs import MAX_NAME_CHARS, MAX_PATH_CHARS, MAX_TEXT_CHARS, MAX_TIME_CHARS
 from enclave.ledger.budget import MAX_PERIOD_DAYS
@@ -327,28 +328,26 @@ def _bounding() -> Schema:
 
 
 def _audit_record() -> Schema:
-    props: dict[str, Schema] = {
+    """Built from the record's one declaration (``AuditRecord``): a schema per declared type,
+    and the few fields with a tighter rule."""
+    by_kind: dict[str, Schema] = {
+        "int": {"type": "integer"},
+        "str": STR,
+        "str | None": _nullable("string"),
+        "float": NUM,
+        "bool": BOOL,
+        "list[str]": _array(STR),
+        "dict[str, Any] | None": _nullable("object"),
+    }
+    tighter: dict[str, Schema] = {
         "seq": {"type": "integer", "minimum": 1},
         "ts": TIME,
-        "request_id": STR,
-        "actor": STR,
-        "roles": _array(STR),
-        "licence_id": _nullable("string"),
-        "tier": _nullable("string"),
         "action": {"enum": list(ACTIONS)},
-        "dataset": _nullable("string"),
-        "sql": _nullable("string"),
-        "epsilon": NUM,
-        "delta": NUM,
-        "cached": BOOL,
         "outcome": {"enum": list(OUTCOMES)},
-        "reason": _nullable("string"),
-        "client": _nullable("string"),
-        "result_sha256": _nullable("string"),
         "prev_hash": HEX64,
         "hash": HEX64,
-        "detail": _nullable("object"),
     }
+    props = {name: tighter.get(name, by_kind[AUDIT_KINDS[name]]) for name in FIELDS}
     return _obj(props, ("seq", "ts", "actor", "action", "outcome", "prev_hash", "hash"))
 
 

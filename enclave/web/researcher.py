@@ -7,13 +7,13 @@ from typing import Any
 from aiohttp import web
 
 from enclave import pipeline
+from enclave.audit.log import AuditFilter
 from enclave.dummy import DEFAULT_ROWS, FORMATS, MAX_ROWS, MAX_SEED, DummyRequest, dummy_filename
 from enclave.ledger.budget import period_window
 from enclave.licence_grants import licence_limit
 from enclave.models import DatasetSpec, iso
 from enclave.policy.decide import visible_datasets
 from enclave.query.request import BatchRequest, QueryRequest
-from enclave.store.base import AuditFilter
 from enclave.web.body import json_response, read_json
 from enclave.web.keys import audit_ctx_key, metrics_key, principal_key, services_key
 from enclave.web.params import QueryParams

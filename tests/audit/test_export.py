@@ -11,18 +11,11 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from enclave.audit.chain import verify
-from enclave.audit.export import (
-    EXPORT_FIELDS,
-    csv_rows,
-    neutralise,
-    record_line,
-    trailer_line,
-    verify_export,
-)
-from enclave.audit.record import GENESIS_HASH, AuditDraft, AuditRecord
+from enclave.audit.chain import build_record, verify
+from enclave.audit.export import csv_rows, neutralise, trailer_line, verify_export
+from enclave.audit.record import FIELDS, GENESIS_HASH, AuditDraft, AuditRecord
+from enclave.audit.rows import record_line
 from enclave.audit.signing import HeadSigner
-from enclave.store.codec import build_record
 
 HOSTILE = [
     'SELECT 1 -- "quoted", comma\nnew line\r\nCRLF',
@@ -78,7 +71,7 @@ def test_jsonl_lines_are_single_ascii_lines_that_round_trip_and_verify() -> None
         assert line.isascii() and line.endswith("\n") and line.count("\n") == 1
         assert len(line.splitlines()) == 1  # even str.splitlines, which splits on U+2028
         assert json.loads(line) == record.to_json()
-        assert list(json.loads(line)) == list(EXPORT_FIELDS)
+        assert list(json.loads(line)) == list(FIELDS)
     assert verify(json.loads(line) for line in lines).valid
 
 
@@ -86,13 +79,13 @@ def test_csv_quotes_properly_and_neutralises_every_text_cell() -> None:
     records = _chain(8)
     text = csv_rows([None, *records])
     rows = list(csv.reader(io.StringIO(text, newline="")))
-    assert rows[0] == list(EXPORT_FIELDS) and len(rows) == 9
-    sql_col, actor_col = EXPORT_FIELDS.index("sql"), EXPORT_FIELDS.index("actor")
-    detail_col = EXPORT_FIELDS.index("detail")
+    assert rows[0] == list(FIELDS) and len(rows) == 9
+    sql_col, actor_col = FIELDS.index("sql"), FIELDS.index("actor")
+    detail_col = FIELDS.index("detail")
     for row, record in zip(rows[1:], records, strict=True):
         assert row[sql_col] == neutralise(record.sql or "")
         assert row[actor_col] == neutralise(record.actor)
-        assert row[EXPORT_FIELDS.index("seq")] == str(record.seq)
+        assert row[FIELDS.index("seq")] == str(record.seq)
         if record.detail is not None:
             assert json.loads(row[detail_col]) == record.detail
         for cell in row:

@@ -4,7 +4,6 @@ moving a SQLite deployment to PostgreSQL with the audit chain verified after the
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -16,7 +15,8 @@ from click.testing import CliRunner
 
 from enclave.cli import main
 from enclave.models import utcnow
-from enclave.store import sqlite_ops
+from enclave.store import ops
+from enclave.store.driver import Tx
 from enclave.store.sqlite import SqliteStore
 from enclave.store.sqlite_schema import SCHEMA_VERSION
 from tests.conftest import REPO
@@ -35,22 +35,20 @@ def _sqlite_source(tmp_path: Path, extra_records: int) -> str:
     transaction (the store's own append, minus an fsync per record)."""
     path = tmp_path / "old" / "enclave.db"
 
+    async def many(tx: Tx) -> None:
+        for i in range(extra_records):
+            await ops.append_locked(tx, draft(sql=f"SELECT {i}"), utcnow())
+
     async def go() -> None:
         store = SqliteStore(str(path))
         await store.open()
         try:
             await populate(store, 30)
+            await store.driver.write(many, "chain")
         finally:
             await store.close()
 
     asyncio.run(go())
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        with sqlite_ops.write_tx(conn):
-            for i in range(extra_records):
-                sqlite_ops._append_locked(conn, draft(sql=f"SELECT {i}"), utcnow())
-    finally:
-        conn.close()
     return f"sqlite:///{path}"
 
 

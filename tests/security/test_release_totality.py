@@ -19,6 +19,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from enclave.audit.record import dumps
 from enclave.dp.mechanisms import price_plan
 from enclave.dp.partition import I64_MAX
 from enclave.dp.release import NoisyTable, release
@@ -27,7 +28,6 @@ from enclave.models import ColumnSpec, DatasetSpec
 from enclave.query.compile import assemble, compile_plan
 from enclave.query.parse import parse_query
 from enclave.query.plan import Aggregate, ExactGroups, GroupColumn, OrderItem, Plan
-from enclave.store.codec import dumps
 from tests.dp.test_mechanisms import make_spec, make_tier
 from tests.query.test_compile import bounded_layout
 

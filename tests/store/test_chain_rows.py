@@ -1,4 +1,4 @@
-"""Store verification from raw rows (``store/chain_rows.py``) and in parallel segments
+"""Store verification from raw rows (``audit/rows.py``) and in parallel segments
 (``store/sqlite_verify.py``) must give exactly ``ChainVerifier``'s verdict over ``audit_iter``:
 on clean chains, on every tampering of ``test_audit.py``, and with odd stored JSON."""
 
@@ -12,16 +12,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from enclave.audit.chain import VerifyResult, canonical_json, verify
 from enclave.audit.export import stream_jsonl, verify_export, verify_store
-from enclave.audit.record import GENESIS_HASH
+from enclave.audit.record import FIELDS, GENESIS_HASH
+from enclave.audit.rows import Segment, SegmentJoiner, fast_canonical, record_from_row, record_line
 from enclave.audit.signing import HeadSigner
 from enclave.store import sqlite_verify
-from enclave.store.chain_rows import (
-    ROW_COLUMNS,
-    Segment,
-    SegmentJoiner,
-    fast_canonical,
-    row_record,
-)
 from tests.store.conftest import Backend, draft
 
 ATTACKS: dict[str, list[str]] = {
@@ -126,10 +120,10 @@ async def test_clean_chain_watch_progress_and_upto(store: Any, backend: Backend)
 
 async def test_fast_row_encoding_equals_the_record_encoding(store: Any, backend: Backend) -> None:
     await _fill(store, 12)
-    columns = ", ".join(ROW_COLUMNS)
+    columns = ", ".join(FIELDS)
     rows = await backend.raw(f"SELECT {columns} FROM audit")  # noqa: S608
     for row in rows:
-        assert fast_canonical(row) == canonical_json(row_record(row))
+        assert fast_canonical(row) == canonical_json(record_from_row(row))
 
 
 def test_joiner_needs_consecutive_segments() -> None:
@@ -156,25 +150,18 @@ async def test_a_long_chain_in_a_file_is_verified_in_parallel(
         await store.close()
 
 
-class RecordsOnly:
-    """The store seen through the ``Store`` protocol alone (no raw-row extras), so
-    ``audit.export`` takes its record path."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def audit_iter(self, batch: int = 1000) -> Any:
-        return self._store.audit_iter(batch)
-
-    async def audit_head(self) -> tuple[int, str]:
-        head: tuple[int, str] = await self._store.audit_head()
-        return head
-
-
 async def _export(store: Any, upto: int | None = None) -> list[bytes]:
     signer = HeadSigner(Ed25519PrivateKey.generate())
     chunks = [c async for c in stream_jsonl(store, upto, signer.sign)]
     return b"".join(chunks).splitlines()
+
+
+async def _export_from_records(store: Any, upto: int | None) -> tuple[list[bytes], Any]:
+    """The export's lines and verdict as the record path gives them: ``record_line`` and
+    ``ChainVerifier`` over ``audit_iter``."""
+    records = [r async for r in store.audit_iter() if upto is None or r.seq <= upto]
+    lines = [record_line(r).rstrip("\n").encode("ascii") for r in records]
+    return lines, verify(records).to_json()
 
 
 @pytest.mark.parametrize("attack", ["none", "edit-actor", "delete", "swap", "relink"])
@@ -188,10 +175,11 @@ async def test_export_from_rows_equals_export_from_records(
         for sql in ATTACKS[attack]:
             await backend.raw(sql)
     for upto in (None, 6):
-        fast, slow = await _export(store, upto), await _export(RecordsOnly(store), upto)
-        assert fast[:-1] == slow[:-1] and len(fast) > 2
+        fast = await _export(store, upto)
+        slow, verdict = await _export_from_records(store, upto)
+        assert fast[:-1] == slow and len(fast) > 2
         trailer = json.loads(fast[-1])
-        assert trailer["verify"] == json.loads(slow[-1])["verify"]
+        assert trailer["verify"] == verdict
         valid = trailer["verify"]["valid"]
         assert (trailer["signed_head"] is None) == (not valid)
         assert valid == (attack == "none" or (attack == "relink" and upto == 6))
@@ -211,9 +199,9 @@ async def test_a_failing_worker_is_store_unavailable(
         await _fill(store, 3)
         with pytest.raises(OSError, match="worker failed"):
             await sqlite_verify.verify_parallel(str(tmp_path / "missing.db"), 3)
-        monkeypatch.setattr(store, "path", str(tmp_path / "missing.db"))
+        monkeypatch.setattr(store.driver, "path", str(tmp_path / "missing.db"))
         with pytest.raises(StoreUnavailable):
             await store.audit_verify()
     finally:
-        monkeypatch.setattr(store, "path", str(tmp_path / "s.db"))
+        monkeypatch.setattr(store.driver, "path", str(tmp_path / "s.db"))
         await store.close()

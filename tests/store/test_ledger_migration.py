@@ -11,7 +11,7 @@ import pytest
 from enclave.audit.chain import verify
 from enclave.errors import BudgetExhausted
 from enclave.ledger.grid import MAX_EPSILON_UNITS, Amount
-from enclave.store import postgres_ops, sqlite_ops
+from enclave.store import postgres_schema, sqlite_schema
 from tests.store.conftest import charge, draft
 
 OLD_COLUMNS = "(licence_id, dataset, epsilon, delta, ts, audit_seq)"
@@ -27,9 +27,9 @@ OLD_ROWS = [  # (licence, epsilon, delta) as the old code stored them
 
 async def _old_store(backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Create the schema as it was at version 2, with ledger rows in the old form."""
-    ops = sqlite_ops if backend.name == "sqlite" else postgres_ops
+    schema = sqlite_schema if backend.name == "sqlite" else postgres_schema
     with monkeypatch.context() as m:
-        m.setattr(ops, "MIGRATIONS", ops.MIGRATIONS[:2])
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:2])
         old = backend.make()
         await old.open()
         try:

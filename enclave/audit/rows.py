@@ -1,21 +1,27 @@
-"""Verifying the audit chain straight from database rows, in segments that can run in parallel.
+"""Audit records as database rows: encoding, decoding, and verifying straight from rows.
 
-``audit.chain.ChainVerifier`` checks ``AuditRecord`` objects; building one per row (and its
-JSON decoding) cost more than the hashing, so store verification ran at ~36,000 records/s.
-Here a row stays the tuple the driver returned (columns in ``ROW_COLUMNS`` order) and its
-canonical JSON is filled into ``chain._TEMPLATE`` directly:
+A row is the tuple a driver returns for ``SELECT <FIELDS> FROM audit`` (``record.FIELDS``
+order; ``roles`` and ``detail`` as JSON text, ``cached`` as a bool or 0/1). ``record_values``
+and ``record_from_row`` convert between a record and its row; the store writes and reads
+through them and knows nothing else of the record's shape.
+
+Verification speed: ``audit.chain.ChainVerifier`` checks ``AuditRecord`` objects; building
+one per row (and its JSON decoding) cost more than the hashing, so store verification ran at
+~36,000 records/s. Here a row stays the tuple the driver returned and its canonical JSON is
+filled into ``chain.TEMPLATE`` directly:
 
 - text columns go through the same string escaper as ``chain.canonical_json``; ``roles`` and
   ``detail`` (stored as JSON text) are decoded and re-encoded with ``chain``'s general encoder,
   memoised per distinct text (a chain holds few distinct role lists); numbers through
   ``chain.format_number``, memoised per value;
 - **anything the fast path does not expect, or any hash mismatch, is re-checked through the
-  exact path** (``row_record`` → ``chain.chain_hash``, the code the records were hashed with),
-  so the fast path can only ever be a shortcut to the same verdict, never a different one.
+  exact path** (``record_from_row`` → ``chain.chain_hash``, the code the records were hashed
+  with), so the fast path can only ever be a shortcut to the same verdict, never a different
+  one.
 
 A chain splits into seq ranges (segments) that verify independently, because every row stores
 its own ``prev_hash``: a segment checks its rows' seq run, links and hashes, and remembers the
-``prev_hash`` of its first row; ``join_segments`` then checks that each segment's first
+``prev_hash`` of its first row; ``SegmentJoiner`` then checks that each segment's first
 ``prev_hash`` is the previous segment's last hash. The verdict (``first_bad_seq``, ``reason``,
 ``count``, ``head``) is exactly what ``ChainVerifier`` gives over the same rows in one pass
 (``tests/store/test_chain_rows.py`` compares them on tampered chains).
@@ -23,7 +29,6 @@ its own ``prev_hash``: a segment checks its rows' seq run, links and hashes, and
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
@@ -31,39 +36,67 @@ from dataclasses import dataclass
 from typing import Any
 
 from enclave.audit.chain import (
-    _TEMPLATE,
+    HASHED_FIELDS,
+    TEMPLATE,
     VerifyResult,
-    _encode_str,
-    _write,
     chain_hash,
+    compile_filler,
+    encode_str,
     format_number,
+    write_json,
 )
-from enclave.audit.record import GENESIS_HASH, AuditRecord
+from enclave.audit.log import Progress
+from enclave.audit.record import FIELDS, GENESIS_HASH, JSON_FIELDS, KINDS, AuditRecord, dumps
 
-ROW_COLUMNS: tuple[str, ...] = (
-    "seq", "ts", "request_id", "actor", "roles", "licence_id", "tier", "action", "dataset",
-    "sql", "epsilon", "delta", "cached", "outcome", "reason", "client", "result_sha256",
-    "detail", "prev_hash", "hash",
-)  # fmt: skip
 _MEMO_MAX = 4096
 _numbers: dict[float, str] = {}
 _json_texts: dict[str, str] = {}
-Progress = Callable[[int], None]
+SEQ, PREV_HASH, HASH = (FIELDS.index(name) for name in ("seq", "prev_hash", "hash"))
 
 
-def row_record(row: Sequence[Any]) -> AuditRecord:
-    """The ``AuditRecord`` of a row, decoded as ``codec.record_from_row`` does."""
-    values = dict(zip(ROW_COLUMNS, row, strict=True))
-    detail = values["detail"]
-    values.update(
-        seq=int(values["seq"]),
-        roles=list(json.loads(values["roles"])),
-        epsilon=float(values["epsilon"]),
-        delta=float(values["delta"]),
-        cached=bool(values["cached"]),
-        detail=json.loads(detail) if detail is not None else None,
+# --- a record and its row ------------------------------------------------------------------
+
+
+def record_values(record: AuditRecord) -> tuple[Any, ...]:
+    """A record's column values in ``FIELDS`` order (JSON fields as text)."""
+    return tuple(
+        _json_column(getattr(record, name)) if name in JSON_FIELDS else getattr(record, name)
+        for name in FIELDS
     )
+
+
+def _json_column(value: Any) -> str | None:
+    return dumps(value) if value is not None else None
+
+
+def _loads_list(text: Any) -> list[Any]:
+    return list(json.loads(text))
+
+
+def _loads_optional(text: Any) -> Any:
+    return json.loads(text) if text is not None else None
+
+
+_DECODE: dict[str, Callable[[Any], Any]] = {
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "list[str]": _loads_list,
+    "dict[str, Any] | None": _loads_optional,
+}
+_DECODERS = tuple((name, _DECODE.get(KINDS[name])) for name in FIELDS)
+
+
+def record_from_row(row: Sequence[Any]) -> AuditRecord:
+    """The ``AuditRecord`` of a row (``sqlite3`` tuple or ``asyncpg.Record``)."""
+    values = {
+        name: value if decode is None else decode(value)
+        for (name, decode), value in zip(_DECODERS, row, strict=True)
+    }
     return AuditRecord(**values)
+
+
+# --- canonical JSON straight from a row ----------------------------------------------------
 
 
 def _number(value: Any) -> str:
@@ -75,65 +108,75 @@ def _number(value: Any) -> str:
     return text
 
 
-def _json(text: str, as_list: bool) -> str:
+def _json(text: Any, as_list: bool) -> str:
+    if type(text) is not str:
+        raise TypeError("unusual row")
     found = _json_texts.get(text) if as_list else None
     if found is None:
         value = json.loads(text)
         out: list[str] = []
-        _write(list(value) if as_list else value, out)
+        write_json(list(value) if as_list else value, out)
         found = "".join(out)
         if as_list and len(_json_texts) < _MEMO_MAX:
             _json_texts[text] = found
     return found
 
 
+def _seq(value: Any) -> str:
+    if type(value) is not int:
+        raise TypeError("unusual row")
+    return format_number(value)
+
+
+#: Each declared type's canonical text, as an expression on the row's column ``{i}``.
+_ROW_PARTS = {
+    "int": "_seq(arg[{i}])",
+    "str": "enc(arg[{i}])",
+    "str | None": "('null' if (v := arg[{i}]) is None else enc(v))",
+    "float": "(nums.get(v := arg[{i}]) or _number(v))",
+    "bool": "('true' if arg[{i}] else 'false')",
+    "list[str]": "(texts.get(v := arg[{i}]) or _json(v, True))",
+    "dict[str, Any] | None": "('null' if (v := arg[{i}]) is None else _json(v, False))",
+}
+_canonical_text = compile_filler(
+    "row_canonical",
+    TEMPLATE,
+    (_ROW_PARTS[KINDS[n]].format(i=FIELDS.index(n)) for n in HASHED_FIELDS),
+    {
+        "enc": encode_str,
+        "nums": _numbers,
+        "texts": _json_texts,
+        "_seq": _seq,
+        "_number": _number,
+        "_json": _json,
+    },
+)
+
+
 def fast_canonical(row: Sequence[Any]) -> bytes:
     """``chain.canonical_json`` of a row's record, built straight from the row; raises
     ``TypeError``/``ValueError`` on anything unusual (the escaper refuses a non-string, so a
     text column holding a number is never silently encoded as text)."""
-    (seq, ts, request_id, actor, roles, licence_id, tier, action, dataset, sql, eps, delta,
-     cached, outcome, reason, client, result_sha256, detail, prev_hash, _hash) = row  # fmt: skip
-    if type(seq) is not int or type(roles) is not str:
-        raise TypeError("unusual row")
-    enc = _encode_str
-    nums = _numbers
-    text = _TEMPLATE % (
-        enc(action),
-        enc(actor),
-        "true" if cached else "false",
-        "null" if client is None else enc(client),
-        "null" if dataset is None else enc(dataset),
-        nums.get(delta) or _number(delta),
-        "null" if detail is None else _json(detail, False),
-        nums.get(eps) or _number(eps),
-        "null" if licence_id is None else enc(licence_id),
-        enc(outcome),
-        enc(prev_hash),
-        "null" if reason is None else enc(reason),
-        enc(request_id),
-        "null" if result_sha256 is None else enc(result_sha256),
-        _json_texts.get(roles) or _json(roles, True),
-        format_number(seq),
-        "null" if sql is None else enc(sql),
-        "null" if tier is None else enc(tier),
-        enc(ts),
-    )
+    text: str = _canonical_text(row)
     return text.encode("utf-8")
 
 
 def row_hash(prev: str, row: Sequence[Any]) -> str:
     """The chain hash of ``row`` after ``prev``, by the exact path (raises ``ValueError``/
     ``TypeError`` for a row with no canonical form)."""
-    return chain_hash(prev, row_record(row))
+    return chain_hash(prev, record_from_row(row))
+
+
+# --- verifying segments --------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Segment:
     """What one seq range ``[start, end]`` showed. ``count`` rows verified from ``start``;
-    ``first_prev`` is the first row's ``prev_hash`` (its link is checked by ``join_segments``);
-    ``last_hash`` the hash of the last verified row; ``bad`` a ``(kind, reason)`` for the row at
-    ``start + count`` (kind ``seq``, ``link`` or ``hash``); ``watched`` the hash of the row
-    ``watch``, if verified here."""
+    ``first_prev`` is the first row's ``prev_hash`` (its link is checked by
+    ``SegmentJoiner``); ``last_hash`` the hash of the last verified row; ``bad`` a
+    ``(kind, reason)`` for the row at ``start + count`` (kind ``seq``, ``link`` or ``hash``);
+    ``watched`` the hash of the row ``watch``, if verified here."""
 
     start: int
     end: int
@@ -153,7 +196,7 @@ def verify_segment(rows: Iterable[Sequence[Any]], start: int, end: int, watch: i
     watched: str | None = None
     bad: tuple[str, str] | None = None
     for row in rows:
-        seq, prev_hash, stored = row[0], row[18], row[19]
+        seq, prev_hash, stored = row[SEQ], row[PREV_HASH], row[HASH]
         if type(seq) is not int or seq != expected:
             gap = type(seq) is int and seq > expected
             reason = "sequence gap" if gap else "sequence out of order"
@@ -191,9 +234,8 @@ class SegmentJoiner:
     """Joins consecutive segments (the first starting at seq 1) into one verdict.
 
     ``add`` returns False once the chain is known to break (later segments change nothing).
-    ``progress(seq)`` is called at every multiple of ``every`` verified records, as
-    ``audit.export.verify_store`` does; ``watched`` is the hash of record ``watch`` if it
-    verified."""
+    ``progress(seq)`` is called at every multiple of ``every`` verified records; ``watched``
+    is the hash of record ``watch`` if it verified."""
 
     def __init__(
         self, watch: int = -1, progress: Progress | None = None, every: int = 100_000
@@ -245,24 +287,9 @@ class SegmentJoiner:
         return VerifyResult(valid=True, count=self.count, head=self.head), self.watched
 
 
-def join_segments(
-    segments: Iterable[Segment], watch: int = -1, progress: Progress | None = None
-) -> tuple[VerifyResult, str | None]:
-    """``SegmentJoiner`` over ``segments``: the verdict and the hash of record ``watch``."""
-    joiner = SegmentJoiner(watch, progress)
-    for seg in segments:
-        if not joiner.add(seg):
-            break
-    return joiner.result()
-
-
 # --- export lines straight from rows -------------------------------------------------------
 
-_LINE = (
-    '{"seq":%s,"ts":%s,"request_id":%s,"actor":%s,"roles":%s,"licence_id":%s,"tier":%s,'
-    '"action":%s,"dataset":%s,"sql":%s,"epsilon":%s,"delta":%s,"cached":%s,"outcome":%s,'
-    '"reason":%s,"client":%s,"result_sha256":%s,"detail":%s,"prev_hash":%s,"hash":%s}\n'
-)
+_LINE = "{" + ",".join(f'"{name}":%s' for name in FIELDS) + "}\n"
 _ascii: Callable[[str], str] = getattr(json.encoder, "c_encode_basestring_ascii", None) or (
     json.encoder.py_encode_basestring_ascii
 )
@@ -270,59 +297,73 @@ _line_numbers: dict[float, str] = {}
 _line_roles: dict[str, str] = {}
 
 
-def _dumps(value: Any) -> str:
+def line_json(value: Any) -> str:
+    """JSON as an export line writes it: ASCII escapes, no spaces, NaN refused."""
     return json.dumps(value, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
 
 
 def _line_number(value: Any) -> str:
     text = _line_numbers.get(value)
     if text is None:
-        text = _dumps(float(value))
+        text = line_json(float(value))
         if len(_line_numbers) < _MEMO_MAX:
             _line_numbers[value] = text
     return text
 
 
-def row_line(row: Sequence[Any]) -> str:
-    """``audit.export.record_line(row_record(row))``, built straight from the row (the export
-    field order is the column order). Anything unusual goes through that exact path."""
-    (seq, ts, request_id, actor, roles, licence_id, tier, action, dataset, sql, eps, delta,
-     cached, outcome, reason, client, result_sha256, detail, prev_hash, hash_) = row  # fmt: skip
-    if type(seq) is not int or type(roles) is not str:
-        return _exact_line(row)
-    roles_text = _line_roles.get(roles)
-    if roles_text is None:
-        roles_text = _dumps(list(json.loads(roles)))
+def _line_roles_text(roles: Any) -> str:
+    if type(roles) is not str:
+        raise TypeError("unusual row")
+    text = _line_roles.get(roles)
+    if text is None:
+        text = line_json(list(json.loads(roles)))
         if len(_line_roles) < _MEMO_MAX:
-            _line_roles[roles] = roles_text
-    enc = _ascii
+            _line_roles[roles] = text
+    return text
+
+
+def _line_seq(value: Any) -> str:
+    if type(value) is not int:
+        raise TypeError("unusual row")
+    return int.__repr__(value)
+
+
+#: Each declared type's export text, as an expression on the row's column ``{i}``.
+_LINE_PARTS = {
+    "int": "_line_seq(arg[{i}])",
+    "str": "asc(arg[{i}])",
+    "str | None": "('null' if (v := arg[{i}]) is None else asc(v))",
+    "float": "(nums.get(v := arg[{i}]) or _line_number(v))",
+    "bool": "('true' if arg[{i}] else 'false')",
+    "list[str]": "_line_roles_text(arg[{i}])",
+    "dict[str, Any] | None": "('null' if (v := arg[{i}]) is None else line_json(loads(v)))",
+}
+_line_text = compile_filler(
+    "row_line_text",
+    _LINE,
+    (_LINE_PARTS[KINDS[n]].format(i=i) for i, n in enumerate(FIELDS)),
+    {
+        "asc": _ascii,
+        "nums": _line_numbers,
+        "loads": json.loads,
+        "line_json": line_json,
+        "_line_seq": _line_seq,
+        "_line_number": _line_number,
+        "_line_roles_text": _line_roles_text,
+    },
+)
+
+
+def record_line(record: AuditRecord) -> str:
+    """One export line: every field of the record in ``FIELDS`` order, ASCII-escaped."""
+    return line_json({name: getattr(record, name) for name in FIELDS}) + "\n"
+
+
+def row_line(row: Sequence[Any]) -> str:
+    """``record_line(record_from_row(row))``, built straight from the row. Anything unusual
+    goes through that exact path."""
     try:
-        return _LINE % (
-            seq,
-            enc(ts),
-            enc(request_id),
-            enc(actor),
-            roles_text,
-            "null" if licence_id is None else enc(licence_id),
-            "null" if tier is None else enc(tier),
-            enc(action),
-            "null" if dataset is None else enc(dataset),
-            "null" if sql is None else enc(sql),
-            _line_numbers.get(eps) or _line_number(eps),
-            _line_numbers.get(delta) or _line_number(delta),
-            "true" if cached else "false",
-            enc(outcome),
-            "null" if reason is None else enc(reason),
-            "null" if client is None else enc(client),
-            "null" if result_sha256 is None else enc(result_sha256),
-            "null" if detail is None else _dumps(json.loads(detail)),
-            enc(prev_hash),
-            enc(hash_),
-        )
+        text: str = _line_text(row)
     except TypeError:  # a text column holding another type
-        return _exact_line(row)
-
-
-def _exact_line(row: Sequence[Any]) -> str:
-    body = dataclasses.asdict(row_record(row))
-    return _dumps({name: body[name] for name in ROW_COLUMNS}) + "\n"
+        return record_line(record_from_row(row))
+    return text

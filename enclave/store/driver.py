@@ -1,0 +1,117 @@
+"""The driver interface: what a database supplies so the store's rules run on it.
+
+Every transaction of the store is written once, in ``ops.py``, as an ``async`` function of a
+``Tx`` (``fetch``, ``fetchrow``, ``execute``, ``executemany``, and ``copy_rows`` for bulk
+imports). SQL is written with ``?`` placeholders and, where the databases differ, taken from
+the ``Dialect`` (the per-database SQL text table); a driver that numbers its parameters
+(asyncpg: ``$1``) translates the placeholders with ``numbered``, so no statement may hold a
+``?`` of its own (in a literal, or PostgreSQL's ``jsonb ?`` operator). Rows are read by
+position.
+
+A ``Driver`` runs such a function in the right kind of transaction:
+
+- ``read(work)``: no lock, no transaction of its own (one statement, or several that need no
+  snapshot);
+- ``write(work, mode)``: one transaction that commits when ``work`` returns and rolls back
+  if it raises. ``"chain"`` serializes it with every other chained write, in every process:
+  SQLite's ``BEGIN IMMEDIATE`` (the write lock, before anything is read), PostgreSQL's row
+  lock on ``chain_head``. Every audited write, budget re-check and version bump runs so.
+  ``"rows"`` is for writes that settle conflicts row by row (``ON CONFLICT``); ``"volatile"``
+  is ``"rows"`` committed without waiting for the disk (the rate counters). ``after(result)``
+  runs once the commit is done, before anything else reaches the connection
+  (``ops.LedgerTotals`` uses it);
+- ``session(snapshot=...)``: a long transaction for ``enclave store copy``: a consistent
+  read snapshot, or an import under the chain lock.
+
+A driver raises its own exceptions (listed in ``errors``); ``sql_store.SqlStore`` maps them
+to ``StoreUnavailable``/``AuditUnavailable`` once for every database.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Literal, Protocol, TypeVar
+
+from enclave.audit.chain import VerifyResult
+from enclave.audit.log import Progress
+
+T = TypeVar("T")
+Row = Sequence[Any]
+
+
+class Tx(Protocol):
+    """One connection inside (or outside) a transaction; SQL uses ``?`` placeholders."""
+
+    dialect: Dialect
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
+    async def execute(self, sql: str, *args: Any) -> None: ...
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+    async def copy_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Insert ``rows`` verbatim into ``table`` (bulk import; PostgreSQL uses ``COPY``)."""
+
+
+Work = Callable[[Tx], Coroutine[Any, Any, T]]
+After = Callable[[T], None]
+#: How a write is serialized and committed (see the module docstring).
+Mode = Literal["chain", "rows", "volatile"]
+#: A migration step: a statement, or an async function run in the migration's transaction.
+Step = str | Callable[[Tx], Awaitable[None]]
+Migrations = tuple[tuple[int, tuple[Step, ...]], ...]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The SQL that differs between databases (everything else in ``ops.py`` is shared)."""
+
+    #: ``SELECT`` prefix returning (epsilon, delta) ledger rows to add up, by
+    #: ``WHERE licence_id = ? AND dataset = ?``: SQLite returns every row (its ``SUM`` raises
+    #: on 64-bit overflow; Python ints do not), PostgreSQL one exact ``SUM``.
+    ledger_sum: str
+    #: A statement whose value changes whenever another connection commits (SQLite's
+    #: ``PRAGMA data_version``), letting ``LedgerTotals`` cache lifetime totals; None: never
+    #: cache.
+    data_version: str | None = None
+    #: Run in the migration's transaction before anything else (several replicas may start).
+    migration_lock: str | None = None
+    #: Run after each audit insert with the new ``seq`` (PostgreSQL's ``chain_head``).
+    after_append: str | None = None
+    #: Run at the end of a bulk import (move sequences and ``chain_head`` past the rows).
+    after_import: tuple[str, ...] = ()
+
+
+class Driver(Protocol):
+    dialect: Dialect
+    errors: tuple[type[BaseException], ...]  # what "the database failed" looks like
+
+    async def open(self) -> None:
+        """Connect and migrate (``ops.migrate``)."""
+
+    async def close(self) -> None: ...
+    async def read(self, work: Work[T]) -> T: ...
+    async def write(self, work: Work[T], mode: Mode, after: After[T] | None = None) -> T: ...
+    def session(self, *, snapshot: bool) -> AbstractAsyncContextManager[Tx]:
+        """``snapshot=True``: a read-only consistent snapshot, rolled back at the end;
+        ``False``: one chained write transaction, committed if the block ends normally."""
+
+    async def verify_parallel(
+        self, n: int, watch: int, progress: Progress | None, every: int
+    ) -> tuple[VerifyResult, str | None] | None:
+        """Verify seq ``1..n`` on several cores if this database can (else None)."""
+
+
+_MARK = re.compile(r"\?")
+
+
+@lru_cache(maxsize=512)
+def numbered(sql: str) -> str:
+    """``?`` placeholders as ``$1, $2, …`` (our SQL holds no ``?`` inside a literal)."""
+    count = iter(range(1, 10_000))
+    return _MARK.sub(lambda _m: f"${next(count)}", sql)

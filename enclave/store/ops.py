@@ -1,0 +1,436 @@
+"""Every transaction of the store, written once for every database.
+
+Each function takes a ``driver.Tx`` and runs inside the transaction ``sql_store.SqlStore``
+opened for it (``Driver.write`` or ``Driver.read``); SQL uses ``?`` placeholders and takes
+what differs between databases from ``tx.dialect``. Rows are read by position.
+
+The rules, and why they hold on every database:
+
+- every audited write calls ``append_locked`` inside a chained write (``write(work, "chain")``:
+  SQLite ``BEGIN IMMEDIATE``, PostgreSQL the ``chain_head`` row lock), so the chain head
+  read there is the real head: one linear chain whatever the number of processes;
+- ``debit`` re-checks the budget under that same lock, then writes the record, the ledger
+  row and the release cache together: no overspend, and no release without its record;
+- the licence overlap check and the policy version bump also run under the lock, so two
+  admins cannot both win.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from enclave.audit.chain import build_record, next_ts
+from enclave.audit.log import AuditFilter, SummaryKey, SummaryRow, summary_rows
+from enclave.audit.record import FIELDS, GENESIS_HASH, AuditDraft, AuditRecord
+from enclave.audit.rows import record_from_row, record_values
+from enclave.errors import BudgetExhausted, Conflict, NotFound
+from enclave.ledger.grid import Amount
+from enclave.models import Licence, iso
+from enclave.store import codec
+from enclave.store.base import CacheEntry, Charge, Debited, PolicyKind, PolicyVersion
+from enclave.store.driver import Migrations, Row, Tx
+
+AUDIT_COLUMNS = ", ".join(FIELDS)
+LICENCE_COLUMNS = ", ".join(codec.LICENCE_COLUMNS)
+
+
+def marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+async def migrate(tx: Tx, migrations: Migrations) -> int:
+    """Apply the migrations after the highest one recorded in ``schema_version``."""
+    if tx.dialect.migration_lock is not None:
+        await tx.execute(tx.dialect.migration_lock)
+    await tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    current = await schema_version(tx)
+    for version, steps in migrations:
+        if version <= current:
+            continue
+        for step in steps:
+            if isinstance(step, str):
+                await tx.execute(step)
+            else:
+                await step(tx)
+        await tx.execute("INSERT INTO schema_version (version) VALUES (?)", version)
+        current = version
+    return current
+
+
+async def schema_version(tx: Tx) -> int:
+    rows = await tx.fetch("SELECT MAX(version) FROM schema_version")
+    return int(rows[0][0] or 0)
+
+
+# --- the audit chain -----------------------------------------------------------------------
+
+
+async def head(tx: Tx) -> tuple[int, str, str | None]:
+    """(seq, hash, ts) of the last record; (0, genesis, None) when empty."""
+    row = await tx.fetchrow("SELECT seq, hash, ts FROM audit ORDER BY seq DESC LIMIT 1")
+    if row is None:
+        return 0, GENESIS_HASH, None
+    return int(row[0]), str(row[1]), str(row[2])
+
+
+async def append_locked(tx: Tx, draft: AuditDraft, now: dt.datetime) -> AuditRecord:
+    """Append ``draft`` as the next record. Call only inside a chained write."""
+    seq, prev_hash, head_ts = await head(tx)
+    record = build_record(draft, seq + 1, next_ts(now, head_ts), prev_hash)
+    await tx.execute(
+        f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES ({marks(len(FIELDS))})",  # noqa: S608
+        *record_values(record),
+    )
+    if tx.dialect.after_append is not None:
+        await tx.execute(tx.dialect.after_append, record.seq)
+    return record
+
+
+async def debit(
+    tx: Tx,
+    draft: AuditDraft,
+    charge: Charge,
+    cache: CacheEntry | None,
+    now: dt.datetime,
+    totals: LedgerTotals,
+) -> Debited:
+    """Re-check the budget, append the record, debit the ledger, store the release."""
+    before = await totals.spent(tx, charge.licence_id, charge.dataset, charge.since)
+    after = before.plus(charge.cost)
+    if not after.within(charge.limit):
+        raise BudgetExhausted("the licence's privacy budget for this dataset is spent")
+    record = await append_locked(tx, draft, now)
+    await tx.execute(
+        "INSERT INTO ledger (licence_id, dataset, epsilon_units, delta_units, ts, audit_seq)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        charge.licence_id,
+        charge.dataset,
+        charge.cost.epsilon,
+        charge.cost.delta,
+        record.ts,
+        record.seq,
+    )
+    if cache is not None:
+        # The first release under a key stays: a repeat must return the same answer.
+        await tx.execute(
+            "INSERT INTO release_cache (licence_id, cache_key, body, created_at, audit_seq)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (licence_id, cache_key) DO NOTHING",
+            cache.licence_id,
+            cache.cache_key,
+            codec.dumps(cache.release),
+            record.ts,
+            record.seq,
+        )
+    return Debited(record, after)
+
+
+def _where(flt: AuditFilter, prefix: str = "") -> tuple[str, list[Any]]:
+    """The filter as a WHERE condition on the audit table (alias ``prefix``)."""
+    where, args = ["1 = 1"], []
+    for column in ("actor", "dataset", "action", "outcome", "licence_id"):
+        value = getattr(flt, column)
+        if value is not None:
+            where.append(f"{prefix}{column} = ?")
+            args.append(value)
+    for op, bound in ((">=", flt.since), ("<", flt.until)):
+        if bound is not None:
+            where.append(f"{prefix}ts {op} ?")
+            args.append(iso(bound))
+    return " AND ".join(where), args
+
+
+async def audit_events(tx: Tx, flt: AuditFilter, after_seq: int, limit: int) -> list[AuditRecord]:
+    where, args = _where(flt)
+    sql = f"SELECT {AUDIT_COLUMNS} FROM audit WHERE seq > ? AND {where} ORDER BY seq LIMIT ?"  # noqa: S608
+    return [record_from_row(r) for r in await tx.fetch(sql, after_seq, *args, max(0, limit))]
+
+
+async def audit_rows(tx: Tx, start: int, end: int) -> list[Row]:
+    """Raw rows (``FIELDS`` order) with seq in ``[start, end]``, for ``audit/rows.py``."""
+    sql = f"SELECT {AUDIT_COLUMNS} FROM audit WHERE seq >= ? AND seq <= ? ORDER BY seq"  # noqa: S608
+    return await tx.fetch(sql, start, end)
+
+
+async def audit_summary(
+    tx: Tx, since: dt.datetime | None, until: dt.datetime | None
+) -> list[SummaryRow]:
+    """Counts per (actor, dataset) from the audit table, exact spend from the ledger."""
+    released = "action = 'query' AND outcome = 'ok' AND"
+    where, args = _where(AuditFilter(since=since, until=until))
+    fresh, repeat = f"{released} NOT cached", f"{released} cached"
+    sql = (
+        f"SELECT actor, dataset, SUM(CASE WHEN {fresh} THEN 1 ELSE 0 END),"  # noqa: S608
+        f" SUM(CASE WHEN {repeat} THEN 1 ELSE 0 END),"
+        " SUM(CASE WHEN outcome = 'denied' THEN 1 ELSE 0 END),"
+        " SUM(CASE WHEN outcome = 'error' THEN 1 ELSE 0 END)"
+        f" FROM audit WHERE {where} GROUP BY actor, dataset"
+    )
+    counts: dict[SummaryKey, list[int]] = {}
+    for row in await tx.fetch(sql, *args):
+        counts[(row[0], row[1])] = [int(n or 0) for n in row[2:6]]
+    where, args = _where(AuditFilter(since=since, until=until), "l.")
+    sql = (
+        "SELECT a.actor, l.dataset, l.epsilon_units, l.delta_units FROM ledger l"  # noqa: S608
+        f" JOIN audit a ON a.seq = l.audit_seq WHERE {where}"
+    )
+    spend: dict[SummaryKey, Amount] = {}
+    for actor, dataset, eps, delta in await tx.fetch(sql, *args):
+        key = (actor, dataset)
+        spend[key] = spend.get(key, Amount()).plus(Amount(int(eps), int(delta)))
+    return summary_rows(counts, spend)
+
+
+# --- ledger and cache ----------------------------------------------------------------------
+
+
+async def spent(tx: Tx, licence_id: str, dataset: str, since: dt.datetime | None) -> Amount:
+    """The licence's spend on ``dataset`` since ``since`` (None: ever), summed exactly."""
+    sql = tx.dialect.ledger_sum + " WHERE licence_id = ? AND dataset = ?"
+    if since is None:
+        return codec.sum_units(await tx.fetch(sql, licence_id, dataset))
+    return codec.sum_units(await tx.fetch(sql + " AND ts >= ?", licence_id, dataset, iso(since)))
+
+
+class LedgerTotals:
+    """Exact running lifetime totals per (licence, dataset), for a store with one connection
+    and a ``Dialect.data_version`` (SQLite).
+
+    Summing every ledger row of a licence on each query grows with its history (it was a
+    quarter of the server's time after a few thousand queries). A total is first read by
+    summing the rows, then updated by each charge this connection commits (``committed``,
+    run by the driver right after the commit). ``data_version`` changes whenever *another*
+    connection commits (another process, a restore), and then every cached total is dropped;
+    inside a chained write the check is exact, so the budget re-check never reads a stale
+    total. Budgets with a renewal period (``since`` given) are summed from the rows."""
+
+    def __init__(self) -> None:
+        self._version: Any = None
+        self._totals: dict[tuple[str, str], Amount] = {}
+
+    async def spent(
+        self, tx: Tx, licence_id: str, dataset: str, since: dt.datetime | None
+    ) -> Amount:
+        if since is not None or tx.dialect.data_version is None:
+            return await spent(tx, licence_id, dataset, since)
+        row = await tx.fetchrow(tx.dialect.data_version)
+        version = row[0] if row is not None else None
+        if version != self._version:
+            self._totals.clear()
+            self._version = version
+        key = (licence_id, dataset)
+        found = self._totals.get(key)
+        if found is None:
+            found = self._totals[key] = await spent(tx, licence_id, dataset, None)
+        return found
+
+    def committed(self, charge: Charge) -> None:
+        """This connection committed ``charge``: add it to a cached total (if one is cached)."""
+        key = (charge.licence_id, charge.dataset)
+        found = self._totals.get(key)
+        if found is not None:
+            self._totals[key] = found.plus(charge.cost)
+
+    def clear(self) -> None:
+        self._totals.clear()
+        self._version = None
+
+
+async def get_cached(tx: Tx, licence_id: str, cache_key: str) -> dict[str, Any] | None:
+    row = await tx.fetchrow(
+        "SELECT body FROM release_cache WHERE licence_id = ? AND cache_key = ?",
+        licence_id,
+        cache_key,
+    )
+    return None if row is None else dict(json.loads(row[0]))
+
+
+# --- licences and revocations --------------------------------------------------------------
+
+
+async def licences(tx: Tx, where: str, *args: Any) -> list[Licence]:
+    """Licences matching ``where`` (a fixed clause with ``?`` placeholders)."""
+    rows = await tx.fetch(f"SELECT {LICENCE_COLUMNS} FROM licences {where}", *args)  # noqa: S608
+    return [codec.licence_from_row(r) for r in rows]
+
+
+async def get_licence(tx: Tx, licence_id: str) -> Licence | None:
+    found = await licences(tx, "WHERE id = ?", licence_id)
+    return found[0] if found else None
+
+
+async def list_licences(tx: Tx, subject: str | None) -> list[Licence]:
+    if subject is None:
+        return await licences(tx, "ORDER BY created_at, id")
+    return await licences(tx, "WHERE subject = ? ORDER BY created_at, id", subject)
+
+
+async def licences_for(tx: Tx, subject: str) -> list[Licence]:
+    return await licences(tx, "WHERE subject = ? ORDER BY created_at DESC, id DESC", subject)
+
+
+async def insert_licence(tx: Tx, lic: Licence, draft: AuditDraft, now: dt.datetime) -> AuditRecord:
+    lic = replace(lic, created_at=lic.created_at or now, updated_at=lic.updated_at or now)
+    codec.check_no_overlap(lic, await licences_for(tx, lic.subject))
+    if await get_licence(tx, lic.id) is not None:
+        raise Conflict("a licence with this id exists")
+    await tx.execute(
+        f"INSERT INTO licences ({LICENCE_COLUMNS})"  # noqa: S608
+        f" VALUES ({marks(len(codec.LICENCE_COLUMNS))})",
+        *codec.licence_values(lic),
+    )
+    return await append_locked(tx, codec.with_licence(draft, lic.id), now)
+
+
+async def update_licence(
+    tx: Tx, licence_id: str, changes: dict[str, Any], draft: AuditDraft, now: dt.datetime
+) -> tuple[Licence, AuditRecord]:
+    current = await get_licence(tx, licence_id)
+    if current is None:
+        raise NotFound("no such licence")
+    updated = codec.apply_changes(current, changes, now)
+    codec.check_no_overlap(updated, await licences_for(tx, updated.subject))
+    assignments = ", ".join(f"{c} = ?" for c in codec.LICENCE_COLUMNS[1:])
+    await tx.execute(
+        f"UPDATE licences SET {assignments} WHERE id = ?",  # noqa: S608
+        *codec.licence_values(updated)[1:],
+        licence_id,
+    )
+    record = await append_locked(tx, codec.with_licence(draft, licence_id), now)
+    return updated, record
+
+
+async def add_revocation(
+    tx: Tx, jti: str, reason: str, draft: AuditDraft, now: dt.datetime
+) -> AuditRecord:
+    record = await append_locked(tx, draft, now)
+    # Revoking twice is not an error: the token stays refused, both requests are audited.
+    await tx.execute(
+        "INSERT INTO revocations (jti, reason, created_at, audit_seq) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (jti) DO NOTHING",
+        jti,
+        reason,
+        record.ts,
+        record.seq,
+    )
+    return record
+
+
+async def is_revoked(tx: Tx, jti: str) -> bool:
+    return await tx.fetchrow("SELECT 1 FROM revocations WHERE jti = ?", jti) is not None
+
+
+# --- policies ------------------------------------------------------------------------------
+
+INSERT_POLICY = (
+    "INSERT INTO policies (kind, name, version, body, created_at, actor, audit_seq)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+async def put_policy(
+    tx: Tx,
+    kind: PolicyKind,
+    name: str,
+    body: dict[str, Any],
+    actor: str,
+    draft: AuditDraft | None,
+    now: dt.datetime,
+    expected: int | None,
+) -> tuple[PolicyVersion, AuditRecord | None]:
+    rows = await tx.fetch(
+        "SELECT MAX(version) FROM policies WHERE kind = ? AND name = ?", kind, name
+    )
+    version = codec.next_policy_version(rows[0][0], expected)
+    stored = {**body, "version": version}
+    record = await append_locked(tx, draft, now) if draft is not None else None
+    created = record.ts if record is not None else iso(now)
+    seq = record.seq if record is not None else None
+    await tx.execute(INSERT_POLICY, kind, name, version, codec.dumps(stored), created, actor, seq)
+    return PolicyVersion(kind, name, version, stored, created, actor), record
+
+
+async def seed_policies(
+    tx: Tx,
+    items: Sequence[tuple[PolicyKind, str, dict[str, Any]]],
+    actor: str,
+    now: dt.datetime,
+) -> bool:
+    """Version 1 of every item, only if the store holds no policy at all; True if written.
+    The emptiness check and the inserts share one chained write, so of several processes
+    seeding an empty store at once exactly one writes."""
+    if await tx.fetchrow("SELECT 1 FROM policies LIMIT 1") is not None:
+        return False
+    created = iso(now)
+    await tx.executemany(
+        INSERT_POLICY,
+        [(k, n, 1, codec.dumps({**b, "version": 1}), created, actor, None) for k, n, b in items],
+    )
+    return True
+
+
+async def policies(tx: Tx, where: str, *args: Any) -> list[PolicyVersion]:
+    """Policy versions matching ``where`` (a fixed clause with ``?`` placeholders)."""
+    sql = f"SELECT {codec.POLICY_COLUMNS} FROM policies p {where}"  # noqa: S608
+    return [codec.policy_from_row(r) for r in await tx.fetch(sql, *args)]
+
+
+async def get_policy(
+    tx: Tx, kind: PolicyKind, name: str, version: int | None
+) -> PolicyVersion | None:
+    if version is None:
+        where = "WHERE kind = ? AND name = ? ORDER BY version DESC LIMIT 1"
+        found = await policies(tx, where, kind, name)
+    else:
+        found = await policies(
+            tx, "WHERE kind = ? AND name = ? AND version = ?", kind, name, version
+        )
+    return found[0] if found else None
+
+
+async def list_policies(tx: Tx, kind: PolicyKind) -> list[PolicyVersion]:
+    """The latest version of each name."""
+    latest = "SELECT MAX(version) FROM policies q WHERE q.kind = p.kind AND q.name = p.name"
+    return await policies(tx, f"WHERE p.kind = ? AND p.version = ({latest}) ORDER BY p.name", kind)
+
+
+async def policy_history(tx: Tx, kind: PolicyKind, name: str) -> list[PolicyVersion]:
+    return await policies(tx, "WHERE kind = ? AND name = ? ORDER BY version", kind, name)
+
+
+# --- shared secrets and rate counters ------------------------------------------------------
+
+
+async def shared_secret(tx: Tx, name: str, proposed: bytes, now: dt.datetime) -> bytes:
+    """The stored secret ``name``, storing ``proposed`` first if there is none (a concurrent
+    insert of the same name waits for the first and then does nothing)."""
+    await tx.execute(
+        "INSERT INTO shared_secrets (name, value, created_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (name) DO NOTHING",
+        name,
+        proposed.hex(),
+        iso(now),
+    )
+    rows = await tx.fetch("SELECT value FROM shared_secrets WHERE name = ?", name)
+    return bytes.fromhex(rows[0][0])
+
+
+async def count_hits(tx: Tx, keys: Sequence[str], win: int, sweep: bool) -> dict[str, int]:
+    """Rate-limit counters: one row per ``(key, win)``, ``win`` a fixed one-minute window
+    (``floor(unix_seconds / 60)``). One upsert adds a hit to every key (distinct, sorted by
+    the caller: one lock order) and returns the new counts, so every replica sees the same
+    counts; ``sweep`` deletes older windows. Run as a non-durable write: losing the last
+    second's counts in a crash only lets a client make a few more requests."""
+    if sweep:
+        await tx.execute("DELETE FROM rate_counters WHERE win < ?", win)
+    values = ", ".join("(?, ?, 1)" for _ in keys)
+    rows = await tx.fetch(
+        f"INSERT INTO rate_counters (key, win, hits) VALUES {values} "  # noqa: S608
+        "ON CONFLICT (key, win) DO UPDATE SET hits = rate_counters.hits + 1 "
+        "RETURNING key, hits",
+        *[arg for key in keys for arg in (key, win)],
+    )
+    return {str(row[0]): int(row[1]) for row in rows}
