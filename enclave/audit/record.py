@@ -24,6 +24,10 @@ ACTIONS: tuple[str, ...] = (
 )
 OUTCOMES: tuple[str, ...] = ("ok", "denied", "error")
 GENESIS_HASH = "0" * 64
+# The reasons of a query record with outcome "error" whose cost was charged (``charged.py``);
+# the transparency report counts their epsilon and delta as released privacy loss.
+FAILED_REASON = "release failed after the data was read; charged"
+TIMEOUT_REASON = "query timed out after the engine started; charged"
 
 
 @dataclass(frozen=True)
