@@ -24,7 +24,7 @@ from enclave.licences import licence_digest_fields
 from enclave.models import Licence
 from enclave.report import store_report
 from enclave.store.base import Charge
-from tests.store.conftest import Backend
+from tests.store.conftest import Backend, Clock
 
 SECRETS = (
     "Alice Secretname",
@@ -44,8 +44,8 @@ SECRETS = (
 )
 
 
-def _at(backend: Backend, month: int, day: int) -> None:
-    backend.clock.now = dt.datetime(2026, month, day, 12, tzinfo=dt.UTC)
+def _at(clock: Clock, month: int, day: int) -> None:
+    clock.now = dt.datetime(2026, month, day, 12, tzinfo=dt.UTC)
 
 
 def _lic(id_: str, subject: str, tier: str, juris: str, datasets: tuple[str, ...],
@@ -113,17 +113,17 @@ async def _debit(store: Any, draft: AuditDraft) -> None:
     await store.debit(draft, charge)
 
 
-async def seed(store: Any, backend: Backend) -> None:
+async def seed(store: Any, clock: Clock) -> None:
     """The log the expected report below was worked out from."""
     year_end = dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
-    _at(backend, 1, 10)
+    _at(clock, 1, 10)
     await _create(store, _lic("lic_a", "Alice Secretname", "standard", "GB", ("visits",),
                               year_end))  # fmt: skip
     await _create(store, _lic("lic_b", "Bob Hiddenname", "enhanced", "FR",
                               ("visits", "claims"), year_end))  # fmt: skip
     await _create(store, _lic("lic_c", "Carol Quiet", "standard", "GB", ("visits",),
                               dt.datetime(2026, 1, 20, tzinfo=dt.UTC)))  # fmt: skip
-    _at(backend, 1, 11)
+    _at(clock, 1, 11)
     await _debit(store, _query("lic_a", "Alice Secretname", "visits", 0.1))
     await _debit(store, _query("lic_b", "Bob Hiddenname", "visits", 0.2))
     await store.append(_query("lic_a", "Alice Secretname", "visits", 0.0, cached=True))
@@ -136,9 +136,9 @@ async def seed(store: Any, backend: Backend) -> None:
     await store.append(_query("lic_a", "Alice Secretname", "visits", 0.7, outcome="error",
                               reason="the dataset is unavailable"))  # fmt: skip
     await _debit(store, _query("lic_b", "Bob Hiddenname", "claims", 1.5, 0.000001))
-    _at(backend, 2, 5)
+    _at(clock, 2, 5)
     await _status(store, "lic_b", "suspended")
-    _at(backend, 2, 6)
+    _at(clock, 2, 6)
     await store.append(
         AuditDraft(
             action=DATASET_FREEZE,
@@ -156,7 +156,7 @@ async def seed(store: Any, backend: Backend) -> None:
             detail={"organization": "Secret Org"},
         )  # fmt: skip
     )
-    _at(backend, 2, 7)
+    _at(clock, 2, 7)
     await store.append(
         _query(
             "",
@@ -168,12 +168,12 @@ async def seed(store: Any, backend: Backend) -> None:
             reason="no such dataset",
         )  # fmt: skip
     )
-    _at(backend, 2, 8)
+    _at(clock, 2, 8)
     await _debit(store, _query("lic_a", "Alice Secretname", "visits", 0.25, 0.000001))
-    _at(backend, 2, 15)
+    _at(clock, 2, 15)
     await _create(store, _lic("lic_d", "Dan Private", "standard", "GB", ("visits",),
                               year_end))  # fmt: skip
-    _at(backend, 2, 20)
+    _at(clock, 2, 20)
     await _status(store, "lic_a", "revoked")
 
 
@@ -235,7 +235,7 @@ def signer() -> HeadSigner:
 async def test_report_matches_the_hand_computed_totals(
     store: Any, backend: Backend, signer: HeadSigner
 ) -> None:
-    await seed(store, backend)
+    await seed(store, backend.clock)
     report = await _report(store, signer, **{"from": "2026-01-01", "to": "2026-03-01",
                                              "period": "month"})  # fmt: skip
     upto, head_hash = await store.audit_head()
@@ -250,7 +250,7 @@ async def test_report_matches_the_hand_computed_totals(
 async def test_defaults_and_longer_periods_add_up_the_same_records(
     store: Any, backend: Backend, signer: HeadSigner
 ) -> None:
-    await seed(store, backend)
+    await seed(store, backend.clock)
     whole = await _report(store, signer)
     assert (whole["from"], whole["to"], whole["period"]) == ("2026-01-10", "2026-02-21", "all")
     (only,) = whole["periods"]
@@ -266,7 +266,7 @@ async def test_defaults_and_longer_periods_add_up_the_same_records(
 async def test_no_name_of_a_person_licence_or_query_appears(
     store: Any, backend: Backend, signer: HeadSigner
 ) -> None:
-    await seed(store, backend)
+    await seed(store, backend.clock)
     report = await _report(store, signer, period="month")
     for fmt in ("json", "csv", "html"):
         body = render(report, fmt).decode("utf-8")
@@ -328,7 +328,7 @@ EDITS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
 async def test_the_export_check_accepts_the_report_and_names_every_edit(
     store: Any, backend: Backend, signer: HeadSigner
 ) -> None:
-    await seed(store, backend)
+    await seed(store, backend.clock)
     report = json.loads(render(await _report(store, signer, period="month"), "json"))
     lines = await _export_lines(store, signer)
     assert export.verify_export(lines, key=signer.public_key).valid
@@ -344,9 +344,9 @@ async def test_the_export_check_accepts_the_report_and_names_every_edit(
 async def test_a_longer_export_still_checks_a_report_made_earlier(
     store: Any, backend: Backend, signer: HeadSigner
 ) -> None:
-    await seed(store, backend)
+    await seed(store, backend.clock)
     report = json.loads(render(await _report(store, signer, period="month"), "json"))
-    _at(backend, 2, 25)
+    _at(backend.clock, 2, 25)
     await _debit(store, _query("lic_d", "Dan Private", "visits", 0.5))
     lines = await _export_lines(store, signer)
     assert check_report(report, lines) == []  # counted up to its own upto only
