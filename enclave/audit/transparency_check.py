@@ -15,7 +15,7 @@ the export as always (chain, trailer, and, with ``--key``, the report's signed h
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from enclave.audit.record import AuditRecord
@@ -103,32 +103,37 @@ def differences(claimed: Any, actual: Any, path: str = "") -> list[str]:
 
 
 def _diff(claimed: Any, actual: Any, path: str, out: list[str]) -> None:
-    if isinstance(claimed, dict) and isinstance(actual, dict):
-        for key in sorted(set(claimed) | set(actual), key=str):
-            where = f"{path}.{key}" if path else str(key)
-            if key not in actual:
-                out.append(f"{where}: not a field of the report (added)")
-            elif key not in claimed:
-                out.append(f"{where}: missing from the report")
-            else:
-                _diff(claimed[key], actual[key], where, out)
+    members = _members(claimed, actual, path)
+    if members is None:
+        if type(claimed) is not type(actual) or claimed != actual:
+            shown = f"the report says {_shown(claimed)}, the export gives {_shown(actual)}"
+            out.append(f"{path}: {shown}")
         return
+    mine, theirs, name = members
+    for key in list(theirs) + [k for k in mine if k not in theirs]:
+        where = name(key)
+        if key not in mine:
+            out.append(f"{where}: missing from the report")
+        elif key not in theirs:
+            out.append(f"{where}: in the report, not in the export")
+        else:
+            _diff(mine[key], theirs[key], where, out)
+
+
+def _members(
+    claimed: Any, actual: Any, path: str
+) -> tuple[dict[str, Any], dict[str, Any], Callable[[str], str]] | None:
+    """Both sides as named members (object fields, or list items by what names them, else by
+    position) and how a member's path is written; ``None`` for values to compare whole."""
+    if isinstance(claimed, dict) and isinstance(actual, dict):
+        return claimed, actual, lambda key: f"{path}.{key}" if path else str(key)
     if isinstance(claimed, list) and isinstance(actual, list):
         mine, theirs = _keyed(claimed), _keyed(actual)
         if mine is None or theirs is None:
             mine = {str(i): v for i, v in enumerate(claimed)}
             theirs = {str(i): v for i, v in enumerate(actual)}
-        for key in list(theirs) + [k for k in mine if k not in theirs]:
-            where = f"{path}[{key}]"
-            if key not in mine:
-                out.append(f"{where}: missing from the report")
-            elif key not in theirs:
-                out.append(f"{where}: not in the export's report (added)")
-            else:
-                _diff(mine[key], theirs[key], where, out)
-        return
-    if type(claimed) is not type(actual) or claimed != actual:
-        out.append(f"{path}: the report says {_shown(claimed)}, the export gives {_shown(actual)}")
+        return mine, theirs, lambda key: f"{path}[{key}]"
+    return None
 
 
 def _keyed(items: list[Any]) -> dict[str, Any] | None:

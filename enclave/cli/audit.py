@@ -28,7 +28,7 @@ from enclave.audit.signing import (
     verify_head,
 )
 from enclave.audit.transparency_check import check_report
-from enclave.cli.common import config_option, get_config, run
+from enclave.cli.common import config_option, get_config, out_option, run
 from enclave.config import Config, sqlite_path
 from enclave.store import connected_store
 
@@ -171,12 +171,7 @@ def _report(result: VerifyResult, problems: list[str], notes: list[str], as_json
 @audit_group.command("export")
 @config_option
 @click.option("--format", "fmt", type=click.Choice(export.FORMATS), default="jsonl")
-@click.option(
-    "--out",
-    "out_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write here (default: standard output).",
-)
+@out_option
 def export_command(config_path: Path | None, fmt: str, out_path: Path | None) -> None:
     """Export the whole log (JSONL ends with a signed head; CSV is for spreadsheets)."""
     cfg = store_config(config_path)

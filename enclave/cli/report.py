@@ -15,7 +15,7 @@ from enclave.audit import transparency_render as render
 from enclave.audit.signing import load_or_create_signer
 from enclave.audit.transparency import PERIODS, ReportParams, parse_params
 from enclave.cli.audit import store_config
-from enclave.cli.common import config_option, run
+from enclave.cli.common import config_option, out_option, run
 from enclave.config import Config
 from enclave.report import store_report
 from enclave.store import connected_store
@@ -27,12 +27,7 @@ from enclave.store import connected_store
 @click.option("--to", "end", help="Day after the last (YYYY-MM-DD, exclusive).")
 @click.option("--period", type=click.Choice(PERIODS), default="all", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(render.FORMATS), default="json")
-@click.option(
-    "--out",
-    "out_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write here (default: standard output).",
-)
+@out_option
 def report_command(
     config_path: Path | None,
     start: str | None,
