@@ -63,7 +63,7 @@ def csv_records(report: dict[str, Any]) -> list[list[Any]]:
                  p["organisation_suspensions"], None, None, None]
             )  # fmt: skip
             for lic in d["active_licences"]:
-                blank = [None] * 11
+                blank = [None] * 10
                 rows.append(
                     ["licences", *head, d["dataset"], *blank, lic["tier"], lic["jurisdiction"],
                      lic["count"]]

@@ -5,8 +5,10 @@ naming used by ``enclave audit verify --report``."""
 from __future__ import annotations
 
 import base64
+import csv
 import datetime as dt
 import hashlib
+import io
 import re
 from typing import Any
 
@@ -14,7 +16,7 @@ from enclave.audit.chain import chain_hash
 from enclave.audit.record import GENESIS_HASH, AuditRecord
 from enclave.audit.transparency import Tally, parse_params, period_bounds
 from enclave.audit.transparency_check import differences
-from enclave.audit.transparency_render import HTML_CSP, STYLE, render
+from enclave.audit.transparency_render import CSV_FIELDS, HTML_CSP, STYLE, render
 
 D = dt.date
 
@@ -134,6 +136,9 @@ def test_html_escapes_every_text_and_runs_no_script() -> None:
 
 def test_csv_cells_cannot_become_formulas() -> None:
     text = render(HOSTILE, "csv").decode("utf-8")
+    rows = list(csv.reader(io.StringIO(text)))
+    assert [len(r) for r in rows] == [len(CSV_FIELDS)] * 3
+    assert dict(zip(CSV_FIELDS, rows[2], strict=True))["tier"] == '\'=HYPERLINK("x")'
     assert "'=HYPERLINK" in text and ",=HYPERLINK" not in text
     assert text.splitlines()[2].startswith("licences,all,2026-01-01,2026-02-01,")
 
