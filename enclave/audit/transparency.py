@@ -53,6 +53,9 @@ CHARGED_FAILURES = frozenset({FAILED_REASON, TIMEOUT_REASON})
 LICENCE_KEYS = ("tier", "datasets", "jurisdiction", "valid_from", "valid_until", "status")
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", re.ASCII)
 _ONE_MS = dt.timedelta(milliseconds=1)
+# The store's timestamp form (``models.iso``): read as text, without parsing each one.
+_ISO_TS = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$", re.A)
+_MEMO = 4096  # distinct (epsilon, delta) pairs remembered on the grid
 
 
 @dataclass(frozen=True)
@@ -164,22 +167,30 @@ class Tally:
         self.licences: dict[str, _Licence] = {}
         self.named: set[str] = set()  # datasets an accepted record names
         self.upto = 0  # seq of the last record fed
-        self.first_day: dt.date | None = None
-        self.last_ts: dt.datetime | None = None
+        self.first_ts: str | None = None  # timestamps in the store's form compare as text
+        self.last_ts: str | None = None
+        self._days: dict[str, dt.date] = {}
+        self._costs: dict[tuple[Any, Any], tuple[int, int]] = {}
 
     def feed(self, record: AuditRecord) -> None:
         self.upto = record.seq
-        when = parse_when(record.ts)
-        day = when.date()
-        self.first_day = day if self.first_day is None else min(self.first_day, day)
-        self.last_ts = when if self.last_ts is None else max(self.last_ts, when)
+        ts = record.ts
+        if not (isinstance(ts, str) and _ISO_TS.match(ts)):
+            ts = iso(parse_when(ts))  # any other form the gateway never wrote
+        day = self._days.get(ts[:10])
+        if day is None:
+            day = self._days[ts[:10]] = dt.date.fromisoformat(ts[:10])
+        if self.first_ts is None or ts < self.first_ts:
+            self.first_ts = ts
+        if self.last_ts is None or ts > self.last_ts:
+            self.last_ts = ts
         action, outcome = record.action, record.outcome
         if action == "query":
             self._query(record, day)
         elif outcome != "ok":
             return
         elif action in ("licence.create", "licence.update"):
-            self._licence(record, when, day)
+            self._licence(record, parse_when(ts), day)
         elif action == DATASET_FREEZE and record.dataset:
             self.named.add(record.dataset)
             self._usage(record.dataset, day).freezes += 1
@@ -210,11 +221,21 @@ class Tally:
                 usage.released += 1
             else:
                 usage.failed += 1
-            eps, delta = stored_units(record.epsilon, record.delta)
+            eps, delta = self._cost(record.epsilon, record.delta)
             usage.epsilon += eps
             usage.delta += delta
         if record.dataset and (charged or record.cached):
             self.named.add(record.dataset)
+
+    def _cost(self, epsilon: Any, delta: Any) -> tuple[int, int]:
+        """A record's charge on the ledger's grid (rounded up, as the ledger rounds it)."""
+        key = (epsilon, delta)
+        found = self._costs.get(key)
+        if found is None:
+            found = stored_units(epsilon, delta)
+            if len(self._costs) < _MEMO:
+                self._costs[key] = found
+        return found
 
     def _licence(self, record: AuditRecord, when: dt.datetime, day: dt.date) -> None:
         key = record.licence_id
@@ -244,16 +265,18 @@ class Tally:
 
     def report(self, params: ReportParams, head: dict[str, Any] | None) -> dict[str, Any]:
         """The report over everything fed; ``head`` is the signed head of the last record."""
-        start = params.start or self.first_day or dt.datetime.now(dt.UTC).date()
-        end = params.end or (self.last_ts.date() + dt.timedelta(days=1) if self.last_ts else start)
+        last = parse_when(self.last_ts) if self.last_ts else None
+        first = dt.date.fromisoformat(self.first_ts[:10]) if self.first_ts else None
+        start = params.start or first or dt.datetime.now(dt.UTC).date()
+        end = params.end or (last.date() + dt.timedelta(days=1) if last else start)
         names = sorted(self.named)
         by_day: dict[tuple[str | None, dt.date], Usage] = {}
         for (name, day), usage in self.usage.items():
             key = (name if name in self.named else None, day)
             by_day.setdefault(key, Usage()).add(usage)
         periods = []
-        for label, first, last in period_bounds(start, end, params.period):
-            periods.append(self._period(label, first, last, names, by_day))
+        for label, since, until in period_bounds(start, end, params.period):
+            periods.append(self._period(label, since, until, last, names, by_day))
         return {
             "report": REPORT_KIND,
             "version": REPORT_VERSION,
@@ -270,6 +293,7 @@ class Tally:
         label: str,
         first: dt.date,
         last: dt.date,
+        last_ts: dt.datetime | None,
         names: list[str],
         by_day: dict[tuple[str | None, dt.date], Usage],
     ) -> dict[str, Any]:
@@ -278,7 +302,7 @@ class Tally:
             if first <= day < last:
                 sums.setdefault(name, Usage()).add(usage)
         end_instant = dt.datetime.combine(last, dt.time(), dt.UTC) - _ONE_MS
-        as_of = min(end_instant, self.last_ts) if self.last_ts else end_instant
+        as_of = min(end_instant, last_ts) if last_ts else end_instant
         active = self._active(as_of)
         rows = [_dataset_row(n, sums.get(n, Usage()), active.get(n, {})) for n in names]
         if None in sums:
