@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from enclave.audit.record import AuditRecord
+from enclave.audit.record import GENESIS_HASH, AuditRecord
 from enclave.audit.signing import HeadError, SignedHead
 from enclave.audit.transparency import (
     REPORT_KIND,
@@ -64,11 +64,11 @@ def check_report(report: Any, lines: Iterable[str | bytes]) -> list[str]:
     if problems or head is None:
         return problems
     tally = Tally()
-    reached_hash = "0" * 64 if upto == 0 else None
+    reached_hash = GENESIS_HASH if upto == 0 else None
     for number, raw in enumerate(lines, start=1):
-        if reached_hash is not None or not raw.strip():
-            if reached_hash is not None:
-                break
+        if reached_hash is not None:
+            break  # records after ``upto`` are not the report's
+        if not raw.strip():
             continue
         try:
             obj = json.loads(raw)
