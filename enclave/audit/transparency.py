@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from enclave.audit.record import FAILED_REASON, TIMEOUT_REASON, AuditRecord
-from enclave.inputs import MAX_YEAR, MIN_YEAR, parse_when
+from enclave.inputs import MAX_YEAR, MIN_YEAR, invalid, parse_when
 from enclave.ledger.grid import Amount, stored_units
 from enclave.models import iso
 
@@ -266,16 +266,17 @@ class Tally:
     def report(self, params: ReportParams, head: dict[str, Any] | None) -> dict[str, Any]:
         """The report over everything fed; ``head`` is the signed head of the last record."""
         last = parse_when(self.last_ts) if self.last_ts else None
-        first = dt.date.fromisoformat(self.first_ts[:10]) if self.first_ts else None
-        start = params.start or first or dt.datetime.now(dt.UTC).date()
-        end = params.end or (last.date() + dt.timedelta(days=1) if last else start)
+        start, end = self._range(params, last)
+        bounds = period_bounds(start, end, params.period)
+        if len(bounds) > MAX_PERIODS:
+            raise invalid([f"to: the range holds more than {MAX_PERIODS} periods"])
         names = sorted(self.named)
         by_day: dict[tuple[str | None, dt.date], Usage] = {}
         for (name, day), usage in self.usage.items():
             key = (name if name in self.named else None, day)
             by_day.setdefault(key, Usage()).add(usage)
         periods = []
-        for label, since, until in period_bounds(start, end, params.period):
+        for label, since, until in bounds:
             periods.append(self._period(label, since, until, last, names, by_day))
         return {
             "report": REPORT_KIND,
@@ -287,6 +288,17 @@ class Tally:
             "signed_head": head,
             "periods": periods,
         }
+
+    def _range(self, params: ReportParams, last: dt.datetime | None) -> tuple[dt.date, dt.date]:
+        """``[from, to)`` with the defaults filled in: from the first record's day to the day
+        after the last (today for an empty log); never empty, so a report always has a range
+        its own check accepts."""
+        day = dt.timedelta(days=1)
+        first = dt.date.fromisoformat(self.first_ts[:10]) if self.first_ts else None
+        start = params.start or first or dt.datetime.now(dt.UTC).date()
+        if params.end is None:
+            return start, max(start, last.date() if last else start) + day
+        return (params.start or min(start, params.end - day)), params.end
 
     def _period(
         self,

@@ -12,11 +12,14 @@ import io
 import re
 from typing import Any
 
+import pytest
+
 from enclave.audit.chain import chain_hash
 from enclave.audit.record import GENESIS_HASH, AuditRecord
 from enclave.audit.transparency import Tally, parse_params, period_bounds
 from enclave.audit.transparency_check import differences
 from enclave.audit.transparency_render import CSV_FIELDS, HTML_CSP, STYLE, render
+from enclave.errors import BadRequest
 
 D = dt.date
 
@@ -55,6 +58,29 @@ def test_calendar_periods_are_clipped_to_the_range() -> None:
         D(2027, 1, 1),
     )
     assert period_bounds(D(2026, 1, 1), D(2026, 1, 1), "all") == []
+
+
+def _tally(*stamps: str) -> Tally:
+    tally = Tally()
+    for record in _chain([{"ts": ts, "action": "request"} for ts in stamps]):
+        tally.feed(record)
+    return tally
+
+
+def test_default_ranges_are_never_empty() -> None:
+    def span(tally: Tally, first: str | None, last: str | None) -> tuple[str, str]:
+        report = tally.report(parse_params(first, last, "month")[0], None)
+        return report["from"], report["to"]
+
+    log = _tally("2026-01-10T08:00:00.000Z", "2026-03-02T08:00:00.000Z")
+    assert span(log, None, None) == ("2026-01-10", "2026-03-03")
+    assert span(log, None, "2025-06-01") == ("2025-05-31", "2025-06-01")
+    assert span(log, "2027-01-01", None) == ("2027-01-01", "2027-01-02")
+    today = dt.datetime.now(dt.UTC).date()
+    assert span(Tally(), None, None) == (str(today), str(today + dt.timedelta(days=1)))
+    with pytest.raises(BadRequest) as refused:
+        span(log, None, "9000-01-01")
+    assert refused.value.problems == ["to: the range holds more than 1200 periods"]
 
 
 def _chain(drafts: list[dict[str, Any]]) -> list[AuditRecord]:
