@@ -20,7 +20,7 @@ Per period and dataset:
   at record ``upto``'s time if earlier), counted by tier and jurisdiction, replayed from the
   ``licence.create``/``licence.update`` records.
 
-Each period also counts ``organisation_suspensions`` (``ORGANIZATION_SUSPEND``).
+Each period also counts ``organisation_suspensions`` (``ORGANISATION_SUSPEND``).
 
 Nothing that names a person is reported: no subject, actor, licence id, organisation, purpose
 or SQL. A dataset is named only if an accepted record names it (a released query, a dataset
@@ -48,7 +48,7 @@ MAX_PERIODS = 1200  # periods in one report (a century of months)
 # Incident actions another part of the gateway emits (a dataset freeze, every licence of an
 # organisation suspended at once); they are counted as soon as they appear in the log.
 DATASET_FREEZE = "dataset.freeze"
-ORGANIZATION_SUSPEND = "organization.suspend"
+ORGANISATION_SUSPEND = "organisation.suspend"
 CHARGED_FAILURES = frozenset({FAILED_REASON, TIMEOUT_REASON})
 LICENCE_KEYS = ("tier", "datasets", "jurisdiction", "valid_from", "valid_until", "status")
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", re.ASCII)
@@ -194,7 +194,7 @@ class Tally:
         elif action == DATASET_FREEZE and record.dataset:
             self.named.add(record.dataset)
             self._usage(record.dataset, day).freezes += 1
-        elif action == ORGANIZATION_SUSPEND:
+        elif action == ORGANISATION_SUSPEND:
             self.org_suspensions[day] = self.org_suspensions.get(day, 0) + 1
         elif action == "dataset.update" and record.dataset:
             self.named.add(record.dataset)

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from enclave.audit import export
 from enclave.audit.record import FAILED_REASON, AuditDraft
 from enclave.audit.signing import HeadSigner, SignedHead, verify_head
-from enclave.audit.transparency import DATASET_FREEZE, ORGANIZATION_SUSPEND, parse_params
+from enclave.audit.transparency import DATASET_FREEZE, ORGANISATION_SUSPEND, parse_params
 from enclave.audit.transparency_check import check_report
 from enclave.audit.transparency_render import render
 from enclave.ledger.grid import Amount
@@ -150,7 +150,7 @@ async def seed(store: Any, clock: Clock) -> None:
     )
     await store.append(
         AuditDraft(
-            action=ORGANIZATION_SUSPEND,
+            action=ORGANISATION_SUSPEND,
             outcome="ok",
             actor="steward-one",
             detail={"organization": "Secret Org"},
