@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import io
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,8 @@ from enclave.audit.record import GENESIS_HASH, AuditRecord
 from enclave.audit.transparency import Tally, parse_params, period_bounds
 from enclave.audit.transparency_check import differences
 from enclave.audit.transparency_render import CSV_FIELDS, HTML_CSP, STYLE, render
-from enclave.errors import BadRequest
+from enclave.config import config_from_dict
+from enclave.errors import BadRequest, ConfigError
 
 D = dt.date
 
@@ -184,3 +186,16 @@ def test_differences_name_the_field() -> None:
     assert differences({"a": True}, {"a": 1}) == ["a: the report says true, the export gives 1"]
     many = differences({"x": list(range(80))}, {"x": [-1] * 80})
     assert len(many) == 51 and many[-1] == "... and 30 more differences"
+
+
+def test_the_public_switch_is_a_checked_boolean(tmp_path: Path) -> None:
+    auth = {"issuer": "https://idp", "audience": "a", "jwks_file": "j.json"}
+    assert config_from_dict({"auth": auth}, tmp_path).transparency.public is False
+    on = config_from_dict({"auth": auth, "transparency": {"public": True}}, tmp_path)
+    assert on.transparency.public is True
+    with pytest.raises(ConfigError) as bad:
+        config_from_dict({"auth": auth, "transparency": {"public": "yes", "open": 1}}, tmp_path)
+    assert bad.value.problems == [
+        "transparency.public: must be true or false",
+        "transparency.open: unknown key",
+    ]
