@@ -8,6 +8,7 @@ import base64
 import csv
 import hashlib
 import io
+import re
 from html import escape
 from typing import Any
 
@@ -15,6 +16,7 @@ from enclave.audit.chain import canonicalize
 from enclave.audit.export import neutralise
 
 FORMATS: tuple[str, ...] = ("json", "csv", "html")
+_NUMBER = re.compile(r"^[0-9]+(\.[0-9]+)?$", re.ASCII)
 MEDIA_TYPES = {"json": "application/json", "csv": "text/csv", "html": "text/html"}
 CSV_FIELDS: tuple[str, ...] = (
     "row", "period", "from", "to", "dataset", "epsilon", "delta", "queries_released",
@@ -26,8 +28,8 @@ STYLE = """
 body{font:11pt/1.4 system-ui,sans-serif;margin:2em;color:#111}
 h1{font-size:16pt}h2{font-size:13pt;margin-top:1.6em;break-after:avoid}
 table{border-collapse:collapse;width:100%;margin:.5em 0;break-inside:auto}
-th,td{border:1px solid #999;padding:.2em .4em;text-align:right;vertical-align:top}
-th:first-child,td:first-child{text-align:left}
+th,td{border:1px solid #999;padding:.2em .4em;text-align:left;vertical-align:top}
+.n{text-align:right;font-variant-numeric:tabular-nums}
 tr{break-inside:avoid}thead{display:table-header-group}
 code{font:9pt ui-monospace,monospace;word-break:break-all}
 dl{display:grid;grid-template-columns:max-content auto;gap:.1em 1em}
@@ -80,7 +82,10 @@ def render_csv(report: dict[str, Any]) -> str:
 
 
 def _cell(value: Any, tag: str = "td") -> str:
-    return f"<{tag}>{escape('—' if value is None else str(value))}</{tag}>"
+    """A table cell, escaped; numbers (and the decimal texts of epsilon and delta) align right."""
+    number = isinstance(value, int) or (isinstance(value, str) and _NUMBER.match(value))
+    attr = ' class="n"' if number else ""
+    return f"<{tag}{attr}>{escape('—' if value is None else str(value))}</{tag}>"
 
 
 def _head(names: tuple[str, ...]) -> str:
@@ -118,7 +123,7 @@ def _period_html(p: dict[str, Any]) -> list[str]:
 def render_html(report: dict[str, Any]) -> str:
     head = report.get("signed_head") or {}
     facts = [
-        ("Records counted", f"1 to {report['upto']}"),
+        ("Records counted", f"1 to {report['upto']}" if report["upto"] else "none"),
         ("Range", f"{report['from']} to {report['to']} (exclusive), per {report['period']}"),
         ("Signed head hash", head.get("hash")),
         ("Signed at", head.get("ts")),

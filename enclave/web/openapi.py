@@ -269,7 +269,8 @@ OPERATIONS: tuple[Op, ...] = (
                _q("period", "month, quarter, year or all (default)", enum=list(PERIODS)),
                _q("format", "json (default, canonical), csv or html", enum=list(REPORT_FORMATS))),
        errors=(BadRequest,), content=tuple(REPORT_MEDIA.values()),
-       headers=(("Enclave-Audit-Seq", "seq of the last record the report counts (upto)"),)),
+       headers=(("Enclave-Audit-Seq", "seq of the last record the report counts (upto)"),
+                ("Enclave-Signed-Head", "the report's signed head, as compact JSON"))),
 )  # fmt: skip
 
 

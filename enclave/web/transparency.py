@@ -9,6 +9,8 @@ Reads are not audited (the report is a function of the log; auditing it would ch
 
 from __future__ import annotations
 
+import json
+
 from aiohttp import web
 
 from enclave.audit import transparency_render as render
@@ -59,6 +61,7 @@ async def _report(request: web.Request) -> web.Response:
     resp = web.Response(body=render.render(report, fmt), content_type=render.MEDIA_TYPES[fmt])
     resp.charset = "utf-8"
     resp.headers["Enclave-Audit-Seq"] = str(report["upto"])
+    resp.headers["Enclave-Signed-Head"] = json.dumps(report["signed_head"], separators=(",", ":"))
     if fmt == "html":
         resp.headers["Content-Security-Policy"] = render.HTML_CSP
     if fmt == "csv":

@@ -5,6 +5,7 @@ and the report checked against a real export."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
@@ -93,6 +94,9 @@ async def test_csv_and_html_forms_and_no_names(make_gateway: Any) -> None:
         resp = await _get(gw, f"?format={fmt}&period=year")
         assert resp.status == 200 and resp.content_type == media, fmt
         bodies[fmt] = await resp.text()
+        assert json.loads(resp.headers["Enclave-Signed-Head"])["seq"] == int(
+            resp.headers["Enclave-Audit-Seq"]
+        )
         if fmt == "html":
             assert resp.headers["Content-Security-Policy"] == HTML_CSP
         for secret in SECRETS:
