@@ -5,6 +5,8 @@ counts against the per-address rate limit (the route skips authentication, so th
 does not count it). Parameters ``from``, ``to`` (dates, ``to`` exclusive), ``period``
 (``month|quarter|year|all``) and ``format`` (``json|csv|html``); one 400 lists every problem.
 Reads are not audited (the report is a function of the log; auditing it would change it).
+A report is answered again from ``ReportCache`` while the log has not grown (up to a minute),
+so polling the page does not re-read the whole log each time.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from aiohttp import web
 from enclave.audit import transparency_render as render
 from enclave.audit.transparency import parse_params
 from enclave.config import Config
-from enclave.report import store_report
+from enclave.report import ReportCache
 from enclave.web.auditor import signer_for
-from enclave.web.keys import config_key, services_key, store_key
+from enclave.web.keys import config_key, report_cache_key, services_key, store_key
 from enclave.web.params import QueryParams
 from enclave.web.roles import public, requires_role
 
@@ -30,6 +32,7 @@ def register(app: web.Application, config: Config) -> None:
     """Public or auditor-only, as ``transparency.public`` says (fixed when the app is made)."""
     handler = public_report if config.transparency.public else auditor_report
     app.router.add_get(PATH, handler)
+    app[report_cache_key] = ReportCache()
 
 
 @requires_role("auditor")
@@ -57,7 +60,7 @@ async def _report(request: web.Request) -> web.Response:
     query.done()
     store = request.app[store_key]
     signer = await signer_for(request)
-    report = await store_report(store, params, signer.sign)
+    report = await request.app[report_cache_key].report(store, params, signer.sign)
     resp = web.Response(body=render.render(report, fmt), content_type=render.MEDIA_TYPES[fmt])
     resp.charset = "utf-8"
     resp.headers["Enclave-Audit-Seq"] = str(report["upto"])

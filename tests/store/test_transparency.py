@@ -22,7 +22,7 @@ from enclave.audit.transparency_render import render
 from enclave.ledger.grid import Amount
 from enclave.licences import licence_digest_fields
 from enclave.models import Licence
-from enclave.report import store_report
+from enclave.report import ReportCache, store_report
 from enclave.store.base import Charge
 from tests.store.conftest import Backend, Clock
 
@@ -355,3 +355,24 @@ async def test_a_longer_export_still_checks_a_report_made_earlier(
     assert check_report(report, short[:10]) == [
         "the export ends before record 17, the last one the report counts"
     ]
+
+
+async def test_a_report_is_reused_until_the_log_grows_or_a_minute_passes(
+    store: Any, backend: Backend, signer: HeadSigner
+) -> None:
+    await seed(store, backend.clock)
+    now = [0.0]
+    cache = ReportCache(size=2, ttl_s=60.0, clock=lambda: now[0])
+    params, _ = parse_params(None, None, "month")
+    first = await cache.report(store, params, signer.sign)
+    assert await cache.report(store, params, signer.sign) is first
+    other = await cache.report(store, parse_params(None, None, "year")[0], signer.sign)
+    assert other is not first and await cache.report(store, params, signer.sign) is first
+    now[0] = 61.0
+    again = await cache.report(store, params, signer.sign)
+    assert again is not first and again["periods"] == first["periods"]
+    _at(backend.clock, 2, 25)
+    await _debit(store, _query("lic_d", "Dan Private", "visits", 0.5))
+    grown = await cache.report(store, params, signer.sign)
+    assert grown["upto"] == first["upto"] + 1
+    assert grown["periods"][1]["datasets"][1]["epsilon"] == "0.75"
