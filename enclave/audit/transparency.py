@@ -207,25 +207,26 @@ class Tally:
         return found
 
     def _query(self, record: AuditRecord, day: dt.date) -> None:
-        usage = self._usage(record.dataset, day)
-        if record.outcome == "denied":
-            usage.refused += 1
+        outcome = record.outcome
+        if outcome == "denied":
+            self._usage(record.dataset, day).refused += 1
             return
-        charged = (record.outcome == "ok" and not record.cached) or (
-            record.outcome == "error" and record.reason in CHARGED_FAILURES
-        )
-        if record.outcome == "ok" and record.cached:
-            usage.cached += 1
-        elif charged:
-            if record.outcome == "ok":
-                usage.released += 1
-            else:
-                usage.failed += 1
-            eps, delta = self._cost(record.epsilon, record.delta)
-            usage.epsilon += eps
-            usage.delta += delta
-        if record.dataset and (charged or record.cached):
+        cached = outcome == "ok" and record.cached is True
+        released = outcome == "ok" and not record.cached
+        failed = outcome == "error" and record.reason in CHARGED_FAILURES
+        if not (cached or released or failed):
+            return  # an error before any data was read: neither charged nor counted
+        usage = self._usage(record.dataset, day)
+        if record.dataset:
             self.named.add(record.dataset)
+        if cached:
+            usage.cached += 1
+            return
+        usage.released += released
+        usage.failed += failed
+        eps, delta = self._cost(record.epsilon, record.delta)
+        usage.epsilon += eps
+        usage.delta += delta
 
     def _cost(self, epsilon: Any, delta: Any) -> tuple[int, int]:
         """A record's charge on the ledger's grid (rounded up, as the ledger rounds it)."""

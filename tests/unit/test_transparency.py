@@ -199,3 +199,18 @@ def test_the_public_switch_is_a_checked_boolean(tmp_path: Path) -> None:
         "transparency.public: must be true or false",
         "transparency.open: unknown key",
     ]
+
+
+def test_uncharged_errors_count_nowhere_and_name_nothing() -> None:
+    tally = Tally()
+    for record in _chain(
+        [
+            {"ts": "2026-01-05T10:00:00.000Z", "action": "query", "dataset": "Eve <b>",
+             "outcome": "error", "reason": "the store is unavailable", "epsilon": 0.9},
+            {"ts": "2026-01-05T10:00:01.000Z", "action": "query", "dataset": "visits",
+             "epsilon": 0.1},
+        ]
+    ):  # fmt: skip
+        tally.feed(record)
+    (period,) = tally.report(parse_params(None, None, None)[0], None)["periods"]
+    assert [(d["dataset"], d["epsilon"]) for d in period["datasets"]] == [("visits", "0.1")]
