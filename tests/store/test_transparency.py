@@ -19,6 +19,7 @@ from enclave.audit.signing import HeadSigner, SignedHead, verify_head
 from enclave.audit.transparency import DATASET_FREEZE, ORGANISATION_SUSPEND, parse_params
 from enclave.audit.transparency_check import check_report
 from enclave.audit.transparency_render import render
+from enclave.errors import AuditUnavailable
 from enclave.ledger.grid import Amount
 from enclave.licences import licence_digest_fields
 from enclave.models import Licence
@@ -376,3 +377,13 @@ async def test_a_report_is_reused_until_the_log_grows_or_a_minute_passes(
     grown = await cache.report(store, params, signer.sign)
     assert grown["upto"] == first["upto"] + 1
     assert grown["periods"][1]["datasets"][1]["epsilon"] == "0.75"
+
+
+async def test_a_log_that_does_not_verify_gets_no_report(
+    store: Any, backend: Backend, signer: HeadSigner
+) -> None:
+    await seed(store, backend.clock)
+    await backend.guards_off()
+    await backend.raw("UPDATE audit SET epsilon = 0.01 WHERE seq = 4")  # a charge made smaller
+    with pytest.raises(AuditUnavailable):
+        await _report(store, signer)
