@@ -15,7 +15,8 @@ from typing import Any
 
 from enclave.audit import export
 from enclave.audit.signing import SignedHead
-from enclave.audit.transparency import ReportParams, Tally
+from enclave.audit.transparency import Tally
+from enclave.audit.transparency_params import ReportParams
 from enclave.errors import AuditUnavailable
 from enclave.store.base import Store
 

@@ -32,99 +32,27 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from enclave.audit.record import FAILED_REASON, TIMEOUT_REASON, AuditRecord
-from enclave.inputs import MAX_YEAR, MIN_YEAR, invalid, parse_when
+from enclave.audit.transparency_params import MAX_PERIODS, ReportParams, period_bounds
+from enclave.inputs import invalid, parse_when
 from enclave.ledger.grid import Amount, stored_units
 from enclave.models import iso
 
 REPORT_KIND = "enclave-transparency-report"
 REPORT_VERSION = 1
-PERIODS: tuple[str, ...] = ("month", "quarter", "year", "all")
-MAX_PERIODS = 1200  # periods in one report (a century of months)
 # Incident actions another part of the gateway emits (a dataset freeze, every licence of an
 # organisation suspended at once); they are counted as soon as they appear in the log.
 DATASET_FREEZE = "dataset.freeze"
 ORGANISATION_SUSPEND = "organisation.suspend"
 CHARGED_FAILURES = frozenset({FAILED_REASON, TIMEOUT_REASON})
 LICENCE_KEYS = ("tier", "datasets", "jurisdiction", "valid_from", "valid_until", "status")
-_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", re.ASCII)
 _ONE_MS = dt.timedelta(milliseconds=1)
 # The store's timestamp form (``models.iso``): read as text, without parsing each one.
 _ISO_TS = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$", re.A)
 _MEMO = 4096  # distinct (epsilon, delta) pairs remembered on the grid
-
-
-@dataclass(frozen=True)
-class ReportParams:
-    """``start`` inclusive, ``end`` exclusive (UTC dates); ``None``: from the first record's
-    day, to the day after the last counted record's."""
-
-    start: dt.date | None = None
-    end: dt.date | None = None
-    period: str = "all"
-
-
-def parse_params(
-    start: str | None, end: str | None, period: str | None
-) -> tuple[ReportParams, list[str]]:
-    """Read the report's parameters; the second value lists every problem (empty if none)."""
-    problems: list[str] = []
-    first = _date(start, "from", problems)
-    last = _date(end, "to", problems)
-    if period is not None and period not in PERIODS:
-        problems.append("period: must be one of " + ", ".join(PERIODS))
-        period = None
-    params = ReportParams(first, last, period or "all")
-    if first is not None and last is not None:
-        if first >= last:
-            problems.append("from: must be earlier than to")
-        elif len(period_bounds(first, last, params.period)) > MAX_PERIODS:
-            problems.append(f"to: the range holds more than {MAX_PERIODS} periods")
-    return params, problems
-
-
-def _date(text: str | None, name: str, problems: list[str]) -> dt.date | None:
-    if text is None or text == "":
-        return None
-    try:
-        if not _DATE.match(text):
-            raise ValueError
-        day = dt.date.fromisoformat(text)
-        if not MIN_YEAR <= day.year < MAX_YEAR:
-            raise ValueError
-    except ValueError:
-        problems.append(f"{name}: must be a date YYYY-MM-DD between {MIN_YEAR} and {MAX_YEAR}")
-        return None
-    return day
-
-
-def period_bounds(start: dt.date, end: dt.date, period: str) -> list[tuple[str, dt.date, dt.date]]:
-    """``(label, from, to)`` of each calendar period meeting ``[start, end)``, clipped to it."""
-    if period == "all":
-        return [("all", start, end)] if start < end else []
-    out: list[tuple[str, dt.date, dt.date]] = []
-    cursor = start
-    while cursor < end and len(out) <= MAX_PERIODS:
-        label, nxt = _next_boundary(cursor, period)
-        out.append((label, cursor, min(nxt, end)))
-        cursor = nxt
-    return out
-
-
-def _next_boundary(day: dt.date, period: str) -> tuple[str, dt.date]:
-    if period == "year":
-        return f"{day.year}", dt.date(day.year + 1, 1, 1)
-    if period == "quarter":
-        q = (day.month - 1) // 3
-        month = 3 * q + 4
-        nxt = dt.date(day.year + 1, 1, 1) if month > 12 else dt.date(day.year, month, 1)
-        return f"{day.year}-Q{q + 1}", nxt
-    nxt = dt.date(day.year + 1, 1, 1) if day.month == 12 else dt.date(day.year, day.month + 1, 1)
-    return f"{day.year}-{day.month:02d}", nxt
 
 
 @dataclass
@@ -370,8 +298,8 @@ def _dataset_row(
     amount = Amount(usage.epsilon, usage.delta)
     return {
         "dataset": name,
-        "epsilon": decimal_text(amount),
-        "delta": decimal_text(amount, delta=True),
+        "epsilon": _amount_text(amount),
+        "delta": _amount_text(amount, delta=True),
         "queries": {
             "released": usage.released,
             "cached": usage.cached,
@@ -390,16 +318,7 @@ def _dataset_row(
     }
 
 
-def decimal_text(amount: Amount, delta: bool = False) -> str:
-    """An amount's epsilon (or delta) as exact plain decimal text: ``0.5``, ``0.0000001``."""
+def _amount_text(amount: Amount, delta: bool = False) -> str:
+    """An amount's epsilon (or delta) as exact plain decimal text: ``0.5``, ``0.0000001``
+    (the grid's values are already normalised; ``f`` keeps small ones out of exponent form)."""
     return format(amount.delta_decimal if delta else amount.epsilon_decimal, "f")
-
-
-def compute_report(
-    records: Iterable[AuditRecord], params: ReportParams, head: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The report over ``records`` (in ``seq`` order, already cut at ``upto``)."""
-    tally = Tally()
-    for record in records:
-        tally.feed(record)
-    return tally.report(params, head)

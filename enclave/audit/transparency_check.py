@@ -20,13 +20,8 @@ from typing import Any
 
 from enclave.audit.record import GENESIS_HASH, AuditRecord
 from enclave.audit.signing import HeadError, SignedHead
-from enclave.audit.transparency import (
-    REPORT_KIND,
-    REPORT_VERSION,
-    ReportParams,
-    Tally,
-    parse_params,
-)
+from enclave.audit.transparency import REPORT_KIND, REPORT_VERSION, Tally
+from enclave.audit.transparency_params import ReportParams, parse_params
 
 MAX_DIFFERENCES = 50
 

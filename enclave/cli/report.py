@@ -13,7 +13,7 @@ import click
 
 from enclave.audit import transparency_render as render
 from enclave.audit.signing import load_or_create_signer
-from enclave.audit.transparency import PERIODS, ReportParams, parse_params
+from enclave.audit.transparency_params import PERIODS, ReportParams, parse_params
 from enclave.cli.audit import store_config
 from enclave.cli.common import config_option, out_option, run
 from enclave.config import Config

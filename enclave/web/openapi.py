@@ -22,7 +22,7 @@ from aiohttp import web
 
 from enclave import __version__
 from enclave.audit.record import ACTIONS, OUTCOMES
-from enclave.audit.transparency import PERIODS
+from enclave.audit.transparency_params import PERIODS
 from enclave.audit.transparency_render import FORMATS as REPORT_FORMATS
 from enclave.audit.transparency_render import MEDIA_TYPES as REPORT_MEDIA
 from enclave.dummy import DEFAULT_ROWS, FORMATS, MAX_ROWS, MAX_SEED

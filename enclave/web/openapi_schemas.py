@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from enclave.audit.record import ACTIONS, OUTCOMES
-from enclave.audit.transparency import PERIODS, REPORT_KIND, REPORT_VERSION
+from enclave.audit.transparency import REPORT_KIND, REPORT_VERSION
+from enclave.audit.transparency_params import PERIODS
 from enclave.errors import all_error_classes
 from enclave.inputs import MAX_NAME_CHARS, MAX_PATH_CHARS, MAX_TEXT_CHARS, MAX_TIME_CHARS
 from enclave.ledger.budget import MAX_PERIOD_DAYS

@@ -16,7 +16,7 @@ import json
 from aiohttp import web
 
 from enclave.audit import transparency_render as render
-from enclave.audit.transparency import parse_params
+from enclave.audit.transparency_params import parse_params
 from enclave.config import Config
 from enclave.report import ReportCache
 from enclave.web.auditor import signer_for

@@ -16,8 +16,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from enclave.audit import export
 from enclave.audit.record import FAILED_REASON, AuditDraft
 from enclave.audit.signing import HeadSigner, SignedHead, verify_head
-from enclave.audit.transparency import DATASET_FREEZE, ORGANISATION_SUSPEND, parse_params
+from enclave.audit.transparency import DATASET_FREEZE, ORGANISATION_SUSPEND
 from enclave.audit.transparency_check import check_report
+from enclave.audit.transparency_params import parse_params
 from enclave.audit.transparency_render import render
 from enclave.errors import AuditUnavailable
 from enclave.ledger.grid import Amount

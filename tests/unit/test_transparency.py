@@ -17,8 +17,9 @@ import pytest
 
 from enclave.audit.chain import chain_hash
 from enclave.audit.record import GENESIS_HASH, AuditRecord
-from enclave.audit.transparency import Tally, parse_params, period_bounds
+from enclave.audit.transparency import Tally
 from enclave.audit.transparency_check import differences
+from enclave.audit.transparency_params import parse_params, period_bounds
 from enclave.audit.transparency_render import CSV_FIELDS, HTML_CSP, STYLE, render
 from enclave.config import config_from_dict
 from enclave.errors import BadRequest, ConfigError
