@@ -40,6 +40,7 @@ from decimal import Decimal
 from typing import Any
 
 from enclave.audit.context import AuditContext
+from enclave.audit.record import FAILED_REASON, TIMEOUT_REASON
 from enclave.dp.deadline import deadline_for, padded
 from enclave.dp.mechanisms import PricedPlan
 from enclave.dp.release import NoisyTable, release
@@ -51,9 +52,6 @@ from enclave.services import Services
 from enclave.store.base import CacheEntry, Charge, Debited
 
 log = logging.getLogger(__name__)
-
-FAILED_REASON = "release failed after the data was read; charged"
-TIMEOUT_REASON = "query timed out after the engine started; charged"
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,13 @@ class ConsoleConfig:
 
 
 @dataclass(frozen=True)
+class TransparencyConfig:
+    """Addition: ``GET /v1/transparency`` (``docs/transparency.md``)."""
+
+    public: bool = False  # true: anyone may read the report; false: auditors only
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None = None
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -99,6 +106,7 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    transparency: TransparencyConfig = field(default_factory=TransparencyConfig)
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -109,6 +117,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "engine": EngineConfig,
     "limits": LimitsConfig,
     "console": ConsoleConfig,
+    "transparency": TransparencyConfig,
 }
 _PATH_KEYS = {
     ("auth", "jwks_file"),

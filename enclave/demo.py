@@ -20,6 +20,7 @@ from enclave.config import Config, load_config
 from enclave.devkeys import KeyPaths, generate_keys, mint_token
 from enclave.engine.synth import generate_visits
 from enclave.errors import EnclaveError
+from enclave.licences import licence_digest_fields
 from enclave.models import Licence, utcnow
 from enclave.policy.registry import registry_for
 from enclave.store import open_store
@@ -136,6 +137,7 @@ async def seed_licences(cfg: Config) -> None:
                     licence_id=lic.id,
                     tier=tier,
                     client="cli",
+                    detail={"after": licence_digest_fields(lic)},
                 ),
             )
     finally:

@@ -31,6 +31,10 @@ ACTIONS: tuple[str, ...] = (
 )
 OUTCOMES: tuple[str, ...] = ("ok", "denied", "error")
 GENESIS_HASH = "0" * 64
+# The reasons of a query record with outcome "error" whose cost was charged (``charged.py``);
+# the transparency report counts their epsilon and delta as released privacy loss.
+FAILED_REASON = "release failed after the data was read; charged"
+TIMEOUT_REASON = "query timed out after the engine started; charged"
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,12 @@ class AuditRecord:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AuditRecord:
+        """The record an export line holds (missing members as None; the caller checks)."""
+        values: dict[str, Any] = {name: data.get(name) for name in FIELDS}
+        return cls(**values)
 
 
 #: The record's fields in declaration order: the ``audit`` table's columns, an export line's

@@ -12,6 +12,7 @@ from enclave.cli.keys import keys_group, token_command
 from enclave.cli.licence import licence_group
 from enclave.cli.policy import policy_group
 from enclave.cli.query import query_command
+from enclave.cli.report import report_command
 from enclave.cli.serve import serve_command
 from enclave.cli.store import store_group
 
@@ -31,3 +32,4 @@ main.add_command(policy_group)
 main.add_command(audit_group)
 main.add_command(query_command)
 main.add_command(store_group)
+main.add_command(report_command)

@@ -25,8 +25,10 @@ from enclave.audit.signing import (
     SignedHead,
     load_or_create_signer,
     load_public_key,
+    verify_head,
 )
-from enclave.cli.common import config_option, get_config, run
+from enclave.audit.transparency_check import check_report
+from enclave.cli.common import config_option, get_config, out_option, run
 from enclave.config import Config, sqlite_path
 from enclave.store import connected_store
 
@@ -36,7 +38,7 @@ def audit_group() -> None:
     """Verify and export the audit log offline."""
 
 
-def _store_config(config_path: Path | None) -> Config:
+def store_config(config_path: Path | None) -> Config:
     """The config, refusing a SQLite store that does not exist yet (opening it would create an
     empty log, which would verify as a valid log of 0 records)."""
     cfg = get_config(config_path)
@@ -84,25 +86,55 @@ def _read_head(path: Path | None, key_path: Path | None) -> tuple[SignedHead | N
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The gateway's public key (PEM or JWK, from GET /v1/audit/key).",
 )
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A transparency report (JSON) to check against the --file export.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 def verify_command(
     config_path: Path | None,
     file_path: Path | None,
     head_path: Path | None,
     key_path: Path | None,
+    report_path: Path | None,
     as_json: bool,
 ) -> None:
-    """Recompute the hash chain; with --head and --key, check it extends a saved head."""
+    """Recompute the hash chain; with --head and --key, check it extends a saved head; with
+    --report, check that a transparency report is the one the export gives."""
     saved, key = _read_head(head_path, key_path)
+    if report_path is not None and file_path is None:
+        raise click.UsageError("--report needs --file (the export to check it against)")
     if file_path is not None:
         with file_path.open("rb") as fh:
             verdict = export.verify_export(fh, saved, key, _progress)
         result, problems, notes = verdict.result, list(verdict.problems), list(verdict.notes)
+        if report_path is not None:
+            problems += _report_problems(report_path, file_path, key)
     else:
-        cfg = _store_config(config_path)
+        cfg = store_config(config_path)
         result, problems = run(_verify_store(cfg, saved, key))
         notes = []
     _report(result, problems, notes, as_json)
+
+
+def _report_problems(report_path: Path, file_path: Path, key: Any) -> list[str]:
+    """Why the report is not the one the export gives (its signed head is checked against
+    ``key`` when there is one)."""
+    try:
+        report = json.loads(report_path.read_bytes())
+    except ValueError:
+        return ["report: not a JSON file"]
+    try:
+        head = SignedHead.from_json(report.get("signed_head") if isinstance(report, dict) else None)
+    except HeadError:
+        head = None  # check_report names the problem
+    with file_path.open("rb") as fh:
+        problems = [f"report: {p}" for p in check_report(report, fh)]
+    if head is not None and key is not None and (reason := verify_head(head, key)):
+        problems.append(f"report: signed_head: {reason}")
+    return problems
 
 
 async def _verify_store(
@@ -139,15 +171,10 @@ def _report(result: VerifyResult, problems: list[str], notes: list[str], as_json
 @audit_group.command("export")
 @config_option
 @click.option("--format", "fmt", type=click.Choice(export.FORMATS), default="jsonl")
-@click.option(
-    "--out",
-    "out_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write here (default: standard output).",
-)
+@out_option
 def export_command(config_path: Path | None, fmt: str, out_path: Path | None) -> None:
     """Export the whole log (JSONL ends with a signed head; CSV is for spreadsheets)."""
-    cfg = _store_config(config_path)
+    cfg = store_config(config_path)
     if out_path is None:
         run(_export(cfg, fmt, sys.stdout.buffer))
         return
@@ -185,7 +212,7 @@ async def _export(cfg: Config, fmt: str, out: IO[bytes]) -> int:
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def head_command(config_path: Path | None, out_path: Path) -> None:
     """Verify the store's chain and save a signed head of it (keep it somewhere safe)."""
-    cfg = _store_config(config_path)
+    cfg = store_config(config_path)
     result, _ = run(_verify_only(cfg))
     if not result.valid:
         click.echo(f"INVALID: chain broken at seq {result.first_bad_seq}: {result.reason}")

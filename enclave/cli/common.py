@@ -27,6 +27,13 @@ config_option = click.option(
     help="Path to enclave.toml (default: $ENCLAVE_CONFIG or ./enclave.toml).",
 )
 
+out_option = click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write here (default: standard output).",
+)
+
 
 def get_config(path: Path | None) -> Config:
     try:

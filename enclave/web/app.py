@@ -26,7 +26,16 @@ from enclave.policy.registry import registry_for
 from enclave.ratelimit import RateLimiter
 from enclave.services import Services
 from enclave.store import open_store
-from enclave.web import admin, auditor, console, health, openapi, researcher, steward
+from enclave.web import (
+    admin,
+    auditor,
+    console,
+    health,
+    openapi,
+    researcher,
+    steward,
+    transparency,
+)
 from enclave.web.access_log import RedactingAccessLogger
 from enclave.web.keys import (
     config_key,
@@ -67,6 +76,7 @@ def create_app(config: Config) -> web.Application:
     app.add_routes(auditor.routes)
     app.add_routes(openapi.routes)
     console.register(app, config)
+    transparency.register(app, config)
     app.on_response_prepare.append(security_headers)
     return app
 

@@ -10,6 +10,7 @@ from enclave.config import Config
 from enclave.engine.warehouse import Warehouse
 from enclave.metrics import Metrics
 from enclave.models import Principal
+from enclave.report import ReportCache
 from enclave.services import Services
 from enclave.store.base import Store
 
@@ -19,6 +20,7 @@ store_key = web.AppKey("store", Store)
 warehouse_key = web.AppKey("warehouse", Warehouse)
 jwks_key = web.AppKey("jwks", JwksCache)
 metrics_key = web.AppKey("metrics", Metrics)
+report_cache_key = web.AppKey("report_cache", ReportCache)
 
 request_id_key = web.RequestKey("request_id", str)
 principal_key = web.RequestKey("principal", Principal)

@@ -22,6 +22,9 @@ from aiohttp import web
 
 from enclave import __version__
 from enclave.audit.record import ACTIONS, OUTCOMES
+from enclave.audit.transparency_params import PERIODS
+from enclave.audit.transparency_render import FORMATS as REPORT_FORMATS
+from enclave.audit.transparency_render import MEDIA_TYPES as REPORT_MEDIA
 from enclave.dummy import DEFAULT_ROWS, FORMATS, MAX_ROWS, MAX_SEED
 from enclave.errors import (
     AccuracyUnreachable,
@@ -159,6 +162,9 @@ VERSION = _q("version", "read this stored version instead of the current", type=
              minimum=1, maximum=MAX_VERSION)  # fmt: skip
 
 
+_DAY = {"type": "string", "format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}
+
+
 def _text(name: str, description: str = "") -> Param:
     return _q(name, description, type="string", maxLength=MAX_NAME_CHARS)
 
@@ -285,6 +291,17 @@ OPERATIONS: tuple[Op, ...] = (
        params=(SINCE, UNTIL), errors=(BadRequest,)),
     Op("get", "/v1/audit/key", "auditKey", "auditor",
        "The Ed25519 public key that signs audit chain heads", "AuditKey"),
+    Op("get", "/v1/transparency", "transparencyReport", "auditor",
+       "Privacy loss, queries, licences and incidents per dataset and period, from the audit "
+       "log, with its signed head (public instead when transparency.public is true)",
+       "TransparencyReport",
+       params=(_q("from", "first day, inclusive (default: the log's first day)", **_DAY),
+               _q("to", "last day, exclusive (default: the day after the last record)", **_DAY),
+               _q("period", "month, quarter, year or all (default)", enum=list(PERIODS)),
+               _q("format", "json (default, canonical), csv or html", enum=list(REPORT_FORMATS))),
+       errors=(BadRequest,), content=tuple(REPORT_MEDIA.values()),
+       headers=(("Enclave-Audit-Seq", "seq of the last record the report counts (upto)"),
+                ("Enclave-Signed-Head", "the report's signed head, as compact JSON"))),
 )  # fmt: skip
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from enclave.audit.record import ACTIONS, FIELDS, OUTCOMES
 from enclave.audit.record import KINDS as AUDIT_KINDS
+from enclave.audit.transparency import REPORT_KIND, REPORT_VERSION
+from enclave.audit.transparency_params import PERIODS
 from enclave.errors import all_error_classes
 from enclave.inputs import MAX_NAME_CHARS, MAX_PATH_CHARS, MAX_TEXT_CHARS, MAX_TIME_CHARS
 from enclave.ledger.budget import MAX_PERIOD_DAYS
@@ -360,6 +362,55 @@ def _summary_row(keys: tuple[str, ...]) -> Schema:
     return _obj(props, (*keys, "epsilon_spent", "delta_spent", *counts))
 
 
+def _transparency_report() -> Schema:
+    day = {"type": "string", "format": "date"}
+    decimal = {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"}
+    count = {"type": "integer", "minimum": 0}
+
+    def counts(*names: str) -> Schema:
+        return _obj({n: count for n in names}, names)
+
+    dataset = _obj(
+        {
+            "dataset": {**_nullable("string"), "description": "null: refusals of other names"},
+            "epsilon": decimal,
+            "delta": decimal,
+            "queries": counts("released", "cached", "refused", "failed"),
+            "incidents": counts("freezes", "licence_suspensions", "licence_revocations"),
+            "active_licences": _array(
+                _obj({"tier": STR, "jurisdiction": STR, "count": count},
+                     ("tier", "jurisdiction", "count"))
+            ),
+        },
+        ("dataset", "epsilon", "delta", "queries", "incidents", "active_licences"),
+    )  # fmt: skip
+    period = _obj(
+        {
+            "label": STR,
+            "from": day,
+            "to": day,
+            "licences_as_of": TIME,
+            "organisation_suspensions": count,
+            "datasets": _array(dataset),
+        },
+        ("label", "from", "to", "licences_as_of", "organisation_suspensions", "datasets"),
+    )
+    return _obj(
+        {
+            "report": {"const": REPORT_KIND},
+            "version": {"const": REPORT_VERSION},
+            "from": day,
+            "to": day,
+            "period": {"enum": list(PERIODS)},
+            "upto": count,
+            "signed_head": ref("SignedHead"),
+            "periods": _array(period),
+        },
+        ("report", "version", "from", "to", "period", "upto", "signed_head", "periods"),
+        description="the transparency report (docs/transparency.md); no names of people",
+    )
+
+
 def component_schemas() -> dict[str, Schema]:
     """Every named schema, referenced from the operations as ``#/components/schemas/<name>``."""
     query_item = _obj(
@@ -641,6 +692,7 @@ def component_schemas() -> dict[str, Schema]:
             ("key_id", "algorithm", "public_key_pem"),
             description="the Ed25519 public key that signs chain heads",
         ),
+        "TransparencyReport": _transparency_report(),
         "Health": _obj({"status": STR}, ("status",)),
         "ConsoleSettings": _obj(
             {
