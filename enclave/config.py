@@ -16,6 +16,7 @@ from typing import Any
 
 from enclave.errors import ConfigError
 
+MAX_PROCESSES = 64
 FORBIDDEN_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
 SUPPORTED_ALGORITHMS = ("ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "EdDSA")
 
@@ -29,6 +30,8 @@ class ServerConfig:
     header_timeout_s: float = 20.0  # from connect (or the last answer) to complete headers
     body_timeout_s: float = 30.0  # for the whole body, once the handler starts reading it
     release_deadline_ms: float = 250.0  # addition: undeclared-key releases are padded to it
+    # addition: HTTP worker processes sharing one socket (not engine.workers: DuckDB queries)
+    processes: int = field(default_factory=lambda: default_processes())
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,12 @@ _PATH_KEYS = {
 }
 
 
+def default_processes() -> int:
+    """``server.processes`` when not set: one worker process per core this process may use."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, MAX_PROCESSES))
+
+
 def default_config_path() -> Path:
     return Path(os.environ.get("ENCLAVE_CONFIG", "enclave.toml"))
 
@@ -157,6 +166,11 @@ def config_from_dict(raw: dict[str, Any], base: Path, path: Path | None = None) 
             problems.append(f"server.{name}: must be positive")
     if not 0 <= server.release_deadline_ms <= 60_000:
         problems.append("server.release_deadline_ms: must be between 0 and 60000")
+    if not 1 <= server.processes <= MAX_PROCESSES:
+        problems.append(
+            f"server.processes: must be between 1 and {MAX_PROCESSES} (worker processes "
+            "serving HTTP; engine.workers is the DuckDB queries of each)"
+        )
     limits: LimitsConfig = sections["limits"]
     for fld in fields(LimitsConfig):
         if getattr(limits, fld.name) < 1:
