@@ -84,7 +84,8 @@ def listen(host: str, port: int) -> socket.socket:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         return socket.create_server((host, port), family=family, backlog=BACKLOG)
     except OSError as exc:
-        raise StartFailed(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise StartFailed(f"cannot listen on {host}:{port} ({why})") from None
 
 
 async def prepare_state(config: Config) -> None:
