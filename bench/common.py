@@ -232,6 +232,13 @@ def make_deployment(
     return Deployment(folder=folder, config=config, data=data, token=token)
 
 
+def lift_request_limits(deployment: Deployment) -> None:
+    """Raise the per-address and per-subject request limits out of the way (the bench tier's
+    own licence limit is already huge): for benchmarks that send thousands of requests."""
+    with deployment.config.open("a") as fh:
+        fh.write("\n[limits]\nper_address_per_minute = 1000000\nper_subject_per_minute = 1000000\n")
+
+
 async def _seed(config_path: Path) -> None:
     await add_licence(config_path, SUBJECT, "bench", licence_id="lic_bench", seed_policies=True)
 

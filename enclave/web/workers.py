@@ -144,20 +144,22 @@ class Supervisor:
         old[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, _wake_only)
         old_wakeup = signal.set_wakeup_fd(self.wake_w)
         try:
-            for slot in self.slots:
-                self._spawn(slot)
-            self._start(host, port)
-            while not self.stopping:
-                self._wait(POLL_S)
-                self._check(starting=False)
-        except BaseException:
-            self._stop()
-            raise
+            try:
+                for slot in self.slots:
+                    self._spawn(slot)
+                self._start(host, port)
+                while not self.stopping:
+                    self._wait(POLL_S)
+                    self._check(starting=False)
+            finally:
+                self._stop()  # our handlers stay: a second signal cannot cut the drain short
         finally:
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in old.items():
                 signal.signal(sig, handler)
-        self._stop()
+            self.selector.close()
+            os.close(self.wake_r)
+            os.close(self.wake_w)
 
     def _start(self, host: str, port: int) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
