@@ -178,6 +178,11 @@ def config_from_dict(raw: dict[str, Any], base: Path, path: Path | None = None) 
     store: StoreConfig = sections["store"]
     if not store.url.startswith(("sqlite:///", "postgresql://", "postgres://")):
         problems.append("store.url: must start with sqlite:/// or postgresql://")
+    if store.url == "sqlite:///:memory:" and server.processes > 1:
+        problems.append(
+            "store.url: an in-memory SQLite database cannot be shared by worker processes; "
+            "use a file or set server.processes = 1"
+        )
     engine: EngineConfig = sections["engine"]
     if engine.threads < 1 or engine.workers < 1 or engine.prepare_workers < 1:
         problems.append(

@@ -51,3 +51,15 @@ def test_the_refusal_names_the_other_setting() -> None:
         load({"processes": 0})
     (problem,) = caught.value.problems
     assert "engine.workers" in problem  # not to be confused with DuckDB's concurrent queries
+
+
+def test_an_in_memory_store_cannot_be_shared_by_processes() -> None:
+    raw: dict[str, Any] = {"auth": AUTH, "store": {"url": "sqlite:///:memory:"}}
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict({**raw, "server": {"processes": 2}}, base=Path("/srv"))
+    assert caught.value.problems == [
+        "store.url: an in-memory SQLite database cannot be shared by worker processes; "
+        "use a file or set server.processes = 1"
+    ]
+    alone = config_from_dict({**raw, "server": {"processes": 1}}, base=Path("/srv"))
+    assert alone.store.url == "sqlite:///:memory:"
