@@ -53,7 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -120,7 +120,7 @@ class Slot:
     started: float = 0.0
     quick_exits: int = 0
     restart_at: float | None = None
-    pids: list[int] = field(default_factory=list)  # every pid that filled it
+    starts: int = 0  # how many processes have filled it
 
 
 class Supervisor:
@@ -173,7 +173,7 @@ class Supervisor:
         shown = f"[{host}]" if ":" in host else host
         log.info(
             "serving on http://%s:%d with %d worker processes (pids %s)",
-            shown, port, len(self.slots), ", ".join(str(s.pids[-1]) for s in self.slots),
+            shown, port, len(self.slots), ", ".join(str(s.proc.pid) for s in self.slots if s.proc),
         )  # fmt: skip
 
     def _wait(self, timeout: float) -> None:
@@ -189,8 +189,8 @@ class Supervisor:
             self._close_ready(slot)
             if got:
                 slot.ready = True
-                if slot.quick_exits or len(slot.pids) > 1:
-                    log.info("worker %d (pid %d) is serving", slot.number, slot.pids[-1])
+                if slot.starts > 1 and slot.proc is not None:
+                    log.info("worker %d (pid %d) is serving", slot.number, slot.proc.pid)
 
     def _check(self, *, starting: bool) -> None:
         now = time.monotonic()
@@ -250,7 +250,7 @@ class Supervisor:
             pass  # it died at once; the loop reports how
         slot.proc, slot.ready_fd, slot.ready = proc, ready_r, False
         slot.started, slot.restart_at = time.monotonic(), None
-        slot.pids.append(proc.pid)
+        slot.starts += 1
         self.selector.register(ready_r, selectors.EVENT_READ)
 
     def _close_ready(self, slot: Slot) -> None:
