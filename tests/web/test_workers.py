@@ -257,7 +257,7 @@ async def health_and_revocation_on_every_worker(
     async with http.post(gw.url + "/v1/admin/revocations", json=revoke, headers=admin) as resp:
         assert resp.status == 201
     before = worker_counts(await (await http.get(gw.url + "/metrics")).text())
-    for _ in range(12):  # new connections: both workers answer some of these
+    for _ in range(40):  # new connections, one at a time: both workers answer some
         async with http.get(gw.url + "/v1/budget", headers=carried) as resp:
             assert resp.status == 401
     after = worker_counts(await (await http.get(gw.url + "/metrics")).text())
