@@ -190,10 +190,14 @@ class Deployment:
 
 
 def make_deployment(
-    folder: Path, data_file: Path, store_url: str = "sqlite:///state/enclave.db"
+    folder: Path,
+    data_file: Path,
+    store_url: str = "sqlite:///state/enclave.db",
+    processes: int = 1,
 ) -> Deployment:
     """A fresh deployment folder: repo policies + bench tier, the dataset, dev keys, a config,
-    a seeded store with one bench licence, and a researcher token for it."""
+    a seeded store with one bench licence, and a researcher token for it. ``processes``:
+    ``server.processes`` (1 by default, so ``Server.status`` reads the one serving process)."""
     from enclave.devkeys import generate_keys, mint_token
 
     if folder.exists():
@@ -209,7 +213,8 @@ def make_deployment(
     keys = generate_keys(folder / "keys", kid="bench-key")
     config = folder / "enclave.toml"
     config.write_text(
-        f'[server]\nhost = "127.0.0.1"\nport = 8080\nquery_timeout_s = 120\n\n'
+        f'[server]\nhost = "127.0.0.1"\nport = 8080\nquery_timeout_s = 120\n'
+        f"processes = {processes}\n\n"
         f'[auth]\nissuer = "{ISSUER}"\naudience = "{AUDIENCE}"\njwks_file = "keys/jwks.json"\n\n'
         f'[store]\nurl = "{store_url}"\n\n[policies]\ndir = "policies"\ndata_dir = "data"\n\n'
         '[engine]\nstate_dir = "state"\n'
@@ -225,6 +230,13 @@ def make_deployment(
         kid="bench-key",
     )
     return Deployment(folder=folder, config=config, data=data, token=token)
+
+
+def lift_request_limits(deployment: Deployment) -> None:
+    """Raise the per-address and per-subject request limits out of the way (the bench tier's
+    own licence limit is already huge): for benchmarks that send thousands of requests."""
+    with deployment.config.open("a") as fh:
+        fh.write("\n[limits]\nper_address_per_minute = 1000000\nper_subject_per_minute = 1000000\n")
 
 
 async def _seed(config_path: Path) -> None:

@@ -4,6 +4,8 @@
     ENCLAVE_TEST_POSTGRES_DSN=postgresql://postgres@127.0.0.1:5432/test \\
         .venv/bin/python -m bench.throughput
     .venv/bin/python -m bench.throughput --smoke         # 1 and 2 clients, a few requests
+    .venv/bin/python -m bench.throughput --processes 1 2 # server.processes 1, then 2
+    .venv/bin/python -m bench.throughput --processes 1 2 --clients 1 32  # fewer runs
 
 For each store and each client count: distinct small queries (a filtered COUNT whose bound
 and epsilon change per request, so every one is a fresh release with a budget debit and an
@@ -12,6 +14,8 @@ cache answers, still with an audit append). Loops are bounded by a request count
 limit. For PostgreSQL a throwaway database is created on the DSN's server and dropped after;
 the rows are skipped, with the reason, if the server is unreachable or the store fails to open.
 The raw DuckDB reference runs the same SQL sequentially from Python on the source file.
+``--processes`` runs every store once per ``server.processes`` value (one worker process per
+core is the gateway's default; 1 unless given here, as the other benchmarks use).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import duckdb
 from bench.common import (
     Server,
     dataset,
+    lift_request_limits,
     log,
     make_deployment,
     markdown_table,
@@ -83,11 +88,19 @@ def raw_qps(src: Path, n: int) -> float:
 
 
 def bench_store(
-    label: str, store_url: str, args: Any, src: Path, levels: list[tuple[int, int]], limit_s: float
+    label: str,
+    store_url: str,
+    args: Any,
+    src: Path,
+    levels: list[tuple[int, int]],
+    limit_s: float,
+    processes: int,
 ) -> list[list[Any]]:
-    dep = make_deployment(Path(args.out) / "deploy" / f"throughput-{label}", src, store_url)
+    name = f"throughput-{label}-p{processes}"
+    dep = make_deployment(Path(args.out) / "deploy" / name, src, store_url, processes)
+    lift_request_limits(dep)  # thousands of requests a minute from one address and subject
     rows: list[list[Any]] = []
-    with Server(dep, Path(args.out) / "logs" / f"throughput-{label}.log") as server:
+    with Server(dep, Path(args.out) / "logs" / f"{name}.log") as server:
         prime = asyncio.run(run_load(server, dep.token, 1, PRIMED, limit_s, small_query))
         _check(prime, args)
         offset = PRIMED
@@ -102,10 +115,12 @@ def bench_store(
                 if kind == "cached" and res.cached != res.done:
                     raise SystemExit(f"{res.done - res.cached} repeats were not cached")
                 rows.append(
-                    [label, kind, clients, res.done, res.errors, res.qps, res.ms(0.5), res.ms(0.99)]
+                    [label, processes, kind, clients, res.done, res.errors, res.qps]
+                    + [res.ms(0.5), res.ms(0.99)]
                 )
                 log(
-                    f"  {label} {kind} x{clients}: {res.qps:.0f} q/s, p50 {res.ms(0.5):.1f} ms,"
+                    f"  {label} p{processes} {kind} x{clients}: {res.qps:.0f} q/s,"
+                    f" p50 {res.ms(0.5):.1f} ms,"
                     f" p99 {res.ms(0.99):.1f} ms, errors {res.errors}"
                 )
     return rows
@@ -120,23 +135,30 @@ def main() -> None:
     p = parser(__doc__ or "")
     p.add_argument("--postgres-dsn", default=os.environ.get("ENCLAVE_TEST_POSTGRES_DSN"))
     p.add_argument("--time-limit", type=float, default=None, help="seconds per run (cap)")
+    p.add_argument(
+        "--processes", type=int, nargs="+", default=[1], help="server.processes values to run"
+    )
+    p.add_argument("--clients", type=int, nargs="+", default=None, help="client counts to run")
     args = p.parse_args()
     rows_n = 2_000 if args.smoke else 100_000
     levels = [(1, 4), (2, 6)] if args.smoke else [(1, 200), (8, 600), (32, 1200), (128, 1600)]
+    if args.clients:
+        levels = [(c, n) for c, n in levels if c in args.clients] or levels
     limit_s = args.time_limit or (20.0 if args.smoke else 30.0)
     src = dataset(args.out, rows_n)
-    table_rows = bench_store("sqlite", "sqlite:///state/enclave.db", args, src, levels, limit_s)
+    table_rows: list[list[Any]] = []
+    for processes in args.processes:
+        sqlite = "sqlite:///state/enclave.db"
+        table_rows += bench_store("sqlite", sqlite, args, src, levels, limit_s, processes)
     notes = []
     if not args.postgres_dsn:
         notes.append("PostgreSQL rows skipped: ENCLAVE_TEST_POSTGRES_DSN is not set.")
-    else:
+    for processes in args.processes if args.postgres_dsn else []:
         url = None
         try:
             url = asyncio.run(_create_db(args.postgres_dsn))
-            table_rows += bench_store("postgresql", url, args, src, levels, limit_s)
-        except (OSError, RuntimeError, ImportError) as exc:
-            notes.append(f"PostgreSQL rows skipped: {type(exc).__name__}: {str(exc)[:200]}")
-        except Exception as exc:
+            table_rows += bench_store("postgresql", url, args, src, levels, limit_s, processes)
+        except Exception as exc:  # the server or driver is missing: say so, keep SQLite's rows
             notes.append(f"PostgreSQL rows skipped: {type(exc).__name__}: {str(exc)[:200]}")
         finally:
             if url is not None:
@@ -144,7 +166,8 @@ def main() -> None:
     raw_n = 20 if args.smoke else 500
     raw = raw_qps(src, raw_n)
     table = markdown_table(
-        ["store", "queries", "clients", "done", "errors", "queries/s", "p50 ms", "p99 ms"],
+        ["store", "processes", "queries", "clients", "done", "errors", "queries/s", "p50 ms"]
+        + ["p99 ms"],
         table_rows,
     )
     note_text = "".join(f"\n\n{n}" for n in notes)
@@ -155,7 +178,10 @@ def main() -> None:
         "noise, budget debit and audit append in one store transaction). *cached*: "
         f"{PRIMED} primed queries repeated verbatim (release cache; still one audit append "
         "each). Closed loop, each run capped by a request count and "
-        f"{limit_s:.0f} s; the aiohttp client runs in the bench process on the same cores.\n\n"
+        f"{limit_s:.0f} s; the aiohttp client runs in the bench process on the same cores. "
+        "*processes*: `server.processes`, worker processes sharing one socket (each with its own "
+        "event loop, store connection and DuckDB); the load generator competes with them for "
+        f"the {os.cpu_count()} cores.\n\n"
         f"{table}\n\nRaw DuckDB on the same SQL over the source file, sequential from Python "
         f"(2 threads): **{raw:.0f} queries/s** ({raw_n} queries).{note_text}\n"
     )

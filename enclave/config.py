@@ -17,6 +17,7 @@ from typing import Any
 
 from enclave.errors import ConfigError
 
+MAX_PROCESSES = 64
 FORBIDDEN_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
 SUPPORTED_ALGORITHMS = ("ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "EdDSA")
 
@@ -30,6 +31,8 @@ class ServerConfig:
     header_timeout_s: float = 20.0  # from connect (or the last answer) to complete headers
     body_timeout_s: float = 30.0  # for the whole body, once the handler starts reading it
     release_deadline_ms: float = 250.0  # undeclared-key releases are padded to it
+    # HTTP worker processes sharing one socket (not engine.workers: DuckDB queries)
+    processes: int = field(default_factory=lambda: default_processes())
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,12 @@ _PATH_KEYS = {
 }
 
 
+def default_processes() -> int:
+    """``server.processes`` when not set: one worker process per core this process may use."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, MAX_PROCESSES))
+
+
 def default_config_path() -> Path:
     return Path(os.environ.get("ENCLAVE_CONFIG", "enclave.toml"))
 
@@ -219,6 +228,11 @@ def _check_server(s: dict[str, Any]) -> list[str]:
             problems.append(f"server.{name}: must be positive")
     if not 0 <= server.release_deadline_ms <= 60_000:
         problems.append("server.release_deadline_ms: must be between 0 and 60000")
+    if not 1 <= server.processes <= MAX_PROCESSES:
+        problems.append(
+            f"server.processes: must be between 1 and {MAX_PROCESSES} (worker processes "
+            "serving HTTP; engine.workers is the DuckDB queries of each)"
+        )
     return problems
 
 
@@ -232,9 +246,16 @@ def _check_limits(s: dict[str, Any]) -> list[str]:
 
 
 def _check_store(s: dict[str, Any]) -> list[str]:
-    if not s["store"].url.startswith(("sqlite:///", "postgresql://", "postgres://")):
-        return ["store.url: must start with sqlite:/// or postgresql://"]
-    return []
+    url = s["store"].url
+    problems = []
+    if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        problems.append("store.url: must start with sqlite:/// or postgresql://")
+    if url == "sqlite:///:memory:" and s["server"].processes > 1:
+        problems.append(
+            "store.url: an in-memory SQLite database cannot be shared by worker processes; "
+            "use a file or set server.processes = 1"
+        )
+    return problems
 
 
 def _check_engine(s: dict[str, Any]) -> list[str]:

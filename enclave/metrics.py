@@ -11,6 +11,15 @@ status codes and problem types from ``errors.py``: every label set is bounded by
     enclave_cache_hits_total                      of those, repeats served from the cache
     enclave_refusals_total{reason}                problem responses, by problem type
     enclave_epsilon_spent_total                   epsilon charged, all licences together
+    enclave_worker_requests_total{worker}         requests answered by each worker process
+
+Several worker processes (``server.processes`` > 1): prometheus-client's multiprocess mode.
+Each worker writes its values to memory-mapped files in one directory that the supervisor
+makes for this run (``PROMETHEUS_MULTIPROC_DIR``, set by the supervisor in the workers'
+environment before anything is imported) and removes at exit; ``/metrics``, answered by
+whichever worker accepts the scrape, merges every worker's files, so a scrape sees the whole
+gateway (counters and histograms summed over workers, a restarted worker's counts included).
+``worker`` (1..processes, a bounded label) tells how the load is spread.
 
 A cached repeat counts as a release (an answer went out) and as a cache hit, and spends no
 epsilon; ``releases - cache_hits`` is the number of fresh noisy releases.
@@ -19,9 +28,11 @@ epsilon; ``releases - cache_hits`` is the number of fresh noisy releases.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -29,8 +40,16 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 @dataclass
 class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    worker: str = "1"  # this process's worker number
+    multiprocess_dir: Path | None = None  # shared with the other workers (see above)
 
     def __post_init__(self) -> None:
+        if self.multiprocess_dir is not None and not getattr(
+            values.ValueClass, "_multiprocess", False
+        ):
+            raise RuntimeError(
+                "PROMETHEUS_MULTIPROC_DIR must be set before prometheus_client loads"
+            )
         r = self.registry
         self.requests = Counter(
             "enclave_requests_total",
@@ -62,6 +81,12 @@ class Metrics:
             "Epsilon charged, summed over all licences",
             registry=r,
         )
+        self.worker_requests = Counter(
+            "enclave_worker_requests_total",
+            "HTTP requests answered by each worker process",
+            ["worker"],
+            registry=r,
+        ).labels(self.worker)
 
     def record_release(self, cached: bool, epsilon: float) -> None:
         """One answer returned to a researcher (``epsilon`` is what it charged)."""
@@ -75,4 +100,8 @@ class Metrics:
         self.refusals.labels(problem_type).inc()
 
     def render(self) -> bytes:
-        return bytes(generate_latest(self.registry))
+        if self.multiprocess_dir is None:
+            return bytes(generate_latest(self.registry))
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=str(self.multiprocess_dir))  # type: ignore[no-untyped-call]
+        return bytes(generate_latest(merged))

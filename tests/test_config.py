@@ -226,7 +226,7 @@ def test_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
     assert cfg.policies.data_dir == absolute
     assert cfg.auth.jwks_file == (tmp_path / "keys/jwks.json").resolve()
     assert sqlite_path(cfg.store.url) == str((tmp_path / "db/x.db").resolve())
-    memory = build(tmp_path, store={"url": "sqlite:///:memory:"})
+    memory = build(tmp_path, server={"processes": 1}, store={"url": "sqlite:///:memory:"})
     assert memory.store.url == "sqlite:///:memory:"
     pg = build(tmp_path, store={"url": "postgresql://u@h:5432/db"})
     assert pg.store.url == "postgresql://u@h:5432/db"

@@ -70,8 +70,10 @@ async def offline(cfg: Config) -> AsyncIterator[tuple[Store, Registry]]:
         await store.close()
 
 
-def setup_logging(verbose: bool = False) -> None:
+def setup_logging(verbose: bool = False, worker: int | None = None) -> None:
+    """Log lines to stderr; a worker process (``server.processes`` > 1) names itself."""
+    who = "" if worker is None else f"worker {worker} "
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s {who}%(levelname)s %(name)s: %(message)s",
     )

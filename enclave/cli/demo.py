@@ -7,11 +7,10 @@ import asyncio
 from pathlib import Path
 
 import click
-from aiohttp import web
 
 from enclave.cli.common import setup_logging
+from enclave.cli.serve import serve
 from enclave.demo import demo_keys, demo_tokens, make_demo, seed_licences, write_tokens
-from enclave.web.app import create_app
 
 
 @click.command("demo")
@@ -61,4 +60,4 @@ Try:
 """)
     if no_serve:
         return
-    web.run_app(create_app(cfg), host="127.0.0.1", port=port)
+    serve(cfg, "127.0.0.1", port)

@@ -54,11 +54,14 @@ The secret seed is 32 bytes from ``secrets`` in ``<state_dir>/truncation.key`` (
 created once (atomically: written aside, then hard-linked into place) and reused. Only its
 SHA-256 "seed id" enters file names and fingerprints. The bounded table is written to
 ``<state_dir>/bounded/<name>-v<version>-<fingerprint16>.parquet`` by an atomic rename, and is
-reused on restart when present.
+reused on restart when present. Processes sharing ``state_dir`` (``server.processes`` > 1)
+bound a version once: a file lock per version makes the others wait, then reuse the file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -67,6 +70,7 @@ import re
 import secrets
 import shutil
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,6 +190,37 @@ def bound_dataset(
     target = bounded_target(spec, state_dir, key)
     if target.path.exists():
         return target
+    with preparation_lock(state_dir, target):
+        if target.path.exists():  # another process bounded it while this one waited
+            return target
+        return _bound(spec, state_dir, key, target, threads, memory_limit, work_dir)
+
+
+@contextlib.contextmanager
+def preparation_lock(state_dir: Path, target: BoundTarget) -> Iterator[None]:
+    """Hold ``<state_dir>/prepare/<target>.lock`` (``flock``), so that processes sharing the
+    state folder (worker processes, replicas on one disk) bound one version once: the others
+    wait and then reuse the file. The kernel releases the lock when its holder exits or is
+    killed at its deadline. Lock files stay (one empty file per version)."""
+    folder = state_dir / WORK_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / f"{target.path.stem}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _bound(
+    spec: DatasetSpec,
+    state_dir: Path,
+    key: bytes,
+    target: BoundTarget,
+    threads: int,
+    memory_limit: str,
+    work_dir: Path | None,
+) -> BoundTarget:
     own_work = work_dir is None
     work = new_work_dir(state_dir) if work_dir is None else work_dir
     staged, out = work / "staged.parquet", work / "bounded.parquet"

@@ -140,10 +140,15 @@ class _Collect(logging.Handler):
         self.lines.append((record.name, record.levelno, record.getMessage()))
 
 
-def _child_main(writer: Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+def die_with_parent(sig: int) -> None:
+    """Ask the kernel to send ``sig`` to this process when its parent dies (Linux only)."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+
+
+def _child_main(writer: Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    die_with_parent(signal.SIGKILL)
     collect = _Collect()
     root = logging.getLogger()
     root.handlers[:] = [collect]

@@ -18,6 +18,7 @@ from aiohttp.web_response import StreamResponse
 
 SECRET_WORDS = ("token", "secret", "password", "passwd", "key", "code", "auth", "signature")
 REDACTED = "REDACTED"
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'  # what ``enclave serve`` logs per request
 
 
 def is_secret_param(name: str) -> bool:

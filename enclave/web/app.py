@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +27,7 @@ from enclave.policy.registry import registry_for
 from enclave.ratelimit import RateLimiter
 from enclave.services import Services
 from enclave.store import open_store
+from enclave.store.base import Store
 from enclave.web import (
     admin,
     auditor,
@@ -55,7 +57,12 @@ LINGER_S = 2.0  # seconds an unread body is drained after an early answer
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def create_app(config: Config) -> web.Application:
+def create_app(
+    config: Config, *, worker: int = 1, metrics_dir: Path | None = None
+) -> web.Application:
+    """The gateway application. ``worker``: this process's number among ``server.processes``
+    worker processes; ``metrics_dir``: their shared Prometheus directory (``web/workers.py``;
+    both only label and merge metrics)."""
     app = web.Application(
         middlewares=[
             metrics_middleware,
@@ -67,7 +74,7 @@ def create_app(config: Config) -> web.Application:
         handler_args=handler_args(config),
     )
     app[config_key] = config
-    app[metrics_key] = Metrics()
+    app[metrics_key] = Metrics(worker=str(worker), multiprocess_dir=metrics_dir)
     app.cleanup_ctx.extend([dp_ctx, store_ctx, jwks_ctx, warehouse_ctx, services_ctx])
     app.add_routes(health.routes)
     app.add_routes(researcher.routes)
@@ -123,9 +130,7 @@ async def jwks_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def warehouse_ctx(app: web.Application) -> AsyncIterator[None]:
     engine = app[config_key].engine
-    # replicas must bound identically: the first truncation seed stored wins, for every replica
-    local = await asyncio.to_thread(load_or_create_key, engine.state_dir)
-    key = await app[store_key].shared_secret(TRUNCATION_SECRET, local)
+    key = await shared_truncation_key(app[store_key], engine.state_dir)
     warehouse = Warehouse(engine, key=key)
     await warehouse.open()
     app[warehouse_key] = warehouse
@@ -133,6 +138,12 @@ async def warehouse_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await warehouse.close()
+
+
+async def shared_truncation_key(store: Store, state_dir: Path) -> bytes:
+    """The truncation seed every replica and worker bounds with: the first one stored wins."""
+    local = await asyncio.to_thread(load_or_create_key, state_dir)
+    return await store.shared_secret(TRUNCATION_SECRET, local)
 
 
 async def services_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -173,4 +184,5 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         metrics = request.app[metrics_key]
         metrics.requests.labels(name, method, str(status)).inc()
+        metrics.worker_requests.inc()
         metrics.latency.labels(name).observe(time.perf_counter() - start)

@@ -70,13 +70,16 @@ FROM numbered ORDER BY idx
 """
 
 
-@pytest.fixture
-def source(tmp_path: Path) -> Path:
-    path = tmp_path / "src.parquet"
+def write_source(path: Path) -> Path:
     con = duckdb.connect()
     con.execute(f"COPY ({SOURCE_SQL}) TO '{path}' (FORMAT parquet)")
     con.close()
     return path
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    return write_source(tmp_path / "src.parquet")
 
 
 def read(path: Path) -> list[tuple[object, ...]]:

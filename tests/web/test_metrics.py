@@ -85,7 +85,8 @@ async def test_labels_are_templates_and_name_no_subject_licence_or_dataset(
     for secret in ("zelda_subject", "steward_subject", lic.id, "visits", "PROPFIND"):
         assert secret not in text, secret
     labels = {k: v for (_, pairs) in samples for k, v in pairs}
-    assert set(labels) <= {"route", "method", "status", "reason", "le"}
+    assert set(labels) <= {"route", "method", "status", "reason", "le", "worker"}
+    assert {v for (_, pairs) in samples for k, v in pairs if k == "worker"} == {"1"}
     routes = {v for (_, pairs) in samples for k, v in pairs if k == "route"}
     assert "/v1/admin/licences/{id}" in routes
     assert "/v1/admin/datasets/{name}" in routes
@@ -102,3 +103,29 @@ async def test_each_app_has_its_own_registry(make_gateway: Any) -> None:
     _, samples = await scrape(second)
     assert value(samples, "enclave_releases_total") == 0
     assert value(samples, "enclave_epsilon_spent_total") == 0
+
+
+async def test_one_process_is_worker_1() -> None:
+    """``server.processes = 1``: the worker counter has the one label value ``1``; several
+    workers are tested with real processes in ``tests/web/test_workers.py``."""
+    from enclave.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.worker_requests.inc()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+    }
+    assert value(samples, "enclave_worker_requests_total", worker="1") == 1
+
+
+def test_a_shared_directory_needs_multiprocess_values(tmp_path: Any) -> None:
+    """Without ``PROMETHEUS_MULTIPROC_DIR`` in the environment before prometheus-client loads,
+    a worker's values would stay in its memory and merged scrapes would miss them: refused."""
+    import pytest
+
+    from enclave.metrics import Metrics
+
+    with pytest.raises(RuntimeError, match="PROMETHEUS_MULTIPROC_DIR"):
+        Metrics(multiprocess_dir=tmp_path)
