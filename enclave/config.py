@@ -17,6 +17,7 @@ from typing import Any
 from enclave.errors import ConfigError
 
 FORBIDDEN_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
+MAX_PROPOSAL_TTL_HOURS = 24 * 90
 SUPPORTED_ALGORITHMS = ("ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "EdDSA")
 
 
@@ -89,6 +90,14 @@ class ConsoleConfig:
 
 
 @dataclass(frozen=True)
+class GovernanceConfig:
+    """Addition: four-eyes approval of changes that raise risk (``docs/governance.md``)."""
+
+    four_eyes: bool = False  # a change that raises risk becomes a proposal a second admin approves
+    proposal_ttl_hours: int = 72  # a proposal not decided within this many hours expires
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None = None
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -98,6 +107,7 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    governance: GovernanceConfig = field(default_factory=GovernanceConfig)
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -108,6 +118,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "engine": EngineConfig,
     "limits": LimitsConfig,
     "console": ConsoleConfig,
+    "governance": GovernanceConfig,
 }
 _PATH_KEYS = {
     ("auth", "jwks_file"),
@@ -176,6 +187,11 @@ def config_from_dict(raw: dict[str, Any], base: Path, path: Path | None = None) 
         problems.append("console.oidc_scopes: must include openid")
     if console.oidc_client_id and not auth.issuer.startswith(("https://", "http://")):
         problems.append("console.oidc_client_id: needs auth.issuer to be an http(s) URL")
+    governance: GovernanceConfig = sections["governance"]
+    if not 1 <= governance.proposal_ttl_hours <= MAX_PROPOSAL_TTL_HOURS:
+        problems.append(
+            f"governance.proposal_ttl_hours: must be between 1 and {MAX_PROPOSAL_TTL_HOURS}"
+        )
     if problems:
         raise ConfigError(problems)
     return Config(path=path, **sections)

@@ -6,6 +6,8 @@
 2. the dataset exists and a licence of the principal covers it          (NotFound)
    -- an unseen dataset answers exactly like an unknown one: "unknown dataset"
    -- a covered dataset that is retired answers "dataset retired"         (Forbidden)
+   -- a covered dataset that is frozen answers "dataset frozen: <reason>" (DatasetFrozen)
+      (an incident control; before the release cache, so a repeat is refused too)
       (no new queries or estimates; its history and the spend on it are kept)
 3. the licence is active                      (LicenceSuspended / LicenceRevoked)
    -- "licence suspended" / "licence revoked"
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from enclave.errors import (
+    DatasetFrozen,
     EnclaveError,
     Forbidden,
     JurisdictionRefused,
@@ -147,6 +150,8 @@ def _licence_rules(
         return _deny(NotFound, UNKNOWN_DATASET)
     if spec.retired:
         return _deny(Forbidden, "dataset retired")
+    if spec.frozen is not None:
+        return _deny(DatasetFrozen, f"dataset frozen: {spec.frozen}")
     if licence.status != "active":
         refused = LicenceRevoked if licence.status == "revoked" else LicenceSuspended
         return _deny(refused, f"licence {licence.status}")

@@ -36,6 +36,7 @@ from enclave.store import codec
 from enclave.store import grants as grant_ops
 from enclave.store import postgres_bulk as bulk
 from enclave.store import postgres_ops as ops
+from enclave.store import proposals as prop_ops
 from enclave.store.base import (
     AuditFilter,
     CacheEntry,
@@ -47,6 +48,7 @@ from enclave.store.base import (
 from enclave.store.chain_rows import Progress, SegmentJoiner, verify_segment
 from enclave.store.codec import SummaryRow
 from enclave.store.grants import Grant
+from enclave.store.proposals import Decided, Decision, Proposal, Suspended, Write
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -292,6 +294,38 @@ class PostgresStore:
 
     async def grants(self, licence_id: str) -> list[Grant]:
         return await self._read(lambda c: grant_ops.postgres_list(c, licence_id))
+
+    # --- four-eyes proposals and organisation holds (``store/proposals.py``) ----------------
+
+    async def add_proposal(self, proposal: Proposal, audit: AuditDraft) -> Proposal:
+        return await self._write(lambda c, now: prop_ops.postgres_add(c, proposal, audit, now))
+
+    async def get_proposal(self, proposal_id: str) -> Proposal | None:
+        return await self._read(lambda c: prop_ops.postgres_get(c, proposal_id))
+
+    async def list_proposals(self, status: str | None = None) -> list[Proposal]:
+        return await self._read(lambda c: prop_ops.postgres_list(c, status))
+
+    async def expire_proposals(self, audit: AuditDraft, now: dt.datetime) -> list[Proposal]:
+        return await self._write(lambda c, _: prop_ops.postgres_expire_due(c, audit, now))
+
+    async def decide_proposal(self, decision: Decision, write: Write | None) -> Decided:
+        return await self._write(lambda c, now: prop_ops.postgres_decide(c, decision, write, now))
+
+    async def suspend_organisation(
+        self, organisation: str, reason: str, audit: AuditDraft, licence_audit: AuditDraft
+    ) -> Suspended:
+        return await self._write(
+            lambda c, now: prop_ops.postgres_suspend(
+                c, organisation, reason, audit, licence_audit, now
+            )
+        )
+
+    async def held_licences(self, organisation: str) -> list[str]:
+        return await self._read(lambda c: prop_ops.postgres_held(c, organisation))
+
+    async def hold_of(self, licence_id: str) -> str | None:
+        return await self._read(lambda c: prop_ops.postgres_hold_of(c, licence_id))
 
     # --- the audit chain -------------------------------------------------------------------
 

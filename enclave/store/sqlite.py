@@ -41,6 +41,7 @@ from enclave.errors import AuditUnavailable, StoreUnavailable
 from enclave.ledger.grid import Amount
 from enclave.models import Licence, utcnow
 from enclave.store import grants as grant_ops
+from enclave.store import proposals as prop_ops
 from enclave.store import sqlite_bulk as bulk
 from enclave.store import sqlite_ops as ops
 from enclave.store import sqlite_verify
@@ -56,6 +57,7 @@ from enclave.store.bulk import Row, TableSpec
 from enclave.store.chain_rows import Progress, SegmentJoiner, verify_segment
 from enclave.store.codec import SummaryRow
 from enclave.store.grants import Grant
+from enclave.store.proposals import Decided, Decision, Proposal, Suspended, Write
 from enclave.store.sqlite_totals import LedgerTotals
 
 T = TypeVar("T")
@@ -251,6 +253,38 @@ class SqliteStore:
 
     async def grants(self, licence_id: str) -> list[Grant]:
         return await self._read(partial(grant_ops.sqlite_list, licence_id=licence_id))
+
+    # --- four-eyes proposals and organisation holds (``store/proposals.py``) ----------------
+
+    async def add_proposal(self, proposal: Proposal, audit: AuditDraft) -> Proposal:
+        return await self._write(lambda c, now: prop_ops.sqlite_add(c, proposal, audit, now))
+
+    async def get_proposal(self, proposal_id: str) -> Proposal | None:
+        return await self._read(partial(prop_ops.sqlite_get, proposal_id=proposal_id))
+
+    async def list_proposals(self, status: str | None = None) -> list[Proposal]:
+        return await self._read(partial(prop_ops.sqlite_list, status=status))
+
+    async def expire_proposals(self, audit: AuditDraft, now: dt.datetime) -> list[Proposal]:
+        return await self._write(lambda c, _: prop_ops.sqlite_expire_due(c, audit, now))
+
+    async def decide_proposal(self, decision: Decision, write: Write | None) -> Decided:
+        return await self._write(lambda c, now: prop_ops.sqlite_decide(c, decision, write, now))
+
+    async def suspend_organisation(
+        self, organisation: str, reason: str, audit: AuditDraft, licence_audit: AuditDraft
+    ) -> Suspended:
+        return await self._write(
+            lambda c, now: prop_ops.sqlite_suspend(
+                c, organisation, reason, audit, licence_audit, now
+            )
+        )
+
+    async def held_licences(self, organisation: str) -> list[str]:
+        return await self._read(partial(prop_ops.sqlite_held, organisation=organisation))
+
+    async def hold_of(self, licence_id: str) -> str | None:
+        return await self._read(partial(prop_ops.sqlite_hold_of, licence_id=licence_id))
 
     # --- the audit chain -------------------------------------------------------------------
 

@@ -33,7 +33,12 @@ from enclave.store.sqlite_schema import MIGRATIONS
 
 @contextmanager
 def write_tx(conn: sqlite3.Connection) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` … ``COMMIT``; any exception rolls everything back."""
+    """``BEGIN IMMEDIATE`` … ``COMMIT``; any exception rolls everything back. Inside an open
+    transaction it joins that one (``store/proposals.py`` applies an approved change through
+    the same operation a direct change uses, in the approval's transaction)."""
+    if conn.in_transaction:
+        yield
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
