@@ -24,6 +24,14 @@ ACTIONS: tuple[str, ...] = (
     "licence.grant",  # addition: a budget top-up for one licence and dataset (with a reason)
     "licence.import",  # addition: a refused bulk import (an accepted one is licence.create)
     "dataset.schema",  # addition: column names and types proposed from a data file's schema
+    "proposal.create",  # addition: a change that raises risk, waiting for a second admin
+    "proposal.approve",  # addition: a second admin approved (and so applied) a proposal
+    "proposal.reject",  # addition: a proposal rejected (or withdrawn by its proposer)
+    "proposal.expire",  # addition: a proposal undecided past its expiry (actor "system")
+    "dataset.freeze",  # addition: incident control, every query of a dataset refused
+    "dataset.unfreeze",  # addition: a freeze lifted (always through an approved proposal)
+    "organisation.suspend",  # addition: every active licence of an organisation suspended
+    "organisation.reactivate",  # addition: those licences reactivated (approved proposal)
 )
 OUTCOMES: tuple[str, ...] = ("ok", "denied", "error")
 GENESIS_HASH = "0" * 64

@@ -25,7 +25,7 @@ from enclave.policy.registry import registry_for
 from enclave.ratelimit import RateLimiter
 from enclave.services import Services
 from enclave.store import open_store
-from enclave.web import admin, auditor, console, health, openapi, researcher, steward
+from enclave.web import admin, auditor, console, governance, health, openapi, researcher, steward
 from enclave.web.access_log import RedactingAccessLogger
 from enclave.web.keys import (
     config_key,
@@ -64,6 +64,7 @@ def create_app(config: Config) -> web.Application:
     app.add_routes(researcher.routes)
     app.add_routes(admin.routes)
     app.add_routes(steward.routes)
+    app.add_routes(governance.routes)
     app.add_routes(auditor.routes)
     app.add_routes(openapi.routes)
     console.register(app, config)
