@@ -19,6 +19,7 @@ from enclave.audit.record import AuditDraft
 from enclave.cli.common import config_option, get_config, offline, run
 from enclave.config import Config
 from enclave.errors import Conflict, NotFound
+from enclave.governance.organisations import refuse_if_suspended
 from enclave.governance.risk import risks
 from enclave.licence_import import ImportPlan, issue_import, plan_import
 from enclave.licences import (
@@ -84,6 +85,7 @@ def issue(
         lic = licence_from_json(body, utcnow())
         async with offline(cfg) as (store, registry):
             await check_licence_policy(registry, lic)
+            await refuse_if_suspended(store, lic)
             await store.insert_licence(
                 lic,
                 _draft("licence.create", actor, lic, detail={"after": licence_digest_fields(lic)}),

@@ -11,6 +11,7 @@ from aiohttp import web
 from enclave.audit.licence_status import status_reason
 from enclave.errors import BadRequest, Conflict, NotFound
 from enclave.governance.changes import digest, prepare_licence_patch, prepare_policy
+from enclave.governance.organisations import refuse_if_suspended
 from enclave.inputs import MAX_EXPIRY_DAYS, MAX_TEXT_CHARS, MAX_VERSION
 from enclave.licences import check_licence_policy, licence_digest_fields, licence_from_json
 from enclave.models import Licence
@@ -58,6 +59,7 @@ async def create_licence(request: web.Request) -> web.Response:
     actx.licence_id = licence.id
     actx.tier = licence.tier
     await check_licence_policy(svc.registry, licence)
+    await refuse_if_suspended(svc.store, licence)
     after = licence_digest_fields(licence)
     detail = {"after": after, "before_sha256": None, "after_sha256": digest(after)}
     await svc.store.insert_licence(licence, actx.draft("ok", detail=detail))

@@ -361,3 +361,28 @@ async def test_decisions_validate_their_input(make_gateway: Any) -> None:
     assert status == 400 and "reason: required" in problem["detail"]
     status, problem = await call(gw, OMAR, "GET", "/v1/admin/proposals?status=maybe")
     assert status == 400
+
+
+async def test_no_new_licence_for_a_suspended_organisation(make_gateway: Any) -> None:
+    gw = await make_gateway()
+    await gw.licence("alice", organization="Northwind")
+    org = "/v1/admin/organisations/Northwind"
+    assert (await call(gw, STELLA, "POST", org + "/suspend", json={"reason": "BR-9"}))[0] == 200
+    body = {
+        "subject": "erin", "organization": "Northwind", "tier": "standard",
+        "datasets": ["visits"], "purpose": "p", "jurisdiction": "GB",
+        "valid_until": "2099-01-01",
+    }  # fmt: skip
+    status, problem = await call(gw, STELLA, "POST", "/v1/admin/licences", json=body)
+    assert status == 409 and "suspended" in problem["detail"]
+    csv = (
+        "subject,organization,tier,datasets,purpose,jurisdiction,valid_until\n"
+        "erin,Northwind,standard,visits,p,GB,2099-01-01\n"
+    )
+    resp = await gw.client.post(
+        "/v1/admin/licences/import?reason=batch", data=csv,
+        headers={**gw.auth(*STELLA), "Content-Type": "text/csv"},
+    )  # fmt: skip
+    assert resp.status == 400 and "row 2: organization" in (await resp.json())["detail"]
+    other = {**body, "organization": "Southwind"}
+    assert (await call(gw, STELLA, "POST", "/v1/admin/licences", json=other))[0] == 201
