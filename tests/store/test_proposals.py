@@ -234,3 +234,27 @@ async def test_proposals_survive_a_reopen(store: Any, backend: Backend) -> None:
     finally:
         await again.close()
     await store.open()
+
+
+async def test_proposals_and_holds_travel_with_store_copy(
+    backend: Backend, store: Any, tmp_path: Any
+) -> None:
+    from enclave.store import open_store
+    from enclave.store.copy import copy_store
+
+    stored = await seeded(store)
+    await store.insert_licence(licence("lic_a", organization="Northwind"), draft())
+    await store.suspend_organisation("Northwind", "BR-9", draft("organisation.suspend"),
+                                     draft("licence.update"))  # fmt: skip
+    await store.close()
+    target = f"sqlite:///{tmp_path / 'copy.db'}"
+    report = await copy_store(backend.url, target)
+    assert report.ok and report.counts["proposals"] == 1 and report.counts["licence_holds"] == 1
+    copied = open_store(target)
+    await copied.open()
+    try:
+        assert await copied.get_proposal(stored.id) == stored
+        assert await copied.held_licences("Northwind") == ["lic_a"]
+    finally:
+        await copied.close()
+    await store.open()
