@@ -120,7 +120,12 @@ async def get_proposal(request: web.Request) -> web.Response:
 
 
 async def _proposal(request: web.Request) -> Proposal:
-    found = await request.app[services_key].store.get_proposal(request.match_info["id"][:100])
+    pid = request.match_info["id"]
+    found = (
+        None
+        if len(pid) > MAX_NAME_CHARS
+        else await request.app[services_key].store.get_proposal(pid)
+    )
     if found is None:
         raise NotFound("no such proposal")
     return found
@@ -156,7 +161,6 @@ async def _decide(request: web.Request, *, approve: bool) -> web.Response:
         if actx.actor == p.proposer:
             raise SelfApproval("the proposer cannot approve their own proposal")
         write = (await _prepare_again(request, p)).guarded(p.base)
-    actx.action = "proposal.approve" if approve else "proposal.reject"
     decision = Decision(
         p.id, approve, actx.actor or "", reason, now, actx.draft("ok", reason=reason),
         system_draft(replace(actx.draft("ok"), action="proposal.expire")),
