@@ -250,6 +250,8 @@ async def test_freeze_refuses_queries_at_once_including_cached_repeats(make_gate
         problem = await refused.json(content_type=None)
         assert problem["type"] == PROBLEM + "dataset-frozen"
         assert "incident INC-42: possible re-identification" in problem["detail"]
+    listed = await (await gw.client.get("/v1/datasets", headers=gw.auth("alice"))).json()
+    assert listed["datasets"][0]["frozen"].startswith("incident INC-42")
     spent = await gw.services.store.spent(next(iter(gw.licences)), "visits", None)
     assert spent.epsilon_float == 0.5  # the refusals cost nothing
 
