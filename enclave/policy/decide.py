@@ -37,7 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from enclave.errors import (
@@ -239,7 +239,8 @@ def visible_datasets(
     now: dt.datetime,
 ) -> list[DatasetSpec]:
     """Datasets an active, valid licence covers and whose tier and jurisdiction rules admit
-    (rules 2-7), sorted by name: what ``GET /v1/datasets`` lists."""
+    (rules 2-7), sorted by name: what ``GET /v1/datasets`` lists. A frozen dataset stays
+    listed (with its ``frozen`` reason), so its researchers see why their queries are refused."""
     held = list(licences)
     out: list[DatasetSpec] = []
     for spec in sorted(specs, key=lambda s: s.name):
@@ -247,6 +248,7 @@ def visible_datasets(
         if licence is None:
             continue
         tier = tiers.get(licence.tier)
-        if _licence_rules(licence, tier, spec, now, tiers).allowed:
+        unfrozen = replace(spec, frozen=None)  # listed as it would be, with its reason shown
+        if _licence_rules(licence, tier, unfrozen, now, tiers).allowed:
             out.append(spec)
     return out
