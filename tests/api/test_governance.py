@@ -388,3 +388,22 @@ async def test_no_new_licence_for_a_suspended_organisation(make_gateway: Any) ->
     assert resp.status == 400 and "row 2: organization" in (await resp.json())["detail"]
     other = {**body, "organization": "Southwind"}
     assert (await call(gw, STELLA, "POST", "/v1/admin/licences", json=other))[0] == 201
+
+
+async def test_a_freeze_reaches_every_replica_at_the_next_request(make_gateway: Any) -> None:
+    one = await make_gateway()
+    two = await make_gateway()  # a second app on the same store, as a second replica
+    await one.licence("alice")
+    assert (await two.query(SQL)).status == 200
+    status, _ = await call(one, STELLA, "POST", "/v1/admin/datasets/visits/freeze",
+                           json={"reason": "INC-50"})  # fmt: skip
+    assert status == 200
+    refused = await two.query(SQL)
+    assert refused.status == 423 and "INC-50" in (await refused.json())["detail"]
+    status, proposal = await call(one, STELLA, "POST", "/v1/admin/datasets/visits/unfreeze",
+                                  json={"reason": "contained"})  # fmt: skip
+    assert status == 202
+    status, _ = await call(two, OMAR, "POST", f"/v1/admin/proposals/{proposal['id']}/approve",
+                           json={"reason": "verified"})  # fmt: skip
+    assert status == 200
+    assert (await one.query(SQL)).status == 200
