@@ -7,6 +7,7 @@ organisation covers exactly its active licences, and only a second admin reactiv
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
@@ -407,3 +408,18 @@ async def test_a_freeze_reaches_every_replica_at_the_next_request(make_gateway: 
                            json={"reason": "verified"})  # fmt: skip
     assert status == 200
     assert (await one.query(SQL)).status == 200
+
+
+async def test_two_admins_approving_at_once_over_http_apply_once(make_gateway: Any) -> None:
+    gw = await four_eyes(make_gateway)
+    lic = await gw.licence("alice")
+    grant = {"dataset": "visits", "epsilon": 0.5, "reason": "chapter 3"}
+    status, proposal = await call(gw, STELLA, "POST", f"/v1/admin/licences/{lic.id}/grants",
+                                  json=grant)  # fmt: skip
+    path = f"/v1/admin/proposals/{proposal['id']}/approve"
+    answers = await asyncio.gather(
+        *(call(gw, (f"admin{i}", ["admin"]), "POST", path, json={"reason": "ok"}) for i in range(6))
+    )
+    assert sorted(status for status, _ in answers) == [200] + [409] * 5
+    assert len(await gw.services.store.grants(lic.id)) == 1
+    assert len(await records(gw, "proposal.approve")) == 1
