@@ -19,6 +19,7 @@ from enclave.errors import ConfigError
 
 MAX_PROCESSES = 64
 FORBIDDEN_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
+MAX_PROPOSAL_TTL_HOURS = 24 * 90
 SUPPORTED_ALGORITHMS = ("ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "EdDSA")
 
 
@@ -94,9 +95,17 @@ class ConsoleConfig:
 
 @dataclass(frozen=True)
 class TransparencyConfig:
-    """Addition: ``GET /v1/transparency`` (``docs/transparency.md``)."""
+    """``GET /v1/transparency`` (``docs/transparency.md``)."""
 
     public: bool = False  # true: anyone may read the report; false: auditors only
+
+
+@dataclass(frozen=True)
+class GovernanceConfig:
+    """Four-eyes approval of changes that raise risk (``docs/governance.md``)."""
+
+    four_eyes: bool = False  # a change that raises risk becomes a proposal a second admin approves
+    proposal_ttl_hours: int = 72  # a proposal not decided within this many hours expires
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     transparency: TransparencyConfig = field(default_factory=TransparencyConfig)
+    governance: GovernanceConfig = field(default_factory=GovernanceConfig)
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -121,6 +131,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "limits": LimitsConfig,
     "console": ConsoleConfig,
     "transparency": TransparencyConfig,
+    "governance": GovernanceConfig,
 }
 _PATH_KEYS = {
     ("auth", "jwks_file"),
@@ -280,6 +291,12 @@ def _check_console(s: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _check_governance(s: dict[str, Any]) -> list[str]:
+    if not 1 <= s["governance"].proposal_ttl_hours <= MAX_PROPOSAL_TTL_HOURS:
+        return [f"governance.proposal_ttl_hours: must be between 1 and {MAX_PROPOSAL_TTL_HOURS}"]
+    return []
+
+
 def resolve_store_url(url: str, base: Path) -> str:
     """Make a relative ``sqlite:///`` path absolute against ``base``."""
     prefix = "sqlite:///"
@@ -336,6 +353,7 @@ _CHECKS: tuple[Callable[[dict[str, Any]], list[str]], ...] = (
     _check_store,
     _check_engine,
     _check_console,
+    _check_governance,
 )
 
 # Documentation of every key (the README config table is checked against this list).

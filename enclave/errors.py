@@ -25,13 +25,17 @@ a stack trace. Anything that is not an ``EnclaveError`` renders as a bare 500.
     │   │   └── LicenceNotYetValid     403  licence-not-yet-valid
     │   ├── TierRefused                403  tier-refused
     │   ├── JurisdictionRefused        403  jurisdiction-refused
-    │   └── BudgetExhausted            403  budget-exhausted
+    │   ├── BudgetExhausted            403  budget-exhausted
+    │   └── SelfApproval               403  self-approval      (four-eyes: a second admin decides)
     ├── NotFound                       404  not-found
     ├── MethodNotAllowed               405  method-not-allowed
     ├── RequestTimeout                 408  request-timeout    (the body arrived too slowly)
     ├── Conflict                       409  conflict
+    │   ├── ProposalExpired            409  proposal-expired   (past its expiry; nothing applied)
+    │   └── ProposalStale              409  proposal-stale     (its target changed since)
     ├── PayloadTooLarge                413  payload-too-large
     ├── UnsupportedMediaType           415  unsupported-media-type
+    ├── DatasetFrozen                  423  dataset-frozen     (incident control; the reason)
     ├── RateLimited                    429  rate-limited       (carries ``retry_after``)
     ├── ServiceUnavailable             503  unavailable
     │   ├── AuditUnavailable           503  audit-unavailable
@@ -193,6 +197,11 @@ class BudgetExhausted(Forbidden):
     title = "Privacy budget exhausted"
 
 
+class SelfApproval(Forbidden):
+    type = "self-approval"
+    title = "A proposal is decided by a second admin, not its proposer"
+
+
 class NotFound(EnclaveError):
     status = 404
     type = "not-found"
@@ -211,6 +220,26 @@ class Conflict(EnclaveError):
     status = 409
     type = "conflict"
     title = "Conflict"
+    outcome = "denied"
+
+
+class ProposalExpired(Conflict):
+    type = "proposal-expired"
+    title = "Proposal expired; nothing was applied"
+
+
+class ProposalStale(Conflict):
+    type = "proposal-stale"
+    title = "The proposal's target changed since it was proposed; nothing was applied"
+
+
+class DatasetFrozen(EnclaveError):
+    """A steward froze the dataset (an incident control): every query and estimate is refused
+    until a second admin approves unfreezing it. The detail carries the steward's reason."""
+
+    status = 423
+    type = "dataset-frozen"
+    title = "Dataset frozen"
     outcome = "denied"
 
 

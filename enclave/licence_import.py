@@ -18,6 +18,7 @@ from typing import Any
 
 from enclave.audit.record import AuditDraft
 from enclave.errors import BadRequest
+from enclave.governance.organisations import suspension_problem
 from enclave.licences import licence_from_json
 from enclave.models import Licence
 from enclave.policy.registry import Registry
@@ -80,6 +81,8 @@ async def plan_import(text: str, store: Store, registry: Registry, now: dt.datet
             if other is not None:
                 found.append(f"datasets: {lic.subject} already holds {other} for {name}")
             taken[(lic.subject, name)] = where
+        if (suspended := await suspension_problem(store, lic)) is not None:
+            found.append(suspended)
         plan.problems += [f"{where}: {p}" for p in found]
         if not found:
             plan.licences.append(lic)

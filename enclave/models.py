@@ -118,6 +118,7 @@ class DatasetSpec:
     version: int = 1
     source_table: str | None = None  # for duckdb://file.duckdb#table sources
     retired: bool = False  # no new queries or estimates; history and spend are kept
+    frozen: str | None = None  # an incident freeze's reason: every query refused while set
 
     def column(self, name: str) -> ColumnSpec | None:
         """Case-insensitive lookup against the declared columns."""
@@ -141,6 +142,7 @@ class DatasetSpec:
             "columns": {c.name: c.to_json() for c in self.columns},
             "version": self.version,
             **({"retired": True} if self.retired else {}),
+            **({"frozen": self.frozen} if self.frozen is not None else {}),
         }
 
 

@@ -28,6 +28,14 @@ ACTIONS: tuple[str, ...] = (
     "licence.grant",  # a budget top-up for one licence and dataset (with a reason)
     "licence.import",  # a refused bulk import (an accepted one is licence.create)
     "dataset.schema",  # column names and types proposed from a data file's schema
+    "proposal.create",  # a change that raises risk, waiting for a second admin
+    "proposal.approve",  # a second admin approved (and so applied) a proposal
+    "proposal.reject",  # a proposal rejected (or withdrawn by its proposer)
+    "proposal.expire",  # a proposal undecided past its expiry (actor "system")
+    "dataset.freeze",  # incident control: every query of a dataset refused
+    "dataset.unfreeze",  # a freeze lifted (always through an approved proposal)
+    "organisation.suspend",  # every active licence of an organisation suspended
+    "organisation.reactivate",  # those licences reactivated (approved proposal)
 )
 OUTCOMES: tuple[str, ...] = ("ok", "denied", "error")
 GENESIS_HASH = "0" * 64

@@ -2,7 +2,9 @@
 licence administration.
 
 Same validation and the same audited store writes as the admin API; the actor recorded in the
-audit log is ``--actor`` (default ``cli``).
+audit log is ``--actor`` (default ``cli``). No second admin can approve anything here, so with
+``governance.four_eyes`` on a change that raises risk is refused (propose it through the API),
+and a licence held by its organisation's suspension is never reactivated here.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import click
 
 from enclave.audit.record import AuditDraft
 from enclave.cli.common import config_option, get_config, offline, run
+from enclave.config import Config
 from enclave.errors import Conflict, NotFound
+from enclave.governance.organisations import refuse_if_suspended
+from enclave.governance.risk import risks
 from enclave.licence_import import ImportPlan, issue_import, plan_import
 from enclave.licences import (
     check_licence_policy,
@@ -24,6 +29,7 @@ from enclave.licences import (
     patch_licence,
 )
 from enclave.models import Licence, utcnow
+from enclave.store.base import Store
 
 actor_option = click.option(
     "--actor",
@@ -79,6 +85,7 @@ def issue(
         lic = licence_from_json(body, utcnow())
         async with offline(cfg) as (store, registry):
             await check_licence_policy(registry, lic)
+            await refuse_if_suspended(store, lic)
             await store.insert_licence(
                 lic,
                 _draft("licence.create", actor, lic, detail={"after": licence_digest_fields(lic)}),
@@ -133,6 +140,7 @@ def _change(
                 raise Conflict(f"{licence_id} is {current.status}, not {only_from}")
             updated, _ = patch_licence(current, {**changes, "reason": reason}, utcnow())
             await check_licence_policy(registry, updated, before=current)
+            await refuse_without_second_admin(cfg, store, current, updated)
             lic, _ = await store.update_licence(
                 licence_id,
                 {k: getattr(updated, k) for k in changes},
@@ -146,6 +154,22 @@ def _change(
     click.echo(
         f"{lic.id} is now {lic.status}, tier {lic.tier}, until {lic.valid_until.date().isoformat()}"
     )
+
+
+async def refuse_without_second_admin(
+    cfg: Config, store: Store, current: Licence, updated: Licence
+) -> None:
+    """Offline, no second admin can approve: a licence held by its organisation's suspension
+    is never reactivated here, and with ``governance.four_eyes`` on neither is any change that
+    raises risk (``docs/governance.md``: propose it through the API)."""
+    if updated.status == "active" and current.status != "active":
+        if await store.hold_of(current.id) is not None:
+            raise Conflict(f"{current.id} is suspended with its organisation: reactivate the "
+                           "organisation through the API (a second admin approves)")  # fmt: skip
+    found = risks(current, updated)
+    if cfg.governance.four_eyes and found:
+        raise Conflict(f"this change raises risk ({'; '.join(found)}) and governance.four_eyes "
+                       "is on: propose it through the API for a second admin")  # fmt: skip
 
 
 reason_option = click.option("--reason", required=True, help="Why (kept in the audit log).")

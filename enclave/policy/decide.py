@@ -6,6 +6,8 @@
 2. the dataset exists and a licence of the principal covers it          (NotFound)
    -- an unseen dataset answers exactly like an unknown one: "unknown dataset"
    -- a covered dataset that is retired answers "dataset retired"         (Forbidden)
+   -- a covered dataset that is frozen answers "dataset frozen: <reason>" (DatasetFrozen)
+      (an incident control; before the release cache, so a repeat is refused too)
       (no new queries or estimates; its history and the spend on it are kept)
 3. the licence is active                      (LicenceSuspended / LicenceRevoked)
    -- "licence suspended" / "licence revoked"
@@ -35,10 +37,11 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from enclave.errors import (
+    DatasetFrozen,
     EnclaveError,
     Forbidden,
     JurisdictionRefused,
@@ -148,6 +151,8 @@ def _licence_rules(
         return _deny(NotFound, UNKNOWN_DATASET)
     if spec.retired:
         return _deny(Forbidden, "dataset retired")
+    if spec.frozen is not None:
+        return _deny(DatasetFrozen, f"dataset frozen: {spec.frozen}")
     if licence.status != "active":
         refused = LicenceRevoked if licence.status == "revoked" else LicenceSuspended
         return _deny(refused, f"licence {licence.status}")
@@ -235,7 +240,8 @@ def visible_datasets(
     now: dt.datetime,
 ) -> list[DatasetSpec]:
     """Datasets an active, valid licence covers and whose tier and jurisdiction rules admit
-    (rules 2-7), sorted by name: what ``GET /v1/datasets`` lists."""
+    (rules 2-7), sorted by name: what ``GET /v1/datasets`` lists. A frozen dataset stays
+    listed (with its ``frozen`` reason), so its researchers see why their queries are refused."""
     held = list(licences)
     out: list[DatasetSpec] = []
     for spec in sorted(specs, key=lambda s: s.name):
@@ -243,6 +249,7 @@ def visible_datasets(
         if licence is None:
             continue
         tier = tiers.get(licence.tier)
-        if _licence_rules(licence, tier, spec, now, tiers).allowed:
+        unfrozen = replace(spec, frozen=None)  # listed as it would be, with its reason shown
+        if _licence_rules(licence, tier, unfrozen, now, tiers).allowed:
             out.append(spec)
     return out

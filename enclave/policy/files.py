@@ -46,7 +46,7 @@ from enclave.policy.fields import (
 
 DATASET_FIELDS = frozenset(
     {"name", "description", "source", "privacy_unit", "max_rows_per_unit", "min_tier",
-     "allowed_jurisdictions", "columns", "version", "retired"}
+     "allowed_jurisdictions", "columns", "version", "retired", "frozen"}
 )  # fmt: skip
 
 # --- tiers ----------------------------------------------------------------------------------
@@ -259,6 +259,9 @@ def dataset_from_dict(
     retired = d.get("retired", False)
     if not isinstance(retired, bool):
         p.add("retired", "must be true or false")
+    frozen = d.get("frozen")  # the freeze's reason (incident control, ``docs/governance.md``)
+    if frozen is not None and (read_text(p, frozen, "frozen") is None or not frozen.strip()):
+        p.add("frozen", "must be the freeze's reason (non-empty text), or absent")
     source = d.get("source")
     resolved: tuple[str, str | None] | None = None
     if "source" in d:
@@ -280,6 +283,7 @@ def dataset_from_dict(
         columns=tuple(columns),
         source_table=resolved[1],
         retired=retired is True,
+        frozen=frozen if isinstance(frozen, str) else None,
     )
 
 

@@ -29,6 +29,7 @@ from enclave.models import Licence
 
 if TYPE_CHECKING:
     from enclave.store.grants import Grant
+    from enclave.store.proposals import Decided, Decision, Proposal, Suspended, Write
 
 PolicyKind = Literal["tier", "dataset"]
 
@@ -159,6 +160,37 @@ class Store(AuditLog, Protocol):
         """Every grant of ``licence_id``, oldest first."""
 
     # --- the audit chain (reads: ``AuditLog``) ---
+    # --- four-eyes proposals and organisation holds (``store/proposals.py``) ---
+    async def add_proposal(self, proposal: Proposal, audit: AuditDraft) -> Proposal:
+        """Store ``proposal`` with its ``proposal.create`` record (one transaction); the
+        stored proposal carries the record's ``ts`` and ``seq``."""
+
+    async def get_proposal(self, proposal_id: str) -> Proposal | None: ...
+    async def list_proposals(self, status: str | None = None) -> list[Proposal]:
+        """Newest first; ``status`` None: all."""
+
+    async def expire_proposals(self, audit: AuditDraft, now: dt.datetime) -> list[Proposal]:
+        """Mark every pending proposal past its expiry at ``now`` expired, each with a
+        ``proposal.expire`` record made from ``audit``; the ones it marked."""
+
+    async def decide_proposal(self, decision: Decision, write: Write | None) -> Decided:
+        """One transaction: the proposal must be pending (``Conflict``) and, to approve, not
+        the approver's own (``SelfApproval``); past its expiry it is marked expired (committed)
+        and ``ProposalExpired`` raised; an approval applies ``write`` (``ProposalStale`` if
+        its target changed since the proposal: nothing is written)."""
+
+    async def suspend_organisation(
+        self, organisation: str, reason: str, audit: AuditDraft, licence_audit: AuditDraft
+    ) -> Suspended:
+        """One transaction: suspend and hold every active licence of ``organisation`` (one
+        ``licence.update`` each, from ``licence_audit``) and append ``audit``."""
+
+    async def held_licences(self, organisation: str) -> list[str]:
+        """Licence ids held by the organisation's suspension."""
+
+    async def hold_of(self, licence_id: str) -> str | None:
+        """The organisation whose suspension holds ``licence_id``, if any."""
+
     async def append(self, draft: AuditDraft) -> AuditRecord:
         """Append the record (one transaction)."""
 

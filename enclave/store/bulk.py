@@ -103,6 +103,22 @@ TABLES: tuple[TableSpec, ...] = (
         ),
         ("audit_seq",),
     ),
+    TableSpec(
+        "proposals",
+        (
+            *_text("id", "kind", "target", "body", "base", "risks", "reason", "proposer"),
+            *_text("created_at", "expires_at", "status", "decided_by", "decided_reason"),
+            ("decided_at", "text"),
+            ("audit_seq", "int"),
+            ("decision_seq", "int"),
+        ),
+        ("id",),
+    ),
+    TableSpec(
+        "licence_holds",
+        (*_text("licence_id", "organisation", "reason"), ("audit_seq", "int")),
+        ("licence_id",),
+    ),
 )
 
 

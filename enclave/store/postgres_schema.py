@@ -174,6 +174,42 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
             "CREATE INDEX licence_grants_licence ON licence_grants (licence_id, audit_seq)",
         ),
     ),
+    # 6 is taken by another change made at the same time (synthetic data); numbers only grow.
+    (
+        7,
+        (
+            # Four-eyes proposals (``store/proposals.py``): a change that raises risk, kept
+            # until a second admin approves or rejects it, or it expires.
+            """CREATE TABLE proposals (
+                id TEXT PRIMARY KEY,
+                kind TEXT NOT NULL,
+                target TEXT NOT NULL,
+                body TEXT NOT NULL,
+                base TEXT NOT NULL,
+                risks TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                proposer TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                expires_at TEXT NOT NULL,
+                status TEXT NOT NULL,
+                decided_by TEXT,
+                decided_reason TEXT,
+                decided_at TEXT,
+                audit_seq BIGINT NOT NULL REFERENCES audit (seq),
+                decision_seq BIGINT REFERENCES audit (seq)
+            )""",
+            "CREATE INDEX proposals_status ON proposals (status, expires_at)",
+            # Licences suspended with their organisation (``organisation.suspend``): only an
+            # approved ``organisation.reactivate`` lifts the hold.
+            """CREATE TABLE licence_holds (
+                licence_id TEXT PRIMARY KEY,
+                organisation TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                audit_seq BIGINT NOT NULL REFERENCES audit (seq)
+            )""",
+            "CREATE INDEX licence_holds_organisation ON licence_holds (organisation)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

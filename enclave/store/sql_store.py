@@ -24,10 +24,12 @@ from enclave.ledger.grid import Amount
 from enclave.models import Licence, utcnow
 from enclave.store import grants as grant_ops
 from enclave.store import ops
+from enclave.store import proposals as prop_ops
 from enclave.store.base import CacheEntry, Charge, Debited, PolicyKind, PolicyVersion
 from enclave.store.bulk import Importer, Snapshot
 from enclave.store.driver import After, Driver, Mode, Row, Work
 from enclave.store.grants import Grant
+from enclave.store.proposals import Decided, Decision, Proposal, Suspended, Write
 
 T = TypeVar("T")
 #: Rows per fetch when verifying from the store.
@@ -105,6 +107,39 @@ class SqlStore:
 
     async def grants(self, licence_id: str) -> list[Grant]:
         return await self._read(lambda tx: grant_ops.list_grants(tx, licence_id))
+
+    # --- four-eyes proposals and organisation holds (``store/proposals.py``) ----------------
+
+    async def add_proposal(self, proposal: Proposal, audit: AuditDraft) -> Proposal:
+        return await self._write(lambda tx: prop_ops.add(tx, proposal, audit, self._clock()))
+
+    async def get_proposal(self, proposal_id: str) -> Proposal | None:
+        return await self._read(lambda tx: prop_ops.get(tx, proposal_id))
+
+    async def list_proposals(self, status: str | None = None) -> list[Proposal]:
+        return await self._read(lambda tx: prop_ops.list_all(tx, status))
+
+    async def expire_proposals(self, audit: AuditDraft, now: dt.datetime) -> list[Proposal]:
+        return await self._write(lambda tx: prop_ops.expire_due(tx, audit, now))
+
+    async def decide_proposal(self, decision: Decision, write: Write | None) -> Decided:
+        outcome = await self._write(lambda tx: prop_ops.decide(tx, decision, write, self._clock()))
+        return prop_ops.raise_if_expired(outcome)
+
+    async def suspend_organisation(
+        self, organisation: str, reason: str, audit: AuditDraft, licence_audit: AuditDraft
+    ) -> Suspended:
+        return await self._write(
+            lambda tx: prop_ops.suspend(
+                tx, organisation, reason, audit, licence_audit, self._clock()
+            )
+        )
+
+    async def held_licences(self, organisation: str) -> list[str]:
+        return await self._read(lambda tx: prop_ops.held_by(tx, organisation))
+
+    async def hold_of(self, licence_id: str) -> str | None:
+        return await self._read(lambda tx: prop_ops.hold_of(tx, licence_id))
 
     # --- revocations -----------------------------------------------------------------------
 

@@ -4,36 +4,27 @@ the same store transaction as the change itself, with before/after digests."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 from typing import Any
 
 from aiohttp import web
 
 from enclave.audit.licence_status import status_reason
 from enclave.errors import BadRequest, Conflict, NotFound
+from enclave.governance.changes import digest, prepare_licence_patch, prepare_policy
+from enclave.governance.organisations import refuse_if_suspended
 from enclave.inputs import MAX_EXPIRY_DAYS, MAX_TEXT_CHARS, MAX_VERSION
-from enclave.licences import (
-    check_licence_policy,
-    licence_digest_fields,
-    licence_from_json,
-    patch_licence,
-)
+from enclave.licences import check_licence_policy, licence_digest_fields, licence_from_json
 from enclave.models import Licence
-from enclave.policy.registry import BUDGET_KEYS, PolicyChange, state_paths
 from enclave.store.base import PolicyKind, Store
+from enclave.store.proposals import LicenceWrite, PolicyWrite
 from enclave.web.body import json_response, read_json
+from enclave.web.governance import gate
 from enclave.web.keys import audit_ctx_key, services_key
 from enclave.web.params import QueryParams
 from enclave.web.roles import requires_role
 
 routes = web.RouteTableDef()
 PUT_ATTEMPTS = 10  # a PUT without a version is checked again after losing a race, up to this
-
-
-def digest(data: Any) -> str:
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @routes.get("/v1/admin/licences")
@@ -68,6 +59,7 @@ async def create_licence(request: web.Request) -> web.Response:
     actx.licence_id = licence.id
     actx.tier = licence.tier
     await check_licence_policy(svc.registry, licence)
+    await refuse_if_suspended(svc.store, licence)
     after = licence_digest_fields(licence)
     detail = {"after": after, "before_sha256": None, "after_sha256": digest(after)}
     await svc.store.insert_licence(licence, actx.draft("ok", detail=detail))
@@ -87,32 +79,17 @@ async def get_licence(request: web.Request) -> web.Response:
 @routes.patch("/v1/admin/licences/{id}")
 @requires_role("admin")
 async def update_licence(request: web.Request) -> web.Response:
+    """A change that raises risk waits for a second admin when four-eyes is on (202)."""
     svc = request.app[services_key]
     actx = request[audit_ctx_key]
     actx.action = "licence.update"
     actx.licence_id = request.match_info["id"]
-    body = await read_json(request)
-    current = await svc.store.get_licence(actx.licence_id)
-    if current is None:
-        raise NotFound("no such licence")
-    actx.tier = current.tier
-    updated, reason = patch_licence(current, body, svc.clock())
-    await check_licence_policy(svc.registry, updated, before=current)
-    before, after = licence_digest_fields(current), licence_digest_fields(updated)
-    changes = {k: body[k] for k in body if k != "reason"}
-    lic, _ = await svc.store.update_licence(
-        current.id,
-        {k: getattr(updated, k) for k in changes},
-        actx.draft(
-            "ok",
-            reason=reason,
-            detail={
-                "changes": changes,
-                "before_sha256": digest(before),
-                "after_sha256": digest(after),
-            },
-        ),
-    )
+    prepared = await prepare_licence_patch(svc, actx, actx.licence_id, await read_json(request))
+    if (proposal := await gate(request, prepared)) is not None:
+        return proposal
+    w = prepared.write
+    assert isinstance(w, LicenceWrite)  # noqa: S101 (a licence change)
+    lic, _ = await svc.store.update_licence(w.licence_id, w.changes, w.draft)
     actx.audited = True
     return json_response(await _licence_json(svc.store, lic))
 
@@ -166,7 +143,8 @@ async def _get_policy(request: web.Request, kind: PolicyKind) -> web.Response:
 
 async def _put_policy(request: web.Request, kind: PolicyKind) -> web.Response:
     """Validate everything first (``PolicyFileError`` lists every problem; nothing is written),
-    then store the next version and its audit record in one transaction."""
+    then store the next version and its audit record in one transaction; a change that raises
+    risk waits for a second admin when four-eyes is on (202, ``web/governance.py``)."""
     svc = request.app[services_key]
     actx = request[audit_ctx_key]
     actx.action = f"{kind}.update"
@@ -177,42 +155,26 @@ async def _put_policy(request: web.Request, kind: PolicyKind) -> web.Response:
         actx.dataset = name
     body = await read_json(request)
     for attempt in range(1, PUT_ATTEMPTS + 1):
-        if kind == "tier":
-            change = await svc.registry.check_tier(name, body)
-        else:
-            forbidden = state_paths(svc.config)
-            change = await svc.registry.check_dataset(
-                name, body, forbidden=forbidden, source_check=svc.warehouse.source_problems
-            )
-        draft = actx.draft("ok", reason=change.reason, detail=_detail(change))
+        prepared = await prepare_policy(svc, actx, kind, name, body)
+        if (proposal := await gate(request, prepared)) is not None:
+            return proposal
+        w = prepared.write
+        assert isinstance(w, PolicyWrite)  # noqa: S101 (a policy change)
+        created = w.expected == 0
         try:
-            stored, _ = await svc.registry.commit(change, actx.actor or "", draft)
+            stored, _ = await svc.store.put_policy(
+                w.kind, w.name, w.body, w.actor, w.draft, w.expected
+            )
             break
         except Conflict:
             # A caller who named a version gets the 409; one who did not asked to write
             # regardless, so a concurrent change only means checking again.
-            if change.if_version is not None or attempt == PUT_ATTEMPTS:
+            named = isinstance(body, dict) and "version" in body and not created
+            if named or attempt == PUT_ATTEMPTS:
                 raise
     actx.audited = True
-    status = 201 if change.before is None else 200
+    status = 201 if created else 200
     return json_response({**stored.body, "version": stored.version}, status=status)
-
-
-def _detail(change: PolicyChange) -> dict[str, Any]:
-    before = change.before
-    old = None if before is None else {k: v for k, v in before.body.items() if k != "version"}
-    detail: dict[str, Any] = {
-        "name": change.name,
-        "before_version": None if before is None else before.version,
-        "before_sha256": None if old is None else digest(old),
-        "after_sha256": digest(change.body),
-    }
-    if change.budget_changed and old is not None:
-        detail["budget_change"] = {
-            "before": {k: old.get(k) for k in BUDGET_KEYS},
-            "after": {k: change.body.get(k) for k in BUDGET_KEYS},
-        }
-    return detail
 
 
 @routes.get("/v1/admin/tiers")

@@ -32,6 +32,7 @@ from enclave.web import (
     admin,
     auditor,
     console,
+    governance,
     health,
     openapi,
     researcher,
@@ -80,6 +81,7 @@ def create_app(
     app.add_routes(researcher.routes)
     app.add_routes(admin.routes)
     app.add_routes(steward.routes)
+    app.add_routes(governance.routes)
     app.add_routes(auditor.routes)
     app.add_routes(openapi.routes)
     console.register(app, config)

@@ -32,6 +32,7 @@ from enclave.errors import (
     BadRequest,
     BudgetExhausted,
     Conflict,
+    DatasetFrozen,
     DatasetUnavailable,
     EnclaveError,
     Forbidden,
@@ -47,12 +48,15 @@ from enclave.errors import (
     NotFound,
     PayloadTooLarge,
     PolicyFileError,
+    ProposalExpired,
+    ProposalStale,
     QueryTimeout,
     RateLimited,
     ReleaseFailed,
     RequestTimeout,
     RevokedToken,
     RoleRequired,
+    SelfApproval,
     StoreUnavailable,
     TierRefused,
     UnsupportedMediaType,
@@ -67,6 +71,7 @@ from enclave.inputs import (
     MAX_YEAR,
     MIN_YEAR,
 )
+from enclave.store.proposals import STATUSES
 from enclave.web.openapi_schemas import WHEN_INPUT, component_schemas, problem_catalogue, ref
 from enclave.web.roles import public
 
@@ -98,6 +103,7 @@ LICENCE: Errors = (
     LicenceNotYetValid,
     TierRefused,
     JurisdictionRefused,
+    DatasetFrozen,
 )
 ADMISSION: Errors = (
     *BODY,
@@ -108,6 +114,11 @@ ADMISSION: Errors = (
     BudgetExhausted,
     RateLimited,
 )
+
+FREEZE: Errors = (*BODY, PolicyFileError, NotFound, Conflict)
+DECIDE: Errors = (
+    *BODY, PolicyFileError, NotFound, SelfApproval, Conflict, ProposalExpired, ProposalStale,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -140,6 +151,7 @@ class Op:
     content: tuple[str, ...] = (JSON,)  # success media types
     headers: tuple[tuple[str, str], ...] = ()  # success response headers: (name, description)
     also: tuple[int, ...] = ()  # further success statuses with the same body (PUT: 201 creates)
+    proposes: bool = False  # may answer 202 with a four-eyes Proposal instead
     body_media: str = JSON  # the request body's media type
 
 
@@ -224,14 +236,15 @@ OPERATIONS: tuple[Op, ...] = (
        params=(_p("id"),), errors=(NotFound,)),
     Op("patch", "/v1/admin/licences/{id}", "updateLicence", "admin",
        "Change a licence; budget-relevant changes need a reason (audited)", "Licence",
-       body="LicencePatch", params=(_p("id"),), errors=(*BODY, NotFound, Conflict)),
+       body="LicencePatch", params=(_p("id"),), errors=(*BODY, NotFound, Conflict),
+       proposes=True),
     Op("get", "/v1/admin/tiers", "listTiers", "admin", "Current tiers", "TierList"),
     Op("get", "/v1/admin/tiers/{name}", "getTier", "admin", "A tier, current or by version",
        "TierVersion", params=(_p("name"), VERSION), errors=(BadRequest, NotFound)),
     Op("put", "/v1/admin/tiers/{name}", "putTier", "admin",
        "Create (201) or replace (200) a tier (validated, versioned, audited)", "Tier",
        body="TierInput", params=(_p("name"),), errors=(*BODY, PolicyFileError, Conflict),
-       also=(201,)),
+       also=(201,), proposes=True),
     Op("get", "/v1/admin/datasets", "listAdminDatasets", "admin", "Current datasets",
        "DatasetAdminList"),
     Op("get", "/v1/admin/datasets/{name}", "getDataset", "admin",
@@ -240,7 +253,7 @@ OPERATIONS: tuple[Op, ...] = (
     Op("put", "/v1/admin/datasets/{name}", "putDataset", "admin",
        "Create (201) or replace (200) a dataset (validated, versioned, audited; invalidates "
        "its cache)", "Dataset", body="DatasetInput", params=(_p("name"),),
-       errors=(*BODY, PolicyFileError, Conflict), also=(201,)),
+       errors=(*BODY, PolicyFileError, Conflict), also=(201,), proposes=True),
     Op("post", "/v1/admin/revocations", "revokeToken", "admin",
        "Refuse a token (by jti) from now on", "Revocation", status=201,
        body="RevocationRequest", errors=BODY),
@@ -253,7 +266,8 @@ OPERATIONS: tuple[Op, ...] = (
        errors=(NotFound,)),
     Op("post", "/v1/admin/licences/{id}/grants", "createGrant", "admin",
        "Top up a licence's budget for one dataset, with a reason (audited)", "Grant",
-       status=201, body="GrantRequest", params=(_p("id"),), errors=(*BODY, NotFound, Conflict)),
+       status=201, body="GrantRequest", params=(_p("id"),), errors=(*BODY, NotFound, Conflict),
+       proposes=True),
     Op("post", "/v1/admin/licences/import", "importLicences", "admin",
        "Issue licences from CSV: every problem listed, all or none (dry_run checks only)",
        "ImportResult", status=201, body="LicenceCsv", body_media="text/csv",
@@ -268,6 +282,30 @@ OPERATIONS: tuple[Op, ...] = (
        "SchemaProposal",
        params=(_text("source", "a file path relative to policies.data_dir"),),
        errors=(BadRequest, PolicyFileError, DatasetUnavailable)),
+    # --- admin: four-eyes proposals and incident controls (web/governance.py) ---
+    Op("get", "/v1/admin/proposals", "listProposals", "admin",
+       "Proposals, newest first (those past their expiry are marked expired first)",
+       "ProposalList", params=(_q("status", enum=list(STATUSES)),), errors=(BadRequest,)),
+    Op("get", "/v1/admin/proposals/{id}", "getProposal", "admin", "One proposal", "Proposal",
+       params=(_p("id"),), errors=(NotFound,)),
+    Op("post", "/v1/admin/proposals/{id}/approve", "approveProposal", "admin",
+       "Approve (a second admin): the change is validated again and applied", "ProposalDecision",
+       body="ReasonRequest", params=(_p("id"),), errors=DECIDE),
+    Op("post", "/v1/admin/proposals/{id}/reject", "rejectProposal", "admin",
+       "Reject a proposal (its proposer may withdraw it)", "ProposalDecision",
+       body="ReasonRequest", params=(_p("id"),), errors=DECIDE),
+    Op("post", "/v1/admin/datasets/{name}/freeze", "freezeDataset", "admin",
+       "Incident control: refuse every query of the dataset at once (423), with the reason",
+       "Dataset", body="ReasonRequest", params=(_p("name"),), errors=FREEZE),
+    Op("post", "/v1/admin/datasets/{name}/unfreeze", "unfreezeDataset", "admin",
+       "Propose lifting a freeze (always four-eyes)", "Proposal", status=202,
+       body="ReasonRequest", params=(_p("name"),), errors=FREEZE),
+    Op("post", "/v1/admin/organisations/{name}/suspend", "suspendOrganisation", "admin",
+       "Incident control: suspend every active licence of the organisation at once",
+       "OrganisationSuspension", body="ReasonRequest", params=(_p("name"),), errors=BODY),
+    Op("post", "/v1/admin/organisations/{name}/reactivate", "reactivateOrganisation", "admin",
+       "Propose reactivating the licences its suspension holds (always four-eyes)", "Proposal",
+       status=202, body="ReasonRequest", params=(_p("name"),), errors=(*BODY, Conflict)),
     # --- auditor ---
     Op("get", "/v1/audit/events", "auditEvents", "auditor",
        "Audit records, oldest first, paginated by seq", "AuditEvents",
@@ -303,6 +341,13 @@ OPERATIONS: tuple[Op, ...] = (
        headers=(("Enclave-Audit-Seq", "seq of the last record the report counts (upto)"),
                 ("Enclave-Signed-Head", "the report's signed head, as compact JSON"))),
 )  # fmt: skip
+
+
+PROPOSED: dict[str, Any] = {
+    "description": "a change that raises risk, proposed: a second admin approves it",
+    "content": {JSON: {"schema": ref("Proposal")}},
+    "headers": {"Location": {"description": "the proposal", "schema": {"type": "string"}}},
+}
 
 
 def _problem_responses(errors: Errors) -> dict[str, Any]:
@@ -348,6 +393,7 @@ def _operation(op: Op) -> dict[str, Any]:
         "responses": {
             str(op.status): success,
             **{str(extra): success for extra in op.also},
+            **({"202": PROPOSED} if op.proposes else {}),
             **_problem_responses(errors),
         },
         "x-problem-types": list(dict.fromkeys(c.type_uri() for c in errors)),

@@ -20,6 +20,7 @@ from enclave.inputs import MAX_NAME_CHARS, MAX_PATH_CHARS, MAX_TEXT_CHARS, MAX_T
 from enclave.ledger.budget import MAX_PERIOD_DAYS
 from enclave.models import AGG_KINDS, COLUMN_TYPES, LICENCE_STATUSES
 from enclave.query.request import MAX_BATCH, MAX_CI95, MAX_TARGETS
+from enclave.web.openapi_governance import governance_schemas
 from enclave.web.openapi_steward import steward_schemas
 
 Schema = dict[str, Any]
@@ -130,6 +131,7 @@ def _dataset_fields(with_source: bool) -> dict[str, Schema]:
         "allowed_jurisdictions": {"type": ["array", "null"], "items": JURISDICTION},
         "columns": {"type": "object", "additionalProperties": ref("Column")},
         "version": INT,
+        "frozen": {**STR, "description": "a freeze's reason: every query refused (423)"},
     }
     if with_source:
         props["source"] = {
@@ -448,6 +450,7 @@ def component_schemas() -> dict[str, Schema]:
     licence_in = _licence_fields(write=True)
     return {
         **steward_schemas(),
+        **governance_schemas(),
         "Problem": _problem(),
         "Column": _column(),
         "DatasetPublic": _obj(_dataset_fields(False), ("name", "privacy_unit", "columns")),

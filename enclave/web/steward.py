@@ -15,14 +15,17 @@ from aiohttp import web
 
 from enclave import data_files
 from enclave.errors import NotFound
+from enclave.governance.changes import prepare_grant
 from enclave.inputs import invalid
-from enclave.licence_grants import ceiling, grant_from_json, licence_budget
+from enclave.licence_grants import licence_budget
 from enclave.licence_import import issue_import, plan_import
 from enclave.licences import licence_digest_fields
 from enclave.models import Licence
 from enclave.policy.registry import state_paths
 from enclave.services import Services
+from enclave.store.proposals import GrantWrite
 from enclave.web.body import json_response, read_csv_text, read_json
+from enclave.web.governance import gate
 from enclave.web.keys import audit_ctx_key, services_key
 from enclave.web.params import QueryParams
 from enclave.web.roles import requires_role
@@ -61,24 +64,20 @@ async def list_grants(request: web.Request) -> web.Response:
 @routes.post("/v1/admin/licences/{id}/grants")
 @requires_role("admin")
 async def create_grant(request: web.Request) -> web.Response:
-    """Top up a licence's budget for one dataset; the reason is required and audited."""
+    """Top up a licence's budget for one dataset; the reason is required and audited. A grant
+    raises risk: with four-eyes on it waits for a second admin (202)."""
     svc = request.app[services_key]
     actx = request[audit_ctx_key]
     actx.action = "licence.grant"
     actx.licence_id = request.match_info["id"]
-    body = await read_json(request)
-    lic = await _licence(svc, actx.licence_id)
-    actx.tier = lic.tier
-    grant = grant_from_json(body, lic, actx.actor or "")
-    actx.dataset = grant.dataset
-    detail = {"grant": {k: v for k, v in grant.to_json().items() if k in ("epsilon", "delta")}}
-    record = await svc.store.add_grant(
-        grant,
-        ceiling(await svc.registry.tier(lic.tier)),
-        actx.draft("ok", reason=grant.reason, detail=detail),
-    )
+    prepared = await prepare_grant(svc, actx, actx.licence_id, await read_json(request))
+    if (proposal := await gate(request, prepared)) is not None:
+        return proposal
+    w = prepared.write
+    assert isinstance(w, GrantWrite)  # noqa: S101 (a grant)
+    record = await svc.store.add_grant(w.grant, w.ceiling, w.draft)
     actx.audited = True
-    stored = {**grant.to_json(), "audit_seq": record.seq, "created_at": record.ts}
+    stored = {**w.grant.to_json(), "audit_seq": record.seq, "created_at": record.ts}
     return json_response(stored, status=201)
 
 

@@ -1,8 +1,10 @@
 // Steward (role admin): licences (filter, issue, suspend, reactivate, revoke, extend, re-tier,
 // each with a required reason; spend and grants per licence), tiers and datasets (edit with
 // every problem shown next to its field, version history with a diff), token revocations,
-// bulk licence import, and registering a dataset from a data file.
+// bulk licence import, registering a dataset from a data file, and four-eyes proposals with
+// the incident controls (governance.js).
 import { api, qs } from "./api.js";
+import { proposalsPage } from "./governance.js";
 import { licenceBudget } from "./grants.js";
 import { importPage, registerPage } from "./intake.js";
 import {
@@ -18,6 +20,7 @@ export function render(root) {
     ["Revocations", revocations],
     ["Import", importPage],
     ["Register dataset", registerPage],
+    ["Proposals", proposalsPage],
   ], "Steward");
 }
 

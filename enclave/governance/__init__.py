@@ -1,0 +1,1 @@
+"""Four-eyes approval and incident controls (``docs/governance.md``)."""

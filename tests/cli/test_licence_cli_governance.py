@@ -1,0 +1,58 @@
+"""Offline licence changes meet four-eyes too: no second admin can approve at the command
+line, so with ``governance.four_eyes`` on a change that raises risk is refused there (lowering
+risk still works), and a licence held by its organisation's suspension is never reactivated
+from the CLI, whatever the switch says."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from click.testing import CliRunner
+
+from enclave.audit.record import AuditDraft
+from enclave.cli import main
+from enclave.cli.common import offline, run
+
+
+def _issue(runner: CliRunner, base: list[str], org: str = "Uni") -> str:
+    issued = runner.invoke(
+        main,
+        ["licence", "issue", *base, "--subject", "bea", "--organization", org, "--tier",
+         "open", "--dataset", "visits", "--purpose", "study", "--jurisdiction", "GB",
+         "--valid-until", "2099-01-01"],
+    )  # fmt: skip
+    assert issued.exit_code == 0, issued.output
+    return str(json.loads(issued.output)["id"])
+
+
+def test_four_eyes_refuses_raising_risk_offline(config_factory: Any) -> None:
+    cfg = config_factory(governance={"four_eyes": True})
+    runner, base = CliRunner(), ["--config", str(cfg.path)]
+    lid = _issue(runner, base)
+
+    def cli(*args: str) -> Any:
+        return runner.invoke(main, ["licence", *args[:1], lid, *base, *args[1:]])
+
+    assert cli("suspend", "--reason", "review").exit_code == 0  # lowers risk
+    back = cli("reactivate", "--reason", "review passed")
+    assert back.exit_code == 1 and "governance.four_eyes" in back.output
+    longer = cli("extend", "--valid-until", "2100-06-30", "--reason", "renewal")
+    assert longer.exit_code == 1 and "validity window widened" in longer.output
+    assert cli("revoke", "--reason", "ended").exit_code == 0
+
+
+def test_a_held_licence_is_not_reactivated_offline(config_factory: Any) -> None:
+    cfg = config_factory()  # four-eyes off
+    runner, base = CliRunner(), ["--config", str(cfg.path)]
+    lid = _issue(runner, base, org="Northwind")
+
+    async def suspend() -> None:
+        async with offline(cfg) as (store, _):
+            draft = AuditDraft("organisation.suspend", "ok", "stella", reason="BR-9")
+            per = AuditDraft("licence.update", "ok", "stella", reason="BR-9")
+            await store.suspend_organisation("Northwind", "BR-9", draft, per)
+
+    run(suspend())
+    back = runner.invoke(main, ["licence", "reactivate", lid, *base, "--reason", "x"])
+    assert back.exit_code == 1 and "organisation" in back.output
