@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol
 from enclave.audit.record import AuditDraft, AuditRecord
 from enclave.ledger.grid import Amount
 from enclave.models import Licence
+from enclave.store.jobs import JobOp
 
 PolicyKind = Literal["tier", "dataset"]
 
@@ -151,11 +152,22 @@ class Store(Protocol):
         """Append the record (one transaction)."""
 
     async def debit(
-        self, draft: AuditDraft, charge: Charge, cache: CacheEntry | None = None
+        self,
+        draft: AuditDraft,
+        charge: Charge,
+        cache: CacheEntry | None = None,
+        job: JobOp | None = None,
     ) -> Debited:
         """One transaction: re-check ``charge`` against its limit (``BudgetExhausted``, and
         nothing written, if it no longer fits), debit it, store ``cache``, append the record;
-        return the record and the spent total after the charge."""
+        return the record and the spent total after the charge. ``job``: a job's own change
+        (``store/jobs.py``), applied first; ``JobLost`` (nothing written) if it matches no row.
+        """
+
+    # --- the durable job queue (``store/jobs.py``) ---
+    async def job_read(self, op: JobOp) -> list[dict[str, Any]]: ...
+    async def job_write(self, op: JobOp) -> list[dict[str, Any]]:
+        """Run ``op`` in its own write transaction."""
 
     async def audit_events(
         self, flt: AuditFilter, after_seq: int = 0, limit: int = 100

@@ -32,7 +32,7 @@ from enclave.audit.record import AuditDraft, AuditRecord
 from enclave.errors import AuditUnavailable, EnclaveError, StoreUnavailable
 from enclave.ledger.grid import Amount
 from enclave.models import Licence, utcnow
-from enclave.store import codec
+from enclave.store import codec, jobs
 from enclave.store import postgres_bulk as bulk
 from enclave.store import postgres_ops as ops
 from enclave.store.base import (
@@ -45,6 +45,7 @@ from enclave.store.base import (
 )
 from enclave.store.chain_rows import Progress, SegmentJoiner, verify_segment
 from enclave.store.codec import SummaryRow
+from enclave.store.jobs import JobOp
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -287,9 +288,25 @@ class PostgresStore:
         return await self._write(lambda c, now: ops.append(c, draft, now))
 
     async def debit(
-        self, draft: AuditDraft, charge: Charge, cache: CacheEntry | None = None
+        self,
+        draft: AuditDraft,
+        charge: Charge,
+        cache: CacheEntry | None = None,
+        job: JobOp | None = None,
     ) -> Debited:
-        return await self._write(lambda c, now: ops.debit(c, draft, charge, cache, now))
+        return await self._write(lambda c, now: ops.debit(c, draft, charge, cache, now, job))
+
+    # --- jobs (``store/jobs.py``) ------------------------------------------------------------
+
+    async def job_read(self, op: JobOp) -> list[dict[str, Any]]:
+        return await self._read(lambda c: jobs.apply_postgres(c, op))
+
+    async def job_write(self, op: JobOp) -> list[dict[str, Any]]:
+        async def write(c: Any, now: dt.datetime) -> list[dict[str, Any]]:
+            async with c.transaction():
+                return await jobs.apply_postgres(c, op)
+
+        return await self._write(write)
 
     async def audit_events(
         self, flt: AuditFilter, after_seq: int = 0, limit: int = 100

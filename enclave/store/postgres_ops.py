@@ -16,7 +16,7 @@ from enclave.audit.record import GENESIS_HASH, AuditDraft, AuditRecord
 from enclave.errors import BudgetExhausted, Conflict, NotFound
 from enclave.ledger.grid import Amount
 from enclave.models import Licence, iso
-from enclave.store import codec, counters
+from enclave.store import codec, counters, jobs
 from enclave.store.base import (
     AuditFilter,
     CacheEntry,
@@ -25,6 +25,7 @@ from enclave.store.base import (
     PolicyKind,
     PolicyVersion,
 )
+from enclave.store.jobs import JobOp
 from enclave.store.postgres_schema import MIGRATION_LOCK, MIGRATIONS
 
 Conn = Any  # asyncpg.Connection (asyncpg ships no type hints)
@@ -86,10 +87,14 @@ async def debit(
     charge: Charge,
     cache: CacheEntry | None,
     now: dt.datetime,
+    job: JobOp | None = None,
 ) -> Debited:
+    """``job``: the job's own change, in the same transaction (``store/jobs.py``)."""
     body = codec.dumps(cache.release) if cache is not None else None
     async with conn.transaction():
         await lock_chain(conn)
+        if job is not None:
+            await jobs.apply_postgres(conn, job)
         before = await spent(conn, charge.licence_id, charge.dataset, charge.since)
         after = before.plus(charge.cost)
         if not after.within(charge.limit):

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from enclave.store import jobs
 from enclave.store.ledger_migration import convert_postgres
 
 Step = str | Callable[[Any], Awaitable[None]]
@@ -160,6 +161,8 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
             "CREATE INDEX rate_counters_win ON rate_counters (win)",
         ),
     ),
+    # The durable job queue (``store/jobs.py``: one schema and one SQL text for both stores).
+    (6, jobs.SCHEMA),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -40,9 +40,9 @@ from enclave.audit.record import AuditDraft, AuditRecord
 from enclave.errors import AuditUnavailable, StoreUnavailable
 from enclave.ledger.grid import Amount
 from enclave.models import Licence, utcnow
+from enclave.store import jobs, sqlite_verify
 from enclave.store import sqlite_bulk as bulk
 from enclave.store import sqlite_ops as ops
-from enclave.store import sqlite_verify
 from enclave.store.base import (
     AuditFilter,
     CacheEntry,
@@ -54,6 +54,7 @@ from enclave.store.base import (
 from enclave.store.bulk import Row, TableSpec
 from enclave.store.chain_rows import Progress, SegmentJoiner, verify_segment
 from enclave.store.codec import SummaryRow
+from enclave.store.jobs import JobOp
 from enclave.store.sqlite_totals import LedgerTotals
 
 T = TypeVar("T")
@@ -242,16 +243,32 @@ class SqliteStore:
     async def get_cached(self, licence_id: str, cache_key: str) -> dict[str, Any] | None:
         return await self._read(partial(ops.get_cached, licence_id=licence_id, cache_key=cache_key))
 
+    # --- jobs (``store/jobs.py``) ------------------------------------------------------------
+
+    async def job_read(self, op: JobOp) -> list[dict[str, Any]]:
+        return await self._read(lambda c: jobs.apply_sqlite(c, op))
+
+    async def job_write(self, op: JobOp) -> list[dict[str, Any]]:
+        def write(c: sqlite3.Connection, now: dt.datetime) -> list[dict[str, Any]]:
+            with ops.write_tx(c):
+                return jobs.apply_sqlite(c, op)
+
+        return await self._write(write)
+
     # --- the audit chain -------------------------------------------------------------------
 
     async def append(self, draft: AuditDraft) -> AuditRecord:
         return await self._write(lambda c, now: ops.append(c, draft, now))
 
     async def debit(
-        self, draft: AuditDraft, charge: Charge, cache: CacheEntry | None = None
+        self,
+        draft: AuditDraft,
+        charge: Charge,
+        cache: CacheEntry | None = None,
+        job: JobOp | None = None,
     ) -> Debited:
         def write(c: sqlite3.Connection, now: dt.datetime) -> Debited:
-            done = ops.debit(c, draft, charge, cache, now, self._totals.spent)
+            done = ops.debit(c, draft, charge, cache, now, self._totals.spent, job)
             # committed: keep the running total exact
             self._totals.committed(charge.licence_id, charge.dataset, charge.cost)
             return done

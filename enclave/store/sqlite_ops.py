@@ -19,7 +19,7 @@ from enclave.audit.record import GENESIS_HASH, AuditDraft, AuditRecord
 from enclave.errors import BudgetExhausted, Conflict, NotFound
 from enclave.ledger.grid import Amount
 from enclave.models import Licence, iso
-from enclave.store import codec, counters
+from enclave.store import codec, counters, jobs
 from enclave.store.base import (
     AuditFilter,
     CacheEntry,
@@ -28,6 +28,7 @@ from enclave.store.base import (
     PolicyKind,
     PolicyVersion,
 )
+from enclave.store.jobs import JobOp
 from enclave.store.sqlite_schema import MIGRATIONS
 
 
@@ -99,11 +100,15 @@ def debit(
     cache: CacheEntry | None,
     now: dt.datetime,
     spent_fn: SpentFn | None = None,
+    job: JobOp | None = None,
 ) -> Debited:
-    """``spent_fn`` reads the licence's spend inside the write lock (default: sum the rows)."""
+    """``spent_fn`` reads the licence's spend inside the write lock (default: sum the rows).
+    ``job``: the job's own change, in the same transaction (``store/jobs.py``)."""
     body = codec.dumps(cache.release) if cache is not None else None
     read_spent = spent_fn or spent
     with write_tx(conn):
+        if job is not None:
+            jobs.apply_sqlite(conn, job)
         after = read_spent(conn, charge.licence_id, charge.dataset, charge.since).plus(charge.cost)
         if not after.within(charge.limit):
             raise BudgetExhausted("the licence's privacy budget for this dataset is spent")

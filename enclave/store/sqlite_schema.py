@@ -22,6 +22,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from enclave.store import jobs
 from enclave.store.ledger_migration import convert_sqlite
 
 Step = str | Callable[[sqlite3.Connection], None]
@@ -151,6 +152,8 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
             "CREATE INDEX rate_counters_win ON rate_counters (win)",
         ),
     ),
+    # The durable job queue (``store/jobs.py``: one schema and one SQL text for both stores).
+    (6, jobs.SCHEMA),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
