@@ -80,6 +80,17 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class JobsConfig:
+    """Addition: the durable job runner (``jobs/runner.py``; docs/synthetic.md)."""
+
+    dir: Path = Path("state/jobs")  # result files, one folder per job (default: <state_dir>/jobs)
+    workers: int = 1  # jobs run at once by this gateway (each in a child process)
+    lease_s: float = 60.0  # a running job is claimed again if its runner stops renewing
+    poll_s: float = 2.0  # how often an idle runner looks for queued jobs
+    timeout_s: float = 1800.0  # one job's run is killed after this (charged: data was read)
+
+
+@dataclass(frozen=True)
 class ConsoleConfig:
     """Addition: the web console at ``/console`` (static files calling the public API)."""
 
@@ -98,6 +109,7 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -108,12 +120,14 @@ _SECTIONS: dict[str, type[Any]] = {
     "engine": EngineConfig,
     "limits": LimitsConfig,
     "console": ConsoleConfig,
+    "jobs": JobsConfig,
 }
 _PATH_KEYS = {
     ("auth", "jwks_file"),
     ("policies", "dir"),
     ("policies", "data_dir"),
     ("engine", "state_dir"),
+    ("jobs", "dir"),
 }
 
 
@@ -171,6 +185,13 @@ def config_from_dict(raw: dict[str, Any], base: Path, path: Path | None = None) 
         )
     if not 0 < engine.prepare_timeout_s <= 86400:
         problems.append("engine.prepare_timeout_s: must be between 0 and 86400 seconds")
+    jobs: JobsConfig = sections["jobs"]
+    if "dir" not in (raw.get("jobs") or {}):  # default: beside the bounded tables
+        jobs = sections["jobs"] = replace(jobs, dir=engine.state_dir / "jobs")
+    if jobs.workers < 1 or not 0 < jobs.poll_s <= jobs.lease_s / 2:
+        problems.append("jobs.workers: at least 1; jobs.poll_s: positive, at most lease_s / 2")
+    if not 0 < jobs.timeout_s <= 86400:
+        problems.append("jobs.timeout_s: must be between 0 and 86400 seconds")
     console: ConsoleConfig = sections["console"]
     if console.oidc_client_id and "openid" not in console.oidc_scopes:
         problems.append("console.oidc_scopes: must include openid")

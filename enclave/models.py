@@ -163,6 +163,8 @@ class Tier:
     allowed_jurisdictions: tuple[str, ...] = ()  # empty = any
     level: int = 0  # addition: orders tiers for a dataset's single `min_tier`
     version: int = 1
+    synthetic_allowed: bool = False  # addition: DP synthetic data (docs/synthetic.md)
+    synthetic_max_epsilon: Decimal = Decimal(0)  # its cap per release
 
     def to_json(self) -> dict[str, Any]:
         budget: dict[str, Any] = {
@@ -189,6 +191,11 @@ class Tier:
             "allowed_jurisdictions": list(self.allowed_jurisdictions),
             "level": self.level,
             "version": self.version,
+            "synthetic": (
+                {"allowed": True, "max_epsilon": float(self.synthetic_max_epsilon)}
+                if self.synthetic_allowed
+                else {"allowed": False}
+            ),
         }
 
 

@@ -20,6 +20,7 @@ ACTIONS: tuple[str, ...] = (
     "revocation.create",
     "audit.export",
     "dataset.dummy",  # addition: dummy rows from a dataset's public metadata (free)
+    "synthetic",  # addition: a DP synthetic table (docs/synthetic.md)
     "request",  # addition: any other authenticated request that was refused
 )
 OUTCOMES: tuple[str, ...] = ("ok", "denied", "error")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +48,12 @@ from enclave.policy.fields import (
 TIER_FIELDS = frozenset(
     {"name", "description", "aggregates", "max_epsilon_per_query", "min_epsilon_per_query",
      "budget", "min_noisy_count",
-     "group_by", "filters", "rate_limit_per_minute", "allowed_jurisdictions", "level", "version"}
+     "group_by", "filters", "rate_limit_per_minute", "allowed_jurisdictions", "level", "version",
+     "synthetic"}
 )  # fmt: skip
 BUDGET_FIELDS = frozenset({"epsilon", "delta", "period_days"})
 GROUP_BY_FIELDS = frozenset({"max_columns", "max_groups", "allow_undeclared_keys"})
+SYNTHETIC_FIELDS = frozenset({"allowed", "max_epsilon"})
 DATASET_FIELDS = frozenset(
     {"name", "description", "source", "privacy_unit", "max_rows_per_unit", "min_tier",
      "allowed_jurisdictions", "columns", "version", "retired"}
@@ -123,6 +126,7 @@ def tier_from_dict(data: dict[str, Any], where: str = "") -> Tier:
     raw_juris = d.get("allowed_jurisdictions")
     juris = read_jurisdictions(p, [] if raw_juris is None else raw_juris, "allowed_jurisdictions")
     level = read_int(p, d.get("level", 0), "level", 0)
+    synthetic = _synthetic(p, d.get("synthetic", {}), eps)
 
     p.raise_if_any()
     assert name is not None and description is not None and aggregates is not None  # noqa: S101
@@ -148,7 +152,24 @@ def tier_from_dict(data: dict[str, Any], where: str = "") -> Tier:
         rate_limit_per_minute=rate,
         allowed_jurisdictions=juris,
         level=level,
+        synthetic_allowed=synthetic[0],
+        synthetic_max_epsilon=synthetic[1],
     )
+
+
+def _synthetic(p: Problems, value: Any, budget: Decimal | None) -> tuple[bool, Decimal]:
+    """``synthetic: {allowed, max_epsilon}`` (docs/synthetic.md): off unless allowed, and
+    then capped by ``max_epsilon`` (required, at most the budget)."""
+    d = read_mapping(p, value, "synthetic", SYNTHETIC_FIELDS)
+    allowed = read_bool(p, d.get("allowed", False), "synthetic.allowed")
+    cap = None
+    if "max_epsilon" in d:
+        cap = read_epsilon(p, d["max_epsilon"], "synthetic.max_epsilon")
+    elif allowed:
+        p.add("synthetic.max_epsilon", "required when synthetic.allowed is true")
+    if cap is not None and budget is not None and cap > budget:
+        p.add("synthetic.max_epsilon", "must not exceed budget.epsilon")
+    return bool(allowed), cap if cap is not None else Decimal(0)
 
 
 def tier_to_dict(tier: Tier) -> dict[str, Any]:

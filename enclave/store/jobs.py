@@ -204,6 +204,15 @@ def finish(job: Job, state: str, result: dict[str, Any], now: dt.datetime) -> Jo
     )
 
 
+def requeue(job: Job, now: dt.datetime) -> JobOp:
+    """Hand a running job back to the queue (a runner stopping cleanly)."""
+    return JobOp(
+        "UPDATE jobs SET state = 'queued', claim = NULL, lease_until = NULL, progress = 0,"
+        " updated_at = ? WHERE id = ? AND claim = ? AND state = 'running' RETURNING id",
+        (iso(now), job.id, job.claim),
+    )
+
+
 # --- execution on each store -------------------------------------------------------------------
 
 _MARK = re.compile(r"\?")

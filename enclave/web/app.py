@@ -25,7 +25,7 @@ from enclave.policy.registry import registry_for
 from enclave.ratelimit import RateLimiter
 from enclave.services import Services
 from enclave.store import open_store
-from enclave.web import admin, auditor, console, health, openapi, researcher
+from enclave.web import admin, auditor, console, health, jobs, openapi, researcher
 from enclave.web.access_log import RedactingAccessLogger
 from enclave.web.keys import (
     config_key,
@@ -59,9 +59,12 @@ def create_app(config: Config) -> web.Application:
     )
     app[config_key] = config
     app[metrics_key] = Metrics()
-    app.cleanup_ctx.extend([dp_ctx, store_ctx, jwks_ctx, warehouse_ctx, services_ctx])
+    app.cleanup_ctx.extend(
+        [dp_ctx, store_ctx, jwks_ctx, warehouse_ctx, services_ctx, jobs.jobs_ctx]
+    )
     app.add_routes(health.routes)
     app.add_routes(researcher.routes)
+    app.add_routes(jobs.routes)
     app.add_routes(admin.routes)
     app.add_routes(auditor.routes)
     app.add_routes(openapi.routes)
