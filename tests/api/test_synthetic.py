@@ -8,21 +8,27 @@ import asyncio
 import datetime as dt
 import io
 import json
+import signal
 import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from enclave.config import sqlite_path
 from enclave.ledger.grid import Amount
 from enclave.store.base import AuditFilter
+from enclave.store.sqlite import SqliteStore
 from enclave.synthetic.mst import SynthTask, privacy_map
 from enclave.synthetic.request import SyntheticRequest, synth_columns
-from tests.conftest import ConfigFactory
+from tests.conftest import ConfigFactory, TokenFactory
+from tests.store.conftest import draft, licence
+from tests.store.test_replicas import Replica, bearer, free_port
 
 TIER = """\
 name: research
@@ -287,3 +293,69 @@ async def test_a_restart_mid_job_completes_it_and_charges_once(
         await second.client.get(url + "/result?format=report", headers=second.auth())
     ).json()
     assert report["rows"] == 500 and json.dumps(report)
+
+
+@pytest.mark.slow
+async def test_a_killed_gateway_s_job_completes_after_a_restart_charged_once(
+    config_factory: ConfigFactory, token_factory: TokenFactory
+) -> None:
+    """Real processes: ``kill -9`` while the job runs; the next gateway on the same store
+    claims it when its lease runs out, completes it, and the ledger holds one charge."""
+    _deploy(config_factory)
+    cfg = config_factory(jobs=JOBS, server={"host": "127.0.0.1"})
+    assert cfg.path is not None
+    store = SqliteStore(sqlite_path(cfg.store.url))
+    await store.open()
+    now = dt.datetime.now(dt.UTC)
+    lic = licence(
+        "lic_synth",
+        datasets=("pairs",),
+        tier="research",
+        valid_from=now - dt.timedelta(days=1),
+        valid_until=now + dt.timedelta(days=30),
+    )
+    await store.insert_licence(lic, draft("licence.create", actor="admin"))
+    await store.close()
+    auth = bearer(token_factory("alice"))
+    first = Replica(cfg.path, free_port())
+    second = None
+    try:
+        async with aiohttp.ClientSession() as http:
+            await first.wait_ready(http)
+            async with http.post(
+                first.url + "/v1/synthetic", json=_body(rows=500), headers=auth
+            ) as resp:
+                assert resp.status == 202, await resp.text()
+                url = (await resp.json())["status_url"]
+            for _ in range(200):
+                async with http.get(first.url + url, headers=auth) as resp:
+                    if (await resp.json())["state"] == "running":
+                        break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)
+            first.proc.send_signal(signal.SIGKILL)  # no clean stop: the lease must run out
+            first.proc.wait(timeout=10)
+            second = Replica(cfg.path, free_port())
+            await second.wait_ready(http)
+            job: dict[str, Any] = {}
+            for _ in range(1500):
+                async with http.get(second.url + url, headers=auth) as resp:
+                    job = await resp.json()
+                if job["state"] in ("done", "failed"):
+                    break
+                await asyncio.sleep(0.2)
+            assert job["state"] == "done", (job, second.tail())
+            assert job["attempts"] == 2
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    store = SqliteStore(sqlite_path(cfg.store.url))
+    await store.open()
+    try:
+        spent = await store.spent(lic.id, "pairs", None)
+        records = await store.audit_events(AuditFilter(action="synthetic"), 0, 100)
+    finally:
+        await store.close()
+    assert spent == Amount.charge(Decimal(str(job["result"]["epsilon"])))
+    assert len([r for r in records if r.epsilon > 0 and r.outcome != "denied"]) == 1
