@@ -20,7 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from enclave.client import EnclaveClient
 from enclave.config import sqlite_path
+from enclave.errors import TierRefused
 from enclave.ledger.grid import Amount
 from enclave.store.base import AuditFilter
 from enclave.store.sqlite import SqliteStore
@@ -359,3 +361,29 @@ async def test_a_killed_gateway_s_job_completes_after_a_restart_charged_once(
         await store.close()
     assert spent == Amount.charge(Decimal(str(job["result"]["epsilon"])))
     assert len([r for r in records if r.epsilon > 0 and r.outcome != "denied"]) == 1
+
+
+@pytest.mark.slow
+async def test_the_client_waits_for_the_job_and_returns_a_frame(
+    make_gateway: Any, config_factory: ConfigFactory
+) -> None:
+    _deploy(config_factory)
+    gw = await make_gateway(jobs=JOBS)
+    await gw.licence(tier="research", datasets=("pairs",))
+    await gw.licence(subject="bob", tier="standard", datasets=("pairs",))
+    url = str(gw.client.make_url(""))
+    async with EnclaveClient(url, gw.tokens("bob")) as client:
+        with pytest.raises(TierRefused, match="does not allow synthetic"):
+            await client.synthetic("pairs", ["a", "b"], epsilon=0.5, rows=100)
+    async with EnclaveClient(url, gw.tokens()) as client:
+        frame = await client.synthetic("pairs", ["a", "score"], epsilon=0.5, rows=300, bins=5)
+        again = await client.submit_synthetic("pairs", ["a", "score"], 0.5, 300, bins=5)
+    assert list(frame.columns) == ["a", "score"] and len(frame) == 300
+    assert frame.attrs["job"]["state"] == "done" and frame.attrs["job"]["result"]["epsilon"] == 0.5
+    assert [m["columns"] for m in frame.attrs["report"]["marginals"]] == [
+        ["a"],
+        ["score"],
+        ["a", "score"],
+    ]
+    assert len(frame.attrs["report"]["columns"]["score"]["keys"]) == 6  # 5 bins and missing
+    assert again["id"] == frame.attrs["job"]["id"] and again["state"] == "done"
