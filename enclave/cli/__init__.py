@@ -14,6 +14,7 @@ from enclave.cli.policy import policy_group
 from enclave.cli.query import query_command
 from enclave.cli.serve import serve_command
 from enclave.cli.store import store_group
+from enclave.cli.synthetic import synthetic_command
 
 
 @click.group()
@@ -31,3 +32,4 @@ main.add_command(policy_group)
 main.add_command(audit_group)
 main.add_command(query_command)
 main.add_command(store_group)
+main.add_command(synthetic_command)

@@ -53,7 +53,9 @@ async def post_synthetic(request: web.Request) -> web.Response:
     job, created = await flow.submit(request.app[services_key], request[principal_key], req, actx)
     if created:
         request.app[runner_key].wake()
-    response = json_response(job_json(job), status=202 if created else 200)
+    body = job_json(job)
+    body["cached"] = not created and job.state == "done"  # a repeat: nothing spent
+    response = json_response(body, status=202 if created else 200)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return response
 

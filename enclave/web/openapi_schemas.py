@@ -451,6 +451,11 @@ def component_schemas() -> dict[str, Schema]:
                 "created_at": STR,
                 "updated_at": STR,
                 "status_url": STR,
+                "cached": {
+                    **BOOL,
+                    "description": "POST only: a repeat answered from the "
+                    "release cache (nothing spent)",
+                },
                 "result": _obj(
                     {
                         "epsilon": NUM,
