@@ -234,7 +234,16 @@ async def _run(svc: Services, children: ChildPool, run: JobRun) -> None:
         )
     except BudgetExhausted:  # spent meanwhile by other requests: released nothing, as queries
         await run.finish("failed", {"problem": {"title": "budget exhausted", "charged": False}})
+    else:
+        await asyncio.to_thread(_drop_other_attempts, out_dir)
     run.finished = True
+
+
+def _drop_other_attempts(kept: Path) -> None:
+    """Earlier attempts' folders (a restart mid-job) beside the one the job released."""
+    for folder in kept.parent.iterdir():
+        if folder != kept:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 async def _charge_failure(

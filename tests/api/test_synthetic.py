@@ -287,6 +287,8 @@ async def test_a_restart_mid_job_completes_it_and_charges_once(
     job = await _wait(second, url)
     assert job["state"] == "done", job
     assert job["attempts"] == 2
+    attempts = list((Path(second.config.jobs.dir) / job["id"]).iterdir())
+    assert [p.name for p in attempts] != [] and len(attempts) == 1  # the first attempt's: gone
     spent = await second.services.store.spent(lic.id, "pairs", None)
     assert spent == Amount.charge(Decimal(str(job["result"]["epsilon"])))
     records = await second.services.store.audit_events(AuditFilter(action="synthetic"), 0, 100)
