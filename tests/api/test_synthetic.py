@@ -5,6 +5,7 @@ charge, the cache, a restart mid-job (charged once) and utility on a table of kn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import io
 import json
@@ -29,7 +30,7 @@ from enclave.store.sqlite import SqliteStore
 from enclave.synthetic.mst import SynthTask, privacy_map
 from enclave.synthetic.request import SyntheticRequest, synth_columns
 from tests.conftest import ConfigFactory, TokenFactory
-from tests.store.conftest import draft, licence
+from tests.store.conftest import draft, licence, temporary_database
 from tests.store.test_replicas import Replica, bearer, free_port
 
 TIER = """\
@@ -271,11 +272,22 @@ async def test_release_is_charged_exactly_cached_and_useful(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 async def test_a_restart_mid_job_completes_it_and_charges_once(
-    make_gateway: Any, config_factory: ConfigFactory
+    make_gateway: Any, config_factory: ConfigFactory, backend: str
 ) -> None:
     _deploy(config_factory)
-    first = await make_gateway(jobs=JOBS)
+    async with contextlib.AsyncExitStack() as stack:
+        url = "sqlite:///state/enclave.db"
+        if backend == "postgres":
+            url = await stack.enter_async_context(temporary_database())
+        await _restart(make_gateway, url)
+
+
+async def _restart(make_gateway: Any, store_url: str) -> None:
+    first = await make_gateway(jobs=JOBS, store_url=store_url)
     lic = await first.licence(tier="research", datasets=("pairs",))
     resp = await _post(first, _body(rows=500))
     assert resp.status == 202
@@ -283,7 +295,7 @@ async def test_a_restart_mid_job_completes_it_and_charges_once(
     await _wait(first, url, states=("running",))
     await asyncio.sleep(1.0)  # the child process is building or reading
     await first.client.close()  # the gateway stops: its job goes back to the queue
-    second = await make_gateway(jobs=JOBS)  # same deployment, state and store
+    second = await make_gateway(jobs=JOBS, store_url=store_url)  # same deployment and store
     job = await _wait(second, url)
     assert job["state"] == "done", job
     assert job["attempts"] == 2
