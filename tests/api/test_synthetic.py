@@ -401,3 +401,30 @@ async def test_the_client_waits_for_the_job_and_returns_a_frame(
     ]
     assert len(frame.attrs["report"]["columns"]["score"]["keys"]) == 6  # 5 bins and missing
     assert again["id"] == frame.attrs["job"]["id"] and again["state"] == "done"
+
+
+async def test_a_failure_after_the_data_is_read_is_charged_once(
+    make_gateway: Any, config_factory: ConfigFactory
+) -> None:
+    """The child is killed at ``jobs.timeout_s``: the job fails with a fixed text, and the
+    requested epsilon is charged and audited ``error``, exactly once."""
+    _deploy(config_factory)
+    gw = await make_gateway(jobs={**JOBS, "timeout_s": 0.5})
+    lic = await gw.licence(tier="research", datasets=("pairs",))
+    resp = await _post(gw, _body(epsilon=0.75))
+    assert resp.status == 202, await resp.text()
+    job = await _wait(gw, (await resp.json())["status_url"])
+    assert job["state"] == "failed" and job["attempts"] == 1
+    assert job["problem"] == {
+        "title": "the synthetic release failed after the data was read; its cost was charged",
+        "charged": True,
+        "epsilon": "0.75",
+    }
+    assert await _spent(gw, lic) == Amount.charge("0.75")
+    records = await gw.services.store.audit_events(AuditFilter(action="synthetic"), 0, 100)
+    assert [(r.outcome, r.epsilon) for r in records] == [("ok", 0.0), ("error", 0.75)]
+    assert records[-1].reason == "synthetic release failed after the data was read; charged"
+    await asyncio.sleep(JOBS["lease_s"] / 2)  # nothing runs it again
+    assert await _spent(gw, lic) == Amount.charge("0.75")
+    again = await _post(gw, _body(epsilon=0.75))  # a failure is not cached: a new job
+    assert again.status == 202 and (await again.json())["id"] != job["id"]
