@@ -334,7 +334,9 @@ def _operation(op: Op) -> dict[str, Any]:
     else:
         out["security"] = [{"bearerAuth": []}]
         roles = _roles(op)
-        out["x-required-role"] = roles[0] if len(roles) == 1 else list(roles)
+        out["x-required-role"] = roles[0]
+        if len(roles) > 1:
+            out["x-roles"] = list(roles)  # any one of them will do
     if op.params:
         out["parameters"] = [p.to_json() for p in op.params]
     if op.body:
