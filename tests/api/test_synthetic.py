@@ -133,7 +133,7 @@ async def test_refusals_are_free_and_precise(
 ) -> None:
     _deploy(config_factory)
     gw = await make_gateway()
-    std = await gw.licence(tier="standard", datasets=("pairs",))
+    std = await gw.licence(tier="open", datasets=("pairs",))
     resp = await _post(gw, _body())
     assert resp.status == 403
     problem = await resp.json()
@@ -384,7 +384,7 @@ async def test_the_client_waits_for_the_job_and_returns_a_frame(
     _deploy(config_factory)
     gw = await make_gateway(jobs=JOBS)
     await gw.licence(tier="research", datasets=("pairs",))
-    await gw.licence(subject="bob", tier="standard", datasets=("pairs",))
+    await gw.licence(subject="bob", tier="open", datasets=("pairs",))
     url = str(gw.client.make_url(""))
     async with EnclaveClient(url, gw.tokens("bob")) as client:
         with pytest.raises(TierRefused, match="does not allow synthetic"):

@@ -27,7 +27,7 @@ async def test_refused_then_saved_then_cached(
     _deploy(config_factory)
     gw = await make_gateway(jobs=JOBS)
     await gw.licence(tier="research", datasets=("pairs",))
-    await gw.licence(subject="bob", tier="standard", datasets=("pairs",))
+    await gw.licence(subject="bob", tier="open", datasets=("pairs",))
     url = str(gw.client.make_url(""))
     out = tmp_path / "pairs.csv"
     args = ["--url", url, "--dataset", "pairs", "--column", "a", "--column", "b"]
