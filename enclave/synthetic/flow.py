@@ -191,7 +191,15 @@ async def _run(svc: Services, children: ChildPool, run: JobRun) -> None:
         )
         return
     out_dir = Path(svc.config.jobs.dir) / job.id / str(job.claim)
-    await asyncio.to_thread(shutil.rmtree, out_dir, True)  # an earlier attempt's leftovers
+    try:  # a folder that cannot be written fails the job here, before the data is read
+        await asyncio.to_thread(shutil.rmtree, out_dir, True)  # an earlier attempt's leftovers
+        await asyncio.to_thread(out_dir.mkdir, parents=True)
+    except OSError:
+        log.error("job %s: jobs.dir cannot be written", job.id)
+        await run.finish(
+            "failed", {"problem": {"title": "the gateway cannot store results", "charged": False}}
+        )
+        return
     task = SynthTask(
         bounded=str(bounded),
         columns=synth_columns(spec, req),

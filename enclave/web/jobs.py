@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from enclave import pipeline
 from enclave.dummy import FORMATS
 from enclave.engine.child import ChildPool
 from enclave.errors import NotFound
@@ -74,7 +75,12 @@ async def get_result(request: web.Request) -> web.StreamResponse:
     fmt = params.choice("format", RESULT_FORMATS, default="parquet") or "parquet"
     params.done()
     job = await _visible_job(request)
-    path = flow.result_file(request.app[services_key], job, fmt)
+    svc = request.app[services_key]
+    principal = request[principal_key]
+    if principal.subject == job.owner and principal.has("researcher"):
+        # the owner's licence must still be usable, as for a cached query's replay
+        await pipeline.resolve_dataset(svc, principal, job.dataset, request[audit_ctx_key])
+    path = flow.result_file(svc, job, fmt)
     if not await asyncio.to_thread(path.is_file):
         raise NotFound("the job's result files are gone")
     media = "application/json" if fmt == "report" else FORMATS[fmt]

@@ -207,7 +207,7 @@ OPERATIONS: tuple[Op, ...] = (
        "A done job's synthetic table (parquet, csv) or its report of DP marginals (report)",
        params=(_p("id"), _q("format", "parquet (default), csv or report",
                             enum=[*FORMATS, "report"])),
-       errors=(BadRequest, NotFound), content=(*FORMATS.values(), JSON),
+       errors=(BadRequest, *LICENCE), content=(*FORMATS.values(), JSON),
        headers=(("Content-Disposition", "attachment; filename=<job id>-<what>.<format>"),)),
     Op("get", "/v1/budget", "getBudget", "researcher",
        "Epsilon and delta spent and remaining per licence and dataset", "BudgetList"),

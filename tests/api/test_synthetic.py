@@ -270,6 +270,15 @@ async def test_release_is_charged_exactly_cached_and_useful(
     assert records[-1].result_sha256 == charged[0].result_sha256
     assert len(pairs) == 2 and n > 0
 
+    # a suspended licence no longer downloads (its owner); an auditor still reads the release
+    await gw.services.store.update_licence(
+        lic.id, {"status": "suspended"}, draft("licence.update", actor="admin", reason="test")
+    )
+    refused = await gw.client.get(files["csv"], headers=gw.auth())
+    assert refused.status == 403 and (await refused.json())["type"].endswith("licence-suspended")
+    seen = await gw.client.get(files["csv"], headers=gw.auth("carol", roles=("auditor",)))
+    assert seen.status == 200 and (await seen.read()).decode() == csv
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
