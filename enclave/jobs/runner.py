@@ -16,8 +16,10 @@ to one replica may run on another, and a job outlives the process that accepted 
   while its claim holds it (``JobLost``), in the same transaction as its charge.
 
 A handler owns its job's end: it calls ``finish`` (no charge) or ends it inside
-``Store.debit`` (charged, ``store/jobs.py``). A handler that raises anything else has its job
-marked ``failed`` with a fixed text and no charge: a handler that read data charges first.
+``Store.debit`` (charged, ``store/jobs.py``). If the store cannot be written
+(``ServiceUnavailable``) the job is left as it is: its lease lapses and it runs again later
+(nothing was released or charged). A handler that raises anything else has its job marked
+``failed`` with a fixed text and no charge: a handler that read data charges first.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from enclave.config import JobsConfig
-from enclave.errors import EnclaveError, describe
+from enclave.errors import EnclaveError, ServiceUnavailable, describe
 from enclave.models import utcnow
 from enclave.store import jobs
 from enclave.store.base import Store
@@ -138,6 +140,8 @@ class JobRunner:
             log.warning("job %s: stopped after its lease was lost", job.id)
         except JobLost:
             log.warning("job %s: another runner holds it now", job.id)
+        except ServiceUnavailable as exc:  # the store: the job stays claimed, its lease lapses
+            log.error("job %s: left for a later claim (%s)", job.id, describe(exc))
         except Exception as exc:
             log.error("job %s failed: %s", job.id, describe(exc))
             if not run.finished:

@@ -21,6 +21,7 @@ no charge), prepares the bounded table, and then, with the data read in a child 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import importlib.util
@@ -213,6 +214,8 @@ async def _run(svc: Services, children: ChildPool, run: JobRun) -> None:
     try:
         report = await children.call(svc.config.jobs.timeout_s, synthesize, task)
         cost = Amount.charge(Decimal(repr(float(report["epsilon"]))))
+        if not cost.within(Amount.charge(req.epsilon)):  # the child refuses this before reading
+            raise ValueError("the release's privacy map exceeds its cap")
         digest = await asyncio.to_thread(_sha256, out_dir / RESULT_FILES["parquet"])
     except asyncio.CancelledError:
         raise  # stopping: nothing released, nothing charged; the job is handed back
@@ -249,9 +252,10 @@ async def _run(svc: Services, children: ChildPool, run: JobRun) -> None:
 
 def _drop_other_attempts(kept: Path) -> None:
     """Earlier attempts' folders (a restart mid-job) beside the one the job released."""
-    for folder in kept.parent.iterdir():
-        if folder != kept:
-            shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        for folder in kept.parent.iterdir():
+            if folder != kept:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 async def _charge_failure(
