@@ -27,7 +27,7 @@ from enclave.errors import TierRefused
 from enclave.ledger.grid import Amount
 from enclave.store.base import AuditFilter
 from enclave.store.sqlite import SqliteStore
-from enclave.synthetic.mst import SynthTask, privacy_map
+from enclave.synthetic.mst import SynthTask, build, privacy_map
 from enclave.synthetic.request import SyntheticRequest, synth_columns
 from tests.conftest import ConfigFactory, TokenFactory
 from tests.store.conftest import draft, licence, temporary_database
@@ -206,9 +206,14 @@ async def test_release_is_charged_exactly_cached_and_useful(
     # the charge: OpenDP's privacy map of the very measurement, rounded up to the grid
     spec = await gw.services.registry.dataset("pairs")
     req = SyntheticRequest.from_json(_body())
-    task = SynthTask("", synth_columns(spec, req), spec.max_rows_per_unit, 1.0, 6000, "")
-    opendp_eps = privacy_map(task)
-    assert 0.99 < opendp_eps <= 1.0
+    k = spec.max_rows_per_unit
+    task = SynthTask("", synth_columns(spec, req), k, 1.0, 6000, "")
+    meas, d_in, oneway_scale = build(task)
+    opendp_eps = float(meas.map(d_in))
+    assert opendp_eps == privacy_map(task) and 0.99 < opendp_eps <= 1.0
+    # the unit is k rows: each one-way marginal has sensitivity k, so three of them at half
+    # of epsilon need the Laplace scale k x 3 / (epsilon / 2)
+    assert oneway_scale == pytest.approx(6 * k / 1.0, rel=1e-6)
     expected = Amount.charge(Decimal(repr(opendp_eps)))
     assert await _spent(gw, lic) == expected
     assert job["result"]["epsilon"] == expected.epsilon_float and job["result"]["delta"] == 0
@@ -228,6 +233,8 @@ async def test_release_is_charged_exactly_cached_and_useful(
     csv = (await (await gw.client.get(files["csv"], headers=gw.auth())).read()).decode()
     assert csv.splitlines()[0] == "a,b,score" and len(csv.splitlines()) == 6001
     report = await (await gw.client.get(files["report"], headers=gw.auth())).json()
+    assert report["oneway_scale"] == oneway_scale and report["max_rows_per_unit"] == k
+    assert report["epsilon"] == opendp_eps
     rows = table.to_pylist()
     assert {r["a"] for r in rows} <= {*KEYS, None} and {r["b"] for r in rows} <= {*KEYS, None}
     assert all(r["score"] is None or 0 <= r["score"] <= 99 for r in rows)
