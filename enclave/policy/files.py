@@ -126,7 +126,7 @@ def tier_from_dict(data: dict[str, Any], where: str = "") -> Tier:
     raw_juris = d.get("allowed_jurisdictions")
     juris = read_jurisdictions(p, [] if raw_juris is None else raw_juris, "allowed_jurisdictions")
     level = read_int(p, d.get("level", 0), "level", 0)
-    synthetic = _synthetic(p, d.get("synthetic", {}), eps)
+    synthetic = _synthetic(p, d.get("synthetic", {}))
 
     p.raise_if_any()
     assert name is not None and description is not None and aggregates is not None  # noqa: S101
@@ -157,9 +157,9 @@ def tier_from_dict(data: dict[str, Any], where: str = "") -> Tier:
     )
 
 
-def _synthetic(p: Problems, value: Any, budget: Decimal | None) -> tuple[bool, Decimal]:
+def _synthetic(p: Problems, value: Any) -> tuple[bool, Decimal]:
     """``synthetic: {allowed, max_epsilon}`` (docs/synthetic.md): off unless allowed, and
-    then capped by ``max_epsilon`` (required, at most the budget)."""
+    then capped by ``max_epsilon`` (required; the budget still limits what is spent)."""
     d = read_mapping(p, value, "synthetic", SYNTHETIC_FIELDS)
     allowed = read_bool(p, d.get("allowed", False), "synthetic.allowed")
     cap = None
@@ -167,8 +167,6 @@ def _synthetic(p: Problems, value: Any, budget: Decimal | None) -> tuple[bool, D
         cap = read_epsilon(p, d["max_epsilon"], "synthetic.max_epsilon")
     elif allowed:
         p.add("synthetic.max_epsilon", "required when synthetic.allowed is true")
-    if cap is not None and budget is not None and cap > budget:
-        p.add("synthetic.max_epsilon", "must not exceed budget.epsilon")
     return bool(allowed), cap if cap is not None else Decimal(0)
 
 

@@ -225,6 +225,7 @@ async def _run(svc: Services, children: ChildPool, run: JobRun) -> None:
         )
         cost = Amount.charge(req.epsilon)
         await _charge_failure(svc, run, req, cost, limit, since)
+        await asyncio.to_thread(shutil.rmtree, out_dir, True)  # never served: a failed attempt
         return
     run.advance(0.9)
     result = {

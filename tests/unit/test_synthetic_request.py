@@ -115,7 +115,7 @@ def test_tier_files_validate_the_synthetic_fields() -> None:
         tier_from_dict({**body, "synthetic": {"allowed": True, "cap": 1}})
     assert "synthetic.max_epsilon: required" in str(err.value)
     assert "cap" in str(err.value)
-    with pytest.raises(PolicyFileError, match="must not exceed budget.epsilon"):
-        tier_from_dict({**body, "synthetic": {"allowed": True, "max_epsilon": 6.0}})
+    with pytest.raises(PolicyFileError, match="synthetic.max_epsilon"):
+        tier_from_dict({**body, "synthetic": {"allowed": True, "max_epsilon": 0}})
     with pytest.raises(PolicyFileError, match="synthetic.allowed"):
         tier_from_dict({**body, "synthetic": {"allowed": "yes", "max_epsilon": 1.0}})
