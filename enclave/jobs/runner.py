@@ -54,6 +54,12 @@ class JobRun:
     clock: Callable[[], dt.datetime]
     progress: float = 0.0
     finished: bool = field(default=False)
+    state: str | None = None  # how it ended here: "done" or "failed"
+    charged: float = 0.0  # the epsilon its end charged
+
+    def ended(self, state: str, charged: float = 0.0) -> None:
+        """Record how the job ended (after its end was written)."""
+        self.finished, self.state, self.charged = True, state, charged
 
     def advance(self, progress: float) -> None:
         """Progress from 0 to 1, written with the next lease renewal."""
@@ -62,7 +68,7 @@ class JobRun:
     async def finish(self, state: str, result: dict[str, Any]) -> None:
         """End the job without a charge (``JobLost`` if another runner holds it now)."""
         await self.store.job_write(jobs.finish(self.job, state, result, self.clock()))
-        self.finished = True
+        self.ended(state)
 
 
 Handler = Callable[[JobRun], Coroutine[Any, Any, None]]
@@ -75,8 +81,10 @@ class JobRunner:
         cfg: JobsConfig,
         handlers: dict[str, Handler],
         clock: Callable[[], dt.datetime] = utcnow,
+        on_end: Callable[[JobRun], None] | None = None,
     ) -> None:
         self._store = store
+        self._on_end = on_end  # e.g. metrics: called once per job ended by this runner
         self._cfg = cfg
         self._handlers = handlers
         self._clock = clock
@@ -152,6 +160,8 @@ class JobRunner:
             await asyncio.gather(keeper, return_exceptions=True)
             if not stopping:
                 self._held.pop(job.id, None)
+        if run.state is not None and self._on_end is not None:
+            self._on_end(run)
 
     async def _keep(self, run: JobRun, work: asyncio.Task[None]) -> None:
         """Renew the lease every third of it; cancel the work if the job was lost."""

@@ -247,8 +247,8 @@ async def _run(svc: Services, children: ChildPool, run: JobRun) -> None:
     except BudgetExhausted:  # spent meanwhile by other requests: released nothing, as queries
         await run.finish("failed", {"problem": {"title": "budget exhausted", "charged": False}})
     else:
+        run.ended("done", cost.epsilon_float)
         await asyncio.to_thread(_drop_other_attempts, out_dir)
-    run.finished = True
 
 
 def _drop_other_attempts(kept: Path) -> None:
@@ -277,7 +277,8 @@ async def _charge_failure(
         )
     except BudgetExhausted:
         await run.finish("failed", {"problem": {"title": "budget exhausted", "charged": False}})
-    run.finished = True
+    else:
+        run.ended("failed", cost.epsilon_float)
 
 
 async def _recheck(

@@ -21,7 +21,13 @@ from enclave.store.jobs import Job
 from enclave.synthetic import flow
 from enclave.synthetic.request import SyntheticRequest
 from enclave.web.body import json_response, read_json
-from enclave.web.keys import audit_ctx_key, principal_key, runner_key, services_key
+from enclave.web.keys import (
+    audit_ctx_key,
+    metrics_key,
+    principal_key,
+    runner_key,
+    services_key,
+)
 from enclave.web.params import QueryParams
 from enclave.web.roles import requires_role
 
@@ -33,8 +39,13 @@ async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     """The job runner and its child processes; on stop, running jobs go back to the queue."""
     svc = app[services_key]
     children = ChildPool(svc.config.jobs.workers)
+    metrics = app[metrics_key]
     runner = JobRunner(
-        svc.store, svc.config.jobs, {flow.KIND: flow.handler(svc, children)}, clock=svc.clock
+        svc.store,
+        svc.config.jobs,
+        {flow.KIND: flow.handler(svc, children)},
+        clock=svc.clock,
+        on_end=lambda run: metrics.record_job(run.job.kind, run.state or "", run.charged),
     )
     app[runner_key] = runner
     runner.start()
