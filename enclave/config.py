@@ -85,6 +85,17 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class JobsConfig:
+    """The durable job runner (``jobs/runner.py``; docs/synthetic.md)."""
+
+    dir: Path = Path("state/jobs")  # result files, one folder per job (default: <state_dir>/jobs)
+    workers: int = 1  # jobs run at once by this gateway (each in a child process)
+    lease_s: float = 60.0  # a running job is claimed again if its runner stops renewing
+    poll_s: float = 2.0  # how often an idle runner looks for queued jobs
+    timeout_s: float = 1800.0  # one job's run is killed after this (charged: data was read)
+
+
+@dataclass(frozen=True)
 class ConsoleConfig:
     """The web console at ``/console`` (static files calling the public API)."""
 
@@ -120,6 +131,7 @@ class Config:
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     transparency: TransparencyConfig = field(default_factory=TransparencyConfig)
     governance: GovernanceConfig = field(default_factory=GovernanceConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -132,12 +144,14 @@ _SECTIONS: dict[str, type[Any]] = {
     "console": ConsoleConfig,
     "transparency": TransparencyConfig,
     "governance": GovernanceConfig,
+    "jobs": JobsConfig,
 }
 _PATH_KEYS = {
     ("auth", "jwks_file"),
     ("policies", "dir"),
     ("policies", "data_dir"),
     ("engine", "state_dir"),
+    ("jobs", "dir"),
 }
 
 
@@ -173,6 +187,8 @@ def config_from_dict(raw: dict[str, Any], base: Path, path: Path | None = None) 
             problems.append(f"[{name}]: must be a table")
             table = {}
         sections[name] = _build_section(name, cls, table, base, problems)
+    if "dir" not in (raw.get("jobs") or {}):  # default: beside the bounded tables
+        sections["jobs"] = replace(sections["jobs"], dir=sections["engine"].state_dir / "jobs")
     for check in _CHECKS:
         problems.extend(check(sections))
     if problems:
@@ -291,6 +307,16 @@ def _check_console(s: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _check_jobs(s: dict[str, Any]) -> list[str]:
+    jobs: JobsConfig = s["jobs"]
+    problems = []
+    if jobs.workers < 1 or not 0 < jobs.poll_s <= jobs.lease_s / 2:
+        problems.append("jobs.workers: at least 1; jobs.poll_s: positive, at most lease_s / 2")
+    if not 0 < jobs.timeout_s <= 86400:
+        problems.append("jobs.timeout_s: must be between 0 and 86400 seconds")
+    return problems
+
+
 def _check_governance(s: dict[str, Any]) -> list[str]:
     if not 1 <= s["governance"].proposal_ttl_hours <= MAX_PROPOSAL_TTL_HOURS:
         return [f"governance.proposal_ttl_hours: must be between 1 and {MAX_PROPOSAL_TTL_HOURS}"]
@@ -354,9 +380,10 @@ _CHECKS: tuple[Callable[[dict[str, Any]], list[str]], ...] = (
     _check_engine,
     _check_console,
     _check_governance,
+    _check_jobs,
 )
 
-# Documentation of every key (the README config table is checked against this list).
+# Documentation of every key (docs/configuration.md is checked against this list).
 CONFIG_KEYS: tuple[str, ...] = tuple(
     f"{section}.{f.name}" for section, cls in _SECTIONS.items() for f in fields(cls)
 )

@@ -11,6 +11,7 @@ status codes and problem types from ``errors.py``: every label set is bounded by
     enclave_cache_hits_total                      of those, repeats served from the cache
     enclave_refusals_total{reason}                problem responses, by problem type
     enclave_epsilon_spent_total                   epsilon charged, all licences together
+    enclave_jobs_total{kind,state}                jobs this process ended (done, failed)
     enclave_worker_requests_total{worker}         requests answered by each worker process
 
 Several worker processes (``server.processes`` > 1): prometheus-client's multiprocess mode.
@@ -87,12 +88,24 @@ class Metrics:
             ["worker"],
             registry=r,
         ).labels(self.worker)
+        self.jobs = Counter(
+            "enclave_jobs_total",
+            "Jobs ended by this process, by kind and final state",
+            ["kind", "state"],
+            registry=r,
+        )
 
     def record_release(self, cached: bool, epsilon: float) -> None:
         """One answer returned to a researcher (``epsilon`` is what it charged)."""
         self.releases.inc()
         if cached:
             self.cache_hits.inc()
+        if epsilon > 0:
+            self.epsilon.inc(epsilon)
+
+    def record_job(self, kind: str, state: str, epsilon: float) -> None:
+        """A job ended here (``epsilon``: what its end charged, 0 if nothing)."""
+        self.jobs.labels(kind, state).inc()
         if epsilon > 0:
             self.epsilon.inc(epsilon)
 

@@ -27,7 +27,7 @@ MAX_INT_SENSITIVITY = 2**53  # k * max(|low|, |high|) of an int column: exact in
 def stored_float(value: float) -> Decimal:
     """The DECIMAL(p, 6) that DuckDB stores for the DOUBLE ``value``: ``value * 1e6`` computed
     in double arithmetic, rounded half away from zero (measured on DuckDB 1.x over 30,000
-    values; ``tests/unit/test_stored_grid.py`` checks it against DuckDB). The cast is monotone,
+    values; ``tests/dp/test_stored_grid.py`` checks it against DuckDB). The cast is monotone,
     so a value clamped into ``[low, high]`` is stored within ``[stored_float(low),
     stored_float(high)]``: those, not the declared bounds, are what a sum adds per row."""
     scaled = Decimal(float(value) * 10.0**FLOAT_DECIMALS)
@@ -166,6 +166,8 @@ class Tier:
     allowed_jurisdictions: tuple[str, ...] = ()  # empty = any
     level: int = 0  # orders tiers for a dataset's single `min_tier`
     version: int = 1
+    synthetic_allowed: bool = False  # DP synthetic data (docs/synthetic.md)
+    synthetic_max_epsilon: Decimal = Decimal(0)  # its cap per release
 
     def to_json(self) -> dict[str, Any]:
         budget: dict[str, Any] = {
@@ -193,6 +195,11 @@ class Tier:
             "allowed_jurisdictions": list(self.allowed_jurisdictions),
             "level": self.level,
             "version": self.version,
+            "synthetic": (
+                {"allowed": True, "max_epsilon": float(self.synthetic_max_epsilon)}
+                if self.synthetic_allowed
+                else {"allowed": False}
+            ),
         }
 
 

@@ -21,7 +21,7 @@ from enclave.config import (
 from enclave.errors import ConfigError
 
 AUTH = {"issuer": "https://idp.example.org", "audience": "enclave", "jwks_file": "keys/jwks.json"}
-PATH_KEYS = {"auth.jwks_file", "policies.dir", "policies.data_dir", "engine.state_dir"}
+PATH_KEYS = {"auth.jwks_file", "policies.dir", "policies.data_dir", "engine.state_dir", "jobs.dir"}
 
 
 def build(tmp_path: Path, **sections: dict[str, Any]) -> Config:

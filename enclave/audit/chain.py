@@ -55,7 +55,7 @@ HASHED_FIELDS: tuple[str, ...] = tuple(
 _MAX_EXACT_INT = 2**53
 
 #: JSON.stringify's string escaping; CPython's json escaper (ensure_ascii=False) is identical
-#: for every string without a lone surrogate (checked in tests/unit/test_chain.py).
+#: for every string without a lone surrogate (checked in tests/audit/test_chain.py).
 encode_str: Callable[[str], str] = getattr(json.encoder, "c_encode_basestring", None) or (
     json.encoder.py_encode_basestring
 )
@@ -260,7 +260,7 @@ _fill = compile_filler(
 
 def _fast(get: Callable[[str], Any]) -> str:
     """``TEMPLATE`` filled for the usual record shape (each field of its declared type).
-    Raises ``_Slow`` otherwise; ``tests/unit/test_chain.py`` checks it against the general
+    Raises ``_Slow`` otherwise; ``tests/audit/test_chain.py`` checks it against the general
     encoder over many random records. (The escaper raises ``TypeError`` for anything but a
     string, which is what sends a number in a text field, or a non-string role, to the
     general encoder.)"""

@@ -2,7 +2,7 @@
 summary rows it returns.
 
 The store depends on the audit package, never the reverse: ``store.base.Store`` extends
-``AuditLog``, and everything here is plain data. ``tests/unit/test_audit_layering.py`` keeps
+``AuditLog``, and everything here is plain data. ``tests/audit/test_audit_layering.py`` keeps
 ``enclave/audit/`` free of store imports.
 """
 

@@ -36,6 +36,7 @@ ACTIONS: tuple[str, ...] = (
     "dataset.unfreeze",  # a freeze lifted (always through an approved proposal)
     "organisation.suspend",  # every active licence of an organisation suspended
     "organisation.reactivate",  # those licences reactivated (approved proposal)
+    "synthetic",  # a DP synthetic table (docs/synthetic.md)
 )
 OUTCOMES: tuple[str, ...] = ("ok", "denied", "error")
 GENESIS_HASH = "0" * 64

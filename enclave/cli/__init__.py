@@ -15,6 +15,7 @@ from enclave.cli.query import query_command
 from enclave.cli.report import report_command
 from enclave.cli.serve import serve_command
 from enclave.cli.store import store_group
+from enclave.cli.synthetic import synthetic_command
 
 
 @click.group()
@@ -33,3 +34,4 @@ main.add_command(audit_group)
 main.add_command(query_command)
 main.add_command(store_group)
 main.add_command(report_command)
+main.add_command(synthetic_command)

@@ -23,6 +23,7 @@ Decisions:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -36,7 +37,7 @@ from yarl import URL
 from enclave.client.dummy import parquet_frame, parquet_records
 from enclave.client.problems import error_from_response
 from enclave.client.results import BatchEstimate, Estimate, HistoryPage, QueryResult
-from enclave.errors import EnclaveError, QueryTimeout, ServiceUnavailable
+from enclave.errors import EnclaveError, QueryTimeout, ReleaseFailed, ServiceUnavailable
 
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_CONFIRM_SHARE = 0.25
@@ -200,6 +201,68 @@ class EnclaveClient:
     async def dummy(self, dataset: str, rows: int = 1000, seed: int = 0) -> Any:
         """The dummy rows as a ``pandas.DataFrame`` (extra ``enclave-gateway[pandas]``)."""
         return parquet_frame(await self.dummy_file(dataset, rows, seed))
+
+    async def submit_synthetic(
+        self, dataset: str, columns: list[str], epsilon: float, rows: int, bins: int | None = None
+    ) -> dict[str, Any]:
+        """Queue a DP synthetic table (docs/synthetic.md); the job as the gateway answers it
+        (a repeat of a finished request answers its cached job, free)."""
+        body: dict[str, Any] = {
+            "dataset": dataset,
+            "columns": list(columns),
+            "epsilon": epsilon,
+            "rows": rows,
+        }
+        if bins is not None:
+            body["bins"] = bins
+        job: dict[str, Any] = await self._request("POST", "/v1/synthetic", body=body)
+        return job
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        """A job's state (``queued``, ``running``, ``done``, ``failed``) and progress."""
+        job: dict[str, Any] = await self._request("GET", f"/v1/jobs/{quote(job_id, safe='')}")
+        return job
+
+    async def wait_job(
+        self, job_id: str, timeout: float = 3600.0, poll: float = 1.0
+    ) -> dict[str, Any]:
+        """Poll until the job is done (returned) or failed (``ReleaseFailed`` with the
+        job's problem); ``QueryTimeout`` after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            job = await self.job(job_id)
+            if job.get("state") == "done":
+                return job
+            if job.get("state") == "failed":
+                problem = job.get("problem") or {}
+                raise ReleaseFailed(str(problem.get("title", "the job failed")))
+            if loop.time() > deadline:
+                raise QueryTimeout(f"job {job_id} not done within {timeout:g} s")
+            await asyncio.sleep(poll)
+
+    async def job_result(self, job_id: str, format: str = "parquet") -> bytes:
+        """A done job's file: ``parquet``, ``csv`` or ``report`` (JSON bytes)."""
+        path = f"/v1/jobs/{quote(job_id, safe='')}/result"
+        return await self._send("GET", path, params={"format": format})
+
+    async def synthetic(
+        self,
+        dataset: str,
+        columns: list[str],
+        epsilon: float,
+        rows: int,
+        bins: int | None = None,
+        timeout: float = 3600.0,
+    ) -> Any:
+        """Release a DP synthetic table and wait for it: a ``pandas.DataFrame`` (extra
+        ``enclave-gateway[pandas]``); the job's report is in ``frame.attrs["report"]``."""
+        job = await self.submit_synthetic(dataset, columns, epsilon, rows, bins)
+        done = await self.wait_job(str(job["id"]), timeout=timeout)
+        frame = parquet_frame(await self.job_result(str(done["id"])))
+        frame.attrs["report"] = _decode(await self.job_result(str(done["id"]), "report"))
+        frame.attrs["job"] = done
+        return frame
 
     async def budget(self) -> list[dict[str, Any]]:
         """Per licence and dataset: epsilon/delta spent, remaining, limit, and renewal."""

@@ -115,6 +115,35 @@ class Client:
     def dummy(self, dataset: str, rows: int = 1000, seed: int = 0) -> Any:
         return self._run(lambda: self._client.dummy(dataset, rows, seed))
 
+    def submit_synthetic(
+        self, dataset: str, columns: list[str], epsilon: float, rows: int, bins: int | None = None
+    ) -> dict[str, Any]:
+        return self._run(
+            lambda: self._client.submit_synthetic(dataset, columns, epsilon, rows, bins)
+        )
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._run(lambda: self._client.job(job_id))
+
+    def wait_job(self, job_id: str, timeout: float = 3600.0, poll: float = 1.0) -> dict[str, Any]:
+        return self._run(lambda: self._client.wait_job(job_id, timeout, poll))
+
+    def job_result(self, job_id: str, format: str = "parquet") -> bytes:
+        return self._run(lambda: self._client.job_result(job_id, format))
+
+    def synthetic(
+        self,
+        dataset: str,
+        columns: list[str],
+        epsilon: float,
+        rows: int,
+        bins: int | None = None,
+        timeout: float = 3600.0,
+    ) -> Any:
+        return self._run(
+            lambda: self._client.synthetic(dataset, columns, epsilon, rows, bins, timeout)
+        )
+
     def budget(self) -> list[dict[str, Any]]:
         return self._run(self._client.budget)
 

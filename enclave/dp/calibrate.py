@@ -15,7 +15,7 @@ Caching (the hot path; every input here is public: bounds, ``k``, epsilon shares
 - Whole calibrations are kept per ``(builder, d_in, target)``: repeats of an epsilon share (the
   tier's default epsilon, say) cost no OpenDP call at all. A measurement can be shared: OpenDP
   samples noise when it is *invoked*, so one measurement serves any number of releases, each
-  with fresh noise (``tests/unit/test_mechanisms.py`` checks this).
+  with fresh noise (``tests/dp/test_mechanisms.py`` checks this).
 - Caches are bounded LRUs (``functools.lru_cache``, thread-safe); ``d_in`` is keyed with its
   type, so ``5`` and ``5.0`` never share an entry.
 

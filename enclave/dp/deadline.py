@@ -16,7 +16,7 @@ touches only DP outputs (``dp/release.py``), and a quantile costs ``O(candidates
 So a plan with undeclared keys releases no sooner than ``server.release_deadline_ms`` after
 the data was read (``deadline_for``), whether the release succeeds or fails; below the
 number of keys the step can handle in that time, its duration says nothing about the data.
-Beyond, the excess grows by the per-key cost (``bench/timing.py`` measures both; the README
+Beyond, the excess grows by the per-key cost (``bench/timing.py`` measures both; docs/privacy.md
 states the residual). Other plans are not padded: their release work is fixed by public
 parameters (declared groups, aggregates, candidates), and padding them would cost every
 query the deadline. The step runs in a worker thread, so the event loop serves other

@@ -23,7 +23,7 @@ Decimal arithmetic over OpenDP's float answers (``calibrate.UPWARD``: exact, nev
 down). The charged cost is exactly the Decimal epsilon.
 
 Quantile: OpenDP's map for ``make_private_quantile`` is linear in ``d_in`` (``map(d) = d *
-map(1)``, asserted in ``tests/unit/test_mechanisms.py``), so a unit whose ``<= k`` rows fall in
+map(1)``, asserted in ``tests/dp/test_mechanisms.py``), so a unit whose ``<= k`` rows fall in
 several groups costs ``sum map(k_g) = map(sum k_g) <= map(k)``: the aggregate is charged
 ``map(k)`` once, whatever the number of groups.
 

@@ -9,7 +9,7 @@ count}``, at most a few entries per candidate gap, see ``query/compile.py``) and
 same OpenDP noisy-max measurement, so the release costs ``O(candidates)`` whatever the rows.
 
 Exactness, checked when a ``QuantileRelease`` is built (once per candidates, alpha and scale;
-cached) and in ``tests/unit/test_quantile.py``:
+cached) and in ``tests/dp/test_quantile.py``:
 
 - the privacy map of ``make_quantile_score_candidates >> make_noisy_max`` at ``d_in`` equals
   the map of ``make_private_quantile`` at the same scale, which is what pricing charges;

@@ -21,7 +21,7 @@ values and public metadata.
   floats are clamped to finite doubles. Released cells are plain JSON (``values.json_value``)
   and ORDER BY uses ``values.sort_key``.
 - Time: every per-group step is a vector operation; what remains in proportion to the groups
-  is OpenDP's noise sampling (see ``bench/timing.py`` and the README).
+  is OpenDP's noise sampling (see ``bench/timing.py`` and docs/privacy.md).
 - ``result_sha256`` = SHA-256 of ``{"columns": [...], "rows": [...]}`` as canonical JSON
   (sorted keys, no whitespace, UTF-8; dates as ISO strings): ``values.result_digest``.
 """

@@ -21,8 +21,8 @@ connection that never runs the source's SQL).
 from its registered path: DuckDB follows symbolic links, so a file swapped
 for a link to the gateway's state would otherwise be read as the dataset (and a FIFO, even as a
 DuckDB file's ``.wal``, blocks the reader for good: measured). The check runs just before
-DuckDB opens the file; the window between the two is a known, narrow limit (README, security
-section), and the preparation deadline still holds. Hard links are allowed (deployments link
+DuckDB opens the file; the window between the two is a known, narrow limit (docs/security.md,
+limits), and the preparation deadline still holds. Hard links are allowed (deployments link
 large files into their data folder); Linux's ``protected_hardlinks`` keeps another user from
 linking the gateway's own 0600 state files.
 """

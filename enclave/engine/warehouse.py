@@ -147,6 +147,13 @@ class Warehouse:
         except TimeoutError:
             raise DatasetUnavailable("the dataset is being prepared; try again later") from None
 
+    async def bounded_file(self, spec: DatasetSpec, wait_s: float | None = None) -> Path:
+        """The prepared bounded Parquet file of ``spec`` (for a job's child process, which
+        reads it directly): ``prepare`` first, so bounding runs once as for queries."""
+        await self.prepare(spec, wait_s)
+        target = await asyncio.to_thread(bounded_target, spec, self._state_dir, self._require_key())
+        return target.path
+
     def start(self, spec: DatasetSpec, target: BoundTarget) -> asyncio.Task[str]:
         """The running preparation of ``target``, started if needed; ``DatasetUnavailable``
         within ``RETRY_AFTER_FAILURE_S`` of a failed one."""

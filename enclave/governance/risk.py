@@ -16,7 +16,8 @@ Tier
 - ``min_noisy_count`` lowered;
 - ``group_by.allow_undeclared_keys`` turned on; ``filters`` turned on; an aggregate kind added;
 - a jurisdiction opened (``allowed_jurisdictions`` gains a code, or becomes empty = any);
-- ``level`` raised (the tier then reaches datasets whose ``min_tier`` is a lower tier).
+- ``level`` raised (the tier then reaches datasets whose ``min_tier`` is a lower tier);
+- DP synthetic releases allowed (``synthetic.allowed`` turned on) or their cap raised.
 
 Dataset
 - a new dataset;
@@ -105,6 +106,11 @@ def _tier(before: Tier | None, after: Tier) -> list[str]:
         "allowed_jurisdictions", before.allowed_jurisdictions, after.allowed_jurisdictions
     )
     out += _raised("level", before.level, after.level)
+    if after.synthetic_allowed and not before.synthetic_allowed:
+        out.append("synthetic.allowed turned on")
+    out += _raised(
+        "synthetic.max_epsilon", before.synthetic_max_epsilon, after.synthetic_max_epsilon
+    )
     return out
 
 

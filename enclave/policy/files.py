@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,8 @@ TIER_TABLE: tuple[TierField, ...] = (
     TierField("rate_limit_per_minute", "rate_limit_per_minute", _int(1), 60),
     TierField("allowed_jurisdictions", "allowed_jurisdictions", read_jurisdictions, [], True),
     TierField("level", "level", _int(0), 0),
+    TierField("synthetic.allowed", "synthetic_allowed", read_bool, False),
+    TierField("synthetic.max_epsilon", "synthetic_max_epsilon", read_epsilon, None, True),
 )
 TIER_IGNORED = frozenset({"version"})  # accepted on input, assigned by the store
 
@@ -180,6 +183,11 @@ def _tier_rules(p: Problems, v: dict[str, Any]) -> None:
             "group_by.allow_undeclared_keys",
             "needs budget.delta > 0 (partition selection spends delta)",
         )
+    # DP synthetic data (docs/synthetic.md): off unless allowed, and then capped
+    if v["synthetic_max_epsilon"] is None:
+        if v["synthetic_allowed"]:
+            p.add("synthetic.max_epsilon", "required when synthetic.allowed is true")
+        v["synthetic_max_epsilon"] = Decimal(0)
 
 
 def tier_to_dict(tier: Tier) -> dict[str, Any]:

@@ -67,7 +67,7 @@ class BatchRequest:
             problems.append(f"'queries' must be a list of 1 to {MAX_BATCH} query objects")
             items = []
         total = body.get("total_epsilon")
-        total_eps = None if total is None else _grid_epsilon(total, "'total_epsilon'", problems)
+        total_eps = None if total is None else grid_epsilon(total, "'total_epsilon'", problems)
         queries = []
         for i, item in enumerate(items):
             where = f"queries[{i}]"
@@ -117,7 +117,7 @@ def _dataset(value: Any, problems: list[str]) -> str | None:
     if not isinstance(value, str) or not value:
         problems.append("'dataset' must be a non-empty string")
         return None
-    if not _is_utf8(value):
+    if not is_utf8(value):
         problems.append("the body holds a lone surrogate, which is not valid Unicode text")
         return None
     return value
@@ -136,16 +136,16 @@ def _query(
     if not isinstance(sql, str) or not sql.strip():
         problems.append(f"{at}'sql' must be a non-empty string")
         sql = ""
-    elif not _is_utf8(sql):
+    elif not is_utf8(sql):
         problems.append(f"{at}the body holds a lone surrogate, which is not valid Unicode text")
     if eps is not None and acc is not None:
         problems.append(f"{at}give either 'epsilon' or 'accuracy', not both")
-    epsilon = None if eps is None else _grid_epsilon(eps, f"{at}'epsilon'", problems)
+    epsilon = None if eps is None else grid_epsilon(eps, f"{at}'epsilon'", problems)
     targets = None if acc is None else _targets(acc, at, problems)
     return sql, epsilon, targets
 
 
-def _grid_epsilon(eps: Any, label: str, problems: list[str]) -> Decimal | None:
+def grid_epsilon(eps: Any, label: str, problems: list[str]) -> Decimal | None:
     """A requested epsilon on the grid, rounded up; bounded *before* any conversion."""
     what = f"{label} must be a positive number no larger than {MAX_EPSILON}"
     if isinstance(eps, bool) or not isinstance(eps, int | float):
@@ -166,7 +166,7 @@ def _targets(value: Any, at: str, problems: list[str]) -> dict[str, float] | Non
     out: dict[str, float] = {}
     for column, entry in value.items():
         name = f"{at}accuracy[{_short(column)!r}]"
-        if not _is_utf8(column):
+        if not is_utf8(column):
             problems.append(f"{at}the body holds a lone surrogate, which is not valid Unicode text")
             continue
         if len(column) > MAX_NAME_CHARS:
@@ -189,7 +189,7 @@ def _short(text: str, limit: int = 64) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def _is_utf8(text: str) -> bool:
+def is_utf8(text: str) -> bool:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

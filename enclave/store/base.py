@@ -29,6 +29,7 @@ from enclave.models import Licence
 
 if TYPE_CHECKING:
     from enclave.store.grants import Grant
+    from enclave.store.jobs import JobOp
     from enclave.store.proposals import Decided, Decision, Proposal, Suspended, Write
 
 PolicyKind = Literal["tier", "dataset"]
@@ -195,11 +196,22 @@ class Store(AuditLog, Protocol):
         """Append the record (one transaction)."""
 
     async def debit(
-        self, draft: AuditDraft, charge: Charge, cache: CacheEntry | None = None
+        self,
+        draft: AuditDraft,
+        charge: Charge,
+        cache: CacheEntry | None = None,
+        job: JobOp | None = None,
     ) -> Debited:
         """One transaction: re-check ``charge`` against its limit (``BudgetExhausted``, and
         nothing written, if it no longer fits), debit it, store ``cache``, append the record;
-        return the record and the spent total after the charge."""
+        return the record and the spent total after the charge. ``job``: a job's own change
+        (``store/jobs.py``), applied first; ``JobLost`` (nothing written) if it matches no row.
+        """
+
+    # --- the durable job queue (``store/jobs.py``) ---
+    async def job_read(self, op: JobOp) -> list[Sequence[Any]]: ...
+    async def job_write(self, op: JobOp) -> list[Sequence[Any]]:
+        """Run ``op`` in its own write transaction."""
 
     # --- schema and whole-store copy (``enclave store``) ---
     async def schema_version(self) -> int: ...

@@ -30,9 +30,10 @@ from enclave.audit.rows import record_from_row, record_values
 from enclave.errors import BudgetExhausted, Conflict, NotFound
 from enclave.ledger.grid import Amount
 from enclave.models import Licence, iso
-from enclave.store import codec
+from enclave.store import codec, jobs
 from enclave.store.base import CacheEntry, Charge, Debited, PolicyKind, PolicyVersion
 from enclave.store.driver import Migrations, Row, Tx
+from enclave.store.jobs import JobOp
 
 AUDIT_COLUMNS = ", ".join(FIELDS)
 LICENCE_COLUMNS = ", ".join(codec.LICENCE_COLUMNS)
@@ -97,8 +98,12 @@ async def debit(
     cache: CacheEntry | None,
     now: dt.datetime,
     totals: LedgerTotals,
+    job: JobOp | None = None,
 ) -> Debited:
-    """Re-check the budget, append the record, debit the ledger, store the release."""
+    """Re-check the budget, append the record, debit the ledger, store the release. ``job``:
+    a job's own change, applied first (``JobLost``, nothing written, if it matches no row)."""
+    if job is not None:
+        await jobs.apply(tx, job)
     before = await totals.spent(tx, charge.licence_id, charge.dataset, charge.since)
     after = before.plus(charge.cost)
     if not after.within(charge.limit):

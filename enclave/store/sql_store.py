@@ -23,12 +23,13 @@ from enclave.errors import AuditUnavailable, EnclaveError, StoreUnavailable
 from enclave.ledger.grid import Amount
 from enclave.models import Licence, utcnow
 from enclave.store import grants as grant_ops
-from enclave.store import ops
+from enclave.store import jobs, ops
 from enclave.store import proposals as prop_ops
 from enclave.store.base import CacheEntry, Charge, Debited, PolicyKind, PolicyVersion
 from enclave.store.bulk import Importer, Snapshot
 from enclave.store.driver import After, Driver, Mode, Row, Work
 from enclave.store.grants import Grant
+from enclave.store.jobs import JobOp
 from enclave.store.proposals import Decided, Decision, Proposal, Suspended, Write
 
 T = TypeVar("T")
@@ -213,12 +214,24 @@ class SqlStore:
         return await self._write(lambda tx: ops.append_locked(tx, draft, self._clock()))
 
     async def debit(
-        self, draft: AuditDraft, charge: Charge, cache: CacheEntry | None = None
+        self,
+        draft: AuditDraft,
+        charge: Charge,
+        cache: CacheEntry | None = None,
+        job: JobOp | None = None,
     ) -> Debited:
         return await self._write(
-            lambda tx: ops.debit(tx, draft, charge, cache, self._clock(), self._totals),
+            lambda tx: ops.debit(tx, draft, charge, cache, self._clock(), self._totals, job),
             after=lambda _done: self._totals.committed(charge),
         )
+
+    # --- the durable job queue (``store/jobs.py``) ---------------------------------------------
+
+    async def job_read(self, op: JobOp) -> list[Row]:
+        return await self._read(lambda tx: jobs.apply(tx, op))
+
+    async def job_write(self, op: JobOp) -> list[Row]:
+        return await self._write(lambda tx: jobs.apply(tx, op), "rows")
 
     async def audit_events(
         self, flt: AuditFilter, after_seq: int = 0, limit: int = 100

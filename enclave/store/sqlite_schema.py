@@ -20,6 +20,7 @@ Decisions:
 
 from __future__ import annotations
 
+from enclave.store import jobs
 from enclave.store.driver import Step
 from enclave.store.ledger_migration import convert_sqlite
 
@@ -166,7 +167,8 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
             "CREATE INDEX licence_grants_licence ON licence_grants (licence_id, audit_seq)",
         ),
     ),
-    # 6 is taken by another change made at the same time (synthetic data); numbers only grow.
+    # The durable job queue (``store/jobs.py``: one schema and one SQL text for both stores).
+    (6, jobs.SCHEMA),
     (
         7,
         (

@@ -34,6 +34,7 @@ from enclave.web import (
     console,
     governance,
     health,
+    jobs,
     openapi,
     researcher,
     steward,
@@ -76,9 +77,12 @@ def create_app(
     )
     app[config_key] = config
     app[metrics_key] = Metrics(worker=str(worker), multiprocess_dir=metrics_dir)
-    app.cleanup_ctx.extend([dp_ctx, store_ctx, jwks_ctx, warehouse_ctx, services_ctx])
+    app.cleanup_ctx.extend(
+        [dp_ctx, store_ctx, jwks_ctx, warehouse_ctx, services_ctx, jobs.jobs_ctx]
+    )
     app.add_routes(health.routes)
     app.add_routes(researcher.routes)
+    app.add_routes(jobs.routes)
     app.add_routes(admin.routes)
     app.add_routes(steward.routes)
     app.add_routes(governance.routes)

@@ -8,6 +8,7 @@ from enclave.audit.context import AuditContext
 from enclave.auth.jwks import JwksCache
 from enclave.config import Config
 from enclave.engine.warehouse import Warehouse
+from enclave.jobs.runner import JobRunner
 from enclave.metrics import Metrics
 from enclave.models import Principal
 from enclave.report import ReportCache
@@ -21,6 +22,7 @@ warehouse_key = web.AppKey("warehouse", Warehouse)
 jwks_key = web.AppKey("jwks", JwksCache)
 metrics_key = web.AppKey("metrics", Metrics)
 report_cache_key = web.AppKey("report_cache", ReportCache)
+runner_key = web.AppKey("runner", JobRunner)
 
 request_id_key = web.RequestKey("request_id", str)
 principal_key = web.RequestKey("principal", Principal)

@@ -2,7 +2,7 @@
 
 One table, ``OPERATIONS``, names each endpoint with its role, parameters, body, success schema
 and the error classes it can raise; ``build_document`` turns it into the document. There is
-no YAML copy to keep in step by hand, and ``tests/api/test_openapi.py`` holds the table to
+no YAML copy to keep in step by hand, and ``tests/web/test_openapi.py`` holds the table to
 the router: every served route is documented, every documented route is served, and the
 role written here (``x-required-role``, with the bearer scheme) is the one the handler checks.
 
@@ -57,6 +57,7 @@ from enclave.errors import (
     RevokedToken,
     RoleRequired,
     SelfApproval,
+    ServiceUnavailable,
     StoreUnavailable,
     TierRefused,
     UnsupportedMediaType,
@@ -141,7 +142,7 @@ class Op:
     method: str
     path: str
     op_id: str
-    role: str | None  # None: public
+    role: str | tuple[str, ...] | None  # None: public; several: any one of them
     summary: str
     response: str | None = None  # component schema name of the success body
     status: int = 200
@@ -219,6 +220,20 @@ OPERATIONS: tuple[Op, ...] = (
        "Price several queries on one dataset together against the budget left, or split a "
        "total epsilon evenly over them; touches no data or budget", "BatchEstimate",
        body="BatchRequest", errors=ADMISSION),
+    Op("post", "/v1/synthetic", "postSynthetic", "researcher",
+       "Queue a DP synthetic table (MST): 202 with the job; a repeat answers 200 with the "
+       "cached or running job (docs/synthetic.md)", "Job", status=202, also=(200,),
+       body="SyntheticRequest", errors=(*ADMISSION, ServiceUnavailable),
+       headers=(("Location", "the job's status URL"),)),
+    Op("get", "/v1/jobs/{id}", "getJob", ("researcher", "admin", "auditor"),
+       "A job's state and progress (its owner, admins and auditors)", "Job",
+       params=(_p("id"),), errors=(NotFound,)),
+    Op("get", "/v1/jobs/{id}/result", "getJobResult", ("researcher", "admin", "auditor"),
+       "A done job's synthetic table (parquet, csv) or its report of DP marginals (report)",
+       params=(_p("id"), _q("format", "parquet (default), csv or report",
+                            enum=[*FORMATS, "report"])),
+       errors=(BadRequest, *LICENCE), content=(*FORMATS.values(), JSON),
+       headers=(("Content-Disposition", "attachment; filename=<job id>-<what>.<format>"),)),
     Op("get", "/v1/budget", "getBudget", "researcher",
        "Epsilon and delta spent and remaining per licence and dataset", "BudgetList"),
     Op("get", "/v1/queries", "listQueries", "researcher", "The caller's own past queries",
@@ -371,6 +386,10 @@ def _problem_responses(errors: Errors) -> dict[str, Any]:
     return out
 
 
+def _roles(op: Op) -> tuple[str, ...]:
+    return () if op.role is None else (op.role,) if isinstance(op.role, str) else op.role
+
+
 def _operation(op: Op) -> dict[str, Any]:
     errors = op.errors if op.role is None else (*AUTHENTICATED, *op.errors)
     if op.path == "/readyz":
@@ -389,7 +408,7 @@ def _operation(op: Op) -> dict[str, Any]:
     out: dict[str, Any] = {
         "operationId": op.op_id,
         "summary": op.summary,
-        "tags": [op.role or "operations"],
+        "tags": [_roles(op)[0] if op.role else "operations"],
         "responses": {
             str(op.status): success,
             **{str(extra): success for extra in op.also},
@@ -408,7 +427,10 @@ def _operation(op: Op) -> dict[str, Any]:
         out["x-public"] = True
     else:
         out["security"] = [{"bearerAuth": []}]
-        out["x-required-role"] = op.role
+        roles = _roles(op)
+        out["x-required-role"] = roles[0]
+        if len(roles) > 1:
+            out["x-roles"] = list(roles)  # any one of them will do
     if op.params:
         out["parameters"] = [p.to_json() for p in op.params]
     if op.body:

@@ -194,6 +194,12 @@ def _tier_fields() -> dict[str, Schema]:
         "allowed_jurisdictions": _array(JURISDICTION),
         "level": {"type": "integer", "minimum": 0},
         "version": INT,
+        "synthetic": _obj(
+            {"allowed": BOOL, "max_epsilon": _EPSILON},
+            additionalProperties=False,
+            description="DP synthetic data (docs/synthetic.md): off unless allowed; "
+            "max_epsilon (required when allowed) caps one release",
+        ),
     }
 
 
@@ -565,6 +571,56 @@ def component_schemas() -> dict[str, Schema]:
             },
             ("dataset", "epsilon", "delta", "accuracy", "cached", "budget"),
         ),
+        "SyntheticRequest": _obj(
+            {
+                "dataset": {"type": "string", "minLength": 1},
+                "columns": {**_array(STR), "minItems": 2, "maxItems": 10},
+                "epsilon": {
+                    **_EPSILON,
+                    "description": "required; at most the tier's synthetic "
+                    "max_epsilon; rounded up to a multiple of 0.000001",
+                },
+                "rows": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+                "bins": {
+                    "type": "integer",
+                    "minimum": 2,
+                    "maximum": 64,
+                    "description": "bins per numeric column (default 10)",
+                },
+            },
+            ("dataset", "columns", "epsilon", "rows"),
+            additionalProperties=False,
+        ),
+        "Job": _obj(
+            {
+                "id": STR,
+                "kind": {"enum": ["synthetic"]},
+                "state": {"enum": ["queued", "running", "done", "failed"]},
+                "progress": {"type": "number", "minimum": 0, "maximum": 1},
+                "dataset": STR,
+                "request": {"type": "object"},
+                "attempts": {"type": "integer", "minimum": 0},
+                "created_at": STR,
+                "updated_at": STR,
+                "status_url": STR,
+                "cached": {
+                    **BOOL,
+                    "description": "POST only: a repeat answered from the "
+                    "release cache (nothing spent)",
+                },
+                "result": _obj(
+                    {
+                        "epsilon": NUM,
+                        "delta": NUM,
+                        "rows": INT,
+                        "result_sha256": STR,
+                        "files": {"type": "object", "additionalProperties": STR},
+                    }
+                ),
+                "problem": {"type": "object"},
+            },
+            ("id", "kind", "state", "progress", "dataset", "status_url"),
+        ),  # fmt: skip
         "BudgetList": _obj({"budgets": _array(budget_entry)}, ("budgets",)),
         "QueryHistory": _obj(
             {"queries": _array(query_item), "next_cursor": _nullable("string")},

@@ -1,6 +1,6 @@
 """Deny by default: every non-public handler declares the role it needs.
 
-``@requires_role("admin")`` records the roles on the handler (``tests/api/
+``@requires_role("admin")`` records the roles on the handler (``tests/web/
 test_routes_declare_roles.py`` walks the router and fails on a route without one) and refuses
 callers that hold none of them. ``@public`` marks the health and console routes.
 """

@@ -61,6 +61,8 @@ LICENCE = Licence(
         ({"allowed_jurisdictions": ("GB", "IE", "US")}, "allowed_jurisdictions opened to US"),
         ({"allowed_jurisdictions": ()}, "allowed_jurisdictions opened to any jurisdiction"),
         ({"level": 2}, "level raised from 1 to 2"),
+        ({"synthetic_allowed": True}, "synthetic.allowed turned on"),
+        ({"synthetic_max_epsilon": Decimal("1")}, "synthetic.max_epsilon raised from 0 to 1"),
     ],
 )
 def test_each_tier_rule_that_raises_risk(change: dict[str, Any], reason: str) -> None:
