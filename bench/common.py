@@ -212,7 +212,9 @@ def make_deployment(
         f'[server]\nhost = "127.0.0.1"\nport = 8080\nquery_timeout_s = 120\n\n'
         f'[auth]\nissuer = "{ISSUER}"\naudience = "{AUDIENCE}"\njwks_file = "keys/jwks.json"\n\n'
         f'[store]\nurl = "{store_url}"\n\n[policies]\ndir = "policies"\ndata_dir = "data"\n\n'
-        '[engine]\nstate_dir = "state"\n'
+        '[engine]\nstate_dir = "state"\n\n'
+        # the bench measures the gateway, not its flood limits (one subject, one address)
+        "[limits]\nper_address_per_minute = 100000000\nper_subject_per_minute = 100000000\n"
     )
     asyncio.run(_seed(config))
     token = mint_token(
