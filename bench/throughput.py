@@ -120,9 +120,13 @@ def main() -> None:
     p = parser(__doc__ or "")
     p.add_argument("--postgres-dsn", default=os.environ.get("ENCLAVE_TEST_POSTGRES_DSN"))
     p.add_argument("--time-limit", type=float, default=None, help="seconds per run (cap)")
+    p.add_argument("--clients", default=None, help="only these levels, e.g. 1,32 (of 1,8,32,128)")
     args = p.parse_args()
     rows_n = 2_000 if args.smoke else 100_000
     levels = [(1, 4), (2, 6)] if args.smoke else [(1, 200), (8, 600), (32, 1200), (128, 1600)]
+    if args.clients:
+        wanted = {int(c) for c in args.clients.split(",")}
+        levels = [(c, n) for c, n in levels if c in wanted]
     limit_s = args.time_limit or (20.0 if args.smoke else 30.0)
     src = dataset(args.out, rows_n)
     table_rows = bench_store("sqlite", "sqlite:///state/enclave.db", args, src, levels, limit_s)

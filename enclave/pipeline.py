@@ -60,7 +60,7 @@ from enclave.licence_grants import licence_limit
 from enclave.models import DatasetSpec, Licence, Principal, Release, Tier, iso
 from enclave.policy.decide import authorize, licence_for, require
 from enclave.query.compile import compile_plan
-from enclave.query.parse import parse_query
+from enclave.query.parse import cached_plan, parse_query
 from enclave.query.plan import Plan
 from enclave.query.request import BatchRequest, EpsilonSource, QueryRequest
 from enclave.services import Services
@@ -319,7 +319,9 @@ async def _admit(
     await svc.limiter.hit({f"lic:{access.licence.id}": tier.rate_limit_per_minute})
     source, epsilon = _requested_epsilon(req, share, tier)
     actx.epsilon = 0.0 if epsilon is None else float(epsilon)
-    plan = await asyncio.to_thread(parse_query, req.sql, spec)  # parsing long SQL takes ms
+    plan = cached_plan(req.sql, spec)  # a repeat of the SQL text: no thread hop
+    if plan is None:
+        plan = await asyncio.to_thread(parse_query, req.sql, spec)  # long SQL takes ms
     now = access.now
     require(
         authorize(principal, access.licence, tier, spec, plan, epsilon, now, tiers=access.tiers)
