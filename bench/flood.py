@@ -30,7 +30,6 @@ from bench.common import (
     Server,
     add_licence,
     dataset,
-    lift_request_limits,
     log,
     make_deployment,
     markdown_table,
@@ -127,7 +126,6 @@ def main() -> None:
         args.statements, args.probes = 10, 5
     data = dataset(args.out, 1_000 if args.smoke else 100_000)
     deployment = make_deployment(Path(args.out) / "deploy" / "flood", data)
-    lift_request_limits(deployment)  # only the licence limit is under test here
     asyncio.run(add_licence(deployment.config, "standard-user", "standard", days=1))
     log_path = Path(args.out) / "logs" / "flood.log"
     rows: list[list[object]] = []

@@ -9,6 +9,10 @@ loop: time in Python per request, and how long the loop sits idle waiting for Du
 SQLite threads), sends ``--requests`` distinct queries one at a time, stops the server with
 SIGINT and keeps the text report in ``bench/out/profile-<rows>.txt``.
 
+``--plain`` runs the server without the profiler and reports its CPU time per request
+(user + system, all threads, from ``/proc/<pid>/stat``): on a shared machine that is steadier
+than wall time, and it is the number to compare before and after a change.
+
 Part 2 times, in this process, the SQL the gateway actually runs (``compile_plan`` over the
 bounded table) against the raw query on the source file and the raw query on the bounded
 file, so the engine's share of a request is split into "bounded table" and "compiled SQL".
@@ -17,6 +21,7 @@ file, so the engine's share of a request is split into "bounded table" and "comp
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,10 +43,12 @@ from bench.latency import SHAPES, bounding_seconds
 from bench.load import small_query
 
 
-async def drive(server: Server, token: str, requests: int, shape: int | None) -> list[float]:
+async def drive(
+    server: Server, token: str, requests: int, shape: int | None, first: int = 0
+) -> list[float]:
     times = []
     async with aiohttp.ClientSession() as session:
-        for i in range(requests):
+        for i in range(first, first + requests):
             if shape is None:
                 sql, eps = small_query(i)
             else:
@@ -49,6 +56,12 @@ async def drive(server: Server, token: str, requests: int, shape: int | None) ->
             seconds, _ = await post_query(session, server, token, sql, eps)
             times.append(seconds)
     return times
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def compiled_sql(config: Path, sql: str) -> tuple[str, list[Any], Path]:
@@ -102,18 +115,30 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=100_000)
     p.add_argument("--requests", type=int, default=300)
     p.add_argument("--shape", type=int, default=None, help="index into latency SHAPES")
+    p.add_argument("--plain", action="store_true", help="no profiler: CPU ms per request")
+    p.add_argument("--label", default="", help="suffix of the report file name")
     args = p.parse_args()
     rows = 2_000 if args.smoke else args.rows
     src = dataset(args.out, rows)
     dep = make_deployment(Path(args.out) / "deploy" / f"profile-{rows}", src)
     asyncio.run(bounding_seconds(dep))
-    report = Path(args.out) / f"profile-{rows}.txt"
+    report = Path(args.out) / f"profile-{rows}{args.label}.txt"
     prefix = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(report), "-m"]
+    if args.plain:
+        prefix = [sys.executable, "-m"]
     server = Server(dep, Path(args.out) / "logs" / f"profile-{rows}.log", [*prefix, "enclave"])
     with server:
-        times = asyncio.run(drive(server, dep.token, args.requests, args.shape))
-    log(f"{len(times)} requests, p50 {quantile(times, 0.5) * 1e3:.1f} ms; report: {report}")
-    engine_split(dep.config, src, 3 if args.smoke else 7)
+        assert server.proc is not None
+        asyncio.run(drive(server, dep.token, 20, args.shape))  # warm-up, not counted
+        cpu0, load = cpu_seconds(server.proc.pid), os.getloadavg()
+        times = asyncio.run(drive(server, dep.token, args.requests, args.shape, 20))
+        cpu = cpu_seconds(server.proc.pid) - cpu0
+    per = cpu / len(times) * 1e3
+    where = "no profiler" if args.plain else f"report: {report}"
+    log(f"{len(times)} requests, p50 {quantile(times, 0.5) * 1e3:.1f} ms, server CPU {per:.2f} ms")
+    log(f"per request; load average {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}; {where}")
+    if not args.plain:
+        engine_split(dep.config, src, 3 if args.smoke else 7)
 
 
 if __name__ == "__main__":

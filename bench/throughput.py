@@ -33,7 +33,6 @@ import duckdb
 from bench.common import (
     Server,
     dataset,
-    lift_request_limits,
     log,
     make_deployment,
     markdown_table,
@@ -98,7 +97,6 @@ def bench_store(
 ) -> list[list[Any]]:
     name = f"throughput-{label}-p{processes}"
     dep = make_deployment(Path(args.out) / "deploy" / name, src, store_url, processes)
-    lift_request_limits(dep)  # thousands of requests a minute from one address and subject
     rows: list[list[Any]] = []
     with Server(dep, Path(args.out) / "logs" / f"{name}.log") as server:
         prime = asyncio.run(run_load(server, dep.token, 1, PRIMED, limit_s, small_query))

@@ -32,7 +32,8 @@ a stack trace. Anything that is not an ``EnclaveError`` renders as a bare 500.
     ├── RequestTimeout                 408  request-timeout    (the body arrived too slowly)
     ├── Conflict                       409  conflict
     │   ├── ProposalExpired            409  proposal-expired   (past its expiry; nothing applied)
-    │   └── ProposalStale              409  proposal-stale     (its target changed since)
+    │   ├── ProposalStale              409  proposal-stale     (its target changed since)
+    │   └── SpendNeedsConfirmation     409  spend-needs-confirmation (over ``max_share``; free)
     ├── PayloadTooLarge                413  payload-too-large
     ├── UnsupportedMediaType           415  unsupported-media-type
     ├── DatasetFrozen                  423  dataset-frozen     (incident control; the reason)
@@ -241,6 +242,37 @@ class DatasetFrozen(EnclaveError):
     type = "dataset-frozen"
     title = "Dataset frozen"
     outcome = "denied"
+
+
+class SpendNeedsConfirmation(Conflict):
+    """A query would spend more than its ``max_share`` of the budget left: refused before
+    any data is read, nothing spent. Carries the cost, what is left and the share, so a
+    client can ask its user and send the query again without ``max_share``."""
+
+    type = "spend-needs-confirmation"
+    title = "Spend needs confirmation"
+
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        cost: tuple[float, float] = (0.0, 0.0),
+        remaining: tuple[float, float] = (0.0, 0.0),
+        share: float = 0.0,
+        max_share: float = 0.0,
+    ) -> None:
+        super().__init__(detail)
+        self.cost, self.remaining = cost, remaining
+        self.share, self.max_share = share, max_share
+
+    def extensions(self) -> dict[str, object]:
+        """The problem's extension members (``web/problem.py``; read back by the client)."""
+        return {
+            "cost": {"epsilon": self.cost[0], "delta": self.cost[1]},
+            "remaining": {"epsilon": self.remaining[0], "delta": self.remaining[1]},
+            "share": self.share,
+            "max_share": self.max_share,
+        }
 
 
 class RequestTimeout(EnclaveError):

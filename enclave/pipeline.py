@@ -16,7 +16,8 @@
    answered from the stored release and is never priced (its cost and accuracy are in it)
 7. otherwise price the plan with OpenDP (cost known before any data is touched; cached per
    plan, spec, tier, epsilon: public inputs only)
-8. budget pre-check (refuse before touching data)
+8. budget pre-check (refuse before touching data); a run with ``max_share`` is also refused,
+   free, when it would spend more than that share of what is left (``require_share``)
 --- estimate stops here (``estimate_batch`` repeats 2-8 per query, one audit record); run_query
 goes on ---
 9. prepare the dataset version (bounding: the same for every query), compile the plan
@@ -36,6 +37,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from enclave.audit.context import AuditContext
@@ -44,7 +46,13 @@ from enclave.dp.accuracy import bounding_note
 from enclave.dp.mechanisms import PricedPlan, check_plan, price_plan
 from enclave.dp.target import Chosen, choose_epsilon
 from enclave.dummy import DummyRequest, dummy_detail, render_dummy
-from enclave.errors import BadRequest, BudgetExhausted, EnclaveError, NotFound
+from enclave.errors import (
+    BadRequest,
+    BudgetExhausted,
+    EnclaveError,
+    NotFound,
+    SpendNeedsConfirmation,
+)
 from enclave.ids import new_id
 from enclave.ledger.budget import period_window
 from enclave.ledger.grid import Amount
@@ -52,7 +60,7 @@ from enclave.licence_grants import licence_limit
 from enclave.models import DatasetSpec, Licence, Principal, Release, Tier, iso
 from enclave.policy.decide import authorize, licence_for, require
 from enclave.query.compile import compile_plan
-from enclave.query.parse import parse_query
+from enclave.query.parse import cached_plan, parse_query
 from enclave.query.plan import Plan
 from enclave.query.request import BatchRequest, EpsilonSource, QueryRequest
 from enclave.services import Services
@@ -207,6 +215,7 @@ async def run_query(
     priced = adm.priced
     cost = Amount.charge(priced.epsilon, priced.delta)  # rounded up: the charge >= OpenDP's
     _require_budget(access, cost)
+    require_share(access, cost, req.max_share)
     # bounding: the same for every query
     table = await svc.warehouse.prepare(access.spec, wait_s=svc.config.server.query_timeout_s)
     charged = ChargedQuery(
@@ -233,6 +242,36 @@ def _require_budget(access: Access, cost: Amount) -> None:
         raise BudgetExhausted(
             f"this query costs epsilon {cost.epsilon_decimal} and delta {cost.delta_decimal}; "
             f"remaining epsilon {left.epsilon_decimal}, delta {left.delta_decimal}"
+        )
+
+
+def require_share(access: Access, cost: Amount, max_share: Decimal | None) -> None:
+    """The spend guard: refuse, free, a run costing more than ``max_share`` of the budget
+    left (the larger of its epsilon and delta shares; exact, in grid units).
+
+    It reads the same budget as the pre-check (``access.spent``), before any data is read.
+    A concurrent spend between here and the debit can make the real share larger, never the
+    total larger than the budget: the store re-checks that in the debit's transaction.
+    """
+    if max_share is None:
+        return
+    left = access.spent.left_of(access.limit)
+    shares = [
+        Fraction(spend, rest)
+        for spend, rest in ((cost.epsilon, left.epsilon), (cost.delta, left.delta))
+        if spend > 0 and rest > 0  # nothing left and a spend: the pre-check refused it
+    ]
+    share = max(shares, default=Fraction(0))
+    if share > Fraction(max_share):
+        raise SpendNeedsConfirmation(
+            f"this query spends epsilon {cost.epsilon_decimal} and delta {cost.delta_decimal}, "
+            f"{float(share):.1%} of what is left (epsilon {left.epsilon_decimal}, delta "
+            f"{left.delta_decimal}), more than max_share {max_share}; send it again without "
+            "max_share to run it",
+            cost=(cost.epsilon_float, cost.delta_float),
+            remaining=(left.epsilon_float, left.delta_float),
+            share=float(share),
+            max_share=float(max_share),
         )
 
 
@@ -280,7 +319,9 @@ async def _admit(
     await svc.limiter.hit({f"lic:{access.licence.id}": tier.rate_limit_per_minute})
     source, epsilon = _requested_epsilon(req, share, tier)
     actx.epsilon = 0.0 if epsilon is None else float(epsilon)
-    plan = await asyncio.to_thread(parse_query, req.sql, spec)  # parsing long SQL takes ms
+    plan = cached_plan(req.sql, spec)  # a repeat of the SQL text: no thread hop
+    if plan is None:
+        plan = await asyncio.to_thread(parse_query, req.sql, spec)  # long SQL takes ms
     now = access.now
     require(
         authorize(principal, access.licence, tier, spec, plan, epsilon, now, tiers=access.tiers)

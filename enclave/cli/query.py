@@ -8,9 +8,10 @@ estimated, 1 refused, failed or not confirmed (``error: <title>: <detail>`` on s
 
 ``--accuracy n=50`` (repeatable) asks for the smallest epsilon whose ci95 for column ``n`` is
 at most 50, instead of ``--epsilon``; with neither, the tier's ``default_epsilon`` is spent.
-Before a query runs, a free estimate prices it; if it would spend more than
-``--confirm-share`` (default 0.25) of the epsilon left, the CLI asks first (on stderr; no
-answer, e.g. without a terminal, means no). ``--yes`` skips the estimate and the question.
+A query is sent with ``max_share`` = ``--confirm-share`` (default 0.25); if the gateway
+answers that it would spend more than that share of the epsilon left, a free estimate prices
+it and the CLI asks (on stderr; no answer, e.g. without a terminal, means no) before sending
+it again without ``max_share``. ``--yes`` sends no ``max_share`` and never asks.
 """
 
 from __future__ import annotations

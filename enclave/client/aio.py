@@ -14,11 +14,14 @@ Decisions:
   first use and closed by ``close()`` or ``async with``.
 - A client-side timeout becomes ``QueryTimeout`` and an unreachable gateway
   ``ServiceUnavailable``: the same classes a caller already handles for the server's 504/503.
-- Epsilon is never spent by surprise: before ``query`` runs, a free estimate prices it, and
-  if it would spend more than ``confirm_share`` (default 25%) of the epsilon left on that
-  licence and dataset, ``confirm(estimate)`` decides (``False``: ``SpendNotConfirmed`` is
-  raised and nothing is run) or, without a ``confirm``, a ``LargeSpendWarning`` is issued and
-  the query runs. ``confirm_share=None`` skips the estimate (one request instead of two).
+- Epsilon is never spent by surprise: ``query`` sends ``max_share = confirm_share`` (default
+  25%), so the gateway refuses, free and before reading any data, a run that would spend more
+  than that share of the budget left on that licence and dataset (409
+  ``spend-needs-confirmation``). Only then does the client fetch a free estimate and let
+  ``confirm(estimate)`` decide (``False``: ``SpendNotConfirmed`` is raised and nothing is
+  run) or, without a ``confirm``, issue a ``LargeSpendWarning``; then it sends the query again
+  without ``max_share``. A query within the share is one request. ``confirm_share=None``
+  sends no ``max_share``.
 """
 
 from __future__ import annotations
@@ -37,7 +40,13 @@ from yarl import URL
 from enclave.client.dummy import parquet_frame, parquet_records
 from enclave.client.problems import error_from_response
 from enclave.client.results import BatchEstimate, Estimate, HistoryPage, QueryResult
-from enclave.errors import EnclaveError, QueryTimeout, ReleaseFailed, ServiceUnavailable
+from enclave.errors import (
+    EnclaveError,
+    QueryTimeout,
+    ReleaseFailed,
+    ServiceUnavailable,
+    SpendNeedsConfirmation,
+)
 
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_CONFIRM_SHARE = 0.25
@@ -173,14 +182,19 @@ class EnclaveClient:
     ) -> QueryResult:
         """Run a query. Without ``epsilon`` or ``accuracy`` the tier's ``default_epsilon`` is
         spent. A large spend is confirmed or warned about first (see ``confirm_share``)."""
+        body = _query(sql, dataset, epsilon, accuracy)
         if self.confirm_share is not None:
-            estimate = await self.estimate(sql, dataset, epsilon, accuracy=accuracy)
-            if estimate.share_of_remaining > self.confirm_share:
+            try:
+                guarded = {**body, "max_share": self.confirm_share}
+                return QueryResult.from_json(
+                    await self._request("POST", "/v1/queries", body=guarded)
+                )
+            except SpendNeedsConfirmation:
+                estimate = await self.estimate(sql, dataset, epsilon, accuracy=accuracy)
                 if self.confirm is None:
                     warnings.warn(spend_message(estimate), LargeSpendWarning, stacklevel=2)
                 elif not self.confirm(estimate):
-                    raise SpendNotConfirmed(estimate)
-        body = _query(sql, dataset, epsilon, accuracy)
+                    raise SpendNotConfirmed(estimate) from None
         return QueryResult.from_json(await self._request("POST", "/v1/queries", body=body))
 
     async def dummy_file(

@@ -36,6 +36,7 @@ from enclave.errors import (
     EnclaveError,
     PolicyFileError,
     RateLimited,
+    SpendNeedsConfirmation,
     all_error_classes,
 )
 
@@ -88,6 +89,14 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes) ->
         problems = problem.get("problems")
         listed = [p for p in problems if isinstance(p, str)] if isinstance(problems, list) else []
         err = cls(listed or [detail or cls.title])
+    elif issubclass(cls, SpendNeedsConfirmation):
+        err = cls(
+            detail,
+            cost=_pair(problem.get("cost")),
+            remaining=_pair(problem.get("remaining")),
+            share=_number(problem.get("share")),
+            max_share=_number(problem.get("max_share")),
+        )
     else:
         err = cls(detail)
     if cls.status != status:
@@ -108,6 +117,17 @@ def _problem(body: bytes) -> dict[str, Any]:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _number(value: Any) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if ok else 0.0
+
+
+def _pair(value: Any) -> tuple[float, float]:
+    """``{"epsilon": e, "delta": d}`` → ``(e, d)``; a missing part reads as 0."""
+    got = value if isinstance(value, dict) else {}
+    return _number(got.get("epsilon")), _number(got.get("delta"))
 
 
 def _retry_after(headers: Mapping[str, str], problem: Mapping[str, Any]) -> int:

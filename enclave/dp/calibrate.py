@@ -78,34 +78,41 @@ class Builder:
 
     def __call__(self, scale: float) -> Any:
         enable_dp()
-        if self.kind == "count":  # vector discrete Laplace over integer counts (l1)
-            return dp.m.make_laplace(
-                dp.vector_domain(dp.atom_domain(T=self.int_type)),
-                dp.l1_distance(T=self.int_type),
-                scale=scale,
-            )
-        if self.kind == "float":  # vector Laplace over float sums (exact, 2^-1074 grid)
-            return dp.m.make_laplace(
-                dp.vector_domain(dp.atom_domain(T=float, nan=False)),
-                dp.l1_distance(T=float),
-                scale=scale,
-            )
+        domain, metric = _space_objects(self.space)
+        if self.kind in ("count", "float"):  # vector (discrete) Laplace over counts / sums (l1)
+            return dp.m.make_laplace(domain, metric, scale=scale)
         if self.kind == "quantile":  # exponential-mechanism scoring over one group's values
             return dp.m.make_private_quantile(
-                dp.vector_domain(dp.atom_domain(T=float, nan=False)),
-                dp.symmetric_distance(),
+                domain,
+                metric,
                 dp.max_divergence(),
                 candidates=list(self.candidates),
                 alpha=self.alpha,
                 scale=scale,
             )
         # partition selection over a map of string keys to i64 counts
-        return dp.m.make_laplace_threshold(
-            dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T="i64")),
-            dp.l01inf_distance(dp.absolute_distance(T="i64")),
-            scale=scale,
-            threshold=self.threshold,
-        )
+        return dp.m.make_laplace_threshold(domain, metric, scale=scale, threshold=self.threshold)
+
+
+@functools.lru_cache(maxsize=16)
+def _space_objects(space: tuple[str, str]) -> tuple[Any, Any]:
+    """The OpenDP input domain and metric of a builder's space, built once per process.
+
+    Building them costs more than the measurement itself (each is several FFI calls), and
+    OpenDP only reads them: ``make_*`` copies what it needs, so one object serves every build.
+    """
+    enable_dp()
+    kind, int_type = space
+    if kind == "count":  # discrete Laplace over integer counts: integer outputs
+        return dp.vector_domain(dp.atom_domain(T=int_type)), dp.l1_distance(T=int_type)
+    if kind == "float":  # Laplace over float sums (exact, 2^-1074 grid)
+        return dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.l1_distance(T=float)
+    if kind == "quantile":
+        return dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.symmetric_distance()
+    return (
+        dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T="i64")),
+        dp.l01inf_distance(dp.absolute_distance(T="i64")),
+    )
 
 
 def count_builder(int_type: str = "i64") -> Builder:

@@ -19,7 +19,8 @@ the declared names. Refusal messages may quote identifiers and function names, n
 values or sqlglot's own messages.
 
 Parsing is a pure function of the SQL text and the spec (both immutable values), so accepted
-plans are kept in a bounded LRU keyed by ``(sql, spec)``: the spec compares every field,
+plans are kept in a bounded LRU keyed by ``(sql, spec)`` (``cached_plan`` looks one up
+without parsing, so a repeat needs no worker thread): the spec compares every field,
 version included, so an edited dataset never meets an old plan. ``Plan`` is frozen, so one
 object can be shared by every caller. Refusals are not cached (they are re-parsed; a refused
 query costs what it did before).
@@ -27,7 +28,8 @@ query costs what it did before).
 
 from __future__ import annotations
 
-import functools
+import threading
+from collections import OrderedDict
 
 import sqlglot
 from sqlglot import exp
@@ -84,12 +86,32 @@ def parse_query(sql: str, spec: DatasetSpec) -> Plan:
         hash(spec)
     except TypeError:  # a spec holding a mutable value cannot key the cache
         return _parse(sql, spec)
-    return _parse_cached(sql, spec)
+    found = cached_plan(sql, spec)
+    if found is not None:
+        return found
+    plan = _parse(sql, spec)
+    with _lock:
+        _plans[(sql, spec)] = plan
+        while len(_plans) > PARSE_CACHE_SIZE:
+            _plans.popitem(last=False)
+    return plan
 
 
-@functools.lru_cache(maxsize=PARSE_CACHE_SIZE)
-def _parse_cached(sql: str, spec: DatasetSpec) -> Plan:
-    return _parse(sql, spec)
+def cached_plan(sql: str, spec: DatasetSpec) -> Plan | None:
+    """The plan already parsed from ``sql`` on ``spec``, if the cache holds it (a dictionary
+    look-up: the pipeline then skips the worker thread); ``None`` otherwise."""
+    try:
+        with _lock:
+            plan = _plans.get((sql, spec))
+            if plan is not None:
+                _plans.move_to_end((sql, spec))
+    except TypeError:  # an unhashable spec is never cached
+        return None
+    return plan
+
+
+_plans: OrderedDict[tuple[str, DatasetSpec], Plan] = OrderedDict()  # LRU, oldest first
+_lock = threading.Lock()
 
 
 def _parse(sql: str, spec: DatasetSpec) -> Plan:

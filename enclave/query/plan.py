@@ -9,6 +9,7 @@ Literal values are already typed (int, float, str, datetime.date, None).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -126,7 +127,14 @@ class Plan:
         return tuple(seen)
 
     def normalized(self) -> str:
-        """Canonical text of the plan: the release-cache key (with dataset version, epsilon)."""
+        """Canonical text of the plan: the release-cache key (with dataset version, epsilon).
+
+        Computed once per Plan (a frozen value; the pipeline asks for it three times a query).
+        """
+        return self._normalized
+
+    @functools.cached_property
+    def _normalized(self) -> str:
         return json.dumps(_plain(self), sort_keys=True, separators=(",", ":"))
 
 

@@ -9,6 +9,10 @@ spend in one of three ways (``EpsilonSource``):
   smallest grid epsilon that meets every target (``dp/target.py``);
 - neither: the tier's ``default_epsilon`` (never silently the tier's cap).
 
+``max_share`` (a run only; an estimate ignores it): refuse the run, free and before any data
+is read, when it would spend more than this share of the budget left (409
+``spend-needs-confirmation``, ``pipeline.require_share``).
+
 Giving both is a problem. A batch (``BatchRequest``) prices several queries on one dataset,
 each with its own epsilon, accuracy or default, or splits one ``total_epsilon`` evenly over
 queries that give neither (``split_total``).
@@ -29,7 +33,7 @@ EpsilonSource = Literal["request", "accuracy", "tier_default", "batch_split"]
 MAX_TARGETS = 64  # accuracy targets in one query (a query has at most that many columns)
 MAX_CI95 = 1e15  # a target above any declared bound's reach is a typo
 MAX_BATCH = 50  # queries priced in one batch estimate
-_QUERY_FIELDS = frozenset({"dataset", "sql", "epsilon", "accuracy"})
+_QUERY_FIELDS = frozenset({"dataset", "sql", "epsilon", "accuracy", "max_share"})
 _ITEM_FIELDS = frozenset({"sql", "epsilon", "accuracy"})
 _BATCH_FIELDS = frozenset({"dataset", "queries", "total_epsilon"})
 
@@ -40,6 +44,8 @@ class QueryRequest:
     sql: str
     epsilon: Decimal | None = None
     accuracy: dict[str, float] | None = None  # output column -> ci95 target
+    #: refuse, free, a run that would spend more than this share of the budget left
+    max_share: Decimal | None = None
 
     @classmethod
     def from_json(cls, body: Any) -> QueryRequest:
@@ -47,8 +53,10 @@ class QueryRequest:
         problems = _unknown(_object(body), _QUERY_FIELDS, "")
         dataset = _dataset(body.get("dataset"), problems)
         out = _query(body, "", problems)
+        share = body.get("max_share")
+        max_share = None if share is None else _share(share, problems)
         _raise(problems)
-        return QueryRequest(dataset or "", *out)
+        return QueryRequest(dataset or "", *out, max_share=max_share)
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,14 @@ def grid_epsilon(eps: Any, label: str, problems: list[str]) -> Decimal | None:
         problems.append(what)
         return None
     return epsilon_value(epsilon_up(Decimal(repr(eps) if isinstance(eps, float) else eps)))
+
+
+def _share(value: Any, problems: list[str]) -> Decimal | None:
+    """``max_share``: a number from 0 to 1 (a share of the budget left)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        problems.append("'max_share' must be a number from 0 to 1")
+        return None
+    return Decimal(repr(value) if isinstance(value, float) else value)
 
 
 def _targets(value: Any, at: str, problems: list[str]) -> dict[str, float] | None:

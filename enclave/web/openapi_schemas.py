@@ -104,6 +104,16 @@ def _problem() -> Schema:
             "request_id": STR,
             "problems": {**_array(STR), "description": "every validation problem found"},
             "retry_after": {**INT, "description": "seconds; 429 only, as in Retry-After"},
+            "cost": {
+                **_obj({"epsilon": NUM, "delta": NUM}),
+                "description": "spend-needs-confirmation only: what the run would spend",
+            },
+            "remaining": {
+                **_obj({"epsilon": NUM, "delta": NUM}),
+                "description": "spend-needs-confirmation only: the budget left",
+            },
+            "share": {**NUM, "description": "spend-needs-confirmation only: cost / remaining"},
+            "max_share": {**NUM, "description": "spend-needs-confirmation only: as requested"},
         },
         ("type", "title", "status", "detail"),
         description="RFC 9457 problem details; never a data value or an engine message.",
@@ -462,7 +472,19 @@ def component_schemas() -> dict[str, Schema]:
         "DatasetPublic": _obj(_dataset_fields(False), ("name", "privacy_unit", "columns")),
         "DatasetList": _obj({"datasets": _array(ref("DatasetPublic"))}, ("datasets",)),
         "QueryRequest": _obj(
-            {"dataset": {"type": "string", "minLength": 1}, **_query_fields()},
+            {
+                "dataset": {"type": "string", "minLength": 1},
+                **_query_fields(),
+                "max_share": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": 1,
+                    "description": "runs only (an estimate ignores it): refuse the run, free and "
+                    "before any data is read, if it would spend more than this share of the "
+                    "budget left (the larger of the epsilon and delta shares): 409 "
+                    "spend-needs-confirmation, which gives the cost, what is left and the share",
+                },
+            },
             ("dataset", "sql"),
             additionalProperties=False,
         ),

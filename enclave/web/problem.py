@@ -25,6 +25,7 @@ from enclave.errors import (
     PayloadTooLarge,
     RateLimited,
     ServiceUnavailable,
+    SpendNeedsConfirmation,
     describe,
 )
 from enclave.web.keys import audit_ctx_key, metrics_key, request_id_key, store_key
@@ -48,6 +49,8 @@ def problem_response(err: EnclaveError, request_id: str) -> web.Response:
     if isinstance(err, RateLimited):
         headers["Retry-After"] = str(err.retry_after)
         body["retry_after"] = err.retry_after
+    if isinstance(err, SpendNeedsConfirmation):
+        body.update(err.extensions())
     if err.status == 401:
         headers["WWW-Authenticate"] = (
             f'Bearer error="invalid_token", error_description="{err.title}"'

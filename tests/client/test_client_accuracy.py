@@ -16,6 +16,7 @@ from enclave.client import (
     LargeSpendWarning,
     SpendNotConfirmed,
 )
+from enclave.errors import SpendNeedsConfirmation
 from tests.client.test_client import researcher, url_of
 
 COUNT = "SELECT COUNT(*) AS n FROM visits"
@@ -77,9 +78,22 @@ async def test_a_declined_spend_runs_nothing(make_gateway: Any) -> None:
         with pytest.raises(SpendNotConfirmed, match="spends epsilon 1, 20% of the 5 left"):
             await client.query(COUNT, "visits", 1.0)
         assert shown[0].epsilon == 1.0 and shown[0].share_of_remaining == pytest.approx(0.2)
+        assert await estimates_audited(gw) == 1  # fetched only after the gateway refused
         small = await client.query(COUNT, "visits", 0.4)  # 8%: not asked
         assert small.epsilon_spent == 0.4 and len(shown) == 1
         assert (await client.budget())[0]["epsilon_spent"] == 0.4
+    assert await estimates_audited(gw) == 1  # a query within the share is one request
+
+
+async def test_the_refusal_carries_the_cost_and_what_is_left(make_gateway: Any) -> None:
+    gw, _, token = await researcher(make_gateway)
+    async with EnclaveClient(url_of(gw), token, confirm_share=None) as client:
+        body = {"dataset": "visits", "sql": COUNT, "epsilon": 1.0, "max_share": 0.1}
+        with pytest.raises(SpendNeedsConfirmation) as caught:
+            await client._request("POST", "/v1/queries", body=body)
+    err = caught.value
+    assert (err.cost, err.remaining) == ((1.0, 0.0), (5.0, err.remaining[1]))
+    assert (err.share, err.max_share) == (pytest.approx(0.2), 0.1)
 
 
 async def test_an_accepted_spend_runs_and_none_skips_the_estimate(make_gateway: Any) -> None:

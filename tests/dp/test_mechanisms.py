@@ -12,8 +12,10 @@ import pytest
 from enclave.dp.calibrate import (
     Builder,
     calibrate,
+    count_builder,
     decimal_sum,
     even_share,
+    float_builder,
     largest_float_at_most,
     quantile_builder,
     release_delta,
@@ -364,3 +366,50 @@ def test_composed_costs_are_summed_exactly() -> None:
     with localcontext(Context(prec=2000)):
         exact_pair = half + half
     assert decimal_sum([0.49999999999999994] * 2) == exact_pair != half + half  # 28 digits
+
+
+@pytest.mark.parametrize("kind", ["count", "float"])
+def test_shared_domain_builds_map_exactly_as_a_fresh_build(kind: str) -> None:
+    """Builders reuse one OpenDP domain and metric per space; every measurement they build
+    maps exactly as one built from scratch, at every scale and sensitivity tried."""
+    build = count_builder() if kind == "count" else float_builder()
+    fresh_domain = (
+        dp.vector_domain(dp.atom_domain(T="i64"))
+        if kind == "count"
+        else dp.vector_domain(dp.atom_domain(T=float, nan=False))
+    )
+    fresh_metric = dp.l1_distance(T="i64") if kind == "count" else dp.l1_distance(T=float)
+    for scale in (0.3, 1.0, 7.123456789, 1e6 / 3):
+        for d_in in (1, 5, 123457):
+            d: Any = d_in if kind == "count" else float(d_in)
+            fresh: Any = dp.m.make_laplace(fresh_domain, fresh_metric, scale=scale)
+            assert build(scale).map(d) == fresh.map(d)
+    assert str(build(1.0).input_domain) == str(fresh_domain)
+
+
+def test_new_epsilons_are_charged_exactly_opendps_map() -> None:
+    """Many distinct epsilons (the bench's pattern): each price's per-aggregate epsilon is
+    OpenDP's map of a measurement built from scratch at the priced scale, within the share."""
+    plan = make_plan(Aggregate("count", "n"), Aggregate("sum", "s", "age"), grouped=False)
+    for i in range(25):
+        eps = (
+            Decimal("0.5")
+            + Decimal(i) / Decimal(10**6)
+            + Decimal(secrets.randbelow(10**6)) / 10**12
+        )
+        priced = price(plan, eps=str(eps), groups=None)
+        for p in priced.aggregates:
+            fresh: Any = dp.m.make_laplace(
+                dp.vector_domain(dp.atom_domain(T="i64")), dp.l1_distance(T="i64"), scale=p.scale
+            )
+            assert p.epsilon == fresh.map(p.d_in) <= priced.share
+        with localcontext(Context(prec=2000)):
+            assert Decimal(priced.opendp_epsilon) <= eps == priced.epsilon
+
+
+def test_plan_text_is_computed_once_and_equal_for_equal_plans() -> None:
+    plan = make_plan(Aggregate("count", "n"))
+    assert plan.normalized() is plan.normalized()
+    again = make_plan(Aggregate("count", "n"))
+    assert again.normalized() == plan.normalized()
+    assert make_plan(Aggregate("count", "m")).normalized() != plan.normalized()

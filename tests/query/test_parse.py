@@ -9,7 +9,7 @@ import pytest
 
 from enclave.errors import UnsupportedQuery
 from enclave.models import ColumnSpec, DatasetSpec
-from enclave.query.parse import MAX_SQL_CHARS, parse_query
+from enclave.query.parse import MAX_SQL_CHARS, PARSE_CACHE_SIZE, cached_plan, parse_query
 from enclave.query.plan import (
     Aggregate,
     And,
@@ -423,6 +423,19 @@ def test_parse_is_cached_per_sql_and_spec() -> None:
     assert parse_query(sql, visits_spec()) is first  # an equal spec is the same key
     newer = parse_query(sql, visits_spec(version=2))
     assert newer is not first and newer == first  # a new version parses afresh
+
+
+def test_cached_plan_looks_up_without_parsing_and_is_bounded() -> None:
+    sql = "SELECT COUNT(*) AS n FROM visits WHERE age >= 17"
+    fresh = visits_spec(version=77)
+    assert cached_plan(sql, fresh) is None  # never parsed on this spec: the caller parses
+    plan = parse_query(sql, fresh)
+    assert cached_plan(sql, fresh) is plan and cached_plan(sql, visits_spec(version=78)) is None
+    assert cached_plan("SELECT COUNT(*) FROM visits JOIN x", fresh) is None  # refusals: never
+    for i in range(PARSE_CACHE_SIZE):  # the oldest entries make way
+        text = f"SELECT COUNT(*) AS n FROM visits WHERE age >= {i}"  # noqa: S608 - an int
+        parse_query(text, visits_spec(version=79))
+    assert cached_plan(sql, fresh) is None
 
 
 def test_parse_cache_never_serves_a_stale_spec() -> None:
