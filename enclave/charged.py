@@ -35,6 +35,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -50,6 +51,7 @@ from enclave.query.compile import assemble
 from enclave.query.plan import CompiledQuery, Plan
 from enclave.services import Services
 from enclave.store.base import CacheEntry, Charge, Debited
+from enclave.store.jobs import JobOp
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +68,22 @@ class ChargedQuery:
     charge: Charge
     cache_key: str
     query_id: str
+    timeout_s: float  # server.query_timeout_s; a query job's: jobs.timeout_s
+
+
+JobEnd = Callable[[str, dict[str, Any]], JobOp]
+"""A query job's end (``jobs.finish`` bound to its claim): ``("done", {"release": ...})`` or
+``("failed", {"problem": ...})``, written in the charge's transaction."""
 
 
 async def read_and_release(
-    svc: Services, q: ChargedQuery, actx: AuditContext
+    svc: Services, q: ChargedQuery, actx: AuditContext, job: JobEnd | None = None
 ) -> tuple[dict[str, Any], Debited]:
-    """Run, release and charge; or charge the same and raise a fixed, data-free error."""
+    """Run, release and charge; or charge the same and raise a fixed, data-free error.
+    ``job``: a query job's end, committed with the charge (so it is charged once)."""
     failure: EnclaveError
     try:
-        rows = await svc.warehouse.run(q.compiled, svc.config.server.query_timeout_s)
+        rows = await svc.warehouse.run(q.compiled, q.timeout_s)
         released = await padded(  # dp/deadline.py: no sooner than a data-independent deadline
             lambda: release(q.plan, q.spec, q.tier, q.priced, assemble(q.compiled, rows)),
             deadline_for(q.priced, svc.config.server.release_deadline_ms),
@@ -103,6 +112,7 @@ async def read_and_release(
             ),
             q.charge,
             CacheEntry(q.charge.licence_id, q.cache_key, body),
+            job=None if job is None else job("done", {"release": body}),
         )
         actx.audited = True
         return body, debited
@@ -114,9 +124,23 @@ async def read_and_release(
             delta=q.charge.cost.delta_float,
         ),
         q.charge,
+        job=None if job is None else job("failed", {"problem": failed_problem(failure, q)}),
     )
     actx.audited = True
     raise failure from None
+
+
+def failed_problem(failure: EnclaveError, q: ChargedQuery) -> dict[str, Any]:
+    """A failed query job's problem: the same fixed text a synchronous failure answers."""
+    return {
+        "type": failure.type_uri(),
+        "title": failure.title,
+        "status": failure.status,
+        "detail": failure.detail,
+        "charged": True,
+        "epsilon": str(q.charge.cost.epsilon_decimal),
+        "delta": str(q.charge.cost.delta_decimal),
+    }
 
 
 def stored_release(released: NoisyTable, charge: Charge, query_id: str) -> dict[str, Any]:

@@ -64,7 +64,7 @@ from enclave.query.parse import cached_plan, parse_query
 from enclave.query.plan import Plan
 from enclave.query.request import BatchRequest, EpsilonSource, QueryRequest
 from enclave.services import Services
-from enclave.store.base import Charge
+from enclave.store.base import Charge, Debited
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,12 @@ class Admitted:
     @property
     def spec(self) -> DatasetSpec:
         return self.access.spec
+
+    def cost(self) -> Amount:
+        """What a run charges: the price rounded up to the ledger's grid (>= OpenDP's)."""
+        if self.priced is None:
+            raise EnclaveError("the query was not priced")  # pragma: no cover
+        return Amount.charge(self.priced.epsilon, self.priced.delta)
 
     def epsilon_note(self) -> dict[str, Any]:
         """Says how the epsilon was set (``epsilon_source``) and, for accuracy requests,
@@ -203,35 +209,63 @@ def _estimate(adm: Admitted) -> tuple[dict[str, Any], Amount]:
 async def run_query(
     svc: Services, principal: Principal, req: QueryRequest, actx: AuditContext
 ) -> Release:
-    actx.sql = req.sql
-    access = await resolve_access(svc, principal, req.dataset, actx)
-    adm = await _admit(svc, principal, access, req, actx)
+    adm = await admit_run(svc, principal, req, actx)
     query_id = new_id("q")
     actx.detail["query_id"] = query_id
     if adm.cached is not None:
-        return await _replay(svc, adm, actx, query_id)
-    if adm.priced is None:  # _admit prices whatever the cache does not answer
-        raise EnclaveError("the query was not priced")  # pragma: no cover
-    priced = adm.priced
-    cost = Amount.charge(priced.epsilon, priced.delta)  # rounded up: the charge >= OpenDP's
-    _require_budget(access, cost)
-    require_share(access, cost, req.max_share)
-    # bounding: the same for every query
-    table = await svc.warehouse.prepare(access.spec, wait_s=svc.config.server.query_timeout_s)
-    charged = ChargedQuery(
-        plan=adm.plan,
-        spec=access.spec,
-        tier=access.tier,
-        priced=priced,
-        compiled=compile_plan(adm.plan, access.spec, table),
-        charge=Charge(access.licence.id, access.spec.name, cost, access.limit, access.since),
-        cache_key=adm.cache_key,
-        query_id=query_id,
-    )
+        return await replay(svc, adm, actx, query_id)
+    charged = await charged_query(svc, adm, query_id, svc.config.server.query_timeout_s)
     # ---- after this line data has been read: every outcome is charged (charged.py) ----
     stored, debited = await read_and_release(svc, charged, actx)
     # From here on nothing can raise: the new total came out of the transaction.
-    left = debited.spent.left_of(access.limit)
+    return answer(adm, stored, query_id, debited)
+
+
+async def admit_run(
+    svc: Services,
+    principal: Principal,
+    req: QueryRequest,
+    actx: AuditContext,
+    *,
+    count: bool = True,
+) -> Admitted:
+    """Stages 1-8 of a run: everything decided, and refused for free, before data is read.
+    ``count=False``: the rate limit was counted when the request came in (a query job)."""
+    actx.sql = req.sql
+    access = await resolve_access(svc, principal, req.dataset, actx)
+    adm = await _admit(svc, principal, access, req, actx, count=count)
+    if adm.cached is None:
+        cost = adm.cost()
+        _require_budget(access, cost)
+        require_share(access, cost, req.max_share)
+    return adm
+
+
+async def charged_query(
+    svc: Services, adm: Admitted, query_id: str, timeout_s: float
+) -> ChargedQuery:
+    """Stage 9: prepare the dataset version (bounding: the same for every query) and compile
+    the plan, for ``charged.read_and_release`` to run within ``timeout_s``."""
+    if adm.priced is None:  # _admit prices whatever the cache does not answer
+        raise EnclaveError("the query was not priced")  # pragma: no cover
+    access = adm.access
+    table = await svc.warehouse.prepare(access.spec, wait_s=svc.config.server.query_timeout_s)
+    return ChargedQuery(
+        plan=adm.plan,
+        spec=access.spec,
+        tier=access.tier,
+        priced=adm.priced,
+        compiled=compile_plan(adm.plan, access.spec, table),
+        charge=Charge(access.licence.id, access.spec.name, adm.cost(), access.limit, access.since),
+        cache_key=adm.cache_key,
+        query_id=query_id,
+        timeout_s=timeout_s,
+    )
+
+
+def answer(adm: Admitted, stored: dict[str, Any], query_id: str, debited: Debited) -> Release:
+    """A new release's answer: the budget left is the total the debit's transaction read."""
+    left = debited.spent.left_of(adm.access.limit)
     return _answer(adm, stored, query_id, False, left, debited.record.seq, {})
 
 
@@ -307,6 +341,8 @@ async def _admit(
     req: QueryRequest,
     actx: AuditContext,
     share: Decimal | None = None,
+    *,
+    count: bool = True,
 ) -> Admitted:
     """Stages 2-7 for one query: rate limit, parse, authorize, set epsilon, price or cache.
 
@@ -316,7 +352,8 @@ async def _admit(
     """
     spec, tier = access.spec, access.tier
     # the licence's limit comes before parsing: a flood of long SQL is refused cheaply
-    await svc.limiter.hit({f"lic:{access.licence.id}": tier.rate_limit_per_minute})
+    if count:
+        await svc.limiter.hit({f"lic:{access.licence.id}": tier.rate_limit_per_minute})
     source, epsilon = _requested_epsilon(req, share, tier)
     actx.epsilon = 0.0 if epsilon is None else float(epsilon)
     plan = cached_plan(req.sql, spec)  # a repeat of the SQL text: no thread hop
@@ -399,7 +436,7 @@ async def dummy_data(
     return spec, req, body
 
 
-async def _replay(svc: Services, adm: Admitted, actx: AuditContext, query_id: str) -> Release:
+async def replay(svc: Services, adm: Admitted, actx: AuditContext, query_id: str) -> Release:
     """Return an earlier release to the same licence again, spending nothing."""
     stored = adm.cached or {}
     record = await svc.store.append(

@@ -39,6 +39,10 @@ class AuditContext:
     max_sql: int = 2000
     max_name: int = 200
 
+    def origin(self) -> dict[str, Any]:
+        """Who asked, kept with work done later (a job) for its audit records."""
+        return {"request_id": self.request_id, "client": self.client, "roles": list(self.roles)}
+
     def draft(
         self,
         outcome: str,

@@ -37,6 +37,7 @@ ACTIONS: tuple[str, ...] = (
     "organisation.suspend",  # every active licence of an organisation suspended
     "organisation.reactivate",  # those licences reactivated (approved proposal)
     "synthetic",  # a DP synthetic table (docs/synthetic.md)
+    "query.submit",  # a query queued as a job (free); its run is audited "query"
 )
 OUTCOMES: tuple[str, ...] = ("ok", "denied", "error")
 GENESIS_HASH = "0" * 64

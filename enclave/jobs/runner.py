@@ -71,6 +71,16 @@ class JobRun:
         self.ended(state)
 
 
+async def enqueue(store: Store, job: Job) -> tuple[Job, bool]:
+    """Queue ``job`` (True), or join the active job of the same licence and request (False)."""
+    rows = await store.job_write(jobs.insert(job))
+    if not rows:  # the same request is queued or running: join it
+        twins = jobs.jobs_of(await store.job_read(jobs.active(job.licence_id, job.request_key)))
+        if twins:
+            return twins[0], False
+    return job, bool(rows)
+
+
 Handler = Callable[[JobRun], Coroutine[Any, Any, None]]
 
 

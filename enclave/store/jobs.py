@@ -85,6 +85,37 @@ class Job:
     updated_at: str
 
 
+def queued(
+    job_id: str,
+    kind: str,
+    owner: str,
+    licence_id: str,
+    dataset: str,
+    request_key: str,
+    request: dict[str, Any],
+    now: dt.datetime,
+) -> Job:
+    """A new job, queued now: not yet claimed, no progress, no result."""
+    stamp = iso(now)
+    return Job(
+        id=job_id,
+        kind=kind,
+        owner=owner,
+        licence_id=licence_id,
+        dataset=dataset,
+        request_key=request_key,
+        request=request,
+        state="queued",
+        progress=0.0,
+        attempts=0,
+        claim=None,
+        lease_until=None,
+        result=None,
+        created_at=stamp,
+        updated_at=stamp,
+    )
+
+
 @dataclass(frozen=True)
 class JobOp:
     """One statement: ``must_match`` raises ``JobLost`` (rolling its transaction back) when it
@@ -202,6 +233,15 @@ def finish(job: Job, state: str, result: dict[str, Any], now: dt.datetime) -> Jo
             job.claim,
         ),
         must_match=True,
+    )
+
+
+def annotate(job_id: str, result: dict[str, Any]) -> JobOp:
+    """Replace a done job's result with a fuller one (what is known only after its charge
+    committed: a query job's budget left and audit sequence)."""
+    return JobOp(
+        "UPDATE jobs SET result = ? WHERE id = ? AND state = 'done' RETURNING id",
+        (json.dumps(result, sort_keys=True), job_id),
     )
 
 

@@ -36,10 +36,10 @@ from enclave.audit.record import AuditDraft
 from enclave.engine.child import ChildPool
 from enclave.errors import BudgetExhausted, EnclaveError, NotFound, ServiceUnavailable, describe
 from enclave.ids import new_id
-from enclave.jobs.runner import Handler, JobRun
+from enclave.jobs.runner import Handler, JobRun, enqueue
 from enclave.ledger.budget import period_window, tier_limit
 from enclave.ledger.grid import Amount
-from enclave.models import DatasetSpec, Principal, iso
+from enclave.models import DatasetSpec, Principal
 from enclave.pipeline import resolve_dataset
 from enclave.policy.decide import authorize
 from enclave.services import Services
@@ -102,41 +102,26 @@ async def submit(
             f"this release costs up to epsilon {req.epsilon}; "
             f"remaining epsilon {left.epsilon_decimal}"
         )
-    now = iso(svc.clock())
-    job = Job(
-        id=new_id("job"),
-        kind=KIND,
-        owner=principal.subject,
-        licence_id=licence.id,
-        dataset=spec.name,
-        request_key=key,
-        request={
-            "body": req.to_json(),
-            "version": spec.version,
-            "audit": {
-                "request_id": actx.request_id,
-                "client": actx.client,
-                "roles": list(actx.roles),
-                "tier": tier.name,
+    job, created = await enqueue(
+        svc.store,
+        jobs.queued(
+            new_id("job"),
+            KIND,
+            principal.subject,
+            licence.id,
+            spec.name,
+            key,
+            {
+                "body": req.to_json(),
+                "version": spec.version,
+                "audit": {**actx.origin(), "tier": tier.name},
             },
-        },
-        state="queued",
-        progress=0.0,
-        attempts=0,
-        claim=None,
-        lease_until=None,
-        result=None,
-        created_at=now,
-        updated_at=now,
+            svc.clock(),
+        ),
     )
-    rows = await svc.store.job_write(jobs.insert(job))
-    if not rows:  # the same request is queued or running: join it
-        twins = jobs.jobs_of(await svc.store.job_read(jobs.active(licence.id, key)))
-        if twins:
-            job = twins[0]
     await svc.store.append(actx.draft("ok", epsilon=0.0, detail={"job_id": job.id}))
     actx.audited = True
-    return job, bool(rows)
+    return job, created
 
 
 async def get_job(svc: Services, job_id: str) -> Job:

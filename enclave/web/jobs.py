@@ -1,4 +1,5 @@
-"""Synthetic data and jobs: ``POST /v1/synthetic``, ``GET /v1/jobs/{id}`` and its result.
+"""Jobs: ``POST /v1/synthetic``, ``POST /v1/queries/jobs``, ``GET /v1/jobs/{id}`` and its
+result.
 
 A job is visible to the researcher who submitted it and to admins and auditors; to anyone
 else it does not exist (404, as an unseen dataset)."""
@@ -15,8 +16,10 @@ from enclave import pipeline
 from enclave.dummy import FORMATS
 from enclave.engine.child import ChildPool
 from enclave.errors import NotFound
+from enclave.jobs import query as query_jobs
 from enclave.jobs.runner import JobRunner
-from enclave.models import Principal
+from enclave.models import Principal, Release
+from enclave.query.request import QueryRequest
 from enclave.store.jobs import Job
 from enclave.synthetic import flow
 from enclave.synthetic.request import SyntheticRequest
@@ -43,7 +46,7 @@ async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     runner = JobRunner(
         svc.store,
         svc.config.jobs,
-        {flow.KIND: flow.handler(svc, children)},
+        {flow.KIND: flow.handler(svc, children), query_jobs.KIND: query_jobs.handler(svc)},
         clock=svc.clock,
         on_end=lambda run: metrics.record_job(run.job.kind, run.state or "", run.charged),
     )
@@ -67,8 +70,30 @@ async def post_synthetic(request: web.Request) -> web.Response:
         request.app[runner_key].wake()
     body = job_json(job)
     body["cached"] = not created and job.state == "done"  # a repeat: nothing spent
-    response = json_response(body, status=202 if created else 200)
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return _job_response(body, 202 if created else 200)
+
+
+@routes.post("/v1/queries/jobs")
+@requires_role("researcher")
+async def post_query_job(request: web.Request) -> web.Response:
+    """A query as a job (docs/researcher.md): refusals and a cached repeat answer at once."""
+    actx = request[audit_ctx_key]
+    actx.action = query_jobs.SUBMIT_ACTION
+    req = QueryRequest.from_json(await read_json(request))
+    svc = request.app[services_key]
+    submitted = await query_jobs.submit(svc, request[principal_key], req, actx)
+    if isinstance(submitted, Release):  # a repeat of a released query: free, no job
+        request.app[metrics_key].record_release(True, 0.0)
+        return json_response(submitted.to_json())
+    job, created = submitted
+    if created:
+        request.app[runner_key].wake()
+    return _job_response(job_json(job), 202)
+
+
+def _job_response(body: dict[str, Any], status: int) -> web.Response:
+    response = json_response(body, status=status)
+    response.headers["Location"] = str(body["status_url"])
     return response
 
 
@@ -82,15 +107,19 @@ async def get_job(request: web.Request) -> web.Response:
 @routes.get("/v1/jobs/{id}/result")
 @requires_role("researcher", "admin", "auditor")
 async def get_result(request: web.Request) -> web.StreamResponse:
-    params = QueryParams(request.query, {"format"})
-    fmt = params.choice("format", RESULT_FORMATS, default="parquet") or "parquet"
-    params.done()
     job = await _visible_job(request)
+    query = job.kind == query_jobs.KIND
+    params = QueryParams(request.query, {"format"})
+    choices = tuple(query_jobs.RESULT_FORMATS) if query else RESULT_FORMATS
+    fmt = params.choice("format", choices, default=choices[0]) or choices[0]
+    params.done()
     svc = request.app[services_key]
     principal = request[principal_key]
     if principal.subject == job.owner and principal.has("researcher"):
         # the owner's licence must still be usable, as for a cached query's replay
         await pipeline.resolve_dataset(svc, principal, job.dataset, request[audit_ctx_key])
+    if query:
+        return _query_result(job, fmt)
     path = flow.result_file(svc, job, fmt)
     if not await asyncio.to_thread(path.is_file):
         raise NotFound("the job's result files are gone")
@@ -100,6 +129,22 @@ async def get_result(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(
         path,
         headers={"Content-Type": media, "Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+def _query_result(job: Job, fmt: str) -> web.Response:
+    body = query_jobs.answer(job)
+    if body is None:
+        raise NotFound("the job has no result (yet)")
+    if fmt == "json":
+        return json_response(body)
+    name = f"{job.id}-query.csv"
+    return web.Response(
+        body=query_jobs.as_csv(body),
+        headers={
+            "Content-Type": query_jobs.RESULT_FORMATS["csv"],
+            "Content-Disposition": f'attachment; filename="{name}"',
+        },
     )
 
 
@@ -128,7 +173,9 @@ def job_json(job: Job) -> dict[str, Any]:
         "updated_at": job.updated_at,
         "status_url": url,
     }
-    if job.state == "done" and job.result is not None:
+    if job.state == "done" and job.kind == query_jobs.KIND:
+        out["result"] = query_jobs.summary(job, url)
+    elif job.state == "done" and job.result is not None:
         out["result"] = {
             "epsilon": float(job.result["epsilon"]),
             "delta": float(job.result["delta"]),

@@ -140,7 +140,7 @@ async def test_charge_refused_by_a_concurrent_spend_answers_budget_exhausted(
                    None)  # fmt: skip
     await svc.store.debit(actx0.draft("ok", epsilon=4.5), spend)
     query = ChargedQuery(
-        plan, spec, tier, priced, compile_plan(plan, spec, table), charge, "k", "q"
+        plan, spec, tier, priced, compile_plan(plan, spec, table), charge, "k", "q", 30.0
     )
     actx = AuditContext(request_id="r1", client=None, actor="alice", licence_id=lic.id)
     with pytest.raises(BudgetExhausted):
