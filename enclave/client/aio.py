@@ -183,19 +183,64 @@ class EnclaveClient:
         """Run a query. Without ``epsilon`` or ``accuracy`` the tier's ``default_epsilon`` is
         spent. A large spend is confirmed or warned about first (see ``confirm_share``)."""
         body = _query(sql, dataset, epsilon, accuracy)
+        return QueryResult.from_json(await self._guarded("/v1/queries", body, accuracy))
+
+    async def _guarded(self, path: str, body: dict[str, Any], accuracy: Targets | None) -> Any:
+        """Send a run with ``max_share``; a refusal is confirmed (or warned about) from a free
+        estimate, then the run is sent again without it (see the module docstring)."""
         if self.confirm_share is not None:
             try:
-                guarded = {**body, "max_share": self.confirm_share}
-                return QueryResult.from_json(
-                    await self._request("POST", "/v1/queries", body=guarded)
+                return await self._request(
+                    "POST", path, body={**body, "max_share": self.confirm_share}
                 )
             except SpendNeedsConfirmation:
-                estimate = await self.estimate(sql, dataset, epsilon, accuracy=accuracy)
+                estimate = await self.estimate(
+                    body["sql"], body["dataset"], body.get("epsilon"), accuracy=accuracy
+                )
                 if self.confirm is None:
-                    warnings.warn(spend_message(estimate), LargeSpendWarning, stacklevel=2)
+                    warnings.warn(spend_message(estimate), LargeSpendWarning, stacklevel=3)
                 elif not self.confirm(estimate):
                     raise SpendNotConfirmed(estimate) from None
-        return QueryResult.from_json(await self._request("POST", "/v1/queries", body=body))
+        return await self._request("POST", path, body=body)
+
+    async def submit_query(
+        self,
+        sql: str,
+        dataset: str,
+        epsilon: float | None = None,
+        *,
+        accuracy: Targets | None = None,
+    ) -> dict[str, Any]:
+        """Queue a long query as a job (docs/researcher.md), with the same spend guard as
+        ``query``: the job (``id``, ``status_url``), or for a repeat of a released query its
+        cached answer at once (the body ``query`` parses; no job)."""
+        body = _query(sql, dataset, epsilon, accuracy)
+        submitted: dict[str, Any] = await self._guarded("/v1/queries/jobs", body, accuracy)
+        return submitted
+
+    async def job_answer(self, job_id: str) -> QueryResult:
+        """A done query job's answer: what ``query`` returns for the same query."""
+        path = f"/v1/jobs/{quote(job_id, safe='')}/result"
+        return QueryResult.from_json(await self._request("GET", path, params={"format": "json"}))
+
+    async def query_job(
+        self,
+        sql: str,
+        dataset: str,
+        epsilon: float | None = None,
+        *,
+        accuracy: Targets | None = None,
+        timeout: float = 3600.0,
+        poll: float = 1.0,
+    ) -> QueryResult:
+        """Run a query as a job and wait for it (``jobs.timeout_s`` on the gateway, not
+        ``server.query_timeout_s``). A refusal raises at once, as ``query``; a failed job
+        raises the error a synchronous query would have (e.g. ``QueryTimeout``)."""
+        submitted = await self.submit_query(sql, dataset, epsilon, accuracy=accuracy)
+        if "status_url" not in submitted:  # a cached repeat: answered at once
+            return QueryResult.from_json(submitted)
+        await self.wait_job(str(submitted["id"]), timeout, poll)
+        return await self.job_answer(str(submitted["id"]))
 
     async def dummy_file(
         self, dataset: str, rows: int = 1000, seed: int = 0, format: str = "parquet"
@@ -240,8 +285,9 @@ class EnclaveClient:
     async def wait_job(
         self, job_id: str, timeout: float = 3600.0, poll: float = 1.0
     ) -> dict[str, Any]:
-        """Poll until the job is done (returned) or failed (``ReleaseFailed`` with the
-        job's problem); ``QueryTimeout`` after ``timeout`` seconds."""
+        """Poll until the job is done (returned) or failed (raised: a query job's problem as
+        the error it names, else ``ReleaseFailed`` with its title); ``QueryTimeout`` after
+        ``timeout`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -249,8 +295,7 @@ class EnclaveClient:
             if job.get("state") == "done":
                 return job
             if job.get("state") == "failed":
-                problem = job.get("problem") or {}
-                raise ReleaseFailed(str(problem.get("title", "the job failed")))
+                raise _job_error(job.get("problem") or {})
             if loop.time() > deadline:
                 raise QueryTimeout(f"job {job_id} not done within {timeout:g} s")
             await asyncio.sleep(poll)
@@ -353,6 +398,15 @@ def _query(
     if accuracy is not None:
         body["accuracy"] = {column: {"ci95": ci95} for column, ci95 in accuracy.items()}
     return body
+
+
+def _job_error(problem: dict[str, Any]) -> EnclaveError:
+    """A failed job's problem as the error it names (a query job's carry their type and
+    status), else ``ReleaseFailed`` with its title."""
+    status = problem.get("status")
+    if isinstance(status, int) and isinstance(problem.get("type"), str):
+        return error_from_response(status, {}, json.dumps(problem).encode())
+    return ReleaseFailed(str(problem.get("title", "the job failed")))
 
 
 def _decode(raw: bytes) -> Any:

@@ -104,6 +104,37 @@ class Client:
     ) -> QueryResult:
         return self._run(lambda: self._client.query(sql, dataset, epsilon, accuracy=accuracy))
 
+    def submit_query(
+        self,
+        sql: str,
+        dataset: str,
+        epsilon: float | None = None,
+        *,
+        accuracy: Targets | None = None,
+    ) -> dict[str, Any]:
+        return self._run(
+            lambda: self._client.submit_query(sql, dataset, epsilon, accuracy=accuracy)
+        )
+
+    def job_answer(self, job_id: str) -> QueryResult:
+        return self._run(lambda: self._client.job_answer(job_id))
+
+    def query_job(
+        self,
+        sql: str,
+        dataset: str,
+        epsilon: float | None = None,
+        *,
+        accuracy: Targets | None = None,
+        timeout: float = 3600.0,
+        poll: float = 1.0,
+    ) -> QueryResult:
+        return self._run(
+            lambda: self._client.query_job(
+                sql, dataset, epsilon, accuracy=accuracy, timeout=timeout, poll=poll
+            )
+        )
+
     def dummy_file(
         self, dataset: str, rows: int = 1000, seed: int = 0, format: str = "parquet"
     ) -> bytes:
