@@ -209,18 +209,17 @@ def answer(job: Job) -> dict[str, Any] | None:
 def summary(job: Job, url: str) -> dict[str, Any] | None:
     """The ``result`` block of ``GET /v1/jobs/{id}`` for a done query job."""
     body = answer(job)
-    return (
-        None
-        if body is None
-        else {
-            "epsilon": body["epsilon_spent"],
-            "delta": body["delta_spent"],
-            "cached": body["cached"],
-            "rows": len(body["rows"]),
-            "result_sha256": (job.result or {}).get("release", {}).get("result_sha256"),
-            "files": {fmt: f"{url}/result?format={fmt}" for fmt in RESULT_FORMATS},
-        }
-    )
+    if body is None:
+        return None
+    out = {
+        "epsilon": body["epsilon_spent"],
+        "delta": body["delta_spent"],
+        "cached": body["cached"],
+        "rows": len(body["rows"]),
+        "files": {fmt: f"{url}/result?format={fmt}" for fmt in RESULT_FORMATS},
+    }
+    digest = (job.result or {}).get("release", {}).get("result_sha256")
+    return out if digest is None else {**out, "result_sha256": digest}
 
 
 def as_csv(body: dict[str, Any]) -> bytes:

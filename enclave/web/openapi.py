@@ -228,13 +228,20 @@ OPERATIONS: tuple[Op, ...] = (
        "cached or running job (docs/synthetic.md)", "Job", status=202, also=(200,),
        body="SyntheticRequest", errors=(*ADMISSION, ServiceUnavailable),
        headers=(("Location", "the job's status URL"),)),
+    Op("post", "/v1/queries/jobs", "submitQueryJob", "researcher",
+       "Queue a query as a job (docs/researcher.md): refusals answer at once, free; 202 with "
+       "the job (kind query); a repeat of a released query answers 200 with its cached "
+       "release, as POST /v1/queries", "QueryJobSubmitted", status=202, also=(200,),
+       body="QueryRequest", errors=(*ADMISSION, SpendNeedsConfirmation),
+       headers=(("Location", "the job's status URL (202 only)"),)),
     Op("get", "/v1/jobs/{id}", "getJob", ("researcher", "admin", "auditor"),
        "A job's state and progress (its owner, admins and auditors)", "Job",
        params=(_p("id"),), errors=(NotFound,)),
     Op("get", "/v1/jobs/{id}/result", "getJobResult", ("researcher", "admin", "auditor"),
-       "A done job's synthetic table (parquet, csv) or its report of DP marginals (report)",
-       params=(_p("id"), _q("format", "parquet (default), csv or report",
-                            enum=[*FORMATS, "report"])),
+       "A done job's result: a synthetic table (parquet, csv) or its report of DP marginals "
+       "(report); a query job's answer as POST /v1/queries returns it (json) or its rows (csv)",
+       params=(_p("id"), _q("format", "synthetic: parquet (default), csv or report; query: "
+                            "json (default) or csv", enum=[*FORMATS, "report", "json"])),
        errors=(BadRequest, *LICENCE), content=(*FORMATS.values(), JSON),
        headers=(("Content-Disposition", "attachment; filename=<job id>-<what>.<format>"),)),
     Op("get", "/v1/budget", "getBudget", "researcher",

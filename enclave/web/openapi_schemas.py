@@ -616,7 +616,7 @@ def component_schemas() -> dict[str, Schema]:
         "Job": _obj(
             {
                 "id": STR,
-                "kind": {"enum": ["synthetic"]},
+                "kind": {"enum": ["synthetic", "query"]},
                 "state": {"enum": ["queued", "running", "done", "failed"]},
                 "progress": {"type": "number", "minimum": 0, "maximum": 1},
                 "dataset": STR,
@@ -635,6 +635,7 @@ def component_schemas() -> dict[str, Schema]:
                         "epsilon": NUM,
                         "delta": NUM,
                         "rows": INT,
+                        "cached": {**BOOL, "description": "query: answered from the cache"},
                         "result_sha256": STR,
                         "files": {"type": "object", "additionalProperties": STR},
                     }
@@ -643,6 +644,7 @@ def component_schemas() -> dict[str, Schema]:
             },
             ("id", "kind", "state", "progress", "dataset", "status_url"),
         ),  # fmt: skip
+        "QueryJobSubmitted": {"anyOf": [ref("Job"), ref("QueryResult")]},
         "BudgetList": _obj({"budgets": _array(budget_entry)}, ("budgets",)),
         "QueryHistory": _obj(
             {"queries": _array(query_item), "next_cursor": _nullable("string")},

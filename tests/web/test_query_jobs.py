@@ -19,6 +19,7 @@ from enclave.store.base import AuditFilter, Charge
 from enclave.store.jobs import JobLost
 from enclave.web.keys import runner_key
 from tests.store.conftest import temporary_database
+from tests.web.test_openapi import check, fetch_doc
 from tests.web.test_synthetic import _wait
 
 SQL = "SELECT region, COUNT(*) AS n, AVG(cost) AS mean_cost FROM visits GROUP BY region"
@@ -43,16 +44,20 @@ async def test_a_query_job_answers_202_then_the_synchronous_answer_charged_once(
     resp = await _submit(gw)
     assert resp.status == 202, await resp.text()
     job = await resp.json()
+    doc = await fetch_doc(gw)
+    check(doc, "post", "/v1/queries/jobs", 202, job)
     assert resp.headers["Location"] == job["status_url"] == f"/v1/jobs/{job['id']}"
     assert job["kind"] == "query" and job["state"] in ("queued", "running", "done")
     assert job["request"]["sql"] == SQL and job["request"]["epsilon"] == "0.5"
     done = await _wait(gw, job["status_url"])
     assert done["state"] == "done", done
+    check(doc, "get", "/v1/jobs/{id}", 200, done)
     assert done["attempts"] == 1 and done["result"]["epsilon"] == 0.5
     assert done["result"]["files"]["json"] == f"{job['status_url']}/result?format=json"
     got = await gw.client.get(done["result"]["files"]["json"], headers=gw.auth())
     assert got.status == 200, await got.text()
     body = await got.json()
+    check(doc, "post", "/v1/queries", 200, body)
     sync = await (await gw.query(SQL, epsilon=0.25)).json()  # another epsilon: not cached
     assert set(body) == set(sync)
     assert body["columns"] == sync["columns"] == ["region", "n", "mean_cost"]
@@ -71,6 +76,7 @@ async def test_a_query_job_answers_202_then_the_synchronous_answer_charged_once(
     again = await _submit(gw)
     assert again.status == 200 and "Location" not in again.headers
     repeat = await again.json()
+    check(doc, "post", "/v1/queries/jobs", 200, repeat)
     assert repeat["cached"] is True and repeat["rows"] == body["rows"]
     assert repeat["release_of"] == body["query_id"] and repeat["epsilon_spent"] == 0.0
     sync_repeat = await (await gw.query(SQL, epsilon=0.5)).json()  # one cache for both routes
