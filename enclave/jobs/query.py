@@ -33,6 +33,7 @@ from enclave.dp.accuracy import bounding_note
 from enclave.errors import (
     BudgetExhausted,
     Conflict,
+    DatasetUnavailable,
     EnclaveError,
     QueryTimeout,
     ReleaseFailed,
@@ -147,8 +148,11 @@ async def _run(svc: Services, run: JobRun) -> None:
             await run.finish("done", {"answer": release.to_json()})
             return
         charged = await pipeline.charged_query(svc, adm, query_id, svc.config.jobs.timeout_s)
+    except DatasetUnavailable as exc:  # not prepared (failed, or still running): not charged
+        await run.finish("failed", {"problem": _problem(exc, charged=False)})
+        return
     except ServiceUnavailable:
-        raise  # the store or the warehouse: the job runs again later
+        raise  # the store: the job runs again later
     except EnclaveError as exc:  # refused since the submission: nothing read, nothing spent
         await svc.store.append(actx.draft(exc.outcome, reason=exc.detail, epsilon=0.0))
         await run.finish("failed", {"problem": _problem(exc, charged=False)})
@@ -169,7 +173,8 @@ async def _run(svc: Services, run: JobRun) -> None:
         return
     run.ended("done", charged.charge.cost.epsilon_float)
     body = pipeline.answer(adm, stored, query_id, debited).to_json()
-    await svc.store.job_write(jobs.annotate(job.id, {"release": stored, "answer": body}))
+    result = {"release": stored, "query_id": query_id, "note": note, "answer": body}
+    await svc.store.job_write(jobs.annotate(job.id, result))
 
 
 def _problem(exc: EnclaveError, *, charged: bool) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from enclave.store.jobs import JobLost
 from enclave.web.keys import runner_key
 from tests.store.conftest import temporary_database
 from tests.web.test_openapi import check, fetch_doc
-from tests.web.test_synthetic import _wait
 
 SQL = "SELECT region, COUNT(*) AS n, AVG(cost) AS mean_cost FROM visits GROUP BY region"
 JOBS = {"lease_s": 6, "poll_s": 0.5, "timeout_s": 600}
@@ -29,6 +28,16 @@ JOBS = {"lease_s": 6, "poll_s": 0.5, "timeout_s": 600}
 async def _submit(gw: Any, sql: str = SQL, sub: str = "alice", **over: Any) -> Any:
     body: dict[str, Any] = {"dataset": "visits", "sql": sql, "epsilon": 0.5, **over}
     return await gw.client.post("/v1/queries/jobs", json=body, headers=gw.auth(sub))
+
+
+async def _wait(gw: Any, url: str) -> Any:
+    """Poll as an auditor (who sees every job) until the job ends."""
+    for _ in range(600):
+        job = await (await gw.client.get(url, headers=gw.auth("carol", ("auditor",)))).json()
+        if job["state"] in ("done", "failed"):
+            return job
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"job not ended in time: {job}")
 
 
 async def _records(gw: Any, action: str) -> list[Any]:
@@ -69,6 +78,14 @@ async def test_a_query_job_answers_202_then_the_synchronous_answer_charged_once(
     assert await gw.services.store.spent(lic.id, "visits", None) == Amount.charge("0.75")
     [submitted] = await _records(gw, "query.submit")
     assert submitted.epsilon == 0.0 and submitted.detail["job_id"] == job["id"]
+    # the answer's budget and audit_seq are written after the charge: a gateway stopping
+    # in between leaves them null, the rest of the answer as it was charged
+    row = jobs.jobs_of(await gw.services.store.job_read(jobs.get(job["id"])))[0]
+    assert row.result is not None and row.result["answer"] == body
+    early = {k: v for k, v in row.result.items() if k != "answer"}
+    await gw.services.store.job_write(jobs.annotate(job["id"], early))
+    bare = await (await gw.client.get(done["result"]["files"]["json"], headers=gw.auth())).json()
+    assert bare == {**body, "budget": None, "audit_seq": None}
     csv = await gw.client.get(f"{job['status_url']}/result?format=csv", headers=gw.auth())
     lines = (await csv.text()).splitlines()
     assert lines[0] == "region,n,mean_cost" and len(lines) == 1 + len(body["rows"])
@@ -194,3 +211,38 @@ async def test_a_job_survives_a_restart_and_a_lost_lease_charged_once(
         assert await store.spent(lic.id, "visits", None) == Amount.charge("0.5")
         records = await _records(second, "query")
         assert [(r.outcome, r.epsilon) for r in records] == [("ok", 0.5)]
+
+
+async def test_what_changed_before_the_run_is_refused_free_or_answered_from_the_cache(
+    make_gateway: Any,
+) -> None:
+    """Queued while no runner runs: one job's query is released synchronously meanwhile (the
+    job answers from the cache, free); another's licence is suspended (failed, no charge)."""
+    gw = await make_gateway(jobs=JOBS)
+    lic = await gw.licence()
+    bob = await gw.licence(subject="bob")
+    runner = gw.app[runner_key]
+    await runner.stop()
+    twin = await (await _submit(gw)).json()
+    refused = await (await _submit(gw, sub="bob")).json()
+    assert (await gw.query(SQL)).status == 200  # the same query, released synchronously
+    await gw.services.store.update_licence(
+        bob.id,
+        {"status": "suspended"},
+        AuditDraft(action="licence.update", outcome="ok", actor="steward", reason="test"),
+    )
+    runner.start()
+    cached = await _wait(gw, twin["status_url"])
+    assert cached["state"] == "done" and cached["result"]["cached"] is True
+    assert cached["result"]["epsilon"] == 0.0
+    failed = await _wait(gw, refused["status_url"])
+    assert failed["state"] == "failed" and failed["problem"]["charged"] is False
+    assert failed["problem"]["type"].endswith("licence-suspended")
+    assert await gw.services.store.spent(lic.id, "visits", None) == Amount.charge("0.5")
+    assert await gw.services.store.spent(bob.id, "visits", None) == Amount()
+    records = [(r.actor, r.outcome, r.epsilon, r.cached) for r in await _records(gw, "query")]
+    assert sorted(records) == [
+        ("alice", "ok", 0.0, True),
+        ("alice", "ok", 0.5, False),
+        ("bob", "denied", 0.0, False),
+    ]
