@@ -10,9 +10,14 @@ one of:
   record (outcome ``ok``); or
 - a failure: the same kind of transaction debits *the same* amount and appends an audit
   record with outcome ``error`` and a fixed reason, then the caller gets a fixed problem:
-  ``QueryTimeout`` (504) if the engine ran past ``query_timeout_s``, else ``ReleaseFailed``
+  ``QueryTimeout`` (504) if the engine ran past its limit (``server.query_timeout_s``; a
+  query job's ``jobs.timeout_s``), else ``ReleaseFailed``
   (500). Neither text names a value, a key, a count or the exception; the log line names only
   the exception's type and the request id.
+
+A query job passes its end (``JobEnd``: ``store/jobs.finish`` under its claim) and it is
+written in the same transaction as either debit, so a job's charge and its end commit together
+or not at all.
 
 So a failure can never be an uncharged oracle: a caller learns at most one bit (answered or
 failed) about the data per charge, and pays for it like a release.

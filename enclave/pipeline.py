@@ -28,6 +28,10 @@ goes on ---
     epsilon and delta, in the same kind of transaction, and answers a fixed, data-free error.
 
 Every refusal raised here is audited by ``web/problem.py`` with what ``actx`` knows by then.
+
+A query job (``jobs/query.py``) runs the same stages in two parts: ``admit_run`` (1-8) when it
+is submitted, and again, without counting the rate limit, when a runner claims it; then
+``charged_query`` (9) and ``charged.read_and_release`` (10-11) with the job's end in the debit.
 """
 
 from __future__ import annotations
