@@ -1,9 +1,10 @@
 """The durable job runner: work a request leaves behind, kept in the store (``store/jobs.py``).
 
 A request that takes long (a synthetic table, ``synthetic/flow.py``; a query sent as a job,
-``jobs/query.py``: a job has a ``kind`` and each kind registers a handler) inserts a ``queued`` job and answers 202 with its URL. Each
-gateway runs ``jobs.workers`` loops that claim queued jobs from the store, so a job submitted
-to one replica may run on another, and a job outlives the process that accepted it:
+``jobs/query.py``: a job has a ``kind`` and each kind registers a handler) inserts a
+``queued`` job and answers 202 with its URL. Each gateway runs ``jobs.workers`` loops that
+claim queued jobs from the store, so a job submitted to one replica may run on another, and
+a job outlives the process that accepted it:
 
 - a running job holds a *lease* (``jobs.lease_s``), renewed every third of it while its
   handler runs, with its progress;
