@@ -174,6 +174,29 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
             "CREATE INDEX licence_grants_licence ON licence_grants (licence_id, audit_seq)",
         ),
     ),
+    (
+        8,
+        (
+            # Layered budgets (``budget_layers.py``): each ledger row names the licence's
+            # subject and organisation, so the subject and organisation layers are sums of
+            # rows like the licence's; a grant has a layer (licence or subject) and names the
+            # subject it tops up. Existing rows are filled from their licence.
+            "ALTER TABLE ledger ADD COLUMN subject TEXT",
+            "ALTER TABLE ledger ADD COLUMN organization TEXT",
+            "UPDATE ledger SET"
+            " subject = (SELECT l.subject FROM licences l WHERE l.id = ledger.licence_id),"
+            " organization ="
+            " (SELECT l.organization FROM licences l WHERE l.id = ledger.licence_id)",
+            "CREATE INDEX ledger_subject ON ledger (subject, dataset, ts)",
+            "CREATE INDEX ledger_organization ON ledger (organization, dataset, ts)",
+            "CREATE INDEX ledger_dataset ON ledger (dataset, ts)",
+            "ALTER TABLE licence_grants ADD COLUMN layer TEXT NOT NULL DEFAULT 'licence'",
+            "ALTER TABLE licence_grants ADD COLUMN subject TEXT NOT NULL DEFAULT ''",
+            "UPDATE licence_grants SET subject = COALESCE("
+            "(SELECT l.subject FROM licences l WHERE l.id = licence_grants.licence_id), '')",
+            "CREATE INDEX licence_grants_subject ON licence_grants (subject, layer, audit_seq)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
