@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
-from enclave.ledger.grid import DEFAULT_EPSILON, DEFAULT_MIN_EPSILON
+from enclave.ledger.grid import DEFAULT_EPSILON, DEFAULT_MIN_EPSILON, Amount
 
 Role = Literal["researcher", "admin", "auditor"]
 ROLES: tuple[str, ...] = ("researcher", "admin", "auditor")
@@ -53,6 +53,11 @@ class Principal:
 
     def has(self, role: str) -> bool:
         return role in self.roles
+
+
+def amount_json(amount: Amount) -> dict[str, float]:
+    """A budget as policy files write it (``{epsilon, delta}``)."""
+    return {"epsilon": amount.epsilon_float, "delta": amount.delta_float}
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,7 @@ class DatasetSpec:
     version: int = 1
     source_table: str | None = None  # for duckdb://file.duckdb#table sources
     retired: bool = False  # no new queries or estimates; history and spend are kept
+    total_budget: Amount | None = None  # everyone's lifetime spend on it (None: no limit)
 
     def column(self, name: str) -> ColumnSpec | None:
         """Case-insensitive lookup against the declared columns."""
@@ -141,6 +147,7 @@ class DatasetSpec:
             "columns": {c.name: c.to_json() for c in self.columns},
             "version": self.version,
             **({"retired": True} if self.retired else {}),
+            **({"total_budget": amount_json(self.total_budget)} if self.total_budget else {}),
         }
 
 
@@ -164,6 +171,15 @@ class Tier:
     allowed_jurisdictions: tuple[str, ...] = ()  # empty = any
     level: int = 0  # orders tiers for a dataset's single `min_tier`
     version: int = 1
+    # one organisation's lifetime spend per dataset on licences of this tier (None: no limit)
+    organisation_budget_epsilon: Decimal | None = None
+    organisation_budget_delta: Decimal | None = None
+
+    @property
+    def organisation_budget(self) -> Amount | None:
+        if self.organisation_budget_epsilon is None:
+            return None
+        return Amount.limit(self.organisation_budget_epsilon, self.organisation_budget_delta or 0)
 
     def to_json(self) -> dict[str, Any]:
         budget: dict[str, Any] = {
@@ -191,6 +207,11 @@ class Tier:
             "allowed_jurisdictions": list(self.allowed_jurisdictions),
             "level": self.level,
             "version": self.version,
+            **(
+                {"organisation_budget": amount_json(org)}
+                if (org := self.organisation_budget) is not None
+                else {}
+            ),
         }
 
 

@@ -27,7 +27,7 @@ import yaml
 
 from enclave.errors import PolicyFileError
 from enclave.ledger.budget import MAX_PERIOD_DAYS
-from enclave.ledger.grid import DEFAULT_EPSILON, DEFAULT_MIN_EPSILON
+from enclave.ledger.grid import DEFAULT_EPSILON, DEFAULT_MIN_EPSILON, Amount
 from enclave.models import AGG_KINDS, DatasetSpec, Tier
 from enclave.policy.fields import (
     Problems,
@@ -46,7 +46,7 @@ from enclave.policy.fields import (
 
 DATASET_FIELDS = frozenset(
     {"name", "description", "source", "privacy_unit", "max_rows_per_unit", "min_tier",
-     "allowed_jurisdictions", "columns", "version", "retired"}
+     "allowed_jurisdictions", "columns", "version", "retired", "total_budget"}
 )  # fmt: skip
 
 # --- tiers ----------------------------------------------------------------------------------
@@ -110,6 +110,8 @@ TIER_TABLE: tuple[TierField, ...] = (
     TierField("rate_limit_per_minute", "rate_limit_per_minute", _int(1), 60),
     TierField("allowed_jurisdictions", "allowed_jurisdictions", read_jurisdictions, [], True),
     TierField("level", "level", _int(0), 0),
+    TierField("organisation_budget.epsilon", "organisation_budget_epsilon", read_epsilon, None),
+    TierField("organisation_budget.delta", "organisation_budget_delta", read_delta, None, True),
 )
 TIER_IGNORED = frozenset({"version"})  # accepted on input, assigned by the store
 
@@ -175,6 +177,8 @@ def _tier_rules(p: Problems, v: dict[str, Any]) -> None:
             )
     if max_eps is not None and budget_eps is not None and max_eps > budget_eps:
         p.add("max_epsilon_per_query", "must not exceed budget.epsilon")
+    if v["organisation_budget_delta"] is not None and v["organisation_budget_epsilon"] is None:
+        p.add("organisation_budget.epsilon", "required when organisation_budget is given")
     if v["allow_undeclared_keys"] and v["budget_delta"] == 0:
         p.add(
             "group_by.allow_undeclared_keys",
@@ -259,6 +263,7 @@ def dataset_from_dict(
     retired = d.get("retired", False)
     if not isinstance(retired, bool):
         p.add("retired", "must be true or false")
+    total = read_total_budget(p, d["total_budget"]) if d.get("total_budget") is not None else None
     source = d.get("source")
     resolved: tuple[str, str | None] | None = None
     if "source" in d:
@@ -280,7 +285,23 @@ def dataset_from_dict(
         columns=tuple(columns),
         source_table=resolved[1],
         retired=retired is True,
+        total_budget=total,
     )
+
+
+def read_total_budget(p: Problems, value: Any) -> Amount | None:
+    """A dataset's ``total_budget: {epsilon, delta}`` (epsilon required, delta default 0),
+    on the ledger's grid like every budget."""
+    body = read_mapping(p, value, "total_budget", frozenset({"epsilon", "delta"}))
+    if "epsilon" not in body:
+        if isinstance(value, dict):
+            p.add("total_budget.epsilon", "required")
+        return None
+    epsilon = read_epsilon(p, body["epsilon"], "total_budget.epsilon")
+    delta = read_delta(p, body.get("delta", 0), "total_budget.delta")
+    if epsilon is None or delta is None:
+        return None
+    return Amount.limit(epsilon, delta)
 
 
 def dataset_to_dict(spec: DatasetSpec) -> dict[str, Any]:

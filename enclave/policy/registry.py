@@ -289,7 +289,7 @@ def state_paths(config: Config) -> tuple[Path, ...]:
     return tuple(paths)
 
 
-BUDGET_KEYS = ("budget", "max_epsilon_per_query")
+BUDGET_KEYS = ("budget", "max_epsilon_per_query", "organisation_budget")
 _VERSION_KEYS = ("version", "versions", "created_at", "changed_by")
 
 
