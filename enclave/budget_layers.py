@@ -139,8 +139,8 @@ def _down(left: int, limit: int) -> int:
 
 
 def binding(budgets: tuple[LayerBudget, ...], extra: Amount = NOTHING) -> LayerBudget:
-    """The layer with the least epsilon left (then delta; the innermost on a tie)."""
-    return min(budgets, key=lambda b: (b.left(extra).epsilon, b.left(extra).delta))
+    """The layer with the least epsilon left (the innermost on a tie)."""
+    return min(budgets, key=lambda b: b.left(extra).epsilon)
 
 
 def researcher_json(

@@ -208,9 +208,10 @@ def _detail(change: PolicyChange) -> dict[str, Any]:
         "after_sha256": digest(change.body),
     }
     if change.budget_changed and old is not None:
+        keys = [k for k in BUDGET_KEYS if k in old or k in change.body]
         detail["budget_change"] = {
-            "before": {k: old.get(k) for k in BUDGET_KEYS},
-            "after": {k: change.body.get(k) for k in BUDGET_KEYS},
+            "before": {k: old.get(k) for k in keys},
+            "after": {k: change.body.get(k) for k in keys},
         }
     return detail
 

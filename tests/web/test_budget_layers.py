@@ -195,3 +195,68 @@ async def test_layer_settings_are_validated(make_gateway: Any) -> None:
         body = {**dataset, "total_budget": total, "reason": "r"}
         status, problem = await admin(gw, "PUT", "/v1/admin/datasets/visits", body)
         assert status == 400 and any(expected in p for p in problem["problems"]), problem
+
+
+async def test_changing_a_shared_budget_needs_a_reason_which_is_audited(make_gateway: Any) -> None:
+    gw = await make_gateway()
+    status, dataset = await admin(gw, "GET", "/v1/admin/datasets/visits")
+    body = {k: v for k, v in dataset.items() if k not in ("created_at", "changed_by", "versions")}
+    body["total_budget"] = {"epsilon": 10}
+    status, problem = await admin(gw, "PUT", "/v1/admin/datasets/visits", body)
+    assert status == 400
+    assert "dataset visits: reason: required when total_budget changes" in problem["problems"]
+    status, _ = await admin(gw, "PUT", "/v1/admin/datasets/visits", {**body, "reason": "DSA-9"})
+    assert status == 200
+    (record,) = [
+        r
+        for r in await gw.services.store.audit_events(AuditFilter(action="dataset.update"))
+        if r.outcome == "ok"
+    ]
+    assert record.reason == "DSA-9"
+    assert record.detail["budget_change"] == {
+        "before": {"total_budget": None},
+        "after": {"total_budget": {"epsilon": 10.0, "delta": 0.0}},
+    }
+    await set_policy(gw, "tier", "standard", organisation_budget={"epsilon": 6})
+    (record,) = [
+        r
+        for r in await gw.services.store.audit_events(AuditFilter(action="tier.update"))
+        if r.outcome == "ok"
+    ]
+    assert record.detail["budget_change"]["after"]["organisation_budget"] == {
+        "epsilon": 6.0,
+        "delta": 0.0,
+    }
+
+
+async def test_the_worked_example(make_gateway: Any) -> None:
+    """docs/privacy.md, "Budget layers": the worked example, step by step."""
+    gw = await make_gateway()
+    await set_policy(gw, "dataset", "visits", total_budget={"epsilon": 10})
+    await set_policy(gw, "tier", "standard", organisation_budget={"epsilon": 6})
+    a = await gw.licence("alice", organization="Uni")
+    await gw.licence("bob", organization="Uni")
+    await gw.licence("carol", organization="Lab")
+
+    async def view(sub: str) -> tuple[str, float]:
+        (row,) = [r for r in await my_budget(gw, sub) if r["licence_status"] == "active"]
+        return row["binding_layer"], row["epsilon_remaining"]
+
+    await spend(gw, "alice", 1.0, n=3)  # 1. Alice spends 3 on licence A
+    assert await view("alice") == ("licence", 2.0)
+    await revoke(gw, a.id)  # 2. revoked; licence B continues from 2 left
+    b = await gw.licence("alice", organization="Uni")
+    assert await view("alice") == ("subject", 2.0)
+    grant = {"dataset": "visits", "epsilon": 1, "reason": "reissue", "layer": "subject"}
+    assert (await admin(gw, "POST", f"/v1/admin/licences/{b.id}/grants", grant))[0] == 201
+    assert await view("alice") == ("subject", 3.0)  # 3. a subject grant of 1
+    await spend(gw, "bob", 1.0, n=2, start=10)  # 4. Bob spends 2.5
+    await spend(gw, "bob", 0.5, start=12)
+    await refused(gw, "alice", 1.0, "organisation")
+    assert await view("alice") == ("organisation", 0.0)  # 0.5 left, in tenths of 6
+    await spend(gw, "alice", 0.5, start=20)
+    await spend(gw, "carol", 1.0, n=4, start=30)  # 5. Carol spends 4: the dataset's 10
+    await refused(gw, "carol", 0.1, "dataset")
+    await refused(gw, "bob", 0.1, "organisation")
+    spent = await gw.services.store.layer_spent("dataset", "visits", "visits", None)
+    assert spent.epsilon_decimal == 10
