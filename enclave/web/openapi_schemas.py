@@ -591,7 +591,8 @@ def component_schemas() -> dict[str, Schema]:
                 "reason": {
                     **LONG_TEXT,
                     "minLength": 1,
-                    "description": "required when tier, datasets, validity or status change",
+                    "description": "required when tier, datasets, validity, status or "
+                    "organization change",
                 },
             },
             minProperties=1,
