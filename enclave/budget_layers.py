@@ -67,23 +67,26 @@ class LayerBudget:
 
 
 async def budget_layers(
-    store: Store, licence: Licence, tier: Tier, spec: DatasetSpec, now: dt.datetime
+    store: Store, licence: Licence, tier: Tier, spec: DatasetSpec | str, now: dt.datetime
 ) -> tuple[LayerBudget, ...]:
-    """Every layer that applies to ``licence`` on ``spec`` now, with its spend (licence first)."""
+    """Every layer that applies to ``licence`` on ``spec`` now, with its spend (licence first).
+    ``spec`` may be only a name (a dataset no longer defined: no dataset layer)."""
+    name = spec if isinstance(spec, str) else spec.name
+    total = None if isinstance(spec, str) else spec.total_budget
     since, _ = period_window(licence.valid_from, tier.period_days, now)
-    own = await licence_limit(store, licence, tier, spec.name, since)
-    extra = granted(await store.subject_grants(licence.subject), spec.name, since, "subject")
+    own = await licence_limit(store, licence, tier, name, since)
+    extra = granted(await store.subject_grants(licence.subject), name, since, "subject")
     layers = [
         (Layer("licence", own, since), licence.id),
         (Layer("subject", own.plus(extra), since), licence.subject),
     ]
     if (org := tier.organisation_budget) is not None:
         layers.append((Layer("organisation", org, None), licence.organization))
-    if spec.total_budget is not None:
-        layers.append((Layer("dataset", spec.total_budget, None), spec.name))
+    if total is not None:
+        layers.append((Layer("dataset", total, None), name))
     out = []
     for layer, key in layers:
-        spent = await store.layer_spent(layer.name, key, spec.name, layer.since)
+        spent = await store.layer_spent(layer.name, key, name, layer.since)
         out.append(LayerBudget(layer, key, spent))
     return tuple(out)
 

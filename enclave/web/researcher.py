@@ -114,9 +114,7 @@ async def get_budget(request: web.Request) -> web.Response:
         _, renews = period_window(lic.valid_from, tier.period_days, now)
         for name in lic.datasets:
             spec = await svc.registry.dataset(name)
-            if spec is None:
-                continue
-            budgets = await budget_layers(svc.store, lic, tier, spec, now)
+            budgets = await budget_layers(svc.store, lic, tier, spec or name, now)
             own = budgets[0]
             out.append(
                 {

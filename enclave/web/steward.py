@@ -57,8 +57,8 @@ async def licence_budget_json(svc: Services, request: web.Request) -> dict[str, 
         spec = await svc.registry.dataset(row.dataset)
         layers = (
             []
-            if spec is None or tier is None
-            else layers_json(await budget_layers(svc.store, lic, tier, spec, now))
+            if tier is None
+            else layers_json(await budget_layers(svc.store, lic, tier, spec or row.dataset, now))
         )
         budgets.append({**row.to_json(), "layers": layers})
     return {"licence_id": lic.id, "tier": lic.tier, "budgets": budgets}

@@ -117,6 +117,7 @@ async def test_the_organisation_layer_is_shared_and_shown_coarsely(make_gateway:
     # 0.95 left of 1.5, shown in tenths of the limit (0.15) rounded down: 0.9
     assert (row["binding_layer"], row["epsilon_remaining"]) == ("organisation", 0.9)
     assert row["renews"] is None
+    assert "alice" not in json.dumps(row) and "0.55" not in json.dumps(row)  # others unnamed
     await refused(gw, "bob", 1.0, "organisation")
     estimate = await gw.query("SELECT COUNT(*) AS n FROM visits", 1.0, "visits", "bob",
                               "/v1/queries/estimate")  # fmt: skip
