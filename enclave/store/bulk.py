@@ -94,6 +94,11 @@ TABLES: tuple[TableSpec, ...] = (
     ),
     TableSpec("shared_secrets", _text("name", "value", "created_at"), ("name",)),
     TableSpec(
+        "ledger_totals",
+        (*_text("layer", "key", "dataset"), ("epsilon_units", "int"), ("delta_units", "int")),
+        ("layer", "key", "dataset"),
+    ),
+    TableSpec(
         "licence_grants",
         (
             ("audit_seq", "int"),

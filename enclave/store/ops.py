@@ -111,9 +111,10 @@ async def debit(
 ) -> Debited:
     """Re-check every budget layer, append the record, debit the ledger, store the release.
 
-    The layers are summed under the chain's lock, so two charges on a shared layer (two
+    The layers are read under the chain's lock, so two charges on a shared layer (two
     licences of one organisation, two subjects of one dataset) are serialized: the second
-    sees the first's row and is refused if both together would pass the limit."""
+    sees the first's charge and is refused if both together would pass the limit. The
+    lifetime totals (``ledger_totals``) move in the same transaction as the ledger row."""
     after = Amount()
     for layer in charge.all_layers():
         key = charge.key(layer.name)
@@ -127,6 +128,8 @@ async def debit(
         if layer.name == "licence":
             after = spent_after
     record = await append_locked(tx, draft, now)
+    keys = [(name, key) for name in LAYER_NAMES if (key := charge.key(name)) is not None]
+    await add_totals(tx, keys, charge.dataset, charge.cost.epsilon, charge.cost.delta)
     await tx.execute(
         "INSERT INTO ledger (licence_id, dataset, epsilon_units, delta_units, ts, audit_seq,"
         " subject, organization) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -221,14 +224,47 @@ LAYER_COLUMNS: dict[LayerName, str] = {
 }
 
 
+#: a running total stops growing here (far beyond any budget: 2**62 units), so adding one
+#: more charge (at most 10**12 units) never overflows a 64-bit column
+TOTAL_CAP = 2**62
+ADD_TOTAL_SQL = (
+    "INSERT INTO ledger_totals (layer, key, dataset, epsilon_units, delta_units)"  # noqa: S608
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (layer, key, dataset) DO UPDATE SET"
+    f" epsilon_units = CASE WHEN ledger_totals.epsilon_units >= {TOTAL_CAP}"
+    " THEN ledger_totals.epsilon_units"
+    " ELSE ledger_totals.epsilon_units + excluded.epsilon_units END,"
+    f" delta_units = CASE WHEN ledger_totals.delta_units >= {TOTAL_CAP}"
+    " THEN ledger_totals.delta_units ELSE ledger_totals.delta_units + excluded.delta_units END"
+)
+
+
+async def add_totals(
+    tx: Tx, keys: Sequence[tuple[str, str]], dataset: str, epsilon: int, delta: int
+) -> None:
+    """Add a charge to the lifetime total of each ``(layer, key)`` on ``dataset`` (in the
+    debit's transaction, so the totals move with the ledger rows)."""
+    await tx.executemany(
+        ADD_TOTAL_SQL,
+        [(layer, key, dataset, min(epsilon, TOTAL_CAP), delta) for layer, key in keys],
+    )
+
+
 async def spent(
     tx: Tx, layer: LayerName, key: str, dataset: str, since: dt.datetime | None
 ) -> Amount:
-    """The spend on ``dataset`` since ``since`` (None: ever) of the ledger rows whose
-    ``layer`` column is ``key``, summed exactly."""
-    sql = f"{tx.dialect.ledger_sum} WHERE {LAYER_COLUMNS[layer]} = ? AND dataset = ?"
+    """The spend on ``dataset`` since ``since`` of the ledger rows whose ``layer`` column is
+    ``key``, exactly: a lifetime spend (``since`` None) is the running total in
+    ``ledger_totals``, one row; a period's is summed from the rows since its start."""
     if since is None:
-        return codec.sum_units(await tx.fetch(sql, key, dataset))
+        row = await tx.fetchrow(
+            "SELECT epsilon_units, delta_units FROM ledger_totals"
+            " WHERE layer = ? AND key = ? AND dataset = ?",
+            layer,
+            key,
+            dataset,
+        )
+        return Amount() if row is None else Amount(int(row[0]), int(row[1]))
+    sql = f"{tx.dialect.ledger_sum} WHERE {LAYER_COLUMNS[layer]} = ? AND dataset = ?"
     return codec.sum_units(await tx.fetch(sql + " AND ts >= ?", key, dataset, iso(since)))
 
 
@@ -236,14 +272,14 @@ class LedgerTotals:
     """Exact running lifetime totals per (layer, key, dataset), for a store with one
     connection and a ``Dialect.data_version`` (SQLite).
 
-    Summing every ledger row of a licence on each query grows with its history (it was a
-    quarter of the server's time after a few thousand queries); a dataset's total grows with
-    everyone's. A total is first read by summing the rows, then updated by each charge this
-    connection commits (``committed``, run by the driver right after the commit), for every
-    layer the charge names. ``data_version`` changes whenever *another* connection commits
-    (another process, a restore), and then every cached total is dropped; inside a chained
-    write the check is exact, so the budget re-check never reads a stale total. Budgets with
-    a renewal period (``since`` given) are summed from the rows."""
+    A lifetime total is one row of ``ledger_totals`` (kept by every debit, on every
+    database); this cache saves even that read. A total is first read from the table, then
+    updated by each charge this connection commits (``committed``, run by the driver right
+    after the commit), for every layer the charge names. ``data_version`` changes whenever
+    *another* connection commits (another process, a restore), and then every cached total
+    is dropped; inside a chained write the check is exact, so the budget re-check never
+    reads a stale total. Budgets with a renewal period (``since`` given) are summed from the
+    rows."""
 
     def __init__(self) -> None:
         self._version: Any = None

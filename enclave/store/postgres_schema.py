@@ -20,7 +20,7 @@ Differences from SQLite, and why:
 from __future__ import annotations
 
 from enclave.store.driver import Step
-from enclave.store.ledger_migration import convert_postgres
+from enclave.store.ledger_migration import convert_postgres, fill_totals
 
 MIGRATION_LOCK = 0x656E636C  # "encl": the advisory lock id for schema changes
 
@@ -195,6 +195,18 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
             "UPDATE licence_grants SET subject = COALESCE("
             "(SELECT l.subject FROM licences l WHERE l.id = licence_grants.licence_id), '')",
             "CREATE INDEX licence_grants_subject ON licence_grants (subject, layer, audit_seq)",
+            # Running lifetime totals per layer key and dataset, kept by each debit in its
+            # transaction (``ops.add_totals``): a shared layer is one row to read, not a sum
+            # over everyone's ledger rows under the chain lock.
+            """CREATE TABLE ledger_totals (
+                layer TEXT NOT NULL,
+                key TEXT NOT NULL,
+                dataset TEXT NOT NULL,
+                epsilon_units BIGINT NOT NULL,
+                delta_units BIGINT NOT NULL,
+                PRIMARY KEY (layer, key, dataset)
+            )""",
+            fill_totals,
         ),
     ),
 )

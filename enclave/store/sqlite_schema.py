@@ -21,7 +21,7 @@ Decisions:
 from __future__ import annotations
 
 from enclave.store.driver import Step
-from enclave.store.ledger_migration import convert_sqlite
+from enclave.store.ledger_migration import convert_sqlite, fill_totals
 
 MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
     (
@@ -187,6 +187,18 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
             "UPDATE licence_grants SET subject = COALESCE("
             "(SELECT l.subject FROM licences l WHERE l.id = licence_grants.licence_id), '')",
             "CREATE INDEX licence_grants_subject ON licence_grants (subject, layer, audit_seq)",
+            # Running lifetime totals per layer key and dataset, kept by each debit in its
+            # transaction (``ops.add_totals``): a shared layer is one row to read, not a sum
+            # over everyone's ledger rows under the chain lock.
+            """CREATE TABLE ledger_totals (
+                layer TEXT NOT NULL,
+                key TEXT NOT NULL,
+                dataset TEXT NOT NULL,
+                epsilon_units INTEGER NOT NULL,
+                delta_units INTEGER NOT NULL,
+                PRIMARY KEY (layer, key, dataset)
+            )""",
+            fill_totals,
         ),
     ),
 )

@@ -6,6 +6,7 @@ fills the new ledger and grant columns from the licences."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from enclave.licence_grants import LEDGER_BOUND
 from enclave.store import postgres_schema, sqlite_schema
 from enclave.store.base import Charge, Layer, LayerName
 from enclave.store.grants import Grant
+from enclave.store.ops import TOTAL_CAP
 from tests.store.conftest import draft, licence
 
 ONE = Amount.limit("1.0", "0.000001")
@@ -192,3 +194,30 @@ async def test_migration_8_fills_subject_and_organisation(
         assert grant.layer == "licence" and grant.subject == "alice"
     finally:
         await store.close()
+
+
+async def test_running_totals_agree_with_the_rows(store: Any) -> None:
+    """A lifetime total is read from ``ledger_totals``; a window from the rows: both agree."""
+    for i in range(12):
+        await store.debit(draft(), layered(f"0.0{i + 1}", f"lic_{i % 3}", f"s{i % 2}", "Uni"))
+    old = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    for layer, key in (("licence", "lic_1"), ("subject", "s0"), ("organisation", "Uni")):
+        total = await store.layer_spent(layer, key, "visits", None)
+        assert total == await store.layer_spent(layer, key, "visits", old) != Amount()
+    assert await spent(store, "dataset", "visits") == Amount.charge("0.483")
+
+
+async def test_a_total_near_the_cap_stops_growing(backend: Any, store: Any) -> None:
+    await store.debit(draft(), layered("0.5"))
+    await backend.raw(
+        f"UPDATE ledger_totals SET epsilon_units = {TOTAL_CAP + 5} WHERE layer = 'dataset'"  # noqa: S608
+    )
+    fresh = backend.make()  # no cached totals
+    await fresh.open()
+    try:
+        await fresh.debit(draft(), layered("0.5", "lic_2", "bob"))  # no dataset layer: passes
+        assert (await spent(fresh, "dataset", "visits")).epsilon == TOTAL_CAP + 5
+        with pytest.raises(BudgetExhausted):
+            await fresh.debit(draft(), layered("0.5", "lic_3", "carol", shared={"dataset": "9"}))
+    finally:
+        await fresh.close()
