@@ -23,8 +23,8 @@ goes on ---
 9. prepare the dataset version (bounding: the same for every query), compile the plan
 --- after this line data has been read: ``charged.read_and_release`` ---
 10. run the SQL off the loop (timeout), add noise, suppress small groups, order/limit
-11. one store transaction: re-check every budget layer and debit, keep the release, append the audit
-    record; only then is the result returned. A failure anywhere in 10 is charged the same
+11. one store transaction: re-check every budget layer and debit, keep the release, append
+    the audit record; only then is the result returned. A failure anywhere in 10 is charged the same
     epsilon and delta, in the same kind of transaction, and answers a fixed, data-free error.
 
 Every refusal raised here is audited by ``web/problem.py`` with what ``actx`` knows by then.
@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -221,8 +221,10 @@ async def run_query(
     )
     # ---- after this line data has been read: every outcome is charged (charged.py) ----
     stored, debited = await read_and_release(svc, charged, actx)
-    # From here on nothing can raise: the charge was committed with every layer re-checked.
-    return _answer(adm, stored, query_id, False, _budget_json(access, cost), debited.record.seq, {})
+    # From here on nothing can raise: every layer's new total came out of the transaction.
+    after = tuple(replace(b, spent=s) for b, s in zip(access.budgets, debited.layers, strict=True))
+    budget = layers.researcher_json(after, renews=access.renews)
+    return _answer(adm, stored, query_id, False, budget, debited.record.seq, {})
 
 
 def _requested_epsilon(
@@ -420,6 +422,6 @@ def _cache_key(plan: Plan, spec: DatasetSpec, epsilon: Decimal) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _budget_json(access: Access, spent_now: Amount | None = None) -> dict[str, Any]:
-    """The budget left (after ``spent_now``): its binding layer (``budget_layers.py``)."""
-    return layers.researcher_json(access.budgets, spent_now or Amount(), access.renews)
+def _budget_json(access: Access) -> dict[str, Any]:
+    """The budget left: its binding layer (``budget_layers.py``)."""
+    return layers.researcher_json(access.budgets, renews=access.renews)

@@ -93,6 +93,8 @@ class Debited:
 
     record: AuditRecord
     spent: Amount
+    #: every re-checked layer's spent total after the charge, in ``Charge.all_layers`` order
+    layers: tuple[Amount, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -115,18 +115,17 @@ async def debit(
     licences of one organisation, two subjects of one dataset) are serialized: the second
     sees the first's charge and is refused if both together would pass the limit. The
     lifetime totals (``ledger_totals``) move in the same transaction as the ledger row."""
-    after = Amount()
+    after: list[Amount] = []
     for layer in charge.all_layers():
         key = charge.key(layer.name)
-        if key is None:
-            continue
-        spent_after = (await totals.spent(tx, layer.name, key, charge.dataset, layer.since)).plus(
-            charge.cost
+        before = (
+            Amount()
+            if key is None
+            else await totals.spent(tx, layer.name, key, charge.dataset, layer.since)
         )
-        if not spent_after.within(layer.limit):
+        after.append(before.plus(charge.cost))
+        if key is not None and not after[-1].within(layer.limit):
             raise BudgetExhausted(EXHAUSTED[layer.name], layer.name)
-        if layer.name == "licence":
-            after = spent_after
     record = await append_locked(tx, draft, now)
     keys = [(name, key) for name in LAYER_NAMES if (key := charge.key(name)) is not None]
     await add_totals(tx, keys, charge.dataset, charge.cost.epsilon, charge.cost.delta)
@@ -153,7 +152,7 @@ async def debit(
             record.ts,
             record.seq,
         )
-    return Debited(record, after)
+    return Debited(record, after[0], tuple(after))
 
 
 def _where(flt: AuditFilter, prefix: str = "") -> tuple[str, list[Any]]:

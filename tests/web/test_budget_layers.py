@@ -152,7 +152,10 @@ async def test_the_dataset_layer_counts_everyone(make_gateway: Any) -> None:
     resp = await gw.client.post("/v1/queries/estimate", json=body, headers=gw.auth("bob"))
     answer = await resp.json()
     assert answer["within_budget"] is True and answer["budget"]["binding_layer"] == "dataset"
-    await spend(gw, "bob", 0.25)
+    resp = await gw.query("SELECT COUNT(*) AS n FROM visits WHERE age > 50", 0.25, sub="bob")
+    assert resp.status == 200
+    budget = (await resp.json())["budget"]  # after the charge, from the debit's transaction
+    assert (budget["binding_layer"], budget["epsilon_remaining"]) == ("dataset", 0.0)
 
 
 async def test_concurrent_queries_of_many_licences_never_overspend_the_dataset(
