@@ -24,8 +24,9 @@ failed) about the data per charge, and pays for it like a release.
 
 Two outcomes are not charged, by design:
 
-- the store refuses the charge (``BudgetExhausted``) because concurrent queries of the same
-  licence spent the budget between the pre-check and this transaction. The answer is then the
+- the store refuses the charge (``BudgetExhausted``) because concurrent queries sharing one of
+  its budget layers (the same licence, subject, organisation or dataset:
+  ``budget_layers.py``) spent it between the pre-check and this transaction. The answer is then the
   same 403 whether the release succeeded or failed, so it says nothing about the data, and the
   ledger never goes over its limit (the pre-check reserved nothing; the store re-checks);
 - the store cannot be written (503): nothing is released, whatever the data.

@@ -25,7 +25,7 @@ a stack trace. Anything that is not an ``EnclaveError`` renders as a bare 500.
     │   │   └── LicenceNotYetValid     403  licence-not-yet-valid
     │   ├── TierRefused                403  tier-refused
     │   ├── JurisdictionRefused        403  jurisdiction-refused
-    │   ├── BudgetExhausted            403  budget-exhausted
+    │   ├── BudgetExhausted            403  budget-exhausted  (carries ``layer``)
     │   └── SelfApproval               403  self-approval      (four-eyes: a second admin decides)
     ├── NotFound                       404  not-found
     ├── MethodNotAllowed               405  method-not-allowed
@@ -194,8 +194,15 @@ class JurisdictionRefused(Forbidden):
 
 
 class BudgetExhausted(Forbidden):
+    """``layer`` names the budget that would be exceeded (``licence``, ``subject``,
+    ``organisation`` or ``dataset``; rendered as the member ``layer``)."""
+
     type = "budget-exhausted"
     title = "Privacy budget exhausted"
+
+    def __init__(self, detail: str = "", layer: str = "licence") -> None:
+        super().__init__(detail)
+        self.layer = layer
 
 
 class SelfApproval(Forbidden):

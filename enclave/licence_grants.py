@@ -6,6 +6,8 @@ Rules:
   licence and dataset in the current budget period (``ledger/budget.py``: the whole lifetime
   when the tier has no ``period_days``; with a period, a grant tops up the period it is given
   in and lapses with it, as the spend does);
+- a grant has a layer: ``licence`` (default) tops up this licence; ``subject`` tops up the
+  subject's limit across all their licences (``budget_layers.py``), e.g. for a reissue;
 - a grant is positive, on the ledger's grid, within its bounds, for a dataset the licence
   covers, and carries a reason; it only ever raises the limit (``store/grants.py`` explains
   why that makes a stale read of grants safe);
@@ -26,9 +28,9 @@ from enclave.ledger.grid import MAX_DELTA_UNITS, MAX_EPSILON_UNITS, Amount
 from enclave.models import Licence, Tier, iso
 from enclave.policy.fields import Problems, read_delta, read_epsilon
 from enclave.store.base import Store
-from enclave.store.grants import Grant, granted
+from enclave.store.grants import GRANT_LAYERS, Grant, granted
 
-GRANT_FIELDS = frozenset({"dataset", "epsilon", "delta", "reason"})
+GRANT_FIELDS = frozenset({"dataset", "epsilon", "delta", "reason", "layer"})
 #: what the ledger can hold as a limit: epsilon at most 10**6, delta below 1
 LEDGER_BOUND = Amount(MAX_EPSILON_UNITS, MAX_DELTA_UNITS - 1)
 
@@ -49,6 +51,9 @@ def grant_from_json(body: Any, licence: Licence, actor: str) -> Grant:
     if "epsilon" not in body:
         p.add("epsilon", "required")
     delta = read_delta(p, body["delta"], "delta") if body.get("delta") is not None else None
+    layer = body.get("layer", "licence")
+    if layer not in GRANT_LAYERS:
+        p.add("layer", "must be licence (this licence's limit) or subject (the subject's limit)")
     problems = list(p.items)
     reason = read_string(problems, body.get("reason"), "reason", MAX_TEXT_CHARS)
     if problems:
@@ -60,6 +65,8 @@ def grant_from_json(body: Any, licence: Licence, actor: str) -> Grant:
         amount=Amount.limit(epsilon, delta or 0),
         reason=reason,
         actor=actor,
+        layer="subject" if layer == "subject" else "licence",
+        subject=licence.subject,
     )
 
 

@@ -29,7 +29,9 @@ _STAMPS = {"created_at", "updated_at"}  # set by the gateway, never by a request
 CREATE_FIELDS = {f.name for f in fields(Licence)} - _STAMPS
 PATCH_FIELDS = (CREATE_FIELDS - {"id", "subject"}) | {"reason"}
 # changes that can change what a licence may spend: they need a reason, recorded in the audit
-REASON_REQUIRED_FIELDS = {"tier", "datasets", "valid_from", "valid_until", "status"}
+# ``organization`` keys the organisation budget layer (``budget_layers.py``): moving a
+# licence to another organisation moves its future spend there
+REASON_REQUIRED_FIELDS = {"tier", "datasets", "valid_from", "valid_until", "status", "organization"}
 TEXT_LIMITS = {"subject": MAX_NAME_CHARS, "organization": MAX_NAME_CHARS, "purpose": MAX_TEXT_CHARS}
 MAX_DATASETS = 100
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
-from enclave.ledger.grid import DEFAULT_EPSILON, DEFAULT_MIN_EPSILON
+from enclave.ledger.grid import DEFAULT_EPSILON, DEFAULT_MIN_EPSILON, Amount
 
 Role = Literal["researcher", "admin", "auditor"]
 ROLES: tuple[str, ...] = ("researcher", "admin", "auditor")
@@ -53,6 +53,11 @@ class Principal:
 
     def has(self, role: str) -> bool:
         return role in self.roles
+
+
+def amount_json(amount: Amount) -> dict[str, float]:
+    """A budget as policy files write it (``{epsilon, delta}``)."""
+    return {"epsilon": amount.epsilon_float, "delta": amount.delta_float}
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,7 @@ class DatasetSpec:
     source_table: str | None = None  # for duckdb://file.duckdb#table sources
     retired: bool = False  # no new queries or estimates; history and spend are kept
     frozen: str | None = None  # an incident freeze's reason: every query refused while set
+    total_budget: Amount | None = None  # everyone's lifetime spend on it (None: no limit)
 
     def column(self, name: str) -> ColumnSpec | None:
         """Case-insensitive lookup against the declared columns."""
@@ -143,6 +149,7 @@ class DatasetSpec:
             "version": self.version,
             **({"retired": True} if self.retired else {}),
             **({"frozen": self.frozen} if self.frozen is not None else {}),
+            **({"total_budget": amount_json(self.total_budget)} if self.total_budget else {}),
         }
 
 
@@ -168,6 +175,15 @@ class Tier:
     version: int = 1
     synthetic_allowed: bool = False  # DP synthetic data (docs/synthetic.md)
     synthetic_max_epsilon: Decimal = Decimal(0)  # its cap per release
+    # one organisation's lifetime spend per dataset on licences of this tier (None: no limit)
+    organisation_budget_epsilon: Decimal | None = None
+    organisation_budget_delta: Decimal | None = None
+
+    @property
+    def organisation_budget(self) -> Amount | None:
+        if self.organisation_budget_epsilon is None:
+            return None
+        return Amount.limit(self.organisation_budget_epsilon, self.organisation_budget_delta or 0)
 
     def to_json(self) -> dict[str, Any]:
         budget: dict[str, Any] = {
@@ -199,6 +215,11 @@ class Tier:
                 {"allowed": True, "max_epsilon": float(self.synthetic_max_epsilon)}
                 if self.synthetic_allowed
                 else {"allowed": False}
+            ),
+            **(
+                {"organisation_budget": amount_json(org)}
+                if (org := self.organisation_budget) is not None
+                else {}
             ),
         }
 

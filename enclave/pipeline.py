@@ -16,15 +16,16 @@
    answered from the stored release and is never priced (its cost and accuracy are in it)
 7. otherwise price the plan with OpenDP (cost known before any data is touched; cached per
    plan, spec, tier, epsilon: public inputs only)
-8. budget pre-check (refuse before touching data); a run with ``max_share`` is also refused,
-   free, when it would spend more than that share of what is left (``require_share``)
+8. budget pre-check of every layer: licence, subject, organisation, dataset
+   (``budget_layers.py``; refuse before touching data); a run with ``max_share`` is also
+   refused, free, when it would spend more than that share of what is left (``require_share``)
 --- estimate stops here (``estimate_batch`` repeats 2-8 per query, one audit record); run_query
 goes on ---
 9. prepare the dataset version (bounding: the same for every query), compile the plan
 --- after this line data has been read: ``charged.read_and_release`` ---
 10. run the SQL off the loop (timeout), add noise, suppress small groups, order/limit
-11. one store transaction: re-check and debit the budget, keep the release, append the audit
-    record; only then is the result returned. A failure anywhere in 10 is charged the same
+11. one store transaction: re-check every budget layer and debit, keep the release, append
+    the audit record; only then is the result returned. A failure anywhere in 10 is charged the same
     epsilon and delta, in the same kind of transaction, and answers a fixed, data-free error.
 
 Every refusal raised here is audited by ``web/problem.py`` with what ``actx`` knows by then.
@@ -39,36 +40,31 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+from enclave import budget_layers as layers
 from enclave.audit.context import AuditContext
+from enclave.budget_layers import LayerBudget
 from enclave.charged import ChargedQuery, read_and_release
 from enclave.dp.accuracy import bounding_note
 from enclave.dp.mechanisms import PricedPlan, check_plan, price_plan
 from enclave.dp.target import Chosen, choose_epsilon
 from enclave.dummy import DummyRequest, dummy_detail, render_dummy
-from enclave.errors import (
-    BadRequest,
-    BudgetExhausted,
-    EnclaveError,
-    NotFound,
-    SpendNeedsConfirmation,
-)
+from enclave.errors import BadRequest, EnclaveError, NotFound, SpendNeedsConfirmation
 from enclave.ids import new_id
 from enclave.ledger.budget import period_window
 from enclave.ledger.grid import Amount
-from enclave.licence_grants import licence_limit
-from enclave.models import DatasetSpec, Licence, Principal, Release, Tier, iso
+from enclave.models import DatasetSpec, Licence, Principal, Release, Tier
 from enclave.policy.decide import authorize, licence_for, require
 from enclave.query.compile import compile_plan
 from enclave.query.parse import cached_plan, parse_query
 from enclave.query.plan import Plan
 from enclave.query.request import BatchRequest, EpsilonSource, QueryRequest
 from enclave.services import Services
-from enclave.store.base import Charge, Debited
+from enclave.store.base import Debited
 
 
 @dataclass(frozen=True)
@@ -82,8 +78,7 @@ class Access:
     now: Any
     since: Any
     renews: Any
-    spent: Amount  # before this request, in grid units
-    limit: Amount  # the tier's budget plus the licence's grants, in grid units
+    budgets: tuple[LayerBudget, ...]  # every budget layer, the licence first, spent so far
 
 
 @dataclass(frozen=True)
@@ -133,7 +128,7 @@ async def estimate_query(
     return {
         "dataset": access.spec.name,
         **item,
-        "budget": _budget_json(access.spent.left_of(access.limit), access.renews),
+        "budget": _budget_json(access),
         "audit_seq": record.seq,
         "bounding": bounding_note(access.spec),
     }
@@ -160,7 +155,7 @@ async def estimate_batch(
         item, cost = _estimate(adm)
         items.append(item)
         total = total.plus(cost)
-    fits = access.spent.plus(total).within(access.limit)
+    fits = layers.fits(access.budgets, total)
     actx.epsilon = 0.0
     detail = {"batch": len(items), "estimated_epsilon": total.epsilon_float}
     record = await svc.store.append(actx.draft("ok", epsilon=0.0, detail=detail))
@@ -178,7 +173,7 @@ async def estimate_batch(
             "rule": "even",
             "epsilon_per_query": float(share),
         },
-        "budget": _budget_json(access.spent.left_of(access.limit), access.renews),
+        "budget": _budget_json(access),
         "audit_seq": record.seq,
         "bounding": bounding_note(access.spec),
     }
@@ -206,7 +201,7 @@ def _estimate(adm: Admitted) -> tuple[dict[str, Any], Amount]:
         **adm.epsilon_note(),
         "accuracy": accuracy,
         "cached": adm.cached is not None,
-        "within_budget": adm.access.spent.plus(cost).within(adm.access.limit),
+        "within_budget": layers.fits(adm.access.budgets, cost),
     }, cost
 
 
@@ -240,7 +235,7 @@ async def admit_run(
     adm = await _admit(svc, principal, access, req, actx, count=count)
     if adm.cached is None:
         cost = adm.cost()
-        _require_budget(access, cost)
+        layers.check(access.budgets, cost)  # before any data is read (the store re-checks)
         require_share(access, cost, req.max_share)
     return adm
 
@@ -260,7 +255,7 @@ async def charged_query(
         tier=access.tier,
         priced=adm.priced,
         compiled=compile_plan(adm.plan, access.spec, table),
-        charge=Charge(access.licence.id, access.spec.name, adm.cost(), access.limit, access.since),
+        charge=layers.charge_for(access.licence, access.spec.name, access.budgets, adm.cost()),
         cache_key=adm.cache_key,
         query_id=query_id,
         timeout_s=timeout_s,
@@ -268,32 +263,29 @@ async def charged_query(
 
 
 def answer(adm: Admitted, stored: dict[str, Any], query_id: str, debited: Debited) -> Release:
-    """A new release's answer: the budget left is the total the debit's transaction read."""
-    left = debited.spent.left_of(adm.access.limit)
-    return _answer(adm, stored, query_id, False, left, debited.record.seq, {})
-
-
-def _require_budget(access: Access, cost: Amount) -> None:
-    """The budget pre-check: refuse before any data is read (the store re-checks)."""
-    if not access.spent.plus(cost).within(access.limit):
-        left = access.spent.left_of(access.limit)
-        raise BudgetExhausted(
-            f"this query costs epsilon {cost.epsilon_decimal} and delta {cost.delta_decimal}; "
-            f"remaining epsilon {left.epsilon_decimal}, delta {left.delta_decimal}"
-        )
+    """A new release's answer: the budget left is what the debit's transaction read, every
+    layer's new total."""
+    access = adm.access
+    after = tuple(replace(b, spent=s) for b, s in zip(access.budgets, debited.layers, strict=True))
+    budget = layers.researcher_json(after, renews=access.renews)
+    return _answer(adm, stored, query_id, False, budget, debited.record.seq, {})
 
 
 def require_share(access: Access, cost: Amount, max_share: Decimal | None) -> None:
     """The spend guard: refuse, free, a run costing more than ``max_share`` of the budget
     left (the larger of its epsilon and delta shares; exact, in grid units).
 
-    It reads the same budget as the pre-check (``access.spent``), before any data is read.
+    It reads the same budgets as the pre-check (the binding layer after this run), before any
+    data is read.
     A concurrent spend between here and the debit can make the real share larger, never the
     total larger than the budget: the store re-checks that in the debit's transaction.
     """
     if max_share is None:
         return
-    left = access.spent.left_of(access.limit)
+    bound = layers.binding(access.budgets, cost)
+    left = bound.left()
+    if bound.name in layers.SHARED:  # others' spend: only as coarsely as GET /v1/budget shows
+        left = layers.coarse(left, bound.layer.limit)
     shares = [
         Fraction(spend, rest)
         for spend, rest in ((cost.epsilon, left.epsilon), (cost.delta, left.delta))
@@ -333,9 +325,8 @@ async def resolve_access(
     now = svc.clock()
     spec, licence, tier, tiers = await resolve_dataset(svc, principal, name, actx)
     since, renews = period_window(licence.valid_from, tier.period_days, now)
-    spent = await svc.store.spent(licence.id, spec.name, since)
-    limit = await licence_limit(svc.store, licence, tier, spec.name, since)
-    return Access(spec, licence, tier, tiers, now, since, renews, spent, limit)
+    budgets = await layers.budget_layers(svc.store, licence, tier, spec, now)
+    return Access(spec, licence, tier, tiers, now, since, renews, budgets)
 
 
 async def _admit(
@@ -453,9 +444,9 @@ async def replay(svc: Services, adm: Admitted, actx: AuditContext, query_id: str
         )
     )
     actx.audited = True
-    left = adm.access.spent.left_of(adm.access.limit)
+    budget = _budget_json(adm.access)
     return _answer(
-        adm, stored, query_id, True, left, record.seq, {"release_of": stored["query_id"]}
+        adm, stored, query_id, True, budget, record.seq, {"release_of": stored["query_id"]}
     )
 
 
@@ -464,7 +455,7 @@ def _answer(
     stored: dict[str, Any],
     query_id: str,
     cached: bool,
-    left: Amount,
+    budget: dict[str, Any],
     audit_seq: int,
     extra: dict[str, Any],
 ) -> Release:
@@ -474,7 +465,7 @@ def _answer(
         query_id=query_id,
         dataset=adm.spec.name,
         cached=cached,
-        budget=_budget_json(left, adm.access.renews),
+        budget=budget,
         audit_seq=audit_seq,
         extra={**extra, **adm.epsilon_note(), "bounding": bounding_note(adm.spec)},
     )
@@ -514,9 +505,6 @@ def _cache_key(plan: Plan, spec: DatasetSpec, epsilon: Decimal) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _budget_json(left: Amount, renews: Any) -> dict[str, Any]:
-    return {
-        "epsilon_remaining": left.epsilon_float,
-        "delta_remaining": left.delta_float,
-        "renews": iso(renews) if renews is not None else None,
-    }
+def _budget_json(access: Access) -> dict[str, Any]:
+    """The budget left: its binding layer (``budget_layers.py``)."""
+    return layers.researcher_json(access.budgets, renews=access.renews)

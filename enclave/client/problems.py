@@ -32,6 +32,7 @@ from typing import Any
 
 from enclave.errors import (
     BadRequest,
+    BudgetExhausted,
     ConfigError,
     EnclaveError,
     PolicyFileError,
@@ -85,6 +86,8 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes) ->
     err: EnclaveError
     if issubclass(cls, RateLimited):
         err = cls(detail, retry_after=_retry_after(headers, problem))
+    elif issubclass(cls, BudgetExhausted):
+        err = cls(detail, layer=_str(problem.get("layer")) or "licence")
     elif issubclass(cls, PolicyFileError | ConfigError):  # these take a list of problems
         problems = problem.get("problems")
         listed = [p for p in problems if isinstance(p, str)] if isinstance(problems, list) else []

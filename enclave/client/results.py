@@ -22,11 +22,13 @@ PANDAS_HINT = (
 
 @dataclass(frozen=True)
 class Budget:
-    """The budget left on the licence and dataset a query or estimate was charged to."""
+    """The budget left on the licence and dataset a query or estimate was charged to: what
+    is left of the binding budget layer (licence, subject, organisation or dataset)."""
 
     epsilon_remaining: float
     delta_remaining: float
     renews: str | None  # RFC 3339 time of the next renewal; None: the budget never renews
+    binding_layer: str | None = None  # None from a gateway without layered budgets
 
     @classmethod
     def from_json(cls, body: Any) -> Budget:
@@ -35,6 +37,7 @@ class Budget:
             epsilon_remaining=_num(data, "epsilon_remaining"),
             delta_remaining=_num(data, "delta_remaining"),
             renews=_opt_str(data, "renews"),
+            binding_layer=_opt_str(data, "binding_layer"),
         )
 
 

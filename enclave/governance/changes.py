@@ -170,9 +170,10 @@ def policy_detail(change: PolicyChange) -> dict[str, Any]:
         "after_sha256": digest(change.body),
     }
     if change.budget_changed and old is not None:
+        keys = [k for k in BUDGET_KEYS if k in old or k in change.body]
         detail["budget_change"] = {
-            "before": {k: old.get(k) for k in BUDGET_KEYS},
-            "after": {k: change.body.get(k) for k in BUDGET_KEYS},
+            "before": {k: old.get(k) for k in keys},
+            "after": {k: change.body.get(k) for k in keys},
         }
     return detail
 
@@ -217,7 +218,7 @@ async def prepare_grant(svc: Services, actx: AuditContext, licence_id: str, body
     actx.tier = lic.tier
     grant = grant_from_json(body, lic, actx.actor or "")
     actx.dataset = grant.dataset
-    amounts = {k: v for k, v in grant.to_json().items() if k in ("epsilon", "delta")}
+    amounts = {k: v for k, v in grant.to_json().items() if k in ("epsilon", "delta", "layer")}
     draft = replace(
         actx.draft("ok", reason=grant.reason, detail={"grant": amounts}), action="licence.grant"
     )

@@ -28,7 +28,7 @@ import yaml
 
 from enclave.errors import PolicyFileError
 from enclave.ledger.budget import MAX_PERIOD_DAYS
-from enclave.ledger.grid import DEFAULT_EPSILON, DEFAULT_MIN_EPSILON
+from enclave.ledger.grid import DEFAULT_EPSILON, DEFAULT_MIN_EPSILON, Amount
 from enclave.models import AGG_KINDS, DatasetSpec, Tier
 from enclave.policy.fields import (
     Problems,
@@ -47,7 +47,7 @@ from enclave.policy.fields import (
 
 DATASET_FIELDS = frozenset(
     {"name", "description", "source", "privacy_unit", "max_rows_per_unit", "min_tier",
-     "allowed_jurisdictions", "columns", "version", "retired", "frozen"}
+     "allowed_jurisdictions", "columns", "version", "retired", "frozen", "total_budget"}
 )  # fmt: skip
 
 # --- tiers ----------------------------------------------------------------------------------
@@ -113,6 +113,8 @@ TIER_TABLE: tuple[TierField, ...] = (
     TierField("level", "level", _int(0), 0),
     TierField("synthetic.allowed", "synthetic_allowed", read_bool, False),
     TierField("synthetic.max_epsilon", "synthetic_max_epsilon", read_epsilon, None, True),
+    TierField("organisation_budget.epsilon", "organisation_budget_epsilon", read_epsilon, None),
+    TierField("organisation_budget.delta", "organisation_budget_delta", read_delta, None, True),
 )
 TIER_IGNORED = frozenset({"version"})  # accepted on input, assigned by the store
 
@@ -178,6 +180,8 @@ def _tier_rules(p: Problems, v: dict[str, Any]) -> None:
             )
     if max_eps is not None and budget_eps is not None and max_eps > budget_eps:
         p.add("max_epsilon_per_query", "must not exceed budget.epsilon")
+    if v["organisation_budget_delta"] is not None and v["organisation_budget_epsilon"] is None:
+        p.add("organisation_budget.epsilon", "required when organisation_budget is given")
     if v["allow_undeclared_keys"] and v["budget_delta"] == 0:
         p.add(
             "group_by.allow_undeclared_keys",
@@ -270,6 +274,7 @@ def dataset_from_dict(
     frozen = d.get("frozen")  # the freeze's reason (incident control, ``docs/governance.md``)
     if frozen is not None and (read_text(p, frozen, "frozen") is None or not frozen.strip()):
         p.add("frozen", "must be the freeze's reason (non-empty text), or absent")
+    total = read_total_budget(p, d["total_budget"]) if d.get("total_budget") is not None else None
     source = d.get("source")
     resolved: tuple[str, str | None] | None = None
     if "source" in d:
@@ -292,7 +297,23 @@ def dataset_from_dict(
         source_table=resolved[1],
         retired=retired is True,
         frozen=frozen if isinstance(frozen, str) else None,
+        total_budget=total,
     )
+
+
+def read_total_budget(p: Problems, value: Any) -> Amount | None:
+    """A dataset's ``total_budget: {epsilon, delta}`` (epsilon required, delta default 0),
+    on the ledger's grid like every budget."""
+    body = read_mapping(p, value, "total_budget", frozenset({"epsilon", "delta"}))
+    if "epsilon" not in body:
+        if isinstance(value, dict):
+            p.add("total_budget.epsilon", "required")
+        return None
+    epsilon = read_epsilon(p, body["epsilon"], "total_budget.epsilon")
+    delta = read_delta(p, body.get("delta", 0), "total_budget.delta")
+    if epsilon is None or delta is None:
+        return None
+    return Amount.limit(epsilon, delta)
 
 
 def dataset_to_dict(spec: DatasetSpec) -> dict[str, Any]:

@@ -135,7 +135,8 @@ class Registry:
         )
         if budget_changed and require_reason and reason is None:
             problems.append(
-                f"tier {name}: reason: required when budget or max_epsilon_per_query changes"
+                f"tier {name}: reason: required when budget, organisation_budget or "
+                "max_epsilon_per_query changes"
             )
         if problems or clean is None:
             raise PolicyFileError(problems)
@@ -179,10 +180,17 @@ class Registry:
             was = before.body.get("retired", False) is True
             if spec is not None and spec.retired != was and reason is None:
                 problems.append(f"dataset {name}: reason: required when retiring or restoring")
-        if problems or spec is None:
+        clean = None if spec is None else _unversioned(dataset_to_dict(spec))
+        budget_changed = (
+            before is not None
+            and clean is not None
+            and before.body.get("total_budget") != clean.get("total_budget")
+        )
+        if budget_changed and reason is None:
+            problems.append(f"dataset {name}: reason: required when total_budget changes")
+        if problems or clean is None:
             raise PolicyFileError(problems)
-        clean = _unversioned(dataset_to_dict(spec))
-        return PolicyChange("dataset", name, clean, before, reason, False, if_version)
+        return PolicyChange("dataset", name, clean, before, reason, budget_changed, if_version)
 
     async def commit(
         self, change: PolicyChange, actor: str, audit: AuditDraft
@@ -289,7 +297,10 @@ def state_paths(config: Config) -> tuple[Path, ...]:
     return tuple(paths)
 
 
-BUDGET_KEYS = ("budget", "max_epsilon_per_query")
+#: the keys whose change alters what may be spent: a reason is required, and the audit
+#: record's ``detail.budget_change`` holds their old and new values (tiers; ``total_budget``
+#: is a dataset's)
+BUDGET_KEYS = ("budget", "max_epsilon_per_query", "organisation_budget", "total_budget")
 _VERSION_KEYS = ("version", "versions", "created_at", "changed_by")
 
 
@@ -302,7 +313,7 @@ class PolicyChange:
     body: dict[str, Any]  # the validated JSON form, without "version"
     before: PolicyVersion | None  # the current version (None: this creates the name)
     reason: str | None  # the admin's stated reason, if any
-    budget_changed: bool  # a tier change to budget or max_epsilon_per_query
+    budget_changed: bool  # a change to a BUDGET_KEYS value (tier budgets and cap, dataset total)
     if_version: int | None = None  # the version the caller said it replaces, if any
 
     @property

@@ -33,17 +33,59 @@ if TYPE_CHECKING:
     from enclave.store.proposals import Decided, Decision, Proposal, Suspended, Write
 
 PolicyKind = Literal["tier", "dataset"]
+#: the budget layers, innermost first (``budget_layers.py``); a ledger column sums each
+LayerName = Literal["licence", "subject", "organisation", "dataset"]
+LAYER_NAMES: tuple[LayerName, ...] = ("licence", "subject", "organisation", "dataset")
+#: a refusal's detail per layer: which budget is short, never how much others spent
+EXHAUSTED: dict[LayerName, str] = {
+    "licence": "not enough is left of the licence's privacy budget for this dataset",
+    "subject": "not enough is left of your privacy budget for this dataset across all your"
+    " licences",
+    "organisation": "not enough is left of your organisation's privacy budget for this dataset",
+    "dataset": "not enough is left of the dataset's total privacy budget",
+}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One budget a charge must fit: ``limit`` for the ledger rows of the layer's key (the
+    licence, subject or organisation of the charge, or everyone) on the charge's dataset,
+    counted from ``since`` (None: lifetime)."""
+
+    name: LayerName
+    limit: Amount
+    since: dt.datetime | None
 
 
 @dataclass(frozen=True)
 class Charge:
-    """A budget debit, re-checked against its limit inside the transaction."""
+    """A budget debit, re-checked against its limit inside the transaction.
+
+    ``limit``/``since`` are the licence layer; ``layers`` the shared ones (subject,
+    organisation, dataset), each re-checked in the same transaction. ``subject`` and
+    ``organization`` (the licence's) are written on the ledger row, keying those layers."""
 
     licence_id: str
     dataset: str
     cost: Amount  # grid units, rounded up from the priced epsilon and delta
-    limit: Amount  # the tier's budget in grid units
+    limit: Amount  # the licence's limit (tier's budget plus grants) in grid units
     since: dt.datetime | None  # start of the current budget period (None: lifetime)
+    layers: tuple[Layer, ...] = ()
+    subject: str | None = None
+    organization: str | None = None
+
+    def all_layers(self) -> tuple[Layer, ...]:
+        """Every layer to re-check, the licence first."""
+        return (Layer("licence", self.limit, self.since), *self.layers)
+
+    def key(self, layer: LayerName) -> str | None:
+        """The ledger value ``layer`` sums over (None: the charge has none)."""
+        return {
+            "licence": self.licence_id,
+            "subject": self.subject,
+            "organisation": self.organization,
+            "dataset": self.dataset,
+        }[layer]
 
 
 @dataclass(frozen=True)
@@ -53,6 +95,8 @@ class Debited:
 
     record: AuditRecord
     spent: Amount
+    #: every re-checked layer's spent total after the charge, in ``Charge.all_layers`` order
+    layers: tuple[Amount, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,6 +193,12 @@ class Store(AuditLog, Protocol):
 
     # --- ledger and release cache ---
     async def spent(self, licence_id: str, dataset: str, since: dt.datetime | None) -> Amount: ...
+    async def layer_spent(
+        self, layer: LayerName, key: str, dataset: str, since: dt.datetime | None
+    ) -> Amount:
+        """The ledger's sum on ``dataset`` since ``since`` for the rows whose ``layer``
+        column is ``key`` (the licence id, subject, organisation; ``dataset``: every row)."""
+
     async def get_cached(self, licence_id: str, cache_key: str) -> dict[str, Any] | None: ...
 
     # --- budget grants (``store/grants.py``) ---
@@ -158,7 +208,10 @@ class Store(AuditLog, Protocol):
         covered or the dataset's grants would pass ``ceiling``)."""
 
     async def grants(self, licence_id: str) -> list[Grant]:
-        """Every grant of ``licence_id``, oldest first."""
+        """Every grant given through ``licence_id`` (either layer), oldest first."""
+
+    async def subject_grants(self, subject: str) -> list[Grant]:
+        """Every subject-layer grant of ``subject`` (through any of their licences)."""
 
     # --- the audit chain (reads: ``AuditLog``) ---
     # --- four-eyes proposals and organisation holds (``store/proposals.py``) ---
@@ -202,11 +255,11 @@ class Store(AuditLog, Protocol):
         cache: CacheEntry | None = None,
         job: JobOp | None = None,
     ) -> Debited:
-        """One transaction: re-check ``charge`` against its limit (``BudgetExhausted``, and
-        nothing written, if it no longer fits), debit it, store ``cache``, append the record;
-        return the record and the spent total after the charge. ``job``: a job's own change
-        (``store/jobs.py``), applied first; ``JobLost`` (nothing written) if it matches no row.
-        """
+        """One transaction: re-check ``charge`` against every layer's limit
+        (``BudgetExhausted`` naming the first layer that no longer fits, and nothing
+        written), debit it, store ``cache``, append the record; return the record and the
+        spent total after the charge. ``job``: a job's own change (``store/jobs.py``), applied
+        first; ``JobLost`` (nothing written) if it matches no row."""
 
     # --- the durable job queue (``store/jobs.py``) ---
     async def job_read(self, op: JobOp) -> list[Sequence[Any]]: ...

@@ -83,6 +83,7 @@ TABLES: tuple[TableSpec, ...] = (
             ("delta_units", "int"),
             ("ts", "text"),
             ("audit_seq", "int"),
+            *_text("subject", "organization"),
         ),
         ("id",),
     ),
@@ -93,13 +94,18 @@ TABLES: tuple[TableSpec, ...] = (
     ),
     TableSpec("shared_secrets", _text("name", "value", "created_at"), ("name",)),
     TableSpec(
+        "ledger_totals",
+        (*_text("layer", "key", "dataset"), ("epsilon_units", "int"), ("delta_units", "int")),
+        ("layer", "key", "dataset"),
+    ),
+    TableSpec(
         "licence_grants",
         (
             ("audit_seq", "int"),
             *_text("licence_id", "dataset"),
             ("epsilon_units", "int"),
             ("delta_units", "int"),
-            *_text("reason", "actor", "created_at"),
+            *_text("reason", "actor", "created_at", "layer", "subject"),
         ),
         ("audit_seq",),
     ),

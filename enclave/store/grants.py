@@ -1,8 +1,13 @@
-"""Per-licence budget grants (top-ups), written once for both adapters.
+"""Budget grants (top-ups), written once for both adapters.
 
-A grant adds epsilon (and optionally delta) to one licence's limit for one dataset: the limit
-becomes the tier's budget plus the grants given in the current budget period
-(``licence_grants.py``). Grants only ever *raise* a limit, which is what makes them safe to
+A grant adds epsilon (and optionally delta) for one dataset at one layer (``layer``):
+
+- ``licence``: to one licence's limit: the tier's budget plus the licence's grants given in
+  the current budget period (``licence_grants.py``);
+- ``subject``: to the subject's limit across all their licences, past and present
+  (``budget_layers.py``), so a reissued licence can be given more than the old one left.
+  It is given through one of the subject's licences and names the subject (``subject``).
+ Grants only ever *raise* a limit, which is what makes them safe to
 read outside the debit's transaction: a query reads the grants before its debit, and the debit
 re-checks the spend against that limit inside its own transaction as before. A grant committed
 in between is simply not counted yet (the limit read is lower than the true one, never higher),
@@ -21,8 +26,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from enclave.audit.log import decimal_text
 from enclave.audit.record import AuditDraft, AuditRecord
@@ -33,23 +38,24 @@ from enclave.store import ops
 from enclave.store.codec import with_licence
 from enclave.store.driver import Tx
 
+GrantLayer = Literal["licence", "subject"]
+GRANT_LAYERS: tuple[GrantLayer, ...] = ("licence", "subject")
 COLUMNS = (
     "audit_seq", "licence_id", "dataset", "epsilon_units", "delta_units", "reason", "actor",
-    "created_at",
+    "created_at", "layer", "subject",
 )  # fmt: skip
 INSERT_SQL = (
     f"INSERT INTO licence_grants ({', '.join(COLUMNS)})"  # noqa: S608 (fixed column list)
     f" VALUES ({ops.marks(len(COLUMNS))})"
 )
-SELECT_SQL = (
-    f"SELECT {', '.join(COLUMNS)} FROM licence_grants"  # noqa: S608 (fixed column list)
-    " WHERE licence_id = ? ORDER BY audit_seq"
-)
+SELECT_SQL = f"SELECT {', '.join(COLUMNS)} FROM licence_grants"  # noqa: S608 (fixed list)
 
 
 @dataclass(frozen=True)
 class Grant:
-    """One top-up of ``licence_id``'s limit for ``dataset``, by ``actor``, for ``reason``.
+    """One top-up for ``dataset``, by ``actor``, for ``reason``, given through
+    ``licence_id``: of that licence's limit (``layer`` licence) or of its subject's across
+    all their licences (``layer`` subject; ``subject`` is set from the licence when stored).
     ``audit_seq`` and ``created_at`` come from its audit record (0 and "" before storing)."""
 
     licence_id: str
@@ -59,6 +65,8 @@ class Grant:
     actor: str
     audit_seq: int = 0
     created_at: str = ""
+    layer: GrantLayer = "licence"
+    subject: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,6 +74,8 @@ class Grant:
             "dataset": self.dataset,
             "epsilon": decimal_text(self.amount.epsilon_decimal),
             "delta": decimal_text(self.amount.delta_decimal),
+            "layer": self.layer,
+            "subject": self.subject,
             "reason": self.reason,
             "actor": self.actor,
             "created_at": self.created_at,
@@ -73,11 +83,18 @@ class Grant:
         }
 
 
-def granted(grants: Iterable[Grant], dataset: str, since: dt.datetime | None) -> Amount:
-    """The sum of ``dataset``'s grants given at or after ``since`` (None: all of them)."""
+def granted(
+    grants: Iterable[Grant],
+    dataset: str,
+    since: dt.datetime | None,
+    layer: GrantLayer = "licence",
+) -> Amount:
+    """The sum of ``dataset``'s ``layer`` grants given at or after ``since`` (None: all)."""
     start = None if since is None else iso(since)  # compared as text, as the ledger's ``ts``
     total = Amount()
     for g in grants:
+        if g.layer != layer:
+            continue
         if g.dataset == dataset and (start is None or g.created_at >= start):
             total = total.plus(g.amount)
     return total
@@ -96,7 +113,7 @@ def check(
             f"dataset: the licence does not cover {grant.dataset!r}",
             [f"dataset: the licence does not cover {grant.dataset!r}"],
         )
-    total = granted(existing, grant.dataset, None).plus(grant.amount)
+    total = granted(existing, grant.dataset, None, grant.layer).plus(grant.amount)
     if not total.within(ceiling):
         what = "the licence's limit would pass the ledger's bounds (epsilon 1000000, delta < 1)"
         raise BadRequest(f"epsilon: {what}", [f"epsilon: {what}"])
@@ -112,11 +129,13 @@ def _values(grant: Grant, record: AuditRecord) -> tuple[Any, ...]:
         grant.reason,
         grant.actor,
         record.ts,
+        grant.layer,
+        grant.subject,
     )
 
 
 def _grant(row: Sequence[Any]) -> Grant:
-    seq, licence_id, dataset, eps, delta, reason, actor, created = row
+    seq, licence_id, dataset, eps, delta, reason, actor, created, layer, subject = row
     return Grant(
         licence_id=str(licence_id),
         dataset=str(dataset),
@@ -125,19 +144,35 @@ def _grant(row: Sequence[Any]) -> Grant:
         actor=str(actor),
         audit_seq=int(seq),
         created_at=str(created),
+        layer="subject" if layer == "subject" else "licence",
+        subject=str(subject),
     )
 
 
 async def list_grants(tx: Tx, licence_id: str) -> list[Grant]:
-    return [_grant(r) for r in await tx.fetch(SELECT_SQL, licence_id)]
+    sql = SELECT_SQL + " WHERE licence_id = ? ORDER BY audit_seq"
+    return [_grant(r) for r in await tx.fetch(sql, licence_id)]
+
+
+async def subject_grants(tx: Tx, subject: str) -> list[Grant]:
+    sql = SELECT_SQL + " WHERE subject = ? AND layer = 'subject' ORDER BY audit_seq"
+    return [_grant(r) for r in await tx.fetch(sql, subject)]
 
 
 async def add_grant(
     tx: Tx, grant: Grant, ceiling: Amount, draft: AuditDraft, now: dt.datetime
 ) -> AuditRecord:
-    """Runs in a chained write: the licence re-read and the ceiling re-checked under the lock."""
+    """Runs in a chained write: the licence re-read and the ceiling re-checked under the lock
+    (against the licence's grants, or the subject's for a subject-layer grant)."""
     licence = await ops.get_licence(tx, grant.licence_id)
-    check(licence, grant, await list_grants(tx, grant.licence_id), ceiling)
+    if licence is not None:
+        grant = replace(grant, subject=licence.subject)
+    existing = (
+        await subject_grants(tx, grant.subject)
+        if grant.layer == "subject"
+        else await list_grants(tx, grant.licence_id)
+    )
+    check(licence, grant, existing, ceiling)
     record = await ops.append_locked(tx, with_licence(draft, grant.licence_id), now)
     await tx.execute(INSERT_SQL, *_values(grant, record))
     return record

@@ -1,4 +1,6 @@
-"""Migration 3 of both stores: ledger amounts from Decimal text/NUMERIC to integer grid units.
+"""Migrations 3 and 8 of both stores: the ledger's Python steps.
+
+Migration 3: ledger amounts from Decimal text/NUMERIC to integer grid units.
 
 Before, the ledger kept each debit as an exact Decimal (TEXT in SQLite, NUMERIC in
 PostgreSQL) and summed them in a bounded context, so one tiny charge (1e-250, say) made every
@@ -39,3 +41,28 @@ async def convert_ledger(tx: Tx) -> None:
 
 # The published migrations name the step per database; it is one function.
 convert_sqlite = convert_postgres = convert_ledger
+
+
+async def fill_totals(tx: Tx) -> None:
+    """Migration 8: ``ledger_totals`` from the ledger's rows, one total per budget layer key
+    (``ops.LAYER_KEYS``) and dataset, summed in Python (SQLite's ``SUM`` raises on overflow)."""
+    from enclave.store.ops import add_totals
+
+    totals: dict[tuple[str, str, str], list[int]] = {}
+    after = 0
+    while rows := await tx.fetch(
+        "SELECT id, licence_id, subject, organization, dataset, epsilon_units, delta_units"
+        " FROM ledger WHERE id > ? ORDER BY id LIMIT ?",
+        after,
+        PAGE,
+    ):
+        for _, licence_id, subject, organization, dataset, eps, delta in rows:
+            keys = (("licence", licence_id), ("subject", subject), ("organisation", organization))
+            for layer, key in (*keys, ("dataset", dataset)):
+                if key is not None:
+                    found = totals.setdefault((layer, str(key), str(dataset)), [0, 0])
+                    found[0] += int(eps)
+                    found[1] += int(delta)
+        after = rows[-1][0]
+    for (layer, key, dataset), (eps, delta) in totals.items():
+        await add_totals(tx, [(layer, key)], dataset, eps, delta)

@@ -9,8 +9,10 @@ The rules, and why they hold on every database:
 - every audited write calls ``append_locked`` inside a chained write (``write(work, "chain")``:
   SQLite ``BEGIN IMMEDIATE``, PostgreSQL the ``chain_head`` row lock), so the chain head
   read there is the real head: one linear chain whatever the number of processes;
-- ``debit`` re-checks the budget under that same lock, then writes the record, the ledger
-  row and the release cache together: no overspend, and no release without its record;
+- ``debit`` re-checks every budget layer (licence, subject, organisation, dataset) under
+  that same lock, then writes the record, the ledger row and the release cache together: no
+  overspend of any layer, however many licences or replicas share it, and no release
+  without its record;
 - the licence overlap check and the policy version bump also run under the lock, so two
   admins cannot both win.
 """
@@ -31,7 +33,16 @@ from enclave.errors import BudgetExhausted, Conflict, NotFound
 from enclave.ledger.grid import Amount
 from enclave.models import Licence, iso
 from enclave.store import codec, jobs
-from enclave.store.base import CacheEntry, Charge, Debited, PolicyKind, PolicyVersion
+from enclave.store.base import (
+    EXHAUSTED,
+    LAYER_NAMES,
+    CacheEntry,
+    Charge,
+    Debited,
+    LayerName,
+    PolicyKind,
+    PolicyVersion,
+)
 from enclave.store.driver import Migrations, Row, Tx
 from enclave.store.jobs import JobOp
 
@@ -100,24 +111,41 @@ async def debit(
     totals: LedgerTotals,
     job: JobOp | None = None,
 ) -> Debited:
-    """Re-check the budget, append the record, debit the ledger, store the release. ``job``:
-    a job's own change, applied first (``JobLost``, nothing written, if it matches no row)."""
+    """Re-check every budget layer, append the record, debit the ledger, store the release.
+
+    The layers are read under the chain's lock, so two charges on a shared layer (two
+    licences of one organisation, two subjects of one dataset) are serialized: the second
+    sees the first's charge and is refused if both together would pass the limit. The
+    lifetime totals (``ledger_totals``) move in the same transaction as the ledger row.
+    ``job``: a job's own change, applied first (``JobLost``, nothing written, if it matches
+    no row)."""
     if job is not None:
         await jobs.apply(tx, job)
-    before = await totals.spent(tx, charge.licence_id, charge.dataset, charge.since)
-    after = before.plus(charge.cost)
-    if not after.within(charge.limit):
-        raise BudgetExhausted("the licence's privacy budget for this dataset is spent")
+    after: list[Amount] = []
+    for layer in charge.all_layers():
+        key = charge.key(layer.name)
+        before = (
+            Amount()
+            if key is None
+            else await totals.spent(tx, layer.name, key, charge.dataset, layer.since)
+        )
+        after.append(before.plus(charge.cost))
+        if key is not None and not after[-1].within(layer.limit):
+            raise BudgetExhausted(EXHAUSTED[layer.name], layer.name)
     record = await append_locked(tx, draft, now)
+    keys = [(name, key) for name in LAYER_NAMES if (key := charge.key(name)) is not None]
+    await add_totals(tx, keys, charge.dataset, charge.cost.epsilon, charge.cost.delta)
     await tx.execute(
-        "INSERT INTO ledger (licence_id, dataset, epsilon_units, delta_units, ts, audit_seq)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO ledger (licence_id, dataset, epsilon_units, delta_units, ts, audit_seq,"
+        " subject, organization) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         charge.licence_id,
         charge.dataset,
         charge.cost.epsilon,
         charge.cost.delta,
         record.ts,
         record.seq,
+        charge.subject,
+        charge.organization,
     )
     if cache is not None:
         # The first release under a key stays: a repeat must return the same answer.
@@ -130,7 +158,7 @@ async def debit(
             record.ts,
             record.seq,
         )
-    return Debited(record, after)
+    return Debited(record, after[0], tuple(after))
 
 
 def _where(flt: AuditFilter, prefix: str = "") -> tuple[str, list[Any]]:
@@ -192,52 +220,102 @@ async def audit_summary(
 # --- ledger and cache ----------------------------------------------------------------------
 
 
-async def spent(tx: Tx, licence_id: str, dataset: str, since: dt.datetime | None) -> Amount:
-    """The licence's spend on ``dataset`` since ``since`` (None: ever), summed exactly."""
-    sql = tx.dialect.ledger_sum + " WHERE licence_id = ? AND dataset = ?"
+#: the ledger column each layer sums over (fixed names: safe in SQL text)
+LAYER_COLUMNS: dict[LayerName, str] = {
+    "licence": "licence_id",
+    "subject": "subject",
+    "organisation": "organization",
+    "dataset": "dataset",
+}
+
+
+#: a running total stops growing here (far beyond any budget: 2**62 units), so adding one
+#: more charge (at most 10**12 units) never overflows a 64-bit column
+TOTAL_CAP = 2**62
+ADD_TOTAL_SQL = (
+    "INSERT INTO ledger_totals (layer, key, dataset, epsilon_units, delta_units)"  # noqa: S608
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (layer, key, dataset) DO UPDATE SET"
+    f" epsilon_units = CASE WHEN ledger_totals.epsilon_units >= {TOTAL_CAP}"
+    " THEN ledger_totals.epsilon_units"
+    " ELSE ledger_totals.epsilon_units + excluded.epsilon_units END,"
+    f" delta_units = CASE WHEN ledger_totals.delta_units >= {TOTAL_CAP}"
+    " THEN ledger_totals.delta_units ELSE ledger_totals.delta_units + excluded.delta_units END"
+)
+
+
+async def add_totals(
+    tx: Tx, keys: Sequence[tuple[str, str]], dataset: str, epsilon: int, delta: int
+) -> None:
+    """Add a charge to the lifetime total of each ``(layer, key)`` on ``dataset`` (in the
+    debit's transaction, so the totals move with the ledger rows)."""
+    await tx.executemany(
+        ADD_TOTAL_SQL,
+        [(layer, key, dataset, min(epsilon, TOTAL_CAP), delta) for layer, key in keys],
+    )
+
+
+async def spent(
+    tx: Tx, layer: LayerName, key: str, dataset: str, since: dt.datetime | None
+) -> Amount:
+    """The spend on ``dataset`` since ``since`` of the ledger rows whose ``layer`` column is
+    ``key``, exactly: a lifetime spend (``since`` None) is the running total in
+    ``ledger_totals``, one row; a period's is summed from the rows since its start."""
     if since is None:
-        return codec.sum_units(await tx.fetch(sql, licence_id, dataset))
-    return codec.sum_units(await tx.fetch(sql + " AND ts >= ?", licence_id, dataset, iso(since)))
+        row = await tx.fetchrow(
+            "SELECT epsilon_units, delta_units FROM ledger_totals"
+            " WHERE layer = ? AND key = ? AND dataset = ?",
+            layer,
+            key,
+            dataset,
+        )
+        return Amount() if row is None else Amount(int(row[0]), int(row[1]))
+    sql = f"{tx.dialect.ledger_sum} WHERE {LAYER_COLUMNS[layer]} = ? AND dataset = ?"
+    return codec.sum_units(await tx.fetch(sql + " AND ts >= ?", key, dataset, iso(since)))
 
 
 class LedgerTotals:
-    """Exact running lifetime totals per (licence, dataset), for a store with one connection
-    and a ``Dialect.data_version`` (SQLite).
+    """Exact running lifetime totals per (layer, key, dataset), for a store with one
+    connection and a ``Dialect.data_version`` (SQLite).
 
-    Summing every ledger row of a licence on each query grows with its history (it was a
-    quarter of the server's time after a few thousand queries). A total is first read by
-    summing the rows, then updated by each charge this connection commits (``committed``,
-    run by the driver right after the commit). ``data_version`` changes whenever *another*
-    connection commits (another process, a restore), and then every cached total is dropped;
-    inside a chained write the check is exact, so the budget re-check never reads a stale
-    total. Budgets with a renewal period (``since`` given) are summed from the rows."""
+    A lifetime total is one row of ``ledger_totals`` (kept by every debit, on every
+    database); this cache saves even that read. A total is first read from the table, then
+    updated by each charge this connection commits (``committed``, run by the driver right
+    after the commit), for every layer the charge names. ``data_version`` changes whenever
+    *another* connection commits (another process, a restore), and then every cached total
+    is dropped; inside a chained write the check is exact, so the budget re-check never
+    reads a stale total. Budgets with a renewal period (``since`` given) are summed from the
+    rows."""
 
     def __init__(self) -> None:
         self._version: Any = None
-        self._totals: dict[tuple[str, str], Amount] = {}
+        self._totals: dict[tuple[LayerName, str, str], Amount] = {}
 
     async def spent(
-        self, tx: Tx, licence_id: str, dataset: str, since: dt.datetime | None
+        self, tx: Tx, layer: LayerName, key: str, dataset: str, since: dt.datetime | None
     ) -> Amount:
         if since is not None or tx.dialect.data_version is None:
-            return await spent(tx, licence_id, dataset, since)
+            return await spent(tx, layer, key, dataset, since)
         row = await tx.fetchrow(tx.dialect.data_version)
         version = row[0] if row is not None else None
         if version != self._version:
             self._totals.clear()
             self._version = version
-        key = (licence_id, dataset)
-        found = self._totals.get(key)
+        cache_key = (layer, key, dataset)
+        found = self._totals.get(cache_key)
         if found is None:
-            found = self._totals[key] = await spent(tx, licence_id, dataset, None)
+            found = self._totals[cache_key] = await spent(tx, layer, key, dataset, None)
         return found
 
     def committed(self, charge: Charge) -> None:
-        """This connection committed ``charge``: add it to a cached total (if one is cached)."""
-        key = (charge.licence_id, charge.dataset)
-        found = self._totals.get(key)
-        if found is not None:
-            self._totals[key] = found.plus(charge.cost)
+        """This connection committed ``charge``: add it to every cached total it counts in."""
+        for layer in LAYER_NAMES:
+            key = charge.key(layer)
+            if key is None:
+                continue
+            cache_key = (layer, key, charge.dataset)
+            found = self._totals.get(cache_key)
+            if found is not None:
+                self._totals[cache_key] = found.plus(charge.cost)
 
     def clear(self) -> None:
         self._totals.clear()

@@ -25,7 +25,7 @@ from enclave.models import Licence, utcnow
 from enclave.store import grants as grant_ops
 from enclave.store import jobs, ops
 from enclave.store import proposals as prop_ops
-from enclave.store.base import CacheEntry, Charge, Debited, PolicyKind, PolicyVersion
+from enclave.store.base import CacheEntry, Charge, Debited, LayerName, PolicyKind, PolicyVersion
 from enclave.store.bulk import Importer, Snapshot
 from enclave.store.driver import After, Driver, Mode, Row, Work
 from enclave.store.grants import Grant
@@ -108,6 +108,9 @@ class SqlStore:
 
     async def grants(self, licence_id: str) -> list[Grant]:
         return await self._read(lambda tx: grant_ops.list_grants(tx, licence_id))
+
+    async def subject_grants(self, subject: str) -> list[Grant]:
+        return await self._read(lambda tx: grant_ops.subject_grants(tx, subject))
 
     # --- four-eyes proposals and organisation holds (``store/proposals.py``) ----------------
 
@@ -203,7 +206,12 @@ class SqlStore:
     # --- ledger and cache ------------------------------------------------------------------
 
     async def spent(self, licence_id: str, dataset: str, since: dt.datetime | None) -> Amount:
-        return await self._read(lambda tx: self._totals.spent(tx, licence_id, dataset, since))
+        return await self.layer_spent("licence", licence_id, dataset, since)
+
+    async def layer_spent(
+        self, layer: LayerName, key: str, dataset: str, since: dt.datetime | None
+    ) -> Amount:
+        return await self._read(lambda tx: self._totals.spent(tx, layer, key, dataset, since))
 
     async def get_cached(self, licence_id: str, cache_key: str) -> dict[str, Any] | None:
         return await self._read(lambda tx: ops.get_cached(tx, licence_id, cache_key))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from enclave.store import jobs
 from enclave.store.driver import Step
-from enclave.store.ledger_migration import convert_sqlite
+from enclave.store.ledger_migration import convert_sqlite, fill_totals
 
 MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
     (
@@ -202,6 +202,41 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
                 audit_seq INTEGER NOT NULL REFERENCES audit (seq)
             )""",
             "CREATE INDEX licence_holds_organisation ON licence_holds (organisation)",
+        ),
+    ),
+    (
+        8,
+        (
+            # Layered budgets (``budget_layers.py``): each ledger row names the licence's
+            # subject and organisation, so the subject and organisation layers are sums of
+            # rows like the licence's; a grant has a layer (licence or subject) and names the
+            # subject it tops up. Existing rows are filled from their licence.
+            "ALTER TABLE ledger ADD COLUMN subject TEXT",
+            "ALTER TABLE ledger ADD COLUMN organization TEXT",
+            "UPDATE ledger SET"
+            " subject = (SELECT l.subject FROM licences l WHERE l.id = ledger.licence_id),"
+            " organization ="
+            " (SELECT l.organization FROM licences l WHERE l.id = ledger.licence_id)",
+            "CREATE INDEX ledger_subject ON ledger (subject, dataset, ts)",
+            "CREATE INDEX ledger_organization ON ledger (organization, dataset, ts)",
+            "CREATE INDEX ledger_dataset ON ledger (dataset, ts)",
+            "ALTER TABLE licence_grants ADD COLUMN layer TEXT NOT NULL DEFAULT 'licence'",
+            "ALTER TABLE licence_grants ADD COLUMN subject TEXT NOT NULL DEFAULT ''",
+            "UPDATE licence_grants SET subject = COALESCE("
+            "(SELECT l.subject FROM licences l WHERE l.id = licence_grants.licence_id), '')",
+            "CREATE INDEX licence_grants_subject ON licence_grants (subject, layer, audit_seq)",
+            # Running lifetime totals per layer key and dataset, kept by each debit in its
+            # transaction (``ops.add_totals``): a shared layer is one row to read, not a sum
+            # over everyone's ledger rows under the chain lock.
+            """CREATE TABLE ledger_totals (
+                layer TEXT NOT NULL,
+                key TEXT NOT NULL,
+                dataset TEXT NOT NULL,
+                epsilon_units INTEGER NOT NULL,
+                delta_units INTEGER NOT NULL,
+                PRIMARY KEY (layer, key, dataset)
+            )""",
+            fill_totals,
         ),
     ),
 )

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import hashlib
 import importlib.util
 import logging
@@ -31,15 +30,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from enclave import budget_layers as layers
 from enclave.audit.context import AuditContext
 from enclave.audit.record import AuditDraft
 from enclave.engine.child import ChildPool
 from enclave.errors import BudgetExhausted, EnclaveError, NotFound, ServiceUnavailable, describe
 from enclave.ids import new_id
 from enclave.jobs.runner import Handler, JobRun, enqueue
-from enclave.ledger.budget import period_window, tier_limit
 from enclave.ledger.grid import Amount
-from enclave.models import DatasetSpec, Principal
+from enclave.models import DatasetSpec, Licence, Principal
 from enclave.pipeline import resolve_dataset
 from enclave.policy.decide import authorize
 from enclave.services import Services
@@ -94,14 +93,9 @@ async def submit(
         )
         actx.audited = True
         return job, False
-    since, _ = period_window(licence.valid_from, tier.period_days, svc.clock())
-    spent = await svc.store.spent(licence.id, spec.name, since)
-    left = spent.left_of(tier_limit(tier))
-    if not spent.plus(Amount.charge(req.epsilon)).within(tier_limit(tier)):
-        raise BudgetExhausted(
-            f"this release costs up to epsilon {req.epsilon}; "
-            f"remaining epsilon {left.epsilon_decimal}"
-        )
+    # every budget layer (licence, subject, organisation, dataset), as queries are checked
+    budgets = await layers.budget_layers(svc.store, licence, tier, spec, svc.clock())
+    layers.check(budgets, Amount.charge(req.epsilon))
     job, created = await enqueue(
         svc.store,
         jobs.queued(
@@ -168,7 +162,7 @@ async def _run(svc: Services, children: ChildPool, run: JobRun) -> None:
     if isinstance(now, str):
         await run.finish("failed", {"problem": {"title": now, "charged": False}})
         return
-    spec, limit, since = now
+    spec, licence, budgets = now
     try:
         bounded = await svc.warehouse.bounded_file(spec)
     except EnclaveError:
@@ -209,7 +203,7 @@ async def _run(svc: Services, children: ChildPool, run: JobRun) -> None:
             "job %s: synthetic release failed after the data was read: %s", job.id, describe(exc)
         )
         cost = Amount.charge(req.epsilon)
-        await _charge_failure(svc, run, req, cost, limit, since)
+        await _charge_failure(svc, run, req, layers.charge_for(licence, job.dataset, budgets, cost))
         await asyncio.to_thread(shutil.rmtree, out_dir, True)  # never served: a failed attempt
         return
     run.advance(0.9)
@@ -225,7 +219,7 @@ async def _run(svc: Services, children: ChildPool, run: JobRun) -> None:
     try:
         await svc.store.debit(
             draft,
-            Charge(job.licence_id, job.dataset, cost, limit, since),
+            layers.charge_for(licence, job.dataset, budgets, cost),
             cache,
             job=jobs.finish(job, "done", result, svc.clock()),
         )
@@ -248,16 +242,15 @@ async def _charge_failure(
     svc: Services,
     run: JobRun,
     req: SyntheticRequest,
-    cost: Amount,
-    limit: Amount,
-    since: dt.datetime | None,
+    charge: Charge,
 ) -> None:
     job = run.job
+    cost = charge.cost
     problem = {"title": FAILED_TITLE, "charged": True, "epsilon": str(cost.epsilon_decimal)}
     try:
         await svc.store.debit(
             _draft(job, req, "error", cost, reason=FAILED_REASON),
-            Charge(job.licence_id, job.dataset, cost, limit, since),
+            charge,
             job=jobs.finish(job, "failed", {"problem": problem}, svc.clock()),
         )
     except BudgetExhausted:
@@ -268,9 +261,9 @@ async def _charge_failure(
 
 async def _recheck(
     svc: Services, job: Job, req: SyntheticRequest
-) -> tuple[DatasetSpec, Amount, dt.datetime | None] | str:
+) -> tuple[DatasetSpec, Licence, tuple[layers.LayerBudget, ...]] | str:
     """What changed since the submission and now refuses the job (no data read), or the
-    dataset, the budget limit and the period start to charge against."""
+    dataset, the licence and every budget layer to charge against."""
     spec = await svc.registry.dataset(job.dataset)
     if spec is None or spec.retired or spec.version != job.request["version"]:
         return "the dataset changed since the request; submit it again"
@@ -285,11 +278,10 @@ async def _recheck(
         check_tier(tier, req.epsilon)
     except EnclaveError as exc:
         return f"refused since the request: {exc.detail}"
-    since = period_window(licence.valid_from, tier.period_days, svc.clock())[0]
-    spent = await svc.store.spent(job.licence_id, job.dataset, since)
-    if not spent.plus(Amount.charge(req.epsilon)).within(tier_limit(tier)):
+    budgets = await layers.budget_layers(svc.store, licence, tier, spec, svc.clock())
+    if not layers.fits(budgets, Amount.charge(req.epsilon)):
         return "budget exhausted"
-    return spec, tier_limit(tier), since
+    return spec, licence, budgets
 
 
 def _audit(job: Job) -> dict[str, Any]:

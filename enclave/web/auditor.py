@@ -24,9 +24,10 @@ from enclave.audit.signing import HeadSigner, load_or_create_signer
 from enclave.errors import describe
 from enclave.models import iso
 from enclave.web.body import json_response
-from enclave.web.keys import audit_ctx_key, config_key, store_key
+from enclave.web.keys import audit_ctx_key, config_key, services_key, store_key
 from enclave.web.params import QueryParams
 from enclave.web.roles import requires_role
+from enclave.web.steward import licence_budget_json
 
 log = logging.getLogger("enclave.web")
 routes = web.RouteTableDef()
@@ -126,6 +127,13 @@ async def export_log(request: web.Request) -> web.StreamResponse:
         return resp
     await resp.write_eof()
     return resp
+
+
+@routes.get("/v1/audit/licences/{id}/budget")
+@requires_role("auditor")
+async def get_licence_budget(request: web.Request) -> web.Response:
+    """What the admin route of the same name answers: every budget layer of one licence."""
+    return json_response(await licence_budget_json(request.app[services_key], request))
 
 
 @routes.get("/v1/audit/summary")

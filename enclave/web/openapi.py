@@ -284,13 +284,15 @@ OPERATIONS: tuple[Op, ...] = (
        body="RevocationRequest", errors=BODY),
     # --- admin: the steward's tools (web/steward.py) ---
     Op("get", "/v1/admin/licences/{id}/budget", "getLicenceBudget", "admin",
-       "Spent, granted, limit and remaining per dataset of a licence (exact decimal text)",
+       "Spent, granted, limit and remaining per dataset of a licence, with every budget "
+       "layer (licence, subject, organisation, dataset; exact decimal text)",
        "LicenceBudget", params=(_p("id"),), errors=(NotFound,)),
     Op("get", "/v1/admin/licences/{id}/grants", "listGrants", "admin",
        "The licence's budget grants, oldest first", "GrantList", params=(_p("id"),),
        errors=(NotFound,)),
     Op("post", "/v1/admin/licences/{id}/grants", "createGrant", "admin",
-       "Top up a licence's budget for one dataset, with a reason (audited)", "Grant",
+       "Top up a licence's budget (layer licence) or its subject's across all their licences "
+       "(layer subject) for one dataset, with a reason (audited)", "Grant",
        status=201, body="GrantRequest", params=(_p("id"),), errors=(*BODY, NotFound, Conflict),
        proposes=True),
     Op("post", "/v1/admin/licences/import", "importLicences", "admin",
@@ -352,6 +354,9 @@ OPERATIONS: tuple[Op, ...] = (
     Op("get", "/v1/audit/summary", "auditSummary", "auditor",
        "Epsilon, releases, cache hits and refusals per actor and dataset", "AuditSummary",
        params=(SINCE, UNTIL), errors=(BadRequest,)),
+    Op("get", "/v1/audit/licences/{id}/budget", "auditLicenceBudget", "auditor",
+       "Every budget layer of a licence, exactly as the admin route answers", "LicenceBudget",
+       params=(_p("id"),), errors=(NotFound,)),
     Op("get", "/v1/audit/key", "auditKey", "auditor",
        "The Ed25519 public key that signs audit chain heads", "AuditKey"),
     Op("get", "/v1/transparency", "transparencyReport", "auditor",

@@ -20,6 +20,7 @@ from enclave.inputs import MAX_NAME_CHARS, MAX_PATH_CHARS, MAX_TEXT_CHARS, MAX_T
 from enclave.ledger.budget import MAX_PERIOD_DAYS
 from enclave.models import AGG_KINDS, COLUMN_TYPES, LICENCE_STATUSES
 from enclave.query.request import MAX_BATCH, MAX_CI95, MAX_TARGETS
+from enclave.store.base import LAYER_NAMES
 from enclave.web.openapi_governance import governance_schemas
 from enclave.web.openapi_steward import steward_schemas
 
@@ -114,6 +115,10 @@ def _problem() -> Schema:
             },
             "share": {**NUM, "description": "spend-needs-confirmation only: cost / remaining"},
             "max_share": {**NUM, "description": "spend-needs-confirmation only: as requested"},
+            "layer": {
+                "enum": list(LAYER_NAMES),
+                "description": "budget-exhausted only: the budget layer the query would pass",
+            },
         },
         ("type", "title", "status", "detail"),
         description="RFC 9457 problem details; never a data value or an engine message.",
@@ -142,6 +147,12 @@ def _dataset_fields(with_source: bool) -> dict[str, Schema]:
         "columns": {"type": "object", "additionalProperties": ref("Column")},
         "version": INT,
         "frozen": {**STR, "description": "a freeze's reason: every query refused (423)"},
+        "total_budget": _obj(
+            {"epsilon": _EPSILON, "delta": _DELTA},
+            ("epsilon",),
+            additionalProperties=False,
+            description="everyone's lifetime spend on this dataset (the dataset budget layer)",
+        ),
     }
     if with_source:
         props["source"] = {
@@ -152,6 +163,17 @@ def _dataset_fields(with_source: bool) -> dict[str, Schema]:
     return props
 
 
+BINDING_LAYER: Schema = {
+    "enum": list(LAYER_NAMES),
+    "description": "the budget layer with the least left; an organisation or dataset "
+    "layer's remaining is rounded down to a tenth of its limit",
+}
+_DELTA: Schema = {
+    "type": "number",
+    "minimum": 0,
+    "exclusiveMaximum": 1,
+    "description": "a multiple of 1e-15 (the ledger's delta grid)",
+}
 _EPSILON: Schema = {
     "type": "number",
     "exclusiveMinimum": 0,
@@ -210,6 +232,13 @@ def _tier_fields() -> dict[str, Schema]:
             description="DP synthetic data (docs/synthetic.md): off unless allowed; "
             "max_epsilon (required when allowed) caps one release",
         ),
+        "organisation_budget": _obj(
+            {"epsilon": _EPSILON, "delta": _DELTA},
+            ("epsilon",),
+            additionalProperties=False,
+            description="one organisation's lifetime spend per dataset on licences of this "
+            "tier (the organisation budget layer)",
+        ),
     }
 
 
@@ -255,8 +284,13 @@ def _licence_fields(write: bool = False) -> dict[str, Schema]:
 
 def _budget_left() -> Schema:
     return _obj(
-        {"epsilon_remaining": NUM, "delta_remaining": NUM, "renews": _nullable("string")},
-        ("epsilon_remaining", "delta_remaining", "renews"),
+        {
+            "epsilon_remaining": NUM,
+            "delta_remaining": NUM,
+            "renews": _nullable("string"),
+            "binding_layer": BINDING_LAYER,
+        },
+        ("epsilon_remaining", "delta_remaining", "renews", "binding_layer"),
     )
 
 
@@ -459,6 +493,7 @@ def component_schemas() -> dict[str, Schema]:
             "epsilon_limit": NUM,
             "delta_limit": NUM,
             "renews": _nullable("string"),
+            "binding_layer": BINDING_LAYER,
         },
         ("dataset", "epsilon_spent", "delta_spent", "epsilon_remaining", "delta_remaining"),
     )
@@ -690,7 +725,8 @@ def component_schemas() -> dict[str, Schema]:
                 "reason": {
                     **LONG_TEXT,
                     "minLength": 1,
-                    "description": "required when tier, datasets, validity or status change",
+                    "description": "required when tier, datasets, validity, status or "
+                    "organization change",
                 },
             },
             minProperties=1,

@@ -7,6 +7,8 @@ from typing import Any
 
 from enclave.inputs import MAX_TEXT_CHARS
 from enclave.models import COLUMN_TYPES
+from enclave.store.base import LAYER_NAMES
+from enclave.store.grants import GRANT_LAYERS
 
 Schema = dict[str, Any]
 _STR: Schema = {"type": "string"}
@@ -33,8 +35,21 @@ def steward_schemas() -> dict[str, Schema]:
             **_amounts("tier_budget", "granted", "limit", "spent", "remaining"),
             "period_start": {"type": ["string", "null"]},
             "renews": {"type": ["string", "null"]},
+            "layers": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "layer": {"enum": list(LAYER_NAMES)},
+                        "key": _STR,
+                        **_amounts("limit", "spent", "remaining"),
+                        "period_start": {"type": ["string", "null"]},
+                    },
+                    ("layer", "key", "epsilon_limit", "epsilon_spent", "epsilon_remaining"),
+                ),
+                "description": "every budget layer that applies, the licence first",
+            },
         },
-        ("dataset", "epsilon_limit", "epsilon_spent", "epsilon_remaining"),
+        ("dataset", "epsilon_limit", "epsilon_spent", "epsilon_remaining", "layers"),
     )
     grant = _obj(
         {
@@ -42,6 +57,8 @@ def steward_schemas() -> dict[str, Schema]:
             "dataset": _STR,
             "epsilon": _DECIMAL,
             "delta": _DECIMAL,
+            "layer": {"enum": list(GRANT_LAYERS)},
+            "subject": _STR,
             "reason": _STR,
             "actor": _STR,
             "created_at": _STR,
@@ -71,6 +88,11 @@ def steward_schemas() -> dict[str, Schema]:
                 "epsilon": _NUMBER_IN,
                 "delta": _NUMBER_IN,
                 "reason": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_CHARS},
+                "layer": {
+                    "enum": list(GRANT_LAYERS),
+                    "description": "licence (default): this licence's limit; subject: the "
+                    "subject's limit across all their licences, past and present",
+                },
             },
             ("dataset", "epsilon", "reason"),
             additionalProperties=False,

@@ -19,6 +19,7 @@ from aiohttp.typedefs import Handler
 
 from enclave.errors import (
     AuditUnavailable,
+    BudgetExhausted,
     EnclaveError,
     MethodNotAllowed,
     NotFound,
@@ -46,6 +47,8 @@ def problem_response(err: EnclaveError, request_id: str) -> web.Response:
     if problems:
         body["problems"] = list(problems)
     headers: dict[str, str] = {}
+    if isinstance(err, BudgetExhausted):
+        body["layer"] = err.layer
     if isinstance(err, RateLimited):
         headers["Retry-After"] = str(err.retry_after)
         body["retry_after"] = err.retry_after

@@ -8,10 +8,10 @@ from aiohttp import web
 
 from enclave import pipeline
 from enclave.audit.log import AuditFilter
+from enclave.budget_layers import budget_layers, researcher_json
 from enclave.dummy import DEFAULT_ROWS, FORMATS, MAX_ROWS, MAX_SEED, DummyRequest, dummy_filename
 from enclave.ledger.budget import period_window
-from enclave.licence_grants import licence_limit
-from enclave.models import DatasetSpec, iso
+from enclave.models import DatasetSpec
 from enclave.policy.decide import visible_datasets
 from enclave.query.request import BatchRequest, QueryRequest
 from enclave.web.body import json_response, read_json
@@ -101,6 +101,8 @@ async def post_estimate_batch(request: web.Request) -> web.Response:
 @routes.get("/v1/budget")
 @requires_role("researcher")
 async def get_budget(request: web.Request) -> web.Response:
+    """Per licence and dataset: the licence's spend and limit, and what is left of the
+    binding budget layer (``budget_layers.researcher_json``: shared layers coarsely)."""
     svc = request.app[services_key]
     principal = request[principal_key]
     now = svc.clock()
@@ -109,24 +111,22 @@ async def get_budget(request: web.Request) -> web.Response:
         tier = await svc.registry.tier(lic.tier)
         if tier is None:
             continue
-        since, renews = period_window(lic.valid_from, tier.period_days, now)
+        _, renews = period_window(lic.valid_from, tier.period_days, now)
         for name in lic.datasets:
-            spent = await svc.store.spent(lic.id, name, since)
-            limit = await licence_limit(svc.store, lic, tier, name, since)
-            left = spent.left_of(limit)
+            spec = await svc.registry.dataset(name)
+            budgets = await budget_layers(svc.store, lic, tier, spec or name, now)
+            own = budgets[0]
             out.append(
                 {
                     "dataset": name,
                     "licence_id": lic.id,
                     "licence_status": lic.status,
                     "tier": tier.name,
-                    "epsilon_spent": spent.epsilon_float,
-                    "delta_spent": spent.delta_float,
-                    "epsilon_remaining": left.epsilon_float,
-                    "delta_remaining": left.delta_float,
-                    "epsilon_limit": limit.epsilon_float,
-                    "delta_limit": limit.delta_float,
-                    "renews": iso(renews) if renews is not None else None,
+                    "epsilon_spent": own.spent.epsilon_float,
+                    "delta_spent": own.spent.delta_float,
+                    "epsilon_limit": own.layer.limit.epsilon_float,
+                    "delta_limit": own.layer.limit.delta_float,
+                    **researcher_json(budgets, renews=renews),
                 }
             )
     return json_response({"budgets": out})

@@ -10,10 +10,12 @@ although it reads only the file's schema, never a value.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiohttp import web
 
 from enclave import data_files
+from enclave.budget_layers import budget_layers, layers_json
 from enclave.errors import NotFound
 from enclave.governance.changes import prepare_grant
 from enclave.inputs import invalid
@@ -43,14 +45,26 @@ async def _licence(svc: Services, licence_id: str) -> Licence:
 @routes.get("/v1/admin/licences/{id}/budget")
 @requires_role("admin")
 async def get_licence_budget(request: web.Request) -> web.Response:
-    """Spent, granted, limit and remaining per dataset of one licence (exact decimal text)."""
-    svc = request.app[services_key]
+    """Spent, granted, limit and remaining per dataset of one licence (exact decimal text),
+    with every budget layer (``layers``: licence, subject, organisation, dataset) exactly."""
+    return json_response(await licence_budget_json(request.app[services_key], request))
+
+
+async def licence_budget_json(svc: Services, request: web.Request) -> dict[str, Any]:
+    """The licence ``{id}``'s budget per dataset with all its layers (admins and auditors)."""
     lic = await _licence(svc, request.match_info["id"])
     tier = await svc.registry.tier(lic.tier)
-    rows = await licence_budget(svc.store, lic, tier, svc.clock())
-    return json_response(
-        {"licence_id": lic.id, "tier": lic.tier, "budgets": [r.to_json() for r in rows]}
-    )
+    now = svc.clock()
+    budgets = []
+    for row in await licence_budget(svc.store, lic, tier, now):
+        spec = await svc.registry.dataset(row.dataset)
+        layers = (
+            []
+            if tier is None
+            else layers_json(await budget_layers(svc.store, lic, tier, spec or row.dataset, now))
+        )
+        budgets.append({**row.to_json(), "layers": layers})
+    return {"licence_id": lic.id, "tier": lic.tier, "budgets": budgets}
 
 
 @routes.get("/v1/admin/licences/{id}/grants")

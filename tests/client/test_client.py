@@ -200,6 +200,7 @@ async def test_budget_exhausted_keeps_the_reason(make_gateway: Any) -> None:
         assert (await client.estimate(SQL, "visits", 0.5)).within_budget is False
     assert isinstance(info.value, Forbidden) and info.value.status == 403
     assert "remaining epsilon 0.25" in info.value.detail
+    assert info.value.layer == "licence"  # the problem's ``layer`` member, read back
 
 
 async def test_rate_limited_carries_retry_after(make_gateway: Any) -> None:

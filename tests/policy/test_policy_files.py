@@ -17,6 +17,7 @@ import yaml
 from click.testing import CliRunner
 
 from enclave.errors import PolicyFileError
+from enclave.ledger.grid import Amount
 from enclave.policy.fields import Problems, read_decimal
 from enclave.policy.files import (
     dataset_from_dict,
@@ -579,3 +580,30 @@ def test_policy_check_on_an_exported_style_file(layout: tuple[Path, Path]) -> No
     )
     tier = tier_from_dict(yaml.safe_load(text))
     assert tier.budget_delta == Decimal("0.000001")
+
+
+# --- layered budgets (budget_layers.py) ------------------------------------------------------
+
+
+def test_budget_layers_round_trip(layout: tuple[Path, Path]) -> None:
+    tier = tier_from_dict({**TIER, "organisation_budget": {"epsilon": 20, "delta": 1e-5}})
+    assert tier.organisation_budget == Amount.limit("20", "0.00001")
+    assert tier_from_dict(tier_to_dict(tier)) == tier
+    assert tier_from_dict(TIER).organisation_budget is None
+    spec = build(layout, {**DATASET, "total_budget": {"epsilon": 10}})
+    assert spec.total_budget == Amount.limit("10")
+    assert build(layout, dataset_to_dict(spec)) == spec
+    assert build(layout, DATASET).total_budget is None
+
+
+def test_policy_check_refuses_bad_budget_layers(deployment: Path) -> None:
+    pol = deployment / "policies"
+    tier = (pol / "tiers" / "standard.yaml").read_text()
+    write(pol / "tiers" / "standard.yaml", tier + "organisation_budget: {epsilon: 0.0000001}\n")
+    dataset = (pol / "datasets" / "visits.yaml").read_text()
+    write(pol / "datasets" / "visits.yaml", dataset + "total_budget: {delta: 0.5, spare: 1}\n")
+    result = CliRunner().invoke(cli(), ["policy", "check", str(pol)])
+    assert result.exit_code == 1
+    assert "tiers/standard.yaml: organisation_budget.epsilon: " + _GRID in result.output
+    assert "datasets/visits.yaml: total_budget.spare: unknown field" in result.output
+    assert "datasets/visits.yaml: total_budget.epsilon: required" in result.output

@@ -157,6 +157,7 @@ BUDGET_PATCHES = [
     {"valid_until": iso(700)},
     {"valid_from": iso(-30)},
     {"status": "suspended"},
+    {"organization": "Another University"},  # keys the organisation budget layer
 ]
 
 

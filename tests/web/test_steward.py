@@ -63,7 +63,7 @@ async def test_budget_shows_spend_and_a_grant_lets_the_next_query_run(make_gatew
     assert (rec.actor, rec.reason, rec.licence_id, rec.dataset) == (
         "stella", grant["reason"], lic.id, "visits",
     )  # fmt: skip
-    assert rec.detail["grant"] == {"epsilon": "0.7", "delta": "0"}
+    assert rec.detail["grant"] == {"epsilon": "0.7", "delta": "0", "layer": "licence"}
     status, listed = await call(gw, "GET", path + "/grants")
     assert status == 200 and [g["audit_seq"] for g in listed["grants"]] == [rec.seq]
 
