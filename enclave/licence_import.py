@@ -100,6 +100,7 @@ async def issue_import(
     store: Store, plan: ImportPlan, draft_for: Callable[[Licence], AuditDraft]
 ) -> None:
     """Issue every licence of a plan without problems, each with its own audit record
-    (``licence.create``, from ``draft_for``), in file order. The CLI and the API share it."""
-    for lic in plan.licences:
-        await store.insert_licence(lic, draft_for(lic))
+    (``licence.create``, from ``draft_for``), in file order, in one store transaction: a
+    licence created meanwhile that conflicts with a row (409) leaves nothing issued. The CLI
+    and the API share it."""
+    await store.insert_licences([(lic, draft_for(lic)) for lic in plan.licences])

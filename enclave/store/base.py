@@ -134,6 +134,12 @@ class Store(AuditLog, Protocol):
         """Raise ``Conflict`` if the subject already holds an active licence for one of its
         datasets."""
 
+    async def insert_licences(
+        self, items: Sequence[tuple[Licence, AuditDraft]]
+    ) -> list[AuditRecord]:
+        """Insert every licence with its record in ONE transaction: all of them, or none
+        (the first conflict or overlap raises and nothing is written)."""
+
     async def update_licence(
         self, licence_id: str, changes: dict[str, Any], audit: AuditDraft
     ) -> tuple[Licence, AuditRecord]:

@@ -368,6 +368,13 @@ async def insert_licence(tx: Tx, lic: Licence, draft: AuditDraft, now: dt.dateti
     return await append_locked(tx, codec.with_licence(draft, lic.id), now)
 
 
+async def insert_licences(
+    tx: Tx, items: Sequence[tuple[Licence, AuditDraft]], now: dt.datetime
+) -> list[AuditRecord]:
+    """A bulk import: every licence in one transaction, checked against the earlier ones."""
+    return [await insert_licence(tx, lic, draft, now) for lic, draft in items]
+
+
 async def update_licence(
     tx: Tx, licence_id: str, changes: dict[str, Any], draft: AuditDraft, now: dt.datetime
 ) -> tuple[Licence, AuditRecord]:

@@ -82,6 +82,12 @@ class SqlStore:
     async def insert_licence(self, licence: Licence, audit: AuditDraft) -> AuditRecord:
         return await self._write(lambda tx: ops.insert_licence(tx, licence, audit, self._clock()))
 
+    async def insert_licences(
+        self, items: Sequence[tuple[Licence, AuditDraft]]
+    ) -> list[AuditRecord]:
+        items = list(items)
+        return await self._write(lambda tx: ops.insert_licences(tx, items, self._clock()))
+
     async def update_licence(
         self, licence_id: str, changes: dict[str, Any], audit: AuditDraft
     ) -> tuple[Licence, AuditRecord]:

@@ -56,6 +56,25 @@ async def test_second_active_licence_for_a_dataset_conflicts(store: Any) -> None
     assert (await store.get_licence("lic_3")).status == "suspended"
 
 
+async def test_a_bulk_insert_is_all_or_none(store: Any) -> None:
+    await store.insert_licence(licence("lic_1", datasets=("visits",)), draft())
+    head = await store.audit_head()
+    batch = [
+        (licence("lic_2", subject="bob", datasets=("visits",)), draft()),
+        (licence("lic_3", subject="carol", datasets=("visits",)), draft()),
+        (licence("lic_4", datasets=("visits",)), draft()),  # overlaps alice's lic_1
+    ]
+    with pytest.raises(Conflict):
+        await store.insert_licences(batch)
+    # the first two rows were written in the same transaction, and rolled back with it
+    assert await store.get_licence("lic_2") is None and await store.get_licence("lic_3") is None
+    assert await store.audit_head() == head
+    records = await store.insert_licences(batch[:2])
+    assert [r.licence_id for r in records] == ["lic_2", "lic_3"]
+    assert [r.seq for r in records] == [head[0] + 1, head[0] + 2]
+    assert verify(await _records(store)).valid
+
+
 async def test_update_changes_fields_and_audits(store: Any, backend: Any) -> None:
     await store.insert_licence(licence(), draft("licence.create"))
     backend.clock.advance(minutes=5)
