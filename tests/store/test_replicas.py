@@ -13,12 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import secrets
 import shutil
-import socket
-import subprocess
-import sys
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
@@ -32,6 +28,7 @@ from enclave.audit.chain import verify
 from enclave.devkeys import KeyPaths
 from enclave.store.base import PolicyKind
 from tests.conftest import AUDIENCE, ISSUER, REPO, TokenFactory, _toml
+from tests.serving import Served, free_port
 from tests.store.conftest import temporary_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -39,13 +36,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 BUDGET = Decimal("2.0")
 EPSILON = 0.1
 QUERIES = 240
-START_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_deployment(
@@ -84,50 +74,7 @@ def write_deployment(
     return configs
 
 
-class Replica:
-    """One ``enclave serve`` subprocess; its output goes to a log file kept for failures."""
-
-    def __init__(self, config: Path, port: int) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = config.with_suffix(".log")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ENCLAVE_")}
-        env["PYTHONPATH"] = str(REPO)  # the tree under test, whatever is installed
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "enclave", "serve", "--config", str(config)]
-                + ["--port", str(port)],
-                cwd=config.parent,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-    async def wait_ready(self, http: aiohttp.ClientSession) -> None:
-        deadline = asyncio.get_running_loop().time() + START_TIMEOUT_S
-        while asyncio.get_running_loop().time() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"replica on {self.port} exited:\n{self.tail()}")
-            try:
-                async with http.get(self.url + "/readyz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-        pytest.fail(f"replica on {self.port} not ready after {START_TIMEOUT_S}s:\n{self.tail()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+Replica = Served  # one replica: a whole gateway process
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -23,8 +23,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -41,6 +39,7 @@ from enclave.audit.chain import verify
 from enclave.devkeys import KeyPaths
 from enclave.store import connected_store
 from tests.conftest import AUDIENCE, ISSUER, REPO, TokenFactory, _toml
+from tests.serving import START_TIMEOUT_S, Served, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -49,13 +48,6 @@ EPSILON = 0.1
 QUERIES = 200
 SMALL_EPSILON = 0.01  # the load during kill -9 (accredited tier, a large budget)
 DEADLINE_MS = 3000  # an undeclared-key release takes at least this long: in flight at SIGTERM
-START_TIMEOUT_S = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_deployment(
@@ -89,46 +81,15 @@ def write_deployment(
     return path
 
 
-class Gateway:
-    """``enclave serve`` as a subprocess; its output goes to a log file kept for failures."""
-
-    def __init__(self, config: Path, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = config.with_suffix(".log")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ENCLAVE_")}
-        env["PYTHONPATH"] = str(REPO)
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "enclave", "serve", "--config", str(config)]
-                + ["--port", str(port)],
-                cwd=config.parent,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    async def wait_log(self, pattern: str, timeout_s: float = START_TIMEOUT_S) -> re.Match[str]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            found = re.search(pattern, self.text())
-            if found:
-                return found
-            if self.proc.poll() is not None:
-                pytest.fail(f"gateway exited ({self.proc.returncode}):\n{self.text()[-3000:]}")
-            await asyncio.sleep(0.1)
-        pytest.fail(f"no log line {pattern!r} after {timeout_s}s:\n{self.text()[-3000:]}")
+class Gateway(Served):
+    """A gateway with several worker processes."""
 
     async def worker_pids(self) -> list[int]:
         found = await self.wait_log(r"with 2 worker processes \(pids (\d+), (\d+)\)")
         return [int(found.group(1)), int(found.group(2))]
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+    def stop(self, kill: bool = True) -> None:
+        super().stop(kill)
 
 
 @asynccontextmanager
