@@ -45,6 +45,7 @@ GENESIS_HASH = "0" * 64
 # the transparency report counts their epsilon and delta as released privacy loss.
 FAILED_REASON = "release failed after the data was read; charged"
 TIMEOUT_REASON = "query timed out after the engine started; charged"
+SYNTHETIC_FAILED_REASON = "synthetic release failed after the data was read; charged"
 
 
 @dataclass(frozen=True)

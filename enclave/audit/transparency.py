@@ -9,11 +9,14 @@ which ties it to one state of the log.
 Per period and dataset:
 
 - ``epsilon``, ``delta``: the privacy loss charged, as exact decimal text. Each charged record
-  (a ``query`` that was released fresh, or failed after reading data: ``audit.record``'s
-  ``FAILED_REASON``/``TIMEOUT_REASON``) is put on the ledger's grid (``ledger/grid.py``,
+  (a ``query`` or ``synthetic`` release made fresh, or one that failed after reading data:
+  ``audit.record``'s ``FAILED_REASON``/``TIMEOUT_REASON``/``SYNTHETIC_FAILED_REASON``) is put
+  on the ledger's grid (``ledger/grid.py``,
   rounded up as the ledger rounds a charge) and summed as integers: no float is ever added.
-- ``queries``: ``released`` (fresh, outcome ok), ``cached`` (a repeat at no cost),
-  ``refused`` (outcome denied), ``failed`` (charged failures).
+- ``queries``: releases from the data, queries and DP synthetic tables alike: ``released``
+  (fresh, outcome ok), ``cached`` (a repeat at no cost), ``refused`` (outcome denied),
+  ``failed`` (charged failures). A synthetic job's submission record (epsilon 0, no result
+  yet) is not counted; its release is.
 - ``incidents``: dataset freezes (``DATASET_FREEZE``), and suspensions and revocations of
   licences covering the dataset (``licence.update`` records changing ``status``).
 - ``active_licences``: licences covering the dataset that are active at the period's end (or
@@ -35,7 +38,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from enclave.audit.record import FAILED_REASON, TIMEOUT_REASON, AuditRecord
+from enclave.audit.record import (
+    FAILED_REASON,
+    SYNTHETIC_FAILED_REASON,
+    TIMEOUT_REASON,
+    AuditRecord,
+)
 from enclave.audit.transparency_params import MAX_PERIODS, ReportParams, period_bounds
 from enclave.inputs import invalid, parse_when
 from enclave.ledger.grid import Amount, stored_units
@@ -47,7 +55,10 @@ REPORT_VERSION = 1
 # organisation suspended at once); they are counted as soon as they appear in the log.
 DATASET_FREEZE = "dataset.freeze"
 ORGANISATION_SUSPEND = "organisation.suspend"
-CHARGED_FAILURES = frozenset({FAILED_REASON, TIMEOUT_REASON})
+CHARGED_FAILURES = frozenset({FAILED_REASON, TIMEOUT_REASON, SYNTHETIC_FAILED_REASON})
+#: the actions that release from the data: queries (synchronous or as jobs) and DP synthetic
+#: tables; both count as releases, and their charges in the privacy loss
+RELEASES = frozenset({"query", "synthetic"})
 LICENCE_KEYS = ("tier", "datasets", "jurisdiction", "valid_from", "valid_until", "status")
 _ONE_MS = dt.timedelta(milliseconds=1)
 # The store's timestamp form (``models.iso``): read as text, without parsing each one.
@@ -70,6 +81,16 @@ class Usage:
     def add(self, other: Usage) -> None:
         for name in self.__dataclass_fields__:
             setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def _submission(record: AuditRecord) -> bool:
+    """A synthetic job's submission record (free, no release yet: epsilon 0, no digest)."""
+    return (
+        record.action == "synthetic"
+        and record.outcome == "ok"
+        and not record.cached
+        and record.result_sha256 is None
+    )
 
 
 @dataclass
@@ -113,8 +134,9 @@ class Tally:
         if self.last_ts is None or ts > self.last_ts:
             self.last_ts = ts
         action, outcome = record.action, record.outcome
-        if action == "query":
-            self._query(record, day)
+        if action in RELEASES:
+            if not _submission(record):
+                self._query(record, day)
         elif outcome != "ok":
             return
         elif action in ("licence.create", "licence.update"):

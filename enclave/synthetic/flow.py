@@ -32,7 +32,7 @@ from typing import Any
 
 from enclave import budget_layers as layers
 from enclave.audit.context import AuditContext
-from enclave.audit.record import AuditDraft
+from enclave.audit.record import SYNTHETIC_FAILED_REASON, AuditDraft
 from enclave.engine.child import ChildPool
 from enclave.errors import BudgetExhausted, EnclaveError, NotFound, ServiceUnavailable, describe
 from enclave.ids import new_id
@@ -51,7 +51,7 @@ from enclave.synthetic.request import SyntheticRequest, check_tier, synth_column
 log = logging.getLogger(__name__)
 
 KIND = "synthetic"
-FAILED_REASON = "synthetic release failed after the data was read; charged"
+FAILED_REASON = SYNTHETIC_FAILED_REASON
 FAILED_TITLE = "the synthetic release failed after the data was read; its cost was charged"
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from enclave.audit.chain import chain_hash
-from enclave.audit.record import GENESIS_HASH, AuditRecord
+from enclave.audit.record import GENESIS_HASH, SYNTHETIC_FAILED_REASON, AuditRecord
 from enclave.audit.transparency import Tally
 from enclave.audit.transparency_check import differences
 from enclave.audit.transparency_params import parse_params, period_bounds
@@ -215,3 +215,31 @@ def test_uncharged_errors_count_nowhere_and_name_nothing() -> None:
         tally.feed(record)
     (period,) = tally.report(parse_params(None, None, None)[0], None)["periods"]
     assert [(d["dataset"], d["epsilon"]) for d in period["datasets"]] == [("visits", "0.1")]
+
+
+def test_synthetic_releases_count_as_releases_and_their_submissions_do_not() -> None:
+    """A DP synthetic table releases from the data like a query: its charge is privacy loss."""
+    tally = Tally()
+    for record in _chain(
+        [
+            # the job's submission: free, no result yet (not counted)
+            {"ts": "2026-01-05T10:00:00.000Z", "action": "synthetic", "dataset": "visits",
+             "detail": {"job_id": "job_1"}},
+            {"ts": "2026-01-05T10:00:05.000Z", "action": "synthetic", "dataset": "visits",
+             "epsilon": 0.7, "result_sha256": "ab" * 32},
+            {"ts": "2026-01-05T10:00:06.000Z", "action": "synthetic", "dataset": "visits",
+             "cached": True, "result_sha256": "ab" * 32},
+            {"ts": "2026-01-05T10:00:07.000Z", "action": "synthetic", "dataset": "visits",
+             "outcome": "error", "reason": SYNTHETIC_FAILED_REASON, "epsilon": 0.2},
+            {"ts": "2026-01-05T10:00:08.000Z", "action": "synthetic", "dataset": "visits",
+             "outcome": "denied", "reason": "the tier does not allow synthetic releases"},
+            {"ts": "2026-01-05T10:00:09.000Z", "action": "query", "dataset": "visits",
+             "epsilon": 0.1, "result_sha256": "cd" * 32},
+            {"ts": "2026-01-05T10:00:10.000Z", "action": "query.submit", "dataset": "visits"},
+        ]
+    ):  # fmt: skip
+        tally.feed(record)
+    (period,) = tally.report(parse_params(None, None, None)[0], None)["periods"]
+    (visits,) = period["datasets"]
+    assert visits["epsilon"] == "1"  # 0.7 + 0.2 + 0.1, summed on the grid
+    assert visits["queries"] == {"released": 2, "cached": 1, "refused": 1, "failed": 1}
