@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -89,3 +91,20 @@ class Served:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+
+
+@asynccontextmanager
+async def serving(
+    configs: Sequence[Path],
+) -> AsyncIterator[tuple[aiohttp.ClientSession, list[Served]]]:
+    """Start a gateway per config together (they race to seed one store), wait until each is
+    ready, and stop them all afterwards; yields an HTTP session and the gateways."""
+    gateways = [Served(cfg, free_port()) for cfg in configs]
+    connector = aiohttp.TCPConnector(limit=200)
+    try:
+        async with aiohttp.ClientSession(connector=connector) as http:
+            await asyncio.gather(*(g.wait_ready(http) for g in gateways))
+            yield http, gateways
+    finally:
+        for gateway in gateways:
+            gateway.stop()

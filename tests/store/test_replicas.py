@@ -28,7 +28,7 @@ from enclave.audit.chain import verify
 from enclave.devkeys import KeyPaths
 from enclave.store.base import PolicyKind
 from tests.conftest import AUDIENCE, ISSUER, REPO, TokenFactory, _toml
-from tests.serving import Served, free_port
+from tests.serving import Served, serving
 from tests.store.conftest import temporary_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -105,15 +105,8 @@ async def test_two_replicas_share_budget_chain_and_revocations(
 ) -> None:
     async with temporary_database() as db_url:
         configs = write_deployment(tmp_path, db_url, keypair, visits_parquet, replicas=2)
-        replicas = [Replica(cfg, free_port()) for cfg in configs]  # start together: seed race
-        connector = aiohttp.TCPConnector(limit=200)
-        try:
-            async with aiohttp.ClientSession(connector=connector) as http:
-                await asyncio.gather(*(r.wait_ready(http) for r in replicas))
-                await scenario(http, replicas, token_factory, db_url)
-        finally:
-            for replica in replicas:
-                replica.stop()
+        async with serving(configs) as (http, replicas):  # started together: a seed race
+            await scenario(http, replicas, token_factory, db_url)
 
 
 async def scenario(

@@ -23,8 +23,9 @@ import yaml
 
 from enclave.devkeys import KeyPaths
 from tests.conftest import TokenFactory
+from tests.serving import serving
 from tests.store.conftest import temporary_database
-from tests.store.test_replicas import Replica, bearer, free_port, write_deployment
+from tests.store.test_replicas import Replica, bearer, write_deployment
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -56,15 +57,8 @@ async def test_two_replicas_never_overspend_a_shared_layer(
     async with temporary_database() as db_url:
         configs = write_deployment(tmp_path, db_url, keypair, visits_parquet, replicas=2)
         set_layers(tmp_path)
-        replicas = [Replica(cfg, free_port()) for cfg in configs]
-        connector = aiohttp.TCPConnector(limit=200)
-        try:
-            async with aiohttp.ClientSession(connector=connector) as http:
-                await asyncio.gather(*(r.wait_ready(http) for r in replicas))
-                await scenario(http, replicas, token_factory, db_url)
-        finally:
-            for replica in replicas:
-                replica.stop()
+        async with serving(configs) as (http, replicas):  # started together: a seed race
+            await scenario(http, replicas, token_factory, db_url)
 
 
 async def scenario(
