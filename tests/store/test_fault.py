@@ -38,8 +38,8 @@ import yaml
 from enclave.audit.chain import verify
 from enclave.ledger.grid import epsilon_value
 from tests.conftest import ConfigFactory, Gateway, TokenFactory
+from tests.serving import free_port
 from tests.store.conftest import postgres_missing
-from tests.store.test_replicas import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -30,8 +30,9 @@ from enclave.store.sqlite import SqliteStore
 from enclave.synthetic.mst import SynthTask, build, privacy_map
 from enclave.synthetic.request import SyntheticRequest, synth_columns
 from tests.conftest import ConfigFactory, TokenFactory
+from tests.serving import free_port
 from tests.store.conftest import draft, licence, temporary_database
-from tests.store.test_replicas import Replica, bearer, free_port
+from tests.store.test_replicas import Replica, bearer
 
 TIER = """\
 name: research
