@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from enclave.audit.chain import build_record, next_ts
@@ -48,6 +48,16 @@ from enclave.store.jobs import JobOp
 
 AUDIT_COLUMNS = ", ".join(FIELDS)
 LICENCE_COLUMNS = ", ".join(codec.LICENCE_COLUMNS)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One record for the chain: an audited event, with its charge (re-checked, then written
+    to the ledger) and the release to keep for the cache if it is a charged one."""
+
+    draft: AuditDraft
+    charge: Charge | None = None
+    cache: CacheEntry | None = None
 
 
 def marks(count: int) -> str:
@@ -91,15 +101,28 @@ async def head(tx: Tx) -> tuple[int, str, str | None]:
 
 async def append_locked(tx: Tx, draft: AuditDraft, now: dt.datetime) -> AuditRecord:
     """Append ``draft`` as the next record. Call only inside a chained write."""
+    return (await append_records(tx, [draft], now))[0]
+
+
+async def append_records(
+    tx: Tx, drafts: Sequence[AuditDraft], now: dt.datetime
+) -> list[AuditRecord]:
+    """Append ``drafts`` in order as the next records, in one multi-row insert. Call only
+    inside a chained write: the head read here is then the real head."""
     seq, prev_hash, head_ts = await head(tx)
-    record = build_record(draft, seq + 1, next_ts(now, head_ts), prev_hash)
-    await tx.execute(
-        f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES ({marks(len(FIELDS))})",  # noqa: S608
-        *record_values(record),
-    )
-    if tx.dialect.after_append is not None:
-        await tx.execute(tx.dialect.after_append, record.seq)
-    return record
+    records: list[AuditRecord] = []
+    for draft in drafts:
+        record = build_record(draft, seq + 1, next_ts(now, head_ts), prev_hash)
+        records.append(record)
+        seq, prev_hash, head_ts = record.seq, record.hash, record.ts
+    if records:
+        await tx.executemany(
+            f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES ({marks(len(FIELDS))})",  # noqa: S608
+            [record_values(r) for r in records],
+        )
+        if tx.dialect.after_append is not None:
+            await tx.execute(tx.dialect.after_append, seq)
+    return records
 
 
 async def debit(
@@ -111,54 +134,114 @@ async def debit(
     totals: LedgerTotals,
     job: JobOp | None = None,
 ) -> Debited:
-    """Re-check every budget layer, append the record, debit the ledger, store the release.
-
-    The layers are read under the chain's lock, so two charges on a shared layer (two
-    licences of one organisation, two subjects of one dataset) are serialized: the second
-    sees the first's charge and is refused if both together would pass the limit. The
-    lifetime totals (``ledger_totals``) move in the same transaction as the ledger row.
-    ``job``: a job's own change, applied first (``JobLost``, nothing written, if it matches
-    no row)."""
+    """``debit_batch`` of one charged record; ``job``: a job's own change, applied first
+    (``JobLost``, nothing written, if it matches no row). Raises ``BudgetExhausted``."""
     if job is not None:
         await jobs.apply(tx, job)
+    [done] = await debit_batch(tx, [Entry(draft, charge, cache)], now, totals)
+    if isinstance(done, BudgetExhausted):
+        raise done
+    return done
+
+
+async def debit_batch(
+    tx: Tx, entries: Sequence[Entry], now: dt.datetime, totals: LedgerTotals
+) -> list[Debited | BudgetExhausted]:
+    """Re-check every budget layer of every charged entry, append the records in order,
+    debit the ledger, store the releases: one transaction for the whole batch.
+
+    The layers are read under the chain's lock, once per batch, and each entry is checked
+    against them *plus the charges of the entries before it in the batch*: so two charges on
+    a shared layer (two licences of one organisation, two subjects of one dataset), in one
+    batch or in two, are serialized, and the later one is refused (``BudgetExhausted`` in its
+    place, nothing written for it) if both together would pass the limit. The lifetime totals
+    (``ledger_totals``) move in the same transaction as the ledger rows. Every write is one
+    multi-row statement for the whole batch, whatever its size. An entry without a charge is
+    a plain record (``Debited`` with nothing spent)."""
+    wanted = {
+        (layer.name, key, e.charge.dataset, layer.since)
+        for e in entries
+        if e.charge is not None
+        for layer in e.charge.all_layers()
+        if (key := e.charge.key(layer.name)) is not None
+    }
+    spent_before = await totals.spent_many(tx, wanted)
+    added: dict[tuple[LayerName, str, str], Amount] = {}
+    outcomes: list[list[Amount] | BudgetExhausted] = []
+    for entry in entries:
+        fit = [] if entry.charge is None else _fit(entry.charge, spent_before, added)
+        outcomes.append(fit)
+    fits = [(i, o) for i, o in enumerate(outcomes) if not isinstance(o, BudgetExhausted)]
+    records = await append_records(tx, [entries[i].draft for i, _ in fits], now)
+    debited = {
+        i: Debited(record, after[0] if after else Amount(), tuple(after))
+        for (i, after), record in zip(fits, records, strict=True)
+    }
+    await _write_charges(tx, [(entries[i], debited[i].record) for i, _ in fits])
+    return [o if isinstance(o, BudgetExhausted) else debited[i] for i, o in enumerate(outcomes)]
+
+
+def _fit(
+    charge: Charge,
+    spent_before: dict[SpentKey, Amount],
+    added: dict[tuple[LayerName, str, str], Amount],
+) -> list[Amount] | BudgetExhausted:
+    """Each layer's spent total after ``charge``, or the refusal of the first layer it would
+    exceed; ``added`` (the batch's earlier charges per layer key) grows only if it fits."""
     after: list[Amount] = []
+    keys: list[tuple[LayerName, str, str]] = []
     for layer in charge.all_layers():
         key = charge.key(layer.name)
-        before = (
-            Amount()
-            if key is None
-            else await totals.spent(tx, layer.name, key, charge.dataset, layer.since)
-        )
+        if key is None:
+            after.append(charge.cost)
+            continue
+        slot = (layer.name, key, charge.dataset)
+        before = spent_before[(*slot, layer.since)].plus(added.get(slot, Amount()))
         after.append(before.plus(charge.cost))
-        if key is not None and not after[-1].within(layer.limit):
-            raise BudgetExhausted(EXHAUSTED[layer.name], layer.name)
-    record = await append_locked(tx, draft, now)
-    keys = [(name, key) for name in LAYER_NAMES if (key := charge.key(name)) is not None]
-    await add_totals(tx, keys, charge.dataset, charge.cost.epsilon, charge.cost.delta)
-    await tx.execute(
-        "INSERT INTO ledger (licence_id, dataset, epsilon_units, delta_units, ts, audit_seq,"
-        " subject, organization) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        charge.licence_id,
-        charge.dataset,
-        charge.cost.epsilon,
-        charge.cost.delta,
-        record.ts,
-        record.seq,
-        charge.subject,
-        charge.organization,
-    )
-    if cache is not None:
-        # The first release under a key stays: a repeat must return the same answer.
-        await tx.execute(
-            "INSERT INTO release_cache (licence_id, cache_key, body, created_at, audit_seq)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (licence_id, cache_key) DO NOTHING",
-            cache.licence_id,
-            cache.cache_key,
-            codec.dumps(cache.release),
-            record.ts,
-            record.seq,
+        if not after[-1].within(layer.limit):
+            return BudgetExhausted(EXHAUSTED[layer.name], layer.name)
+        keys.append(slot)
+    for slot in keys:
+        added[slot] = added.get(slot, Amount()).plus(charge.cost)
+    return after
+
+
+INSERT_LEDGER = (
+    "INSERT INTO ledger (licence_id, dataset, epsilon_units, delta_units, ts, audit_seq,"
+    " subject, organization) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# The first release under a key stays: a repeat must return the same answer.
+INSERT_CACHE = (
+    "INSERT INTO release_cache (licence_id, cache_key, body, created_at, audit_seq)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (licence_id, cache_key) DO NOTHING"
+)
+
+
+async def _write_charges(tx: Tx, written: Sequence[tuple[Entry, AuditRecord]]) -> None:
+    """The ledger rows, lifetime totals and cached releases of the charged entries, each
+    kind in one multi-row statement."""
+    totals: list[Sequence[Any]] = []
+    ledger: list[Sequence[Any]] = []
+    cache: list[Sequence[Any]] = []
+    for entry, record in written:
+        charge = entry.charge
+        if charge is None:
+            continue
+        eps, delta = charge.cost.epsilon, charge.cost.delta
+        keys = [(name, key) for name in LAYER_NAMES if (key := charge.key(name)) is not None]
+        totals.extend(total_rows(keys, charge.dataset, eps, delta))
+        ledger.append(
+            (charge.licence_id, charge.dataset, eps, delta, record.ts, record.seq)
+            + (charge.subject, charge.organization)
         )
-    return Debited(record, after[0], tuple(after))
+        if entry.cache is not None:
+            body = codec.dumps(entry.cache.release)
+            cache.append(
+                (entry.cache.licence_id, entry.cache.cache_key, body, record.ts, record.seq)
+            )
+    for sql, rows in ((ADD_TOTAL_SQL, totals), (INSERT_LEDGER, ledger), (INSERT_CACHE, cache)):
+        if rows:
+            await tx.executemany(sql, rows)
 
 
 def _where(flt: AuditFilter, prefix: str = "") -> tuple[str, list[Any]]:
@@ -243,15 +326,19 @@ ADD_TOTAL_SQL = (
 )
 
 
+def total_rows(
+    keys: Sequence[tuple[str, str]], dataset: str, epsilon: int, delta: int
+) -> list[tuple[str, str, str, int, int]]:
+    """``ADD_TOTAL_SQL`` rows adding a charge to each ``(layer, key)`` total on ``dataset``."""
+    return [(layer, key, dataset, min(epsilon, TOTAL_CAP), delta) for layer, key in keys]
+
+
 async def add_totals(
     tx: Tx, keys: Sequence[tuple[str, str]], dataset: str, epsilon: int, delta: int
 ) -> None:
     """Add a charge to the lifetime total of each ``(layer, key)`` on ``dataset`` (in the
     debit's transaction, so the totals move with the ledger rows)."""
-    await tx.executemany(
-        ADD_TOTAL_SQL,
-        [(layer, key, dataset, min(epsilon, TOTAL_CAP), delta) for layer, key in keys],
-    )
+    await tx.executemany(ADD_TOTAL_SQL, total_rows(keys, dataset, epsilon, delta))
 
 
 async def spent(
@@ -271,6 +358,31 @@ async def spent(
         return Amount() if row is None else Amount(int(row[0]), int(row[1]))
     sql = f"{tx.dialect.ledger_sum} WHERE {LAYER_COLUMNS[layer]} = ? AND dataset = ?"
     return codec.sum_units(await tx.fetch(sql + " AND ts >= ?", key, dataset, iso(since)))
+
+
+#: a spent total asked for: (layer, key, dataset, since)
+SpentKey = tuple[LayerName, str, str, dt.datetime | None]
+
+
+async def spent_many(tx: Tx, wanted: Iterable[SpentKey]) -> dict[SpentKey, Amount]:
+    """``spent`` of each of ``wanted``: every lifetime total in one statement, each period's
+    sum in its own."""
+    found: dict[SpentKey, Amount] = {}
+    lifetime = sorted({w[:3] for w in wanted if w[3] is None})
+    for start in range(0, len(lifetime), 200):
+        part = lifetime[start : start + 200]
+        where = " OR ".join(["(layer = ? AND key = ? AND dataset = ?)"] * len(part))
+        sql = f"SELECT layer, key, dataset, epsilon_units, delta_units FROM ledger_totals WHERE {where}"  # noqa: S608, E501
+        rows = {tuple(r[:3]): r for r in await tx.fetch(sql, *(v for k in part for v in k))}
+        for layer, key, dataset in part:
+            row = rows.get((layer, key, dataset))
+            found[(layer, key, dataset, None)] = (
+                Amount() if row is None else Amount(int(row[3]), int(row[4]))
+            )
+    for w in wanted:
+        if w[3] is not None:
+            found[w] = await spent(tx, *w)
+    return found
 
 
 class LedgerTotals:
@@ -293,18 +405,34 @@ class LedgerTotals:
     async def spent(
         self, tx: Tx, layer: LayerName, key: str, dataset: str, since: dt.datetime | None
     ) -> Amount:
-        if since is not None or tx.dialect.data_version is None:
-            return await spent(tx, layer, key, dataset, since)
+        return (await self.spent_many(tx, [(layer, key, dataset, since)]))[
+            (layer, key, dataset, since)
+        ]
+
+    async def spent_many(self, tx: Tx, wanted: Iterable[SpentKey]) -> dict[SpentKey, Amount]:
+        """``spent`` of each of ``wanted`` (one request's, or one batch's, layers)."""
+        wanted = set(wanted)
+        if not await self._usable(tx):
+            return await spent_many(tx, wanted)
+        cached = {w: self._totals.get(w[:3]) for w in wanted if w[3] is None}
+        found = {w: amount for w, amount in cached.items() if amount is not None}
+        missing = await spent_many(tx, wanted - found.keys())
+        for w, amount in missing.items():
+            if w[3] is None:
+                self._totals[w[:3]] = amount
+        return found | missing
+
+    async def _usable(self, tx: Tx) -> bool:
+        """Whether the cached totals may be used: the database has a ``data_version``, and
+        no other connection has committed since they were read (else they are dropped)."""
+        if tx.dialect.data_version is None:
+            return False
         row = await tx.fetchrow(tx.dialect.data_version)
         version = row[0] if row is not None else None
         if version != self._version:
             self._totals.clear()
             self._version = version
-        cache_key = (layer, key, dataset)
-        found = self._totals.get(cache_key)
-        if found is None:
-            found = self._totals[cache_key] = await spent(tx, layer, key, dataset, None)
-        return found
+        return True
 
     def committed(self, charge: Charge) -> None:
         """This connection committed ``charge``: add it to every cached total it counts in."""

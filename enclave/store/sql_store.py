@@ -19,7 +19,7 @@ from enclave.audit.chain import VerifyResult
 from enclave.audit.log import AuditFilter, Progress, SummaryRow
 from enclave.audit.record import AuditDraft, AuditRecord
 from enclave.audit.rows import SegmentJoiner, verify_segment
-from enclave.errors import AuditUnavailable, EnclaveError, StoreUnavailable
+from enclave.errors import AuditUnavailable, BudgetExhausted, EnclaveError, StoreUnavailable
 from enclave.ledger.grid import Amount
 from enclave.models import Licence, utcnow
 from enclave.store import grants as grant_ops
@@ -29,6 +29,7 @@ from enclave.store.base import CacheEntry, Charge, Debited, LayerName, PolicyKin
 from enclave.store.bulk import Importer, Snapshot
 from enclave.store.driver import After, Driver, Mode, Row, Work
 from enclave.store.grants import Grant
+from enclave.store.group import GroupCommit
 from enclave.store.jobs import JobOp
 from enclave.store.proposals import Decided, Decision, Proposal, Suspended, Write
 
@@ -45,11 +46,15 @@ class SqlStore:
         self.driver = driver
         self._clock = clock
         self._totals = ops.LedgerTotals()
+        self.appends: GroupCommit[ops.Entry, Debited | BudgetExhausted] = GroupCommit(
+            self._commit_entries
+        )
 
     async def open(self) -> None:
         await self.driver.open()
 
     async def close(self) -> None:
+        await self.appends.drain()
         await self.driver.close()
         self._totals.clear()
 
@@ -225,7 +230,10 @@ class SqlStore:
     # --- the audit chain -------------------------------------------------------------------
 
     async def append(self, draft: AuditDraft) -> AuditRecord:
-        return await self._write(lambda tx: ops.append_locked(tx, draft, self._clock()))
+        done = await self.appends.submit(ops.Entry(draft))
+        if isinstance(done, BudgetExhausted):  # never: an entry without a charge always fits
+            raise done
+        return done.record
 
     async def debit(
         self,
@@ -234,9 +242,28 @@ class SqlStore:
         cache: CacheEntry | None = None,
         job: JobOp | None = None,
     ) -> Debited:
+        if job is not None:  # a job's end commits with its charge: a transaction of its own
+            return await self._write(
+                lambda tx: ops.debit(tx, draft, charge, cache, self._clock(), self._totals, job),
+                after=lambda _done: self._totals.committed(charge),
+            )
+        done = await self.appends.submit(ops.Entry(draft, charge, cache))
+        if isinstance(done, BudgetExhausted):
+            raise done
+        return done
+
+    async def _commit_entries(
+        self, entries: Sequence[ops.Entry]
+    ) -> list[Debited | BudgetExhausted]:
+        """One batch of ``appends`` (``group.py``): one chained transaction."""
+
+        def committed(outcomes: list[Debited | BudgetExhausted]) -> None:
+            for entry, outcome in zip(entries, outcomes, strict=True):
+                if entry.charge is not None and isinstance(outcome, Debited):
+                    self._totals.committed(entry.charge)
+
         return await self._write(
-            lambda tx: ops.debit(tx, draft, charge, cache, self._clock(), self._totals, job),
-            after=lambda _done: self._totals.committed(charge),
+            lambda tx: ops.debit_batch(tx, entries, self._clock(), self._totals), after=committed
         )
 
     # --- the durable job queue (``store/jobs.py``) ---------------------------------------------
