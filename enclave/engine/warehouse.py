@@ -225,8 +225,6 @@ class Warehouse:
             raise EngineError("query failed") from None
         finally:
             self._active.discard(cursor)
-            if future.done():
-                cursor.close()
 
     async def status(self, spec: DatasetSpec) -> DatasetState:
         """Readiness of ``spec``: ``ok`` (prepared, and its view answers), ``preparing``,
@@ -268,14 +266,11 @@ class Warehouse:
             f"'{str(target.path).replace(chr(39), chr(39) * 2)}')"
         )
         conn, pool = self._require_open()
-        cursor = conn.cursor()
         try:
-            await asyncio.wrap_future(pool.submit(_fetch, cursor, sql, ()))
+            await asyncio.wrap_future(pool.submit(_fetch, conn.cursor(), sql, ()))
         except duckdb.Error as exc:
             log.warning("creating view for %s failed (%s)", spec.name, type(exc).__name__)
             raise DatasetUnavailable("the dataset could not be prepared") from None
-        finally:
-            cursor.close()
         self._views[target.fingerprint] = view
         return view
 
@@ -335,7 +330,12 @@ def open_hardened(engine: EngineConfig, allowed_dir: Path) -> duckdb.DuckDBPyCon
 
 
 def _fetch(cursor: duckdb.DuckDBPyConnection, sql: str, params: Any) -> list[tuple[Any, ...]]:
-    result: list[tuple[Any, ...]] = cursor.execute(sql, list(params)).fetchall()
+    """Run on an engine thread, which also closes the cursor (closing one costs as much as a
+    small query: off the event loop)."""
+    try:
+        result: list[tuple[Any, ...]] = cursor.execute(sql, list(params)).fetchall()
+    finally:
+        cursor.close()
     return result
 
 
@@ -343,11 +343,11 @@ async def _stop(cursor: duckdb.DuckDBPyConnection, future: Future[Any]) -> None:
     """Interrupt ``cursor`` until its thread has returned (an early interrupt is dropped)."""
     deadline = time.monotonic() + _INTERRUPT_GIVE_UP_S
     while not future.done():
-        cursor.interrupt()
+        with contextlib.suppress(duckdb.Error):  # the query may end (and close) meanwhile
+            cursor.interrupt()
         if time.monotonic() > deadline:
             log.error("a DuckDB query did not stop after interrupts; its thread stays busy")
             return
         await asyncio.sleep(_INTERRUPT_EVERY_S)
-    cursor.close()
     if not future.cancelled():
         future.exception()  # consume the InterruptException so it is never logged
