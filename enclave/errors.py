@@ -317,9 +317,13 @@ class RateLimited(EnclaveError):
 
 
 class ServiceUnavailable(EnclaveError):
+    """503: try again later; ``retry_after`` (seconds, fixed per kind: it never depends on
+    data) is sent as ``Retry-After``."""
+
     status = 503
     type = "unavailable"
     title = "Service unavailable"
+    retry_after = 5
 
 
 class AuditUnavailable(ServiceUnavailable):
@@ -348,6 +352,7 @@ class DatasetUnavailable(ServiceUnavailable):
 
     type = "dataset-unavailable"
     title = "Dataset unavailable"
+    retry_after = 30  # a preparation takes seconds to minutes
 
 
 class QueryTimeout(EnclaveError):

@@ -395,7 +395,7 @@ def _problem_responses(errors: Errors) -> dict[str, Any]:
         }
         if status == 401:
             resp["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
-        if status == 429:
+        if status in (429, 503):
             resp["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}
         out[str(status)] = resp
     return out

@@ -104,7 +104,7 @@ def _problem() -> Schema:
             "detail": STR,
             "request_id": STR,
             "problems": {**_array(STR), "description": "every validation problem found"},
-            "retry_after": {**INT, "description": "seconds; 429 only, as in Retry-After"},
+            "retry_after": {**INT, "description": "seconds, as in Retry-After (429 and 503)"},
             "cost": {
                 **_obj({"epsilon": NUM, "delta": NUM}),
                 "description": "spend-needs-confirmation only: what the run would spend",

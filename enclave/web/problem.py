@@ -49,7 +49,7 @@ def problem_response(err: EnclaveError, request_id: str) -> web.Response:
     headers: dict[str, str] = {}
     if isinstance(err, BudgetExhausted):
         body["layer"] = err.layer
-    if isinstance(err, RateLimited):
+    if isinstance(err, RateLimited | ServiceUnavailable):
         headers["Retry-After"] = str(err.retry_after)
         body["retry_after"] = err.retry_after
     if isinstance(err, SpendNeedsConfirmation):

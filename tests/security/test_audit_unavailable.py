@@ -35,6 +35,7 @@ async def test_query_fails_503_and_releases_nothing(make_gateway: Any) -> None:
     assert resp.content_type == "application/problem+json"
     body = await resp.json(content_type=None)
     assert body["type"].endswith("/audit-unavailable")
+    assert resp.headers["Retry-After"] == "5" and body["retry_after"] == 5
     assert "rows" not in body and "north" not in await resp.text()
     # refusals cannot be audited either: they fail closed too
     denied = await gw.query("SELECT age FROM visits")

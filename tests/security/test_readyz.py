@@ -38,7 +38,11 @@ async def test_a_failed_dataset_is_reported_not_ok(make_gateway: Any) -> None:
     await gw.licence()
     source = gw.config.policies.data_dir / "visits.parquet"
     os.replace(source, source.with_suffix(".moved"))
-    assert (await gw.query("SELECT COUNT(*) AS n FROM visits")).status == 503
+    refused = await gw.query("SELECT COUNT(*) AS n FROM visits")
+    assert refused.status == 503
+    problem = await refused.json()
+    assert problem["type"].endswith("/dataset-unavailable")
+    assert refused.headers["Retry-After"] == "30" and problem["retry_after"] == 30
     status, body = await readyz(gw)
     assert status == 200 and body["status"] == "degraded"
     assert body["datasets"]["unavailable"] == 1 and body["datasets"]["ok"] == 0
