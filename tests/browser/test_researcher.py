@@ -46,3 +46,23 @@ async def test_researcher_estimates_then_runs_and_sees_the_charge(console: Any) 
     assert budget["budgets"][0]["epsilon_spent"] == 0.25
     await page.get_by_role("tab", name="History").click()
     await expect(page.get_by_role("cell", name="ok")).to_have_count(1)
+
+
+async def test_a_shared_layer_that_binds_is_named(console: Any) -> None:
+    """An organisation budget tighter than the licence's: the workbench says which budget
+    limits the researcher, with what is left of it (as ``GET /v1/budget`` shows it)."""
+    c = await console()
+    admin, path = c.gw.auth("root", ["admin"]), "/v1/admin/tiers/standard"
+    tier = await (await c.gw.client.get(path, headers=admin)).json()
+    body = {k: v for k, v in tier.items() if k not in ("created_at", "changed_by", "versions")}
+    body |= {"organisation_budget": {"epsilon": 1.5}, "reason": "browser test"}
+    put = await c.gw.client.put(path, json=body, headers=admin)
+    assert put.status == 200, await put.text()
+    await c.gw.licence("alice")
+    await c.gw.licence("bob")  # the same organisation
+    assert (await c.gw.query("SELECT COUNT(*) AS n FROM visits", 0.55, sub="bob")).status == 200
+    page = await c.open_as("alice", ["researcher"])
+    note = page.locator(".binding")
+    await expect(note).to_contain_text("limited by the organisation budget")
+    await expect(note).to_contain_text("ε 0.9 left")
+    await expect(page.locator("#estimate")).to_contain_text("limited by the organisation budget")

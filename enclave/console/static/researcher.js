@@ -12,6 +12,19 @@ export function render(root) {
   tabs(root, [["Workbench", workbench], ["History", history]], "Researcher");
 }
 
+// A shared budget layer (subject, organisation, dataset) that binds tighter than the licence's
+// own: say which, and what is left of it (rounded down for shared layers by the gateway).
+function layerNote(budget) {
+  const layer = budget && budget.binding_layer;
+  return layer && layer !== "licence" ? ` (limited by the ${layer} budget)` : "";
+}
+
+function binding(b) {
+  const note = layerNote(b);
+  return note && h("p", { className: "note binding",
+    text: `${b.dataset}: ε ${fmt(b.epsilon_remaining)} left${note}` });
+}
+
 async function workbench(panel) {
   const [{ datasets }, budgets] = await Promise.all([api("/v1/datasets"), api("/v1/budget")]);
   if (!datasets.length) {
@@ -20,8 +33,8 @@ async function workbench(panel) {
   }
   const gauges = h("section", { className: "card", "aria-labelledby": "budget-h" });
   const showBudgets = (list) => gauges.replaceChildren(h("h2", { id: "budget-h", text: "Budget" }),
-    ...list.map((b) => gauge(`${b.dataset} (${b.licence_id}, ${b.licence_status})`,
-      b.epsilon_spent, b.epsilon_limit)));
+    ...list.flatMap((b) => [gauge(`${b.dataset} (${b.licence_id}, ${b.licence_status})`,
+      b.epsilon_spent, b.epsilon_limit), binding(b)].filter(Boolean)));
   showBudgets(budgets.budgets);
 
   const dataset = select("dataset", datasets.map((d) => d.name));
@@ -55,7 +68,7 @@ async function workbench(panel) {
           `Cost ε ${fmt(e.epsilon)}, δ ${fmt(e.delta)} · ${e.within_budget
             ? "within budget" : "over budget"}${e.cached ? " · cached: a repeat, free" : ""}` }),
         h("p", { text: `ci95: ${cis.join(", ") || "—"} · remaining ε ${
-          fmt(e.budget.epsilon_remaining)}` }));
+          fmt(e.budget.epsilon_remaining)}${layerNote(e.budget)}` }));
     } catch (err) {
       estimate.replaceChildren(errorBox(err));
     }
@@ -93,7 +106,7 @@ function showResult(results, r) {
   const rows = r.rows.map((row) => row.map((v, i) => cell(v, r.columns[i])));
   const charge = `Charged ε ${fmt(r.epsilon_spent)}, δ ${fmt(r.delta_spent)}${
     r.cached ? " (cached repeat: nothing spent)" : ""} · remaining ε ${
-    fmt(r.budget.epsilon_remaining)} · ${r.suppressed_groups} group(s) suppressed`;
+    fmt(r.budget.epsilon_remaining)}${layerNote(r.budget)} · ${r.suppressed_groups} group(s) suppressed`;
   const csv = () => download(`${r.query_id}.csv`, new Blob([toCsv(
     [...r.columns, ...aggs.map((c) => `${c}_ci95`)],
     r.rows.map((row) => [...row, ...aggs.map((c) => r.accuracy[c].ci95)]))], { type: "text/csv" }));
