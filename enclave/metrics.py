@@ -13,6 +13,8 @@ status codes and problem types from ``errors.py``: every label set is bounded by
     enclave_epsilon_spent_total                   epsilon charged, all licences together
     enclave_jobs_total{kind,state}                jobs this process ended (done, failed)
     enclave_worker_requests_total{worker}         requests answered by each worker process
+    enclave_audit_commits_total                   group commits of audit records (store/group.py)
+    enclave_audit_committed_records_total         records they held (÷ commits: mean batch size)
 
 Several worker processes (``server.processes`` > 1): prometheus-client's multiprocess mode.
 Each worker writes its values to memory-mapped files in one directory that the supervisor
@@ -88,6 +90,16 @@ class Metrics:
             ["worker"],
             registry=r,
         ).labels(self.worker)
+        self.audit_commits = Counter(
+            "enclave_audit_commits_total",
+            "Transactions that committed audit records (group commit), by this process",
+            registry=r,
+        )
+        self.audit_records = Counter(
+            "enclave_audit_committed_records_total",
+            "Audit records committed by those transactions",
+            registry=r,
+        )
         self.jobs = Counter(
             "enclave_jobs_total",
             "Jobs ended by this process, by kind and final state",
@@ -108,6 +120,11 @@ class Metrics:
         self.jobs.labels(kind, state).inc()
         if epsilon > 0:
             self.epsilon.inc(epsilon)
+
+    def record_commit(self, records: int) -> None:
+        """One group commit of ``records`` audit records (``Store.observe_commits``)."""
+        self.audit_commits.inc()
+        self.audit_records.inc(records)
 
     def record_refusal(self, problem_type: str) -> None:
         self.refusals.labels(problem_type).inc()

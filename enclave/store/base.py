@@ -16,7 +16,7 @@ If the store cannot be written, methods raise ``AuditUnavailable`` (for appends)
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -252,7 +252,11 @@ class Store(AuditLog, Protocol):
         """The organisation whose suspension holds ``licence_id``, if any."""
 
     async def append(self, draft: AuditDraft) -> AuditRecord:
-        """Append the record (one transaction)."""
+        """Append the record; returns once it is committed. Concurrent ``append`` and
+        ``debit`` calls share transactions (group commit: ``store/group.py``)."""
+
+    def observe_commits(self, observe: Callable[[int], None]) -> None:
+        """Call ``observe(n)`` after each group commit of ``n`` records (for metrics)."""
 
     async def debit(
         self,

@@ -49,6 +49,8 @@ class GroupCommit(Generic[E, R]):
         #: how many batches, and entries in them, this process committed (for metrics/bench)
         self.batches = 0
         self.entries = 0
+        #: called with each committed batch's size (``Store.observe_commits``)
+        self.observe: Callable[[int], None] | None = None
 
     async def submit(self, entry: E) -> R:
         """Commit ``entry`` in the next batch; its result, or its batch's exception."""
@@ -88,3 +90,5 @@ class GroupCommit(Generic[E, R]):
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
+        if self.observe is not None:
+            self.observe(len(batch))

@@ -229,6 +229,9 @@ class SqlStore:
 
     # --- the audit chain -------------------------------------------------------------------
 
+    def observe_commits(self, observe: Callable[[int], None]) -> None:
+        self.appends.observe = observe
+
     async def append(self, draft: AuditDraft) -> AuditRecord:
         done = await self.appends.submit(ops.Entry(draft))
         if isinstance(done, BudgetExhausted):  # never: an entry without a charge always fits

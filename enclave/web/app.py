@@ -118,6 +118,7 @@ async def dp_ctx(app: web.Application) -> AsyncIterator[None]:
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     store = open_store(app[config_key].store.url)
     await store.open()
+    store.observe_commits(app[metrics_key].record_commit)
     app[store_key] = store
     try:
         yield

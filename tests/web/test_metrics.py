@@ -129,3 +129,24 @@ def test_a_shared_directory_needs_multiprocess_values(tmp_path: Any) -> None:
 
     with pytest.raises(RuntimeError, match="PROMETHEUS_MULTIPROC_DIR"):
         Metrics(multiprocess_dir=tmp_path)
+
+
+async def test_group_commits_are_counted(make_gateway: Any) -> None:
+    """Concurrent queries share audit transactions: the records counted are the queries'
+    (an admin write, such as the licence, commits with its own change, not in a batch), and
+    there are no more commits than records."""
+    import asyncio
+
+    gw = await make_gateway()
+    await gw.licence()
+    n = 12
+    answers = await asyncio.gather(
+        *(gw.query(f"SELECT COUNT(*) AS n FROM visits WHERE age > {i}", 0.1) for i in range(n))
+    )
+    assert [a.status for a in answers] == [200] * n
+    _, samples = await scrape(gw)
+    records = value(samples, "enclave_audit_committed_records_total")
+    commits = value(samples, "enclave_audit_commits_total")
+    head = (await gw.services.store.audit_head())[0]
+    assert records == n and head == n + 1  # the queries', and the licence's own
+    assert 1 <= commits <= records
