@@ -173,6 +173,17 @@ async def read_back(url: str) -> tuple[list[AuditRecord], dict[int, int]]:
     return records, ledger
 
 
+async def datasets_ready(http: aiohttp.ClientSession, gw: Served) -> None:
+    """Until ``/readyz`` counts the dataset ``ok`` (readiness does not wait for its bounding,
+    and a query meanwhile would be refused)."""
+    for _ in range(600):
+        async with http.get(gw.url + "/readyz") as resp:
+            if (await resp.json()).get("datasets", {}).get("ok") == 1:
+                return
+        await asyncio.sleep(0.2)
+    pytest.fail(f"dataset not prepared after 120 s:\n{gw.tail()}")
+
+
 async def issue_licence(http: aiohttp.ClientSession, gw: Served, admin: dict[str, str]) -> str:
     body = {
         "subject": "carol",
@@ -206,6 +217,7 @@ async def test_kill_9_under_load_loses_nothing_acknowledged(
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
             await gw.wait_ready(http)
+            await datasets_ready(http, gw)
             workers: list[int] = []
             if processes > 1:
                 found = await gw.wait_log(r"with 2 worker processes \(pids (\d+), (\d+)\)")
@@ -236,6 +248,8 @@ async def test_kill_9_under_load_loses_nothing_acknowledged(
         for r in records
         if (r.action, r.outcome, r.licence_id) == ("query", "ok", licence_id)
     }
+    lost = sorted(b["audit_seq"] for _, b in load.acknowledged if b["audit_seq"] not in released)
+    assert not lost, f"{len(lost)} acknowledged release(s) not in the store: seq {lost[:10]}"
     units = Amount.charge(str(EPSILON)).epsilon
     for request_id, body in load.acknowledged:  # every answer was recorded and charged first
         record = released[body["audit_seq"]]
@@ -255,6 +269,7 @@ async def test_kill_9_under_load_loses_nothing_acknowledged(
 
     auditor = bearer(token_factory("oversight", ["auditor"]))
     async with serving([config]) as (http, (again,)):  # a new gateway on the same store
+        await datasets_ready(http, again)
         query = {"dataset": "visits", "sql": "SELECT COUNT(*) AS n FROM visits", "epsilon": 0.5}
         async with http.post(again.url + "/v1/queries", json=query, headers=carol) as resp:
             assert resp.status == 200, await resp.text()
