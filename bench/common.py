@@ -28,6 +28,7 @@ import datetime as dt
 import os
 import platform
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -105,6 +107,15 @@ def machine_facts() -> str:
         f"({cpu}), {mem_kb / 1024 / 1024:.1f} GiB RAM; Python {platform.python_version()}, "
         f"{versions}"
     )
+
+
+def load_text() -> str:
+    """The machine's load averages now, as ``uptime`` prints them (1, 5, 15 minutes)."""
+    try:
+        one, five, fifteen = Path("/proc/loadavg").read_text().split()[:3]
+    except (OSError, ValueError):
+        return "unknown"
+    return f"load average {one}, {five}, {fifteen}"
 
 
 def _commit() -> str:
@@ -280,6 +291,31 @@ async def add_licence(
         await store.insert_licence(lic, draft)
     finally:
         await store.close()
+
+
+async def create_database(dsn: str) -> str:
+    """Create a throwaway database on ``dsn``'s server; return its URL."""
+    import asyncpg
+
+    name = f"enclave_bench_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(dsn, timeout=5)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+async def drop_database(dsn: str, url: str) -> None:
+    import asyncpg
+
+    name = urlsplit(url).path.lstrip("/")
+    admin = await asyncpg.connect(dsn, timeout=5)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 def free_port() -> int:

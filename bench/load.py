@@ -2,13 +2,15 @@
 at ``count`` requests or ``time_limit_s``, whichever comes first (so a slow configuration
 cannot make a run endless). Each task sends its next request as soon as the previous answer
 arrived; latency is measured per request on the client, throughput as completed / wall time.
+Given several servers (replicas of one gateway), client ``k`` sends to server ``k mod n``, so
+the clients are split evenly between them and the result is their combined throughput.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -45,7 +47,7 @@ def small_query(i: int) -> tuple[str, float]:
 
 
 async def run_load(
-    server: Server,
+    server: Server | Sequence[Server],
     token: str,
     clients: int,
     count: int,
@@ -53,20 +55,21 @@ async def run_load(
     make: QueryMaker,
     offset: int = 0,
 ) -> LoadResult:
+    servers = [server] if isinstance(server, Server) else list(server)
     result = LoadResult(clients=clients)
     next_i = 0
     deadline = time.monotonic() + time_limit_s
     connector = aiohttp.TCPConnector(limit=clients)
     timeout = aiohttp.ClientTimeout(total=120)
 
-    async def worker(session: aiohttp.ClientSession) -> None:
+    async def worker(session: aiohttp.ClientSession, target: Server) -> None:
         nonlocal next_i
         while next_i < count and time.monotonic() < deadline:
             i = next_i
             next_i += 1
             sql, eps = make(offset + i)
             try:
-                seconds, body = await post_query(session, server, token, sql, eps)
+                seconds, body = await post_query(session, target, token, sql, eps)
             except (QueryError, aiohttp.ClientError, TimeoutError) as exc:
                 result.errors += 1
                 result.first_error = result.first_error or f"{type(exc).__name__}: {exc}"[:300]
@@ -77,6 +80,6 @@ async def run_load(
 
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         started = time.perf_counter()
-        await asyncio.gather(*(worker(session) for _ in range(clients)))
+        await asyncio.gather(*(worker(session, servers[k % len(servers)]) for k in range(clients)))
         result.seconds = time.perf_counter() - started
     return result

@@ -6,6 +6,8 @@
     .venv/bin/python -m bench.throughput --smoke         # 1 and 2 clients, a few requests
     .venv/bin/python -m bench.throughput --processes 1 2 # server.processes 1, then 2
     .venv/bin/python -m bench.throughput --processes 1 2 --clients 1 32  # fewer runs
+    ENCLAVE_TEST_POSTGRES_DSN=... .venv/bin/python -m bench.throughput --replicas 2 \
+        --clients 32 --queries distinct         # one gateway, then two, on one PostgreSQL
 
 For each store and each client count: distinct small queries (a filtered COUNT whose bound
 and epsilon change per request, so every one is a fresh release with a budget debit and an
@@ -16,23 +18,30 @@ the rows are skipped, with the reason, if the server is unreachable or the store
 The raw DuckDB reference runs the same SQL sequentially from Python on the source file.
 ``--processes`` runs every store once per ``server.processes`` value (one worker process per
 core is the gateway's default; 1 unless given here, as the other benchmarks use).
+``--replicas N`` also runs N gateways (whole ``enclave serve`` processes, each with its own
+store pool and DuckDB) on one PostgreSQL database, after the one-gateway run on its own
+database; the clients are split evenly between the replicas and the row gives their combined
+queries/s and every request's latency. Such a run writes the section ``throughput-replicas``,
+so the full table of ``throughput`` is kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
 
 from bench.common import (
     Server,
+    create_database,
     dataset,
+    drop_database,
+    load_text,
     log,
     make_deployment,
     markdown_table,
@@ -47,31 +56,6 @@ PRIMED = 16  # distinct queries primed for the cached-repeat runs
 
 def cached_query(i: int) -> tuple[str, float]:
     return small_query(i % PRIMED)
-
-
-async def _create_db(dsn: str) -> str:
-    """Create a throwaway database on ``dsn``'s server; return its URL."""
-    import asyncpg
-
-    name = f"enclave_bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(dsn, timeout=5)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path="/" + name))
-
-
-async def _drop_db(dsn: str, url: str) -> None:
-    import asyncpg
-
-    name = urlsplit(url).path.lstrip("/")
-    admin = await asyncpg.connect(dsn, timeout=5)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 def raw_qps(src: Path, n: int) -> float:
@@ -94,18 +78,25 @@ def bench_store(
     levels: list[tuple[int, int]],
     limit_s: float,
     processes: int,
+    replicas: int = 1,
 ) -> list[list[Any]]:
-    name = f"throughput-{label}-p{processes}"
+    name = f"throughput-{label}-p{processes}" + (f"-r{replicas}" if replicas > 1 else "")
     dep = make_deployment(Path(args.out) / "deploy" / name, src, store_url, processes)
+    makers = {"distinct": small_query, "cached": cached_query}
+    kinds = [k for k in makers if k in args.queries]
     rows: list[list[Any]] = []
-    with Server(dep, Path(args.out) / "logs" / f"{name}.log") as server:
-        prime = asyncio.run(run_load(server, dep.token, 1, PRIMED, limit_s, small_query))
+    with ExitStack() as stack:
+        servers = [
+            stack.enter_context(Server(dep, Path(args.out) / "logs" / f"{name}-{r}.log"))
+            for r in range(replicas)
+        ]  # one deployment folder: one config, store and engine state dir for all replicas
+        prime = asyncio.run(run_load(servers, dep.token, 1, PRIMED, limit_s, small_query))
         _check(prime, args)
         offset = PRIMED
         for clients, count in levels:
-            for kind, maker in (("distinct", small_query), ("cached", cached_query)):
+            for kind in kinds:
                 res = asyncio.run(
-                    run_load(server, dep.token, clients, count, limit_s, maker, offset)
+                    run_load(servers, dep.token, clients, count, limit_s, makers[kind], offset)
                 )
                 if kind == "distinct":
                     offset += count
@@ -113,11 +104,11 @@ def bench_store(
                 if kind == "cached" and res.cached != res.done:
                     raise SystemExit(f"{res.done - res.cached} repeats were not cached")
                 rows.append(
-                    [label, processes, kind, clients, res.done, res.errors, res.qps]
+                    [label, replicas, processes, kind, clients, res.done, res.errors, res.qps]
                     + [res.ms(0.5), res.ms(0.99)]
                 )
                 log(
-                    f"  {label} p{processes} {kind} x{clients}: {res.qps:.0f} q/s,"
+                    f"  {label} r{replicas} p{processes} {kind} x{clients}: {res.qps:.0f} q/s,"
                     f" p50 {res.ms(0.5):.1f} ms,"
                     f" p99 {res.ms(0.99):.1f} ms, errors {res.errors}"
                 )
@@ -137,7 +128,21 @@ def main() -> None:
         "--processes", type=int, nargs="+", default=[1], help="server.processes values to run"
     )
     p.add_argument("--clients", type=int, nargs="+", default=None, help="client counts to run")
+    p.add_argument(
+        "--queries",
+        nargs="+",
+        choices=["distinct", "cached"],
+        default=["distinct", "cached"],
+        help="which runs (default both)",
+    )
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="N > 1: PostgreSQL only, one gateway and then N gateways on one database",
+    )
     args = p.parse_args()
+    load_before = load_text()
     rows_n = 2_000 if args.smoke else 100_000
     levels = [(1, 4), (2, 6)] if args.smoke else [(1, 200), (8, 600), (32, 1200), (128, 1600)]
     if args.clients:
@@ -145,33 +150,50 @@ def main() -> None:
     limit_s = args.time_limit or (20.0 if args.smoke else 30.0)
     src = dataset(args.out, rows_n)
     table_rows: list[list[Any]] = []
-    for processes in args.processes:
+    notes = []
+    if args.replicas > 1:
+        notes.append("SQLite rows skipped: replicas share a PostgreSQL database.")
+    for processes in args.processes if args.replicas == 1 else []:
         sqlite = "sqlite:///state/enclave.db"
         table_rows += bench_store("sqlite", sqlite, args, src, levels, limit_s, processes)
-    notes = []
     if not args.postgres_dsn:
         notes.append("PostgreSQL rows skipped: ENCLAVE_TEST_POSTGRES_DSN is not set.")
+    runs = sorted({1, args.replicas})
     for processes in args.processes if args.postgres_dsn else []:
-        url = None
-        try:
-            url = asyncio.run(_create_db(args.postgres_dsn))
-            table_rows += bench_store("postgresql", url, args, src, levels, limit_s, processes)
-        except Exception as exc:  # the server or driver is missing: say so, keep SQLite's rows
-            notes.append(f"PostgreSQL rows skipped: {type(exc).__name__}: {str(exc)[:200]}")
-        finally:
-            if url is not None:
-                asyncio.run(_drop_db(args.postgres_dsn, url))
+        for replicas in runs:  # a fresh database each
+            url = None
+            try:
+                url = asyncio.run(create_database(args.postgres_dsn))
+                table_rows += bench_store(
+                    "postgresql", url, args, src, levels, limit_s, processes, replicas
+                )
+            except Exception as exc:  # the server or driver is missing: say so, keep the rest
+                notes.append(f"PostgreSQL rows skipped: {type(exc).__name__}: {str(exc)[:200]}")
+            finally:
+                if url is not None:
+                    asyncio.run(drop_database(args.postgres_dsn, url))
     raw_n = 20 if args.smoke else 500
     raw = raw_qps(src, raw_n)
     table = markdown_table(
-        ["store", "processes", "queries", "clients", "done", "errors", "queries/s", "p50 ms"]
-        + ["p99 ms"],
+        ["store", "replicas", "processes", "queries", "clients", "done", "errors", "queries/s"]
+        + ["p50 ms", "p99 ms"],
         table_rows,
     )
     note_text = "".join(f"\n\n{n}" for n in notes)
     print(table, f"\n\nraw DuckDB: {raw:.0f} queries/s{note_text}", flush=True)
+    command = "`.venv/bin/python -m bench.throughput" + (
+        f" --replicas {args.replicas}` — " if args.replicas > 1 else "` — "
+    )
+    replicas_text = (
+        f"*replicas*: {args.replicas} whole gateways (`enclave serve` processes) on one "
+        "PostgreSQL database, the clients split evenly between them (client k to replica k mod "
+        f"{args.replicas}); queries/s is their combined rate, p50/p99 over every request; the "
+        "one-replica rows are one gateway on a database of its own, run just before. "
+        if args.replicas > 1
+        else ""
+    )
     body = (
-        f"`.venv/bin/python -m bench.throughput` — {rows_n:,} rows. *distinct*: a filtered "
+        f"{command}{rows_n:,} rows. *distinct*: a filtered "
         "COUNT whose bound and epsilon change per request (each a fresh release: plan, DuckDB, "
         "noise, budget debit and audit append in one store transaction). *cached*: "
         f"{PRIMED} primed queries repeated verbatim (release cache; still one audit append "
@@ -179,11 +201,16 @@ def main() -> None:
         f"{limit_s:.0f} s; the aiohttp client runs in the bench process on the same cores. "
         "*processes*: `server.processes`, worker processes sharing one socket (each with its own "
         "event loop, store connection and DuckDB); the load generator competes with them for "
-        f"the {os.cpu_count()} cores.\n\n"
-        f"{table}\n\nRaw DuckDB on the same SQL over the source file, sequential from Python "
+        f"the {os.cpu_count()} cores. {replicas_text}Machine load (`uptime`): {load_before} "
+        f"before the run, {load_text()} after."
+        f"\n\n{table}\n\nRaw DuckDB on the same SQL over the source file, sequential from Python "
         f"(2 threads): **{raw:.0f} queries/s** ({raw_n} queries).{note_text}\n"
     )
-    write_section(results_path(args), "throughput", "Throughput: concurrent small queries", body)
+    if args.replicas > 1:
+        name, title = "throughput-replicas", "Throughput: replicas on one PostgreSQL"
+    else:
+        name, title = "throughput", "Throughput: concurrent small queries"
+    write_section(results_path(args), name, title, body)
 
 
 if __name__ == "__main__":

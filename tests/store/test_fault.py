@@ -2,8 +2,9 @@
 
 The test starts its own throwaway cluster (``initdb`` + ``pg_ctl``, on a free port, never the
 shared server; as the ``postgres`` OS user when run as root, since PostgreSQL refuses to run
-as root), points an in-process gateway at it, and keeps a stream of distinct queries running
-while it stops the server (``pg_ctl stop -m fast``) and starts it again. It checks that:
+as root), points an in-process gateway at it, and keeps distinct queries from 32 concurrent
+clients running while it stops the server (``pg_ctl stop -m fast``) and starts it again.
+It checks that:
 
 - while the server is down, queries get 503 problem+json (``store-unavailable`` or
   ``audit-unavailable``) and ``/readyz`` answers 503 naming the store; never a 500;
@@ -44,6 +45,7 @@ from tests.store.conftest import postgres_missing
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 EPSILON = 0.01
+CLIENTS = 32  # concurrent clients: enough for the store to have many commits in flight
 
 
 def _pg_bin() -> Path | None:
@@ -143,7 +145,7 @@ async def gateway(
 
 @dataclass
 class Load:
-    """Distinct queries from a few concurrent workers until ``stop`` is set."""
+    """Distinct queries from ``CLIENTS`` concurrent workers until ``stop`` is set."""
 
     gw: Gateway
     answers: list[tuple[int, dict[str, Any]]]
@@ -173,7 +175,7 @@ async def wait_for(predicate: Any, timeout: float) -> None:
 
 async def test_database_outage_under_load(cluster: Cluster, gateway: Gateway) -> None:
     load = Load(gateway, [], asyncio.Event())
-    workers = [asyncio.create_task(load.worker()) for _ in range(6)]
+    workers = [asyncio.create_task(load.worker()) for _ in range(CLIENTS)]
     try:
         await wait_for(lambda: load.count(200) >= 20, 20)
         await asyncio.to_thread(cluster.stop, "fast")  # sessions are cut mid-transaction
