@@ -28,8 +28,8 @@ from enclave.ledger.grid import Amount
 from enclave.models import Licence
 
 if TYPE_CHECKING:
+    from enclave.jobs.job import JobOp
     from enclave.store.grants import Grant
-    from enclave.store.jobs import JobOp
     from enclave.store.proposals import Decided, Decision, Proposal, Suspended, Write
 
 PolicyKind = Literal["tier", "dataset"]

@@ -30,6 +30,7 @@ from enclave.audit.log import AuditFilter, SummaryKey, SummaryRow, summary_rows
 from enclave.audit.record import FIELDS, GENESIS_HASH, AuditDraft, AuditRecord
 from enclave.audit.rows import record_from_row, record_values
 from enclave.errors import BudgetExhausted, Conflict, NotFound
+from enclave.jobs.job import JobOp
 from enclave.ledger.grid import Amount
 from enclave.models import Licence, iso
 from enclave.store import codec, jobs
@@ -44,7 +45,6 @@ from enclave.store.base import (
     PolicyVersion,
 )
 from enclave.store.driver import Migrations, Row, Tx
-from enclave.store.jobs import JobOp
 
 AUDIT_COLUMNS = ", ".join(FIELDS)
 LICENCE_COLUMNS = ", ".join(codec.LICENCE_COLUMNS)

@@ -20,6 +20,7 @@ from enclave.audit.log import AuditFilter, Progress, SummaryRow
 from enclave.audit.record import AuditDraft, AuditRecord
 from enclave.audit.rows import SegmentJoiner, verify_segment
 from enclave.errors import AuditUnavailable, EnclaveError, StoreUnavailable
+from enclave.jobs.job import JobOp
 from enclave.ledger.grid import Amount
 from enclave.models import Licence, utcnow
 from enclave.store import grants as grant_ops
@@ -29,7 +30,6 @@ from enclave.store.base import CacheEntry, Charge, Debited, LayerName, PolicyKin
 from enclave.store.bulk import Importer, Snapshot
 from enclave.store.driver import After, Driver, Mode, Row, Work
 from enclave.store.grants import Grant
-from enclave.store.jobs import JobOp
 from enclave.store.proposals import Decided, Decision, Proposal, Suspended, Write
 
 T = TypeVar("T")

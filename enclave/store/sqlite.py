@@ -38,7 +38,7 @@ from enclave.audit.chain import VerifyResult
 from enclave.audit.log import Progress
 from enclave.errors import StoreUnavailable
 from enclave.models import utcnow
-from enclave.store import ops, sqlite_schema, sqlite_verify
+from enclave.store import ops, schema, sqlite_verify
 from enclave.store.driver import After, Dialect, Mode, Row, Tx, Work
 from enclave.store.sql_store import SqlStore
 
@@ -168,9 +168,7 @@ class SqliteDriver:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
-            self._in_tx(
-                conn, lambda tx: ops.migrate(tx, sqlite_schema.MIGRATIONS), "BEGIN IMMEDIATE"
-            )
+            self._in_tx(conn, lambda tx: ops.migrate(tx, schema.SQLITE), "BEGIN IMMEDIATE")
         except BaseException:
             conn.close()
             raise

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from enclave.errors import BudgetExhausted
+from enclave.jobs.job import Job, JobLost
 from enclave.ledger.grid import Amount
 from enclave.models import iso
 from enclave.store import jobs
 from enclave.store.base import AuditFilter, CacheEntry
-from enclave.store.jobs import Job, JobLost
 from tests.store.conftest import Backend, charge, draft
 
 LEASE = 30.0
