@@ -22,15 +22,7 @@ from typing import Any
 from enclave.audit.context import AuditContext
 from enclave.audit.record import AuditDraft
 from enclave.errors import Conflict, NotFound, PolicyFileError
-from enclave.governance.risk import GRANT_RISK, risks
-from enclave.licence_grants import ceiling, grant_from_json
-from enclave.licences import check_licence_policy, licence_digest_fields, patch_licence
-from enclave.models import DatasetSpec, Tier
-from enclave.policy.files import tier_from_dict
-from enclave.policy.registry import BUDGET_KEYS, PolicyChange, state_paths
-from enclave.services import Services
-from enclave.store.base import PolicyKind, PolicyVersion
-from enclave.store.proposals import (
+from enclave.governance.proposal import (
     GrantWrite,
     LicenceWrite,
     PolicyWrite,
@@ -39,6 +31,14 @@ from enclave.store.proposals import (
     held_state,
     licence_state,
 )
+from enclave.governance.risk import GRANT_RISK, risks
+from enclave.licence_grants import ceiling, grant_from_json
+from enclave.licences import check_licence_policy, licence_digest_fields, patch_licence
+from enclave.models import DatasetSpec, Tier
+from enclave.policy.files import tier_from_dict
+from enclave.policy.registry import BUDGET_KEYS, PolicyChange, state_paths
+from enclave.policy.version import PolicyKind, PolicyVersion
+from enclave.services import Services
 
 
 @dataclass(frozen=True)

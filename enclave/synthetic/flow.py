@@ -38,13 +38,13 @@ from enclave.errors import BudgetExhausted, EnclaveError, NotFound, ServiceUnava
 from enclave.ids import new_id
 from enclave.jobs.job import Job, queued
 from enclave.jobs.runner import Handler, JobRun, enqueue
+from enclave.ledger.charge import CacheEntry, Charge
 from enclave.ledger.grid import Amount
 from enclave.models import DatasetSpec, Licence, Principal
 from enclave.pipeline import resolve_dataset
 from enclave.policy.decide import authorize
 from enclave.services import Services
 from enclave.store import jobs
-from enclave.store.base import CacheEntry, Charge
 from enclave.synthetic.mst import REPORT_FILE, RESULT_FILES, SynthTask, synthesize
 from enclave.synthetic.request import SyntheticRequest, check_tier, synth_columns
 

@@ -26,9 +26,9 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from enclave.audit.record import AuditDraft
+from enclave.ledger.charge import Charge
 from enclave.ledger.grid import Amount
 from enclave.models import Licence
-from enclave.store.base import Charge
 
 DSN_ENV = "ENCLAVE_TEST_POSTGRES_DSN"
 REQUIRE_ENV = "ENCLAVE_TEST_REQUIRE_POSTGRES"

@@ -12,11 +12,10 @@ from typing import Any
 import pytest
 
 from enclave.errors import BudgetExhausted
+from enclave.ledger.charge import Charge, Layer, LayerName
 from enclave.ledger.grid import Amount
-from enclave.licence_grants import LEDGER_BOUND
+from enclave.licence_grants import LEDGER_BOUND, Grant
 from enclave.store import schema
-from enclave.store.base import Charge, Layer, LayerName
-from enclave.store.grants import Grant
 from enclave.store.ops import TOTAL_CAP
 from tests.store.conftest import draft, licence
 

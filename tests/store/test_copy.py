@@ -10,7 +10,7 @@ import pytest
 
 from enclave.audit.chain import verify
 from enclave.errors import BudgetExhausted, Conflict
-from enclave.store.base import CacheEntry
+from enclave.ledger.charge import CacheEntry
 from enclave.store.bulk import TABLES
 from enclave.store.copy import copy_store
 from enclave.store.sqlite import SqliteStore

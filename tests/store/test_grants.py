@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from enclave.audit.chain import verify
+from enclave.audit.log import AuditFilter
 from enclave.errors import AuditUnavailable, BadRequest, BudgetExhausted, Conflict, NotFound
+from enclave.ledger.charge import Charge
 from enclave.ledger.grid import Amount
-from enclave.licence_grants import LEDGER_BOUND, licence_limit
+from enclave.licence_grants import LEDGER_BOUND, Grant, granted, licence_limit
 from enclave.models import Tier
-from enclave.store.base import AuditFilter, Charge
-from enclave.store.grants import Grant, granted
 from tests.store.conftest import Backend, charge, draft, licence
 
 TIER = Tier(

@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
+from enclave.audit.log import AuditFilter
 from enclave.errors import BudgetExhausted
 from enclave.jobs.job import Job, JobLost
+from enclave.ledger.charge import CacheEntry
 from enclave.ledger.grid import Amount
 from enclave.models import iso
 from enclave.store import jobs
-from enclave.store.base import AuditFilter, CacheEntry
 from tests.store.conftest import Backend, charge, draft
 
 LEASE = 30.0
