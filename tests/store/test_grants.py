@@ -120,7 +120,7 @@ async def test_grants_count_within_the_budget_period(store: Any) -> None:
 
 
 async def test_grants_travel_with_store_copy(backend: Backend, store: Any, tmp_path: Any) -> None:
-    from enclave.store.copy import copy_store
+    from enclave.store_copy import copy_store
 
     await store.insert_licence(licence(), draft("licence.create"))
     await store.add_grant(grant("0.25"), LEDGER_BOUND, admin_draft())

@@ -240,7 +240,7 @@ async def test_proposals_and_holds_travel_with_store_copy(
     backend: Backend, store: Any, tmp_path: Any
 ) -> None:
     from enclave.store import open_store
-    from enclave.store.copy import copy_store
+    from enclave.store_copy import copy_store
 
     stored = await seeded(store)
     await store.insert_licence(licence("lic_a", organization="Northwind"), draft())
