@@ -52,13 +52,14 @@ async def verify_in_workers(
     watch: int = -1,
     progress: Progress | None = None,
     every: int = 100_000,
-    segment: int = SEGMENT,
+    segment: int | None = None,
 ) -> tuple[VerifyResult, str | None]:
     """Verify seq ``1..n`` of ``source`` (what ``module``'s worker opens, e.g. a file path)
-    with worker processes running ``python -m module``.
+    with worker processes running ``python -m module``, ``segment`` (default ``SEGMENT``)
+    records a range.
 
     Raises ``OSError`` if a worker fails (the caller reports the store as unavailable)."""
-    todo = ranges(n, segment)
+    todo = ranges(n, segment or SEGMENT)
     count = min(worker_count(), len(todo))
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])

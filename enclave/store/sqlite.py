@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 from enclave.audit.chain import VerifyResult
 from enclave.audit.log import Progress
+from enclave.audit.parallel import verify_in_workers
 from enclave.errors import StoreUnavailable
 from enclave.models import utcnow
 from enclave.store import ops, schema, sqlite_verify
@@ -259,7 +260,7 @@ class SqliteDriver:
         plain_file = self.path != ":memory:" and not self.path.startswith("file:")
         if n < sqlite_verify.PARALLEL_MIN or not plain_file or not sys.executable:
             return None
-        return await sqlite_verify.verify_parallel(self.path, n, watch, progress, every)
+        return await verify_in_workers(sqlite_verify.__name__, self.path, n, watch, progress, every)
 
 
 class SqliteStore(SqlStore):

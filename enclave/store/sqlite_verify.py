@@ -18,9 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from enclave.audit.chain import VerifyResult
-from enclave.audit.log import Progress
-from enclave.audit.parallel import SEGMENT, ReadRows, verify_in_workers, worker_main
+from enclave.audit.parallel import ReadRows, worker_main
 from enclave.audit.record import FIELDS
 
 PARALLEL_MIN = 150_000
@@ -39,19 +37,6 @@ def iter_rows(conn: sqlite3.Connection, start: int, end: int) -> Iterator[tuple[
 
 def connect_readonly(path: str) -> sqlite3.Connection:
     return sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
-
-
-async def verify_parallel(
-    path: str,
-    n: int,
-    watch: int = -1,
-    progress: Progress | None = None,
-    every: int = 100_000,
-    segment: int = SEGMENT,
-) -> tuple[VerifyResult, str | None]:
-    """Verify seq ``1..n`` of the SQLite file ``path`` with worker processes (``OSError`` if
-    a worker fails)."""
-    return await verify_in_workers(__name__, path, n, watch, progress, every, segment)
 
 
 def _open(path: str) -> tuple[ReadRows, Callable[[], None]]:
