@@ -3,7 +3,7 @@
 Each ``prepare_*`` function validates a change against the current state exactly as the
 direct admin route always has, and returns a ``Prepared``: what a proposal stores (the body
 as requested, the target's state it was checked against), the reasons it raises risk
-(``risk.py``), and the store write that applies it (``store/proposals.py``). The routes call
+(``risk.py``), and the write that applies it (``proposal.Write``). The routes call
 the same function twice for a proposal: when it is made, and again at approval, against the
 state at that moment, so an approved change passes every rule a direct one does; the write
 then runs in the approval's transaction, guarded by the proposal's ``base``.
