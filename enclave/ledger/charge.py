@@ -1,7 +1,7 @@
 """What a debit carries and returns: the ``Charge`` re-checked against every budget layer,
 the release stored for the cache beside it (``CacheEntry``), and what was committed
 (``Debited``). ``Store.debit`` writes them in one transaction (``store/ops.py``); the layers
-are ``budget_layers.py``'s ([privacy.md](../../docs/privacy.md#budget-layers)).
+are ``budget_layers.py``'s (``docs/privacy.md``, "Budget layers").
 """
 
 from __future__ import annotations
