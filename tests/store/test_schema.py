@@ -67,26 +67,14 @@ async def test_a_fresh_store_has_the_published_schema(backend: Backend) -> None:
 
 
 async def _print(name: str, dsn: str | None) -> None:  # pragma: no cover (a developer's tool)
-    import asyncpg
-
-    from tests.store.conftest import Clock, _sqlite_backend
+    from tests.store.conftest import _sqlite_backend, postgres_backend
 
     if name == "sqlite":
         with tempfile.TemporaryDirectory() as tmp:
             sys.stdout.write(await dump(_sqlite_backend(Path(tmp))))
         return
-    from enclave.store.postgres import PostgresStore
-
     assert dsn is not None
-
-    async def raw(sql: str) -> list[tuple[Any, ...]]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return [tuple(r) for r in await conn.fetch(sql)]
-        finally:
-            await conn.close()
-
-    sys.stdout.write(await dump(Backend("postgres", lambda: PostgresStore(dsn), raw, Clock())))
+    sys.stdout.write(await dump(postgres_backend(dsn)))
 
 
 if __name__ == "__main__":  # pragma: no cover
