@@ -49,9 +49,10 @@ from bench.common import (
 )
 from bench.load import LoadResult
 from enclave.audit.record import AuditDraft
+from enclave.ledger.charge import CacheEntry, Charge, Layer
 from enclave.ledger.grid import Amount
 from enclave.store import open_store
-from enclave.store.base import CacheEntry, Charge, Layer, Store
+from enclave.store.base import Store
 
 SQL = "SELECT COUNT(*) AS n FROM visits WHERE age >= {a}"
 #: the issue's targets at 32 concurrent writers, appends/s

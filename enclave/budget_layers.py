@@ -32,11 +32,11 @@ from typing import Any
 from enclave.audit.log import decimal_text
 from enclave.errors import BudgetExhausted
 from enclave.ledger.budget import period_window
+from enclave.ledger.charge import EXHAUSTED, Charge, Layer, LayerName
 from enclave.ledger.grid import Amount
-from enclave.licence_grants import licence_limit
+from enclave.licence_grants import granted, licence_limit
 from enclave.models import DatasetSpec, Licence, Tier, iso
-from enclave.store.base import EXHAUSTED, Charge, Layer, LayerName, Store
-from enclave.store.grants import granted
+from enclave.store.base import Store
 
 #: layers whose spend includes other people's (shown coarsely to researchers)
 SHARED: frozenset[LayerName] = frozenset({"organisation", "dataset"})

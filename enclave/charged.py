@@ -52,12 +52,12 @@ from enclave.dp.deadline import deadline_for, padded
 from enclave.dp.mechanisms import PricedPlan
 from enclave.dp.release import NoisyTable, release
 from enclave.errors import EnclaveError, QueryTimeout, ReleaseFailed, describe
+from enclave.jobs.job import JobOp
+from enclave.ledger.charge import CacheEntry, Charge, Debited
 from enclave.models import DatasetSpec, Tier
 from enclave.query.compile import assemble
 from enclave.query.plan import CompiledQuery, Plan
 from enclave.services import Services
-from enclave.store.base import CacheEntry, Charge, Debited
-from enclave.store.jobs import JobOp
 
 log = logging.getLogger(__name__)
 

@@ -9,30 +9,106 @@ Rules:
 - a grant has a layer: ``licence`` (default) tops up this licence; ``subject`` tops up the
   subject's limit across all their licences (``budget_layers.py``), e.g. for a reissue;
 - a grant is positive, on the ledger's grid, within its bounds, for a dataset the licence
-  covers, and carries a reason; it only ever raises the limit (``store/grants.py`` explains
-  why that makes a stale read of grants safe);
+  covers, and carries a reason;
+- a grant only ever *raises* a limit, which is what makes grants safe to read outside the
+  debit's transaction: a query reads the grants before its debit, and the debit re-checks the
+  spend against that limit inside its own transaction. A grant committed in between is simply
+  not counted yet (the limit read is lower than the true one, never higher), so no concurrent
+  interleaving can overspend. The store keeps each grant with its audit record
+  (``store/grants.py``);
 - amounts in admin answers are exact decimal text, as in the audit summary.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from enclave.audit.log import decimal_text
-from enclave.errors import BadRequest
+from enclave.errors import BadRequest, Conflict, NotFound
 from enclave.inputs import MAX_TEXT_CHARS, invalid, read_string
 from enclave.ledger.budget import period_window, tier_limit
 from enclave.ledger.grid import MAX_DELTA_UNITS, MAX_EPSILON_UNITS, Amount
 from enclave.models import Licence, Tier, iso
 from enclave.policy.fields import Problems, read_delta, read_epsilon
 from enclave.store.base import Store
-from enclave.store.grants import GRANT_LAYERS, Grant, granted
 
+GrantLayer = Literal["licence", "subject"]
+GRANT_LAYERS: tuple[GrantLayer, ...] = ("licence", "subject")
 GRANT_FIELDS = frozenset({"dataset", "epsilon", "delta", "reason", "layer"})
 #: what the ledger can hold as a limit: epsilon at most 10**6, delta below 1
 LEDGER_BOUND = Amount(MAX_EPSILON_UNITS, MAX_DELTA_UNITS - 1)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One top-up for ``dataset``, by ``actor``, for ``reason``, given through
+    ``licence_id``: of that licence's limit (``layer`` licence) or of its subject's across
+    all their licences (``layer`` subject; ``subject`` is set from the licence when stored).
+    ``audit_seq`` and ``created_at`` come from its audit record (0 and "" before storing)."""
+
+    licence_id: str
+    dataset: str
+    amount: Amount
+    reason: str
+    actor: str
+    audit_seq: int = 0
+    created_at: str = ""
+    layer: GrantLayer = "licence"
+    subject: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "licence_id": self.licence_id,
+            "dataset": self.dataset,
+            "epsilon": decimal_text(self.amount.epsilon_decimal),
+            "delta": decimal_text(self.amount.delta_decimal),
+            "layer": self.layer,
+            "subject": self.subject,
+            "reason": self.reason,
+            "actor": self.actor,
+            "created_at": self.created_at,
+            "audit_seq": self.audit_seq,
+        }
+
+
+def granted(
+    grants: Iterable[Grant],
+    dataset: str,
+    since: dt.datetime | None,
+    layer: GrantLayer = "licence",
+) -> Amount:
+    """The sum of ``dataset``'s ``layer`` grants given at or after ``since`` (None: all)."""
+    start = None if since is None else iso(since)  # compared as text, as the ledger's ``ts``
+    total = Amount()
+    for g in grants:
+        if g.layer != layer:
+            continue
+        if g.dataset == dataset and (start is None or g.created_at >= start):
+            total = total.plus(g.amount)
+    return total
+
+
+def check_grant(
+    licence: Licence | None, grant: Grant, existing: Sequence[Grant], ceiling: Amount
+) -> None:
+    """The rules the store re-checks inside the grant's transaction, against the licence and
+    the grants read there (the handler checked them first)."""
+    if licence is None:
+        raise NotFound("no such licence")
+    if licence.status == "revoked":
+        raise Conflict("a revoked licence cannot be granted budget")
+    if grant.dataset not in licence.datasets:
+        raise BadRequest(
+            f"dataset: the licence does not cover {grant.dataset!r}",
+            [f"dataset: the licence does not cover {grant.dataset!r}"],
+        )
+    total = granted(existing, grant.dataset, None, grant.layer).plus(grant.amount)
+    if not total.within(ceiling):
+        what = "the licence's limit would pass the ledger's bounds (epsilon 1000000, delta < 1)"
+        raise BadRequest(f"epsilon: {what}", [f"epsilon: {what}"])
 
 
 def grant_from_json(body: Any, licence: Licence, actor: str) -> Grant:

@@ -3,20 +3,22 @@
 A licence binds a subject (the token's ``sub``) to a tier, datasets, a purpose, a
 jurisdiction and a validity window. Status moves active ⇄ suspended, and either → revoked,
 which is final. The store enforces both "revocation is final" and "at most one active licence
-per subject and dataset" (``store/codec.py``), inside the write transaction.
+per subject and dataset" (``apply_changes``, ``check_no_overlap``: ``store/ops.py`` runs them
+inside the write transaction).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
 
-from enclave.errors import BadRequest
+from enclave.errors import BadRequest, Conflict
 from enclave.ids import new_id
 from enclave.inputs import MAX_NAME_CHARS, MAX_TEXT_CHARS, invalid, read_string, read_when
-from enclave.models import LICENCE_STATUSES, Licence
+from enclave.models import LICENCE_STATUSES, Licence, as_time
 from enclave.policy.decide import dataset_allows, tier_allows
 
 if TYPE_CHECKING:
@@ -34,6 +36,8 @@ PATCH_FIELDS = (CREATE_FIELDS - {"id", "subject"}) | {"reason"}
 REASON_REQUIRED_FIELDS = {"tier", "datasets", "valid_from", "valid_until", "status", "organization"}
 TEXT_LIMITS = {"subject": MAX_NAME_CHARS, "organization": MAX_NAME_CHARS, "purpose": MAX_TEXT_CHARS}
 MAX_DATASETS = 100
+#: Licence fields an update may change (``id`` and the timestamps are the store's).
+MUTABLE_LICENCE_FIELDS: frozenset[str] = frozenset(CREATE_FIELDS) - {"id"}
 
 
 def licence_from_json(body: Any, now: dt.datetime) -> Licence:
@@ -198,3 +202,40 @@ def licence_digest_fields(licence: Licence) -> dict[str, Any]:
     data.pop("created_at", None)
     data.pop("updated_at", None)
     return data
+
+
+def apply_changes(current: Licence, changes: Mapping[str, Any], now: dt.datetime) -> Licence:
+    """The licence after ``changes``. ``Conflict`` if ``current`` is revoked (revocation is
+    final: the one place that rule is enforced, under the write lock); ``BadRequest`` for a
+    field that cannot change or a status that does not exist."""
+    if current.status == "revoked":
+        raise Conflict("a revoked licence cannot be changed")
+    unknown = sorted(set(changes) - MUTABLE_LICENCE_FIELDS)
+    if unknown:
+        raise BadRequest("these licence fields cannot be changed: " + ", ".join(unknown))
+    values: dict[str, Any] = dict(changes)
+    if "datasets" in values:
+        values["datasets"] = tuple(values["datasets"])
+    for key in ("valid_from", "valid_until"):
+        if key in values:
+            values[key] = as_time(values[key])
+    if "status" in values and values["status"] not in LICENCE_STATUSES:
+        raise BadRequest("unknown licence status")
+    return replace(current, **values, updated_at=now)
+
+
+def check_no_overlap(candidate: Licence, others: Iterable[Licence]) -> None:
+    """``Conflict`` if ``candidate`` is active and the same subject holds another active
+    licence covering one of its datasets (at most one active licence per subject and dataset,
+    whatever the validity windows)."""
+    if candidate.status != "active":
+        return
+    wanted = set(candidate.datasets)
+    for other in others:
+        if (
+            other.id != candidate.id
+            and other.subject == candidate.subject
+            and other.status == "active"
+            and wanted.intersection(other.datasets)
+        ):
+            raise Conflict("the subject already holds an active licence for one of these datasets")

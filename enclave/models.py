@@ -312,6 +312,19 @@ def parse_time(value: str) -> dt.datetime:
     return parsed.astimezone(dt.UTC)
 
 
+def time_text(value: dt.datetime) -> str:
+    """A licence timestamp at full precision, in UTC (``iso()`` keeps milliseconds only)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).isoformat()
+
+
+def as_time(value: dt.datetime | str) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return parse_time(time_text(value))
+    return parse_time(value)
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dt.date):
         return value.isoformat()

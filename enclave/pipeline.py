@@ -56,6 +56,7 @@ from enclave.dummy import DummyRequest, dummy_detail, render_dummy
 from enclave.errors import BadRequest, EnclaveError, NotFound, SpendNeedsConfirmation
 from enclave.ids import new_id
 from enclave.ledger.budget import period_window
+from enclave.ledger.charge import Debited
 from enclave.ledger.grid import Amount
 from enclave.models import DatasetSpec, Licence, Principal, Release, Tier
 from enclave.policy.decide import authorize, licence_for, require
@@ -64,7 +65,6 @@ from enclave.query.parse import cached_plan, parse_query
 from enclave.query.plan import Plan
 from enclave.query.request import BatchRequest, EpsilonSource, QueryRequest
 from enclave.services import Services
-from enclave.store.base import Debited
 
 
 @dataclass(frozen=True)

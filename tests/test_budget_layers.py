@@ -7,8 +7,8 @@ import pytest
 
 from enclave.budget_layers import LayerBudget, binding, check, coarse, fits, researcher_json
 from enclave.errors import BudgetExhausted
+from enclave.ledger.charge import Layer, LayerName
 from enclave.ledger.grid import Amount
-from enclave.store.base import Layer, LayerName
 
 
 def layer(name: LayerName, limit: str, spent: str) -> LayerBudget:

@@ -3,7 +3,7 @@
 ``migrate`` opens the configured store, which applies any pending migration (PostgreSQL under
 an advisory lock, SQLite under its write lock, so running it from several replicas or while
 they start is safe), and prints the schema version. ``copy`` moves every table verbatim into
-an empty store and verifies the audit chain there (``enclave.store.copy``).
+an empty store and verifies the audit chain there (``enclave.store_copy``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import click
 
 from enclave.cli.common import config_option, get_config, run
 from enclave.store import open_store
-from enclave.store.copy import PROGRESS_EVERY, copy_store
+from enclave.store_copy import PROGRESS_EVERY, copy_store
 
 
 @click.group("store")

@@ -3,7 +3,7 @@
 Each ``prepare_*`` function validates a change against the current state exactly as the
 direct admin route always has, and returns a ``Prepared``: what a proposal stores (the body
 as requested, the target's state it was checked against), the reasons it raises risk
-(``risk.py``), and the store write that applies it (``store/proposals.py``). The routes call
+(``risk.py``), and the write that applies it (``proposal.Write``). The routes call
 the same function twice for a proposal: when it is made, and again at approval, against the
 state at that moment, so an approved change passes every rule a direct one does; the write
 then runs in the approval's transaction, guarded by the proposal's ``base``.
@@ -22,15 +22,7 @@ from typing import Any
 from enclave.audit.context import AuditContext
 from enclave.audit.record import AuditDraft
 from enclave.errors import Conflict, NotFound, PolicyFileError
-from enclave.governance.risk import GRANT_RISK, risks
-from enclave.licence_grants import ceiling, grant_from_json
-from enclave.licences import check_licence_policy, licence_digest_fields, patch_licence
-from enclave.models import DatasetSpec, Tier
-from enclave.policy.files import tier_from_dict
-from enclave.policy.registry import BUDGET_KEYS, PolicyChange, state_paths
-from enclave.services import Services
-from enclave.store.base import PolicyKind, PolicyVersion
-from enclave.store.proposals import (
+from enclave.governance.proposal import (
     GrantWrite,
     LicenceWrite,
     PolicyWrite,
@@ -39,6 +31,14 @@ from enclave.store.proposals import (
     held_state,
     licence_state,
 )
+from enclave.governance.risk import GRANT_RISK, risks
+from enclave.licence_grants import ceiling, grant_from_json
+from enclave.licences import check_licence_policy, licence_digest_fields, patch_licence
+from enclave.models import DatasetSpec, Tier
+from enclave.policy.files import tier_from_dict
+from enclave.policy.registry import BUDGET_KEYS, PolicyChange, state_paths
+from enclave.policy.version import PolicyKind, PolicyVersion
+from enclave.services import Services
 
 
 @dataclass(frozen=True)

@@ -40,12 +40,12 @@ from enclave.errors import (
     ServiceUnavailable,
 )
 from enclave.ids import new_id
+from enclave.jobs.job import Job, JobOp, queued
 from enclave.jobs.runner import Handler, JobRun, enqueue
 from enclave.models import Principal, Release
 from enclave.query.request import QueryRequest
 from enclave.services import Services
 from enclave.store import jobs
-from enclave.store.jobs import Job
 
 KIND = "query"
 SUBMIT_ACTION = "query.submit"
@@ -89,7 +89,7 @@ async def submit(
     access = adm.access
     job, created = await enqueue(
         svc.store,
-        jobs.queued(
+        queued(
             new_id("job"),
             KIND,
             principal.subject,
@@ -159,7 +159,7 @@ async def _run(svc: Services, run: JobRun) -> None:
         return
     note = {**adm.epsilon_note(), "bounding": bounding_note(adm.spec)}
 
-    def end(state: str, result: dict[str, Any]) -> jobs.JobOp:
+    def end(state: str, result: dict[str, Any]) -> JobOp:
         return jobs.finish(job, state, {**result, "query_id": query_id, "note": note}, svc.clock())
 
     # ---- after this line data has been read: every outcome is charged (charged.py) ----

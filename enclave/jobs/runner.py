@@ -36,10 +36,10 @@ from typing import Any
 
 from enclave.config import JobsConfig
 from enclave.errors import EnclaveError, ServiceUnavailable, describe
+from enclave.jobs.job import Job, JobLost
 from enclave.models import utcnow
 from enclave.store import jobs
 from enclave.store.base import Store
-from enclave.store.jobs import Job, JobLost
 
 log = logging.getLogger(__name__)
 

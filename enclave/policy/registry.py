@@ -35,7 +35,8 @@ from enclave.policy.files import (
     tier_from_dict,
     tier_to_dict,
 )
-from enclave.store.base import PolicyKind, PolicyVersion, Store
+from enclave.policy.version import PolicyKind, PolicyVersion
+from enclave.store.base import Store
 
 log = logging.getLogger(__name__)
 SourceCheck = Callable[[DatasetSpec], Awaitable[list[str]]]

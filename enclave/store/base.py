@@ -18,105 +18,19 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from enclave.audit.log import AuditFilter as AuditFilter  # re-exported for callers
 from enclave.audit.log import AuditLog
 from enclave.audit.record import AuditDraft, AuditRecord
+from enclave.ledger.charge import CacheEntry, Charge, Debited, LayerName
 from enclave.ledger.grid import Amount
 from enclave.models import Licence
+from enclave.policy.version import PolicyKind, PolicyVersion
 
 if TYPE_CHECKING:
-    from enclave.store.grants import Grant
-    from enclave.store.jobs import JobOp
-    from enclave.store.proposals import Decided, Decision, Proposal, Suspended, Write
-
-PolicyKind = Literal["tier", "dataset"]
-#: the budget layers, innermost first (``budget_layers.py``); a ledger column sums each
-LayerName = Literal["licence", "subject", "organisation", "dataset"]
-LAYER_NAMES: tuple[LayerName, ...] = ("licence", "subject", "organisation", "dataset")
-#: a refusal's detail per layer: which budget is short, never how much others spent
-EXHAUSTED: dict[LayerName, str] = {
-    "licence": "not enough is left of the licence's privacy budget for this dataset",
-    "subject": "not enough is left of your privacy budget for this dataset across all your"
-    " licences",
-    "organisation": "not enough is left of your organisation's privacy budget for this dataset",
-    "dataset": "not enough is left of the dataset's total privacy budget",
-}
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One budget a charge must fit: ``limit`` for the ledger rows of the layer's key (the
-    licence, subject or organisation of the charge, or everyone) on the charge's dataset,
-    counted from ``since`` (None: lifetime)."""
-
-    name: LayerName
-    limit: Amount
-    since: dt.datetime | None
-
-
-@dataclass(frozen=True)
-class Charge:
-    """A budget debit, re-checked against its limit inside the transaction.
-
-    ``limit``/``since`` are the licence layer; ``layers`` the shared ones (subject,
-    organisation, dataset), each re-checked in the same transaction. ``subject`` and
-    ``organization`` (the licence's) are written on the ledger row, keying those layers."""
-
-    licence_id: str
-    dataset: str
-    cost: Amount  # grid units, rounded up from the priced epsilon and delta
-    limit: Amount  # the licence's limit (tier's budget plus grants) in grid units
-    since: dt.datetime | None  # start of the current budget period (None: lifetime)
-    layers: tuple[Layer, ...] = ()
-    subject: str | None = None
-    organization: str | None = None
-
-    def all_layers(self) -> tuple[Layer, ...]:
-        """Every layer to re-check, the licence first."""
-        return (Layer("licence", self.limit, self.since), *self.layers)
-
-    def key(self, layer: LayerName) -> str | None:
-        """The ledger value ``layer`` sums over (None: the charge has none)."""
-        return {
-            "licence": self.licence_id,
-            "subject": self.subject,
-            "organisation": self.organization,
-            "dataset": self.dataset,
-        }[layer]
-
-
-@dataclass(frozen=True)
-class Debited:
-    """What ``Store.debit`` committed: the audit record, and the spent total *after* the
-    charge (the ledger's sum, read inside the same transaction)."""
-
-    record: AuditRecord
-    spent: Amount
-    #: every re-checked layer's spent total after the charge, in ``Charge.all_layers`` order
-    layers: tuple[Amount, ...] = ()
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    licence_id: str
-    cache_key: str
-    release: dict[str, Any]  # the released (noisy) JSON body, without audit_seq/budget
-
-
-@dataclass(frozen=True)
-class PolicyVersion:
-    kind: PolicyKind
-    name: str
-    version: int
-    body: dict[str, Any]  # the validated JSON form (as the YAML file, plus "version")
-    created_at: str
-    actor: str
-
-
-if TYPE_CHECKING:
+    from enclave.governance.proposal import Decided, Decision, Proposal, Suspended, Write
+    from enclave.jobs.job import JobOp
+    from enclave.licence_grants import Grant
     from enclave.store.bulk import Importer, Snapshot
 
 
@@ -207,7 +121,7 @@ class Store(AuditLog, Protocol):
 
     async def get_cached(self, licence_id: str, cache_key: str) -> dict[str, Any] | None: ...
 
-    # --- budget grants (``store/grants.py``) ---
+    # --- budget grants (``licence_grants.py``, ``store/grants.py``) ---
     async def add_grant(self, grant: Grant, ceiling: Amount, audit: AuditDraft) -> AuditRecord:
         """Store ``grant`` with its audit record in one transaction, after re-reading the
         licence (``NotFound``, ``Conflict`` if revoked, ``BadRequest`` if the dataset is not
@@ -219,7 +133,6 @@ class Store(AuditLog, Protocol):
     async def subject_grants(self, subject: str) -> list[Grant]:
         """Every subject-layer grant of ``subject`` (through any of their licences)."""
 
-    # --- the audit chain (reads: ``AuditLog``) ---
     # --- four-eyes proposals and organisation holds (``store/proposals.py``) ---
     async def add_proposal(self, proposal: Proposal, audit: AuditDraft) -> Proposal:
         """Store ``proposal`` with its ``proposal.create`` record (one transaction); the
@@ -251,6 +164,7 @@ class Store(AuditLog, Protocol):
     async def hold_of(self, licence_id: str) -> str | None:
         """The organisation whose suspension holds ``licence_id``, if any."""
 
+    # --- the audit chain (reads: ``AuditLog``) ---
     async def append(self, draft: AuditDraft) -> AuditRecord:
         """Append the record; returns once it is committed. Concurrent ``append`` and
         ``debit`` calls share transactions (group commit: ``store/group.py``)."""

@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 from enclave.audit.record import FIELDS, KINDS
 from enclave.errors import Conflict
+from enclave.governance import proposal
+from enclave.store import grants, jobs
 from enclave.store.codec import LICENCE_COLUMNS
 from enclave.store.driver import Tx
 
@@ -45,86 +47,53 @@ class TableSpec:
         return tuple(names.index(k) for k in self.key)
 
 
-def _text(*names: str) -> tuple[tuple[str, Kind], ...]:
-    return tuple((n, "text") for n in names)
+def _spec(
+    name: str,
+    columns: Sequence[str],
+    key: tuple[str, ...],
+    ints: Sequence[str] = (),
+    floats: Sequence[str] = (),
+) -> TableSpec:
+    """A table whose columns are text but for ``ints`` and ``floats``."""
+    kinds: dict[str, Kind] = {**dict.fromkeys(ints, "int"), **dict.fromkeys(floats, "float")}
+    return TableSpec(name, tuple((c, kinds.get(c, "text")) for c in columns), key)
 
 
 _NEUTRAL: dict[str, Kind] = {"int": "int", "float": "float", "bool": "bool"}
 AUDIT = TableSpec("audit", tuple((n, _NEUTRAL.get(KINDS[n], "text")) for n in FIELDS), ("seq",))
+SEQ = ("audit_seq",)
+UNITS = ("epsilon_units", "delta_units")
 
 TABLES: tuple[TableSpec, ...] = (
     AUDIT,
-    TableSpec(
-        "licences",
-        _text(*LICENCE_COLUMNS),
-        ("id",),
-    ),
-    TableSpec(
-        "revocations",
-        (*_text("jti", "reason", "created_at"), ("audit_seq", "int")),
-        ("jti",),
-    ),
-    TableSpec(
+    _spec("licences", LICENCE_COLUMNS, ("id",)),
+    _spec("revocations", ("jti", "reason", "created_at", *SEQ), ("jti",), SEQ),
+    _spec(
         "policies",
-        (
-            *_text("kind", "name"),
-            ("version", "int"),
-            *_text("body", "created_at", "actor"),
-            ("audit_seq", "int"),
-        ),
+        ("kind", "name", "version", "body", "created_at", "actor", *SEQ),
         ("kind", "name", "version"),
+        ("version", *SEQ),
     ),
-    TableSpec(
+    _spec(
         "ledger",
-        (
-            ("id", "int"),
-            *_text("licence_id", "dataset"),
-            ("epsilon_units", "int"),
-            ("delta_units", "int"),
-            ("ts", "text"),
-            ("audit_seq", "int"),
-            *_text("subject", "organization"),
-        ),
+        ("id", "licence_id", "dataset", *UNITS, "ts", *SEQ, "subject", "organization"),
         ("id",),
+        ("id", *UNITS, *SEQ),
     ),
-    TableSpec(
+    _spec(
         "release_cache",
-        (*_text("licence_id", "cache_key", "body", "created_at"), ("audit_seq", "int")),
+        ("licence_id", "cache_key", "body", "created_at", *SEQ),
         ("licence_id", "cache_key"),
+        SEQ,
     ),
-    TableSpec("shared_secrets", _text("name", "value", "created_at"), ("name",)),
-    TableSpec(
-        "ledger_totals",
-        (*_text("layer", "key", "dataset"), ("epsilon_units", "int"), ("delta_units", "int")),
-        ("layer", "key", "dataset"),
-    ),
-    TableSpec(
-        "licence_grants",
-        (
-            ("audit_seq", "int"),
-            *_text("licence_id", "dataset"),
-            ("epsilon_units", "int"),
-            ("delta_units", "int"),
-            *_text("reason", "actor", "created_at", "layer", "subject"),
-        ),
-        ("audit_seq",),
-    ),
-    TableSpec(
-        "proposals",
-        (
-            *_text("id", "kind", "target", "body", "base", "risks", "reason", "proposer"),
-            *_text("created_at", "expires_at", "status", "decided_by", "decided_reason"),
-            ("decided_at", "text"),
-            ("audit_seq", "int"),
-            ("decision_seq", "int"),
-        ),
-        ("id",),
-    ),
-    TableSpec(
-        "licence_holds",
-        (*_text("licence_id", "organisation", "reason"), ("audit_seq", "int")),
-        ("licence_id",),
-    ),
+    _spec("shared_secrets", ("name", "value", "created_at"), ("name",)),
+    _spec("ledger_totals", ("layer", "key", "dataset", *UNITS), ("layer", "key", "dataset"), UNITS),
+    _spec("licence_grants", grants.COLUMNS, SEQ, (*SEQ, *UNITS)),
+    _spec("proposals", proposal.FIELDS, ("id",), (*SEQ, "decision_seq")),
+    _spec("licence_holds", ("licence_id", "organisation", "reason", *SEQ), ("licence_id",), SEQ),
+    # the job queue: a queued job was acknowledged (202) and must not be lost; a running one
+    # is claimed again once its lease runs out. Result files stay in ``jobs.dir``.
+    _spec("jobs", jobs.COLUMN_NAMES, ("id",), ("attempts",), ("progress",)),
 )
 
 

@@ -1,149 +1,38 @@
-"""The durable job queue's SQL, one text for both stores (``jobs`` table, migration 6).
-
-A job is a unit of work a request leaves behind (``kind``: ``synthetic`` today; the runner
-serves any registered kind). Its life: ``queued`` → ``running`` (claimed by one runner with a
-lease) → ``done`` or ``failed``. A runner that dies leaves the job ``running`` with a lease
-that runs out; any runner (the same gateway after a restart, or another replica) then claims it
-again (``attempts`` counts the claims).
-
-*Never charged twice*: a charged job ends through ``Store.debit(..., job=finish(...))``: the
-job's change to ``done``/``failed`` is checked and written *inside the debit's transaction*
-(``apply_sqlite``/``apply_postgres``), and it only applies while the runner's ``claim`` token
-still holds the job in state ``running``. A second runner that lost its claim, or a repeat of
-a finished job, matches no row: ``JobLost`` rolls the whole debit back.
-
-Every statement here is written once with ``?`` placeholders and runs through the store's
-driver (``apply``). Both stores keep timestamps as RFC 3339 text (``models.iso``: fixed
-width, UTC), so comparing them as text orders them in time.
+"""The durable job queue's SQL (``jobs`` table, migration 6), one text for both stores: each
+statement is a ``JobOp`` run through the store's driver (``apply``), in its own transaction
+or inside a debit's (``enclave/jobs/job.py`` says why).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
 from typing import Any
 
-from enclave.errors import Conflict
+from enclave.jobs.job import Job, JobLost, JobOp
 from enclave.models import iso
 from enclave.store.driver import Row, Tx
 
-STATES: tuple[str, ...] = ("queued", "running", "done", "failed")
-ACTIVE = ("queued", "running")
 COLUMNS = (
     "id, kind, owner, licence_id, dataset, request_key, request, state, progress, attempts,"
     " claim, lease_until, result, created_at, updated_at"
 )
 COLUMN_NAMES = tuple(name.strip() for name in COLUMNS.split(","))
 
-SCHEMA: tuple[str, ...] = (
-    """CREATE TABLE jobs (
-        id TEXT PRIMARY KEY,
-        kind TEXT NOT NULL,
-        owner TEXT NOT NULL,
-        licence_id TEXT NOT NULL,
-        dataset TEXT NOT NULL,
-        request_key TEXT NOT NULL,
-        request TEXT NOT NULL,
-        state TEXT NOT NULL,
-        progress REAL NOT NULL DEFAULT 0,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        claim TEXT,
-        lease_until TEXT,
-        result TEXT,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL
-    )""",
-    "CREATE INDEX jobs_claimable ON jobs (state, lease_until)",
-    # one active job per licence and request: a repeat while it runs joins it
-    "CREATE UNIQUE INDEX jobs_active_request ON jobs (licence_id, request_key)"
-    " WHERE state IN ('queued', 'running')",
-)
-
-
-class JobLost(Conflict):
-    """The runner no longer holds the job (its lease ran out and another runner claimed it, or
-    it has finished): nothing was written."""
-
-
-@dataclass(frozen=True)
-class Job:
-    id: str
-    kind: str
-    owner: str  # the subject that submitted it
-    licence_id: str
-    dataset: str
-    request_key: str
-    request: dict[str, Any]
-    state: str
-    progress: float
-    attempts: int
-    claim: str | None
-    lease_until: str | None
-    result: dict[str, Any] | None
-    created_at: str
-    updated_at: str
-
-
-def queued(
-    job_id: str,
-    kind: str,
-    owner: str,
-    licence_id: str,
-    dataset: str,
-    request_key: str,
-    request: dict[str, Any],
-    now: dt.datetime,
-) -> Job:
-    """A new job, queued now: not yet claimed, no progress, no result."""
-    stamp = iso(now)
-    return Job(
-        id=job_id,
-        kind=kind,
-        owner=owner,
-        licence_id=licence_id,
-        dataset=dataset,
-        request_key=request_key,
-        request=request,
-        state="queued",
-        progress=0.0,
-        attempts=0,
-        claim=None,
-        lease_until=None,
-        result=None,
-        created_at=stamp,
-        updated_at=stamp,
-    )
-
-
-@dataclass(frozen=True)
-class JobOp:
-    """One statement: ``must_match`` raises ``JobLost`` (rolling its transaction back) when it
-    changes no row."""
-
-    sql: str
-    args: tuple[Any, ...]
-    must_match: bool = False
-
 
 def _row(values: Row) -> Job:
     d = dict(zip(COLUMN_NAMES, values, strict=True))
-    return Job(
-        id=d["id"],
-        kind=d["kind"],
-        owner=d["owner"],
-        licence_id=d["licence_id"],
-        dataset=d["dataset"],
-        request_key=d["request_key"],
-        request=json.loads(d["request"]),
-        state=d["state"],
-        progress=float(d["progress"]),
-        attempts=int(d["attempts"]),
-        claim=d["claim"],
-        lease_until=d["lease_until"],
-        result=None if d["result"] is None else json.loads(d["result"]),
-        created_at=d["created_at"],
-        updated_at=d["updated_at"],
+    result = None if d["result"] is None else json.loads(d["result"])
+    decoded = {"request": json.loads(d["request"]), "result": result}
+    return Job(**d | decoded | {"progress": float(d["progress"]), "attempts": int(d["attempts"])})
+
+
+def _values(job: Job) -> tuple[Any, ...]:
+    """Column values in ``COLUMN_NAMES`` order; the JSON columns as sorted-key text."""
+    values = ((c, getattr(job, c)) for c in COLUMN_NAMES)
+    return tuple(
+        json.dumps(v, sort_keys=True) if c in ("request", "result") and v is not None else v
+        for c, v in values
     )
 
 
@@ -159,23 +48,7 @@ def insert(job: Job) -> JobOp:
     return JobOp(
         f"INSERT INTO jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
         f" ON CONFLICT DO NOTHING RETURNING {COLUMNS}",
-        (
-            job.id,
-            job.kind,
-            job.owner,
-            job.licence_id,
-            job.dataset,
-            job.request_key,
-            json.dumps(job.request, sort_keys=True),
-            job.state,
-            job.progress,
-            job.attempts,
-            job.claim,
-            job.lease_until,
-            None if job.result is None else json.dumps(job.result, sort_keys=True),
-            job.created_at,
-            job.updated_at,
-        ),
+        _values(job),
     )
 
 

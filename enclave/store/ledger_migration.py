@@ -39,10 +39,6 @@ async def convert_ledger(tx: Tx) -> None:
         after = rows[-1][0]
 
 
-# The published migrations name the step per database; it is one function.
-convert_sqlite = convert_postgres = convert_ledger
-
-
 async def fill_totals(tx: Tx) -> None:
     """Migration 8: ``ledger_totals`` from the ledger's rows, one total per budget layer key
     (``ops.LAYER_KEYS``) and dataset, summed in Python (SQLite's ``SUM`` raises on overflow)."""

@@ -30,21 +30,14 @@ from enclave.audit.log import AuditFilter, SummaryKey, SummaryRow, summary_rows
 from enclave.audit.record import FIELDS, GENESIS_HASH, AuditDraft, AuditRecord
 from enclave.audit.rows import record_from_row, record_values
 from enclave.errors import BudgetExhausted, Conflict, NotFound
+from enclave.jobs.job import JobOp
+from enclave.ledger.charge import EXHAUSTED, LAYER_NAMES, CacheEntry, Charge, Debited, LayerName
 from enclave.ledger.grid import Amount
+from enclave.licences import apply_changes, check_no_overlap
 from enclave.models import Licence, iso
+from enclave.policy.version import PolicyKind, PolicyVersion, next_policy_version
 from enclave.store import codec, jobs
-from enclave.store.base import (
-    EXHAUSTED,
-    LAYER_NAMES,
-    CacheEntry,
-    Charge,
-    Debited,
-    LayerName,
-    PolicyKind,
-    PolicyVersion,
-)
 from enclave.store.driver import Migrations, Row, Tx
-from enclave.store.jobs import JobOp
 
 AUDIT_COLUMNS = ", ".join(FIELDS)
 LICENCE_COLUMNS = ", ".join(codec.LICENCE_COLUMNS)
@@ -485,7 +478,7 @@ async def licences_for(tx: Tx, subject: str) -> list[Licence]:
 
 async def insert_licence(tx: Tx, lic: Licence, draft: AuditDraft, now: dt.datetime) -> AuditRecord:
     lic = replace(lic, created_at=lic.created_at or now, updated_at=lic.updated_at or now)
-    codec.check_no_overlap(lic, await licences_for(tx, lic.subject))
+    check_no_overlap(lic, await licences_for(tx, lic.subject))
     if await get_licence(tx, lic.id) is not None:
         raise Conflict("a licence with this id exists")
     await tx.execute(
@@ -509,8 +502,8 @@ async def update_licence(
     current = await get_licence(tx, licence_id)
     if current is None:
         raise NotFound("no such licence")
-    updated = codec.apply_changes(current, changes, now)
-    codec.check_no_overlap(updated, await licences_for(tx, updated.subject))
+    updated = apply_changes(current, changes, now)
+    check_no_overlap(updated, await licences_for(tx, updated.subject))
     assignments = ", ".join(f"{c} = ?" for c in codec.LICENCE_COLUMNS[1:])
     await tx.execute(
         f"UPDATE licences SET {assignments} WHERE id = ?",  # noqa: S608
@@ -562,7 +555,7 @@ async def put_policy(
     rows = await tx.fetch(
         "SELECT MAX(version) FROM policies WHERE kind = ? AND name = ?", kind, name
     )
-    version = codec.next_policy_version(rows[0][0], expected)
+    version = next_policy_version(rows[0][0], expected)
     stored = {**body, "version": version}
     record = await append_locked(tx, draft, now) if draft is not None else None
     created = record.ts if record is not None else iso(now)

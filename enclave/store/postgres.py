@@ -30,7 +30,7 @@ from enclave.audit.chain import VerifyResult
 from enclave.audit.log import Progress
 from enclave.errors import StoreUnavailable
 from enclave.models import utcnow
-from enclave.store import ops, postgres_schema
+from enclave.store import ops, schema
 from enclave.store.driver import After, Dialect, Mode, Row, Tx, Work, numbered
 from enclave.store.sql_store import SqlStore
 
@@ -60,7 +60,7 @@ TRANSIENT_START_ERRORS: tuple[type[BaseException], ...] = (
 DIALECT = Dialect(
     # SUM(bigint) is an exact numeric in PostgreSQL: sum there, not row by row in Python.
     ledger_sum="SELECT COALESCE(SUM(epsilon_units), 0), COALESCE(SUM(delta_units), 0) FROM ledger",
-    migration_lock=f"SELECT pg_advisory_xact_lock({postgres_schema.MIGRATION_LOCK})",
+    migration_lock=f"SELECT pg_advisory_xact_lock({schema.MIGRATION_LOCK})",
     after_append="UPDATE chain_head SET seq = ? WHERE id = 1",
     after_import=(
         "UPDATE chain_head SET seq = (SELECT COALESCE(MAX(seq), 0) FROM audit)",
@@ -170,7 +170,7 @@ class PostgresDriver:
                 )
                 try:
                     async with pool.acquire() as conn, conn.transaction():
-                        await ops.migrate(_PgTx(conn), postgres_schema.MIGRATIONS)
+                        await ops.migrate(_PgTx(conn), schema.POSTGRES)
                 except BaseException:
                     await pool.close()
                     raise

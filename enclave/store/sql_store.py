@@ -20,18 +20,26 @@ from enclave.audit.log import AuditFilter, Progress, SummaryRow
 from enclave.audit.record import AuditDraft, AuditRecord
 from enclave.audit.rows import SegmentJoiner, verify_segment
 from enclave.errors import AuditUnavailable, BudgetExhausted, EnclaveError, StoreUnavailable
+from enclave.governance.proposal import (
+    Decided,
+    Decision,
+    Proposal,
+    Suspended,
+    Write,
+    raise_if_expired,
+)
+from enclave.jobs.job import JobOp
+from enclave.ledger.charge import CacheEntry, Charge, Debited, LayerName
 from enclave.ledger.grid import Amount
+from enclave.licence_grants import Grant
 from enclave.models import Licence, utcnow
+from enclave.policy.version import PolicyKind, PolicyVersion
 from enclave.store import grants as grant_ops
 from enclave.store import jobs, ops
 from enclave.store import proposals as prop_ops
-from enclave.store.base import CacheEntry, Charge, Debited, LayerName, PolicyKind, PolicyVersion
 from enclave.store.bulk import Importer, Snapshot
 from enclave.store.driver import After, Driver, Mode, Row, Work
-from enclave.store.grants import Grant
 from enclave.store.group import GroupCommit
-from enclave.store.jobs import JobOp
-from enclave.store.proposals import Decided, Decision, Proposal, Suspended, Write
 
 T = TypeVar("T")
 #: Rows per fetch when verifying from the store.
@@ -139,7 +147,7 @@ class SqlStore:
 
     async def decide_proposal(self, decision: Decision, write: Write | None) -> Decided:
         outcome = await self._write(lambda tx: prop_ops.decide(tx, decision, write, self._clock()))
-        return prop_ops.raise_if_expired(outcome)
+        return raise_if_expired(outcome)
 
     async def suspend_organisation(
         self, organisation: str, reason: str, audit: AuditDraft, licence_audit: AuditDraft

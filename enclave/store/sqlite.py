@@ -36,9 +36,10 @@ from typing import Any, TypeVar
 
 from enclave.audit.chain import VerifyResult
 from enclave.audit.log import Progress
+from enclave.audit.parallel import verify_in_workers
 from enclave.errors import StoreUnavailable
 from enclave.models import utcnow
-from enclave.store import ops, sqlite_schema, sqlite_verify
+from enclave.store import ops, schema, sqlite_verify
 from enclave.store.driver import After, Dialect, Mode, Row, Tx, Work
 from enclave.store.sql_store import SqlStore
 
@@ -168,9 +169,7 @@ class SqliteDriver:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
-            self._in_tx(
-                conn, lambda tx: ops.migrate(tx, sqlite_schema.MIGRATIONS), "BEGIN IMMEDIATE"
-            )
+            self._in_tx(conn, lambda tx: ops.migrate(tx, schema.SQLITE), "BEGIN IMMEDIATE")
         except BaseException:
             conn.close()
             raise
@@ -261,7 +260,7 @@ class SqliteDriver:
         plain_file = self.path != ":memory:" and not self.path.startswith("file:")
         if n < sqlite_verify.PARALLEL_MIN or not plain_file or not sys.executable:
             return None
-        return await sqlite_verify.verify_parallel(self.path, n, watch, progress, every)
+        return await verify_in_workers(sqlite_verify.__name__, self.path, n, watch, progress, every)
 
 
 class SqliteStore(SqlStore):

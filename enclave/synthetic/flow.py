@@ -36,15 +36,15 @@ from enclave.audit.record import SYNTHETIC_FAILED_REASON, AuditDraft
 from enclave.engine.child import ChildPool
 from enclave.errors import BudgetExhausted, EnclaveError, NotFound, ServiceUnavailable, describe
 from enclave.ids import new_id
+from enclave.jobs.job import Job, queued
 from enclave.jobs.runner import Handler, JobRun, enqueue
+from enclave.ledger.charge import CacheEntry, Charge
 from enclave.ledger.grid import Amount
 from enclave.models import DatasetSpec, Licence, Principal
 from enclave.pipeline import resolve_dataset
 from enclave.policy.decide import authorize
 from enclave.services import Services
 from enclave.store import jobs
-from enclave.store.base import CacheEntry, Charge
-from enclave.store.jobs import Job
 from enclave.synthetic.mst import REPORT_FILE, RESULT_FILES, SynthTask, synthesize
 from enclave.synthetic.request import SyntheticRequest, check_tier, synth_columns
 
@@ -98,7 +98,7 @@ async def submit(
     layers.check(budgets, Amount.charge(req.epsilon))
     job, created = await enqueue(
         svc.store,
-        jobs.queued(
+        queued(
             new_id("job"),
             KIND,
             principal.subject,

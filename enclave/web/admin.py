@@ -12,11 +12,12 @@ from enclave.audit.licence_status import status_reason
 from enclave.errors import BadRequest, Conflict, NotFound
 from enclave.governance.changes import digest, prepare_licence_patch, prepare_policy
 from enclave.governance.organisations import refuse_if_suspended
+from enclave.governance.proposal import LicenceWrite, PolicyWrite
 from enclave.inputs import MAX_EXPIRY_DAYS, MAX_TEXT_CHARS, MAX_VERSION
 from enclave.licences import check_licence_policy, licence_digest_fields, licence_from_json
 from enclave.models import Licence
-from enclave.store.base import PolicyKind, Store
-from enclave.store.proposals import LicenceWrite, PolicyWrite
+from enclave.policy.version import PolicyKind
+from enclave.store.base import Store
 from enclave.web.body import json_response, read_json
 from enclave.web.governance import gate
 from enclave.web.keys import audit_ctx_key, services_key

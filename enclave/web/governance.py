@@ -31,11 +31,11 @@ from enclave.governance.changes import (
     prepare_reactivation,
     system_draft,
 )
+from enclave.governance.proposal import STATUSES, Decision, PolicyWrite, Proposal, is_expired
 from enclave.ids import new_id
 from enclave.inputs import MAX_NAME_CHARS, MAX_TEXT_CHARS, invalid, read_string
 from enclave.models import iso
-from enclave.store.base import PolicyKind
-from enclave.store.proposals import STATUSES, Decision, PolicyWrite, Proposal, is_expired
+from enclave.policy.version import PolicyKind
 from enclave.web.body import json_response, read_json
 from enclave.web.keys import audit_ctx_key, services_key
 from enclave.web.params import QueryParams

@@ -17,10 +17,10 @@ from enclave.dummy import FORMATS
 from enclave.engine.child import ChildPool
 from enclave.errors import NotFound
 from enclave.jobs import query as query_jobs
+from enclave.jobs.job import Job
 from enclave.jobs.runner import JobRunner
 from enclave.models import Principal, Release
 from enclave.query.request import QueryRequest
-from enclave.store.jobs import Job
 from enclave.synthetic import flow
 from enclave.synthetic.request import SyntheticRequest
 from enclave.web.body import json_response, read_json

@@ -64,6 +64,7 @@ from enclave.errors import (
     UnsupportedMediaType,
     UnsupportedQuery,
 )
+from enclave.governance.proposal import STATUSES
 from enclave.inputs import (
     DEFAULT_PAGE,
     MAX_EXPIRY_DAYS,
@@ -73,7 +74,6 @@ from enclave.inputs import (
     MAX_YEAR,
     MIN_YEAR,
 )
-from enclave.store.proposals import STATUSES
 from enclave.web.openapi_schemas import WHEN_INPUT, component_schemas, problem_catalogue, ref
 from enclave.web.roles import public
 

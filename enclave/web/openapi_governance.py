@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from enclave.governance.proposal import STATUSES
 from enclave.inputs import MAX_TEXT_CHARS
-from enclave.store.proposals import STATUSES
 
 Schema = dict[str, Any]
 _STR: Schema = {"type": "string"}

@@ -18,9 +18,9 @@ from enclave.audit.transparency_params import PERIODS
 from enclave.errors import all_error_classes
 from enclave.inputs import MAX_NAME_CHARS, MAX_PATH_CHARS, MAX_TEXT_CHARS, MAX_TIME_CHARS
 from enclave.ledger.budget import MAX_PERIOD_DAYS
+from enclave.ledger.charge import LAYER_NAMES
 from enclave.models import AGG_KINDS, COLUMN_TYPES, LICENCE_STATUSES
 from enclave.query.request import MAX_BATCH, MAX_CI95, MAX_TARGETS
-from enclave.store.base import LAYER_NAMES
 from enclave.web.openapi_governance import governance_schemas
 from enclave.web.openapi_steward import steward_schemas
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from enclave.inputs import MAX_TEXT_CHARS
+from enclave.ledger.charge import LAYER_NAMES
+from enclave.licence_grants import GRANT_LAYERS
 from enclave.models import COLUMN_TYPES
-from enclave.store.base import LAYER_NAMES
-from enclave.store.grants import GRANT_LAYERS
 
 Schema = dict[str, Any]
 _STR: Schema = {"type": "string"}

@@ -18,6 +18,7 @@ from enclave import data_files
 from enclave.budget_layers import budget_layers, layers_json
 from enclave.errors import NotFound
 from enclave.governance.changes import prepare_grant
+from enclave.governance.proposal import GrantWrite
 from enclave.inputs import invalid
 from enclave.licence_grants import licence_budget
 from enclave.licence_import import issue_import, plan_import
@@ -25,7 +26,6 @@ from enclave.licences import licence_digest_fields
 from enclave.models import Licence
 from enclave.policy.registry import state_paths
 from enclave.services import Services
-from enclave.store.proposals import GrantWrite
 from enclave.web.body import json_response, read_csv_text, read_json
 from enclave.web.governance import gate
 from enclave.web.keys import audit_ctx_key, services_key

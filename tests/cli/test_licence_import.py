@@ -8,9 +8,9 @@ from typing import Any
 
 from click.testing import CliRunner
 
+from enclave.audit.log import AuditFilter
 from enclave.cli import main
 from enclave.store import open_store
-from enclave.store.base import AuditFilter
 
 HEADER = "subject,organization,tier,datasets,purpose,jurisdiction,valid_until\n"
 

@@ -17,8 +17,9 @@ from enclave.cli import main
 from enclave.models import utcnow
 from enclave.store import ops
 from enclave.store.driver import Tx
+from enclave.store.schema import SCHEMA_VERSION
+from enclave.store.schema import SQLITE as MIGRATIONS
 from enclave.store.sqlite import SqliteStore
-from enclave.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from tests.conftest import REPO
 from tests.store.conftest import draft, temporary_database
 from tests.store.test_copy import populate

@@ -15,9 +15,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from enclave.audit.log import AuditFilter
 from enclave.audit.record import AuditDraft
 from enclave.charged import FAILED_REASON, TIMEOUT_REASON
-from enclave.store.base import AuditFilter
 
 DATE_BOUNDS = ["2000-01-01", "2030-12-31"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from enclave.store.base import AuditFilter
+from enclave.audit.log import AuditFilter
 
 FORGED = '"}\n{"seq": 1, "actor": "root", "outcome": "ok", "hash": "' + "0" * 64 + '"}\u2028\r'
 

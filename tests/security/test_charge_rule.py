@@ -16,15 +16,16 @@ from typing import Any
 import pytest
 
 from enclave import charged
+from enclave.audit.log import AuditFilter
 from enclave.charged import ChargedQuery, read_and_release
 from enclave.dp.mechanisms import price_plan
 from enclave.errors import BudgetExhausted
 from enclave.ledger.budget import tier_limit
+from enclave.ledger.charge import Charge
 from enclave.ledger.grid import Amount
 from enclave.query.compile import compile_plan
 from enclave.query.parse import parse_query
 from enclave.query.plan import ExactGroups
-from enclave.store.base import AuditFilter, Charge
 
 SQL = "SELECT COUNT(*) AS n, SUM(age) AS total FROM visits"
 

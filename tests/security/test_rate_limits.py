@@ -10,7 +10,7 @@ import hashlib
 import time
 from typing import Any
 
-from enclave.store.base import AuditFilter
+from enclave.audit.log import AuditFilter
 from tests.conftest import MakeGateway
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from enclave.audit.log import AuditFilter
 from enclave.models import utcnow
-from enclave.store.base import AuditFilter
 
 COUNT = "SELECT region, COUNT(*) AS n FROM visits GROUP BY region"
 

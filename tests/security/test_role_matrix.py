@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from enclave.store.base import AuditFilter
+from enclave.audit.log import AuditFilter
 from enclave.web.openapi import OPERATIONS
 
 ROLES = ("researcher", "admin", "auditor")

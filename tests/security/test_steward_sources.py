@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from enclave.store.base import AuditFilter
+from enclave.audit.log import AuditFilter
 
 ADMIN = ("stella", ["admin"])
 HOSTILE = [

@@ -26,9 +26,9 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from enclave.audit.record import AuditDraft
+from enclave.ledger.charge import Charge
 from enclave.ledger.grid import Amount
 from enclave.models import Licence
-from enclave.store.base import Charge
 
 DSN_ENV = "ENCLAVE_TEST_POSTGRES_DSN"
 REQUIRE_ENV = "ENCLAVE_TEST_REQUIRE_POSTGRES"
@@ -147,26 +147,30 @@ async def pg_url() -> AsyncIterator[str]:
         yield url
 
 
+def postgres_backend(url: str) -> Backend:
+    import asyncpg
+
+    from enclave.store.postgres import PostgresStore
+
+    clock = Clock()
+
+    async def raw(sql: str) -> list[tuple[Any, ...]]:
+        conn = await asyncpg.connect(url)
+        try:
+            return [tuple(r) for r in await conn.fetch(sql)]
+        finally:
+            await conn.close()
+
+    return Backend("postgres", lambda: PostgresStore(url, clock=clock), raw, clock, url)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def backend(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Backend]:
     if request.param == "sqlite":
         yield _sqlite_backend(tmp_path)
         return
-    import asyncpg
-
-    from enclave.store.postgres import PostgresStore
-
     async with temporary_database() as url:
-        clock = Clock()
-
-        async def raw(sql: str) -> list[tuple[Any, ...]]:
-            conn = await asyncpg.connect(url)
-            try:
-                return [tuple(r) for r in await conn.fetch(sql)]
-            finally:
-                await conn.close()
-
-        yield Backend("postgres", lambda: PostgresStore(url, clock=clock), raw, clock, url)
+        yield postgres_backend(url)
 
 
 @pytest.fixture

@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 
 from enclave.audit.chain import chain_hash, verify
+from enclave.audit.log import AuditFilter
 from enclave.audit.record import GENESIS_HASH
 from enclave.errors import AuditUnavailable, StoreUnavailable
+from enclave.ledger.charge import CacheEntry
 from enclave.ledger.grid import Amount
 from enclave.models import parse_time
-from enclave.store.base import AuditFilter, CacheEntry
 from tests.store.conftest import charge, draft, licence
 
 

@@ -12,11 +12,10 @@ from typing import Any
 import pytest
 
 from enclave.errors import BudgetExhausted
+from enclave.ledger.charge import Charge, Layer, LayerName
 from enclave.ledger.grid import Amount
-from enclave.licence_grants import LEDGER_BOUND
-from enclave.store import postgres_schema, sqlite_schema
-from enclave.store.base import Charge, Layer, LayerName
-from enclave.store.grants import Grant
+from enclave.licence_grants import LEDGER_BOUND, Grant
+from enclave.store import schema
 from enclave.store.ops import TOTAL_CAP
 from tests.store.conftest import draft, licence
 
@@ -165,9 +164,9 @@ async def test_migration_8_fills_subject_and_organisation(
 ) -> None:
     """Ledger rows and grants written before migration 8 are keyed by their licence's
     subject and organisation afterwards."""
-    schema = sqlite_schema if backend.name == "sqlite" else postgres_schema
+    name = "SQLITE" if backend.name == "sqlite" else "POSTGRES"
     with monkeypatch.context() as m:
-        m.setattr(schema, "MIGRATIONS", [x for x in schema.MIGRATIONS if x[0] < 8])
+        m.setattr(schema, name, [x for x in getattr(schema, name) if x[0] < 8])
         old = backend.make()
         await old.open()
         try:

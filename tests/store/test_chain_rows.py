@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from enclave.audit import parallel
 from enclave.audit.chain import VerifyResult, canonical_json, verify
 from enclave.audit.export import stream_jsonl, verify_export, verify_store
+from enclave.audit.parallel import verify_in_workers
 from enclave.audit.record import FIELDS, GENESIS_HASH
 from enclave.audit.rows import Segment, SegmentJoiner, fast_canonical, record_from_row, record_line
 from enclave.audit.signing import HeadSigner
@@ -64,7 +66,7 @@ async def _reference(store: Any) -> VerifyResult:
 
 
 async def _parallel(path: str, n: int, watch: int = -1) -> tuple[VerifyResult, str | None]:
-    return await sqlite_verify.verify_parallel(path, n, watch, segment=3)
+    return await verify_in_workers(sqlite_verify.__name__, path, n, watch, segment=3)
 
 
 @pytest.mark.parametrize("attack", list(ATTACKS), ids=list(ATTACKS))
@@ -112,8 +114,8 @@ async def test_clean_chain_watch_progress_and_upto(store: Any, backend: Backend)
     assert (await store.audit_verify(watch=0))[1] == GENESIS_HASH
     if backend.name == "sqlite":
         marks.clear()
-        par, par_watched = await sqlite_verify.verify_parallel(
-            store.path, 23, 9, marks.append, 5, segment=4
+        par, par_watched = await verify_in_workers(
+            sqlite_verify.__name__, store.path, 23, 9, marks.append, 5, segment=4
         )
         assert (par, par_watched, marks) == (got, watched, [5, 10, 15, 20])
 
@@ -140,7 +142,7 @@ async def test_a_long_chain_in_a_file_is_verified_in_parallel(
     from enclave.store.sqlite import SqliteStore
 
     monkeypatch.setattr(sqlite_verify, "PARALLEL_MIN", 10)
-    monkeypatch.setattr(sqlite_verify, "SEGMENT", 6)
+    monkeypatch.setattr(parallel, "SEGMENT", 6)  # four ranges, on up to four workers
     store = SqliteStore(str(tmp_path / "s.db"))
     await store.open()
     try:
@@ -198,7 +200,7 @@ async def test_a_failing_worker_is_store_unavailable(
     try:
         await _fill(store, 3)
         with pytest.raises(OSError, match="worker failed"):
-            await sqlite_verify.verify_parallel(str(tmp_path / "missing.db"), 3)
+            await verify_in_workers(sqlite_verify.__name__, str(tmp_path / "missing.db"), 3)
         monkeypatch.setattr(store.driver, "path", str(tmp_path / "missing.db"))
         with pytest.raises(StoreUnavailable):
             await store.audit_verify()

@@ -3,6 +3,8 @@ every table row for row, the audit chain verbatim (never re-hashed) and verified
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +12,20 @@ import pytest
 
 from enclave.audit.chain import verify
 from enclave.errors import BudgetExhausted, Conflict
-from enclave.store.base import CacheEntry
+from enclave.jobs.job import JobLost, queued
+from enclave.ledger.charge import CacheEntry
+from enclave.store import jobs
 from enclave.store.bulk import TABLES
-from enclave.store.copy import copy_store
 from enclave.store.sqlite import SqliteStore
+from enclave.store_copy import copy_store
 from tests.store.conftest import Backend, charge, draft, licence
+
+NOW = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+KINDS = ("synthetic",)
 
 
 async def populate(store: Any, queries: int = 30) -> None:
+    await queue_jobs(store)
     await store.seed_policies([("tier", "standard", {"name": "standard"})], "policy-files")
     await store.put_policy("tier", "standard", {"name": "standard", "x": 1}, "bob", draft("t"))
     await store.insert_licence(licence("lic_1"), draft("licence.create", actor="bob"))
@@ -33,6 +41,17 @@ async def populate(store: Any, queries: int = 30) -> None:
             await store.debit(draft(sql=f"SELECT {i}", epsilon=0.1), charge("0.1", "2.5"), cache)
         except BudgetExhausted:
             await store.append(draft(outcome="denied", reason="budget"))
+
+
+async def queue_jobs(store: Any) -> None:
+    """Three jobs: ``job_1`` running (progress 0.5), ``job_2`` done, ``job_3`` queued."""
+    for n in (1, 2, 3):
+        job = queued(f"job_{n}", "synthetic", "alice", "lic_1", "visits", f"k{n}", {"n": n}, NOW)
+        await store.job_write(jobs.insert(job))
+    (running,) = jobs.jobs_of(await store.job_write(jobs.claim("claim-a", NOW, 30.0, KINDS)))
+    await store.job_write(jobs.renew(running, NOW, 30.0, 0.5))
+    (done,) = jobs.jobs_of(await store.job_write(jobs.claim("claim-b", NOW, 30.0, KINDS)))
+    await store.job_write(jobs.finish(done, "done", {"claim": "claim-b"}, NOW))
 
 
 async def dump(store: Any) -> dict[str, list[tuple[Any, ...]]]:
@@ -62,6 +81,7 @@ async def test_copy_is_verbatim_and_verified(source: str, backend: Backend) -> N
     assert report.verdict().startswith("audit chain verified on the target: ")
     assert report.counts["audit"] == report.target_head[0] > 30
     assert report.counts["ledger"] == 25 and report.counts["release_cache"] == 9
+    assert report.counts["jobs"] == 3
     total = sum(report.counts.values())
     marks = [int(line.split()[1]) for line in lines if "so far" in line]
     assert marks and all(m >= 20 * i for i, m in enumerate(marks, start=1))
@@ -95,6 +115,15 @@ async def test_copy_is_verbatim_and_verified(source: str, backend: Backend) -> N
         if backend.name == "postgres":  # the ledger's id sequence moved past the copied ids
             await dst.debit(draft(), charge("0.1", "100", licence_id="lic_9"))
         assert verify([r async for r in dst.audit_iter()]).valid
+        # the job queue carries on: the running job's lease runs out and it is claimed again
+        later = NOW + dt.timedelta(minutes=1)
+        (job,) = jobs.jobs_of(await dst.job_write(jobs.claim("claim-c", later, 30.0, KINDS)))
+        assert (job.id, job.attempts, job.state) == ("job_1", 2, "running")
+        with pytest.raises(JobLost):
+            await dst.job_write(jobs.renew(replace(job, claim="claim-a"), later, 30.0, 0.9))
+        (job,) = jobs.jobs_of(await dst.job_write(jobs.claim("claim-d", later, 30.0, KINDS)))
+        assert job.id == "job_3"
+        assert jobs.jobs_of(await dst.job_read(jobs.get("job_2")))[0].result == {"claim": "claim-b"}
     finally:
         await src.close()
         await dst.close()

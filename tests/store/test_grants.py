@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from enclave.audit.chain import verify
+from enclave.audit.log import AuditFilter
 from enclave.errors import AuditUnavailable, BadRequest, BudgetExhausted, Conflict, NotFound
+from enclave.ledger.charge import Charge
 from enclave.ledger.grid import Amount
-from enclave.licence_grants import LEDGER_BOUND, licence_limit
+from enclave.licence_grants import LEDGER_BOUND, Grant, granted, licence_limit
 from enclave.models import Tier
-from enclave.store.base import AuditFilter, Charge
-from enclave.store.grants import Grant, granted
 from tests.store.conftest import Backend, charge, draft, licence
 
 TIER = Tier(
@@ -120,7 +120,7 @@ async def test_grants_count_within_the_budget_period(store: Any) -> None:
 
 
 async def test_grants_travel_with_store_copy(backend: Backend, store: Any, tmp_path: Any) -> None:
-    from enclave.store.copy import copy_store
+    from enclave.store_copy import copy_store
 
     await store.insert_licence(licence(), draft("licence.create"))
     await store.add_grant(grant("0.25"), LEDGER_BOUND, admin_draft())

@@ -20,8 +20,8 @@ import pytest
 
 from enclave.audit.chain import verify
 from enclave.errors import AuditUnavailable, BudgetExhausted
+from enclave.ledger.charge import Charge, Layer
 from enclave.ledger.grid import Amount
-from enclave.store.base import Charge, Layer
 from enclave.store.group import GroupCommit
 from tests.store.conftest import Backend, draft
 

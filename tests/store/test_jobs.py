@@ -9,36 +9,20 @@ from typing import Any
 
 import pytest
 
+from enclave.audit.log import AuditFilter
 from enclave.errors import BudgetExhausted
+from enclave.jobs.job import Job, JobLost, queued
+from enclave.ledger.charge import CacheEntry
 from enclave.ledger.grid import Amount
-from enclave.models import iso
 from enclave.store import jobs
-from enclave.store.base import AuditFilter, CacheEntry
-from enclave.store.jobs import Job, JobLost
 from tests.store.conftest import Backend, charge, draft
 
 LEASE = 30.0
 
 
 def _job(job_id: str = "job_1", key: str = "key-1", kind: str = "synthetic") -> Job:
-    now = iso(dt.datetime.now(dt.UTC))
-    return Job(
-        id=job_id,
-        kind=kind,
-        owner="alice",
-        licence_id="lic_1",
-        dataset="visits",
-        request_key=key,
-        request={"body": {"rows": 10}},
-        state="queued",
-        progress=0.0,
-        attempts=0,
-        claim=None,
-        lease_until=None,
-        result=None,
-        created_at=now,
-        updated_at=now,
-    )
+    request = {"body": {"rows": 10}}
+    return queued(job_id, kind, "alice", "lic_1", "visits", key, request, dt.datetime.now(dt.UTC))
 
 
 async def _claim(store: Any, backend: Backend, token: str) -> Job | None:

@@ -1,7 +1,8 @@
 """Each store rule is written once: the transactions (``ops.py``) import no database driver,
 and a database module (``sqlite.py``, ``postgres.py``) imports no business rule: no error
 of the rules (budget, conflict, not found), no codec, nothing but the driver interface and
-its own schema. Read from the source files."""
+the shared schema. The store keeps SQL and transactions; the values it stores are declared
+with their domain. Read from the source files."""
 
 from __future__ import annotations
 
@@ -39,6 +40,20 @@ def test_a_database_module_holds_no_rule(name: str) -> None:
     imported = _imported(STORE / name)
     assert not imported & RULE_NAMES
     assert not {n for n in imported if n.startswith("enclave.store.") and "codec" in n}
+
+
+def test_the_store_declares_no_domain_values() -> None:
+    """The only dataclasses in ``store/`` describe storage itself (a migration step, a
+    table to copy, a database's SQL); a value the store keeps belongs to its domain
+    (``ledger/charge.py``, ``governance/proposal.py``, ``jobs/job.py``, ...)."""
+    declared = {
+        node.name
+        for path in STORE.glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path)))
+        if isinstance(node, ast.ClassDef)
+        and any("dataclass" in ast.unparse(d) for d in node.decorator_list)
+    }
+    assert declared == {"Only", "TableSpec", "Dialect"}
 
 
 async def test_a_sqlite_transaction_may_await_only_its_connection(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ import pytest
 from enclave.audit.chain import verify
 from enclave.errors import BudgetExhausted
 from enclave.ledger.budget import period_window
+from enclave.ledger.charge import CacheEntry
 from enclave.ledger.grid import Amount
-from enclave.store.base import CacheEntry
 from tests.store.conftest import charge, draft, licence
 
 
@@ -152,7 +152,7 @@ async def test_audit_summary(store: Any, backend: Any) -> None:
 
 
 def _all() -> Any:
-    from enclave.store.base import AuditFilter
+    from enclave.audit.log import AuditFilter
 
     return AuditFilter()
 

@@ -11,7 +11,7 @@ import pytest
 from enclave.audit.chain import verify
 from enclave.errors import BudgetExhausted
 from enclave.ledger.grid import MAX_EPSILON_UNITS, Amount
-from enclave.store import postgres_schema, sqlite_schema
+from enclave.store import schema
 from tests.store.conftest import charge, draft
 
 OLD_COLUMNS = "(licence_id, dataset, epsilon, delta, ts, audit_seq)"
@@ -27,9 +27,9 @@ OLD_ROWS = [  # (licence, epsilon, delta) as the old code stored them
 
 async def _old_store(backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Create the schema as it was at version 2, with ledger rows in the old form."""
-    schema = sqlite_schema if backend.name == "sqlite" else postgres_schema
+    name = "SQLITE" if backend.name == "sqlite" else "POSTGRES"
     with monkeypatch.context() as m:
-        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:2])
+        m.setattr(schema, name, getattr(schema, name)[:2])
         old = backend.make()
         await old.open()
         try:

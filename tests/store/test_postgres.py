@@ -10,7 +10,7 @@ import pytest
 from enclave.audit.chain import verify
 from enclave.errors import AuditUnavailable, BudgetExhausted, StoreUnavailable
 from enclave.ledger.grid import Amount
-from enclave.store.postgres_schema import MIGRATIONS
+from enclave.store.schema import POSTGRES as MIGRATIONS
 from tests.store.conftest import charge, draft
 
 pytestmark = pytest.mark.postgres

@@ -15,12 +15,9 @@ from typing import Any
 import pytest
 
 from enclave.audit.chain import verify
+from enclave.audit.log import AuditFilter
 from enclave.errors import Conflict, NotFound, ProposalExpired, ProposalStale, SelfApproval
-from enclave.ledger.grid import Amount
-from enclave.models import iso
-from enclave.store.base import AuditFilter
-from enclave.store.grants import Grant
-from enclave.store.proposals import (
+from enclave.governance.proposal import (
     Decision,
     GrantWrite,
     LicenceWrite,
@@ -30,6 +27,9 @@ from enclave.store.proposals import (
     held_state,
     licence_state,
 )
+from enclave.ledger.grid import Amount
+from enclave.licence_grants import Grant
+from enclave.models import iso
 from tests.store.conftest import Backend, draft, licence
 
 LATER = dt.timedelta(hours=72)
@@ -240,7 +240,7 @@ async def test_proposals_and_holds_travel_with_store_copy(
     backend: Backend, store: Any, tmp_path: Any
 ) -> None:
     from enclave.store import open_store
-    from enclave.store.copy import copy_store
+    from enclave.store_copy import copy_store
 
     stored = await seeded(store)
     await store.insert_licence(licence("lic_a", organization="Northwind"), draft())

@@ -26,7 +26,7 @@ import yaml
 
 from enclave.audit.chain import verify
 from enclave.devkeys import KeyPaths
-from enclave.store.base import PolicyKind
+from enclave.policy.version import PolicyKind
 from tests.conftest import AUDIENCE, ISSUER, REPO, TokenFactory, _toml
 from tests.serving import Served, serving
 from tests.store.conftest import temporary_database

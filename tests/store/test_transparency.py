@@ -21,11 +21,11 @@ from enclave.audit.transparency_check import check_report
 from enclave.audit.transparency_params import parse_params
 from enclave.audit.transparency_render import render
 from enclave.errors import AuditUnavailable
+from enclave.ledger.charge import Charge
 from enclave.ledger.grid import Amount
 from enclave.licences import licence_digest_fields
 from enclave.models import Licence
 from enclave.report import ReportCache, store_report
-from enclave.store.base import Charge
 from tests.store.conftest import Backend, Clock
 
 SECRETS = (

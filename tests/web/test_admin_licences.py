@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from enclave.audit.log import AuditFilter
 from enclave.models import utcnow
-from enclave.store.base import AuditFilter
 
 ADMIN = ("root", ["admin"])
 PROBLEM = "https://enclave-gateway.org/problems/"

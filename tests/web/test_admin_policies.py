@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from enclave.audit.chain import verify
-from enclave.store.base import AuditFilter
+from enclave.audit.log import AuditFilter
 
 ADMIN = ("root", ["admin"])
 PROBLEM = "https://enclave-gateway.org/problems/"

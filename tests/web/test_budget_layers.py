@@ -10,8 +10,8 @@ import asyncio
 import json
 from typing import Any
 
+from enclave.audit.log import AuditFilter
 from enclave.audit.record import AuditDraft
-from enclave.store.base import AuditFilter
 
 ADMIN = ("stella", ["admin"])
 EXHAUSTED = "https://enclave-gateway.org/problems/budget-exhausted"

@@ -10,8 +10,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from enclave.audit.log import AuditFilter
 from enclave.dummy import MAX_ROWS
-from enclave.store.base import AuditFilter
 
 URL = "/v1/datasets/visits/dummy"
 

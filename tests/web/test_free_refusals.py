@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from enclave.store.base import AuditFilter
+from enclave.audit.log import AuditFilter
 
 CASES = [
     ("SELECT COUNT(*) AS n FROM visits WHERE region = 'North'", "did you mean 'north'?"),

@@ -11,8 +11,8 @@ import asyncio
 import datetime as dt
 from typing import Any
 
+from enclave.audit.log import AuditFilter
 from enclave.models import utcnow
-from enclave.store.base import AuditFilter
 
 PROBLEM = "https://enclave-gateway.org/problems/"
 STELLA = ("stella", ["admin"])

@@ -141,7 +141,7 @@ async def test_group_commits_are_counted(make_gateway: Any) -> None:
     await gw.licence()
     n = 12
     answers = await asyncio.gather(
-        *(gw.query(f"SELECT COUNT(*) AS n FROM visits WHERE age > {i}", 0.1) for i in range(n))
+        *(gw.query(f"SELECT COUNT(*) AS n FROM visits WHERE age > {i}", 0.1) for i in range(n))  # noqa: S608
     )
     assert [a.status for a in answers] == [200] * n
     _, samples = await scrape(gw)

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from enclave.audit.chain import verify
-from enclave.store.base import AuditFilter
+from enclave.audit.log import AuditFilter
 
 SQL = "SELECT region, COUNT(*) AS n, AVG(cost) AS mean_cost FROM visits GROUP BY region"
 REGIONS = {"north", "south", "east", "west", "central"}

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
+from enclave.audit.log import AuditFilter
 from enclave.audit.record import AuditDraft
+from enclave.jobs.job import JobLost
+from enclave.ledger.charge import Charge
 from enclave.ledger.grid import Amount
 from enclave.models import utcnow
 from enclave.store import jobs
-from enclave.store.base import AuditFilter, Charge
-from enclave.store.jobs import JobLost
 from enclave.web.keys import runner_key
 from tests.store.conftest import temporary_database
 from tests.web.test_openapi import check, fetch_doc

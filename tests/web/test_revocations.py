@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from enclave.store.base import AuditFilter
+from enclave.audit.log import AuditFilter
 from enclave.web.app import create_app
 
 ADMIN = ("root", ["admin"])

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from enclave.store.base import AuditFilter
+from enclave.audit.log import AuditFilter
 
 COUNT = "SELECT COUNT(*) AS n FROM visits"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from enclave.audit.log import AuditFilter
 from enclave.audit.record import AuditDraft
-from enclave.store.base import AuditFilter
 
 ADMIN = ("stella", ["admin"])
 PROBLEM = "https://enclave-gateway.org/problems/"

@@ -21,11 +21,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from enclave.audit.log import AuditFilter
 from enclave.client import EnclaveClient
 from enclave.config import sqlite_path
 from enclave.errors import TierRefused
 from enclave.ledger.grid import Amount
-from enclave.store.base import AuditFilter
 from enclave.store.sqlite import SqliteStore
 from enclave.synthetic.mst import SynthTask, build, privacy_map
 from enclave.synthetic.request import SyntheticRequest, synth_columns

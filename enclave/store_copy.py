@@ -2,9 +2,10 @@
 
 The usual move is an embedded SQLite deployment to PostgreSQL, before running replicas; the
 reverse (a PostgreSQL backup into a SQLite file) works the same way. Everything is copied:
-licences, revocations, every policy version, the ledger, the release cache and the audit
-chain, row for row and verbatim (``bulk.py``): records keep their ``seq``, ``ts``,
-``prev_hash`` and ``hash`` and are never re-hashed, so an auditor's saved head still matches.
+licences, revocations, every policy version, the ledger, the release cache, grants,
+proposals, holds, the job queue and the audit chain, row for row and verbatim
+(``store/bulk.py``): records keep their ``seq``, ``ts``, ``prev_hash`` and ``hash`` and are
+never re-hashed, so an auditor's saved head still matches.
 
 Rules, and why:
 - the target must be empty (every table), checked inside the import transaction: merging two
@@ -12,8 +13,9 @@ Rules, and why:
 - the source is read in one consistent snapshot, the target written in one transaction, so a
   failure leaves the target empty. Stop the gateways first anyway: writes made to the source
   after the snapshot would not be copied;
-- afterwards the target's chain is verified from genesis and its head compared with the
-  source's; the report carries the verdict (``ok`` is False on any difference).
+- afterwards the target's chain is verified from genesis (``Store.audit_verify``, on every
+  core for a large SQLite file) and its head compared with the source's; the report carries
+  the verdict (``ok`` is False on any difference).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from enclave.audit.chain import ChainVerifier, VerifyResult
+from enclave.audit.chain import VerifyResult
 from enclave.errors import ConfigError
 from enclave.store import SQLITE_PREFIX, open_store
 from enclave.store.base import Store
@@ -74,14 +76,6 @@ def _open(url: str, role: str) -> Store:
     return open_store(url)
 
 
-async def verify_chain(store: Store) -> VerifyResult:
-    checker = ChainVerifier()
-    async for record in store.audit_iter(batch=5000):
-        if not checker.feed(record):
-            break
-    return checker.result()
-
-
 async def copy_store(
     source_url: str,
     target_url: str,
@@ -116,6 +110,6 @@ async def copy_store(
                         next_mark += every
         progress(f"copied {total} records: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         source_head, target_head = await source.audit_head(), await target.audit_head()
-        target_chain = await verify_chain(target)
-        source_chain = None if target_chain.valid else await verify_chain(source)
+        target_chain = (await target.audit_verify())[0]
+        source_chain = None if target_chain.valid else (await source.audit_verify())[0]
     return CopyReport(counts, source_head, target_head, target_chain, source_chain)

@@ -1,31 +1,72 @@
-"""PostgreSQL schema, as numbered migrations (the same tables as ``sqlite_schema.py``).
+"""The schema, as numbered migrations written once for both databases.
 
-Migrations run in one transaction holding ``pg_advisory_xact_lock(MIGRATION_LOCK)``, so
-several replicas can start at once: the first applies them, the others wait and then find
-nothing left to do.
+``schema_version`` holds the highest migration applied. Each migration runs in one
+transaction with the version bump (SQLite ``BEGIN IMMEDIATE``; PostgreSQL holding
+``pg_advisory_xact_lock(MIGRATION_LOCK)``, so replicas starting at once apply it once), so a
+crash leaves the schema at a whole version. Never edit a published migration; append one.
+Versions are applied by number: the text of a published one may change only if the schema it
+makes does not (``tests/store/test_schema.py`` compares a fresh store with a dump of the
+schema as first published).
 
-Differences from SQLite, and why:
-- ``chain_head`` is a one-row table. Every audited write locks it (``SELECT … FOR UPDATE``)
-  before reading anything, which serializes appends across replicas: one linear chain, and the
-  budget re-check sees every earlier debit. Row locks are released at commit or rollback.
-- ledger amounts are ``BIGINT`` grid units (``ledger/grid.py``; migration 3 converted the
-  earlier ``NUMERIC``, see ``ledger_migration.py``), summed by ``SUM`` into an exact
-  ``numeric``; audit epsilon/delta ``double precision`` (the record carries floats and a double
-  round-trips exactly, so stored records re-hash correctly).
-- a migration step is a statement or an async function of a ``driver.Tx``.
-- ``roles`` and ``detail`` are TEXT holding the JSON we wrote, not ``jsonb``: ``jsonb``
-  rewrites numbers and key order, and the stored record must hash to its stored hash.
+A statement is written once; the few types that differ are named in braces and filled in from
+``TYPES`` (``migrations(db)``). ``Only(db, ...)`` holds the steps one database alone needs; a
+Python step is an async function of a ``driver.Tx``, run in the same transaction.
+
+Decisions:
+- ledger amounts are 64-bit integer grid units (``ledger/grid.py``; migration 3 converted the
+  earlier Decimal TEXT/NUMERIC, see ``ledger_migration.py``). SQLite sums them in Python (its
+  ``SUM`` raises on 64-bit overflow), PostgreSQL with an exact ``SUM`` (``Dialect``).
+- the audit table keeps epsilon/delta as doubles: the audit record carries floats, and a
+  double round-trips exactly, so the stored record re-hashes to the stored hash. ``roles``
+  and ``detail`` are TEXT holding the JSON we wrote, not ``jsonb`` (which rewrites numbers and
+  key order).
+- triggers make the audit table append-only for anyone using the database through SQL. That
+  stops accidents, not an attacker with file access (who can drop them): the hash chain
+  detects edits, and signed heads (``audit/signing.py``) detect a truncated or re-hashed tail.
+- PostgreSQL's ``chain_head`` is a one-row table that every chained write locks
+  (``SELECT ... FOR UPDATE``) before reading anything: one linear chain across replicas, and
+  the budget re-check sees every earlier debit.
 """
 
 from __future__ import annotations
 
-from enclave.store import jobs
-from enclave.store.driver import Step
-from enclave.store.ledger_migration import convert_postgres, fill_totals
+from dataclasses import dataclass
+from typing import Literal
 
-MIGRATION_LOCK = 0x656E636C  # "encl": the advisory lock id for schema changes
+from enclave.store.driver import Migrations, Step
+from enclave.store.ledger_migration import convert_ledger, fill_totals
 
-MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
+Database = Literal["sqlite", "postgres"]
+MIGRATION_LOCK = 0x656E636C  # "encl": PostgreSQL's advisory lock id for schema changes
+
+#: The type names that differ; every other type is written as both databases spell it.
+TYPES: dict[Database, dict[str, str]] = {
+    "sqlite": {
+        "BIGINT": "INTEGER",
+        "DOUBLE": "REAL",
+        "BOOL": "INTEGER",
+        "NUMERIC": "TEXT",
+        "SERIAL": "INTEGER",
+    },
+    "postgres": {
+        "BIGINT": "BIGINT",
+        "DOUBLE": "DOUBLE PRECISION",
+        "BOOL": "BOOLEAN",
+        "NUMERIC": "NUMERIC",
+        "SERIAL": "BIGSERIAL",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Only:
+    """Steps that one database alone runs, at this place in the migration."""
+
+    db: Database
+    steps: tuple[Step, ...]
+
+
+NEUTRAL: tuple[tuple[int, tuple[Step | Only, ...]], ...] = (
     (
         1,
         (
@@ -45,7 +86,7 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
             )""",
             "CREATE INDEX licences_subject ON licences (subject)",
             """CREATE TABLE audit (
-                seq BIGINT PRIMARY KEY,
+                seq {BIGINT} PRIMARY KEY,
                 ts TEXT NOT NULL,
                 request_id TEXT NOT NULL,
                 actor TEXT NOT NULL,
@@ -55,9 +96,9 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
                 action TEXT NOT NULL,
                 dataset TEXT,
                 sql TEXT,
-                epsilon DOUBLE PRECISION NOT NULL,
-                delta DOUBLE PRECISION NOT NULL,
-                cached BOOLEAN NOT NULL,
+                epsilon {DOUBLE} NOT NULL,
+                delta {DOUBLE} NOT NULL,
+                cached {BOOL} NOT NULL,
                 outcome TEXT NOT NULL,
                 reason TEXT,
                 client TEXT,
@@ -71,22 +112,36 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
             "CREATE INDEX audit_action ON audit (action, seq)",
             "CREATE INDEX audit_ts ON audit (ts)",
             "CREATE INDEX audit_licence ON audit (licence_id, seq)",
-            """CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+            Only(
+                "sqlite",
+                (
+                    """CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+               BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END""",
+                    """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+               BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END""",
+                ),
+            ),
+            Only(
+                "postgres",
+                (
+                    """CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
                BEGIN RAISE EXCEPTION 'audit records are append-only'; END $$""",
-            """CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit
+                    """CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit
                FOR EACH ROW EXECUTE FUNCTION audit_append_only()""",
-            """CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
+                    """CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
                FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()""",
-            """CREATE TABLE chain_head (
+                    """CREATE TABLE chain_head (
                 id INTEGER PRIMARY KEY CHECK (id = 1),
                 seq BIGINT NOT NULL
             )""",
-            "INSERT INTO chain_head (id, seq) VALUES (1, 0)",
+                    "INSERT INTO chain_head (id, seq) VALUES (1, 0)",
+                ),
+            ),
             """CREATE TABLE revocations (
                 jti TEXT PRIMARY KEY,
                 reason TEXT NOT NULL,
                 created_at TEXT NOT NULL,
-                audit_seq BIGINT NOT NULL REFERENCES audit (seq)
+                audit_seq {BIGINT} NOT NULL REFERENCES audit (seq)
             )""",
             """CREATE TABLE policies (
                 kind TEXT NOT NULL CHECK (kind IN ('tier', 'dataset')),
@@ -95,17 +150,17 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
                 body TEXT NOT NULL,
                 created_at TEXT NOT NULL,
                 actor TEXT NOT NULL,
-                audit_seq BIGINT REFERENCES audit (seq),
+                audit_seq {BIGINT} REFERENCES audit (seq),
                 PRIMARY KEY (kind, name, version)
             )""",
             """CREATE TABLE ledger (
-                id BIGSERIAL PRIMARY KEY,
+                id {SERIAL} PRIMARY KEY,
                 licence_id TEXT NOT NULL,
                 dataset TEXT NOT NULL,
-                epsilon NUMERIC NOT NULL,
-                delta NUMERIC NOT NULL,
+                epsilon {NUMERIC} NOT NULL,
+                delta {NUMERIC} NOT NULL,
                 ts TEXT NOT NULL,
-                audit_seq BIGINT NOT NULL REFERENCES audit (seq)
+                audit_seq {BIGINT} NOT NULL REFERENCES audit (seq)
             )""",
             "CREATE INDEX ledger_licence ON ledger (licence_id, dataset, ts)",
             "CREATE INDEX ledger_audit ON ledger (audit_seq)",
@@ -114,7 +169,7 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
                 cache_key TEXT NOT NULL,
                 body TEXT NOT NULL,
                 created_at TEXT NOT NULL,
-                audit_seq BIGINT NOT NULL REFERENCES audit (seq),
+                audit_seq {BIGINT} NOT NULL REFERENCES audit (seq),
                 PRIMARY KEY (licence_id, cache_key)
             )""",
         ),
@@ -135,9 +190,9 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
         3,
         (
             # Ledger amounts as integer grid units (ledger/grid.py), old rows rounded up.
-            "ALTER TABLE ledger ADD COLUMN epsilon_units BIGINT NOT NULL DEFAULT 0",
-            "ALTER TABLE ledger ADD COLUMN delta_units BIGINT NOT NULL DEFAULT 0",
-            convert_postgres,
+            "ALTER TABLE ledger ADD COLUMN epsilon_units {BIGINT} NOT NULL DEFAULT 0",
+            "ALTER TABLE ledger ADD COLUMN delta_units {BIGINT} NOT NULL DEFAULT 0",
+            convert_ledger,
             "ALTER TABLE ledger DROP COLUMN epsilon",
             "ALTER TABLE ledger DROP COLUMN delta",
         ),
@@ -150,8 +205,8 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
             # swept, and ``enclave store copy`` does not carry them.
             """CREATE TABLE rate_counters (
                 key TEXT NOT NULL,
-                win BIGINT NOT NULL,
-                hits BIGINT NOT NULL,
+                win {BIGINT} NOT NULL,
+                hits {BIGINT} NOT NULL,
                 PRIMARY KEY (key, win)
             )""",
             "CREATE INDEX rate_counters_win ON rate_counters (win)",
@@ -163,11 +218,11 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
             # Per-licence budget grants (top-ups), each stored with its audit record
             # (``store/grants.py``): the limit is the tier's budget plus the period's grants.
             """CREATE TABLE licence_grants (
-                audit_seq BIGINT PRIMARY KEY REFERENCES audit (seq),
+                audit_seq {BIGINT} PRIMARY KEY REFERENCES audit (seq),
                 licence_id TEXT NOT NULL,
                 dataset TEXT NOT NULL,
-                epsilon_units BIGINT NOT NULL,
-                delta_units BIGINT NOT NULL,
+                epsilon_units {BIGINT} NOT NULL,
+                delta_units {BIGINT} NOT NULL,
                 reason TEXT NOT NULL,
                 actor TEXT NOT NULL,
                 created_at TEXT NOT NULL
@@ -175,8 +230,34 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
             "CREATE INDEX licence_grants_licence ON licence_grants (licence_id, audit_seq)",
         ),
     ),
-    # The durable job queue (``store/jobs.py``: one schema and one SQL text for both stores).
-    (6, jobs.SCHEMA),
+    (
+        6,
+        (
+            # The durable job queue (``store/jobs.py``). Published with REAL and INTEGER on
+            # both databases (a REAL is single precision on PostgreSQL: progress only).
+            """CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        licence_id TEXT NOT NULL,
+        dataset TEXT NOT NULL,
+        request_key TEXT NOT NULL,
+        request TEXT NOT NULL,
+        state TEXT NOT NULL,
+        progress REAL NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        claim TEXT,
+        lease_until TEXT,
+        result TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+            "CREATE INDEX jobs_claimable ON jobs (state, lease_until)",
+            # one active job per licence and request: a repeat while it runs joins it
+            "CREATE UNIQUE INDEX jobs_active_request ON jobs (licence_id, request_key)"
+            " WHERE state IN ('queued', 'running')",
+        ),
+    ),
     (
         7,
         (
@@ -197,8 +278,8 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
                 decided_by TEXT,
                 decided_reason TEXT,
                 decided_at TEXT,
-                audit_seq BIGINT NOT NULL REFERENCES audit (seq),
-                decision_seq BIGINT REFERENCES audit (seq)
+                audit_seq {BIGINT} NOT NULL REFERENCES audit (seq),
+                decision_seq {BIGINT} REFERENCES audit (seq)
             )""",
             "CREATE INDEX proposals_status ON proposals (status, expires_at)",
             # Licences suspended with their organisation (``organisation.suspend``): only an
@@ -207,7 +288,7 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
                 licence_id TEXT PRIMARY KEY,
                 organisation TEXT NOT NULL,
                 reason TEXT NOT NULL,
-                audit_seq BIGINT NOT NULL REFERENCES audit (seq)
+                audit_seq {BIGINT} NOT NULL REFERENCES audit (seq)
             )""",
             "CREATE INDEX licence_holds_organisation ON licence_holds (organisation)",
         ),
@@ -240,8 +321,8 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
                 layer TEXT NOT NULL,
                 key TEXT NOT NULL,
                 dataset TEXT NOT NULL,
-                epsilon_units BIGINT NOT NULL,
-                delta_units BIGINT NOT NULL,
+                epsilon_units {BIGINT} NOT NULL,
+                delta_units {BIGINT} NOT NULL,
                 PRIMARY KEY (layer, key, dataset)
             )""",
             fill_totals,
@@ -249,4 +330,22 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
     ),
 )
 
-SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+def migrations(db: Database) -> Migrations:
+    """The migrations as ``db`` runs them: its types filled in, its ``Only`` steps kept."""
+
+    def steps(items: tuple[Step | Only, ...]) -> tuple[Step, ...]:
+        out: list[Step] = []
+        for item in items:
+            if isinstance(item, Only):
+                out.extend(steps(item.steps) if item.db == db else ())
+            else:
+                out.append(item.format(**TYPES[db]) if isinstance(item, str) else item)
+        return tuple(out)
+
+    return tuple((version, steps(items)) for version, items in NEUTRAL)
+
+
+SQLITE = migrations("sqlite")
+POSTGRES = migrations("postgres")
+SCHEMA_VERSION = NEUTRAL[-1][0]
