@@ -9,10 +9,12 @@ The rules, and why they hold on every database:
 - every audited write calls ``append_locked`` inside a chained write (``write(work, "chain")``:
   SQLite ``BEGIN IMMEDIATE``, PostgreSQL the ``chain_head`` row lock), so the chain head
   read there is the real head: one linear chain whatever the number of processes;
-- ``debit`` re-checks every budget layer (licence, subject, organisation, dataset) under
-  that same lock, then writes the record, the ledger row and the release cache together: no
-  overspend of any layer, however many licences or replicas share it, and no release
-  without its record;
+- ``reserve.reserve`` holds a query's cost on every budget layer before its data is read
+  (budget-key locks, not the chain lock; ``reserve.py`` says why that suffices);
+- ``debit`` consumes that reservation and re-checks every budget layer (licence, subject,
+  organisation, dataset, counting others' reservations) under the chain lock, then writes
+  the record, the ledger row and the release cache together: no overspend of any layer,
+  however many licences or replicas share it, and no release without its record;
 - the licence overlap check and the policy version bump also run under the lock, so two
   admins cannot both win.
 """
@@ -32,7 +34,7 @@ from enclave.audit.rows import record_from_row, record_values
 from enclave.errors import BudgetExhausted, Conflict, NotFound
 from enclave.ledger.grid import Amount
 from enclave.models import Licence, iso
-from enclave.store import codec, jobs
+from enclave.store import codec, jobs, reserve
 from enclave.store.base import (
     EXHAUSTED,
     LAYER_NAMES,
@@ -116,11 +118,14 @@ async def debit(
     The layers are read under the chain's lock, so two charges on a shared layer (two
     licences of one organisation, two subjects of one dataset) are serialized: the second
     sees the first's charge and is refused if both together would pass the limit. The
+    charge's reservation becomes the ledger row, and others' live reservations count in the
+    re-check (``reserve.consume``): a charge with its live reservation always fits. The
     lifetime totals (``ledger_totals``) move in the same transaction as the ledger row.
     ``job``: a job's own change, applied first (``JobLost``, nothing written, if it matches
     no row)."""
     if job is not None:
         await jobs.apply(tx, job)
+    held = await reserve.consume(tx, charge, now)  # its reservation out, the others' counted
     after: list[Amount] = []
     for layer in charge.all_layers():
         key = charge.key(layer.name)
@@ -130,7 +135,7 @@ async def debit(
             else await totals.spent(tx, layer.name, key, charge.dataset, layer.since)
         )
         after.append(before.plus(charge.cost))
-        if key is not None and not after[-1].within(layer.limit):
+        if key is not None and not after[-1].plus(held[layer.name]).within(layer.limit):
             raise BudgetExhausted(EXHAUSTED[layer.name], layer.name)
     record = await append_locked(tx, draft, now)
     keys = [(name, key) for name in LAYER_NAMES if (key := charge.key(name)) is not None]

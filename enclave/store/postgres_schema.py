@@ -19,7 +19,7 @@ Differences from SQLite, and why:
 
 from __future__ import annotations
 
-from enclave.store import jobs
+from enclave.store import jobs, reserve
 from enclave.store.driver import Step
 from enclave.store.ledger_migration import convert_postgres, fill_totals
 
@@ -247,6 +247,8 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
             fill_totals,
         ),
     ),
+    # Budget reservations (``store/reserve.py``: one schema for both stores).
+    (9, reserve.SCHEMA),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

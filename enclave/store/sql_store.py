@@ -20,10 +20,11 @@ from enclave.audit.log import AuditFilter, Progress, SummaryRow
 from enclave.audit.record import AuditDraft, AuditRecord
 from enclave.audit.rows import SegmentJoiner, verify_segment
 from enclave.errors import AuditUnavailable, EnclaveError, StoreUnavailable
+from enclave.ids import new_id
 from enclave.ledger.grid import Amount
 from enclave.models import Licence, utcnow
 from enclave.store import grants as grant_ops
-from enclave.store import jobs, ops
+from enclave.store import jobs, ops, reserve
 from enclave.store import proposals as prop_ops
 from enclave.store.base import CacheEntry, Charge, Debited, LayerName, PolicyKind, PolicyVersion
 from enclave.store.bulk import Importer, Snapshot
@@ -237,6 +238,17 @@ class SqlStore:
         return await self._write(
             lambda tx: ops.debit(tx, draft, charge, cache, self._clock(), self._totals, job),
             after=lambda _done: self._totals.committed(charge),
+        )
+
+    async def reserve(
+        self, charge: Charge, timeout_s: float, reservation_id: str | None = None
+    ) -> Charge:
+        now = self._clock()
+        expires = now + dt.timedelta(seconds=timeout_s + reserve.MARGIN_S)
+        rid = reservation_id or new_id("res")
+        return await self._write(
+            lambda tx: reserve.reserve(tx, charge, rid, now, expires, self._totals),
+            self.driver.dialect.reserve_mode,
         )
 
     # --- the durable job queue (``store/jobs.py``) ---------------------------------------------

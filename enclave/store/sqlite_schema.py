@@ -20,7 +20,7 @@ Decisions:
 
 from __future__ import annotations
 
-from enclave.store import jobs
+from enclave.store import jobs, reserve
 from enclave.store.driver import Step
 from enclave.store.ledger_migration import convert_sqlite, fill_totals
 
@@ -239,6 +239,8 @@ MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
             fill_totals,
         ),
     ),
+    # Budget reservations (``store/reserve.py``: one schema for both stores).
+    (9, reserve.SCHEMA),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
