@@ -104,10 +104,12 @@ async def reserve(
     ``BudgetExhausted`` naming the first layer it would pass (nothing written). Returns the
     charge carrying the reservation, for the debit to consume. An earlier reservation with
     the same id is replaced (a job's new attempt: the last one's debit can no longer commit)."""
-    await lock(tx, charge)
+    # swept before any budget lock is held: a sweep waiting on a row a debit is deleting
+    # then holds nothing that debit could be waiting for
     await tx.execute(
         "DELETE FROM reservations WHERE expires_at <= ? OR id = ?", iso(now), reservation_id
     )
+    await lock(tx, charge)
     held = await others(tx, charge, now)
     for layer in charge.all_layers():
         key = charge.key(layer.name)
