@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from enclave import charged
+from enclave.audit.context import AuditContext
 from enclave.charged import ChargedQuery, read_and_release
 from enclave.dp.mechanisms import price_plan
 from enclave.errors import BudgetExhausted, ReleaseFailed
@@ -124,8 +125,6 @@ async def test_a_reserved_query_is_charged_whatever_concurrent_spending_tries(
     """The reservation holds the query's cost before the engine runs: a concurrent charge
     that would leave less than that is refused instead (before *it* reads anything), and the
     reserved query is charged whether its release works or fails."""
-    from enclave.audit.context import AuditContext
-
     gw = await make_gateway()
     lic = await gw.licence()
     svc = gw.services
@@ -214,3 +213,24 @@ async def test_racing_queries_on_a_shared_layer_are_charged_for_every_read(
         roomy = Layer("dataset", Amount.charge("0.6"), None)
         extra = Charge("lic_x", "visits", Amount.charge("0.1"), Amount.charge(1), None, (roomy,))
         assert (await svc.store.reserve(extra, 30)).reservation is not None
+
+
+async def test_a_cached_repeat_reserves_nothing_and_is_answered_when_all_is_held(
+    make_gateway: Any,
+) -> None:
+    """A repeat spends nothing, so it needs no reservation: it is answered even while
+    queries in flight hold everything that is left, and holds nothing itself."""
+    gw = await make_gateway()
+    lic = await gw.licence()
+    svc = gw.services
+    first = await gw.query(SQL, epsilon=0.5)
+    assert first.status == 200, await first.text()
+    tier = await svc.registry.tier("standard")
+    rest = Amount.charge(tier.budget_epsilon - Decimal("0.5"))
+    held = await svc.store.reserve(Charge(lic.id, "visits", rest, tier_limit(tier), None), 30)
+    fresh = await gw.query(SQL.replace("AS n", "AS m"), epsilon=0.5)  # new: refused, unread
+    assert fresh.status == 403 and (await fresh.json())["layer"] == "licence"
+    repeat = await gw.query(SQL, epsilon=0.5)
+    assert repeat.status == 200 and (await repeat.json())["cached"] is True
+    await svc.store.debit(AuditContext("r", None, actor="alice").draft("ok"), held)
+    assert await svc.store.spent(lic.id, "visits", None) == Amount.charge(tier.budget_epsilon)
