@@ -12,9 +12,13 @@ The layers, innermost first, each a sum of ledger rows on the query's dataset:
    every licence of the licence's organisation; lifetime.
 4. ``dataset`` (when the dataset sets ``total_budget``): everyone's rows; lifetime.
 
-The pipeline checks them before any data is read (``check``) and the store re-checks every
-one inside the debit's chained write (``store/ops.py: debit``), so concurrent queries of
-different licences, on any number of replicas, never overspend a shared layer.
+The pipeline checks them early and for free (``check``); then, as the last step before any
+data is read, the store reserves the cost on every one (``store/reserve.py``: the ledger plus
+everyone's live reservations must leave room), and the debit turns that reservation into the
+charge, re-checking every layer inside its chained write (``store/ops.py: debit``). So
+concurrent queries of different licences, on any number of replicas, never overspend a shared
+layer, and the ones that do not fit are refused before they read the data. Reservations are
+not shown in any budget figure below (they last seconds; others' are not the caller's to see).
 
 What a researcher sees (``researcher_json``): the binding layer (the smallest remaining) and
 that remaining. The licence and subject layers are the researcher's own spending and are
@@ -94,7 +98,7 @@ async def budget_layers(
 def charge_for(
     licence: Licence, dataset: str, budgets: tuple[LayerBudget, ...], cost: Amount
 ) -> Charge:
-    """The debit of ``cost``: the store re-checks every layer of ``budgets`` with it."""
+    """The charge of ``cost``: the store reserves it and re-checks every layer of ``budgets``."""
     first = budgets[0].layer
     return Charge(
         licence_id=licence.id,

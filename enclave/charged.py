@@ -1,13 +1,14 @@
 """The charged stage: after this line data has been read, so every outcome is charged.
 
-``pipeline.run_query`` calls ``read_and_release`` once the plan is priced, the budget
-pre-check has passed and the SQL is compiled; nothing before it reads a row that depends on
-the query. From the engine run onward (run, assemble, noise, order, digest), the outcome is
-one of:
+``pipeline.run_query`` calls ``read_and_release`` once the plan is priced, the SQL is
+compiled and the cost is *reserved* on every budget layer (``Store.reserve``,
+``store/reserve.py``: the ledger plus everyone's live reservations must leave room for it, else
+a 403 before anything is read); nothing before it reads a row that depends on the query. From
+the engine run onward (run, assemble, noise, order, digest), the outcome is one of:
 
-- a release: one store transaction (``Store.debit``) debits the priced epsilon and delta
-  (rounded up to the ledger's grid), keeps the release for the cache and appends the audit
-  record (outcome ``ok``); or
+- a release: one store transaction (``Store.debit``) turns the reservation into the charge of
+  the priced epsilon and delta (rounded up to the ledger's grid), keeps the release for the
+  cache and appends the audit record (outcome ``ok``); or
 - a failure: the same kind of transaction debits *the same* amount and appends an audit
   record with outcome ``error`` and a fixed reason, then the caller gets a fixed problem:
   ``QueryTimeout`` (504) if the engine ran past its limit (``server.query_timeout_s``; a
@@ -22,17 +23,23 @@ or not at all.
 So a failure can never be an uncharged oracle: a caller learns at most one bit (answered or
 failed) about the data per charge, and pays for it like a release.
 
-Two outcomes are not charged, by design:
+Concurrent queries sharing a budget layer (the same licence, subject, organisation or
+dataset: ``budget_layers.py``) can no longer spend a reserved query's budget: whichever of
+them would pass the limit is refused at *its* reservation, before *it* reads anything. The
+debit's re-check (which counts the others' reservations, not its own) cannot refuse a query
+holding its reservation, so the ledger never goes over its limit and every read is charged.
 
-- the store refuses the charge (``BudgetExhausted``) because concurrent queries sharing one of
-  its budget layers (the same licence, subject, organisation or dataset:
-  ``budget_layers.py``) spent it between the pre-check and this transaction. The answer is then the
-  same 403 whether the release succeeded or failed, so it says nothing about the data, and the
-  ledger never goes over its limit (the pre-check reserved nothing; the store re-checks);
-- the store cannot be written (503): nothing is released, whatever the data.
+Outcomes that are not charged, by design:
+
+- the store cannot be written (503): nothing is released, whatever the data;
+- the reservation expired before the debit (it lasts the query's time limit plus a margin of
+  minutes, ``reserve.MARGIN_S``, and the engine is interrupted at that limit, so only a process
+  stalled for minutes gets here): the debit re-checks as if nothing had been reserved and may
+  refuse (403, the same whether the release worked or failed); the ledger still never passes
+  its limit.
 
 A request cancelled while the engine runs (the server stopping) answers nothing and is not
-charged.
+charged; its reservation keeps holding the budget until it expires.
 """
 
 from __future__ import annotations

@@ -21,12 +21,15 @@
    refused, free, when it would spend more than that share of what is left (``require_share``)
 --- estimate stops here (``estimate_batch`` repeats 2-8 per query, one audit record); run_query
 goes on ---
-9. prepare the dataset version (bounding: the same for every query), compile the plan
+9. prepare the dataset version (bounding: the same for every query), compile the plan, then
+   reserve the cost on every layer (``store/reserve.py``: one store transaction counting the
+   ledger and everyone's live reservations; a refusal is the pre-check's 403, nothing read)
 --- after this line data has been read: ``charged.read_and_release`` ---
 10. run the SQL off the loop (timeout), add noise, suppress small groups, order/limit
-11. one store transaction: re-check every budget layer and debit, keep the release, append
-    the audit record; only then is the result returned. A failure anywhere in 10 is charged the same
-    epsilon and delta, in the same kind of transaction, and answers a fixed, data-free error.
+11. one store transaction: turn the reservation into the ledger charge (re-checking every
+    layer), keep the release, append the audit record; only then is the result returned. A
+    failure anywhere in 10 is charged the same epsilon and delta, in the same kind of
+    transaction, and answers a fixed, data-free error.
 
 Every refusal raised here is audited by ``web/problem.py`` with what ``actx`` knows by then.
 
@@ -235,27 +238,34 @@ async def admit_run(
     adm = await _admit(svc, principal, access, req, actx, count=count)
     if adm.cached is None:
         cost = adm.cost()
-        layers.check(access.budgets, cost)  # before any data is read (the store re-checks)
+        layers.check(access.budgets, cost)  # free and early; the reservation (9) decides
         require_share(access, cost, req.max_share)
     return adm
 
 
 async def charged_query(
-    svc: Services, adm: Admitted, query_id: str, timeout_s: float
+    svc: Services, adm: Admitted, query_id: str, timeout_s: float, hold: str | None = None
 ) -> ChargedQuery:
-    """Stage 9: prepare the dataset version (bounding: the same for every query) and compile
-    the plan, for ``charged.read_and_release`` to run within ``timeout_s``."""
+    """Stage 9: prepare the dataset version (bounding: the same for every query), compile
+    the plan, and reserve its cost on every budget layer (``BudgetExhausted`` if concurrent
+    spending or reservations leave too little: nothing was read), for
+    ``charged.read_and_release`` to run within ``timeout_s``. ``hold``: the reservation's
+    id (a query job's, so its next attempt replaces it)."""
     if adm.priced is None:  # _admit prices whatever the cache does not answer
         raise EnclaveError("the query was not priced")  # pragma: no cover
     access = adm.access
     table = await svc.warehouse.prepare(access.spec, wait_s=svc.config.server.query_timeout_s)
+    compiled = compile_plan(adm.plan, access.spec, table)
+    charge = layers.charge_for(access.licence, access.spec.name, access.budgets, adm.cost())
+    # the last step before the data: the debit turns this reservation into the charge
+    reserved = await svc.store.reserve(charge, timeout_s, hold)
     return ChargedQuery(
         plan=adm.plan,
         spec=access.spec,
         tier=access.tier,
         priced=adm.priced,
-        compiled=compile_plan(adm.plan, access.spec, table),
-        charge=layers.charge_for(access.licence, access.spec.name, access.budgets, adm.cost()),
+        compiled=compiled,
+        charge=reserved,
         cache_key=adm.cache_key,
         query_id=query_id,
         timeout_s=timeout_s,
@@ -277,8 +287,8 @@ def require_share(access: Access, cost: Amount, max_share: Decimal | None) -> No
 
     It reads the same budgets as the pre-check (the binding layer after this run), before any
     data is read.
-    A concurrent spend between here and the debit can make the real share larger, never the
-    total larger than the budget: the store re-checks that in the debit's transaction.
+    A concurrent spend between here and the reservation can make the real share larger, never
+    the total larger than the budget: the reservation re-checks that in its transaction.
     """
     if max_share is None:
         return

@@ -10,7 +10,8 @@ it) and the submission audited ``query.submit`` (nothing spent).
 
 ``run`` is the job's handler (``jobs/runner.py``). It admits the query again as its owner
 (without counting the rate limit twice): whatever changed since the submission (licence,
-tier, dataset version, budget) ends the job ``failed`` with no charge; a release of the same
+tier, dataset version, budget, and the budget reservation made last, before the data is read)
+ends the job ``failed`` with no charge; a release of the same
 query made meanwhile ends it ``done`` from the cache, free. Then ``charged.read_and_release``
 runs it within ``jobs.timeout_s`` and its debit carries the job's end (``jobs.finish``), so the
 charge and the job's end commit together: a job is charged once, whatever restarts or lost
@@ -147,7 +148,9 @@ async def _run(svc: Services, run: JobRun) -> None:
             release = await pipeline.replay(svc, adm, actx, query_id)
             await run.finish("done", {"answer": release.to_json()})
             return
-        charged = await pipeline.charged_query(svc, adm, query_id, svc.config.jobs.timeout_s)
+        charged = await pipeline.charged_query(
+            svc, adm, query_id, svc.config.jobs.timeout_s, hold=f"res_{job.id}"
+        )
     except DatasetUnavailable as exc:  # not prepared (failed, or still running): not charged
         await run.finish("failed", {"problem": _problem(exc, charged=False)})
         return
@@ -165,7 +168,7 @@ async def _run(svc: Services, run: JobRun) -> None:
     # ---- after this line data has been read: every outcome is charged (charged.py) ----
     try:
         stored, debited = await read_and_release(svc, charged, actx, job=end)
-    except BudgetExhausted as exc:  # spent meanwhile: nothing charged, as a sync query
+    except BudgetExhausted as exc:  # its reservation expired (store/reserve.py): as a sync query
         await run.finish("failed", {"problem": _problem(exc, charged=False)})
         return
     except (QueryTimeout, ReleaseFailed):  # charged, and the job's end written with it

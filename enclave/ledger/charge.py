@@ -53,6 +53,7 @@ class Charge:
     layers: tuple[Layer, ...] = ()
     subject: str | None = None
     organization: str | None = None
+    reservation: str | None = None  # its budget reservation (``store/reserve.py``), if any
 
     def all_layers(self) -> tuple[Layer, ...]:
         """Every layer to re-check, the licence first."""

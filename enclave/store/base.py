@@ -183,7 +183,16 @@ class Store(AuditLog, Protocol):
         (``BudgetExhausted`` naming the first layer that no longer fits, and nothing
         written), debit it, store ``cache``, append the record; return the record and the
         spent total after the charge. ``job``: a job's own change (``store/jobs.py``), applied
-        first; ``JobLost`` (nothing written) if it matches no row."""
+        first; ``JobLost`` (nothing written) if it matches no row. ``charge.reservation``
+        is consumed here, and the re-check counts everyone else's live reservations."""
+
+    async def reserve(
+        self, charge: Charge, timeout_s: float, reservation_id: str | None = None
+    ) -> Charge:
+        """Hold ``charge`` on every layer for a query's time limit ``timeout_s`` plus a
+        margin (``store/reserve.py``), or raise ``BudgetExhausted`` (nothing held); the
+        charge to debit, carrying the reservation. ``reservation_id`` replaces an earlier
+        reservation of that id (a job's attempts); None: a new one."""
 
     # --- the durable job queue (``store/jobs.py``) ---
     async def job_read(self, op: JobOp) -> list[Sequence[Any]]: ...

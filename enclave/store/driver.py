@@ -85,6 +85,14 @@ class Dialect:
     after_append: str | None = None
     #: Run at the end of a bulk import (move sequences and ``chain_head`` past the rows).
     after_import: tuple[str, ...] = ()
+    #: Locks one budget key (its text the only parameter) until the transaction ends, for
+    #: writes that are not chained (``reserve.py``); None: every write already excludes the
+    #: others (SQLite's one write lock).
+    budget_lock: str | None = None
+    #: How a budget reservation commits (``reserve.py``): ``"volatile"`` only where a commit
+    #: can be lost solely together with every process using the database (a local SQLite
+    #: file: an OS crash or power loss), else ``"rows"`` (a PostgreSQL server can crash alone).
+    reserve_mode: Mode = "rows"
 
 
 class Driver(Protocol):

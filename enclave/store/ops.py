@@ -9,10 +9,12 @@ The rules, and why they hold on every database:
 - every audited write calls ``append_locked`` inside a chained write (``write(work, "chain")``:
   SQLite ``BEGIN IMMEDIATE``, PostgreSQL the ``chain_head`` row lock), so the chain head
   read there is the real head: one linear chain whatever the number of processes;
-- ``debit`` re-checks every budget layer (licence, subject, organisation, dataset) under
-  that same lock, then writes the record, the ledger row and the release cache together: no
-  overspend of any layer, however many licences or replicas share it, and no release
-  without its record;
+- ``reserve.reserve`` holds a query's cost on every budget layer before its data is read
+  (budget-key locks, not the chain lock; ``reserve.py`` says why that suffices);
+- ``debit`` consumes that reservation and re-checks every budget layer (licence, subject,
+  organisation, dataset, counting others' reservations) under the chain lock, then writes
+  the record, the ledger row and the release cache together: no overspend of any layer,
+  however many licences or replicas share it, and no release without its record;
 - the licence overlap check and the policy version bump also run under the lock, so two
   admins cannot both win.
 """
@@ -36,7 +38,7 @@ from enclave.ledger.grid import Amount
 from enclave.licences import apply_changes, check_no_overlap
 from enclave.models import Licence, iso
 from enclave.policy.version import PolicyKind, PolicyVersion, next_policy_version
-from enclave.store import codec, jobs
+from enclave.store import codec, jobs, reserve
 from enclave.store.driver import Migrations, Row, Tx
 
 AUDIT_COLUMNS = ", ".join(FIELDS)
@@ -150,7 +152,12 @@ async def debit_batch(
     place, nothing written for it) if both together would pass the limit. The lifetime totals
     (``ledger_totals``) move in the same transaction as the ledger rows. Every write is one
     multi-row statement for the whole batch, whatever its size. An entry without a charge is
-    a plain record (``Debited`` with nothing spent)."""
+    a plain record (``Debited`` with nothing spent).
+
+    Budget reservations (``reserve.py``): the batch's own are deleted first (``reserve.take``;
+    their ledger rows replace them), and each entry's check also counts every other live
+    reservation, including those of the batch's entries not checked yet, so a charge that
+    holds its live reservation always fits, wherever it stands in the batch."""
     wanted = {
         (layer.name, key, e.charge.dataset, layer.since)
         for e in entries
@@ -158,12 +165,24 @@ async def debit_batch(
         for layer in e.charge.all_layers()
         if (key := e.charge.key(layer.name)) is not None
     }
+    charges = [e.charge for e in entries if e.charge is not None]
+    taken = await reserve.take(tx, charges, now)  # reservations out, the others' counted
     spent_before = await totals.spent_many(tx, wanted)
     added: dict[tuple[LayerName, str, str], Amount] = {}
+    # the batch's own reservations, until their entry is checked (then its charge counts)
+    pending = {
+        i: (c.licence_id, c.subject, c.organization, c.dataset, taken.live[c.reservation])
+        for i, e in enumerate(entries)
+        if (c := e.charge) is not None and c.reservation is not None and taken.covers(c)
+    }
     outcomes: list[list[Amount] | BudgetExhausted] = []
-    for entry in entries:
-        fit = [] if entry.charge is None else _fit(entry.charge, spent_before, added)
-        outcomes.append(fit)
+    for i, entry in enumerate(entries):
+        pending.pop(i, None)
+        if entry.charge is None:
+            outcomes.append([])
+            continue
+        held = reserve.held_on(entry.charge, [*taken.others, *pending.values()])
+        outcomes.append(_fit(entry.charge, spent_before, added, held))
     fits = [(i, o) for i, o in enumerate(outcomes) if not isinstance(o, BudgetExhausted)]
     records = await append_records(tx, [entries[i].draft for i, _ in fits], now)
     debited = {
@@ -178,9 +197,11 @@ def _fit(
     charge: Charge,
     spent_before: dict[SpentKey, Amount],
     added: dict[tuple[LayerName, str, str], Amount],
+    held: reserve.Held,
 ) -> list[Amount] | BudgetExhausted:
     """Each layer's spent total after ``charge``, or the refusal of the first layer it would
-    exceed; ``added`` (the batch's earlier charges per layer key) grows only if it fits."""
+    exceed counting ``held`` (others' live reservations); ``added`` (the batch's earlier
+    charges per layer key) grows only if it fits."""
     after: list[Amount] = []
     keys: list[tuple[LayerName, str, str]] = []
     for layer in charge.all_layers():
@@ -191,7 +212,7 @@ def _fit(
         slot = (layer.name, key, charge.dataset)
         before = spent_before[(*slot, layer.since)].plus(added.get(slot, Amount()))
         after.append(before.plus(charge.cost))
-        if not after[-1].within(layer.limit):
+        if not after[-1].plus(held[layer.name]).within(layer.limit):
             return BudgetExhausted(EXHAUSTED[layer.name], layer.name)
         keys.append(slot)
     for slot in keys:

@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from enclave.store import reserve
 from enclave.store.driver import Migrations, Step
 from enclave.store.ledger_migration import convert_ledger, fill_totals
 
@@ -328,6 +329,8 @@ NEUTRAL: tuple[tuple[int, tuple[Step | Only, ...]], ...] = (
             fill_totals,
         ),
     ),
+    # Budget reservations (``store/reserve.py``: one schema for both stores).
+    (9, reserve.SCHEMA),
 )
 
 

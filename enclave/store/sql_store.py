@@ -28,6 +28,7 @@ from enclave.governance.proposal import (
     Write,
     raise_if_expired,
 )
+from enclave.ids import new_id
 from enclave.jobs.job import JobOp
 from enclave.ledger.charge import CacheEntry, Charge, Debited, LayerName
 from enclave.ledger.grid import Amount
@@ -35,7 +36,7 @@ from enclave.licence_grants import Grant
 from enclave.models import Licence, utcnow
 from enclave.policy.version import PolicyKind, PolicyVersion
 from enclave.store import grants as grant_ops
-from enclave.store import jobs, ops
+from enclave.store import jobs, ops, reserve
 from enclave.store import proposals as prop_ops
 from enclave.store.bulk import Importer, Snapshot
 from enclave.store.driver import After, Driver, Mode, Row, Work
@@ -275,6 +276,17 @@ class SqlStore:
 
         return await self._write(
             lambda tx: ops.debit_batch(tx, entries, self._clock(), self._totals), after=committed
+        )
+
+    async def reserve(
+        self, charge: Charge, timeout_s: float, reservation_id: str | None = None
+    ) -> Charge:
+        now = self._clock()
+        expires = now + dt.timedelta(seconds=timeout_s + reserve.MARGIN_S)
+        rid = reservation_id or new_id("res")
+        return await self._write(
+            lambda tx: reserve.reserve(tx, charge, rid, now, expires, self._totals),
+            self.driver.dialect.reserve_mode,
         )
 
     # --- the durable job queue (``store/jobs.py``) ---------------------------------------------

@@ -48,6 +48,7 @@ T = TypeVar("T")
 DIALECT = Dialect(
     ledger_sum="SELECT epsilon_units, delta_units FROM ledger",
     data_version="PRAGMA data_version",
+    reserve_mode="volatile",
 )
 
 

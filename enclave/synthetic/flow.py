@@ -9,8 +9,10 @@ submission (nothing spent).
 
 ``run`` is the job's handler (``jobs/runner.py``). It re-checks what may have changed since
 the submission (dataset version, licence, tier, budget: refusals end the job ``failed`` with
-no charge), prepares the bounded table, and then, with the data read in a child process
-(``synthetic/mst.py``), every outcome is charged, in one store transaction with the job's end:
+no charge), prepares the bounded table, reserves the requested epsilon on every budget layer
+(``store/reserve.py``; refused: ``failed``, no charge, nothing read), and then, with the data
+read in a child process (``synthetic/mst.py``), every outcome is charged, in one store
+transaction with the job's end (which turns the reservation into the charge):
 
 - done: the charge is OpenDP's privacy map of the release rounded up to the ledger's grid
   (never above the requested epsilon), the release is kept in the cache and audited ``ok``;
@@ -26,6 +28,7 @@ import hashlib
 import importlib.util
 import logging
 import shutil
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -188,6 +191,16 @@ async def _run(svc: Services, children: ChildPool, run: JobRun) -> None:
         rows=req.rows,
         out_dir=str(out_dir),
     )
+    try:  # the last step before the data: the debit below turns it into the charge
+        held = await svc.store.reserve(
+            layers.charge_for(licence, job.dataset, budgets, Amount.charge(req.epsilon)),
+            svc.config.jobs.timeout_s,
+            f"res_{job.id}",  # a new attempt replaces an interrupted one's
+        )
+    except BudgetExhausted:  # spent or held meanwhile by other requests: nothing read
+        await asyncio.to_thread(shutil.rmtree, out_dir, True)
+        await run.finish("failed", {"problem": {"title": "budget exhausted", "charged": False}})
+        return
     run.advance(0.1)
     # ---- from here on the data is read: every outcome is charged ----
     try:
@@ -202,8 +215,7 @@ async def _run(svc: Services, children: ChildPool, run: JobRun) -> None:
         log.error(
             "job %s: synthetic release failed after the data was read: %s", job.id, describe(exc)
         )
-        cost = Amount.charge(req.epsilon)
-        await _charge_failure(svc, run, req, layers.charge_for(licence, job.dataset, budgets, cost))
+        await _charge_failure(svc, run, req, held)
         await asyncio.to_thread(shutil.rmtree, out_dir, True)  # never served: a failed attempt
         return
     run.advance(0.9)
@@ -219,11 +231,11 @@ async def _run(svc: Services, children: ChildPool, run: JobRun) -> None:
     try:
         await svc.store.debit(
             draft,
-            layers.charge_for(licence, job.dataset, budgets, cost),
+            replace(held, cost=cost),  # at most what was reserved
             cache,
             job=jobs.finish(job, "done", result, svc.clock()),
         )
-    except BudgetExhausted:  # spent meanwhile by other requests: released nothing, as queries
+    except BudgetExhausted:  # its reservation expired meanwhile: released nothing, as queries
         await run.finish("failed", {"problem": {"title": "budget exhausted", "charged": False}})
     else:
         run.ended("done", cost.epsilon_float)

@@ -34,6 +34,7 @@ CASES: list[Any] = [
     ("memory", "Memory: peak RSS of the gateway", []),
     ("flood", "Flood: refused SQL against another user", []),
     ("timing", "Timing: data read to release", []),
+    ("reserve", "Budget reservations: store cost", []),
     pytest.param(
         "smartnoise",
         "Against SmartNoise SQL",

@@ -9,6 +9,8 @@ the failure cost exactly what the release would have.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from decimal import Decimal
 from typing import Any
@@ -16,16 +18,19 @@ from typing import Any
 import pytest
 
 from enclave import charged
+from enclave.audit.context import AuditContext
 from enclave.audit.log import AuditFilter
 from enclave.charged import ChargedQuery, read_and_release
 from enclave.dp.mechanisms import price_plan
-from enclave.errors import BudgetExhausted
+from enclave.errors import BudgetExhausted, ReleaseFailed
 from enclave.ledger.budget import tier_limit
-from enclave.ledger.charge import Charge
+from enclave.ledger.charge import Charge, Layer
 from enclave.ledger.grid import Amount
 from enclave.query.compile import compile_plan
 from enclave.query.parse import parse_query
 from enclave.query.plan import ExactGroups
+from tests.store.conftest import temporary_database
+from tests.web.test_budget_layers import set_policy
 
 SQL = "SELECT COUNT(*) AS n, SUM(age) AS total FROM visits"
 
@@ -115,14 +120,12 @@ async def test_unexpected_error_before_data_logs_type_only(
 
 
 @pytest.mark.parametrize("fails", [False, True], ids=["released", "failed"])
-async def test_charge_refused_by_a_concurrent_spend_answers_budget_exhausted(
+async def test_a_reserved_query_is_charged_whatever_concurrent_spending_tries(
     make_gateway: Any, monkeypatch: pytest.MonkeyPatch, fails: bool
 ) -> None:
-    """The pre-check reserved nothing; the store re-checks. If a concurrent query spent the
-    budget meanwhile, the answer is 403 whether the release worked or failed (so it says
-    nothing about the data), and the ledger never goes over its limit."""
-    from enclave.audit.context import AuditContext
-
+    """The reservation holds the query's cost before the engine runs: a concurrent charge
+    that would leave less than that is refused instead (before *it* reads anything), and the
+    reserved query is charged whether its release works or fails."""
     gw = await make_gateway()
     lic = await gw.licence()
     svc = gw.services
@@ -131,20 +134,104 @@ async def test_charge_refused_by_a_concurrent_spend_answers_budget_exhausted(
     plan = parse_query(SQL, spec)
     priced = price_plan(plan, spec, tier, Decimal("1"), None)
     limit = tier_limit(tier)
-    charge = Charge(lic.id, "visits", Amount.charge(Decimal(1)), limit, None)
     table = await svc.warehouse.prepare(spec)
+    charge = await svc.store.reserve(Charge(lic.id, "visits", Amount.charge(1), limit, None), 30)
     if fails:
         monkeypatch.setattr(charged, "release", _sentinel_release([]))
-    # a "concurrent" query spends all but 0.5 of the budget after the pre-check
+    # a "concurrent" query would spend all but 0.5 of the budget after the reservation
     actx0 = AuditContext(request_id="r0", client=None, actor="alice", licence_id=lic.id)
     spend = Charge(lic.id, "visits", Amount.charge(tier.budget_epsilon - Decimal("0.5")), limit,
                    None)  # fmt: skip
-    await svc.store.debit(actx0.draft("ok", epsilon=4.5), spend)
+    with pytest.raises(BudgetExhausted):
+        await svc.store.debit(actx0.draft("ok", epsilon=4.5), spend)
     query = ChargedQuery(
         plan, spec, tier, priced, compile_plan(plan, spec, table), charge, "k", "q", 30.0
     )
     actx = AuditContext(request_id="r1", client=None, actor="alice", licence_id=lic.id)
-    with pytest.raises(BudgetExhausted):
+    if fails:
+        with pytest.raises(ReleaseFailed):
+            await read_and_release(svc, query, actx)
+    else:
         await read_and_release(svc, query, actx)
-    left = (await svc.store.spent(lic.id, "visits", None)).epsilon_decimal
-    assert left == tier.budget_epsilon - Decimal("0.5")
+    assert (await svc.store.spent(lic.id, "visits", None)).epsilon_decimal == 1
+
+
+async def _on_store(stack: contextlib.AsyncExitStack, backend: str) -> str:
+    if backend == "postgres":
+        return str(await stack.enter_async_context(temporary_database()))
+    return "sqlite:///state/enclave.db"
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["released", "failed"])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+async def test_racing_queries_on_a_shared_layer_are_charged_for_every_read(
+    make_gateway: Any, monkeypatch: pytest.MonkeyPatch, backend: str, fails: bool
+) -> None:
+    """Twelve researchers of twelve organisations race distinct queries of epsilon 0.1 on a
+    dataset whose total budget (a layer they share) is 0.5. The engine is slowed, so every
+    query passes the free pre-check before any is charged: without a reservation, the
+    debits after the engine would refuse seven of them, uncharged, after reading the data.
+    Now every engine run is charged (released or failed), the ledger never passes the limit,
+    and the refused seven were refused before reading (403 naming the dataset layer)."""
+    async with contextlib.AsyncExitStack() as stack:
+        gw = await make_gateway(store_url=await _on_store(stack, backend))
+        await set_policy(gw, "dataset", "visits", total_budget={"epsilon": 0.5})
+        subjects = [f"r{i}" for i in range(12)]
+        for sub in subjects:
+            await gw.licence(sub, organization=f"org-{sub}")
+        svc = gw.services
+        runs: list[str] = []
+        real_run = svc.warehouse.run
+
+        async def counted(compiled: Any, timeout_s: float) -> Any:
+            runs.append(compiled.sql)
+            await asyncio.sleep(0.3)  # the others reach the pre-check meanwhile
+            return await real_run(compiled, timeout_s)
+
+        monkeypatch.setattr(svc.warehouse, "run", counted)
+        if fails:
+            monkeypatch.setattr(charged, "release", _sentinel_release([]))
+
+        async def ask(i: int) -> tuple[int, dict[str, Any]]:
+            resp = await gw.query(f"{SQL} WHERE age > {i}", 0.1, sub=subjects[i])
+            return resp.status, await resp.json(content_type=None)
+
+        answers = await asyncio.gather(*(ask(i) for i in range(len(subjects))))
+        statuses = sorted(status for status, _ in answers)
+        answered = 500 if fails else 200
+        assert statuses == sorted([answered] * 5 + [403] * 7), answers
+        assert all(body["layer"] == "dataset" for status, body in answers if status == 403)
+        assert len(runs) == 5  # the engine ran for the charged five only
+        spent = await svc.store.layer_spent("dataset", "visits", "visits", None)
+        assert spent == Amount.charge("0.5")
+        records = await svc.store.audit_events(AuditFilter(action="query"), 0, 100)
+        charged_records = [r for r in records if r.epsilon > 0 and r.outcome != "denied"]
+        assert len(charged_records) == 5
+        assert sorted({r.outcome for r in records}) == ["denied", "error" if fails else "ok"]
+        # nothing is still held: 0.1 more fits a dataset layer of 0.6 exactly
+        roomy = Layer("dataset", Amount.charge("0.6"), None)
+        extra = Charge("lic_x", "visits", Amount.charge("0.1"), Amount.charge(1), None, (roomy,))
+        assert (await svc.store.reserve(extra, 30)).reservation is not None
+
+
+async def test_a_cached_repeat_reserves_nothing_and_is_answered_when_all_is_held(
+    make_gateway: Any,
+) -> None:
+    """A repeat spends nothing, so it needs no reservation: it is answered even while
+    queries in flight hold everything that is left, and holds nothing itself."""
+    gw = await make_gateway()
+    lic = await gw.licence()
+    svc = gw.services
+    first = await gw.query(SQL, epsilon=0.5)
+    assert first.status == 200, await first.text()
+    tier = await svc.registry.tier("standard")
+    rest = Amount.charge(tier.budget_epsilon - Decimal("0.5"))
+    held = await svc.store.reserve(Charge(lic.id, "visits", rest, tier_limit(tier), None), 30)
+    fresh = await gw.query(SQL.replace("AS n", "AS m"), epsilon=0.5)  # new: refused, unread
+    assert fresh.status == 403 and (await fresh.json())["layer"] == "licence"
+    repeat = await gw.query(SQL, epsilon=0.5)
+    assert repeat.status == 200 and (await repeat.json())["cached"] is True
+    await svc.store.debit(AuditContext("r", None, actor="alice").draft("ok"), held)
+    assert await svc.store.spent(lic.id, "visits", None) == Amount.charge(tier.budget_epsilon)

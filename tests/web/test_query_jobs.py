@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -247,3 +248,37 @@ async def test_what_changed_before_the_run_is_refused_free_or_answered_from_the_
         ("alice", "ok", 0.5, False),
         ("bob", "denied", 0.0, False),
     ]
+
+
+async def test_a_job_whose_budget_is_held_when_it_runs_fails_unread_and_free(
+    make_gateway: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another query of the licence, in flight, holds all but 0.2 of the budget (its
+    reservation) when the job reaches the data: the job's own reservation is refused, so it
+    ends ``failed``, uncharged, and the engine never ran."""
+    gw = await make_gateway(jobs=JOBS)
+    lic = await gw.licence()
+    svc = gw.services
+    runs: list[Any] = []
+    real_run = svc.warehouse.run
+
+    async def counted(compiled: Any, timeout_s: float) -> Any:
+        runs.append(compiled)
+        return await real_run(compiled, timeout_s)
+
+    monkeypatch.setattr(svc.warehouse, "run", counted)
+    tier = await svc.registry.tier("standard")
+    limit = Amount.charge(tier.budget_epsilon)
+    in_flight = Charge(
+        lic.id, "visits", Amount.charge(tier.budget_epsilon - Decimal("0.2")), limit, None
+    )
+    await svc.store.reserve(in_flight, 600)
+    resp = await _submit(gw)  # the free pre-check reads the ledger: 0.5 fits
+    assert resp.status == 202, await resp.text()
+    done = await _wait(gw, (await resp.json())["status_url"])
+    assert done["state"] == "failed", done
+    assert done["problem"]["type"].endswith("/budget-exhausted") and not done["problem"]["charged"]
+    assert runs == []
+    assert await svc.store.spent(lic.id, "visits", None) == Amount()
+    [refused] = await _records(gw, "query")
+    assert refused.outcome == "denied"

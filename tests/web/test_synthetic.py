@@ -25,6 +25,7 @@ from enclave.audit.log import AuditFilter
 from enclave.client import EnclaveClient
 from enclave.config import sqlite_path
 from enclave.errors import TierRefused
+from enclave.ledger.charge import Charge
 from enclave.ledger.grid import Amount
 from enclave.store.sqlite import SqliteStore
 from enclave.synthetic.mst import SynthTask, build, privacy_map
@@ -448,3 +449,26 @@ async def test_a_failure_after_the_data_is_read_is_charged_once(
     assert await _spent(gw, lic) == Amount.charge("0.75")
     again = await _post(gw, _body(epsilon=0.75))  # a failure is not cached: a new job
     assert again.status == 202 and (await again.json())["id"] != job["id"]
+
+
+async def test_a_job_whose_budget_is_held_when_it_runs_fails_unread_and_free(
+    make_gateway: Any, config_factory: ConfigFactory
+) -> None:
+    """Another request of the licence, in flight, holds all but 0.5 of the budget when the
+    job reaches the data: its reservation of 1.0 is refused, the job ends ``failed``,
+    uncharged, having read nothing (no release record, no files)."""
+    _deploy(config_factory)
+    gw = await make_gateway(jobs=JOBS)
+    lic = await gw.licence(tier="research", datasets=("pairs",))
+    store = gw.services.store
+    in_flight = Charge(lic.id, "pairs", Amount.charge("4.5"), Amount.charge("5"), None)
+    await store.reserve(in_flight, 600)
+    resp = await _post(gw, _body(epsilon=1.0))  # the free pre-check reads the ledger: it fits
+    assert resp.status == 202, await resp.text()
+    job = await _wait(gw, (await resp.json())["status_url"])
+    assert job["state"] == "failed"
+    assert job["problem"] == {"title": "budget exhausted", "charged": False}
+    assert await _spent(gw, lic) == Amount()
+    records = await store.audit_events(AuditFilter(action="synthetic"), 0, 100)
+    assert [(r.outcome, r.epsilon) for r in records] == [("ok", 0.0)]  # the submission only
+    assert not list((Path(gw.config.jobs.dir) / job["id"]).rglob("*"))  # no attempt's files
