@@ -149,3 +149,18 @@ async def test_every_waiter_gets_the_batch_failure(failure: Exception) -> None:
     group: GroupCommit[int, int] = GroupCommit(commit)
     done = await asyncio.gather(*(group.submit(i) for i in range(5)), return_exceptions=True)
     assert all(d is failure for d in done)
+
+
+async def test_a_reserved_charge_fits_wherever_it_stands_in_its_batch(store: Any) -> None:
+    """Ten reservations fill the dataset layer; an unreserved charge queued *first* in the
+    same batch must not take what the others hold: it is refused, and every reserved charge
+    (whose data, in the gateway, has been read) is debited."""
+    reserved = [await store.reserve(shared(f"lic_{i}"), timeout_s=60) for i in range(10)]
+    calls = [store.debit(draft(), shared("lic_late"))]
+    calls += [store.debit(draft(), charge) for charge in reserved]
+    done = await asyncio.gather(*calls, return_exceptions=True)
+    assert store.appends.batches < len(calls)  # they shared a transaction
+    assert isinstance(done[0], BudgetExhausted) and done[0].layer == "dataset"
+    assert not any(isinstance(d, BaseException) for d in done[1:])
+    spent = await store.layer_spent("dataset", "visits", "visits", None)
+    assert spent.epsilon == Amount.charge("0.1").epsilon * 10
