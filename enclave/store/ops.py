@@ -9,7 +9,7 @@ The rules, and why they hold on every database:
 - every audited write calls ``append_locked`` inside a chained write (``write(work, "chain")``:
   SQLite ``BEGIN IMMEDIATE``, PostgreSQL the ``chain_head`` row lock), so the chain head
   read there is the real head: one linear chain whatever the number of processes;
-- ``reserve.reserve`` holds a query's cost on every budget layer before its data is read
+- ``reserve.reserve_batch`` holds a query's cost on every budget layer before its data is read
   (budget-key locks, not the chain lock; ``reserve.py`` says why that suffices);
 - ``debit`` consumes that reservation and re-checks every budget layer (licence, subject,
   organisation, dataset, counting others' reservations) under the chain lock, then writes

@@ -4,21 +4,24 @@ Why: once data is read, the outcome is charged (``charged.py``). A pre-check tha
 nothing lets concurrent queries sharing a budget layer (a licence, subject, organisation or
 dataset: ``budget_layers.py``) all pass it; the debit after the engine run would then refuse
 some of them, uncharged, after their data was read. So the last step before the engine is
-``reserve``: one transaction that checks, for every layer of the charge,
+``reserve_batch``: one transaction (for all the reservations that arrive together: group
+commit, ``group.py``) that checks, for every layer of each charge, in order,
 
-    spent (the ledger) + live reservations of others + cost <= limit
+    spent (the ledger) + live reservations of others (the batch's earlier ones too) + cost
+        <= limit
 
-and inserts the reservation (``reservations`` table, migration 9 of both stores: ``SCHEMA``).
+and inserts the reservations (``reservations`` table, migration 9 of both stores: ``SCHEMA``).
 A refusal there is the ordinary pre-read ``BudgetExhausted`` (403): nothing was read.
 
-The debit (``ops.debit``, a release or a charged failure) starts with ``consume``: it deletes
-the reservation in its own transaction, so the ledger row replaces it, and its layer re-check
-counts every *other* live reservation (``consume`` returns them) but not its own.
+The debit (``ops.debit_batch``, a release or a charged failure) starts with ``take``: it
+deletes the batch's reservations in its own transaction, so the ledger rows replace them, and
+each layer re-check counts every *other* live reservation (``take`` reads them; the batch's
+own count until their entry is checked) but not the entry's own.
 
 The invariant, per layer: ledger spend + live reservations <= limit at every commit.
 
-- ``reserve`` keeps it: it reads the layer's reservations, then its spend, and inserts only
-  if the sum with its cost fits. Reservations of one layer key are serialized: SQLite has one
+- ``reserve_batch`` keeps it: it reads the layer's reservations, then its spend, and inserts
+  only if the sum with its cost (and the batch's earlier reservations) fits. Reservations of one layer key are serialized: SQLite has one
   write lock; PostgreSQL takes a transaction-scoped advisory lock per layer key
   (``Dialect.budget_lock``, keys in sorted order, so two reservations never deadlock) and
   does not need the chain lock. A debit converting a reservation moves an amount from the
@@ -93,45 +96,104 @@ _COLUMN: dict[LayerName, int] = {"licence": 0, "subject": 1, "organisation": 2}
 Held = dict[LayerName, Amount]
 
 
-async def reserve(
-    tx: Tx,
-    charge: Charge,
-    reservation_id: str,
-    now: dt.datetime,
-    expires: dt.datetime,
-    totals: LedgerTotals,
-) -> Charge:
-    """Hold ``charge.cost`` on every layer of ``charge`` until ``expires``, or raise
-    ``BudgetExhausted`` naming the first layer it would pass (nothing written). Returns the
-    charge carrying the reservation, for the debit to consume. An earlier reservation with
-    the same id is replaced (a job's new attempt: the last one's debit can no longer commit)."""
+@dataclass(frozen=True)
+class Hold:
+    """A reservation to make: ``charge``'s cost, under ``reservation_id``, until ``expires``."""
+
+    charge: Charge
+    reservation_id: str
+    expires: dt.datetime
+
+
+async def reserve_batch(
+    tx: Tx, holds: Sequence[Hold], now: dt.datetime, totals: LedgerTotals
+) -> list[Charge | BudgetExhausted]:
+    """Hold each charge's cost on every layer of it until its ``expires``, in order, each
+    checked against the ledger, the other live reservations *and the batch's earlier ones*:
+    the charge carrying its reservation (for the debit to take), or the refusal naming the
+    first layer it would pass (nothing written for it). One transaction for the batch
+    (``SqlStore.reserve`` group-commits them, as appends are: ``group.py``). An earlier
+    reservation with the same id is replaced (a job's new attempt: the last one's debit can no
+    longer commit)."""
+    ids = sorted({h.reservation_id for h in holds})
     # swept before any budget lock is held: a sweep waiting on a row a debit is deleting
     # then holds nothing that debit could be waiting for
     await tx.execute(
-        "DELETE FROM reservations WHERE expires_at <= ? OR id = ?", iso(now), reservation_id
+        f"DELETE FROM reservations WHERE expires_at <= ? OR id IN ({_marks(ids)})",  # noqa: S608
+        iso(now),
+        *ids,
     )
-    await lock(tx, [charge])
-    held = await others(tx, charge, now)
-    for layer in charge.all_layers():
-        key = charge.key(layer.name)
-        if key is None:
+    await lock(tx, [h.charge for h in holds])
+    rows = await live(tx, {h.charge.dataset for h in holds}, now)
+    spent = await totals.spent_many(
+        tx,
+        {
+            (layer.name, key, h.charge.dataset, layer.since)
+            for h in holds
+            for layer in h.charge.all_layers()
+            if (key := h.charge.key(layer.name)) is not None
+        },
+    )
+    kept: dict[str, Hold] = {}
+    out: list[Charge | BudgetExhausted] = []
+    for hold in holds:
+        charge = hold.charge
+        held = held_on(charge, [*rows, *(_row(h) for h in kept.values())])
+        refusal = next(
+            (
+                BudgetExhausted(EXHAUSTED[layer.name], layer.name)
+                for layer in charge.all_layers()
+                if (key := charge.key(layer.name)) is not None
+                and not spent[(layer.name, key, charge.dataset, layer.since)]
+                .plus(held[layer.name])
+                .plus(charge.cost)
+                .within(layer.limit)
+            ),
+            None,
+        )
+        if refusal is not None:
+            out.append(refusal)
             continue
-        spent = await totals.spent(tx, layer.name, key, charge.dataset, layer.since)
-        if not spent.plus(held[layer.name]).plus(charge.cost).within(layer.limit):
-            raise BudgetExhausted(EXHAUSTED[layer.name], layer.name)
-    await tx.execute(
-        "INSERT INTO reservations (id, licence_id, subject, organization, dataset,"
-        " epsilon_units, delta_units, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        reservation_id,
-        charge.licence_id,
-        charge.subject,
-        charge.organization,
-        charge.dataset,
-        charge.cost.epsilon,
-        charge.cost.delta,
-        iso(expires),
+        kept.pop(hold.reservation_id, None)  # a later attempt under one id replaces it
+        kept[hold.reservation_id] = hold
+        out.append(replace(charge, reservation=hold.reservation_id))
+    if kept:
+        await tx.executemany(
+            "INSERT INTO reservations (id, licence_id, subject, organization, dataset,"
+            " epsilon_units, delta_units, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (rid, *_row(h)[:4], h.charge.cost.epsilon, h.charge.cost.delta, iso(h.expires))
+                for rid, h in kept.items()
+            ],
+        )
+    return out
+
+
+#: a live reservation as ``held_on`` reads it: (licence, subject, organisation, dataset, amount)
+Reserved = tuple[str, str | None, str | None, str, Amount]
+
+
+def _row(hold: Hold) -> Reserved:
+    c = hold.charge
+    return (c.licence_id, c.subject, c.organization, c.dataset, c.cost)
+
+
+def _marks(values: Sequence[object] | set[object]) -> str:
+    return ", ".join("?" * len(values))
+
+
+async def live(tx: Tx, datasets: set[str], now: dt.datetime) -> list[Reserved]:
+    """The live reservations on ``datasets``."""
+    if not datasets:
+        return []
+    ordered = sorted(datasets)
+    rows = await tx.fetch(
+        "SELECT licence_id, subject, organization, dataset, epsilon_units, delta_units"  # noqa: S608
+        f" FROM reservations WHERE dataset IN ({_marks(ordered)}) AND expires_at > ?",
+        *ordered,
+        iso(now),
     )
-    return replace(charge, reservation=reservation_id)
+    return [(str(r[0]), r[1], r[2], str(r[3]), Amount(int(r[4]), int(r[5]))) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -142,7 +204,7 @@ class Taken:
     live: dict[str, Amount]
     #: the other live reservations on the batch's datasets: (licence, subject, organisation,
     #: dataset, amount)
-    others: list[tuple[str, str | None, str | None, str, Amount]]
+    others: list[Reserved]
 
     def covers(self, charge: Charge) -> bool:
         """Whether ``charge`` had a live reservation of at least its cost."""
@@ -155,30 +217,18 @@ async def take(tx: Tx, charges: Sequence[Charge], now: dt.datetime) -> Taken:
     reservations (the ledger rows replace them), lock the budget keys of every charge that no
     live reservation covers (see the module docstring), and read the other live reservations
     on their datasets, for the re-check to count."""
-    live: dict[str, Amount] = {}
+    found: dict[str, Amount] = {}
     ids = sorted({c.reservation for c in charges if c.reservation is not None})
-    for start in range(0, len(ids), 200):
-        part = ids[start : start + 200]
+    if ids:
         rows = await tx.fetch(
-            f"DELETE FROM reservations WHERE id IN ({', '.join('?' * len(part))})"  # noqa: S608
+            f"DELETE FROM reservations WHERE id IN ({_marks(ids)})"  # noqa: S608
             " RETURNING id, epsilon_units, delta_units, expires_at",
-            *part,
+            *ids,
         )
-        live |= {str(r[0]): Amount(int(r[1]), int(r[2])) for r in rows if str(r[3]) > iso(now)}
-    taken = Taken(live, [])
+        found = {str(r[0]): Amount(int(r[1]), int(r[2])) for r in rows if str(r[3]) > iso(now)}
+    taken = Taken(found, [])
     await lock(tx, [c for c in charges if not taken.covers(c)])
-    datasets = sorted({c.dataset for c in charges})
-    if datasets:
-        marks = ", ".join("?" * len(datasets))
-        rows = await tx.fetch(
-            "SELECT licence_id, subject, organization, dataset, epsilon_units, delta_units"  # noqa: S608
-            f" FROM reservations WHERE dataset IN ({marks}) AND expires_at > ?",
-            *datasets,
-            iso(now),
-        )
-        taken.others.extend(
-            (str(r[0]), r[1], r[2], str(r[3]), Amount(int(r[4]), int(r[5]))) for r in rows
-        )
+    taken.others.extend(await live(tx, {c.dataset for c in charges}, now))
     return taken
 
 
@@ -199,22 +249,7 @@ async def lock(tx: Tx, charges: Sequence[Charge]) -> None:
         await tx.execute(tx.dialect.budget_lock, name)
 
 
-async def others(tx: Tx, charge: Charge, now: dt.datetime) -> Held:
-    """The live reservations on ``charge``'s dataset summed per layer of ``charge``."""
-    rows = await tx.fetch(
-        "SELECT licence_id, subject, organization, dataset, epsilon_units, delta_units"
-        " FROM reservations WHERE dataset = ? AND expires_at > ?",
-        charge.dataset,
-        iso(now),
-    )
-    return held_on(
-        charge, [(str(r[0]), r[1], r[2], str(r[3]), Amount(int(r[4]), int(r[5]))) for r in rows]
-    )
-
-
-def held_on(
-    charge: Charge, rows: Sequence[tuple[str, str | None, str | None, str, Amount]]
-) -> Held:
+def held_on(charge: Charge, rows: Sequence[Reserved]) -> Held:
     """Reservations ``rows`` summed per layer of ``charge``: those on its dataset whose key
     matches the layer's (every one for the dataset layer)."""
     held: Held = {}

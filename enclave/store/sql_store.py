@@ -41,6 +41,7 @@ from enclave.store import proposals as prop_ops
 from enclave.store.bulk import Importer, Snapshot
 from enclave.store.driver import After, Driver, Mode, Row, Work
 from enclave.store.group import GroupCommit
+from enclave.store.reserve import Hold
 
 T = TypeVar("T")
 #: Rows per fetch when verifying from the store.
@@ -58,11 +59,15 @@ class SqlStore:
         self.appends: GroupCommit[ops.Entry, Debited | BudgetExhausted] = GroupCommit(
             self._commit_entries
         )
+        self.reservations: GroupCommit[Hold, Charge | BudgetExhausted] = GroupCommit(
+            self._reserve_holds
+        )
 
     async def open(self) -> None:
         await self.driver.open()
 
     async def close(self) -> None:
+        await self.reservations.drain()
         await self.appends.drain()
         await self.driver.close()
         self._totals.clear()
@@ -281,11 +286,17 @@ class SqlStore:
     async def reserve(
         self, charge: Charge, timeout_s: float, reservation_id: str | None = None
     ) -> Charge:
-        now = self._clock()
-        expires = now + dt.timedelta(seconds=timeout_s + reserve.MARGIN_S)
-        rid = reservation_id or new_id("res")
+        expires = self._clock() + dt.timedelta(seconds=timeout_s + reserve.MARGIN_S)
+        hold = Hold(charge, reservation_id or new_id("res"), expires)
+        done = await self.reservations.submit(hold)
+        if isinstance(done, BudgetExhausted):
+            raise done
+        return done
+
+    async def _reserve_holds(self, holds: Sequence[Hold]) -> list[Charge | BudgetExhausted]:
+        """One batch of ``reservations`` (``group.py``): one transaction."""
         return await self._write(
-            lambda tx: reserve.reserve(tx, charge, rid, now, expires, self._totals),
+            lambda tx: reserve.reserve_batch(tx, holds, self._clock(), self._totals),
             self.driver.dialect.reserve_mode,
         )
 

@@ -164,3 +164,23 @@ async def test_a_reserved_charge_fits_wherever_it_stands_in_its_batch(store: Any
     assert not any(isinstance(d, BaseException) for d in done[1:])
     spent = await store.layer_spent("dataset", "visits", "visits", None)
     assert spent.epsilon == Amount.charge("0.1").epsilon * 10
+
+
+async def test_concurrent_reservations_share_transactions_and_never_overcommit(
+    store: Any,
+) -> None:
+    """Reservations are group-committed too: twenty at once, room for ten on the dataset
+    layer; each is checked against the batch's earlier ones, so exactly ten hold."""
+    done = await asyncio.gather(
+        *(store.reserve(shared(f"lic_{i}"), timeout_s=60) for i in range(20)),
+        return_exceptions=True,
+    )
+    assert store.reservations.batches < 20
+    held = [d for d in done if isinstance(d, Charge)]
+    assert len(held) == 10 and len({c.reservation for c in held}) == 10
+    assert all(isinstance(d, BudgetExhausted) and d.layer == "dataset" for d in done[10:])
+    debited = await asyncio.gather(*(store.debit(draft(), c) for c in held))
+    assert len(debited) == 10
+    assert (await store.layer_spent("dataset", "visits", "visits", None)).epsilon == (
+        Amount.charge("0.1").epsilon * 10
+    )
