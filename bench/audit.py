@@ -36,7 +36,8 @@ from enclave.audit.record import GENESIS_HASH, AuditDraft
 from enclave.audit.rows import record_values
 from enclave.audit.signing import HeadSigner
 from enclave.models import iso
-from enclave.store.ops import AUDIT_COLUMNS, marks
+from enclave.store.chain import AUDIT_COLUMNS
+from enclave.store.driver import marks
 from enclave.store.sqlite import SqliteStore
 
 BATCH = 50_000

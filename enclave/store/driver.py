@@ -19,7 +19,7 @@ A ``Driver`` runs such a function in the right kind of transaction:
   ``"rows"`` is for writes that settle conflicts row by row (``ON CONFLICT``); ``"volatile"``
   is ``"rows"`` committed without waiting for the disk (the rate counters). ``after(result)``
   runs once the commit is done, before anything else reaches the connection
-  (``ops.LedgerTotals`` uses it);
+  (``ledger.LedgerTotals`` uses it);
 - ``session(snapshot=...)``: a long transaction for ``enclave store copy``: a consistent
   read snapshot, or an import under the chain lock.
 
@@ -123,3 +123,8 @@ def numbered(sql: str) -> str:
     """``?`` placeholders as ``$1, $2, …`` (our SQL holds no ``?`` inside a literal)."""
     count = iter(range(1, 10_000))
     return _MARK.sub(lambda _m: f"${next(count)}", sql)
+
+
+def marks(count: int) -> str:
+    """``count`` placeholders: ``?, ?, ?``."""
+    return ", ".join("?" * count)

@@ -18,9 +18,9 @@ from typing import Any
 from enclave.audit.record import AuditDraft, AuditRecord
 from enclave.ledger.grid import Amount
 from enclave.licence_grants import Grant, check_grant
-from enclave.store import ops
+from enclave.store import chain, ops
 from enclave.store.codec import with_licence
-from enclave.store.driver import Tx
+from enclave.store.driver import Tx, marks
 
 COLUMNS = (
     "audit_seq", "licence_id", "dataset", "epsilon_units", "delta_units", "reason", "actor",
@@ -28,7 +28,7 @@ COLUMNS = (
 )  # fmt: skip
 INSERT_SQL = (
     f"INSERT INTO licence_grants ({', '.join(COLUMNS)})"  # noqa: S608 (fixed column list)
-    f" VALUES ({ops.marks(len(COLUMNS))})"
+    f" VALUES ({marks(len(COLUMNS))})"
 )
 SELECT_SQL = f"SELECT {', '.join(COLUMNS)} FROM licence_grants"  # noqa: S608 (fixed list)
 
@@ -87,6 +87,6 @@ async def add_grant(
         else await list_grants(tx, grant.licence_id)
     )
     check_grant(licence, grant, existing, ceiling)
-    record = await ops.append_locked(tx, with_licence(draft, grant.licence_id), now)
+    record = await chain.append_locked(tx, with_licence(draft, grant.licence_id), now)
     await tx.execute(INSERT_SQL, *_values(grant, record))
     return record

@@ -6,7 +6,7 @@ PostgreSQL's ``chain_head`` row lock, across every process and replica. With one
 per record, a second request waits for the first one's commit (an fsync, a network round
 trip) before it can even read the head, and the chain's rate is one commit per record. Here,
 requests that arrive while a batch is being committed queue up, and the next batch takes all
-of them (up to ``max_batch``) into one transaction: ``ops.debit_batch`` checks their budgets in
+of them (up to ``max_batch``) into one transaction: ``chain.debit_batch`` checks their budgets in
 arrival order, each against the spend of the ones before it, appends their records in that
 order, and writes their charges and cached releases with one statement per table.
 

@@ -42,7 +42,7 @@ async def convert_ledger(tx: Tx) -> None:
 async def fill_totals(tx: Tx) -> None:
     """Migration 8: ``ledger_totals`` from the ledger's rows, one total per budget layer key
     (``ops.LAYER_KEYS``) and dataset, summed in Python (SQLite's ``SUM`` raises on overflow)."""
-    from enclave.store.ops import add_totals
+    from enclave.store.ledger import add_totals
 
     totals: dict[tuple[str, str, str], list[int]] = {}
     after = 0

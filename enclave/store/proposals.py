@@ -31,12 +31,12 @@ from enclave.governance.proposal import (
     Write,
 )
 from enclave.models import iso
-from enclave.store import grants, ops
-from enclave.store.driver import Tx
+from enclave.store import chain, grants, ops
+from enclave.store.driver import Tx, marks
 
 INSERT_SQL = (
     f"INSERT INTO proposals ({', '.join(FIELDS)})"  # noqa: S608 (fixed column list)
-    f" VALUES ({ops.marks(len(FIELDS))})"
+    f" VALUES ({marks(len(FIELDS))})"
 )
 SELECT_SQL = f"SELECT {', '.join(FIELDS)} FROM proposals"  # noqa: S608 (fixed column list)
 GET_SQL = SELECT_SQL + " WHERE id = ?"
@@ -69,7 +69,7 @@ def _proposal(row: Sequence[Any]) -> Proposal:
 
 
 async def add(tx: Tx, p: Proposal, draft: AuditDraft, now: dt.datetime) -> Proposal:
-    record = await ops.append_locked(tx, gov.created_draft(p, draft), now)
+    record = await chain.append_locked(tx, gov.created_draft(p, draft), now)
     stored = replace(p, created_at=record.ts, audit_seq=record.seq)
     await tx.execute(INSERT_SQL, *_values(stored))
     return stored
@@ -101,13 +101,13 @@ async def decide(tx: Tx, d: Decision, write: Write | None, now: dt.datetime) -> 
     if gov.is_expired(p, d.now):
         return await _expire(tx, p, d.expire_draft, now)
     applied = await _apply(tx, write, now) if d.approve else None
-    record = await ops.append_locked(tx, gov.decided_draft(p, d, applied), now)
+    record = await chain.append_locked(tx, gov.decided_draft(p, d, applied), now)
     done = await _mark(tx, gov.finished(p, "approved" if d.approve else "rejected", record, d))
     return Decided(done, record, applied)
 
 
 async def _expire(tx: Tx, p: Proposal, draft: AuditDraft, now: dt.datetime) -> Proposal:
-    record = await ops.append_locked(tx, gov.expired_draft(p, draft), now)
+    record = await chain.append_locked(tx, gov.expired_draft(p, draft), now)
     return await _mark(tx, gov.finished(p, "expired", record))
 
 
@@ -142,7 +142,7 @@ async def _apply(tx: Tx, w: Write | None, now: dt.datetime) -> AuditRecord:
     for lic_id in held:
         await ops.update_licence(tx, lic_id, {"status": "active"}, w.licence_draft, now)
     await tx.execute(UNHOLD_SQL, w.organisation)
-    return await ops.append_locked(tx, gov.with_ids(w.draft, held), now)
+    return await chain.append_locked(tx, gov.with_ids(w.draft, held), now)
 
 
 async def held_by(tx: Tx, organisation: str) -> list[str]:
@@ -163,7 +163,7 @@ async def suspend(
     now: dt.datetime,
 ) -> Suspended:
     ids = [str(r[0]) for r in await tx.fetch(ACTIVE_OF_SQL, organisation)]
-    record = await ops.append_locked(tx, gov.with_ids(draft, ids), now)
+    record = await chain.append_locked(tx, gov.with_ids(draft, ids), now)
     for lic_id in ids:
         await ops.update_licence(tx, lic_id, {"status": "suspended"}, licence_draft, now)
         await tx.execute(HOLD_SQL, lic_id, organisation, reason, record.seq)

@@ -13,7 +13,7 @@ commit, ``group.py``) that checks, for every layer of each charge, in order,
 and inserts the reservations (``reservations`` table, migration 9 of both stores: ``SCHEMA``).
 A refusal there is the ordinary pre-read ``BudgetExhausted`` (403): nothing was read.
 
-The debit (``ops.debit_batch``, a release or a charged failure) starts with ``take``: it
+The debit (``chain.debit_batch``, a release or a charged failure) starts with ``take``: it
 deletes the batch's reservations in its own transaction, so the ledger rows replace them, and
 each layer re-check counts every *other* live reservation (``take`` reads them; the batch's
 own count until their entry is checked) but not the entry's own.
@@ -21,8 +21,9 @@ own count until their entry is checked) but not the entry's own.
 The invariant, per layer: ledger spend + live reservations <= limit at every commit.
 
 - ``reserve_batch`` keeps it: it reads the layer's reservations, then its spend, and inserts
-  only if the sum with its cost (and the batch's earlier reservations) fits. Reservations of one layer key are serialized: SQLite has one
-  write lock; PostgreSQL takes a transaction-scoped advisory lock per layer key
+  only if the sum with its cost (and the batch's earlier reservations) fits. Reservations
+  of one layer key are serialized: SQLite has one write lock; PostgreSQL takes a
+  transaction-scoped advisory lock per layer key
   (``Dialect.budget_lock``, keys in sorted order, so two reservations never deadlock) and
   does not need the chain lock. A debit converting a reservation moves an amount from the
   reservations to the ledger in one commit; reading the reservations *before* the spend
@@ -70,7 +71,7 @@ from enclave.models import iso
 from enclave.store.driver import Tx
 
 if TYPE_CHECKING:
-    from enclave.store.ops import LedgerTotals
+    from enclave.store.ledger import LedgerTotals
 
 #: added to the query's time limit: the release, its padding and the debit's own waits
 MARGIN_S = 120.0
@@ -213,7 +214,7 @@ class Taken:
 
 
 async def take(tx: Tx, charges: Sequence[Charge], now: dt.datetime) -> Taken:
-    """The start of a batch of debits (``ops.debit_batch``): delete the charges'
+    """The start of a batch of debits (``chain.debit_batch``): delete the charges'
     reservations (the ledger rows replace them), lock the budget keys of every charge that no
     live reservation covers (see the module docstring), and read the other live reservations
     on their datasets, for the re-check to count."""

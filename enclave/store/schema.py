@@ -316,7 +316,7 @@ NEUTRAL: tuple[tuple[int, tuple[Step | Only, ...]], ...] = (
             "(SELECT l.subject FROM licences l WHERE l.id = licence_grants.licence_id), '')",
             "CREATE INDEX licence_grants_subject ON licence_grants (subject, layer, audit_seq)",
             # Running lifetime totals per layer key and dataset, kept by each debit in its
-            # transaction (``ops.add_totals``): a shared layer is one row to read, not a sum
+            # transaction (``ledger.add_totals``): a shared layer is one row to read, not a sum
             # over everyone's ledger rows under the chain lock.
             """CREATE TABLE ledger_totals (
                 layer TEXT NOT NULL,

@@ -35,12 +35,13 @@ from enclave.ledger.grid import Amount
 from enclave.licence_grants import Grant
 from enclave.models import Licence, utcnow
 from enclave.policy.version import PolicyKind, PolicyVersion
+from enclave.store import chain, jobs, ops, reserve
 from enclave.store import grants as grant_ops
-from enclave.store import jobs, ops, reserve
 from enclave.store import proposals as prop_ops
 from enclave.store.bulk import Importer, Snapshot
 from enclave.store.driver import After, Driver, Mode, Row, Work
 from enclave.store.group import GroupCommit
+from enclave.store.ledger import LedgerTotals
 from enclave.store.reserve import Hold
 
 T = TypeVar("T")
@@ -55,8 +56,8 @@ class SqlStore:
     def __init__(self, driver: Driver, clock: Callable[[], dt.datetime] = utcnow) -> None:
         self.driver = driver
         self._clock = clock
-        self._totals = ops.LedgerTotals()
-        self.appends: GroupCommit[ops.Entry, Debited | BudgetExhausted] = GroupCommit(
+        self._totals = LedgerTotals()
+        self.appends: GroupCommit[chain.Entry, Debited | BudgetExhausted] = GroupCommit(
             self._commit_entries
         )
         self.reservations: GroupCommit[Hold, Charge | BudgetExhausted] = GroupCommit(
@@ -247,7 +248,7 @@ class SqlStore:
         self.appends.observe = observe
 
     async def append(self, draft: AuditDraft) -> AuditRecord:
-        done = await self.appends.submit(ops.Entry(draft))
+        done = await self.appends.submit(chain.Entry(draft))
         if isinstance(done, BudgetExhausted):  # never: an entry without a charge always fits
             raise done
         return done.record
@@ -261,16 +262,16 @@ class SqlStore:
     ) -> Debited:
         if job is not None:  # a job's end commits with its charge: a transaction of its own
             return await self._write(
-                lambda tx: ops.debit(tx, draft, charge, cache, self._clock(), self._totals, job),
+                lambda tx: chain.debit(tx, draft, charge, cache, self._clock(), self._totals, job),
                 after=lambda _done: self._totals.committed(charge),
             )
-        done = await self.appends.submit(ops.Entry(draft, charge, cache))
+        done = await self.appends.submit(chain.Entry(draft, charge, cache))
         if isinstance(done, BudgetExhausted):
             raise done
         return done
 
     async def _commit_entries(
-        self, entries: Sequence[ops.Entry]
+        self, entries: Sequence[chain.Entry]
     ) -> list[Debited | BudgetExhausted]:
         """One batch of ``appends`` (``group.py``): one chained transaction."""
 
@@ -280,7 +281,7 @@ class SqlStore:
                     self._totals.committed(entry.charge)
 
         return await self._write(
-            lambda tx: ops.debit_batch(tx, entries, self._clock(), self._totals), after=committed
+            lambda tx: chain.debit_batch(tx, entries, self._clock(), self._totals), after=committed
         )
 
     async def reserve(
@@ -326,7 +327,7 @@ class SqlStore:
             after = rows[-1].seq
 
     async def audit_head(self) -> tuple[int, str]:
-        seq, hash_, _ = await self._read(ops.head)
+        seq, hash_, _ = await self._read(chain.head)
         return seq, hash_
 
     async def audit_rows(self, start: int, end: int) -> list[Row]:

@@ -40,7 +40,7 @@ from enclave.audit.parallel import verify_in_workers
 from enclave.errors import StoreUnavailable
 from enclave.models import utcnow
 from enclave.store import ops, schema, sqlite_verify
-from enclave.store.driver import After, Dialect, Mode, Row, Tx, Work
+from enclave.store.driver import After, Dialect, Mode, Row, Tx, Work, marks
 from enclave.store.sql_store import SqlStore
 
 T = TypeVar("T")
@@ -87,7 +87,7 @@ class _ConnTx:
     async def copy_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
-        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({ops.marks(len(columns))})"  # noqa: S608
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks(len(columns))})"  # noqa: S608
         self._conn.executemany(sql, rows)
 
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from enclave.cli import main
 from enclave.models import utcnow
-from enclave.store import ops
+from enclave.store import chain
 from enclave.store.driver import Tx
 from enclave.store.schema import SCHEMA_VERSION
 from enclave.store.schema import SQLITE as MIGRATIONS
@@ -38,7 +38,7 @@ def _sqlite_source(tmp_path: Path, extra_records: int) -> str:
 
     async def many(tx: Tx) -> None:
         for i in range(extra_records):
-            await ops.append_locked(tx, draft(sql=f"SELECT {i}"), utcnow())
+            await chain.append_locked(tx, draft(sql=f"SELECT {i}"), utcnow())
 
     async def go() -> None:
         store = SqliteStore(str(path))

@@ -16,7 +16,7 @@ from enclave.ledger.charge import Charge, Layer, LayerName
 from enclave.ledger.grid import Amount
 from enclave.licence_grants import LEDGER_BOUND, Grant
 from enclave.store import schema
-from enclave.store.ops import TOTAL_CAP
+from enclave.store.ledger import TOTAL_CAP
 from tests.store.conftest import draft, licence
 
 ONE = Amount.limit("1.0", "0.000001")

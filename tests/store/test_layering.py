@@ -18,6 +18,8 @@ from enclave.audit.record import GENESIS_HASH
 
 STORE = Path(enclave.store.__file__).parent
 DRIVERS = ("sqlite.py", "postgres.py")
+TRANSACTIONS = ("ops.py", "chain.py", "ledger.py", "reserve.py", "grants.py", "proposals.py")
+TRANSACTIONS += ("jobs.py", "group.py", "schema.py")
 RULE_NAMES = {"BudgetExhausted", "Conflict", "NotFound", "BadRequest", "codec", "base"}
 
 
@@ -31,8 +33,9 @@ def _imported(path: Path) -> set[str]:
     return names
 
 
-def test_the_transactions_import_no_database_driver() -> None:
-    assert not _imported(STORE / "ops.py") & {"sqlite3", "asyncpg"}
+@pytest.mark.parametrize("name", TRANSACTIONS)
+def test_the_transactions_import_no_database_driver(name: str) -> None:
+    assert not _imported(STORE / name) & {"sqlite3", "asyncpg"}
 
 
 @pytest.mark.parametrize("name", DRIVERS)
@@ -44,8 +47,8 @@ def test_a_database_module_holds_no_rule(name: str) -> None:
 
 def test_the_store_declares_no_domain_values() -> None:
     """The only dataclasses in ``store/`` describe storage itself (a migration step, a
-    table to copy, a database's SQL, one entry of a group commit, what a batch took of its
-    reservations); a value the store keeps belongs to its domain
+    table to copy, a database's SQL, one entry of a group commit, a reservation to make,
+    what a batch took of its reservations); a value the store keeps belongs to its domain
     (``ledger/charge.py``, ``governance/proposal.py``, ``jobs/job.py``, ...)."""
     declared = {
         node.name
@@ -54,13 +57,13 @@ def test_the_store_declares_no_domain_values() -> None:
         if isinstance(node, ast.ClassDef)
         and any("dataclass" in ast.unparse(d) for d in node.decorator_list)
     }
-    assert declared == {"Only", "TableSpec", "Dialect", "Entry", "Taken"}
+    assert declared == {"Only", "TableSpec", "Dialect", "Entry", "Taken", "Hold"}
 
 
 async def test_a_sqlite_transaction_may_await_only_its_connection(tmp_path: Path) -> None:
     """SQLite runs a whole transaction in one hop to its thread; one that awaits anything else
     (which would let another request in mid-transaction) is refused and rolled back."""
-    from enclave.store import ops
+    from enclave.store import chain
     from enclave.store.driver import Tx
     from enclave.store.sqlite import SqliteStore
     from tests.store.conftest import draft
@@ -70,7 +73,7 @@ async def test_a_sqlite_transaction_may_await_only_its_connection(tmp_path: Path
     try:
 
         async def wanders(tx: Tx) -> None:
-            await ops.append_locked(tx, draft(), dt.datetime.now(dt.UTC))
+            await chain.append_locked(tx, draft(), dt.datetime.now(dt.UTC))
             await asyncio.sleep(0)
 
         with pytest.raises(RuntimeError, match="awaited something other"):
