@@ -85,9 +85,9 @@ class Dialect:
     after_append: str | None = None
     #: Run at the end of a bulk import (move sequences and ``chain_head`` past the rows).
     after_import: tuple[str, ...] = ()
-    #: Locks one budget key (its text the only parameter) until the transaction ends, for
-    #: writes that are not chained (``reserve.py``); None: every write already excludes the
-    #: others (SQLite's one write lock).
+    #: Locks budget keys until the transaction ends, for writes that are not chained
+    #: (``reserve.lock``): its one parameter is the sorted list of 64-bit lock ids, taken in
+    #: that order; None: every write already excludes the others (SQLite's one write lock).
     budget_lock: str | None = None
     #: How a budget reservation commits (``reserve.py``): ``"volatile"`` only where a commit
     #: can be lost solely together with every process using the database (a local SQLite

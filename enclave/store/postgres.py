@@ -57,15 +57,15 @@ TRANSIENT_START_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-BUDGET_LOCK_CLASS = 0x62756467  # "budg": the advisory lock class of budget keys
 
 DIALECT = Dialect(
     # SUM(bigint) is an exact numeric in PostgreSQL: sum there, not row by row in Python.
     ledger_sum="SELECT COALESCE(SUM(epsilon_units), 0), COALESCE(SUM(delta_units), 0) FROM ledger",
     migration_lock=f"SELECT pg_advisory_xact_lock({schema.MIGRATION_LOCK})",
     after_append="UPDATE chain_head SET seq = ? WHERE id = 1",
-    # a budget key's lock (``reserve.py``): the two-key form, apart from the migration lock
-    budget_lock=f"SELECT pg_advisory_xact_lock({BUDGET_LOCK_CLASS}, hashtext(?))",
+    # budget keys' locks (``reserve.lock``): one statement, the ids in the array's order
+    budget_lock="SELECT pg_advisory_xact_lock(k) FROM unnest(?::bigint[]) WITH ORDINALITY"
+    " AS u(k, i) ORDER BY i",
     after_import=(
         "UPDATE chain_head SET seq = (SELECT COALESCE(MAX(seq), 0) FROM audit)",
         "SELECT setval(pg_get_serial_sequence('ledger', 'id'), COALESCE(MAX(id), 0) + 1, false)"

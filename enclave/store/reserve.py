@@ -60,6 +60,7 @@ Cached repeats spend nothing and reserve nothing.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -234,20 +235,28 @@ async def take(tx: Tx, charges: Sequence[Charge], now: dt.datetime) -> Taken:
 
 
 async def lock(tx: Tx, charges: Sequence[Charge]) -> None:
-    """Lock every budget key of ``charges`` (sorted: one order for every caller), where the
-    database needs it (``Dialect.budget_lock``)."""
+    """Lock every budget key of ``charges``, where the database needs it
+    (``Dialect.budget_lock``), in one statement. Each key is a 64-bit lock id (BLAKE2b of
+    ``layer/dataset/key``), taken in ascending order: one total order of the locks
+    themselves for every caller, so two transactions never wait on each other in a cycle."""
     if tx.dialect.budget_lock is None:
         return
-    names = sorted(
+    ids = sorted(
         {
-            f"{layer.name}/{charge.dataset}/{key}"
+            lock_id(f"{layer.name}/{charge.dataset}/{key}")
             for charge in charges
             for layer in charge.all_layers()
             if (key := charge.key(layer.name)) is not None
         }
     )
-    for name in names:
-        await tx.execute(tx.dialect.budget_lock, name)
+    if ids:
+        await tx.execute(tx.dialect.budget_lock, ids)
+
+
+def lock_id(name: str) -> int:
+    """A budget key's advisory lock id: a signed 64-bit digest of its name."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8, person=b"enclave-budget").digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def held_on(charge: Charge, rows: Sequence[Reserved]) -> Held:
