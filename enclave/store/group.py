@@ -18,6 +18,10 @@ What each request sees is unchanged:
 - if the transaction fails (the database is down, the disk is full), every entry in it gets
   the same error and nothing of the batch is committed, exactly as if each had failed alone.
 
+The same queue serves the other writes every query makes: budget reservations
+(``reserve.reserve_batch``) and rate-limit counts (``ops.count_hits``), each batch one
+transaction of its own kind.
+
 One request alone waits for nothing: an idle queue commits at once (no timer, no added
 latency). A request cancelled while its entry waits in a batch does not take the entry
 back: it may still commit, charging a release nobody receives (the safe direction).

@@ -318,19 +318,43 @@ async def shared_secret(tx: Tx, name: str, proposed: bytes, now: dt.datetime) ->
     return bytes.fromhex(rows[0][0])
 
 
-async def count_hits(tx: Tx, keys: Sequence[str], win: int, sweep: bool) -> dict[str, int]:
+#: one caller's hits: the keys (distinct), the one-minute window, and whether to sweep
+Hits = tuple[Sequence[str], int, bool]
+
+
+async def count_hits(tx: Tx, batch: Sequence[Hits]) -> list[dict[str, int]]:
     """Rate-limit counters: one row per ``(key, win)``, ``win`` a fixed one-minute window
-    (``floor(unix_seconds / 60)``). One upsert adds a hit to every key (distinct, sorted by
-    the caller: one lock order) and returns the new counts, so every replica sees the same
-    counts; ``sweep`` deletes older windows. Run as a non-durable write: losing the last
-    second's counts in a crash only lets a client make a few more requests."""
-    if sweep:
-        await tx.execute("DELETE FROM rate_counters WHERE win < ?", win)
-    values = ", ".join("(?, ?, 1)" for _ in keys)
+    (``floor(unix_seconds / 60)``). A batch of callers (group commit: ``group.py``) adds its
+    hits to every key in one upsert (rows in sorted order: one lock order for every batch) and
+    gives each caller the count its hit made, as if they had come one by one in batch order,
+    so every replica sees the same counts; a caller's ``sweep`` deletes older windows. Run as a
+    non-durable write: losing the last second's counts in a crash only lets a client make a
+    few more requests."""
+    sweeps = [win for _keys, win, sweep in batch if sweep]
+    if sweeps:
+        await tx.execute("DELETE FROM rate_counters WHERE win < ?", min(sweeps))
+    added: dict[tuple[str, int], int] = {}
+    for keys, win, _sweep in batch:
+        for key in keys:
+            added[(key, win)] = added.get((key, win), 0) + 1
+    slots = sorted(added)
+    if not slots:
+        return [{} for _ in batch]
+    values = ", ".join("(?, ?, ?)" for _ in slots)
     rows = await tx.fetch(
         f"INSERT INTO rate_counters (key, win, hits) VALUES {values} "  # noqa: S608
-        "ON CONFLICT (key, win) DO UPDATE SET hits = rate_counters.hits + 1 "
-        "RETURNING key, hits",
-        *[arg for key in keys for arg in (key, win)],
+        "ON CONFLICT (key, win) DO UPDATE SET hits = rate_counters.hits + excluded.hits "
+        "RETURNING key, win, hits",
+        *[arg for key, win in slots for arg in (key, win, added[(key, win)])],
     )
-    return {str(row[0]): int(row[1]) for row in rows}
+    total = {(str(r[0]), int(r[1])): int(r[2]) for r in rows}
+    seen: dict[tuple[str, int], int] = {}
+    out: list[dict[str, int]] = []
+    for keys, win, _sweep in batch:
+        counts = {}
+        for key in keys:
+            slot = (key, win)
+            seen[slot] = seen.get(slot, 0) + 1
+            counts[key] = total[slot] - added[slot] + seen[slot]
+        out.append(counts)
+    return out

@@ -57,7 +57,6 @@ TRANSIENT_START_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-
 DIALECT = Dialect(
     # SUM(bigint) is an exact numeric in PostgreSQL: sum there, not row by row in Python.
     ledger_sum="SELECT COALESCE(SUM(epsilon_units), 0), COALESCE(SUM(delta_units), 0) FROM ledger",

@@ -63,11 +63,13 @@ class SqlStore:
         self.reservations: GroupCommit[Hold, Charge | BudgetExhausted] = GroupCommit(
             self._reserve_holds
         )
+        self.counters: GroupCommit[ops.Hits, dict[str, int]] = GroupCommit(self._count_batch)
 
     async def open(self) -> None:
         await self.driver.open()
 
     async def close(self) -> None:
+        await self.counters.drain()
         await self.reservations.drain()
         await self.appends.drain()
         await self.driver.close()
@@ -226,8 +228,11 @@ class SqlStore:
     async def count_hits(
         self, keys: Sequence[str], win: int, sweep: bool = False
     ) -> dict[str, int]:
-        ordered = sorted(set(keys))  # one lock order for every caller
-        return await self._write(lambda tx: ops.count_hits(tx, ordered, win, sweep), "volatile")
+        return await self.counters.submit((sorted(set(keys)), win, sweep))
+
+    async def _count_batch(self, batch: Sequence[ops.Hits]) -> list[dict[str, int]]:
+        """One batch of ``counters`` (``group.py``): one non-durable transaction."""
+        return await self._write(lambda tx: ops.count_hits(tx, batch), "volatile")
 
     # --- ledger and cache ------------------------------------------------------------------
 

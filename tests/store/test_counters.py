@@ -80,3 +80,15 @@ async def test_two_limiters_on_one_store_share_the_limit(backend: Backend) -> No
         assert outcomes == ["ok", "ok", "ok", "ok", "audited", "quiet"]
     finally:
         await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_a_batch_counts_each_hit_once_in_order(store: Any) -> None:
+    """Concurrent hits of one process share a transaction (group commit): the counts each
+    caller gets are 1..n, in arrival order, across keys and windows, as if one by one."""
+    calls = [store.count_hits(["k", f"own{i}"], 5) for i in range(30)]
+    calls += [store.count_hits(["k"], 6), store.count_hits([], 5)]
+    results = await asyncio.gather(*calls)
+    assert store.counters.batches < len(calls)
+    assert [r["k"] for r in results[:30]] == list(range(1, 31))
+    assert all(r[f"own{i}"] == 1 for i, r in enumerate(results[:30]))
+    assert results[30:] == [{"k": 1}, {}]
