@@ -184,3 +184,31 @@ async def test_concurrent_reservations_share_transactions_and_never_overcommit(
     assert (await store.layer_spent("dataset", "visits", "visits", None)).epsilon == (
         Amount.charge("0.1").epsilon * 10
     )
+
+
+async def test_sqlite_reads_share_hops_and_keep_their_own_errors(tmp_path: Any) -> None:
+    """SQLite reads that arrive together run in one hop to the store's thread, each alone:
+    every caller gets its own rows, and a failing read fails only its own caller."""
+    import sqlite3
+
+    from enclave.store.sqlite import SqliteStore
+
+    store = SqliteStore(str(tmp_path / "enclave.db"))
+    await store.open()
+    try:
+        await store.append(draft(sql="SELECT 1"))
+
+        async def bad(tx: Any) -> Any:
+            return await tx.fetch("SELECT no_such_column FROM audit")
+
+        driver = store.driver
+        calls = [driver.read(lambda tx, i=i: tx.fetchrow("SELECT ?", i)) for i in range(20)]
+        calls.insert(7, driver.read(bad))
+        done = await asyncio.gather(*calls, return_exceptions=True)
+        assert driver._reads.batches < len(calls)
+        assert isinstance(done[7], sqlite3.OperationalError)
+        rest = done[:7] + done[8:]
+        assert [tuple(r)[0] for r in rest] == list(range(20))  # type: ignore[arg-type]
+        assert (await store.audit_head())[0] == 1  # and the store reads on
+    finally:
+        await store.close()
