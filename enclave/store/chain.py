@@ -22,11 +22,18 @@ from enclave.audit.record import FIELDS, GENESIS_HASH, AuditDraft, AuditRecord
 from enclave.audit.rows import record_values
 from enclave.errors import BudgetExhausted
 from enclave.jobs.job import JobOp
-from enclave.ledger.charge import EXHAUSTED, LAYER_NAMES, CacheEntry, Charge, Debited, LayerName
+from enclave.ledger.charge import LAYER_NAMES, CacheEntry, Charge, Debited
 from enclave.ledger.grid import Amount
 from enclave.store import codec, jobs, reserve
 from enclave.store.driver import Tx, marks
-from enclave.store.ledger import ADD_TOTAL_SQL, LedgerTotals, SpentKey, total_rows
+from enclave.store.ledger import (
+    ADD_TOTAL_SQL,
+    LedgerTotals,
+    Slot,
+    fit,
+    layer_keys,
+    total_rows,
+)
 
 AUDIT_COLUMNS = ", ".join(FIELDS)
 
@@ -113,17 +120,10 @@ async def debit_batch(
     their ledger rows replace them), and each entry's check also counts every other live
     reservation, including those of the batch's entries not checked yet, so a charge that
     holds its live reservation always fits, wherever it stands in the batch."""
-    wanted = {
-        (layer.name, key, e.charge.dataset, layer.since)
-        for e in entries
-        if e.charge is not None
-        for layer in e.charge.all_layers()
-        if (key := e.charge.key(layer.name)) is not None
-    }
     charges = [e.charge for e in entries if e.charge is not None]
     taken = await reserve.take(tx, charges, now)  # reservations out, the others' counted
-    spent_before = await totals.spent_many(tx, wanted)
-    added: dict[tuple[LayerName, str, str], Amount] = {}
+    spent_before = await totals.spent_many(tx, layer_keys(charges))
+    added: dict[Slot, Amount] = {}
     # the batch's own reservations, until their entry is checked (then its charge counts)
     pending = {
         i: (c.licence_id, c.subject, c.organization, c.dataset, taken.live[c.reservation])
@@ -137,7 +137,7 @@ async def debit_batch(
             outcomes.append([])
             continue
         held = reserve.held_on(entry.charge, [*taken.others, *pending.values()])
-        outcomes.append(_fit(entry.charge, spent_before, added, held))
+        outcomes.append(fit(entry.charge, spent_before, held, added))
     fits = [(i, o) for i, o in enumerate(outcomes) if not isinstance(o, BudgetExhausted)]
     records = await append_records(tx, [entries[i].draft for i, _ in fits], now)
     debited = {
@@ -146,33 +146,6 @@ async def debit_batch(
     }
     await _write_charges(tx, [(entries[i], debited[i].record) for i, _ in fits])
     return [o if isinstance(o, BudgetExhausted) else debited[i] for i, o in enumerate(outcomes)]
-
-
-def _fit(
-    charge: Charge,
-    spent_before: dict[SpentKey, Amount],
-    added: dict[tuple[LayerName, str, str], Amount],
-    held: reserve.Held,
-) -> list[Amount] | BudgetExhausted:
-    """Each layer's spent total after ``charge``, or the refusal of the first layer it would
-    exceed counting ``held`` (others' live reservations); ``added`` (the batch's earlier
-    charges per layer key) grows only if it fits."""
-    after: list[Amount] = []
-    keys: list[tuple[LayerName, str, str]] = []
-    for layer in charge.all_layers():
-        key = charge.key(layer.name)
-        if key is None:
-            after.append(charge.cost)
-            continue
-        slot = (layer.name, key, charge.dataset)
-        before = spent_before[(*slot, layer.since)].plus(added.get(slot, Amount()))
-        after.append(before.plus(charge.cost))
-        if not after[-1].plus(held[layer.name]).within(layer.limit):
-            return BudgetExhausted(EXHAUSTED[layer.name], layer.name)
-        keys.append(slot)
-    for slot in keys:
-        added[slot] = added.get(slot, Amount()).plus(charge.cost)
-    return after
 
 
 INSERT_LEDGER = (

@@ -14,7 +14,8 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from enclave.ledger.charge import LAYER_NAMES, Charge, LayerName
+from enclave.errors import BudgetExhausted
+from enclave.ledger.charge import EXHAUSTED, LAYER_NAMES, Charge, LayerName
 from enclave.ledger.grid import Amount
 from enclave.models import iso
 from enclave.store import codec
@@ -165,3 +166,48 @@ class LedgerTotals:
     def clear(self) -> None:
         self._totals.clear()
         self._version = None
+
+
+def layer_keys(charges: Iterable[Charge]) -> set[SpentKey]:
+    """Every spent total the budget rule (``fit``) reads for ``charges``."""
+    return {
+        (layer.name, key, charge.dataset, layer.since)
+        for charge in charges
+        for layer in charge.all_layers()
+        if (key := charge.key(layer.name)) is not None
+    }
+
+
+#: what others hold (live budget reservations) on each layer of a charge (``reserve.py``)
+Held = dict[LayerName, Amount]
+#: a layer's ledger key: (layer, key, dataset)
+Slot = tuple[LayerName, str, str]
+
+
+def fit(
+    charge: Charge,
+    spent: dict[SpentKey, Amount],
+    held: Held,
+    added: dict[Slot, Amount] | None = None,
+) -> list[Amount] | BudgetExhausted:
+    """The budget rule, once, for the debit and the reservation: on every layer of
+    ``charge``, spent + ``added`` (the earlier charges of the same batch) + what others hold +
+    its cost must fit the limit. Returns each layer's spent total after the charge, or the
+    refusal naming the first layer it would pass; ``added`` grows only if it fits."""
+    after: list[Amount] = []
+    slots: list[Slot] = []
+    extra = {} if added is None else added
+    for layer in charge.all_layers():
+        key = charge.key(layer.name)
+        if key is None:
+            after.append(charge.cost)
+            continue
+        slot = (layer.name, key, charge.dataset)
+        before = spent[(*slot, layer.since)].plus(extra.get(slot, Amount()))
+        after.append(before.plus(charge.cost))
+        if not after[-1].plus(held[layer.name]).within(layer.limit):
+            return BudgetExhausted(EXHAUSTED[layer.name], layer.name)
+        slots.append(slot)
+    for slot in slots:
+        extra[slot] = extra.get(slot, Amount()).plus(charge.cost)
+    return after

@@ -63,16 +63,13 @@ import datetime as dt
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from enclave.errors import BudgetExhausted
-from enclave.ledger.charge import EXHAUSTED, Charge, LayerName
+from enclave.ledger.charge import Charge, LayerName
 from enclave.ledger.grid import Amount
 from enclave.models import iso
-from enclave.store.driver import Tx
-
-if TYPE_CHECKING:
-    from enclave.store.ledger import LedgerTotals
+from enclave.store.driver import Tx, marks
+from enclave.store.ledger import Held, LedgerTotals, fit, layer_keys
 
 #: added to the query's time limit: the release, its padding and the debit's own waits
 MARGIN_S = 120.0
@@ -94,8 +91,6 @@ SCHEMA: tuple[str, ...] = (
 
 #: the reservation column each layer matches (the dataset layer: every row of the dataset)
 _COLUMN: dict[LayerName, int] = {"licence": 0, "subject": 1, "organisation": 2}
-
-Held = dict[LayerName, Amount]
 
 
 @dataclass(frozen=True)
@@ -121,39 +116,20 @@ async def reserve_batch(
     # swept before any budget lock is held: a sweep waiting on a row a debit is deleting
     # then holds nothing that debit could be waiting for
     await tx.execute(
-        f"DELETE FROM reservations WHERE expires_at <= ? OR id IN ({_marks(ids)})",  # noqa: S608
+        f"DELETE FROM reservations WHERE expires_at <= ? OR id IN ({marks(len(ids))})",  # noqa: S608
         iso(now),
         *ids,
     )
     await lock(tx, [h.charge for h in holds])
     rows = await live(tx, {h.charge.dataset for h in holds}, now)
-    spent = await totals.spent_many(
-        tx,
-        {
-            (layer.name, key, h.charge.dataset, layer.since)
-            for h in holds
-            for layer in h.charge.all_layers()
-            if (key := h.charge.key(layer.name)) is not None
-        },
-    )
+    spent = await totals.spent_many(tx, layer_keys(h.charge for h in holds))
     kept: dict[str, Hold] = {}
     out: list[Charge | BudgetExhausted] = []
     for hold in holds:
         charge = hold.charge
         held = held_on(charge, [*rows, *(_row(h) for h in kept.values())])
-        refusal = next(
-            (
-                BudgetExhausted(EXHAUSTED[layer.name], layer.name)
-                for layer in charge.all_layers()
-                if (key := charge.key(layer.name)) is not None
-                and not spent[(layer.name, key, charge.dataset, layer.since)]
-                .plus(held[layer.name])
-                .plus(charge.cost)
-                .within(layer.limit)
-            ),
-            None,
-        )
-        if refusal is not None:
+        refusal = fit(charge, spent, held)
+        if isinstance(refusal, BudgetExhausted):
             out.append(refusal)
             continue
         kept.pop(hold.reservation_id, None)  # a later attempt under one id replaces it
@@ -180,10 +156,6 @@ def _row(hold: Hold) -> Reserved:
     return (c.licence_id, c.subject, c.organization, c.dataset, c.cost)
 
 
-def _marks(values: Sequence[object] | set[object]) -> str:
-    return ", ".join("?" * len(values))
-
-
 async def live(tx: Tx, datasets: set[str], now: dt.datetime) -> list[Reserved]:
     """The live reservations on ``datasets``."""
     if not datasets:
@@ -191,7 +163,7 @@ async def live(tx: Tx, datasets: set[str], now: dt.datetime) -> list[Reserved]:
     ordered = sorted(datasets)
     rows = await tx.fetch(
         "SELECT licence_id, subject, organization, dataset, epsilon_units, delta_units"  # noqa: S608
-        f" FROM reservations WHERE dataset IN ({_marks(ordered)}) AND expires_at > ?",
+        f" FROM reservations WHERE dataset IN ({marks(len(ordered))}) AND expires_at > ?",
         *ordered,
         iso(now),
     )
@@ -223,7 +195,7 @@ async def take(tx: Tx, charges: Sequence[Charge], now: dt.datetime) -> Taken:
     ids = sorted({c.reservation for c in charges if c.reservation is not None})
     if ids:
         rows = await tx.fetch(
-            f"DELETE FROM reservations WHERE id IN ({_marks(ids)})"  # noqa: S608
+            f"DELETE FROM reservations WHERE id IN ({marks(len(ids))})"  # noqa: S608
             " RETURNING id, epsilon_units, delta_units, expires_at",
             *ids,
         )
