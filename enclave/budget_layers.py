@@ -88,11 +88,11 @@ async def budget_layers(
         layers.append((Layer("organisation", org, None), licence.organization))
     if total is not None:
         layers.append((Layer("dataset", total, None), name))
-    out = []
-    for layer, key in layers:
-        spent = await store.layer_spent(layer.name, key, name, layer.since)
-        out.append(LayerBudget(layer, key, spent))
-    return tuple(out)
+    keys = [(layer.name, key, name, layer.since) for layer, key in layers]
+    spent = await store.spent_many(keys)
+    return tuple(
+        LayerBudget(layer, key, spent[k]) for (layer, key), k in zip(layers, keys, strict=True)
+    )
 
 
 def charge_for(

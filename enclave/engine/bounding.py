@@ -71,7 +71,7 @@ import secrets
 import shutil
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import duckdb
@@ -105,6 +105,8 @@ class BoundTarget:
 
     path: Path
     fingerprint: str
+    #: whether this call bounded it (False: the file existed, or another process made it)
+    made: bool = field(default=False, compare=False)
 
 
 def load_or_create_key(state_dir: Path) -> bytes:
@@ -242,6 +244,7 @@ def _bound(
             con.close()
         target.path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(out, target.path)
+        target = replace(target, made=True)
     except (duckdb.Error, OSError, ValueError) as exc:
         log.warning(
             "bounding dataset %s v%d failed (%s)", spec.name, spec.version, type(exc).__name__

@@ -279,10 +279,7 @@ class Warehouse:
             raise ServiceUnavailable("query engine is not open")
         started = time.monotonic()
         log.info(
-            "dataset %s v%d (k=%d): bounding started",
-            spec.name,
-            spec.version,
-            spec.max_rows_per_unit,
+            "dataset %s v%d (k=%d): preparing", spec.name, spec.version, spec.max_rows_per_unit
         )
         work = await asyncio.to_thread(new_work_dir, self._state_dir)
         task = functools.partial(
@@ -295,12 +292,11 @@ class Warehouse:
             work_dir=work,
         )
         try:
-            await self._children.call(self._engine.prepare_timeout_s, task)
+            target: BoundTarget = await self._children.call(self._engine.prepare_timeout_s, task)
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)
-        log.info(
-            "dataset %s v%d: bounded in %.1fs", spec.name, spec.version, time.monotonic() - started
-        )
+        how = "bounded in %.1fs" if target.made else "bounded by another process (waited %.1fs)"
+        log.info(f"dataset %s v%d: {how}", spec.name, spec.version, time.monotonic() - started)
 
     def _require_open(self) -> tuple[duckdb.DuckDBPyConnection, ThreadPoolExecutor]:
         if self._conn is None or self._pool is None:

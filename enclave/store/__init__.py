@@ -4,22 +4,8 @@
 ``postgresql://`` needs the optional extra ``enclave-gateway[postgres]`` (asyncpg), imported
 only when such a URL is used. The returned store is not open yet: ``await store.open()`` (or
 use ``connected_store``, an async context manager that opens and closes it). The factory does
-no I/O; opening a SQLite store creates the database file's folder if it is missing.
-
-Layout (each rule written once; ``docs/store-design.md`` says why, and how to add a table):
-
-- ``base.py``: the ``Store`` protocol (extends ``audit.log.AuditLog``);
-- ``ops.py``: every transaction, as an async function of a ``driver.Tx``; ``grants.py``,
-  ``proposals.py`` and ``jobs.py`` the same for their tables (their values and rules live in
-  their domain: ``licence_grants.py``, ``governance/proposal.py``, ``jobs/job.py``);
-- ``sql_store.py``: ``SqlStore``, the protocol once over a ``driver.Driver`` (which kind of
-  transaction each method runs in, and how failures are reported);
-- ``driver.py``: the driver interface (``Tx``, ``Driver``, ``Dialect``);
-- ``sqlite.py`` / ``postgres.py``: a driver and its ``Dialect`` each, nothing else;
-- ``schema.py``: the numbered migrations, written once for both databases (never edit one;
-  append); ``ledger_migration.py``: the Python steps of migrations 3 and 8;
-- ``codec.py`` (values as columns), ``bulk.py`` (whole tables, for ``enclave store copy``),
-  ``sqlite_verify.py`` (the worker that verifies a SQLite file's chain on several cores).
+no I/O; opening a SQLite store creates the database file's folder if it is missing. The
+package's layout, and why each rule is written once: ``docs/store-design.md``.
 """
 
 from __future__ import annotations

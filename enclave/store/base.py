@@ -16,14 +16,15 @@ If the store cannot be written, methods raise ``AuditUnavailable`` (for appends)
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from enclave.audit.log import AuditLog
 from enclave.audit.record import AuditDraft, AuditRecord
-from enclave.ledger.charge import CacheEntry, Charge, Debited, LayerName
+from enclave.ledger.charge import CacheEntry, Charge, Debited
 from enclave.ledger.grid import Amount
+from enclave.ledger.rule import SpentKey
 from enclave.models import Licence
 from enclave.policy.version import PolicyKind, PolicyVersion
 
@@ -113,11 +114,10 @@ class Store(AuditLog, Protocol):
 
     # --- ledger and release cache ---
     async def spent(self, licence_id: str, dataset: str, since: dt.datetime | None) -> Amount: ...
-    async def layer_spent(
-        self, layer: LayerName, key: str, dataset: str, since: dt.datetime | None
-    ) -> Amount:
-        """The ledger's sum on ``dataset`` since ``since`` for the rows whose ``layer``
-        column is ``key`` (the licence id, subject, organisation; ``dataset``: every row)."""
+    async def spent_many(self, keys: Collection[SpentKey]) -> dict[SpentKey, Amount]:
+        """For each ``(layer, key, dataset, since)``: the ledger's sum on ``dataset`` since
+        ``since`` (None: lifetime) of the rows whose ``layer`` column is ``key`` (licence id,
+        subject, organisation; ``dataset``: every row). One read for all of them."""
 
     async def get_cached(self, licence_id: str, cache_key: str) -> dict[str, Any] | None: ...
 

@@ -24,16 +24,10 @@ from enclave.errors import BudgetExhausted
 from enclave.jobs.job import JobOp
 from enclave.ledger.charge import LAYER_NAMES, CacheEntry, Charge, Debited
 from enclave.ledger.grid import Amount
+from enclave.ledger.rule import Slot, fit, held_on, layer_keys
 from enclave.store import codec, jobs, reserve
 from enclave.store.driver import Tx, marks
-from enclave.store.ledger import (
-    ADD_TOTAL_SQL,
-    LedgerTotals,
-    Slot,
-    fit,
-    layer_keys,
-    total_rows,
-)
+from enclave.store.ledger import ADD_TOTAL_SQL, spent_many, total_rows
 
 AUDIT_COLUMNS = ", ".join(FIELDS)
 
@@ -84,25 +78,24 @@ async def append_records(
 
 async def debit(
     tx: Tx,
+    now: dt.datetime,
     draft: AuditDraft,
     charge: Charge,
     cache: CacheEntry | None,
-    now: dt.datetime,
-    totals: LedgerTotals,
     job: JobOp | None = None,
 ) -> Debited:
     """``debit_batch`` of one charged record; ``job``: a job's own change, applied first
     (``JobLost``, nothing written, if it matches no row). Raises ``BudgetExhausted``."""
     if job is not None:
         await jobs.apply(tx, job)
-    [done] = await debit_batch(tx, [Entry(draft, charge, cache)], now, totals)
+    [done] = await debit_batch(tx, now, [Entry(draft, charge, cache)])
     if isinstance(done, BudgetExhausted):
         raise done
     return done
 
 
 async def debit_batch(
-    tx: Tx, entries: Sequence[Entry], now: dt.datetime, totals: LedgerTotals
+    tx: Tx, now: dt.datetime, entries: Sequence[Entry]
 ) -> list[Debited | BudgetExhausted]:
     """Re-check every budget layer of every charged entry, append the records in order,
     debit the ledger, store the releases: one transaction for the whole batch.
@@ -122,7 +115,7 @@ async def debit_batch(
     holds its live reservation always fits, wherever it stands in the batch."""
     charges = [e.charge for e in entries if e.charge is not None]
     taken = await reserve.take(tx, charges, now)  # reservations out, the others' counted
-    spent_before = await totals.spent_many(tx, layer_keys(charges))
+    spent_before = await spent_many(tx, layer_keys(charges))
     added: dict[Slot, Amount] = {}
     # the batch's own reservations, until their entry is checked (then its charge counts)
     pending = {
@@ -136,7 +129,7 @@ async def debit_batch(
         if entry.charge is None:
             outcomes.append([])
             continue
-        held = reserve.held_on(entry.charge, [*taken.others, *pending.values()])
+        held = held_on(entry.charge, [*taken.others, *pending.values()])
         outcomes.append(fit(entry.charge, spent_before, held, added))
     fits = [(i, o) for i, o in enumerate(outcomes) if not isinstance(o, BudgetExhausted)]
     records = await append_records(tx, [entries[i].draft for i, _ in fits], now)

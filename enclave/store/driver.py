@@ -1,30 +1,13 @@
-"""The driver interface: what a database supplies so the store's rules run on it.
+"""The driver interface: what a database supplies so the store's rules run on it
+(``docs/store-design.md``, "The driver interface").
 
-Every transaction of the store is written once, in ``ops.py``, as an ``async`` function of a
-``Tx`` (``fetch``, ``fetchrow``, ``execute``, ``executemany``, and ``copy_rows`` for bulk
-imports). SQL is written with ``?`` placeholders and, where the databases differ, taken from
-the ``Dialect`` (the per-database SQL text table); a driver that numbers its parameters
-(asyncpg: ``$1``) translates the placeholders with ``numbered``, so no statement may hold a
-``?`` of its own (in a literal, or PostgreSQL's ``jsonb ?`` operator). Rows are read by
-position.
-
-A ``Driver`` runs such a function in the right kind of transaction:
-
-- ``read(work)``: no lock, no transaction of its own (one statement, or several that need no
-  snapshot);
-- ``write(work, mode)``: one transaction that commits when ``work`` returns and rolls back
-  if it raises. ``"chain"`` serializes it with every other chained write, in every process:
-  SQLite's ``BEGIN IMMEDIATE`` (the write lock, before anything is read), PostgreSQL's row
-  lock on ``chain_head``. Every audited write, budget re-check and version bump runs so.
-  ``"rows"`` is for writes that settle conflicts row by row (``ON CONFLICT``); ``"volatile"``
-  is ``"rows"`` committed without waiting for the disk (the rate counters). ``after(result)``
-  runs once the commit is done, before anything else reaches the connection
-  (``ledger.LedgerTotals`` uses it);
-- ``session(snapshot=...)``: a long transaction for ``enclave store copy``: a consistent
-  read snapshot, or an import under the chain lock.
-
-A driver raises its own exceptions (listed in ``errors``); ``sql_store.SqlStore`` maps them
-to ``StoreUnavailable``/``AuditUnavailable`` once for every database.
+A transaction is written once as an ``async`` function of a ``Tx``, with ``?`` placeholders
+(a driver that numbers its parameters translates them with ``numbered``, so no statement may
+hold a ``?`` of its own) and rows read by position; SQL that differs between databases is
+taken from ``tx.dialect``. A ``Driver`` runs such a function in a ``read``, a ``write`` of a
+``Mode`` (committed when the function returns, rolled back if it raises), or a long
+``session`` for ``enclave store copy``. It raises its own exceptions (``errors``);
+``sql_store.SqlStore`` maps them once for every database.
 """
 
 from __future__ import annotations
@@ -59,7 +42,6 @@ class Tx(Protocol):
 
 
 Work = Callable[[Tx], Coroutine[Any, Any, T]]
-After = Callable[[T], None]
 #: How a write is serialized and committed (see the module docstring).
 Mode = Literal["chain", "rows", "volatile"]
 #: A migration step: a statement, or an async function run in the migration's transaction.
@@ -75,10 +57,6 @@ class Dialect:
     #: ``WHERE licence_id = ? AND dataset = ?``: SQLite returns every row (its ``SUM`` raises
     #: on 64-bit overflow; Python ints do not), PostgreSQL one exact ``SUM``.
     ledger_sum: str
-    #: A statement whose value changes whenever another connection commits (SQLite's
-    #: ``PRAGMA data_version``), letting ``LedgerTotals`` cache lifetime totals; None: never
-    #: cache.
-    data_version: str | None = None
     #: Run in the migration's transaction before anything else (several replicas may start).
     migration_lock: str | None = None
     #: Run after each audit insert with the new ``seq`` (PostgreSQL's ``chain_head``).
@@ -104,7 +82,7 @@ class Driver(Protocol):
 
     async def close(self) -> None: ...
     async def read(self, work: Work[T]) -> T: ...
-    async def write(self, work: Work[T], mode: Mode, after: After[T] | None = None) -> T: ...
+    async def write(self, work: Work[T], mode: Mode) -> T: ...
     def session(self, *, snapshot: bool) -> AbstractAsyncContextManager[Tx]:
         """``snapshot=True``: a read-only consistent snapshot, rolled back at the end;
         ``False``: one chained write transaction, committed if the block ends normally."""

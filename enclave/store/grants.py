@@ -74,7 +74,7 @@ async def subject_grants(tx: Tx, subject: str) -> list[Grant]:
 
 
 async def add_grant(
-    tx: Tx, grant: Grant, ceiling: Amount, draft: AuditDraft, now: dt.datetime
+    tx: Tx, now: dt.datetime, grant: Grant, ceiling: Amount, audit: AuditDraft
 ) -> AuditRecord:
     """Runs in a chained write: the licence re-read and the ceiling re-checked under the lock
     (against the licence's grants, or the subject's for a subject-layer grant)."""
@@ -87,6 +87,6 @@ async def add_grant(
         else await list_grants(tx, grant.licence_id)
     )
     check_grant(licence, grant, existing, ceiling)
-    record = await chain.append_locked(tx, with_licence(draft, grant.licence_id), now)
+    record = await chain.append_locked(tx, with_licence(audit, grant.licence_id), now)
     await tx.execute(INSERT_SQL, *_values(grant, record))
     return record

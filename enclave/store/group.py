@@ -1,30 +1,12 @@
-"""Group commit: the records that requests of one process append at the same time are written
-by one transaction, with one fsync (SQLite) or one commit round (PostgreSQL).
+"""Group commit: what requests of one process write at the same time is committed by one
+transaction, with one fsync (SQLite) or one commit round (PostgreSQL). ``docs/store-design.md``
+("Group commit") says why and what it measured.
 
-The audit chain is one sequence, so its appends are serialized: by SQLite's write lock, or by
-PostgreSQL's ``chain_head`` row lock, across every process and replica. With one transaction
-per record, a second request waits for the first one's commit (an fsync, a network round
-trip) before it can even read the head, and the chain's rate is one commit per record. Here,
-requests that arrive while a batch is being committed queue up, and the next batch takes all
-of them (up to ``max_batch``) into one transaction: ``chain.debit_batch`` checks their budgets in
-arrival order, each against the spend of the ones before it, appends their records in that
-order, and writes their charges and cached releases with one statement per table.
-
-What each request sees is unchanged:
-
-- its call returns only after the transaction holding its record has committed (durable:
-  ``synchronous=FULL`` on SQLite, a synchronous commit on PostgreSQL);
-- a refused charge (``BudgetExhausted``) is refused alone: the batch's other entries commit;
-- if the transaction fails (the database is down, the disk is full), every entry in it gets
-  the same error and nothing of the batch is committed, exactly as if each had failed alone.
-
-The same queue serves the other writes every query makes: budget reservations
-(``reserve.reserve_batch``) and rate-limit counts (``ops.count_hits``), each batch one
-transaction of its own kind.
-
-One request alone waits for nothing: an idle queue commits at once (no timer, no added
-latency). A request cancelled while its entry waits in a batch does not take the entry
-back: it may still commit, charging a release nobody receives (the safe direction).
+What each request sees is unchanged: its call returns only after the transaction holding its
+entry has committed; a refusal computed for one entry (returned as its result) is its alone;
+if the transaction fails, every entry of the batch gets that error and none is committed. An
+idle queue commits at once (no timer). A request cancelled while its entry waits does not take
+it back: it may still commit, charging a release nobody receives (the safe direction).
 """
 
 from __future__ import annotations

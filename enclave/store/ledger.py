@@ -4,19 +4,17 @@ since a period's start, exactly, in grid units.
 Every debit (``chain.debit_batch``) adds its charge to the running lifetime total of each
 layer key it names (``ledger_totals``, in the same transaction as its ledger row), so a
 lifetime layer is one row to read however long the ledger; a period's spend is summed from its
-rows. ``LedgerTotals`` saves even that read on SQLite, whose one connection can tell when
-another process has committed.
+rows.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from typing import Any
 
-from enclave.errors import BudgetExhausted
-from enclave.ledger.charge import EXHAUSTED, LAYER_NAMES, Charge, LayerName
+from enclave.ledger.charge import LayerName
 from enclave.ledger.grid import Amount
+from enclave.ledger.rule import SpentKey
 from enclave.models import iso
 from enclave.store import codec
 from enclave.store.driver import Tx
@@ -78,10 +76,6 @@ async def spent(
     return codec.sum_units(await tx.fetch(sql + " AND ts >= ?", key, dataset, iso(since)))
 
 
-#: a spent total asked for: (layer, key, dataset, since)
-SpentKey = tuple[LayerName, str, str, dt.datetime | None]
-
-
 async def spent_many(tx: Tx, wanted: Iterable[SpentKey]) -> dict[SpentKey, Amount]:
     """``spent`` of each of ``wanted``: every lifetime total in one statement, each period's
     sum in its own."""
@@ -101,113 +95,3 @@ async def spent_many(tx: Tx, wanted: Iterable[SpentKey]) -> dict[SpentKey, Amoun
         if w[3] is not None:
             found[w] = await spent(tx, *w)
     return found
-
-
-class LedgerTotals:
-    """Exact running lifetime totals per (layer, key, dataset), for a store with one
-    connection and a ``Dialect.data_version`` (SQLite).
-
-    A lifetime total is one row of ``ledger_totals`` (kept by every debit, on every
-    database); this cache saves even that read. A total is first read from the table, then
-    updated by each charge this connection commits (``committed``, run by the driver right
-    after the commit), for every layer the charge names. ``data_version`` changes whenever
-    *another* connection commits (another process, a restore), and then every cached total
-    is dropped; inside a chained write the check is exact, so the budget re-check never
-    reads a stale total. Budgets with a renewal period (``since`` given) are summed from the
-    rows."""
-
-    def __init__(self) -> None:
-        self._version: Any = None
-        self._totals: dict[tuple[LayerName, str, str], Amount] = {}
-
-    async def spent(
-        self, tx: Tx, layer: LayerName, key: str, dataset: str, since: dt.datetime | None
-    ) -> Amount:
-        return (await self.spent_many(tx, [(layer, key, dataset, since)]))[
-            (layer, key, dataset, since)
-        ]
-
-    async def spent_many(self, tx: Tx, wanted: Iterable[SpentKey]) -> dict[SpentKey, Amount]:
-        """``spent`` of each of ``wanted`` (one request's, or one batch's, layers)."""
-        wanted = set(wanted)
-        if not await self._usable(tx):
-            return await spent_many(tx, wanted)
-        cached = {w: self._totals.get(w[:3]) for w in wanted if w[3] is None}
-        found = {w: amount for w, amount in cached.items() if amount is not None}
-        missing = await spent_many(tx, wanted - found.keys())
-        for w, amount in missing.items():
-            if w[3] is None:
-                self._totals[w[:3]] = amount
-        return found | missing
-
-    async def _usable(self, tx: Tx) -> bool:
-        """Whether the cached totals may be used: the database has a ``data_version``, and
-        no other connection has committed since they were read (else they are dropped)."""
-        if tx.dialect.data_version is None:
-            return False
-        row = await tx.fetchrow(tx.dialect.data_version)
-        version = row[0] if row is not None else None
-        if version != self._version:
-            self._totals.clear()
-            self._version = version
-        return True
-
-    def committed(self, charge: Charge) -> None:
-        """This connection committed ``charge``: add it to every cached total it counts in."""
-        for layer in LAYER_NAMES:
-            key = charge.key(layer)
-            if key is None:
-                continue
-            cache_key = (layer, key, charge.dataset)
-            found = self._totals.get(cache_key)
-            if found is not None:
-                self._totals[cache_key] = found.plus(charge.cost)
-
-    def clear(self) -> None:
-        self._totals.clear()
-        self._version = None
-
-
-def layer_keys(charges: Iterable[Charge]) -> set[SpentKey]:
-    """Every spent total the budget rule (``fit``) reads for ``charges``."""
-    return {
-        (layer.name, key, charge.dataset, layer.since)
-        for charge in charges
-        for layer in charge.all_layers()
-        if (key := charge.key(layer.name)) is not None
-    }
-
-
-#: what others hold (live budget reservations) on each layer of a charge (``reserve.py``)
-Held = dict[LayerName, Amount]
-#: a layer's ledger key: (layer, key, dataset)
-Slot = tuple[LayerName, str, str]
-
-
-def fit(
-    charge: Charge,
-    spent: dict[SpentKey, Amount],
-    held: Held,
-    added: dict[Slot, Amount] | None = None,
-) -> list[Amount] | BudgetExhausted:
-    """The budget rule, once, for the debit and the reservation: on every layer of
-    ``charge``, spent + ``added`` (the earlier charges of the same batch) + what others hold +
-    its cost must fit the limit. Returns each layer's spent total after the charge, or the
-    refusal naming the first layer it would pass; ``added`` grows only if it fits."""
-    after: list[Amount] = []
-    slots: list[Slot] = []
-    extra = {} if added is None else added
-    for layer in charge.all_layers():
-        key = charge.key(layer.name)
-        if key is None:
-            after.append(charge.cost)
-            continue
-        slot = (layer.name, key, charge.dataset)
-        before = spent[(*slot, layer.since)].plus(extra.get(slot, Amount()))
-        after.append(before.plus(charge.cost))
-        if not after[-1].plus(held[layer.name]).within(layer.limit):
-            return BudgetExhausted(EXHAUSTED[layer.name], layer.name)
-        slots.append(slot)
-    for slot in slots:
-        extra[slot] = extra.get(slot, Amount()).plus(charge.cost)
-    return after

@@ -1,26 +1,13 @@
-"""Every transaction of the store, written once for every database.
+"""The store's transactions on licences, revocations, policies, shared secrets, rate counters,
+the release cache and audit reads, each an async function of a ``driver.Tx``, written once for
+every database (``sql_store.SqlStore`` runs each in a read or a write; a write's function
+takes the time as its second argument).
 
-Each function takes a ``driver.Tx`` and runs inside the transaction ``sql_store.SqlStore``
-opened for it (``Driver.write`` or ``Driver.read``); SQL uses ``?`` placeholders and takes
-what differs between databases from ``tx.dialect``. Rows are read by position.
-
-The rules, and why they hold on every database:
-
-- every audited write calls ``chain.append_locked`` inside a chained write
-  (``write(work, "chain")``: SQLite ``BEGIN IMMEDIATE``, PostgreSQL the ``chain_head`` row
-  lock), so the chain head read there is the real head: one linear chain whatever the number
-  of processes;
-- ``reserve.reserve_batch`` holds a query's cost on every budget layer before its data is read
-  (budget-key locks, not the chain lock; ``reserve.py`` says why that suffices);
-- ``chain.debit_batch`` takes those reservations and re-checks every budget layer (licence,
-  subject, organisation, dataset, counting others' reservations) under the chain lock, then
-  writes the records, the ledger rows and the release cache together: no overspend of any
-  layer, however many licences or replicas share it, and no release without its record;
-- the licence overlap check and the policy version bump also run under the lock, so two
-  admins cannot both win.
-
-Modules beside this one hold the rest: ``chain.py`` (appending, debits), ``ledger.py`` (the
-budget totals), ``reserve.py``, ``grants.py``, ``proposals.py``, ``jobs.py``.
+Every audited write calls ``chain.append_locked`` inside a chained write, so the chain head it
+reads is the real head, and the licence overlap check and the policy version bump run under
+the same lock: two admins cannot both win. Beside this module: ``chain.py`` (appending,
+debits), ``ledger.py`` (budget totals), ``reserve.py``, ``grants.py``, ``proposals.py``,
+``jobs.py``.
 """
 
 from __future__ import annotations
@@ -88,7 +75,9 @@ def _where(flt: AuditFilter, prefix: str = "") -> tuple[str, list[Any]]:
     return " AND ".join(where), args
 
 
-async def audit_events(tx: Tx, flt: AuditFilter, after_seq: int, limit: int) -> list[AuditRecord]:
+async def audit_events(
+    tx: Tx, flt: AuditFilter, after_seq: int = 0, limit: int = 100
+) -> list[AuditRecord]:
     where, args = _where(flt)
     sql = f"SELECT {AUDIT_COLUMNS} FROM audit WHERE seq > ? AND {where} ORDER BY seq LIMIT ?"  # noqa: S608
     return [record_from_row(r) for r in await tx.fetch(sql, after_seq, *args, max(0, limit))]
@@ -101,7 +90,7 @@ async def audit_rows(tx: Tx, start: int, end: int) -> list[Row]:
 
 
 async def audit_summary(
-    tx: Tx, since: dt.datetime | None, until: dt.datetime | None
+    tx: Tx, since: dt.datetime | None = None, until: dt.datetime | None = None
 ) -> list[SummaryRow]:
     """Counts per (actor, dataset) from the audit table, exact spend from the ledger."""
     released = "action = 'query' AND outcome = 'ok' AND"
@@ -155,7 +144,7 @@ async def get_licence(tx: Tx, licence_id: str) -> Licence | None:
     return found[0] if found else None
 
 
-async def list_licences(tx: Tx, subject: str | None) -> list[Licence]:
+async def list_licences(tx: Tx, subject: str | None = None) -> list[Licence]:
     if subject is None:
         return await licences(tx, "ORDER BY created_at, id")
     return await licences(tx, "WHERE subject = ? ORDER BY created_at, id", subject)
@@ -165,8 +154,11 @@ async def licences_for(tx: Tx, subject: str) -> list[Licence]:
     return await licences(tx, "WHERE subject = ? ORDER BY created_at DESC, id DESC", subject)
 
 
-async def insert_licence(tx: Tx, lic: Licence, draft: AuditDraft, now: dt.datetime) -> AuditRecord:
-    lic = replace(lic, created_at=lic.created_at or now, updated_at=lic.updated_at or now)
+async def insert_licence(
+    tx: Tx, now: dt.datetime, licence: Licence, audit: AuditDraft
+) -> AuditRecord:
+    created, updated = licence.created_at or now, licence.updated_at or now
+    lic = replace(licence, created_at=created, updated_at=updated)
     check_no_overlap(lic, await licences_for(tx, lic.subject))
     if await get_licence(tx, lic.id) is not None:
         raise Conflict("a licence with this id exists")
@@ -175,18 +167,18 @@ async def insert_licence(tx: Tx, lic: Licence, draft: AuditDraft, now: dt.dateti
         f" VALUES ({marks(len(codec.LICENCE_COLUMNS))})",
         *codec.licence_values(lic),
     )
-    return await append_locked(tx, codec.with_licence(draft, lic.id), now)
+    return await append_locked(tx, codec.with_licence(audit, lic.id), now)
 
 
 async def insert_licences(
-    tx: Tx, items: Sequence[tuple[Licence, AuditDraft]], now: dt.datetime
+    tx: Tx, now: dt.datetime, items: Sequence[tuple[Licence, AuditDraft]]
 ) -> list[AuditRecord]:
     """A bulk import: every licence in one transaction, checked against the earlier ones."""
-    return [await insert_licence(tx, lic, draft, now) for lic, draft in items]
+    return [await insert_licence(tx, now, lic, draft) for lic, draft in items]
 
 
 async def update_licence(
-    tx: Tx, licence_id: str, changes: dict[str, Any], draft: AuditDraft, now: dt.datetime
+    tx: Tx, now: dt.datetime, licence_id: str, changes: dict[str, Any], audit: AuditDraft
 ) -> tuple[Licence, AuditRecord]:
     current = await get_licence(tx, licence_id)
     if current is None:
@@ -199,14 +191,14 @@ async def update_licence(
         *codec.licence_values(updated)[1:],
         licence_id,
     )
-    record = await append_locked(tx, codec.with_licence(draft, licence_id), now)
+    record = await append_locked(tx, codec.with_licence(audit, licence_id), now)
     return updated, record
 
 
 async def add_revocation(
-    tx: Tx, jti: str, reason: str, draft: AuditDraft, now: dt.datetime
+    tx: Tx, now: dt.datetime, jti: str, reason: str, audit: AuditDraft
 ) -> AuditRecord:
-    record = await append_locked(tx, draft, now)
+    record = await append_locked(tx, audit, now)
     # Revoking twice is not an error: the token stays refused, both requests are audited.
     await tx.execute(
         "INSERT INTO revocations (jti, reason, created_at, audit_seq) VALUES (?, ?, ?, ?)"
@@ -233,20 +225,20 @@ INSERT_POLICY = (
 
 async def put_policy(
     tx: Tx,
+    now: dt.datetime,
     kind: PolicyKind,
     name: str,
     body: dict[str, Any],
     actor: str,
-    draft: AuditDraft | None,
-    now: dt.datetime,
-    expected: int | None,
+    audit: AuditDraft | None,
+    expected_version: int | None = None,
 ) -> tuple[PolicyVersion, AuditRecord | None]:
     rows = await tx.fetch(
         "SELECT MAX(version) FROM policies WHERE kind = ? AND name = ?", kind, name
     )
-    version = next_policy_version(rows[0][0], expected)
+    version = next_policy_version(rows[0][0], expected_version)
     stored = {**body, "version": version}
-    record = await append_locked(tx, draft, now) if draft is not None else None
+    record = await append_locked(tx, audit, now) if audit is not None else None
     created = record.ts if record is not None else iso(now)
     seq = record.seq if record is not None else None
     await tx.execute(INSERT_POLICY, kind, name, version, codec.dumps(stored), created, actor, seq)
@@ -254,10 +246,7 @@ async def put_policy(
 
 
 async def seed_policies(
-    tx: Tx,
-    items: Sequence[tuple[PolicyKind, str, dict[str, Any]]],
-    actor: str,
-    now: dt.datetime,
+    tx: Tx, now: dt.datetime, items: Sequence[tuple[PolicyKind, str, dict[str, Any]]], actor: str
 ) -> bool:
     """Version 1 of every item, only if the store holds no policy at all; True if written.
     The emptiness check and the inserts share one chained write, so of several processes
@@ -279,7 +268,7 @@ async def policies(tx: Tx, where: str, *args: Any) -> list[PolicyVersion]:
 
 
 async def get_policy(
-    tx: Tx, kind: PolicyKind, name: str, version: int | None
+    tx: Tx, kind: PolicyKind, name: str, version: int | None = None
 ) -> PolicyVersion | None:
     if version is None:
         where = "WHERE kind = ? AND name = ? ORDER BY version DESC LIMIT 1"
@@ -304,7 +293,7 @@ async def policy_history(tx: Tx, kind: PolicyKind, name: str) -> list[PolicyVers
 # --- shared secrets and rate counters ------------------------------------------------------
 
 
-async def shared_secret(tx: Tx, name: str, proposed: bytes, now: dt.datetime) -> bytes:
+async def shared_secret(tx: Tx, now: dt.datetime, name: str, proposed: bytes) -> bytes:
     """The stored secret ``name``, storing ``proposed`` first if there is none (a concurrent
     insert of the same name waits for the first and then does nothing)."""
     await tx.execute(

@@ -31,7 +31,7 @@ from enclave.audit.log import Progress
 from enclave.errors import StoreUnavailable
 from enclave.models import utcnow
 from enclave.store import ops, schema
-from enclave.store.driver import After, Dialect, Mode, Row, Tx, Work, numbered
+from enclave.store.driver import Dialect, Mode, Row, Tx, Work, numbered
 from enclave.store.sql_store import SqlStore
 
 T = TypeVar("T")
@@ -198,7 +198,7 @@ class PostgresDriver:
     async def read(self, work: Work[T]) -> T:
         return await self._run(lambda conn: work(_PgTx(conn)))
 
-    async def write(self, work: Work[T], mode: Mode, after: After[T] | None = None) -> T:
+    async def write(self, work: Work[T], mode: Mode) -> T:
         """One transaction; ``"chain"``: under the ``chain_head`` row lock; ``"volatile"``:
         committed without waiting for the WAL flush."""
         if not self._opened:
@@ -211,8 +211,6 @@ class PostgresDriver:
                 if mode == "volatile":
                     await conn.execute("SET LOCAL synchronous_commit TO OFF")
                 result = await work(_PgTx(conn))
-            if after is not None:
-                after(result)
             return result
 
         return await self._run(run)

@@ -68,9 +68,9 @@ def _proposal(row: Sequence[Any]) -> Proposal:
     return Proposal(**v)
 
 
-async def add(tx: Tx, p: Proposal, draft: AuditDraft, now: dt.datetime) -> Proposal:
-    record = await chain.append_locked(tx, gov.created_draft(p, draft), now)
-    stored = replace(p, created_at=record.ts, audit_seq=record.seq)
+async def add(tx: Tx, now: dt.datetime, proposal: Proposal, audit: AuditDraft) -> Proposal:
+    record = await chain.append_locked(tx, gov.created_draft(proposal, audit), now)
+    stored = replace(proposal, created_at=record.ts, audit_seq=record.seq)
     await tx.execute(INSERT_SQL, *_values(stored))
     return stored
 
@@ -80,13 +80,13 @@ async def get(tx: Tx, proposal_id: str) -> Proposal | None:
     return None if row is None else _proposal(row)
 
 
-async def list_all(tx: Tx, status: str | None) -> list[Proposal]:
+async def list_all(tx: Tx, status: str | None = None) -> list[Proposal]:
     if status is None:
         return [_proposal(r) for r in await tx.fetch(LIST_SQL)]
     return [_proposal(r) for r in await tx.fetch(LIST_STATUS_SQL, status)]
 
 
-async def expire_due(tx: Tx, draft: AuditDraft, now: dt.datetime) -> list[Proposal]:
+async def expire_due(tx: Tx, now: dt.datetime, draft: AuditDraft) -> list[Proposal]:
     """Mark every pending proposal past its expiry ``expired``, one audited record each."""
     out = []
     for row in await tx.fetch(DUE_SQL, iso(now)):
@@ -94,7 +94,7 @@ async def expire_due(tx: Tx, draft: AuditDraft, now: dt.datetime) -> list[Propos
     return out
 
 
-async def decide(tx: Tx, d: Decision, write: Write | None, now: dt.datetime) -> Decided | Proposal:
+async def decide(tx: Tx, now: dt.datetime, d: Decision, write: Write | None) -> Decided | Proposal:
     """The decision, or the proposal marked expired (committed; the caller then raises
     ``ProposalExpired``, see ``governance.proposal.raise_if_expired``)."""
     p = gov.check_decision(await get(tx, d.proposal_id), d)
@@ -122,7 +122,7 @@ async def _apply(tx: Tx, w: Write | None, now: dt.datetime) -> AuditRecord:
     if isinstance(w, PolicyWrite):
         try:
             _, record = await ops.put_policy(
-                tx, w.kind, w.name, w.body, w.actor, w.draft, now, w.expected
+                tx, now, w.kind, w.name, w.body, w.actor, w.draft, w.expected
             )
         except Conflict as exc:
             raise ProposalStale(f"{w.kind} {w.name!r} changed since the proposal") from exc
@@ -133,14 +133,14 @@ async def _apply(tx: Tx, w: Write | None, now: dt.datetime) -> AuditRecord:
         if gov.licence_state(await ops.get_licence(tx, lic_id)) != w.base:
             raise ProposalStale("the licence changed since the proposal")
         if isinstance(w, GrantWrite):
-            return await grants.add_grant(tx, w.grant, w.ceiling, w.draft, now)
-        return (await ops.update_licence(tx, w.licence_id, w.changes, w.draft, now))[1]
+            return await grants.add_grant(tx, now, w.grant, w.ceiling, w.draft)
+        return (await ops.update_licence(tx, now, w.licence_id, w.changes, w.draft))[1]
     assert isinstance(w, Reactivation)  # noqa: S101 (approval always carries a write)
     held = await held_by(tx, w.organisation)
     if gov.held_state([await ops.get_licence(tx, i) for i in held]) != w.base:
         raise ProposalStale("the organisation's suspended licences changed since the proposal")
     for lic_id in held:
-        await ops.update_licence(tx, lic_id, {"status": "active"}, w.licence_draft, now)
+        await ops.update_licence(tx, now, lic_id, {"status": "active"}, w.licence_draft)
     await tx.execute(UNHOLD_SQL, w.organisation)
     return await chain.append_locked(tx, gov.with_ids(w.draft, held), now)
 
@@ -156,15 +156,15 @@ async def hold_of(tx: Tx, licence_id: str) -> str | None:
 
 async def suspend(
     tx: Tx,
+    now: dt.datetime,
     organisation: str,
     reason: str,
-    draft: AuditDraft,
-    licence_draft: AuditDraft,
-    now: dt.datetime,
+    audit: AuditDraft,
+    licence_audit: AuditDraft,
 ) -> Suspended:
     ids = [str(r[0]) for r in await tx.fetch(ACTIVE_OF_SQL, organisation)]
-    record = await chain.append_locked(tx, gov.with_ids(draft, ids), now)
+    record = await chain.append_locked(tx, gov.with_ids(audit, ids), now)
     for lic_id in ids:
-        await ops.update_licence(tx, lic_id, {"status": "suspended"}, licence_draft, now)
+        await ops.update_licence(tx, now, lic_id, {"status": "suspended"}, licence_audit)
         await tx.execute(HOLD_SQL, lic_id, organisation, reason, record.seq)
     return Suspended(tuple(ids), record)

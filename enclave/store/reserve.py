@@ -1,60 +1,23 @@
-"""Budget reservations: what a query will spend is held before its data is read.
+"""Budget reservations: what a query will spend is held before its data is read
+(``docs/store-design.md``, "Budget reservations", says why and measures the cost).
 
-Why: once data is read, the outcome is charged (``charged.py``). A pre-check that holds
-nothing lets concurrent queries sharing a budget layer (a licence, subject, organisation or
-dataset: ``budget_layers.py``) all pass it; the debit after the engine run would then refuse
-some of them, uncharged, after their data was read. So the last step before the engine is
-``reserve_batch``: one transaction (for all the reservations that arrive together: group
-commit, ``group.py``) that checks, for every layer of each charge, in order,
+The invariant, per budget layer: ledger spend + live reservations <= limit at every commit.
 
-    spent (the ledger) + live reservations of others (the batch's earlier ones too) + cost
-        <= limit
+- ``reserve_batch`` keeps it: for each charge of the batch, in order, it reads the layer's
+  live reservations (the batch's earlier ones too), then its spend, and inserts only if the
+  sum with the cost fits; otherwise the ordinary pre-read ``BudgetExhausted``. Reservations
+  of one layer key are serialized: SQLite's one write lock, PostgreSQL's advisory lock per
+  key (``lock``: sorted 64-bit ids, so two never deadlock), no chain lock. Reading the
+  reservations *before* the spend counts a debit converting one at least once.
+- a debit holding its live reservation (``take`` deletes it in the debit's transaction, and
+  the ledger row replaces it) leaves the sum unchanged or lower, so its re-check cannot fail.
+- a debit without one (none made, expired, or smaller than the charge) takes the same key
+  locks under the chain lock (always chain, then keys) and is refused if it no longer fits.
 
-and inserts the reservations (``reservations`` table, migration 9 of both stores: ``SCHEMA``).
-A refusal there is the ordinary pre-read ``BudgetExhausted`` (403): nothing was read.
-
-The debit (``chain.debit_batch``, a release or a charged failure) starts with ``take``: it
-deletes the batch's reservations in its own transaction, so the ledger rows replace them, and
-each layer re-check counts every *other* live reservation (``take`` reads them; the batch's
-own count until their entry is checked) but not the entry's own.
-
-The invariant, per layer: ledger spend + live reservations <= limit at every commit.
-
-- ``reserve_batch`` keeps it: it reads the layer's reservations, then its spend, and inserts
-  only if the sum with its cost (and the batch's earlier reservations) fits. Reservations
-  of one layer key are serialized: SQLite has one write lock; PostgreSQL takes a
-  transaction-scoped advisory lock per layer key
-  (``Dialect.budget_lock``, keys in sorted order, so two reservations never deadlock) and
-  does not need the chain lock. A debit converting a reservation moves an amount from the
-  reservations to the ledger in one commit; reading the reservations *before* the spend
-  (PostgreSQL's read committed sees each statement's own snapshot) counts it at least once,
-  never zero times. No overspend of any layer, on any number of replicas.
-- a debit with its live reservation leaves the sum unchanged (or lowers it: a synthetic
-  release may cost less than it reserved), so its re-check cannot fail: it reads the exact
-  spend under the chain lock and a subset of the others' reservations, and its own was
-  counted when the others were admitted. It takes no budget lock.
-- a debit without one (none was made, it expired, or it is smaller than the charge) adds to
-  the sum: it takes the same budget locks before reading, under the chain lock (which a
-  reservation never takes, so the lock order is always chain, then budget keys) and is
-  refused if the charge no longer fits, as every debit was before reservations.
-
-A reservation expires (``expires_at``: the query's time limit plus ``MARGIN_S``) and then stops
-counting; expired rows are swept by the next reservation. Only a process that crashed, or a
-request cancelled mid-query (the server stopping), leaves one behind, and neither released
-anything under it; a query still running is interrupted at its time limit and charged. A job
-reserves under an id of its own (``res_<job id>``), so its next attempt replaces what an
-interrupted one left (that attempt's debit can no longer commit: it lost the job's claim).
-
-Writes: a reservation is not audited and needs no chain lock, so it commits as
-``Dialect.reserve_mode``: ``"volatile"`` on SQLite (lost only by an OS crash or power loss,
-which ends every process on that host, and with it the query the reservation held budget
-for), ``"rows"`` on PostgreSQL (the server can crash while a replica's query runs on, so the
-reservation is durable). Either way a reservation is lost only together with its unreleased
-query. The debit that consumes one is durable, and commits everything before it too.
-
-Reservations are not shown in budget reads (``GET /v1/budget``, estimates, admin views):
-they last seconds, and others' in-flight queries on a shared layer are not the caller's to see.
-Cached repeats spend nothing and reserve nothing.
+A reservation expires after the query's time limit plus ``MARGIN_S``; expired rows are swept
+by the next reservation. A job reserves under ``res_<job id>``, so its next attempt replaces
+what an interrupted one held. A reservation commits as ``Dialect.reserve_mode``: lost only
+together with the unreleased query it held budget for.
 """
 
 from __future__ import annotations
@@ -65,11 +28,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from enclave.errors import BudgetExhausted
-from enclave.ledger.charge import Charge, LayerName
+from enclave.ledger.charge import Charge
 from enclave.ledger.grid import Amount
+from enclave.ledger.rule import Reserved, fit, held_on, layer_keys, reserved
 from enclave.models import iso
 from enclave.store.driver import Tx, marks
-from enclave.store.ledger import Held, LedgerTotals, fit, layer_keys
+from enclave.store.ledger import spent_many
 
 #: added to the query's time limit: the release, its padding and the debit's own waits
 MARGIN_S = 120.0
@@ -89,9 +53,6 @@ SCHEMA: tuple[str, ...] = (
     "CREATE INDEX reservations_expiry ON reservations (expires_at)",
 )
 
-#: the reservation column each layer matches (the dataset layer: every row of the dataset)
-_COLUMN: dict[LayerName, int] = {"licence": 0, "subject": 1, "organisation": 2}
-
 
 @dataclass(frozen=True)
 class Hold:
@@ -103,7 +64,7 @@ class Hold:
 
 
 async def reserve_batch(
-    tx: Tx, holds: Sequence[Hold], now: dt.datetime, totals: LedgerTotals
+    tx: Tx, now: dt.datetime, holds: Sequence[Hold]
 ) -> list[Charge | BudgetExhausted]:
     """Hold each charge's cost on every layer of it until its ``expires``, in order, each
     checked against the ledger, the other live reservations *and the batch's earlier ones*:
@@ -122,12 +83,12 @@ async def reserve_batch(
     )
     await lock(tx, [h.charge for h in holds])
     rows = await live(tx, {h.charge.dataset for h in holds}, now)
-    spent = await totals.spent_many(tx, layer_keys(h.charge for h in holds))
+    spent = await spent_many(tx, layer_keys(h.charge for h in holds))
     kept: dict[str, Hold] = {}
     out: list[Charge | BudgetExhausted] = []
     for hold in holds:
         charge = hold.charge
-        held = held_on(charge, [*rows, *(_row(h) for h in kept.values())])
+        held = held_on(charge, [*rows, *(reserved(h.charge) for h in kept.values())])
         refusal = fit(charge, spent, held)
         if isinstance(refusal, BudgetExhausted):
             out.append(refusal)
@@ -139,21 +100,9 @@ async def reserve_batch(
         await tx.executemany(
             "INSERT INTO reservations (id, licence_id, subject, organization, dataset,"
             " epsilon_units, delta_units, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (rid, *_row(h)[:4], h.charge.cost.epsilon, h.charge.cost.delta, iso(h.expires))
-                for rid, h in kept.items()
-            ],
+            [(rid, *reserved(h.charge)[:4], *_units(h), iso(h.expires)) for rid, h in kept.items()],
         )
     return out
-
-
-#: a live reservation as ``held_on`` reads it: (licence, subject, organisation, dataset, amount)
-Reserved = tuple[str, str | None, str | None, str, Amount]
-
-
-def _row(hold: Hold) -> Reserved:
-    c = hold.charge
-    return (c.licence_id, c.subject, c.organization, c.dataset, c.cost)
 
 
 async def live(tx: Tx, datasets: set[str], now: dt.datetime) -> list[Reserved]:
@@ -231,20 +180,5 @@ def lock_id(name: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def held_on(charge: Charge, rows: Sequence[Reserved]) -> Held:
-    """Reservations ``rows`` summed per layer of ``charge``: those on its dataset whose key
-    matches the layer's (every one for the dataset layer)."""
-    held: Held = {}
-    for layer in charge.all_layers():
-        key = charge.key(layer.name)
-        column = _COLUMN.get(layer.name)
-        total = Amount()
-        for row in rows:
-            if (
-                key is not None
-                and row[3] == charge.dataset
-                and (column is None or row[column] == key)
-            ):
-                total = total.plus(row[4])
-        held[layer.name] = total
-    return held
+def _units(hold: Hold) -> tuple[int, int]:
+    return hold.charge.cost.epsilon, hold.charge.cost.delta

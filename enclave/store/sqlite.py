@@ -1,27 +1,15 @@
 """The default store: one SQLite file, driven by stdlib ``sqlite3`` on one worker thread.
 
-Why one thread: ``sqlite3`` calls block, so they must stay off the event loop; a
-single-thread executor owns the one connection, so every access is serialized without locks.
-A whole transaction runs in *one* hop to that thread: the ``ops`` function is a coroutine
-whose ``Tx`` calls never suspend here, so ``_drive`` runs it to the end on the worker thread
-(``coroutine.send(None)`` once). The budget re-check, the debit and the audit append of one
-request can therefore never interleave with another's, and a request costs one hop per
-transaction, as when the statements were written for SQLite alone. Across processes sharing
-the file, ``BEGIN IMMEDIATE`` takes the write lock before anything is read.
-
-Measured: one hop through the worker thread costs ~80 us, and a request's six store calls
-(revocation, licences, policy, spend, cache, append with its fsync) run at 650-900
-sequences/s on one connection, well above what the rest of a request allows. A second,
-read-only connection on its own thread was tried and did not help (500-870/s: one more thread
-contending for the GIL on two cores), so every call goes through the one thread. Reads that
-arrive together (the admission reads of concurrent requests) share one hop (``group.py``),
-each run alone and answered alone: at 32 clients, cached repeats (all reads and one append)
-went from 490-630 to 930-990 per second.
+``sqlite3`` calls block, so they stay off the event loop: a single-thread executor owns the
+one connection, and every access is serialized without locks. A whole transaction runs in
+*one* hop to that thread: its ``Tx`` calls never suspend here, so ``_drive`` runs the
+coroutine to its end on the thread. Reads that arrive together share one hop (``group.py``),
+each run and answered alone. Across processes sharing the file, ``BEGIN IMMEDIATE`` takes
+the write lock before anything is read. ``docs/store-design.md`` has the measurements.
 
 Settings: WAL (readers do not block the writer), ``synchronous=FULL`` (a committed audit
-record survives power loss, at the cost of an fsync per commit; the rate counters commit with
-``NORMAL``), foreign keys on, and a busy timeout so a second process waits for the lock
-instead of failing at once.
+record survives power loss; ``"volatile"`` writes commit with ``NORMAL``), foreign keys on,
+and a busy timeout so a second process waits for the lock instead of failing at once.
 """
 
 from __future__ import annotations
@@ -43,7 +31,7 @@ from enclave.audit.parallel import verify_in_workers
 from enclave.errors import StoreUnavailable
 from enclave.models import utcnow
 from enclave.store import ops, schema, sqlite_verify
-from enclave.store.driver import After, Dialect, Mode, Row, Tx, Work, marks
+from enclave.store.driver import Dialect, Mode, Row, Tx, Work, marks
 from enclave.store.group import GroupCommit
 from enclave.store.sql_store import SqlStore
 
@@ -51,7 +39,6 @@ T = TypeVar("T")
 
 DIALECT = Dialect(
     ledger_sum="SELECT epsilon_units, delta_units FROM ledger",
-    data_version="PRAGMA data_version",
     reserve_mode="volatile",
 )
 
@@ -244,7 +231,7 @@ class SqliteDriver:
         """``work`` alone in one hop (a long session's statements, in order)."""
         return await self._call(lambda: _drive(work(_ConnTx(self._connection()))))
 
-    async def write(self, work: Work[T], mode: Mode, after: After[T] | None = None) -> T:
+    async def write(self, work: Work[T], mode: Mode) -> T:
         """``BEGIN IMMEDIATE`` for every write (SQLite has one write lock); ``"volatile"``
         commits with ``synchronous = NORMAL``."""
         volatile = mode == "volatile"
@@ -258,8 +245,6 @@ class SqliteDriver:
             finally:
                 if volatile:
                     conn.execute("PRAGMA synchronous = FULL")
-            if after is not None:
-                after(result)
             return result
 
         return await self._call(run)

@@ -29,10 +29,9 @@ more than one process. The parent becomes a supervisor that serves no request it
 Everything workers must agree on lives in the store, exactly as for replicas (budget, release
 cache, rate-limit counts, revocations, licences, policies, the truncation seed, the audit
 chain); what each keeps in memory is either keyed by what it read from the store (policy
-objects, the SQLite ledger totals checked against ``data_version``), safe to be per process
-(verified tokens, JWKS keys, the memo of keys already over their rate limit in this window),
-or the engine's views over bounded files that the workers share through ``engine.state_dir``
-(prepared once, under a file lock: ``engine/bounding.py``).
+objects), safe to be per process (verified tokens, JWKS keys, the memo of keys already over
+their rate limit in this window), or the engine's views over bounded files that the workers
+share through ``engine.state_dir`` (prepared once, under a file lock: ``engine/bounding.py``).
 
 Metrics: prometheus-client multiprocess mode in a private directory made here and removed at
 exit (``enclave/metrics.py``).

@@ -115,6 +115,12 @@ def test_caps_heavy_units_and_keeps_others_whole(tmp_path: Path, source: Path) -
     assert any(bounded[u] != original[u][:K] for u in HEAVY)
 
 
+def test_a_version_is_bounded_once_then_reused(tmp_path: Path, source: Path) -> None:
+    first = bound_dataset(make_spec(source), tmp_path / "state")
+    again = bound_dataset(make_spec(source), tmp_path / "state")
+    assert first.made and not again.made and first == again
+
+
 def test_declared_columns_only_with_declared_types(tmp_path: Path, source: Path) -> None:
     target = bound_dataset(make_spec(source), tmp_path / "state")
     con = duckdb.connect()

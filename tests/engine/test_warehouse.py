@@ -79,7 +79,8 @@ async def test_concurrent_prepare_bounds_once(
     caplog.set_level(logging.INFO, logger="enclave.engine.warehouse")
     names = await asyncio.gather(*(warehouse.prepare(make_spec(visits)) for _ in range(4)))
     assert len(set(names)) == 1
-    assert sum("bounding started" in r.getMessage() for r in caplog.records) == 1
+    assert sum("preparing" in r.getMessage() for r in caplog.records) == 1
+    assert sum("bounded in" in r.getMessage() for r in caplog.records) == 1
 
 
 async def test_new_version_after_hardening_and_reuse_after_restart(

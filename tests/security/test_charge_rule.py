@@ -29,6 +29,7 @@ from enclave.ledger.grid import Amount
 from enclave.query.compile import compile_plan
 from enclave.query.parse import parse_query
 from enclave.query.plan import ExactGroups
+from tests.spend import layer_spent
 from tests.store.conftest import temporary_database
 from tests.web.test_budget_layers import set_policy
 
@@ -204,7 +205,7 @@ async def test_racing_queries_on_a_shared_layer_are_charged_for_every_read(
         assert statuses == sorted([answered] * 5 + [403] * 7), answers
         assert all(body["layer"] == "dataset" for status, body in answers if status == 403)
         assert len(runs) == 5  # the engine ran for the charged five only
-        spent = await svc.store.layer_spent("dataset", "visits", "visits", None)
+        spent = await layer_spent(svc.store, "dataset", "visits", "visits", None)
         assert spent == Amount.charge("0.5")
         records = await svc.store.audit_events(AuditFilter(action="query"), 0, 100)
         charged_records = [r for r in records if r.epsilon > 0 and r.outcome != "denied"]

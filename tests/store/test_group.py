@@ -23,6 +23,7 @@ from enclave.errors import AuditUnavailable, BudgetExhausted
 from enclave.ledger.charge import Charge, Layer
 from enclave.ledger.grid import Amount
 from enclave.store.group import GroupCommit
+from tests.spend import layer_spent
 from tests.store.conftest import Backend, draft
 
 N = 64
@@ -66,7 +67,7 @@ async def test_a_shared_layer_is_never_overspent_within_a_batch(store: Any) -> N
     assert len(ok) == 10
     assert len(refused) == N - 10
     assert all(isinstance(e, BudgetExhausted) and e.layer == "dataset" for e in refused)
-    assert (await store.layer_spent("dataset", "visits", "visits", None)).epsilon == (
+    assert (await layer_spent(store, "dataset", "visits", "visits", None)).epsilon == (
         Amount.charge("0.1").epsilon * 10
     )
     # The spent totals the winners saw are the running ones, in chain order.
@@ -97,7 +98,7 @@ async def test_a_failed_transaction_fails_its_whole_batch(backend: Backend, stor
     assert all(isinstance(e, AuditUnavailable) for e in failed)
     await backend.repair_audit()
     assert (await store.audit_head())[0] == 1  # nothing of the failed batches was committed
-    assert (await store.layer_spent("dataset", "visits", "visits", None)) == Amount()
+    assert (await layer_spent(store, "dataset", "visits", "visits", None)) == Amount()
     record = await store.append(draft(sql="SELECT 1"))
     assert record.seq == 2
 
@@ -162,7 +163,7 @@ async def test_a_reserved_charge_fits_wherever_it_stands_in_its_batch(store: Any
     assert store.appends.batches < len(calls)  # they shared a transaction
     assert isinstance(done[0], BudgetExhausted) and done[0].layer == "dataset"
     assert not any(isinstance(d, BaseException) for d in done[1:])
-    spent = await store.layer_spent("dataset", "visits", "visits", None)
+    spent = await layer_spent(store, "dataset", "visits", "visits", None)
     assert spent.epsilon == Amount.charge("0.1").epsilon * 10
 
 
@@ -181,7 +182,7 @@ async def test_concurrent_reservations_share_transactions_and_never_overcommit(
     assert all(isinstance(d, BudgetExhausted) and d.layer == "dataset" for d in done[10:])
     debited = await asyncio.gather(*(store.debit(draft(), c) for c in held))
     assert len(debited) == 10
-    assert (await store.layer_spent("dataset", "visits", "visits", None)).epsilon == (
+    assert (await layer_spent(store, "dataset", "visits", "visits", None)).epsilon == (
         Amount.charge("0.1").epsilon * 10
     )
 

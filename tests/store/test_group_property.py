@@ -21,6 +21,7 @@ from enclave.errors import BudgetExhausted
 from enclave.ledger.charge import Charge, Debited, Layer
 from enclave.ledger.grid import Amount
 from enclave.store.sqlite import SqliteStore
+from tests.spend import layer_spent
 from tests.store.conftest import draft
 
 ORGS = ("Uni", "Lab")
@@ -89,7 +90,7 @@ async def _run(
             assert all(c in ok for c in reserved)
             # the ledger is exactly the successful debits, and no layer passes its limit
             for layer, key in [("dataset", "visits"), *(("organisation", o) for o in ORGS)]:
-                spent = await store.layer_spent(layer, key, "visits", None)
+                spent = await layer_spent(store, layer, key, "visits", None)
                 expected = sum(
                     c.cost.epsilon for c in ok if layer == "dataset" or c.organization == key
                 )

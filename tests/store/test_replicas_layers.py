@@ -24,6 +24,7 @@ import yaml
 from enclave.devkeys import KeyPaths
 from tests.conftest import TokenFactory
 from tests.serving import serving
+from tests.spend import layer_spent
 from tests.store.conftest import temporary_database
 from tests.store.test_replicas import Replica, bearer, write_deployment
 
@@ -102,8 +103,8 @@ async def scenario(
     store = PostgresStore(db_url)
     await store.open()
     try:
-        total = await store.layer_spent("dataset", "visits", "visits", None)
-        org_a = await store.layer_spent("organisation", "Org A", "visits", None)
+        total = await layer_spent(store, "dataset", "visits", "visits", None)
+        org_a = await layer_spent(store, "organisation", "Org A", "visits", None)
     finally:
         await store.close()
     assert total.epsilon_decimal == Decimal("1")

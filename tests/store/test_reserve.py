@@ -15,6 +15,7 @@ from enclave.errors import BudgetExhausted
 from enclave.ledger.charge import Charge, Layer
 from enclave.ledger.grid import Amount
 from enclave.store import reserve
+from tests.spend import layer_spent
 from tests.store.conftest import Backend, draft
 
 DATASET = Layer("dataset", Amount.charge("1.0"), None)
@@ -58,7 +59,7 @@ async def test_the_debit_turns_the_reservation_into_the_charge(
     debited = await store.debit(draft(licence_id="a"), mine)
     assert debited.layers[1] == Amount.charge("0.6")  # the dataset's ledger spend after it
     assert [row[1] for row in await held_rows(backend)] == ["b"]  # its reservation is gone
-    assert await store.layer_spent("dataset", "visits", "visits", None) == Amount.charge("0.6")
+    assert await layer_spent(store, "dataset", "visits", "visits", None) == Amount.charge("0.6")
     with pytest.raises(BudgetExhausted):  # b's 0.4 is still held: nothing more fits
         await store.reserve(shared("c", "0.1"), 30)
 
@@ -69,7 +70,7 @@ async def test_a_debit_without_a_reservation_counts_the_others(
     await store.reserve(shared("a", "0.7"), 30)
     with pytest.raises(BudgetExhausted):  # 0.7 held, 0.4 more would pass 1.0: nothing written
         await store.debit(draft(licence_id="b"), shared("b"))
-    assert await store.layer_spent("dataset", "visits", "visits", None) == Amount()
+    assert await layer_spent(store, "dataset", "visits", "visits", None) == Amount()
     await store.debit(draft(licence_id="b"), shared("b", "0.3"))  # what is left fits
 
 
@@ -93,7 +94,7 @@ async def test_a_stale_reservation_expires_by_the_store_clock(store: Any, backen
     with pytest.raises(BudgetExhausted):
         await store.debit(draft(licence_id="a"), stale)
     await store.debit(draft(licence_id="b"), fresh)
-    assert await store.layer_spent("dataset", "visits", "visits", None) == Amount.charge("0.4")
+    assert await layer_spent(store, "dataset", "visits", "visits", None) == Amount.charge("0.4")
 
 
 async def test_a_reservation_id_given_again_replaces_the_earlier_one(
@@ -130,7 +131,7 @@ async def test_concurrent_reservations_from_many_connections_never_overspend(
 
         done = await asyncio.gather(*(one(i) for i in range(40)))
         assert sum(done) == 10
-        spent = await stores[0].layer_spent("dataset", "visits", "visits", None)
+        spent = await layer_spent(stores[0], "dataset", "visits", "visits", None)
         held = sum(int(row[2]) for row in await held_rows(backend))
         assert spent.epsilon + held == Amount.charge("1.0").epsilon
     finally:

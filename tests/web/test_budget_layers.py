@@ -12,6 +12,7 @@ from typing import Any
 
 from enclave.audit.log import AuditFilter
 from enclave.audit.record import AuditDraft
+from tests.spend import layer_spent
 
 ADMIN = ("stella", ["admin"])
 EXHAUSTED = "https://enclave-gateway.org/problems/budget-exhausted"
@@ -52,12 +53,12 @@ async def my_budget(gw: Any, sub: str) -> list[dict[str, Any]]:
 
 async def refused(gw: Any, sub: str, epsilon: float, layer: str) -> dict[str, Any]:
     """A fresh query of ``epsilon`` is refused on ``layer`` and nothing is charged."""
-    ledger_before = await gw.services.store.layer_spent("dataset", "visits", "visits", None)
+    ledger_before = await layer_spent(gw.services.store, "dataset", "visits", "visits", None)
     resp = await gw.query("SELECT COUNT(*) AS n FROM visits WHERE age > 99", epsilon, sub=sub)
     problem: dict[str, Any] = await resp.json()
     assert resp.status == 403, problem
     assert problem["type"] == EXHAUSTED and problem["layer"] == layer, problem
-    after = await gw.services.store.layer_spent("dataset", "visits", "visits", None)
+    after = await layer_spent(gw.services.store, "dataset", "visits", "visits", None)
     assert after == ledger_before
     return problem
 
@@ -177,7 +178,7 @@ async def test_concurrent_queries_of_many_licences_never_overspend_the_dataset(
 
     statuses = await asyncio.gather(*(ask(i) for i in range(24)))
     assert statuses.count(200) == 10 and statuses.count(403) == 14
-    spent = await gw.services.store.layer_spent("dataset", "visits", "visits", None)
+    spent = await layer_spent(gw.services.store, "dataset", "visits", "visits", None)
     assert spent.epsilon_decimal == 1
 
 
@@ -262,5 +263,5 @@ async def test_the_worked_example(make_gateway: Any) -> None:
     await spend(gw, "carol", 1.0, n=4, start=30)  # 5. Carol spends 4: the dataset's 10
     await refused(gw, "carol", 0.1, "dataset")
     await refused(gw, "bob", 0.1, "organisation")
-    spent = await gw.services.store.layer_spent("dataset", "visits", "visits", None)
+    spent = await layer_spent(gw.services.store, "dataset", "visits", "visits", None)
     assert spent.epsilon_decimal == 10
