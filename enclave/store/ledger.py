@@ -10,7 +10,7 @@ rows.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Sequence
 
 from enclave.ledger.charge import LayerName
 from enclave.ledger.grid import Amount
@@ -57,28 +57,17 @@ async def add_totals(
     await tx.executemany(ADD_TOTAL_SQL, total_rows(keys, dataset, epsilon, delta))
 
 
-async def spent(
-    tx: Tx, layer: LayerName, key: str, dataset: str, since: dt.datetime | None
-) -> Amount:
+async def _period(tx: Tx, layer: LayerName, key: str, dataset: str, since: dt.datetime) -> Amount:
     """The spend on ``dataset`` since ``since`` of the ledger rows whose ``layer`` column is
-    ``key``, exactly: a lifetime spend (``since`` None) is the running total in
-    ``ledger_totals``, one row; a period's is summed from the rows since its start."""
-    if since is None:
-        row = await tx.fetchrow(
-            "SELECT epsilon_units, delta_units FROM ledger_totals"
-            " WHERE layer = ? AND key = ? AND dataset = ?",
-            layer,
-            key,
-            dataset,
-        )
-        return Amount() if row is None else Amount(int(row[0]), int(row[1]))
+    ``key``, summed exactly from the rows."""
     sql = f"{tx.dialect.ledger_sum} WHERE {LAYER_COLUMNS[layer]} = ? AND dataset = ?"
     return codec.sum_units(await tx.fetch(sql + " AND ts >= ?", key, dataset, iso(since)))
 
 
-async def spent_many(tx: Tx, wanted: Iterable[SpentKey]) -> dict[SpentKey, Amount]:
-    """``spent`` of each of ``wanted``: every lifetime total in one statement, each period's
-    sum in its own."""
+async def spent_many(tx: Tx, wanted: Collection[SpentKey]) -> dict[SpentKey, Amount]:
+    """The spend of each ``(layer, key, dataset, since)`` of ``wanted``, exactly: a lifetime
+    spend (``since`` None) is the running total in ``ledger_totals`` (all of them in one
+    statement); a period's is summed from the ledger rows since its start."""
     found: dict[SpentKey, Amount] = {}
     lifetime = sorted({w[:3] for w in wanted if w[3] is None})
     for start in range(0, len(lifetime), 200):
@@ -91,7 +80,7 @@ async def spent_many(tx: Tx, wanted: Iterable[SpentKey]) -> dict[SpentKey, Amoun
             found[(layer, key, dataset, None)] = (
                 Amount() if row is None else Amount(int(row[3]), int(row[4]))
             )
-    for w in wanted:
-        if w[3] is not None:
-            found[w] = await spent(tx, *w)
+    for layer, key, dataset, since in wanted:
+        if since is not None:
+            found[(layer, key, dataset, since)] = await _period(tx, layer, key, dataset, since)
     return found
