@@ -15,7 +15,7 @@ The layers, innermost first, each a sum of ledger rows on the query's dataset:
 The pipeline checks them early and for free (``check``); then, as the last step before any
 data is read, the store reserves the cost on every one (``store/reserve.py``: the ledger plus
 everyone's live reservations must leave room), and the debit turns that reservation into the
-charge, re-checking every layer inside its chained write (``store/ops.py: debit``). So
+charge, re-checking every layer inside its chained write (``store/chain.py: debit_batch``). So
 concurrent queries of different licences, on any number of replicas, never overspend a shared
 layer, and the ones that do not fit are refused before they read the data. Reservations are
 not shown in any budget figure below (they last seconds; others' are not the caller's to see).

@@ -1,6 +1,6 @@
 """What a debit carries and returns: the ``Charge`` re-checked against every budget layer,
 the release stored for the cache beside it (``CacheEntry``), and what was committed
-(``Debited``). ``Store.debit`` writes them in one transaction (``store/ops.py``); the layers
+(``Debited``). ``Store.debit`` writes them in one transaction (``store/chain.py``); the layers
 are ``budget_layers.py``'s (``docs/privacy.md``, "Budget layers").
 """
 
