@@ -94,7 +94,7 @@ async def read_and_release(
 ) -> tuple[dict[str, Any], Debited]:
     """Run, release and charge; or charge the same and raise a fixed, data-free error.
     ``job``: a query job's end, committed with the charge (so it is charged once)."""
-    failure: EnclaveError
+    failure: QueryTimeout | ReleaseFailed
     try:
         rows = await svc.warehouse.run(q.compiled, q.timeout_s)
         released = await padded(  # dp/deadline.py: no sooner than a data-independent deadline
@@ -140,6 +140,7 @@ async def read_and_release(
         job=None if job is None else job("failed", {"problem": failed_problem(failure, q)}),
     )
     actx.audited = True
+    failure.charged = q.charge.cost.epsilon_float
     raise failure from None
 
 

@@ -342,6 +342,7 @@ class ReleaseFailed(EnclaveError):
 
     type = "release-failed"
     title = "Release failed; its cost was charged"
+    charged: float = 0.0  # the epsilon charged for it (``charged.read_and_release``)
 
 
 class DatasetUnavailable(ServiceUnavailable):
@@ -359,6 +360,7 @@ class QueryTimeout(EnclaveError):
     status = 504
     type = "query-timeout"
     title = "Query timed out"
+    charged: float = 0.0  # the epsilon charged for it (``charged.read_and_release``)
 
 
 def describe(exc: BaseException) -> str:

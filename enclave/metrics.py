@@ -10,7 +10,8 @@ status codes and problem types from ``errors.py``: every label set is bounded by
     enclave_releases_total                        query answers returned, cached repeats too
     enclave_cache_hits_total                      of those, repeats served from the cache
     enclave_refusals_total{reason}                problem responses, by problem type
-    enclave_epsilon_spent_total                   epsilon charged, all licences together
+    enclave_epsilon_spent_total                   epsilon charged, all licences together (a
+                                                  failure after the data was read too)
     enclave_jobs_total{kind,state}                jobs this process ended (done, failed)
     enclave_worker_requests_total{worker}         requests answered by each worker process
     enclave_audit_commits_total                   group commits of audit records (store/group.py)
@@ -112,14 +113,18 @@ class Metrics:
         self.releases.inc()
         if cached:
             self.cache_hits.inc()
+        self.record_charge(epsilon)
+
+    def record_charge(self, epsilon: float) -> None:
+        """Epsilon charged: by a release, or by a failure after the data was read (charged
+        as a release is, so counted alike)."""
         if epsilon > 0:
             self.epsilon.inc(epsilon)
 
     def record_job(self, kind: str, state: str, epsilon: float) -> None:
         """A job ended here (``epsilon``: what its end charged, 0 if nothing)."""
         self.jobs.labels(kind, state).inc()
-        if epsilon > 0:
-            self.epsilon.inc(epsilon)
+        self.record_charge(epsilon)
 
     def record_commit(self, records: int) -> None:
         """One group commit of ``records`` audit records (``Store.observe_commits``)."""

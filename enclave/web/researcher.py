@@ -10,6 +10,7 @@ from enclave import pipeline
 from enclave.audit.log import AuditFilter
 from enclave.budget_layers import budget_layers, researcher_json
 from enclave.dummy import DEFAULT_ROWS, FORMATS, MAX_ROWS, MAX_SEED, DummyRequest, dummy_filename
+from enclave.errors import QueryTimeout, ReleaseFailed
 from enclave.ledger.budget import period_window
 from enclave.models import DatasetSpec
 from enclave.policy.decide import visible_datasets
@@ -74,8 +75,15 @@ async def post_query(request: web.Request) -> web.Response:
     actx = request[audit_ctx_key]
     actx.action = "query"
     req = QueryRequest.from_json(await read_json(request))
-    result = await pipeline.run_query(request.app[services_key], request[principal_key], req, actx)
-    request.app[metrics_key].record_release(result.cached, float(result.epsilon))
+    metrics = request.app[metrics_key]
+    try:
+        result = await pipeline.run_query(
+            request.app[services_key], request[principal_key], req, actx
+        )
+    except (QueryTimeout, ReleaseFailed) as failure:  # charged as a release is: counted alike
+        metrics.record_charge(failure.charged)
+        raise
+    metrics.record_release(result.cached, float(result.epsilon))
     return json_response(result.to_json())
 
 

@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from enclave import charged
 from enclave.audit.context import AuditContext
@@ -236,3 +237,34 @@ async def test_a_cached_repeat_reserves_nothing_and_is_answered_when_all_is_held
     assert repeat.status == 200 and (await repeat.json())["cached"] is True
     await svc.store.debit(AuditContext("r", None, actor="alice").draft("ok"), held)
     assert await svc.store.spent(lic.id, "visits", None) == Amount.charge(tier.budget_epsilon)
+
+
+def _metric(text: str, name: str) -> float:
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    return next((s.value for s in samples if s.name == name), 0.0)
+
+
+@pytest.mark.parametrize("how", ["failed", "timed out"])
+async def test_a_charged_failure_moves_the_epsilon_metric_as_a_release_does(
+    make_gateway: Any, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """``/metrics`` (public) counts the epsilon charged: a failure after the data was read
+    is charged like a release, so it counts the same, and the metric cannot tell them apart
+    by what was spent."""
+    gw = await make_gateway()
+    lic = await gw.licence()
+    assert (await gw.query(SQL, epsilon=0.3)).status == 200
+    if how == "failed":
+        monkeypatch.setattr(charged, "release", _sentinel_release([]))
+    else:  # the real engine, given no time: it is interrupted and times out
+        real_run = gw.services.warehouse.run
+
+        async def no_time(compiled: Any, timeout_s: float) -> Any:
+            return await real_run(compiled, 1e-9)
+
+        monkeypatch.setattr(gw.services.warehouse, "run", no_time)
+    failed = await gw.query(SQL.replace("AS n", "AS m"), epsilon=0.3)
+    assert failed.status == (500 if how == "failed" else 504), await failed.text()
+    assert (await gw.services.store.spent(lic.id, "visits", None)).epsilon_decimal == Decimal("0.6")
+    text = await (await gw.client.get("/metrics")).text()
+    assert _metric(text, "enclave_epsilon_spent_total") == pytest.approx(0.6)
