@@ -12,6 +12,11 @@ for the whole API (and the CLI, which shares the same validation).
 - **Pages.** Every paginated endpoint accepts ``limit`` from 1 to ``MAX_PAGE`` and defaults to
   ``DEFAULT_PAGE``.
 
+- **Text.** No caller's string may hold a NUL character or a lone surrogate (``text_problem``):
+  neither can be stored in PostgreSQL, written as UTF-8, or copied between stores, so each is
+  refused where it is given (JSON bodies in ``web/body.py``, query strings in
+  ``web/params.py``, paths in ``web/middleware.py``, the CLI through ``read_string``).
+
 Each check adds a message to a caller's ``problems`` list rather than raising, so one answer
 can list every problem at once; ``invalid(problems)`` builds that answer.
 """
@@ -94,10 +99,21 @@ def read_string(
     if len(value) > max_chars:
         problems.append(f"{field}: at most {max_chars} characters")
         return None
-    if any(ch in value for ch in "\x00"):
-        problems.append(f"{field}: must not contain NUL characters")
+    if (problem := text_problem(value)) is not None:
+        problems.append(f"{field}: {problem}")
         return None
     return value.strip()
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be kept (a NUL character, a lone surrogate), or None."""
+    if "\x00" in text:
+        return "must not contain NUL characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "holds a lone surrogate, which is not valid Unicode text"
+    return None
 
 
 def invalid(problems: list[str]) -> BadRequest:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,11 @@ async def plan_import(text: str, store: Store, registry: Registry, now: dt.datet
     """Parse and check ``text`` (CSV); return the licences to issue and every problem found."""
     plan = ImportPlan()
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = reader.fieldnames or []
+    try:
+        header = reader.fieldnames or []
+    except csv.Error as exc:
+        plan.problems.append(f"header: cannot be read as CSV ({exc})")
+        return plan
     missing = [c for c in REQUIRED if c not in header]
     unknown = [c for c in header if c not in REQUIRED + OPTIONAL]
     plan.problems += [f"header: missing column {c}" for c in missing]
@@ -51,7 +55,7 @@ async def plan_import(text: str, store: Store, registry: Registry, now: dt.datet
     known_datasets = {spec.name for spec in await registry.datasets()}
     taken: dict[tuple[str, str], str] = {}  # (subject, dataset) → where its active licence is
     ids: set[str] = set()
-    for number, row in enumerate(reader, start=2):
+    for number, row in enumerate(_rows(reader, plan.problems), start=2):
         if number - 1 > MAX_ROWS:
             plan.problems.append(f"row {number}: more than {MAX_ROWS} rows")
             break
@@ -87,6 +91,18 @@ async def plan_import(text: str, store: Store, registry: Registry, now: dt.datet
         if not found:
             plan.licences.append(lic)
     return plan
+
+
+def _rows(reader: csv.DictReader[str], problems: list[str]) -> Iterator[dict[str, Any]]:
+    """The reader's rows; a row the csv module cannot read (a field past its size limit) is
+    a problem, and the rows after it are not read."""
+    number = 2  # the row being read (the header is row 1)
+    try:
+        for row in reader:
+            yield row
+            number += 1
+    except csv.Error as exc:
+        problems.append(f"row {number}: cannot be read as CSV ({exc})")
 
 
 def _reference_problems(body: dict[str, Any], tiers: dict[str, Any], known: set[str]) -> list[str]:

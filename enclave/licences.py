@@ -105,8 +105,13 @@ def patch_licence(licence: Licence, body: Any, now: dt.datetime) -> tuple[Licenc
     status = body.get("status", licence.status)
     if status not in LICENCE_STATUSES:
         problems.append(f"status: must be one of {', '.join(LICENCE_STATUSES)}")
-    reason = read_string(problems, body.get("reason"), "reason", MAX_TEXT_CHARS, required=False)
-    if REASON_REQUIRED_FIELDS & set(body) and not reason and "reason" not in body:
+    needs_reason = bool(REASON_REQUIRED_FIELDS & set(body))
+    reason = None
+    if "reason" in body:  # null is no reason
+        reason = read_string(
+            problems, body["reason"], "reason", MAX_TEXT_CHARS, required=needs_reason
+        )
+    elif needs_reason:
         problems.append("reason: required when changing tier, datasets, validity or status")
     if problems:
         raise invalid(problems)

@@ -70,6 +70,17 @@ def test_read_string_lists_a_problem_and_strips() -> None:
     assert problems == ["subject: at most 10 characters", "purpose: required, a non-empty string"]
 
 
+def test_read_string_refuses_text_no_store_can_keep() -> None:
+    """A NUL, or a lone surrogate (a non-UTF-8 command-line argument decodes to one)."""
+    problems: list[str] = []
+    assert read_string(problems, "a\x00b", "subject", 10) is None
+    assert read_string(problems, "a\udcffb", "organization", 10) is None
+    assert problems == [
+        "subject: must not contain NUL characters",
+        "organization: holds a lone surrogate, which is not valid Unicode text",
+    ]
+
+
 @given(st.lists(st.decimals(min_value=0, max_value=10**6, places=8), max_size=20))
 def test_decimal_text_is_exact(values: list[Decimal]) -> None:
     total = sum(values, Decimal(0))  # at most 15 significant digits: exact in the context

@@ -121,10 +121,16 @@ def read_decimal(p: Problems, value: Any, field: str, what: str) -> Decimal | No
 def read_int(
     p: Problems, value: Any, field: str, minimum: int, maximum: int | None = None
 ) -> int | None:
+    """An integer from ``minimum`` to ``maximum``; without one, to ``MAX_INT_BOUND`` (a larger
+    integer has no exact JSON form for many readers, and one of thousands of digits cannot even
+    be written to the store)."""
     bad = isinstance(value, bool) or not isinstance(value, int) or value < minimum
     if bad or (maximum is not None and value > maximum):
         within = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
         p.add(field, f"must be an integer {within}")
+        return None
+    if maximum is None and value > MAX_INT_BOUND:
+        p.add(field, "must lie within 2**53")
         return None
     return cast(int, value)
 

@@ -11,7 +11,10 @@ Decisions worth knowing:
 
 - Files are read with ``yaml.safe_load`` only. PyYAML silently keeps the last of two equal
   keys, so the file is also composed (``yaml.compose``, safe, no object construction) to report
-  duplicate keys with their line.
+  duplicate keys with their line. Anchors and aliases are refused (a few lines of them can
+  stand for billions of values), and a value PyYAML cannot construct (``2026-13-45``, an
+  integer of thousands of digits) or nesting past the interpreter's depth is a problem, never a
+  crash.
 - ``version`` is accepted and ignored on input (the store assigns it); tiers carry an extra
   ``level`` (default 0) that orders them for a dataset's single ``min_tier``.
 """
@@ -375,6 +378,9 @@ def load_policy_dir(
     return out
 
 
+NO_ALIASES = "anchors and aliases are not allowed (write each value out)"
+
+
 def _read_yaml(path: Path, where: str, problems: list[str]) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
@@ -382,12 +388,26 @@ def _read_yaml(path: Path, where: str, problems: list[str]) -> Any:
         problems.append(f"{where}: cannot read ({type(exc).__name__})")
         return None
     try:
-        data = yaml.safe_load(text)
+        aliases = [
+            event.start_mark.line + 1 if event.start_mark is not None else 0
+            for event in yaml.parse(text, Loader=yaml.SafeLoader)
+            if isinstance(event, yaml.AliasEvent)
+        ]
+        problems.extend(f"{where}: line {line}: {NO_ALIASES}" for line in sorted(set(aliases)))
+        if aliases:
+            return None
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark is not None else ""
         problems.append(f"{where}: {line}invalid YAML ({getattr(exc, 'problem', None) or exc})")
+        return None
+    except RecursionError:
+        problems.append(f"{where}: nests lists or mappings too deeply")
+        return None
+    except (ValueError, OverflowError) as exc:  # PyYAML's date and integer constructors
+        problems.append(f"{where}: a value cannot be read ({exc})")
         return None
     dupes = _duplicate_keys(node)
     problems.extend(f"{where}: line {line}: duplicate key {key!r}" for line, key in dupes)

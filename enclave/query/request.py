@@ -125,9 +125,6 @@ def _dataset(value: Any, problems: list[str]) -> str | None:
     if not isinstance(value, str) or not value:
         problems.append("'dataset' must be a non-empty string")
         return None
-    if not is_utf8(value):
-        problems.append("the body holds a lone surrogate, which is not valid Unicode text")
-        return None
     return value
 
 
@@ -144,8 +141,6 @@ def _query(
     if not isinstance(sql, str) or not sql.strip():
         problems.append(f"{at}'sql' must be a non-empty string")
         sql = ""
-    elif not is_utf8(sql):
-        problems.append(f"{at}the body holds a lone surrogate, which is not valid Unicode text")
     if eps is not None and acc is not None:
         problems.append(f"{at}give either 'epsilon' or 'accuracy', not both")
     epsilon = None if eps is None else grid_epsilon(eps, f"{at}'epsilon'", problems)
@@ -182,9 +177,6 @@ def _targets(value: Any, at: str, problems: list[str]) -> dict[str, float] | Non
     out: dict[str, float] = {}
     for column, entry in value.items():
         name = f"{at}accuracy[{_short(column)!r}]"
-        if not is_utf8(column):
-            problems.append(f"{at}the body holds a lone surrogate, which is not valid Unicode text")
-            continue
         if len(column) > MAX_NAME_CHARS:
             problems.append(f"{name}: a column name has at most {MAX_NAME_CHARS} characters")
             continue
@@ -203,11 +195,3 @@ def _targets(value: Any, at: str, problems: list[str]) -> dict[str, float] | Non
 
 def _short(text: str, limit: int = 64) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
-
-
-def is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

@@ -11,7 +11,7 @@ from typing import Any
 
 from enclave.errors import BadRequest, TierRefused
 from enclave.models import DatasetSpec, Tier
-from enclave.query.request import grid_epsilon, is_utf8
+from enclave.query.request import grid_epsilon
 from enclave.query.sqlcheck import suggest
 from enclave.synthetic.mst import SynthColumn, numeric_column
 
@@ -40,13 +40,13 @@ class SyntheticRequest:
         if unknown:
             problems.append(f"unknown field(s): {', '.join(map(str, unknown))}")
         dataset, columns = body.get("dataset"), body.get("columns")
-        if not isinstance(dataset, str) or not dataset or not is_utf8(dataset):
+        if not isinstance(dataset, str) or not dataset:
             problems.append("'dataset' must be a non-empty string")
         names: tuple[str, ...] = ()
         if (
             not isinstance(columns, list)
             or not MIN_COLUMNS <= len(columns) <= MAX_COLUMNS
-            or not all(isinstance(c, str) and c and is_utf8(c) for c in columns)
+            or not all(isinstance(c, str) and c for c in columns)
         ):
             problems.append(f"'columns' must list {MIN_COLUMNS} to {MAX_COLUMNS} column names")
         elif len({c.lower() for c in columns}) != len(columns):

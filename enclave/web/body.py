@@ -7,9 +7,10 @@
 - **On a deadline (408).** The whole body must arrive within ``server.body_timeout_s``; a
   client trickling bytes cannot hold a request open for longer.
 - **JSON only (415), strict (400).** No NaN/Infinity, no duplicate keys in an object
-  (``strict_json.py``), and no nesting deeper than ``MAX_DEPTH``. The decoder's own
-  recursion is bounded by Python's limit (far deeper bodies raise ``RecursionError`` in C,
-  refused as the same 400); the depth check itself is iterative.
+  (``strict_json.py``), no nesting deeper than ``MAX_DEPTH``, and no string (key or value)
+  that could not be kept (``inputs.text_problem``: NUL, lone surrogates), each one listed.
+  The decoder's own recursion is bounded by Python's limit (far deeper bodies raise
+  ``RecursionError`` in C, refused as the same 400); the depth check itself is iterative.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from enclave.errors import BadRequest, RequestTimeout, UnsupportedMediaType
+from enclave.inputs import invalid, text_problem
 from enclave.strict_json import DuplicateKey, loads_strict
 from enclave.web.keys import config_key
 
@@ -59,7 +61,40 @@ def parse_body(raw: bytes) -> Any:
         raise BadRequest("the body is not valid JSON") from None
     if depth(value) > MAX_DEPTH:
         raise too_deep
+    if problems := string_problems(value):
+        raise invalid(problems)
     return value
+
+
+def string_problems(value: Any) -> list[str]:
+    """Every string in ``value``, key or value, that ``text_problem`` refuses, by where it is
+    (``queries[0].sql``), in the body's order, without recursion."""
+    problems: list[str] = []
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, str):
+            if (problem := text_problem(node)) is not None:
+                problems.append(f"{where or '(the body)'}: {problem}")
+        elif isinstance(node, list):
+            stack.extend(reversed([(child, f"{where}[{i}]") for i, child in enumerate(node)]))
+        elif isinstance(node, dict):
+            for key in node:
+                if (problem := text_problem(key)) is not None:
+                    problems.append(f"{_at(where, key)} (a key): {problem}")
+            stack.extend(reversed([(child, _at(where, key)) for key, child in node.items()]))
+    return problems
+
+
+def _at(where: str, key: str) -> str:
+    return f"{where}.{_shown(key)}" if where else _shown(key)
+
+
+def _shown(key: str) -> str:
+    """A caller's key, cut short and printable, for a problem's text."""
+    short = key[:_SHOWN_KEY]
+    shown = short if short.isprintable() and short.isascii() else ascii(short)
+    return shown + ("…" if len(key) > _SHOWN_KEY else "")
 
 
 async def read_json(request: web.Request) -> Any:

@@ -1,4 +1,4 @@
-"""Request id, body-size guard, bearer authentication and the request rate limits.
+"""Request id, path and body-size guards, bearer authentication and the request rate limits.
 
 Order (outermost first): ``request_id_middleware`` → ``problem_middleware`` →
 ``auth_middleware``. Public routes (health, metrics, OpenAPI, console) skip authentication;
@@ -20,6 +20,7 @@ from enclave.audit.context import AuditContext
 from enclave.auth.principal import authenticate
 from enclave.errors import AuthenticationError, InvalidToken, PayloadTooLarge
 from enclave.ids import new_id
+from enclave.inputs import invalid, text_problem
 from enclave.web.keys import (
     audit_ctx_key,
     config_key,
@@ -44,9 +45,21 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     return response
 
 
+def path_problems(request: web.Request) -> list[str]:
+    """Every path parameter (``{id}``, ``{name}``) that could not be kept (a ``%00``): refused
+    before any handler looks it up or audits it."""
+    return [
+        f"{name}: {problem}"
+        for name, value in request.match_info.items()
+        if (problem := text_problem(value)) is not None
+    ]
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = request.match_info.route
+    if problems := path_problems(request):
+        raise invalid(problems)
     if is_public(route.handler) or route.resource is None:
         return await handler(request)
     cfg = request.app[config_key]

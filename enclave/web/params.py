@@ -2,7 +2,8 @@
 
 Every endpoint that takes query parameters reads them through ``QueryParams``: parameters it
 does not name are refused, so is a parameter given twice; integers are ASCII digits within a
-stated range (never ``str.isdigit``, which accepts ``²``), and an empty one is refused; an
+stated range (never ``str.isdigit``, which accepts ``²``), and an empty one is refused; a
+value holding NUL is refused (``inputs.text_problem``) and then counts as not given; an
 empty text, choice, date or cursor counts as not given; dates go through
 ``inputs.parse_when``; text is length-capped. ``done()`` raises one 400 listing every
 problem (a lone bad ``cursor`` is ``InvalidCursor``).
@@ -17,7 +18,14 @@ from collections.abc import Iterable
 from multidict import MultiMapping
 
 from enclave.errors import InvalidCursor
-from enclave.inputs import DEFAULT_PAGE, MAX_NAME_CHARS, MAX_PAGE, invalid, parse_when
+from enclave.inputs import (
+    DEFAULT_PAGE,
+    MAX_NAME_CHARS,
+    MAX_PAGE,
+    invalid,
+    parse_when,
+    text_problem,
+)
 
 _DIGITS = re.compile(r"^[0-9]{1,18}$", re.ASCII)
 _CURSOR_PROBLEM = "cursor: not one this server issued"
@@ -28,19 +36,23 @@ class QueryParams:
         self._query = query
         self._allowed = frozenset(allowed)
         self.problems: list[str] = []
+        self._bad: set[str] = set()  # given, but text that cannot be kept (already a problem)
         for name in sorted(set(query)):
             if name not in self._allowed:
                 self.problems.append(f"{_shown(name)}: unknown query parameter")
             elif len(query.getall(name)) > 1:
                 self.problems.append(f"{name}: given more than once")
+            elif (problem := text_problem(query[name])) is not None:
+                self.problems.append(f"{name}: {problem}")
+                self._bad.add(name)
 
     def _raw(self, name: str) -> str | None:
         value = self._query.get(name)
-        return None if value is None or value == "" else value
+        return None if value is None or value == "" or name in self._bad else value
 
     def integer(self, name: str, *, default: int | None, low: int, high: int) -> int | None:
         raw = self._query.get(name)  # given but empty is a problem, not the default
-        if raw is None:
+        if raw is None or name in self._bad:
             return default
         if not _DIGITS.match(raw) or not low <= int(raw) <= high:
             self.problems.append(f"{name}: must be a whole number from {low} to {high}")

@@ -86,3 +86,24 @@ def test_import_dry_run_then_apply(config_factory: Any, tmp_path: Path) -> None:
     ] * 2
     again = CliRunner().invoke(main, [*base, "--dry-run"])  # now each would be a second licence
     assert again.exit_code == 1 and "ann already holds licence lic_" in again.output
+
+
+def test_a_field_past_the_csv_limit_is_a_problem_not_a_crash(
+    config_factory: Any, tmp_path: Path
+) -> None:
+    """The csv module refuses a field over 131,072 characters by raising: that is a listed
+    problem (with its row), never a traceback, and nothing is issued."""
+    cfg = config_factory()
+    big = tmp_path / "big.csv"
+    big.write_text(
+        HEADER
+        + "ann,Uni A,open,visits,study,GB,2099-01-01\n"
+        + "ben,Uni B,open,visits,"
+        + "x" * 200_000
+        + ",GB,2099-01-01\n"
+    )
+    out = CliRunner().invoke(main, ["licence", "import", str(big), "--config", str(cfg.path)])
+    assert out.exit_code == 1, out.output
+    assert out.exception is None or isinstance(out.exception, SystemExit), out.exception
+    assert "row 3: cannot be read as CSV (field larger than field limit (131072))" in out.output
+    assert _state(cfg.store.url) == ([], [])

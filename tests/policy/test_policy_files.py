@@ -418,6 +418,41 @@ def test_folder_problems_carry_file_field_and_line(deployment: Path) -> None:
     assert sorted(found.tiers) == ["accredited", "open", "standard"]
 
 
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{b}: &{b} [" + ", ".join([f"*{a}"] * 10) + "]\n"
+    for a, b in zip("abcdefghijk", "bcdefghijkl", strict=True)
+)  # "l" stands for 10**12 values in a few hundred bytes
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (LAUGHS + "aggregates: *l\n", "anchors and aliases are not allowed"),
+        ("description: 2026-13-45\n", "a value cannot be read (month must be in 1..12)"),
+        ("level: 1" + "0" * 5000 + "\n", "a value cannot be read (Exceeds the limit"),
+        ("level: 0x" + "f" * 5000 + "\n", "level: must lie within 2**53"),
+        ("rate_limit_per_minute: 9007199254740993\n", "must lie within 2**53"),
+        ("zzz: " + "[" * 5000 + "]" * 5000 + "\n", "nests lists or mappings too deeply"),
+    ],
+    ids=["alias-bomb", "bad-date", "huge-int", "huge-hex", "past-2**53", "deep"],
+)
+def test_hostile_yaml_is_a_listed_problem_never_a_crash(
+    deployment: Path, extra: str, expected: str
+) -> None:
+    """Each of these once hung or raised out of the loader (``enclave policy check`` and the
+    first-start seed died with a traceback), or loaded a value the store could not write."""
+    pol = deployment / "policies"
+    key = extra.splitlines()[-1].split(":")[0]
+    lines = (pol / "tiers" / "open.yaml").read_text().splitlines()
+    kept = [line for line in lines if not line.startswith(f"{key}:")]
+    write(pol / "tiers" / "open.yaml", "\n".join(kept) + "\n" + extra)
+    found = load_policy_dir(pol, deployment / "data")
+    assert any(p.startswith("tiers/open.yaml: ") and expected in p for p in found.problems), (
+        found.problems
+    )
+    assert "open" not in found.tiers
+
+
 def cli() -> click.Group:
     from enclave.cli.policy import policy_group  # imported here: enclave.cli pulls every group
 

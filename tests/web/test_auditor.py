@@ -24,7 +24,7 @@ AUDIT_PATHS = [
     "/v1/audit/summary",
     "/v1/audit/key",
 ]
-HOSTILE_SQL = 'SELECT COUNT(*) AS n FROM visits -- "q" \\ \n\r\u2028\u2029 \U0001f600 é\x00'
+HOSTILE_SQL = 'SELECT COUNT(*) AS n FROM visits -- "q" \\ \n\r\u2028\u2029 \U0001f600 é\x7f'
 
 
 async def _activity(gw: Any) -> None:
