@@ -21,7 +21,8 @@ Claims: ``iss``, ``aud``, ``sub`` and ``exp`` are required; ``iss`` must equal
 ``auth.issuer`` exactly (checked again here, not only by pyjwt); ``aud`` must contain
 ``auth.audience``; ``exp``/``nbf``/``iat`` are checked with ``auth.leeway_s``; ``sub`` must be
 a non-empty string of at most 256 characters; ``jti``, when present, a non-empty string of at
-most 256 (a longer one could never be revoked: a revocation names at most 256). The header
+most 256 (a longer one could never be revoked: a revocation names at most 256); neither may
+hold a NUL or a lone surrogate (``inputs.text_problem``: no store could keep it). The header
 and the claims are JSON objects with no repeated member (``strict_json.py``): pyjwt would keep
 the last of two ``alg``s or ``sub``s silently, another reader the first. Every failure is an
 ``InvalidToken`` whose detail is a short fixed reason, never token text.
@@ -36,7 +37,7 @@ still checked on every use, and revocation is checked by the caller on every req
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, TypeGuard
 
 import jwt
 from jwt import exceptions as jwt_errors
@@ -46,6 +47,7 @@ from enclave.auth.jwks import JwksCache
 from enclave.auth.token_cache import token_digest
 from enclave.config import AuthConfig
 from enclave.errors import InvalidToken
+from enclave.inputs import text_problem
 from enclave.strict_json import DuplicateKey, loads_strict
 
 MAX_TOKEN_BYTES = 16 * 1024
@@ -172,12 +174,19 @@ async def verify_token(token: str, jwks: JwksCache, auth: AuthConfig) -> dict[st
     return claims
 
 
+def _id_text(value: Any) -> TypeGuard[str]:
+    """A ``sub`` or ``jti``: a non-empty string of at most ``MAX_ID_CHARS`` that a store can
+    keep (no NUL, no lone surrogate: both reach audit records and revocations)."""
+    fits = isinstance(value, str) and 0 < len(value) <= MAX_ID_CHARS
+    return fits and text_problem(value) is None
+
+
 def _check_claims(claims: dict[str, Any], auth: AuthConfig) -> None:
     """Belt and braces over pyjwt: shapes we rely on downstream."""
     if claims.get("iss") != auth.issuer:
         raise InvalidToken("issuer mismatch")
     sub = claims.get("sub")
-    if not isinstance(sub, str) or not sub.strip() or len(sub) > MAX_ID_CHARS:
+    if not _id_text(sub) or not sub.strip():
         raise InvalidToken("invalid subject")
     aud = claims.get("aud")
     audiences = [aud] if isinstance(aud, str) else aud
@@ -185,7 +194,7 @@ def _check_claims(claims: dict[str, Any], auth: AuthConfig) -> None:
         raise InvalidToken("audience mismatch")
     jti = claims.get("jti")
     # a jti longer than a revocation may name could never be revoked
-    if "jti" in claims and (not isinstance(jti, str) or not jti or len(jti) > MAX_ID_CHARS):
+    if "jti" in claims and not _id_text(jti):
         raise InvalidToken("invalid token id")
     exp = claims.get("exp")
     if isinstance(exp, bool) or not isinstance(exp, int | float):

@@ -227,6 +227,11 @@ async def test_missing_or_bad_kid(kp: KeyPaths, auth: AuthConfig, kid: Any) -> N
         ({"sub": 42}, "invalid subject"),
         ({"exp": "never"}, "malformed token"),
         ({"jti": 5}, "invalid token id"),
+        # text no store can keep: the subject and token id reach the audit record
+        ({"sub": "alice\x00"}, "invalid subject"),
+        ({"sub": "\ud800"}, "invalid subject"),
+        ({"jti": "j\x00"}, "invalid token id"),
+        ({"jti": "\udfff"}, "invalid token id"),
     ],
 )
 async def test_bad_claims(
