@@ -21,6 +21,7 @@ from enclave.config import Config
 from enclave.errors import Conflict, NotFound
 from enclave.governance.organisations import refuse_if_suspended
 from enclave.governance.risk import risks
+from enclave.inputs import text_problem
 from enclave.licence_import import ImportPlan, issue_import, plan_import
 from enclave.licences import (
     check_licence_policy,
@@ -31,10 +32,19 @@ from enclave.licences import (
 from enclave.models import Licence, utcnow
 from enclave.store.base import Store
 
+
+def _keepable(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Text an audit record can keep (no NUL, no lone surrogate from a non-UTF-8 argument)."""
+    if value is not None and (problem := text_problem(value)) is not None:
+        raise click.BadParameter(problem, param=param)
+    return value
+
+
 actor_option = click.option(
     "--actor",
     default="cli",
     show_default=True,
+    callback=_keepable,
     help="Who is making the change (recorded in the audit log).",
 )
 
@@ -172,7 +182,9 @@ async def refuse_without_second_admin(
                        "is on: propose it through the API for a second admin")  # fmt: skip
 
 
-reason_option = click.option("--reason", required=True, help="Why (kept in the audit log).")
+reason_option = click.option(
+    "--reason", required=True, callback=_keepable, help="Why (kept in the audit log)."
+)
 
 
 @licence_group.command("suspend")
@@ -254,7 +266,9 @@ def _draft(
 @config_option
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Check every row, list every problem, issue none.")
-@click.option("--reason", default=None, help="Recorded on each licence's audit record.")
+@click.option(
+    "--reason", default=None, callback=_keepable, help="Recorded on each licence's audit record."
+)
 @actor_option
 def import_(
     config_path: Path | None, csv_file: Path, dry_run: bool, reason: str | None, actor: str

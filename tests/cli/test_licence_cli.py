@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from enclave.audit.chain import verify
@@ -176,3 +177,15 @@ def test_issue_refuses_a_jurisdiction_the_tier_forbids(config_factory: Any) -> N
     assert "US is not allowed by tier 'accredited'" in out.output
     listed = CliRunner().invoke(main, ["licence", "list", "--config", str(cfg.path), "--json"])
     assert json.loads(listed.output) == []
+
+
+@pytest.mark.parametrize("bad", ["ops\x00", "ops\udcff"])  # \udcff: a non-UTF-8 argv byte
+@pytest.mark.parametrize("option", ["--actor", "--reason"])
+def test_text_no_audit_record_can_keep_is_refused_before_anything_runs(
+    config_factory: Any, bad: str, option: str
+) -> None:
+    cfg = config_factory()
+    args = ["licence", "suspend", "lic_x", "--config", str(cfg.path), "--reason", "review"]
+    out = CliRunner().invoke(main, [*args, option, bad])
+    assert out.exit_code == 2, out.output  # click's usage error, no traceback
+    assert f"Invalid value for '{option}'" in out.output
