@@ -70,7 +70,7 @@ async def plan_import(text: str, store: Store, registry: Registry, now: dt.datet
         try:
             lic = licence_from_json(body, now)
         except BadRequest as err:
-            plan.problems += [f"{where}: {p}" for p in err.detail.split("; ")]
+            plan.problems += [f"{where}: {p}" for p in err.problems or [err.detail]]
             plan.problems += [f"{where}: {p}" for p in found]
             continue
         if lic.id in ids or (await store.get_licence(lic.id)) is not None:

@@ -108,11 +108,10 @@ async def import_licences(request: web.Request) -> web.Response:
     reason = params.text("reason")  # a query parameter: at most MAX_NAME_CHARS
     if not dry_run and not (reason or "").strip():
         params.problems.append("reason: required to issue licences (kept in the audit log)")
-    params.done()
     text = await read_csv_text(request)
     plan = await plan_import(text, svc.store, svc.registry, svc.clock())
-    if plan.problems:
-        raise invalid(plan.problems)
+    if problems := [*params.problems, *plan.problems]:  # the parameters' and the rows', together
+        raise invalid(problems)
     if not dry_run:
         actx.action = "licence.create"
         await issue_import(

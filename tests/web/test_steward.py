@@ -134,6 +134,10 @@ async def test_import_dry_run_problems_then_all_or_none(make_gateway: Any) -> No
             "row 4: valid_until: required (a licence has a sunset date)",
         ]
     assert await gw.services.store.list_licences(None) == []
+    # no reason and bad rows: both listed in one answer
+    resp = await gw.client.post(url, data=bad.encode(), headers={**gw.auth(*ADMIN), **csv_headers})
+    problems = (await resp.json(content_type=None))["problems"]
+    assert resp.status == 400 and problems[0].startswith("reason: required") and len(problems) == 5
 
     good = HEADER + "ann,Uni A,standard,visits,study,GB,2099-01-01\n"
     good += 'ben,"Uni B, Health",open,visits,teaching,US,2099-06-30\n'
