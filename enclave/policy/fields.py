@@ -242,43 +242,46 @@ def _bounds(p: Problems, value: Any, kind: str, field: str) -> tuple[Any, Any] |
     if not isinstance(value, list) or len(value) != 2:
         p.add(field, "must be a list [low, high]")
         return None
-    parsed: list[Any] = []
-    for i, item in enumerate(value):
-        if kind == "int":
-            if isinstance(item, bool) or not isinstance(item, int):
-                p.add(f"{field}[{i}]", "must be an integer")
-                return None
-            if abs(item) > MAX_INT_BOUND:
-                p.add(f"{field}[{i}]", "must lie within ±2**53")
-                return None
-            parsed.append(item)
-        elif kind == "float":
-            number = read_decimal(p, item, f"{field}[{i}]", "must be a finite number")
-            if number is None:
-                return None
-            if abs(number) > Decimal(MAX_FLOAT_BOUND):
-                p.add(f"{field}[{i}]", "must lie within ±1e15")
-                return None
-            stored = stored_float(float(number))
-            if stored != number:
-                p.add(
-                    f"{field}[{i}]",
-                    f"{number} is off the stored grid: the bounded table keeps clamped floats "
-                    f"with {FLOAT_DECIMALS} decimals and would store it as {stored.normalize()}; "
-                    f"declare a multiple of 0.000001 that is stored exactly",
-                )
-                return None
-            parsed.append(float(number))
-        else:
-            day = _date(item)
-            if day is None:
-                p.add(f"{field}[{i}]", "must be a date YYYY-MM-DD")
-                return None
-            parsed.append(day)
+    parsed = [_bound(p, item, kind, f"{field}[{i}]") for i, item in enumerate(value)]
+    if parsed[0] is None or parsed[1] is None:  # each bad bound is listed
+        return None
     if not parsed[0] < parsed[1]:
         p.add(field, "low must be less than high")
         return None
     return (parsed[0], parsed[1])
+
+
+def _bound(p: Problems, item: Any, kind: str, where: str) -> Any:
+    """One bound of ``kind`` (int, float, date), or None with its problem added."""
+    if kind == "int":
+        if isinstance(item, bool) or not isinstance(item, int):
+            p.add(where, "must be an integer")
+            return None
+        if abs(item) > MAX_INT_BOUND:
+            p.add(where, "must lie within ±2**53")
+            return None
+        return item
+    if kind == "float":
+        number = read_decimal(p, item, where, "must be a finite number")
+        if number is None:
+            return None
+        if abs(number) > Decimal(MAX_FLOAT_BOUND):
+            p.add(where, "must lie within ±1e15")
+            return None
+        stored = stored_float(float(number))
+        if stored != number:
+            p.add(
+                where,
+                f"{number} is off the stored grid: the bounded table keeps clamped floats "
+                f"with {FLOAT_DECIMALS} decimals and would store it as {stored.normalize()}; "
+                f"declare a multiple of 0.000001 that is stored exactly",
+            )
+            return None
+        return float(number)
+    day = _date(item)
+    if day is None:
+        p.add(where, "must be a date YYYY-MM-DD")
+    return day
 
 
 def check_sensitivity(p: Problems, columns: Sequence[ColumnSpec], k: int) -> None:
