@@ -162,5 +162,6 @@ def _child_main(writer: Connection, fn: Callable[..., Any], args: tuple[Any, ...
             (log.name, logging.WARNING, f"preparation failed ({type(exc).__name__})")
         )
         result = ("error", "the dataset could not be prepared", collect.lines)
-    writer.send(result)
+    with contextlib.suppress(BrokenPipeError):  # the parent stopped waiting (its deadline)
+        writer.send(result)
     writer.close()
