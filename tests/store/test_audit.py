@@ -229,3 +229,24 @@ async def test_closed_store_refuses(backend: Any) -> None:
         await s.ping()
     with pytest.raises(AuditUnavailable):
         await s.append(draft())
+
+
+async def test_time_bounds_finer_than_a_millisecond_keep_every_record_in_its_window(
+    store: Any, backend: Any
+) -> None:
+    """Record times are kept to the millisecond; a bound given to the microsecond still puts
+    each record on the side of it that its time says (``until`` exclusive), so adjacent
+    windows neither drop nor repeat a record."""
+    backend.clock.now = dt.datetime(2026, 3, 1, 12, 0, 0, 71000, tzinfo=dt.UTC)
+    await store.append(draft())
+    (record,) = await store.audit_events(AuditFilter())
+    assert record.ts == "2026-03-01T12:00:00.071Z"
+    bound = backend.clock.now + dt.timedelta(microseconds=500)  # after the record's time
+
+    async def seqs(**kw: Any) -> list[int]:
+        return [r.seq for r in await store.audit_events(AuditFilter(**kw))]
+
+    assert await seqs(until=bound) == [1]
+    assert await seqs(since=bound) == []
+    rows = await store.audit_summary(since=bound)
+    assert rows == []
