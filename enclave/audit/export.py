@@ -191,8 +191,11 @@ def verify_export(
             continue
         try:
             obj = _parse(raw)
-        except ValueError:
+        except json.JSONDecodeError:
             problems.append(f"line {number} is not valid JSON")
+            break
+        except ValueError as exc:  # NaN, infinity, a repeated member name
+            problems.append(f"line {number} is not valid JSON: {exc}")
             break
         if not isinstance(obj, dict):
             problems.append(f"line {number} is not a JSON object")
@@ -203,6 +206,9 @@ def verify_export(
         if "signed_head" in obj:
             trailer = obj
             continue
+        if obj.keys() != _LINE_MEMBERS:
+            problems.append(f"line {number} does not hold exactly the record's fields")
+            break
         if not checker.feed(obj):
             break
         if saved is not None and obj.get("seq") == saved.seq:
@@ -243,7 +249,20 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object, refused if a member name repeats: the hash covers the last value, while a
+    reader (or ``grep``) may see the first."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("a member name repeats")
+    return obj
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, object_pairs_hook=_unique_members)
+#: The members of a record line: the record's fields, no more, no fewer (the hash covers the
+#: line without ``hash``, so a missing ``null`` or an extra member would change it for an
+#: independent verifier; ours must agree).
+_LINE_MEMBERS = frozenset(FIELDS)
 
 
 def _parse(raw: str | bytes) -> Any:

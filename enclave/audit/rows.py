@@ -77,10 +77,28 @@ def _loads_optional(text: Any) -> Any:
     return json.loads(text) if text is not None else None
 
 
+def _flag(value: Any) -> Any:
+    """A boolean column's value: a bool, or 0/1 as SQLite keeps it. Anything else (text such
+    as ``'false'``, which SQL reads as 0 and Python as true) is kept as it is, so it hashes
+    as what it is, never as whichever boolean a reader would take it for."""
+    if type(value) is bool:
+        return value
+    if type(value) is int and value in (0, 1):
+        return value == 1
+    return value
+
+
+def _flag_text(value: Any) -> str:
+    flag = _flag(value)
+    if type(flag) is not bool:
+        raise TypeError("unusual row")
+    return "true" if flag else "false"
+
+
 _DECODE: dict[str, Callable[[Any], Any]] = {
     "int": int,
     "float": float,
-    "bool": bool,
+    "bool": _flag,
     "list[str]": _loads_list,
     "dict[str, Any] | None": _loads_optional,
 }
@@ -134,7 +152,7 @@ _ROW_PARTS = {
     "str": "enc(arg[{i}])",
     "str | None": "('null' if (v := arg[{i}]) is None else enc(v))",
     "float": "(nums.get(v := arg[{i}]) or _number(v))",
-    "bool": "('true' if arg[{i}] else 'false')",
+    "bool": "_flag_text(arg[{i}])",
     "list[str]": "(texts.get(v := arg[{i}]) or _json(v, True))",
     "dict[str, Any] | None": "('null' if (v := arg[{i}]) is None else _json(v, False))",
 }
@@ -147,6 +165,7 @@ _canonical_text = compile_filler(
         "nums": _numbers,
         "texts": _json_texts,
         "_seq": _seq,
+        "_flag_text": _flag_text,
         "_number": _number,
         "_json": _json,
     },
@@ -334,7 +353,7 @@ _LINE_PARTS = {
     "str": "asc(arg[{i}])",
     "str | None": "('null' if (v := arg[{i}]) is None else asc(v))",
     "float": "(nums.get(v := arg[{i}]) or _line_number(v))",
-    "bool": "('true' if arg[{i}] else 'false')",
+    "bool": "_flag_text(arg[{i}])",
     "list[str]": "_line_roles_text(arg[{i}])",
     "dict[str, Any] | None": "('null' if (v := arg[{i}]) is None else line_json(loads(v)))",
 }
@@ -348,6 +367,7 @@ _line_text = compile_filler(
         "loads": json.loads,
         "line_json": line_json,
         "_line_seq": _line_seq,
+        "_flag_text": _flag_text,
         "_line_number": _line_number,
         "_line_roles_text": _line_roles_text,
     },

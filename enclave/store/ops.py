@@ -71,8 +71,16 @@ def _where(flt: AuditFilter, prefix: str = "") -> tuple[str, list[Any]]:
     for op, bound in ((">=", flt.since), ("<", flt.until)):
         if bound is not None:
             where.append(f"{prefix}ts {op} ?")
-            args.append(iso(bound))
+            args.append(iso(_ms_ceiling(bound)))
     return " AND ".join(where), args
+
+
+def _ms_ceiling(bound: dt.datetime) -> dt.datetime:
+    """``bound`` rounded up to the millisecond: times are kept to the millisecond, and a time
+    ``t`` lies at or after ``bound`` exactly when it lies at or after this (``iso`` alone would
+    round down, moving a record just before a finer ``until`` out of its window)."""
+    extra = bound.microsecond % 1000
+    return bound + dt.timedelta(microseconds=1000 - extra) if extra else bound
 
 
 async def audit_events(

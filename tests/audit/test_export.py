@@ -125,6 +125,25 @@ def test_verify_export_accepts_a_clean_file_and_checks_its_trailer() -> None:
             "did not sign",
         ),
         (lambda ls: [ls[0].replace('"seq":1', '"seq":NaN'), *ls[1:]], "not valid JSON"),
+        # A line must be exactly the record: the documented independent verifier hashes the
+        # line as written, so an extra member or a dropped null must not pass here either.
+        (
+            lambda ls: [ls[0], ls[1].replace('{"seq":2,', '{"seq":2,"note":"ok",'), *ls[2:]],
+            "line 2 does not hold exactly the record's fields",
+        ),
+        (
+            lambda ls: [ls[0].replace(',"reason":null', ""), *ls[1:]],
+            "line 1 does not hold exactly the record's fields",
+        ),
+        # A repeated member: the hash covers the last value, grep and some readers the first.
+        (
+            lambda ls: [ls[0], ls[1].replace('"actor":', '"actor":"bob","actor":', 1), *ls[2:]],
+            "line 2 is not valid JSON: a member name repeats",
+        ),
+        (
+            lambda ls: [ls[0], ls[1].replace('"detail":{', '"detail":{"n":9,', 1), *ls[2:]],
+            "line 2 is not valid JSON: a member name repeats",
+        ),
     ],
 )
 def test_verify_export_names_what_is_wrong(mutate: Any, fragment: str) -> None:

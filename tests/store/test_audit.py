@@ -7,15 +7,20 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from enclave.audit.chain import chain_hash, verify
+from enclave.audit.export import stream_jsonl, verify_export
 from enclave.audit.log import AuditFilter
 from enclave.audit.record import GENESIS_HASH
+from enclave.audit.signing import HeadSigner
 from enclave.errors import AuditUnavailable, StoreUnavailable
 from enclave.ledger.charge import CacheEntry
 from enclave.ledger.grid import Amount
 from enclave.models import parse_time
 from tests.store.conftest import charge, draft, licence
+
+_KEY = Ed25519PrivateKey.generate()
 
 
 async def _fill(store: Any, n: int) -> None:
@@ -229,3 +234,46 @@ async def test_closed_store_refuses(backend: Any) -> None:
         await s.ping()
     with pytest.raises(AuditUnavailable):
         await s.append(draft())
+
+
+async def test_time_bounds_finer_than_a_millisecond_keep_every_record_in_its_window(
+    store: Any, backend: Any
+) -> None:
+    """Record times are kept to the millisecond; a bound given to the microsecond still puts
+    each record on the side of it that its time says (``until`` exclusive), so adjacent
+    windows neither drop nor repeat a record."""
+    backend.clock.now = dt.datetime(2026, 3, 1, 12, 0, 0, 71000, tzinfo=dt.UTC)
+    await store.append(draft())
+    (record,) = await store.audit_events(AuditFilter())
+    assert record.ts == "2026-03-01T12:00:00.071Z"
+    bound = backend.clock.now + dt.timedelta(microseconds=500)  # after the record's time
+
+    async def seqs(**kw: Any) -> list[int]:
+        return [r.seq for r in await store.audit_events(AuditFilter(**kw))]
+
+    assert await seqs(until=bound) == [1]
+    assert await seqs(since=bound) == []
+    rows = await store.audit_summary(since=bound)
+    assert rows == []
+
+
+async def test_a_flag_stored_as_text_fails_verification(store: Any, backend: Any) -> None:
+    """``cached`` is a boolean: a cell rewritten to text SQL reads otherwise (SQLite reads
+    ``'false'`` as 0, Python as true) would let the summary count a cache hit as a fresh
+    release while the chain still verified. Any value but a boolean (0/1) breaks the chain."""
+    if backend.name != "sqlite":
+        pytest.skip("a PostgreSQL BOOLEAN column holds only booleans")
+    for i in range(3):
+        await store.append(draft(cached=i == 1))
+    await backend.guards_off()
+    await backend.raw("UPDATE audit SET cached = 'false' WHERE seq = 2")
+    assert (await store.audit_summary())[0].cache_hits == 0  # SQL reads it as not cached
+    result = await _verify(store)
+    assert (result.valid, result.first_bad_seq) == (False, 2)
+    stored, _ = await store.audit_verify(None, None, -1, 100_000)
+    assert (stored.valid, stored.first_bad_seq) == (False, 2)
+    (record,) = await store.audit_events(AuditFilter(), 1, 1)
+    assert record.cached == "false"  # shown as stored, not as a boolean it is not
+    lines = [line async for line in stream_jsonl(store, None, HeadSigner(_KEY).sign)]
+    offline = verify_export(b"".join(lines).splitlines())
+    assert (offline.result.valid, offline.result.first_bad_seq) == (False, 2)
