@@ -53,6 +53,10 @@ def _progress(count: int) -> None:
     click.echo(f"... {count:,} records checked", err=True)
 
 
+def _ledger_progress(count: int) -> None:
+    click.echo(f"... {count:,} records checked against the ledger", err=True)
+
+
 def _read_head(path: Path | None, key_path: Path | None) -> tuple[SignedHead | None, Any]:
     if path is None and key_path is None:
         return None, None
@@ -92,6 +96,11 @@ def _read_head(path: Path | None, key_path: Path | None) -> tuple[SignedHead | N
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A transparency report (JSON) to check against the --file export.",
 )
+@click.option(
+    "--ledger",
+    is_flag=True,
+    help="Also check the budget ledger, its totals and the grants against the records.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 def verify_command(
     config_path: Path | None,
@@ -99,13 +108,17 @@ def verify_command(
     head_path: Path | None,
     key_path: Path | None,
     report_path: Path | None,
+    ledger: bool,
     as_json: bool,
 ) -> None:
     """Recompute the hash chain; with --head and --key, check it extends a saved head; with
-    --report, check that a transparency report is the one the export gives."""
+    --report, check that a transparency report is the one the export gives; with --ledger,
+    check the store's budget ledger against the records."""
     saved, key = _read_head(head_path, key_path)
     if report_path is not None and file_path is None:
         raise click.UsageError("--report needs --file (the export to check it against)")
+    if ledger and file_path is not None:
+        raise click.UsageError("--ledger checks a store (--config), not an export file")
     if file_path is not None:
         with file_path.open("rb") as fh:
             verdict = export.verify_export(fh, saved, key, _progress)
@@ -114,7 +127,7 @@ def verify_command(
             problems += _report_problems(report_path, file_path, key)
     else:
         cfg = store_config(config_path)
-        result, problems = run(_verify_store(cfg, saved, key))
+        result, problems = run(_verify_store(cfg, saved, key, ledger))
         notes = []
     _report(result, problems, notes, as_json)
 
@@ -138,17 +151,18 @@ def _report_problems(report_path: Path, file_path: Path, key: Any) -> list[str]:
 
 
 async def _verify_store(
-    cfg: Config, saved: SignedHead | None, key: Any
+    cfg: Config, saved: SignedHead | None, key: Any, ledger: bool = False
 ) -> tuple[VerifyResult, list[str]]:
     async with connected_store(cfg.store.url) as store:
         watch = saved.seq if saved is not None else -1
         result, watched = await export.verify_store(store, None, _progress, watch=watch)
+        found = (await store.ledger_check(_ledger_progress))[1] if ledger else []
     problems = []
     if not result.valid:
         problems.append(f"chain broken at seq {result.first_bad_seq}: {result.reason}")
     if saved is not None:
         problems += export.head_problems(result, watched, saved, key)
-    return result, problems
+    return result, problems + [str(p) for p in found]
 
 
 def _report(result: VerifyResult, problems: list[str], notes: list[str], as_json: bool) -> None:

@@ -39,6 +39,10 @@ MAX_DELTA_UNITS = 10**15  # delta 1, exclusive for budgets
 DEFAULT_MIN_EPSILON = Decimal("0.001")
 DEFAULT_EPSILON = Decimal("0.1")  # a tier's default_epsilon when it sets none (within its bounds)
 
+#: a lifetime total (``ledger_totals``) stops growing here (far beyond any budget: 2**62 units),
+#: so adding one more charge (at most 10**12 units) never overflows a 64-bit column
+TOTAL_CAP = 2**62
+
 # Quantising a value already known to lie in [0, 10**6] needs at most 22 digits; 60 leaves room
 # for any digits the input carries (they are dropped by the rounding, not by the context).
 _CONTEXT = Context(prec=60)

@@ -20,7 +20,8 @@ from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from enclave.audit.log import AuditLog
+from enclave.audit.ledger_check import Problem
+from enclave.audit.log import AuditLog, Progress
 from enclave.audit.record import AuditDraft, AuditRecord
 from enclave.ledger.charge import CacheEntry, Charge, Debited
 from enclave.ledger.grid import Amount
@@ -198,6 +199,14 @@ class Store(AuditLog, Protocol):
     async def job_read(self, op: JobOp) -> list[Sequence[Any]]: ...
     async def job_write(self, op: JobOp) -> list[Sequence[Any]]:
         """Run ``op`` in its own write transaction."""
+
+    # --- the ledger checked against the audit chain (``enclave audit verify --ledger``) ---
+    async def ledger_check(
+        self, progress: Progress | None = None, every: int = 100_000
+    ) -> tuple[int, list[Problem]]:
+        """(records checked, every inconsistency) between the ledger, its lifetime totals,
+        the grants and the audit records (``audit/ledger_check.py``), read in one snapshot;
+        ``progress(count)`` every ``every`` records."""
 
     # --- schema and whole-store copy (``enclave store``) ---
     async def schema_version(self) -> int: ...

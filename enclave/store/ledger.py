@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Collection, Sequence
 
 from enclave.ledger.charge import LayerName
-from enclave.ledger.grid import Amount
+from enclave.ledger.grid import TOTAL_CAP, Amount
 from enclave.ledger.rule import SpentKey
 from enclave.models import iso
 from enclave.store import codec
@@ -28,9 +28,6 @@ LAYER_COLUMNS: dict[LayerName, str] = {
 }
 
 
-#: a running total stops growing here (far beyond any budget: 2**62 units), so adding one
-#: more charge (at most 10**12 units) never overflows a 64-bit column
-TOTAL_CAP = 2**62
 ADD_TOTAL_SQL = (
     "INSERT INTO ledger_totals (layer, key, dataset, epsilon_units, delta_units)"  # noqa: S608
     " VALUES (?, ?, ?, ?, ?) ON CONFLICT (layer, key, dataset) DO UPDATE SET"

@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from enclave.audit.chain import VerifyResult
+from enclave.audit.ledger_check import Problem
 from enclave.audit.log import AuditFilter, Progress
 from enclave.audit.record import AuditDraft, AuditRecord
 from enclave.audit.rows import SegmentJoiner, verify_segment
@@ -38,7 +39,7 @@ from enclave.ledger.charge import CacheEntry, Charge, Debited
 from enclave.ledger.grid import Amount
 from enclave.ledger.rule import SpentKey
 from enclave.models import utcnow
-from enclave.store import chain, jobs, ledger, ops, reserve
+from enclave.store import chain, jobs, ledger, ledger_audit, ops, reserve
 from enclave.store import grants as grant_ops
 from enclave.store import proposals as prop_ops
 from enclave.store.bulk import Importer, Snapshot
@@ -263,6 +264,17 @@ class SqlStore:
             if not joiner.add(verify_segment(await self.audit_rows(start, end), start, end, watch)):
                 break
         return joiner.result()
+
+    # --- the ledger against the chain ---
+
+    async def ledger_check(
+        self, progress: Progress | None = None, every: int = 100_000
+    ) -> tuple[int, list[Problem]]:
+        try:
+            async with self.driver.session(snapshot=True) as tx:
+                return await ledger_audit.check_ledger(tx, progress, every)
+        except self.driver.errors as exc:
+            raise StoreUnavailable("the state store cannot be read") from exc
 
     # --- schema and whole-store copy -------------------------------------------------------
 

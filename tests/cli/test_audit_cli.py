@@ -156,3 +156,17 @@ def test_a_missing_store_is_an_error_not_an_empty_valid_log(config_factory: Any)
         result = _cli(command, "--config", str(cfg.path), *extra)
         assert result.exit_code == 1 and "no store" in result.stderr
     assert not Path(sqlite_path(cfg.store.url)).exists()
+
+
+def test_verify_ledger_reports_charges_without_ledger_rows(deployment: Any, tmp_path: Path) -> None:
+    """These records were appended as released queries without a debit: the chain is valid,
+    the ledger check names every one of them."""
+    _, base = deployment
+    assert _cli("verify", *base).exit_code == 0
+    result = _cli("verify", *base, "--ledger")
+    assert result.exit_code == 1
+    assert "ledger at seq 2: the charged record has no ledger row" in result.stdout
+    assert "ledger at seq 1:" not in result.stdout  # outcome denied: charged nothing
+    out = tmp_path / "x.jsonl"
+    out.write_text("")
+    assert _cli("verify", "--file", str(out), "--ledger").exit_code == 2

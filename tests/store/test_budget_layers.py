@@ -13,10 +13,9 @@ import pytest
 
 from enclave.errors import BudgetExhausted
 from enclave.ledger.charge import Charge, Layer, LayerName
-from enclave.ledger.grid import Amount
+from enclave.ledger.grid import TOTAL_CAP, Amount
 from enclave.licence_grants import LEDGER_BOUND, Grant
 from enclave.store import schema
-from enclave.store.ledger import TOTAL_CAP
 from tests.spend import layer_spent
 from tests.store.conftest import draft, licence
 
