@@ -380,7 +380,9 @@ async def _admit(
     check_plan(plan, spec, tier, epsilon, n_groups)
     cache_key = _cache_key(plan, spec, epsilon)
     cached = await svc.store.get_cached(access.licence.id, cache_key)
-    priced = None if cached is not None else price_plan(plan, spec, tier, epsilon, n_groups)
+    priced = None
+    if cached is None:  # a new plan's calibration takes ms (tens with quantiles): off the loop
+        priced = await asyncio.to_thread(price_plan, plan, spec, tier, epsilon, n_groups)
     return Admitted(
         access=access,
         plan=plan,

@@ -55,9 +55,14 @@ from enclave.query.sqlcheck import (
     unparen,
 )
 
-__all__ = ["MAX_DEPTH", "MAX_SQL_CHARS", "parse_query"]
+__all__ = ["MAX_AGGREGATES", "MAX_DEPTH", "MAX_QUANTILES", "MAX_SQL_CHARS", "parse_query"]
 
 MAX_SQL_CHARS = 10_000
+# Pricing calibrates one OpenDP measurement per aggregate, a quantile's the dearest, and an
+# accuracy target re-prices the plan at each step of its search: the plan's shape, not only
+# its length, bounds the work done before any data is read.
+MAX_AGGREGATES = 64  # aggregates in one query
+MAX_QUANTILES = 10  # of which MEDIAN / QUANTILE_CONT
 PARSE_CACHE_SIZE = 1024  # plans kept; each key holds at most MAX_SQL_CHARS of text
 _DIALECT = DuckDB()
 _SELECT_CLAUSES = {  # labels for SELECT's arguments that name a clause
@@ -287,8 +292,13 @@ class _Builder:
             if any(isinstance(s, GroupColumn) and s.column == col.name for s in out):
                 refuse(f"column {col.name} is selected twice")
             out.append(GroupColumn(column=col.name, alias=alias or col.name))
-        if not any(isinstance(s, Aggregate) for s in out):
+        aggregates = [s for s in out if isinstance(s, Aggregate)]
+        if not aggregates:
             refuse("at least one aggregate (COUNT, SUM, AVG, MEDIAN, QUANTILE_CONT) is required")
+        if len(aggregates) > MAX_AGGREGATES:
+            refuse(f"a query may have at most {MAX_AGGREGATES} aggregates")
+        if sum(1 for a in aggregates if a.kind == "quantile") > MAX_QUANTILES:
+            refuse(f"a query may have at most {MAX_QUANTILES} quantiles (MEDIAN, QUANTILE_CONT)")
         for name in group_by:
             if not any(isinstance(s, GroupColumn) and s.column == name for s in out):
                 refuse(f"GROUP BY column {name} must also be selected")
