@@ -48,13 +48,9 @@ def score_constants(alpha: float) -> tuple[int, int, int]:
     exact = Fraction(alpha)
     if exact.denominator < APPROX_DENOMINATOR:
         num, den = exact.numerator, exact.denominator
-    else:
-        num, den = _round_half_away(alpha * APPROX_DENOMINATOR), APPROX_DENOMINATOR
+    else:  # OpenDP floors the float product (0.043 * 10000 = 429.99...: 429, not 430)
+        num, den = math.floor(alpha * APPROX_DENOMINATOR), APPROX_DENOMINATOR
     return num, den, U64_MAX // den
-
-
-def _round_half_away(value: float) -> int:
-    return int(math.floor(value + 0.5)) if value >= 0 else -int(math.floor(-value + 0.5))
 
 
 def histogram_arrays(values: Any) -> tuple[np.ndarray, np.ndarray]:

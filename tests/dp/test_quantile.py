@@ -103,3 +103,14 @@ def test_vector_and_exact_integer_scores_agree() -> None:
     assert rel.scores(hist).tolist() == exact.tolist()
     huge = {1.0: 2**61, 2.0: 2**61, 3.0: 5}  # sums past int64: the exact path, still a release
     assert rel(huge) in cands
+
+
+def test_score_constants_are_opendps_for_every_level() -> None:
+    """Every level from 0.001 to 0.999 and random ones: OpenDP's own (alpha_num, alpha_den),
+    read back from its scores of one value between two candidates (levels such as 0.043, whose
+    float product with 10000 falls just below a whole number, once answered 500)."""
+    rng = random.Random(7)
+    levels = [i / 1000 for i in range(1, 1000)] + [rng.random() for _ in range(200)]
+    for alpha in levels:
+        below, above = opendp_scores((0.0, 1.0), alpha, [0.5])  # num, then den - num
+        assert score_constants(alpha)[:2] == (below, below + above), alpha

@@ -243,3 +243,14 @@ async def test_cached_repeat_is_answered_without_pricing(make_gateway: Any) -> N
     fresh = await (await gw.query(SQL, epsilon=0.3, path="/v1/queries/estimate")).json()
     assert fresh["cached"] is False and fresh["accuracy"]["mean_cost"] == {"ci95": None}
     assert mechanisms._priced.cache_info().misses == info.misses + 1
+
+
+async def test_any_quantile_level_is_released(make_gateway: Any) -> None:
+    """Levels whose float product with OpenDP's 10000 falls just below a whole number (0.043,
+    0.141) are released like 0.05 (they once failed OpenDP's score check: 500)."""
+    gw = await make_gateway()
+    await gw.licence()
+    for level in (0.043, 0.141, 0.05):
+        sql = f"SELECT QUANTILE_CONT(cost, {level}) AS q FROM visits"  # noqa: S608
+        resp = await gw.query(sql, epsilon=0.5)
+        assert resp.status == 200, (level, await resp.text())
