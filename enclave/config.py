@@ -93,6 +93,7 @@ class JobsConfig:
     lease_s: float = 60.0  # a running job is claimed again if its runner stops renewing
     poll_s: float = 2.0  # how often an idle runner looks for queued jobs
     timeout_s: float = 1800.0  # one job's run is killed after this (charged: data was read)
+    max_active_per_licence: int = 8  # queued or running jobs of one licence; more: 429
 
 
 @dataclass(frozen=True)
@@ -314,6 +315,8 @@ def _check_jobs(s: dict[str, Any]) -> list[str]:
         problems.append("jobs.workers: at least 1; jobs.poll_s: positive, at most lease_s / 2")
     if not 0 < jobs.timeout_s <= 86400:
         problems.append("jobs.timeout_s: must be between 0 and 86400 seconds")
+    if not 1 <= jobs.max_active_per_licence <= 10_000:
+        problems.append("jobs.max_active_per_licence: must be from 1 to 10000")
     return problems
 
 

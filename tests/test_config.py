@@ -126,6 +126,8 @@ def test_a_boolean_is_never_a_number(tmp_path: Path, key: str) -> None:
         ("engine.prepare_workers", 0, "engine.threads, engine.workers"),
         ("engine.prepare_timeout_s", 0, "engine.prepare_timeout_s: must be between 0 and 86400"),
         ("engine.prepare_timeout_s", 86401, "engine.prepare_timeout_s: must be between 0"),
+        ("jobs.max_active_per_licence", 0, "jobs.max_active_per_licence: must be from 1"),
+        ("jobs.max_active_per_licence", 10_001, "jobs.max_active_per_licence: must be from 1"),
         ("policies.dir", "", "policies.dir: must be a non-empty path string"),
         ("policies.data_dir", "a\x00b", "policies.data_dir: must be a non-empty path string"),
     ]

@@ -104,6 +104,7 @@ async def submit(
             },
             svc.clock(),
         ),
+        svc.config.jobs.max_active_per_licence,
     )
     cost = adm.cost()
     detail = {"job_id": job.id, "estimated_epsilon": cost.epsilon_float}

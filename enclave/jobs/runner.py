@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from enclave.config import JobsConfig
-from enclave.errors import EnclaveError, ServiceUnavailable, describe
+from enclave.errors import EnclaveError, RateLimited, ServiceUnavailable, describe
 from enclave.jobs.job import Job, JobLost
 from enclave.models import utcnow
 from enclave.store import jobs
@@ -44,6 +44,7 @@ from enclave.store.base import Store
 log = logging.getLogger(__name__)
 
 FAILED_TEXT = "the job failed before any data was read; nothing was charged"
+JOB_RETRY_S = 30  # Retry-After of a submission refused for a full per-licence queue
 
 
 @dataclass
@@ -72,10 +73,24 @@ class JobRun:
         self.ended(state)
 
 
-async def enqueue(store: Store, job: Job) -> tuple[Job, bool]:
-    """Queue ``job`` (True), or join the active job of the same licence and request (False)."""
+async def enqueue(store: Store, job: Job, max_active: int) -> tuple[Job, bool]:
+    """Queue ``job`` (True), or join the active job of the same licence and request (False).
+
+    A licence holds at most ``max_active`` jobs queued or running (``RateLimited`` for one
+    more; joining a twin adds none), so one researcher's backlog cannot fill the queue that
+    every licence's jobs share. Counted before the insert: on PostgreSQL, submissions racing
+    each other may pass the cap by as many as race."""
+    twins = jobs.jobs_of(await store.job_read(jobs.active(job.licence_id, job.request_key)))
+    if twins:  # the same request is queued or running: join it
+        return twins[0], False
+    [(count,)] = await store.job_read(jobs.active_count(job.licence_id))
+    if int(count) >= max_active:
+        raise RateLimited(
+            f"this licence has {max_active} jobs queued or running; submit more when one ends",
+            JOB_RETRY_S,
+        )
     rows = await store.job_write(jobs.insert(job))
-    if not rows:  # the same request is queued or running: join it
+    if not rows:  # a twin was queued meanwhile: join it
         twins = jobs.jobs_of(await store.job_read(jobs.active(job.licence_id, job.request_key)))
         if twins:
             return twins[0], False

@@ -64,6 +64,14 @@ def active(licence_id: str, request_key: str) -> JobOp:
     )
 
 
+def active_count(licence_id: str) -> JobOp:
+    """How many jobs of ``licence_id`` are queued or running (one row)."""
+    return JobOp(
+        "SELECT COUNT(*) FROM jobs WHERE licence_id = ? AND state IN ('queued', 'running')",
+        (licence_id,),
+    )
+
+
 def claim(token: str, now: dt.datetime, lease_s: float, kinds: tuple[str, ...]) -> JobOp:
     """Claim the oldest claimable job of ``kinds``: queued, or running with a lapsed lease.
     The outer WHERE repeats the test, so of two runners racing for one row only one wins."""

@@ -115,6 +115,7 @@ async def submit(
             },
             svc.clock(),
         ),
+        svc.config.jobs.max_active_per_licence,
     )
     await svc.store.append(actx.draft("ok", epsilon=0.0, detail={"job_id": job.id}))
     actx.audited = True

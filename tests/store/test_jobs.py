@@ -131,3 +131,31 @@ async def test_a_clean_stop_hands_the_job_back_and_it_survives_a_reopen(
     finally:
         await reopened.close()
         await store.open()
+
+
+async def test_a_licence_holds_at_most_its_cap_of_active_jobs(store: Any, backend: Backend) -> None:
+    """One licence's backlog cannot fill the shared queue: past the cap a new request is
+    refused (429), a repeat of an active one still joins it, another licence is unaffected,
+    and a job that ends makes room."""
+    from enclave.errors import RateLimited
+    from enclave.jobs.runner import enqueue
+
+    def job(n: int, licence: str = "lic_1") -> Job:
+        now = dt.datetime.now(dt.UTC)
+        return queued(
+            f"job_{licence}_{n}", "synthetic", "alice", licence, "visits", f"k{n}", {}, now
+        )
+
+    for n in range(2):
+        assert (await enqueue(store, job(n), 2))[1] is True
+    with pytest.raises(RateLimited) as refused:
+        await enqueue(store, job(2), 2)
+    assert refused.value.status == 429 and "2 jobs queued or running" in refused.value.detail
+    joined, created = await enqueue(store, job(0), 2)  # the same request as job 0
+    assert (joined.id, created) == ("job_lic_1_0", False)
+    assert (await enqueue(store, job(0, "lic_2"), 2))[1] is True
+    claimed = await _claim(store, backend, "runner-a")
+    assert claimed is not None and claimed.licence_id == "lic_1"
+    await store.job_write(jobs.finish(claimed, "done", {}, backend.clock()))
+    assert (await enqueue(store, job(2), 2))[1] is True
+    assert len(jobs.jobs_of(await store.job_read(jobs.active("lic_1", "k2")))) == 1
