@@ -17,7 +17,8 @@ Tier
 - ``group_by.allow_undeclared_keys`` turned on; ``filters`` turned on; an aggregate kind added;
 - a jurisdiction opened (``allowed_jurisdictions`` gains a code, or becomes empty = any);
 - ``level`` raised (the tier then reaches datasets whose ``min_tier`` is a lower tier);
-- DP synthetic releases allowed (``synthetic.allowed`` turned on) or their cap raised.
+- DP synthetic releases allowed (``synthetic.allowed`` turned on) or their cap raised;
+- ``organisation_budget`` raised, or removed (no limit on an organisation's spend).
 
 Dataset
 - a new dataset;
@@ -25,11 +26,13 @@ Dataset
   rule alone);
 - ``min_tier`` changed (who may query it: any change is treated as opening it);
 - a column added, or the ``source`` changed (new data exposed);
+- ``total_budget`` raised, or removed (no limit on everyone's spend);
 - restored from ``retired``; unfrozen.
 
 Licence
 - reactivated (``suspended`` → ``active``);
-- a dataset added; the tier or the jurisdiction changed;
+- a dataset added; the tier, the jurisdiction or the organisation changed (its spend then
+  counts against another organisation's budget);
 - the validity window widened (``valid_from`` earlier or ``valid_until`` later).
 
 A budget grant always raises risk (``GRANT_RISK``). Nothing here reads the store or the clock.
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from enclave.ledger.grid import Amount
 from enclave.models import DatasetSpec, Licence, Tier
 
 GRANT_RISK = "a budget grant raises the licence's limit"
@@ -60,6 +64,20 @@ def risks(
 
 def _raised(name: str, old: int | Decimal, new: int | Decimal) -> list[str]:
     return [f"{name} raised from {old} to {new}"] if new > old else []
+
+
+def _budget_raised(name: str, old: Amount | None, new: Amount | None) -> list[str]:
+    """A shared budget (``None``: no limit) raised on either part, or removed."""
+    if old is None:
+        return []  # no limit already
+    if new is None:
+        return [f"{name} removed (no limit)"]
+    if new.epsilon > old.epsilon or new.delta > old.delta:
+        return [
+            f"{name} raised from epsilon {old.epsilon_decimal}, delta {old.delta_decimal} "
+            f"to epsilon {new.epsilon_decimal}, delta {new.delta_decimal}"
+        ]
+    return []
 
 
 def _opened(name: str, old: tuple[str, ...] | None, new: tuple[str, ...] | None) -> list[str]:
@@ -111,6 +129,9 @@ def _tier(before: Tier | None, after: Tier) -> list[str]:
     out += _raised(
         "synthetic.max_epsilon", before.synthetic_max_epsilon, after.synthetic_max_epsilon
     )
+    out += _budget_raised(
+        "organisation_budget", before.organisation_budget, after.organisation_budget
+    )
     return out
 
 
@@ -127,6 +148,7 @@ def _dataset(before: DatasetSpec | None, after: DatasetSpec) -> list[str]:
         out.append(f"columns added: {', '.join(added)}")
     if after.source != before.source:
         out.append("source changed")
+    out += _budget_raised("total_budget", before.total_budget, after.total_budget)
     if before.retired and not after.retired:
         out.append("restored from retired")
     if before.frozen is not None and after.frozen is None:
@@ -144,6 +166,8 @@ def _licence(before: Licence, after: Licence) -> list[str]:
         out.append(f"tier changed from {before.tier!r} to {after.tier!r}")
     if after.jurisdiction != before.jurisdiction:
         out.append(f"jurisdiction changed from {before.jurisdiction} to {after.jurisdiction}")
+    if after.organization != before.organization:
+        out.append(f"organisation changed from {before.organization!r} to {after.organization!r}")
     if after.valid_from < before.valid_from or after.valid_until > before.valid_until:
         out.append("validity window widened")
     return out

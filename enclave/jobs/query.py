@@ -8,7 +8,8 @@ the release cache at once, free, exactly as ``POST /v1/queries`` answers it (no 
 ``query`` job is queued (one active job per licence and query: a repeat while it runs joins
 it) and the submission audited ``query.submit`` (nothing spent).
 
-``run`` is the job's handler (``jobs/runner.py``). It admits the query again as its owner
+``run`` is the job's handler (``jobs/runner.py``). A job whose token was revoked since ends
+``failed``, uncharged. It admits the query again as its owner
 (without counting the rate limit twice): whatever changed since the submission (licence,
 tier, dataset version, budget, and the budget reservation made last, before the data is read)
 ends the job ``failed`` with no charge; a release of the same
@@ -42,7 +43,7 @@ from enclave.errors import (
 )
 from enclave.ids import new_id
 from enclave.jobs.job import Job, JobOp, queued
-from enclave.jobs.runner import Handler, JobRun, enqueue
+from enclave.jobs.runner import Handler, JobRun, enqueue, require_unrevoked
 from enclave.models import Principal, Release
 from enclave.query.request import QueryRequest
 from enclave.services import Services
@@ -101,6 +102,7 @@ async def submit(
                 "body": request_body(req),
                 "version": access.spec.version,
                 "audit": actx.origin(),
+                "jti": principal.jti,
             },
             svc.clock(),
         ),
@@ -139,6 +141,7 @@ async def _run(svc: Services, run: JobRun) -> None:
     principal = Principal(subject=job.owner, roles=frozenset({"researcher"}))
     query_id = new_id("q")
     try:
+        await require_unrevoked(svc.store, job)
         adm = await pipeline.admit_run(
             svc, principal, _request(job.request["body"]), actx, count=False
         )

@@ -16,6 +16,10 @@ a job outlives the process that accepted it:
   renewal finds the job gone, and its final write cannot land: a job's end is written only
   while its claim holds it (``JobLost``), in the same transaction as its charge.
 
+A job keeps the ``jti`` of the token that submitted it; each handler calls
+``require_unrevoked`` when it starts (every attempt, before any data is read), so revoking
+that token stops its queued jobs as it stops its requests: they end ``failed``, uncharged.
+
 A handler owns its job's end: it calls ``finish`` (no charge) or ends it inside
 ``Store.debit`` (charged, ``store/jobs.py``). If the store cannot be written
 (``ServiceUnavailable``) the job is left as it is: its lease lapses and it runs again later
@@ -35,7 +39,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from enclave.config import JobsConfig
-from enclave.errors import EnclaveError, RateLimited, ServiceUnavailable, describe
+from enclave.errors import (
+    EnclaveError,
+    RateLimited,
+    RevokedToken,
+    ServiceUnavailable,
+    describe,
+)
 from enclave.jobs.job import Job, JobLost
 from enclave.models import utcnow
 from enclave.store import jobs
@@ -95,6 +105,13 @@ async def enqueue(store: Store, job: Job, max_active: int) -> tuple[Job, bool]:
         if twins:
             return twins[0], False
     return job, bool(rows)
+
+
+async def require_unrevoked(store: Store, job: Job) -> None:
+    """``RevokedToken`` if the token that submitted ``job`` has been revoked since."""
+    jti = job.request.get("jti")
+    if isinstance(jti, str) and await store.is_revoked(jti):
+        raise RevokedToken("the token that submitted this job has been revoked")
 
 
 Handler = Callable[[JobRun], Coroutine[Any, Any, None]]

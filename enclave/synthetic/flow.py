@@ -8,11 +8,12 @@ the job (one active job per licence and request: a repeat while it runs joins it
 submission (nothing spent).
 
 ``run`` is the job's handler (``jobs/runner.py``). It re-checks what may have changed since
-the submission (dataset version, licence, tier, budget: refusals end the job ``failed`` with
-no charge), prepares the bounded table, reserves the requested epsilon on every budget layer
-(``store/reserve.py``; refused: ``failed``, no charge, nothing read), and then, with the data
-read in a child process (``synthetic/mst.py``), every outcome is charged, in one store
-transaction with the job's end (which turns the reservation into the charge):
+the submission (the submitting token revoked, dataset version, licence, tier, budget:
+refusals end the job ``failed`` with no charge), prepares the bounded table, reserves the
+requested epsilon on every budget layer (``store/reserve.py``; refused: ``failed``, no
+charge, nothing read), and then, with the data read in a child process
+(``synthetic/mst.py``), every outcome is charged, in one store transaction with the job's
+end (which turns the reservation into the charge):
 
 - done: the charge is OpenDP's privacy map of the release rounded up to the ledger's grid
   (never above the requested epsilon), the release is kept in the cache and audited ``ok``;
@@ -40,7 +41,7 @@ from enclave.engine.child import ChildPool
 from enclave.errors import BudgetExhausted, EnclaveError, NotFound, ServiceUnavailable, describe
 from enclave.ids import new_id
 from enclave.jobs.job import Job, queued
-from enclave.jobs.runner import Handler, JobRun, enqueue
+from enclave.jobs.runner import Handler, JobRun, enqueue, require_unrevoked
 from enclave.ledger.charge import CacheEntry, Charge
 from enclave.ledger.grid import Amount
 from enclave.models import DatasetSpec, Licence, Principal
@@ -112,6 +113,7 @@ async def submit(
                 "body": req.to_json(),
                 "version": spec.version,
                 "audit": {**actx.origin(), "tier": tier.name},
+                "jti": principal.jti,
             },
             svc.clock(),
         ),
@@ -277,6 +279,10 @@ async def _recheck(
 ) -> tuple[DatasetSpec, Licence, tuple[layers.LayerBudget, ...]] | str:
     """What changed since the submission and now refuses the job (no data read), or the
     dataset, the licence and every budget layer to charge against."""
+    try:
+        await require_unrevoked(svc.store, job)
+    except EnclaveError as exc:
+        return f"refused since the request: {exc.detail}"
     spec = await svc.registry.dataset(job.dataset)
     if spec is None or spec.retired or spec.version != job.request["version"]:
         return "the dataset changed since the request; submit it again"

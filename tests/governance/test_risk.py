@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from enclave.governance.risk import risks
+from enclave.ledger.grid import Amount
 from enclave.models import ColumnSpec, DatasetSpec, Licence, Tier
 
 TIER = Tier(
+    organisation_budget_epsilon=Decimal("10"),
     name="standard",
     description="",
     aggregates=frozenset({"count", "sum"}),
@@ -31,7 +33,7 @@ AGE = ColumnSpec(name="age", type="int", bounds=(0, 120))
 DATASET = DatasetSpec(
     name="visits", description="", source="visits.parquet", source_path="/d/visits.parquet",
     privacy_unit="pid", max_rows_per_unit=5, min_tier=("standard",),
-    allowed_jurisdictions=("GB",), columns=(AGE,),
+    allowed_jurisdictions=("GB",), columns=(AGE,), total_budget=Amount.limit(Decimal("20")),
 )  # fmt: skip
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 LICENCE = Licence(
@@ -63,6 +65,11 @@ LICENCE = Licence(
         ({"level": 2}, "level raised from 1 to 2"),
         ({"synthetic_allowed": True}, "synthetic.allowed turned on"),
         ({"synthetic_max_epsilon": Decimal("1")}, "synthetic.max_epsilon raised from 0 to 1"),
+        ({"organisation_budget_epsilon": None}, "organisation_budget removed (no limit)"),
+        (
+            {"organisation_budget_epsilon": Decimal("11")},
+            "organisation_budget raised from epsilon 10, delta 0 to epsilon 11, delta 0",
+        ),
     ],
 )
 def test_each_tier_rule_that_raises_risk(change: dict[str, Any], reason: str) -> None:
@@ -90,6 +97,7 @@ def test_a_lifetime_budget_that_starts_renewing_raises_risk() -> None:
         {"level": 0},
         {"description": "reworded"},
         {"min_epsilon_per_query": Decimal("0.01")},
+        {"organisation_budget_epsilon": Decimal("9")},
     ],
 )
 def test_tier_changes_that_keep_or_lower_risk(change: dict[str, Any]) -> None:
@@ -113,6 +121,11 @@ def test_a_new_tier_or_dataset_raises_risk_and_reasons_accumulate() -> None:
         ({"columns": (AGE, ColumnSpec(name="sex", type="category", values=("f", "m")))},
          "columns added: sex"),
         ({"source": "other.parquet"}, "source changed"),
+        ({"total_budget": None}, "total_budget removed (no limit)"),
+        (
+            {"total_budget": Amount.limit(Decimal("30"))},
+            "total_budget raised from epsilon 20, delta 0 to epsilon 30, delta 0",
+        ),
     ],
 )  # fmt: skip
 def test_each_dataset_rule_that_raises_risk(change: dict[str, Any], reason: str) -> None:
@@ -126,6 +139,8 @@ def test_restoring_and_unfreezing_a_dataset_raise_risk_retiring_and_freezing_do_
     assert risks(DATASET, retired) == [] and risks(DATASET, frozen) == []
     assert risks(DATASET, replace(DATASET, columns=())) == []  # a column removed
     assert risks(DATASET, replace(DATASET, description="x", max_rows_per_unit=3)) == []
+    assert risks(DATASET, replace(DATASET, total_budget=Amount.limit(Decimal("5")))) == []
+    assert risks(replace(DATASET, total_budget=None), DATASET) == []  # a cap set: narrower
 
 
 @pytest.mark.parametrize(
@@ -137,6 +152,7 @@ def test_restoring_and_unfreezing_a_dataset_raise_risk_retiring_and_freezing_do_
         ({"jurisdiction": "US"}, "jurisdiction changed from GB to US"),
         ({"valid_until": T0 + dt.timedelta(days=400)}, "validity window widened"),
         ({"valid_from": T0 - dt.timedelta(days=1)}, "validity window widened"),
+        ({"organization": "Other"}, "organisation changed from 'Uni' to 'Other'"),
     ],
 )
 def test_each_licence_rule_that_raises_risk(change: dict[str, Any], reason: str) -> None:
@@ -150,7 +166,6 @@ def test_each_licence_rule_that_raises_risk(change: dict[str, Any], reason: str)
         {"datasets": ()},
         {"valid_until": T0 + dt.timedelta(days=30)},
         {"purpose": "renamed"},
-        {"organization": "Other"},
     ],
 )
 def test_licence_changes_that_keep_or_lower_risk(change: dict[str, Any]) -> None:
