@@ -41,6 +41,7 @@ is submitted, and again, without counting the rate limit, when a runner claims i
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -53,7 +54,7 @@ from enclave.audit.context import AuditContext
 from enclave.budget_layers import LayerBudget
 from enclave.charged import ChargedQuery, read_and_release
 from enclave.dp.accuracy import bounding_note
-from enclave.dp.mechanisms import PricedPlan, check_plan, price_plan
+from enclave.dp.mechanisms import PricedPlan, cheap_to_price, check_plan, price_plan
 from enclave.dp.target import Chosen, choose_epsilon
 from enclave.dummy import DummyRequest, dummy_detail, render_dummy
 from enclave.errors import BadRequest, EnclaveError, NotFound, SpendNeedsConfirmation
@@ -381,8 +382,9 @@ async def _admit(
     cache_key = _cache_key(plan, spec, epsilon)
     cached = await svc.store.get_cached(access.licence.id, cache_key)
     priced = None
-    if cached is None:  # a new plan's calibration takes ms (tens with quantiles): off the loop
-        priced = await asyncio.to_thread(price_plan, plan, spec, tier, epsilon, n_groups)
+    if cached is None:
+        price = functools.partial(price_plan, plan, spec, tier, epsilon, n_groups)
+        priced = price() if cheap_to_price(plan) else await asyncio.to_thread(price)
     return Admitted(
         access=access,
         plan=plan,

@@ -413,3 +413,16 @@ def test_plan_text_is_computed_once_and_equal_for_equal_plans() -> None:
     again = make_plan(Aggregate("count", "n"))
     assert again.normalized() == plan.normalized()
     assert make_plan(Aggregate("count", "m")).normalized() != plan.normalized()
+
+
+def test_only_small_plans_without_quantiles_are_priced_on_the_event_loop() -> None:
+    from enclave.dp.mechanisms import CHEAP_AGGREGATES, cheap_to_price
+    from enclave.query.parse import parse_query
+    from tests.query.test_parse import visits_spec
+
+    spec = visits_spec()
+    counts = ", ".join(f"COUNT(*) AS c{i}" for i in range(CHEAP_AGGREGATES))
+    assert cheap_to_price(parse_query(f"SELECT {counts} FROM visits", spec))  # noqa: S608
+    more = counts + ", SUM(cost) AS s"
+    assert not cheap_to_price(parse_query(f"SELECT {more} FROM visits", spec))  # noqa: S608
+    assert not cheap_to_price(parse_query("SELECT MEDIAN(cost) AS m FROM visits", spec))
