@@ -31,15 +31,9 @@ from enclave.audit.log import decimal_text
 from enclave.audit.record import AuditRecord
 from enclave.audit.transparency import CHARGED_FAILURES, RELEASES
 from enclave.ledger.grid import TOTAL_CAP, Amount, stored_units
+from enclave.ledger.rule import Sums, add_row
 
 GRANT_ACTION = "licence.grant"
-#: a ledger row's layer keys, by position in ``LedgerRow``: (layer, attribute)
-LAYERS = (
-    ("licence", "licence_id"),
-    ("subject", "subject"),
-    ("organisation", "organization"),
-    ("dataset", "dataset"),
-)
 
 
 def charges(record: AuditRecord) -> bool:
@@ -111,7 +105,7 @@ class LedgerCheck:
     the lifetime totals (``totals``); ``problems`` holds every inconsistency found."""
 
     problems: list[Problem] = field(default_factory=list)
-    sums: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
+    sums: Sums = field(default_factory=dict)
     checked: int = 0
 
     def page(
@@ -159,12 +153,7 @@ class LedgerCheck:
         self.problems.append(Problem(seq, text))
 
     def _add(self, row: LedgerRow) -> None:
-        for layer, attribute in LAYERS:
-            key = getattr(row, attribute)
-            if key is not None:
-                found = self.sums.setdefault((layer, key, row.dataset), [0, 0])
-                found[0] += row.epsilon_units
-                found[1] += row.delta_units
+        add_row(self.sums, lambda column: getattr(row, column), row.epsilon_units, row.delta_units)
 
     def _ledger(self, record: AuditRecord, rows: list[LedgerRow]) -> None:
         seq = record.seq

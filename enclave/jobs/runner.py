@@ -90,9 +90,13 @@ async def enqueue(store: Store, job: Job, max_active: int) -> tuple[Job, bool]:
     more; joining a twin adds none), so one researcher's backlog cannot fill the queue that
     every licence's jobs share. Counted before the insert: on PostgreSQL, submissions racing
     each other may pass the cap by as many as race."""
-    twins = jobs.jobs_of(await store.job_read(jobs.active(job.licence_id, job.request_key)))
-    if twins:  # the same request is queued or running: join it
-        return twins[0], False
+
+    async def twin() -> Job | None:  # the same request, queued or running
+        found = await store.job_read(jobs.active(job.licence_id, job.request_key))
+        return next(iter(jobs.jobs_of(found)), None)
+
+    if (joined := await twin()) is not None:
+        return joined, False
     [(count,)] = await store.job_read(jobs.active_count(job.licence_id))
     if int(count) >= max_active:
         raise RateLimited(
@@ -100,10 +104,8 @@ async def enqueue(store: Store, job: Job, max_active: int) -> tuple[Job, bool]:
             JOB_RETRY_S,
         )
     rows = await store.job_write(jobs.insert(job))
-    if not rows:  # a twin was queued meanwhile: join it
-        twins = jobs.jobs_of(await store.job_read(jobs.active(job.licence_id, job.request_key)))
-        if twins:
-            return twins[0], False
+    if not rows and (joined := await twin()) is not None:  # queued meanwhile: join it
+        return joined, False
     return job, bool(rows)
 
 

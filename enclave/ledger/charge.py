@@ -16,6 +16,13 @@ from enclave.ledger.grid import Amount
 #: the budget layers, innermost first (``budget_layers.py``); a ledger column sums each
 LayerName = Literal["licence", "subject", "organisation", "dataset"]
 LAYER_NAMES: tuple[LayerName, ...] = ("licence", "subject", "organisation", "dataset")
+#: the ledger column each layer sums over (fixed names: safe in SQL text)
+LAYER_COLUMNS: dict[LayerName, str] = {
+    "licence": "licence_id",
+    "subject": "subject",
+    "organisation": "organization",
+    "dataset": "dataset",
+}
 #: a refusal's detail per layer: which budget is short, never how much others spent
 EXHAUSTED: dict[LayerName, str] = {
     "licence": "not enough is left of the licence's privacy budget for this dataset",

@@ -6,10 +6,10 @@ must fit the layer's limit. Pure functions of what the store read; no SQL.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from enclave.errors import BudgetExhausted
-from enclave.ledger.charge import EXHAUSTED, Charge, LayerName
+from enclave.ledger.charge import EXHAUSTED, LAYER_COLUMNS, Charge, LayerName
 from enclave.ledger.grid import Amount
 
 #: a spent total asked for: (layer, key, dataset, since)
@@ -20,6 +20,8 @@ Slot = tuple[LayerName, str, str]
 Held = dict[LayerName, Amount]
 #: a live reservation: (licence, subject, organisation, dataset, amount)
 Reserved = tuple[str, str | None, str | None, str, Amount]
+#: running sums of ledger rows per (layer, key, dataset): [epsilon units, delta units]
+Sums = dict[tuple[str, str, str], list[int]]
 #: the position in ``Reserved`` that each layer matches (the dataset layer: every one)
 _POSITION: dict[LayerName, int] = {"licence": 0, "subject": 1, "organisation": 2}
 
@@ -82,3 +84,15 @@ def fit(
     for slot in slots:
         extra[slot] = extra.get(slot, Amount()).plus(charge.cost)
     return after
+
+
+def add_row(sums: Sums, column: Callable[[str], object], epsilon: int, delta: int) -> None:
+    """Add one ledger row (``column(name)``: its value in that column) to the running sum of
+    every layer key it names on its dataset, as the lifetime totals (``ledger_totals``) are."""
+    dataset = str(column("dataset"))
+    for layer, name in LAYER_COLUMNS.items():
+        key = column(name)
+        if key is not None:
+            found = sums.setdefault((layer, str(key), dataset), [0, 0])
+            found[0] += epsilon
+            found[1] += delta

@@ -24,7 +24,7 @@ from enclave.errors import BudgetExhausted
 from enclave.jobs.job import JobOp
 from enclave.ledger.charge import LAYER_NAMES, CacheEntry, Charge, Debited
 from enclave.ledger.grid import Amount
-from enclave.ledger.rule import Slot, fit, held_on, layer_keys
+from enclave.ledger.rule import Slot, fit, held_on, layer_keys, reserved
 from enclave.store import codec, jobs, reserve
 from enclave.store.driver import Tx, marks
 from enclave.store.ledger import ADD_TOTAL_SQL, spent_many, total_rows
@@ -119,7 +119,7 @@ async def debit_batch(
     added: dict[Slot, Amount] = {}
     # the batch's own reservations, until their entry is checked (then its charge counts)
     pending = {
-        i: (c.licence_id, c.subject, c.organization, c.dataset, taken.live[c.reservation])
+        i: (*reserved(c)[:4], taken.live[c.reservation])
         for i, e in enumerate(entries)
         if (c := e.charge) is not None and c.reservation is not None and taken.covers(c)
     }

@@ -12,21 +12,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection, Sequence
 
-from enclave.ledger.charge import LayerName
+from enclave.ledger.charge import LAYER_COLUMNS, LayerName
 from enclave.ledger.grid import TOTAL_CAP, Amount
 from enclave.ledger.rule import SpentKey
 from enclave.models import iso
 from enclave.store import codec
 from enclave.store.driver import Tx
-
-#: the ledger column each layer sums over (fixed names: safe in SQL text)
-LAYER_COLUMNS: dict[LayerName, str] = {
-    "licence": "licence_id",
-    "subject": "subject",
-    "organisation": "organization",
-    "dataset": "dataset",
-}
-
 
 ADD_TOTAL_SQL = (
     "INSERT INTO ledger_totals (layer, key, dataset, epsilon_units, delta_units)"  # noqa: S608

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from enclave.ledger.grid import stored_units
+from enclave.ledger.rule import Sums, add_row
 from enclave.store.driver import Tx
 
 PAGE = 5000
@@ -41,10 +42,11 @@ async def convert_ledger(tx: Tx) -> None:
 
 async def fill_totals(tx: Tx) -> None:
     """Migration 8: ``ledger_totals`` from the ledger's rows, one total per budget layer key
-    (``ops.LAYER_KEYS``) and dataset, summed in Python (SQLite's ``SUM`` raises on overflow)."""
+    and dataset (``ledger/rule.add_row``), summed in Python (SQLite's ``SUM`` raises on
+    overflow)."""
     from enclave.store.ledger import add_totals
 
-    totals: dict[tuple[str, str, str], list[int]] = {}
+    totals: Sums = {}
     after = 0
     while rows := await tx.fetch(
         "SELECT id, licence_id, subject, organization, dataset, epsilon_units, delta_units"
@@ -52,13 +54,11 @@ async def fill_totals(tx: Tx) -> None:
         after,
         PAGE,
     ):
-        for _, licence_id, subject, organization, dataset, eps, delta in rows:
-            keys = (("licence", licence_id), ("subject", subject), ("organisation", organization))
-            for layer, key in (*keys, ("dataset", dataset)):
-                if key is not None:
-                    found = totals.setdefault((layer, str(key), str(dataset)), [0, 0])
-                    found[0] += int(eps)
-                    found[1] += int(delta)
+        for row in rows:
+            values = dict(
+                zip(("licence_id", "subject", "organization", "dataset"), row[1:5], strict=True)
+            )
+            add_row(totals, values.get, int(row[5]), int(row[6]))
         after = rows[-1][0]
     for (layer, key, dataset), (eps, delta) in totals.items():
         await add_totals(tx, [(layer, key)], dataset, eps, delta)

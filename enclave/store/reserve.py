@@ -100,7 +100,7 @@ async def reserve_batch(
         await tx.executemany(
             "INSERT INTO reservations (id, licence_id, subject, organization, dataset,"
             " epsilon_units, delta_units, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(rid, *reserved(h.charge)[:4], *_units(h), iso(h.expires)) for rid, h in kept.items()],
+            [_insert_row(rid, hold) for rid, hold in kept.items()],
         )
     return out
 
@@ -180,5 +180,6 @@ def lock_id(name: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _units(hold: Hold) -> tuple[int, int]:
-    return hold.charge.cost.epsilon, hold.charge.cost.delta
+def _insert_row(rid: str, hold: Hold) -> tuple[object, ...]:
+    cost = hold.charge.cost
+    return (rid, *reserved(hold.charge)[:4], cost.epsilon, cost.delta, iso(hold.expires))

@@ -270,29 +270,29 @@ class SqlStore:
     async def ledger_check(
         self, progress: Progress | None = None, every: int = 100_000
     ) -> tuple[int, list[Problem]]:
-        try:
-            async with self.driver.session(snapshot=True) as tx:
-                return await ledger_audit.check_ledger(tx, progress, every)
-        except self.driver.errors as exc:
-            raise StoreUnavailable("the state store cannot be read") from exc
+        async with self._session(True, "the state store cannot be read") as tx:
+            return await ledger_audit.check_ledger(tx, progress, every)
 
     # --- schema and whole-store copy -------------------------------------------------------
 
     @asynccontextmanager
-    async def export_snapshot(self) -> AsyncIterator[Snapshot]:
+    async def _session(self, snapshot: bool, failure: str) -> AsyncIterator[Tx]:
+        """A long transaction (``Driver.session``); a driver error is ``StoreUnavailable``."""
         try:
-            async with self.driver.session(snapshot=True) as tx:
-                yield Snapshot(tx)
+            async with self.driver.session(snapshot=snapshot) as tx:
+                yield tx
         except self.driver.errors as exc:
-            raise StoreUnavailable("the source store cannot be read") from exc
+            raise StoreUnavailable(failure) from exc
+
+    @asynccontextmanager
+    async def export_snapshot(self) -> AsyncIterator[Snapshot]:
+        async with self._session(True, "the source store cannot be read") as tx:
+            yield Snapshot(tx)
 
     @asynccontextmanager
     async def bulk_import(self) -> AsyncIterator[Importer]:
-        try:
-            async with self.driver.session(snapshot=False) as tx:
-                importer = Importer(tx)
-                await importer.check_empty()
-                yield importer
-                await importer.finish()
-        except self.driver.errors as exc:
-            raise StoreUnavailable("the target store cannot be written") from exc
+        async with self._session(False, "the target store cannot be written") as tx:
+            importer = Importer(tx)
+            await importer.check_empty()
+            yield importer
+            await importer.finish()

@@ -6,7 +6,10 @@ call within the SQL length limit."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from enclave.query.parse import MAX_AGGREGATES, MAX_QUANTILES
 from tests.conftest import MakeGateway
@@ -28,30 +31,24 @@ async def estimate(gw: Any, sql: str) -> tuple[int, dict[str, Any]]:
     return resp.status, await resp.json(content_type=None)
 
 
-async def test_a_query_with_more_aggregates_than_the_cap_is_refused(
-    make_gateway: MakeGateway,
+@pytest.mark.parametrize(
+    ("shape", "cap", "refusal"),
+    [
+        (counts, MAX_AGGREGATES, f"at most {MAX_AGGREGATES} aggregates"),
+        (quantiles, MAX_QUANTILES, f"at most {MAX_QUANTILES} quantiles"),
+    ],
+)
+async def test_a_query_with_more_than_the_cap_is_refused(
+    make_gateway: MakeGateway, shape: Callable[[int], str], cap: int, refusal: str
 ) -> None:
     gw = await make_gateway()
     await gw.licence(tier="accredited")
-    status, _ = await estimate(gw, counts(MAX_AGGREGATES))
-    assert status == 200
-    status, body = await estimate(gw, counts(MAX_AGGREGATES + 1))
-    assert status == 400, body
-    assert body["type"].endswith("/unsupported-query")
-    assert f"at most {MAX_AGGREGATES} aggregates" in body["detail"]
-
-
-async def test_a_query_with_more_quantiles_than_the_cap_is_refused(
-    make_gateway: MakeGateway,
-) -> None:
-    gw = await make_gateway()
-    await gw.licence(tier="accredited")
-    status, body = await estimate(gw, quantiles(MAX_QUANTILES))
+    status, body = await estimate(gw, shape(cap))
     assert status == 200, body
-    status, body = await estimate(gw, quantiles(MAX_QUANTILES + 1))
+    status, body = await estimate(gw, shape(cap + 1))
     assert status == 400, body
     assert body["type"].endswith("/unsupported-query")
-    assert f"at most {MAX_QUANTILES} quantiles" in body["detail"]
+    assert refusal in body["detail"]
 
 
 async def test_the_caps_hold_within_the_sql_length_limit(make_gateway: MakeGateway) -> None:
