@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from enclave.audit.log import decimal_text
 from enclave.errors import BadRequest, Conflict, NotFound
@@ -33,7 +33,9 @@ from enclave.ledger.budget import period_window, tier_limit
 from enclave.ledger.grid import MAX_DELTA_UNITS, MAX_EPSILON_UNITS, Amount
 from enclave.models import Licence, Tier, iso
 from enclave.policy.fields import Problems, read_delta, read_epsilon
-from enclave.store.base import Store
+
+if TYPE_CHECKING:
+    from enclave.store.base import Store
 
 GrantLayer = Literal["licence", "subject"]
 GRANT_LAYERS: tuple[GrantLayer, ...] = ("licence", "subject")

@@ -1,7 +1,7 @@
 """What the audit package reads from a store: the ``AuditLog`` protocol, its filter, and the
 summary rows it returns.
 
-The store depends on the audit package, never the reverse: ``store.base.Store`` extends
+The store depends on the audit package, never the reverse: ``store.base.Store`` implements
 ``AuditLog``, and everything here is plain data. ``tests/audit/test_audit_layering.py`` keeps
 ``enclave/audit/`` free of store imports.
 """

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -304,6 +304,27 @@ class SegmentJoiner:
         if self._bad is not None:
             return self._bad, self.watched
         return VerifyResult(valid=True, count=self.count, head=self.head), self.watched
+
+
+#: Rows per read when verifying in one process.
+VERIFY_FETCH = 5000
+
+
+async def verify_in_order(
+    read: Callable[[int, int], Awaitable[list[Sequence[Any]]]],
+    n: int,
+    watch: int = -1,
+    progress: Progress | None = None,
+    every: int = 100_000,
+) -> tuple[VerifyResult, str | None]:
+    """Verify seq ``1..n`` in one process, ``read(start, end)`` (``AuditLog.audit_rows``)
+    ``VERIFY_FETCH`` rows at a time, stopping at the first break."""
+    joiner = SegmentJoiner(watch, progress, every)
+    for start in range(1, n + 1, VERIFY_FETCH):
+        end = min(start + VERIFY_FETCH - 1, n)
+        if not joiner.add(verify_segment(await read(start, end), start, end, watch)):
+            break
+    return joiner.result()
 
 
 # --- export lines straight from rows -------------------------------------------------------

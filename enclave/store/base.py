@@ -1,177 +1,210 @@
-"""The state store: licences, revocations, versioned policies, the budget ledger, the release
-cache and the audit chain, behind one Protocol (``Store``), implemented once
-(``sql_store.SqlStore``) over a driver per database (``sqlite.py`` default, ``postgres.py``
-for replicas).
+"""``Store``: the state store (licences, revocations, versioned policies, the budget ledger,
+the release cache, grants, proposals, jobs and the audit chain), written once over any
+``driver.Driver``; ``SqliteStore`` (``sqlite.py``, the default) and ``PostgresStore``
+(``postgres.py``, for replicas) only choose the driver.
 
-Every write that must be audited takes an ``AuditDraft`` and appends the record *in the same
-transaction* as the write itself, so a change and its audit record land together or not at all.
-``debit()`` is the query path's single transaction: it re-checks the budget, debits the
-ledger, stores the release for the cache, appends the audit record, and returns the new spent
-total (so nothing after the commit has to compute it). Ledger amounts are whole grid units
-(``ledger/grid.py``), stored as 64-bit integers and summed exactly.
-If the store cannot be written, methods raise ``AuditUnavailable`` (for appends) or
-``StoreUnavailable`` (for reads), never a driver exception.
+Most methods are one line of a table: the function of ``ops.py`` (or ``grants.py``,
+``proposals.py``, ``jobs.py``) that the method runs, with that function's signature and
+documented contract, and in which kind of transaction: a read (``_reads``) or a write of a
+``driver.Mode`` at the store's clock (``_writes``: the function's second argument is the
+time). The few written out here batch (``group.py``) or combine several calls.
+
+Every audited write appends its record *in the same transaction* as the write itself, so a
+change and its record land together or not at all; ``debit()`` is the query path's single
+transaction (re-check the budget, debit, store the release for the cache, append the
+record). Failures are mapped here, the same for every database: a driver error while
+reading is ``StoreUnavailable``; while writing, ``AuditUnavailable`` for a chained write
+(every one is audited, and nothing is committed) and ``StoreUnavailable`` otherwise. Their
+``detail`` never carries the driver's message (it can quote SQL or values); the original is
+chained for logs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Collection, Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from enclave.audit.chain import VerifyResult
 from enclave.audit.ledger_check import Problem
-from enclave.audit.log import AuditLog, Progress
+from enclave.audit.log import AuditFilter, AuditLog, Progress
 from enclave.audit.record import AuditDraft, AuditRecord
+from enclave.audit.rows import verify_in_order
+from enclave.errors import AuditUnavailable, BudgetExhausted, EnclaveError, StoreUnavailable
+from enclave.governance.proposal import Decided, Decision, Proposal, Write, raise_if_expired
+from enclave.ids import new_id
+from enclave.jobs.job import JobOp
 from enclave.ledger.charge import CacheEntry, Charge, Debited
 from enclave.ledger.grid import Amount
 from enclave.ledger.rule import SpentKey
-from enclave.models import Licence
-from enclave.policy.version import PolicyKind, PolicyVersion
+from enclave.models import utcnow
+from enclave.store import chain, jobs, ledger, ledger_audit, ops, reserve
+from enclave.store import grants as grant_ops
+from enclave.store import proposals as prop_ops
+from enclave.store.bulk import Importer, Snapshot
+from enclave.store.driver import Driver, Mode, Row, Tx, Work
+from enclave.store.group import GroupCommit
+from enclave.store.reserve import Hold
 
-if TYPE_CHECKING:
-    from enclave.governance.proposal import Decided, Decision, Proposal, Suspended, Write
-    from enclave.jobs.job import JobOp
-    from enclave.licence_grants import Grant
-    from enclave.store.bulk import Importer, Snapshot
+T = TypeVar("T")
+P = ParamSpec("P")
 
 
-class Store(AuditLog, Protocol):
-    """Everything the gateway, the CLI and ``enclave store copy`` use (the audit chain's
-    reads come from ``audit.log.AuditLog``)."""
+def _reads(
+    op: Callable[Concatenate[Tx, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[Store, P], Coroutine[Any, Any, T]]:
+    """The ``Store`` method that runs ``op`` in a read."""
 
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
+    async def method(self: Store, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._read(lambda tx: op(tx, *args, **kwargs))
+
+    method.__doc__ = op.__doc__
+    return method
+
+
+def _writes(
+    op: Callable[Concatenate[Tx, dt.datetime, P], Coroutine[Any, Any, T]], mode: Mode = "chain"
+) -> Callable[Concatenate[Store, P], Coroutine[Any, Any, T]]:
+    """The ``Store`` method that runs ``op`` in a write of ``mode``, at the store's time."""
+
+    async def method(self: Store, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._write(lambda tx: op(tx, self._clock(), *args, **kwargs), mode)
+
+    method.__doc__ = op.__doc__
+    return method
+
+
+class Store(AuditLog):
+    """The store over ``driver``. ``clock`` exists so tests can place records in time (budget
+    periods); the default is ``models.utcnow``."""
+
+    def __init__(self, driver: Driver, clock: Callable[[], dt.datetime] = utcnow) -> None:
+        self.driver = driver
+        self._clock = clock
+        self.appends: GroupCommit[chain.Entry, Debited | BudgetExhausted] = GroupCommit(
+            self._commit_entries
+        )
+        self.reservations: GroupCommit[Hold, Charge | BudgetExhausted] = GroupCommit(
+            self._reserve_holds
+        )
+        self.counters: GroupCommit[ops.Hits, dict[str, int]] = GroupCommit(self._count_batch)
+
+    async def open(self) -> None:
+        """Connect and migrate (``StoreUnavailable`` if the database cannot be opened)."""
+        await self.driver.open()
+
+    async def close(self) -> None:
+        await self.counters.drain()
+        await self.reservations.drain()
+        await self.appends.drain()
+        await self.driver.close()
+
     async def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the store answers."""
+        await self._read(lambda tx: tx.fetchrow("SELECT 1"))
 
-    # --- licences (audited writes) ---
-    async def insert_licence(self, licence: Licence, audit: AuditDraft) -> AuditRecord:
-        """Raise ``Conflict`` if the subject already holds an active licence for one of its
-        datasets."""
+    # --- plumbing --------------------------------------------------------------------------
 
-    async def insert_licences(
-        self, items: Sequence[tuple[Licence, AuditDraft]]
-    ) -> list[AuditRecord]:
-        """Insert every licence with its record in ONE transaction: all of them, or none
-        (the first conflict or overlap raises and nothing is written)."""
+    async def _read(self, work: Work[T]) -> T:
+        try:
+            return await self.driver.read(work)
+        except self.driver.errors as exc:
+            raise StoreUnavailable("the state store cannot be read") from exc
 
-    async def update_licence(
-        self, licence_id: str, changes: dict[str, Any], audit: AuditDraft
-    ) -> tuple[Licence, AuditRecord]:
-        """Apply ``changes`` (already validated). ``NotFound`` if absent; ``Conflict`` if the
-        licence is revoked (final) or the change would create a second active licence."""
+    async def _write(self, work: Work[T], mode: Mode = "chain") -> T:
+        chain = mode == "chain"
+        try:
+            return await self.driver.write(work, mode)
+        except EnclaveError as exc:
+            if chain and isinstance(exc, StoreUnavailable):  # not open, or cannot connect
+                raise AuditUnavailable("the audit log cannot be written") from exc
+            raise
+        except self.driver.errors as exc:
+            if chain:
+                raise AuditUnavailable("the audit log cannot be written") from exc
+            raise StoreUnavailable("the state store cannot be written") from exc
 
-    async def get_licence(self, licence_id: str) -> Licence | None: ...
-    async def list_licences(self, subject: str | None = None) -> list[Licence]: ...
-    async def licences_for(self, subject: str) -> list[Licence]:
-        """Every licence of ``subject`` (any status), newest first."""
+    # --- the table: each method runs one function in a read or a write -----------------------
 
-    # --- revocations ---
-    async def add_revocation(self, jti: str, reason: str, audit: AuditDraft) -> AuditRecord: ...
-    async def is_revoked(self, jti: str) -> bool: ...
-
-    # --- versioned tiers and datasets ---
-    async def put_policy(
-        self,
-        kind: PolicyKind,
-        name: str,
-        body: dict[str, Any],
-        actor: str,
-        audit: AuditDraft | None,
-        expected_version: int | None = None,
-    ) -> tuple[PolicyVersion, AuditRecord | None]:
-        """Store a new version (version = previous + 1, or 1). ``audit`` None only when
-        seeding from files at first start. ``expected_version`` (the lost-update guard) is
-        checked inside the write transaction: the current version must equal it (0: the name
-        must not exist yet), else ``Conflict`` and nothing is written; None writes
-        regardless."""
-
-    async def seed_policies(
-        self, items: Sequence[tuple[PolicyKind, str, dict[str, Any]]], actor: str
-    ) -> bool:
-        """Store version 1 of every ``(kind, name, body)`` with no audit record, only if the
-        store holds no policy at all, atomically (several replicas may start at once on an
-        empty store: exactly one seeds). True if this call wrote them."""
-
-    async def get_policy(
-        self, kind: PolicyKind, name: str, version: int | None = None
-    ) -> PolicyVersion | None: ...
-    async def list_policies(self, kind: PolicyKind) -> list[PolicyVersion]:
-        """The latest version of each name."""
-
-    async def policy_history(self, kind: PolicyKind, name: str) -> list[PolicyVersion]: ...
-
-    async def shared_secret(self, name: str, proposed: bytes) -> bytes:
-        """The value stored under ``name``; stores ``proposed`` if there is none yet (the first
-        writer wins, a value is never replaced). Replicas agree on the truncation seed this way.
-        """
-
-    async def count_hits(
-        self, keys: Sequence[str], win: int, sweep: bool = False
-    ) -> dict[str, int]:
-        """Rate-limit counters (``ops.count_hits``): one hit more for each of ``keys`` in
-        the one-minute window ``win``; the new counts by key. ``sweep`` drops older windows."""
-
-    # --- ledger and release cache ---
-    async def spent(self, licence_id: str, dataset: str, since: dt.datetime | None) -> Amount: ...
-    async def spent_many(self, keys: Collection[SpentKey]) -> dict[SpentKey, Amount]:
-        """For each ``(layer, key, dataset, since)``: the ledger's sum on ``dataset`` since
-        ``since`` (None: lifetime) of the rows whose ``layer`` column is ``key`` (licence id,
-        subject, organisation; ``dataset``: every row). One read for all of them."""
-
-    async def get_cached(self, licence_id: str, cache_key: str) -> dict[str, Any] | None: ...
-
-    # --- budget grants (``licence_grants.py``, ``store/grants.py``) ---
-    async def add_grant(self, grant: Grant, ceiling: Amount, audit: AuditDraft) -> AuditRecord:
-        """Store ``grant`` with its audit record in one transaction, after re-reading the
-        licence (``NotFound``, ``Conflict`` if revoked, ``BadRequest`` if the dataset is not
-        covered or the dataset's grants would pass ``ceiling``)."""
-
-    async def grants(self, licence_id: str) -> list[Grant]:
-        """Every grant given through ``licence_id`` (either layer), oldest first."""
-
-    async def subject_grants(self, subject: str) -> list[Grant]:
-        """Every subject-layer grant of ``subject`` (through any of their licences)."""
-
-    # --- four-eyes proposals and organisation holds (``store/proposals.py``) ---
-    async def add_proposal(self, proposal: Proposal, audit: AuditDraft) -> Proposal:
-        """Store ``proposal`` with its ``proposal.create`` record (one transaction); the
-        stored proposal carries the record's ``ts`` and ``seq``."""
-
-    async def get_proposal(self, proposal_id: str) -> Proposal | None: ...
-    async def list_proposals(self, status: str | None = None) -> list[Proposal]:
-        """Newest first; ``status`` None: all."""
+    insert_licence = _writes(ops.insert_licence)
+    insert_licences = _writes(ops.insert_licences)
+    update_licence = _writes(ops.update_licence)
+    get_licence = _reads(ops.get_licence)
+    list_licences = _reads(ops.list_licences)
+    licences_for = _reads(ops.licences_for)
+    add_revocation = _writes(ops.add_revocation)
+    is_revoked = _reads(ops.is_revoked)
+    put_policy = _writes(ops.put_policy)
+    seed_policies = _writes(ops.seed_policies)
+    get_policy = _reads(ops.get_policy)
+    list_policies = _reads(ops.list_policies)
+    policy_history = _reads(ops.policy_history)
+    shared_secret = _writes(ops.shared_secret, "rows")
+    get_cached = _reads(ops.get_cached)
+    add_grant = _writes(grant_ops.add_grant)
+    grants = _reads(grant_ops.list_grants)
+    subject_grants = _reads(grant_ops.subject_grants)
+    add_proposal = _writes(prop_ops.add)
+    get_proposal = _reads(prop_ops.get)
+    list_proposals = _reads(prop_ops.list_all)
+    suspend_organisation = _writes(prop_ops.suspend)
+    held_licences = _reads(prop_ops.held_by)
+    hold_of = _reads(prop_ops.hold_of)
+    job_read = _reads(jobs.apply)
+    audit_events = _reads(ops.audit_events)
+    audit_rows = _reads(ops.audit_rows)
+    audit_summary = _reads(ops.audit_summary)
+    schema_version = _reads(ops.schema_version)
 
     async def expire_proposals(self, audit: AuditDraft, now: dt.datetime) -> list[Proposal]:
         """Mark every pending proposal past its expiry at ``now`` expired, each with a
         ``proposal.expire`` record made from ``audit``; the ones it marked."""
+        return await self._write(lambda tx: prop_ops.expire_due(tx, now, audit))
 
     async def decide_proposal(self, decision: Decision, write: Write | None) -> Decided:
-        """One transaction: the proposal must be pending (``Conflict``) and, to approve, not
-        the approver's own (``SelfApproval``); past its expiry it is marked expired (committed)
-        and ``ProposalExpired`` raised; an approval applies ``write`` (``ProposalStale`` if
-        its target changed since the proposal: nothing is written)."""
+        """One transaction (``proposals.decide``); ``ProposalExpired`` after marking a
+        proposal past its expiry expired (committed)."""
+        outcome = await self._write(lambda tx: prop_ops.decide(tx, self._clock(), decision, write))
+        return raise_if_expired(outcome)
 
-    async def suspend_organisation(
-        self, organisation: str, reason: str, audit: AuditDraft, licence_audit: AuditDraft
-    ) -> Suspended:
-        """One transaction: suspend and hold every active licence of ``organisation`` (one
-        ``licence.update`` each, from ``licence_audit``) and append ``audit``."""
+    async def job_write(self, op: JobOp) -> list[Row]:
+        """Run ``op`` (``jobs.py``) in its own write transaction."""
+        return await self._write(lambda tx: jobs.apply(tx, op), "rows")
 
-    async def held_licences(self, organisation: str) -> list[str]:
-        """Licence ids held by the organisation's suspension."""
+    # --- shared secrets and rate counters --------------------------------------------------
 
-    async def hold_of(self, licence_id: str) -> str | None:
-        """The organisation whose suspension holds ``licence_id``, if any."""
+    async def count_hits(
+        self, keys: Sequence[str], win: int, sweep: bool = False
+    ) -> dict[str, int]:
+        """One hit more for each of ``keys`` in the one-minute window ``win``; the new counts
+        (``ops.count_hits``, batched). ``sweep`` drops older windows."""
+        return await self.counters.submit((sorted(set(keys)), win, sweep))
 
-    # --- the audit chain (reads: ``AuditLog``) ---
-    async def append(self, draft: AuditDraft) -> AuditRecord:
-        """Append the record; returns once it is committed. Concurrent ``append`` and
-        ``debit`` calls share transactions (group commit: ``store/group.py``)."""
+    async def _count_batch(self, batch: Sequence[ops.Hits]) -> list[dict[str, int]]:
+        """One batch of ``counters`` (``group.py``): one non-durable transaction."""
+        return await self._write(lambda tx: ops.count_hits(tx, batch), "volatile")
+
+    # --- ledger, audit chain and reservations: batched (``group.py``) ---------------------
+
+    async def spent(self, licence_id: str, dataset: str, since: dt.datetime | None) -> Amount:
+        key: SpentKey = ("licence", licence_id, dataset, since)
+        return (await self.spent_many([key]))[key]
+
+    async def spent_many(self, keys: Collection[SpentKey]) -> dict[SpentKey, Amount]:
+        """Every spend of ``keys`` in one read (``ledger.spent_many``)."""
+        return await self._read(lambda tx: ledger.spent_many(tx, keys))
 
     def observe_commits(self, observe: Callable[[int], None]) -> None:
         """Call ``observe(n)`` after each group commit of ``n`` records (for metrics)."""
+        self.appends.observe = observe
+
+    async def append(self, draft: AuditDraft) -> AuditRecord:
+        """Append the record; returns once it is committed (group commit with ``debit``)."""
+        done = await self.appends.submit(chain.Entry(draft))
+        if isinstance(done, BudgetExhausted):  # never: an entry without a charge always fits
+            raise done
+        return done.record
 
     async def debit(
         self,
@@ -180,39 +213,108 @@ class Store(AuditLog, Protocol):
         cache: CacheEntry | None = None,
         job: JobOp | None = None,
     ) -> Debited:
-        """One transaction: re-check ``charge`` against every layer's limit
-        (``BudgetExhausted`` naming the first layer that no longer fits, and nothing
-        written), debit it, store ``cache``, append the record; return the record and the
-        spent total after the charge. ``job``: a job's own change (``store/jobs.py``), applied
-        first; ``JobLost`` (nothing written) if it matches no row. ``charge.reservation``
-        is consumed here, and the re-check counts everyone else's live reservations."""
+        """One transaction (``chain.debit``): re-check ``charge`` against every layer's limit,
+        counting everyone else's live reservations (``BudgetExhausted`` naming the first layer
+        that no longer fits, nothing written), debit it (consuming ``charge.reservation``),
+        store ``cache``, append the record; the record and the spent total after the charge.
+        ``job``: a job's end (``jobs.py``), in a transaction of its own; ``JobLost`` (nothing
+        written) if it matches no row."""
+        if job is not None:  # a job's end commits with its charge: a transaction of its own
+            return await self._write(
+                lambda tx: chain.debit(tx, self._clock(), draft, charge, cache, job)
+            )
+        done = await self.appends.submit(chain.Entry(draft, charge, cache))
+        if isinstance(done, BudgetExhausted):
+            raise done
+        return done
+
+    _commit_entries = _writes(chain.debit_batch)
 
     async def reserve(
         self, charge: Charge, timeout_s: float, reservation_id: str | None = None
     ) -> Charge:
-        """Hold ``charge`` on every layer for a query's time limit ``timeout_s`` plus a
-        margin (``store/reserve.py``), or raise ``BudgetExhausted`` (nothing held); the
-        charge to debit, carrying the reservation. ``reservation_id`` replaces an earlier
-        reservation of that id (a job's attempts); None: a new one."""
+        """Hold ``charge`` on every layer for a query's time limit ``timeout_s`` plus a margin
+        (``reserve.py``), or raise ``BudgetExhausted`` (nothing held); the charge to debit,
+        carrying the reservation. ``reservation_id`` replaces an earlier reservation of that
+        id (a job's attempts); None: a new one."""
+        expires = self._clock() + dt.timedelta(seconds=timeout_s + reserve.MARGIN_S)
+        hold = Hold(charge, reservation_id or new_id("res"), expires)
+        done = await self.reservations.submit(hold)
+        if isinstance(done, BudgetExhausted):
+            raise done
+        return done
 
-    # --- the durable job queue (``store/jobs.py``) ---
-    async def job_read(self, op: JobOp) -> list[Sequence[Any]]: ...
-    async def job_write(self, op: JobOp) -> list[Sequence[Any]]:
-        """Run ``op`` in its own write transaction."""
+    async def _reserve_holds(self, holds: Sequence[Hold]) -> list[Charge | BudgetExhausted]:
+        mode = self.driver.dialect.reserve_mode
+        return await self._write(lambda tx: reserve.reserve_batch(tx, self._clock(), holds), mode)
 
-    # --- the ledger checked against the audit chain (``enclave audit verify --ledger``) ---
+    # --- the audit chain's reads (their contract: ``audit.log.AuditLog``) ---
+
+    async def audit_iter(self, batch: int = 1000) -> AsyncIterator[AuditRecord]:
+        batch = max(1, batch)
+        after = 0
+        everything = AuditFilter()
+        while True:
+            rows = await self.audit_events(everything, after, batch)
+            for record in rows:
+                yield record
+            if len(rows) < batch:
+                return
+            after = rows[-1].seq
+
+    async def audit_head(self) -> tuple[int, str]:
+        seq, hash_, _ = await self._read(chain.head)
+        return seq, hash_
+
+    async def audit_verify(
+        self,
+        upto: int | None = None,
+        progress: Progress | None = None,
+        watch: int = -1,
+        every: int = 100_000,
+    ) -> tuple[VerifyResult, str | None]:
+        n = (await self.audit_head())[0]
+        n = n if upto is None else max(0, min(n, upto))
+        failures: tuple[type[BaseException], ...] = (*self.driver.errors, OSError)
+        try:
+            found = await self.driver.verify_parallel(n, watch, progress, every)
+        except failures as exc:
+            raise StoreUnavailable("the state store cannot be read") from exc
+        return found or await verify_in_order(self.audit_rows, n, watch, progress, every)
+
+    # --- the ledger against the chain ---
+
     async def ledger_check(
         self, progress: Progress | None = None, every: int = 100_000
     ) -> tuple[int, list[Problem]]:
-        """(records checked, every inconsistency) between the ledger, its lifetime totals,
-        the grants and the audit records (``audit/ledger_check.py``), read in one snapshot;
-        ``progress(count)`` every ``every`` records."""
+        """(records checked, every inconsistency) between the ledger, its totals, the grants
+        and the audit records (``audit/ledger_check.py``), in one snapshot."""
+        async with self._session(True, "the state store cannot be read") as tx:
+            return await ledger_audit.check_ledger(tx, progress, every)
 
-    # --- schema and whole-store copy (``enclave store``) ---
-    async def schema_version(self) -> int: ...
-    def export_snapshot(self) -> AbstractAsyncContextManager[Snapshot]:
+    # --- schema and whole-store copy -------------------------------------------------------
+
+    @asynccontextmanager
+    async def _session(self, snapshot: bool, failure: str) -> AsyncIterator[Tx]:
+        """A long transaction (``Driver.session``); a driver error is ``StoreUnavailable``."""
+        try:
+            async with self.driver.session(snapshot=snapshot) as tx:
+                yield tx
+        except self.driver.errors as exc:
+            raise StoreUnavailable(failure) from exc
+
+    @asynccontextmanager
+    async def export_snapshot(self) -> AsyncIterator[Snapshot]:
         """A consistent read snapshot of every table (``bulk.py``)."""
+        async with self._session(True, "the source store cannot be read") as tx:
+            yield Snapshot(tx)
 
-    def bulk_import(self) -> AbstractAsyncContextManager[Importer]:
+    @asynccontextmanager
+    async def bulk_import(self) -> AsyncIterator[Importer]:
         """One transaction into an empty store (``Conflict`` otherwise); rows are written
         verbatim and committed together at the end."""
+        async with self._session(False, "the target store cannot be written") as tx:
+            importer = Importer(tx)
+            await importer.check_empty()
+            yield importer
+            await importer.finish()

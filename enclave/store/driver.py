@@ -7,7 +7,7 @@ hold a ``?`` of its own) and rows read by position; SQL that differs between dat
 taken from ``tx.dialect``. A ``Driver`` runs such a function in a ``read``, a ``write`` of a
 ``Mode`` (committed when the function returns, rolled back if it raises), or a long
 ``session`` for ``enclave store copy``. It raises its own exceptions (``errors``);
-``sql_store.SqlStore`` maps them once for every database.
+``base.Store`` maps them once for every database.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The store's transactions on licences, revocations, policies, shared secrets, rate counters,
 the release cache and audit reads, each an async function of a ``driver.Tx``, written once for
-every database (``sql_store.SqlStore`` runs each in a read or a write; a write's function
+every database (``base.Store`` runs each in a read or a write; a write's function
 takes the time as its second argument).
 
 Every audited write calls ``chain.append_locked`` inside a chained write, so the chain head it
@@ -159,12 +159,15 @@ async def list_licences(tx: Tx, subject: str | None = None) -> list[Licence]:
 
 
 async def licences_for(tx: Tx, subject: str) -> list[Licence]:
+    """Every licence of ``subject`` (any status), newest first."""
     return await licences(tx, "WHERE subject = ? ORDER BY created_at DESC, id DESC", subject)
 
 
 async def insert_licence(
     tx: Tx, now: dt.datetime, licence: Licence, audit: AuditDraft
 ) -> AuditRecord:
+    """``Conflict`` if the id exists or the subject already holds an active licence for one
+    of its datasets (``licences.check_no_overlap``)."""
     created, updated = licence.created_at or now, licence.updated_at or now
     lic = replace(licence, created_at=created, updated_at=updated)
     check_no_overlap(lic, await licences_for(tx, lic.subject))
@@ -181,13 +184,16 @@ async def insert_licence(
 async def insert_licences(
     tx: Tx, now: dt.datetime, items: Sequence[tuple[Licence, AuditDraft]]
 ) -> list[AuditRecord]:
-    """A bulk import: every licence in one transaction, checked against the earlier ones."""
+    """A bulk import: every licence with its record in one transaction, each checked against
+    the earlier ones: all of them, or none (the first conflict raises)."""
     return [await insert_licence(tx, now, lic, draft) for lic, draft in items]
 
 
 async def update_licence(
     tx: Tx, now: dt.datetime, licence_id: str, changes: dict[str, Any], audit: AuditDraft
 ) -> tuple[Licence, AuditRecord]:
+    """Apply ``changes`` (already validated; ``licences.apply_changes``). ``NotFound`` if
+    absent; ``Conflict`` if revoked (final) or a second active licence would result."""
     current = await get_licence(tx, licence_id)
     if current is None:
         raise NotFound("no such licence")
@@ -241,6 +247,10 @@ async def put_policy(
     audit: AuditDraft | None,
     expected_version: int | None = None,
 ) -> tuple[PolicyVersion, AuditRecord | None]:
+    """Store version previous + 1 (or 1). ``audit`` None only when seeding from files.
+    ``expected_version`` (the lost-update guard) is checked under the chain lock: the
+    current version must equal it (0: the name must not exist yet), else ``Conflict`` and
+    nothing is written; None writes regardless."""
     rows = await tx.fetch(
         "SELECT MAX(version) FROM policies WHERE kind = ? AND name = ?", kind, name
     )

@@ -6,7 +6,7 @@ chained write locks the one-row ``chain_head`` table inside its transaction, so 
 linear chain and no overspend however many replicas append at once. Reads take no lock.
 
 Failures: a connection that drops, a server that is down or restarting, a statement that the
-server refuses all surface as asyncpg errors (``errors``), which ``SqlStore`` maps to
+server refuses all surface as asyncpg errors (``errors``), which ``base.Store`` maps to
 ``AuditUnavailable`` (writes; the transaction rolls back, nothing is committed) or
 ``StoreUnavailable`` (reads). Recovery is automatic: the pool discards broken connections and
 opens new ones on the next acquire, and if the pool itself could not be created it is retried
@@ -31,8 +31,8 @@ from enclave.audit.log import Progress
 from enclave.errors import StoreUnavailable
 from enclave.models import utcnow
 from enclave.store import ops, schema
+from enclave.store.base import Store
 from enclave.store.driver import Dialect, Mode, Row, Tx, Work, numbered
-from enclave.store.sql_store import SqlStore
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ class PostgresDriver:
         return None  # one process verifies as fast as the server sends rows
 
 
-class PostgresStore(SqlStore):
+class PostgresStore(Store):
     """``Store`` on PostgreSQL at ``url``."""
 
     def __init__(

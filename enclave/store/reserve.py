@@ -70,7 +70,7 @@ async def reserve_batch(
     checked against the ledger, the other live reservations *and the batch's earlier ones*:
     the charge carrying its reservation (for the debit to take), or the refusal naming the
     first layer it would pass (nothing written for it). One transaction for the batch
-    (``SqlStore.reserve`` group-commits them, as appends are: ``group.py``). An earlier
+    (``Store.reserve`` group-commits them, as appends are: ``group.py``). An earlier
     reservation with the same id is replaced (a job's new attempt: the last one's debit can no
     longer commit)."""
     ids = sorted({h.reservation_id for h in holds})

@@ -31,9 +31,9 @@ from enclave.audit.parallel import verify_in_workers
 from enclave.errors import StoreUnavailable
 from enclave.models import utcnow
 from enclave.store import ops, schema, sqlite_verify
+from enclave.store.base import Store
 from enclave.store.driver import Dialect, Mode, Row, Tx, Work, marks
 from enclave.store.group import GroupCommit
-from enclave.store.sql_store import SqlStore
 
 T = TypeVar("T")
 
@@ -277,7 +277,7 @@ class SqliteDriver:
         return await verify_in_workers(sqlite_verify.__name__, self.path, n, watch, progress, every)
 
 
-class SqliteStore(SqlStore):
+class SqliteStore(Store):
     """``Store`` on a SQLite file (``":memory:"`` works too, for one process)."""
 
     def __init__(
