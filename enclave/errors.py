@@ -26,7 +26,7 @@ a stack trace. Anything that is not an ``EnclaveError`` renders as a bare 500.
     │   ├── TierRefused                403  tier-refused
     │   ├── JurisdictionRefused        403  jurisdiction-refused
     │   ├── BudgetExhausted            403  budget-exhausted  (carries ``layer``)
-    │   └── SelfApproval               403  self-approval      (four-eyes: a second admin decides)
+    │   └── SelfApproval               403  self-approval      (four-eyes: proposer or beneficiary)
     ├── NotFound                       404  not-found
     ├── MethodNotAllowed               405  method-not-allowed
     ├── RequestTimeout                 408  request-timeout    (the body arrived too slowly)
@@ -206,8 +206,12 @@ class BudgetExhausted(Forbidden):
 
 
 class SelfApproval(Forbidden):
+    """An approval by the proposal's proposer, or by an admin it benefits: the subject of the
+    licence it changes or tops up, or of any licence of the organisation it reactivates
+    (``governance.proposal.approval_conflict``)."""
+
     type = "self-approval"
-    title = "A proposal is decided by a second admin, not its proposer"
+    title = "A proposal is approved by a second admin, neither its proposer nor its beneficiary"
 
 
 class NotFound(EnclaveError):

@@ -1,13 +1,14 @@
 """Four-eyes proposals and organisation holds: the values and the rules of a decision.
 
 A proposal is a change that raises risk, kept until a second admin decides it. A decision
-finds the proposal still ``pending`` (``Conflict`` otherwise), refuses its proposer as
-approver (``SelfApproval``), and on approval applies the change (a ``Write``) through the same
-store operation a direct change uses, guarded by the state the proposal was checked against
-(``base``: ``ProposalStale`` when the target changed since). A proposal past ``expires_at`` is
-marked ``expired`` (audited ``proposal.expire``) instead, and that is committed before
-``ProposalExpired`` is raised. ``store/proposals.py`` runs each of these in one transaction,
-so two admins approving at once apply the change exactly once: the second finds it decided.
+finds the proposal still ``pending`` (``Conflict`` otherwise), refuses as approver its
+proposer and anyone it benefits (``SelfApproval``, see ``approval_conflict``), and on
+approval applies the change (a ``Write``) through the same store operation a direct change
+uses, guarded by the state the proposal was checked against (``base``: ``ProposalStale`` when
+the target changed since). A proposal past ``expires_at`` is marked ``expired`` (audited
+``proposal.expire``) instead, and that is committed before ``ProposalExpired`` is raised.
+``store/proposals.py`` runs each of these in one transaction, so two admins approving at once
+apply the change exactly once: the second finds it decided.
 
 A hold marks a licence suspended with its organisation (``organisation.suspend``); while held,
 only approving ``organisation.reactivate`` (which lifts every hold of the organisation) makes
@@ -30,6 +31,8 @@ from enclave.models import Licence, iso
 from enclave.policy.version import PolicyKind
 
 STATUSES = ("pending", "approved", "rejected", "expired")
+#: the proposal kinds whose target is one licence
+LICENCE_KINDS = ("licence.update", "licence.grant")
 #: the stored fields, in the order of the ``proposals`` table (and of ``to_json``)
 FIELDS = (
     "id", "kind", "target", "body", "base", "risks", "reason", "proposer", "created_at",
@@ -145,16 +148,35 @@ def is_expired(proposal: Proposal, now: dt.datetime) -> bool:
     return proposal.expires_at <= iso(now)  # compared as text, as every stored ``ts``
 
 
-def check_decision(p: Proposal | None, d: Decision) -> Proposal:
-    """The proposal ``d`` decides, if it may: it exists, is pending, and an approver is not
-    its proposer."""
+def check_decision(
+    p: Proposal | None, approve: bool, actor: str, licences: Sequence[Licence]
+) -> Proposal:
+    """The proposal ``actor`` decides, if they may: it exists, is pending, and to approve it
+    they must have no conflict of interest (``licences``: theirs, of any status, read in the
+    decision's transaction; ``approval_conflict``)."""
     if p is None:
         raise NotFound("no such proposal")
     if p.status != "pending":
         raise Conflict(f"the proposal is already {p.status}")
-    if d.approve and d.actor == p.proposer:
-        raise SelfApproval("the proposer cannot approve their own proposal")
+    if approve and (conflict := approval_conflict(p, actor, licences)) is not None:
+        raise SelfApproval(conflict)
     return p
+
+
+def approval_conflict(p: Proposal, actor: str, licences: Sequence[Licence]) -> str | None:
+    """Why ``actor`` may not approve ``p``, or None. The second pair of eyes is neither the
+    proposer nor the beneficiary: the subject of the licence a ``licence.update`` or
+    ``licence.grant`` changes, or of any licence (held or not) of the organisation an
+    ``organisation.reactivate`` lifts. A proposer may still reject (withdraw) it, and a
+    beneficiary reject it."""
+    if actor == p.proposer:
+        return "the proposer cannot approve their own proposal"
+    own = [lic for lic in licences if lic.subject == actor]
+    if p.kind in LICENCE_KINDS and any(lic.id == p.target for lic in own):
+        return "an admin cannot approve a change to their own licence"
+    if p.kind == "organisation.reactivate" and any(lic.organization == p.target for lic in own):
+        return "an admin cannot approve reactivating an organisation in which they hold a licence"
+    return None
 
 
 def raise_if_expired(outcome: Decided | Proposal) -> Decided:

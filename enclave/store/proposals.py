@@ -2,7 +2,8 @@
 both adapters (the rules are ``governance/proposal.py``'s).
 
 Each proposal is stored with the audit record announcing it (``proposal.create``) in one
-transaction. A decision is one chained write: it reads the proposal again, and an approval
+transaction. A decision is one chained write: it reads the proposal and the approver's
+licences again (who may approve: ``governance.proposal.check_decision``), and an approval
 composes the same ``ops``/``grants`` functions a direct change runs, inside that transaction,
 before marking the proposal decided and appending ``proposal.approve`` or ``proposal.reject``.
 """
@@ -97,7 +98,8 @@ async def expire_due(tx: Tx, now: dt.datetime, draft: AuditDraft) -> list[Propos
 async def decide(tx: Tx, now: dt.datetime, d: Decision, write: Write | None) -> Decided | Proposal:
     """The decision, or the proposal marked expired (committed; the caller then raises
     ``ProposalExpired``, see ``governance.proposal.raise_if_expired``)."""
-    p = gov.check_decision(await get(tx, d.proposal_id), d)
+    own = await ops.licences_for(tx, d.actor)  # under the chain lock: no licence changes now
+    p = gov.check_decision(await get(tx, d.proposal_id), d.approve, d.actor, own)
     if gov.is_expired(p, d.now):
         return await _expire(tx, p, d.expire_draft, now)
     applied = await _apply(tx, write, now) if d.approve else None

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from enclave.errors import BadRequest, Conflict, NotFound, SelfApproval
+from enclave.errors import BadRequest, NotFound
 from enclave.governance.changes import (
     Prepared,
     freeze_prepared,
@@ -31,7 +31,14 @@ from enclave.governance.changes import (
     prepare_reactivation,
     system_draft,
 )
-from enclave.governance.proposal import STATUSES, Decision, PolicyWrite, Proposal, is_expired
+from enclave.governance.proposal import (
+    STATUSES,
+    Decision,
+    PolicyWrite,
+    Proposal,
+    check_decision,
+    is_expired,
+)
 from enclave.ids import new_id
 from enclave.inputs import MAX_NAME_CHARS, MAX_TEXT_CHARS, invalid, read_string
 from enclave.models import iso
@@ -153,16 +160,15 @@ async def _decide(request: web.Request, *, approve: bool) -> web.Response:
     reason = await _reason(request)
     p = await _proposal(request)
     actx.detail.update({"proposal_id": p.id, "proposed_by": p.proposer})
-    if p.status != "pending":
-        raise Conflict(f"the proposal is already {p.status}")
+    actor = actx.actor or ""
+    # early, before the change is validated again; the store checks the same in its transaction
+    check_decision(p, approve, actor, await svc.store.licences_for(actor))
     now = svc.clock()
     write = None
     if approve and not is_expired(p, now):
-        if actx.actor == p.proposer:
-            raise SelfApproval("the proposer cannot approve their own proposal")
         write = (await _prepare_again(request, p)).guarded(p.base)
     decision = Decision(
-        p.id, approve, actx.actor or "", reason, now, actx.draft("ok", reason=reason),
+        p.id, approve, actor, reason, now, actx.draft("ok", reason=reason),
         system_draft(replace(actx.draft("ok"), action="proposal.expire")),
     )  # fmt: skip
     decided = await svc.store.decide_proposal(decision, write)

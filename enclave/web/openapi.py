@@ -316,7 +316,8 @@ OPERATIONS: tuple[Op, ...] = (
     Op("get", "/v1/admin/proposals/{id}", "getProposal", "admin", "One proposal", "Proposal",
        params=(_p("id"),), errors=(NotFound,)),
     Op("post", "/v1/admin/proposals/{id}/approve", "approveProposal", "admin",
-       "Approve (a second admin): the change is validated again and applied", "ProposalDecision",
+       "Approve (a second admin, not one it benefits): the change is validated again and "
+       "applied", "ProposalDecision",
        body="ReasonRequest", params=(_p("id"),), errors=DECIDE),
     Op("post", "/v1/admin/proposals/{id}/reject", "rejectProposal", "admin",
        "Reject a proposal (its proposer may withdraw it)", "ProposalDecision",

@@ -1,5 +1,6 @@
 """Four-eyes and incident controls under attack: the same person with a second token is still
-the proposer; an approval cannot carry a change of its own; a freeze never reveals a dataset to
+the proposer; a beneficiary is judged by their licences at approval, whatever their token
+says; an approval cannot carry a change of its own; a freeze never reveals a dataset to
 someone not licensed for it; hostile names, ids and reasons never reach a 500; a held licence
 is not reactivated by a side door."""
 
@@ -33,6 +34,29 @@ async def test_a_second_token_of_the_proposer_is_still_the_proposer(make_gateway
                                      json={"reason": "me again"}, claims=claims)  # fmt: skip
         assert status == 403 and problem["type"] == PROBLEM + "self-approval"
     assert (await gw.services.store.get_proposal(pid)).status == "pending"
+
+
+async def test_a_beneficiary_is_judged_by_their_licences_at_approval(make_gateway: Any) -> None:
+    gw = await make_gateway()  # four-eyes off: a reactivation is still a proposal
+    await gw.licence("alice", organization="Northwind")
+    mine = await gw.licence("omar", organization="Southwind")
+    org = "/v1/admin/organisations/Northwind"
+    assert (await call(gw, "stella", "POST", org + "/suspend", json={"reason": "BR-1"}))[0] == 200
+    status, body = await call(gw, "stella", "POST", org + "/reactivate", json={"reason": "ok"})
+    assert status == 202, body
+    # after the proposal, omar's licence moves into the organisation: now he would benefit
+    status, moved = await call(gw, "stella", "PATCH", f"/v1/admin/licences/{mine.id}",
+                               json={"organization": "Northwind", "reason": "moved"})  # fmt: skip
+    assert status == 200, moved
+    for roles, claims in ((["admin"], {}), (["researcher", "admin"], {"jti": "other-session"})):
+        resp = await gw.client.post(
+            f"/v1/admin/proposals/{body['id']}/approve", json={"reason": "fine"},
+            headers=gw.auth("omar", roles, **claims),
+        )  # fmt: skip
+        problem = await resp.json(content_type=None)
+        assert resp.status == 403 and problem["type"] == PROBLEM + "self-approval", problem
+    assert (await gw.services.store.get_proposal(body["id"])).status == "pending"
+    assert await gw.services.store.held_licences("Northwind") != []
 
 
 async def test_an_approval_cannot_carry_a_change_of_its_own(make_gateway: Any) -> None:

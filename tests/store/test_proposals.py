@@ -1,9 +1,9 @@
 """Four-eyes proposals and organisation holds on both stores (``store/proposals.py``): a
 proposal is stored with its audit record; a decision re-reads it in one transaction, refuses
-the proposer as approver, applies the change through the same store operation a direct change
-uses, guarded by the state it was proposed on, and marks it decided, so two admins approving at
-once (also from two store instances, as two replicas) apply it exactly once. Expiry is
-committed and audited even though the approval fails."""
+the proposer or a beneficiary as approver, applies the change through the same store
+operation a direct change uses, guarded by the state it was proposed on, and marks it decided,
+so two admins approving at once (also from two store instances, as two replicas) apply it
+exactly once. Expiry is committed and audited even though the approval fails."""
 
 from __future__ import annotations
 
@@ -258,3 +258,43 @@ async def test_proposals_and_holds_travel_with_store_copy(
     finally:
         await copied.close()
     await store.open()
+
+
+async def test_a_beneficiary_is_refused_inside_the_decision(store: Any) -> None:
+    """The approver's licences are read in the decision's transaction: whatever a caller
+    checked before, the subject of a changed licence, or of any licence (held or not) of a
+    reactivated organisation, cannot approve it; they can reject it."""
+    await store.insert_licence(licence("lic_a", "alice", organization="Northwind"), draft())
+    own = licence("lic_o", "omar", organization="Northwind", status="suspended")
+    await store.insert_licence(own, draft())
+    base = licence_state(await store.get_licence("lic_o"))
+    await store.add_proposal(proposal(kind="licence.update", target="lic_o", base=base), draft())
+    await store.add_proposal(
+        proposal("prop_2", kind="licence.grant", target="lic_o", base=base), draft()
+    )
+    reactivate = LicenceWrite("lic_o", {"status": "active"}, draft("licence.update"), base)
+    grant = Grant("lic_o", "visits", Amount.limit("0.5"), "chapter 3", "stella")
+    grant_write = GrantWrite(grant, Amount.limit("100"), draft("licence.grant"), base)
+    for pid, write in (("prop_1", reactivate), ("prop_2", grant_write)):
+        with pytest.raises(SelfApproval, match="their own licence"):
+            await store.decide_proposal(decision(pid, actor="omar"), write)
+    assert (await store.get_licence("lic_o")).status == "suspended"
+    assert await store.grants("lic_o") == []
+
+    await store.suspend_organisation("Northwind", "BR-9", draft(), draft("licence.update"))
+    held = held_state([await store.get_licence("lic_a")])  # lic_o was suspended already
+    await store.add_proposal(
+        proposal("prop_3", kind="organisation.reactivate", target="Northwind", base=held), draft()
+    )
+    write = Reactivation("Northwind", draft("organisation.reactivate"),
+                         draft("licence.update"), held)  # fmt: skip
+    with pytest.raises(SelfApproval, match="organisation in which they hold a licence"):
+        await store.decide_proposal(decision("prop_3", actor="omar"), write)
+    assert await store.held_licences("Northwind") == ["lic_a"]
+
+    done = await store.decide_proposal(decision("prop_1", approve=False, actor="omar"), None)
+    assert done.proposal.status == "rejected"
+    await store.decide_proposal(decision("prop_3", actor="ada"), write)
+    assert (await store.get_licence("lic_a")).status == "active"
+    statuses = {p.id: p.status for p in await store.list_proposals()}
+    assert statuses == {"prop_1": "rejected", "prop_2": "pending", "prop_3": "approved"}
