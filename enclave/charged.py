@@ -40,6 +40,16 @@ Outcomes that are not charged, by design:
 
 A request cancelled while the engine runs (the server stopping) answers nothing and is not
 charged; its reservation keeps holding the budget until it expires.
+
+*The last step before the data* is ``reserve_unrevoked``, on every path that reads it (a
+query, a query job, a synthetic job): the token the run acts for is checked again
+(``auth.principal.refuse_revoked``), then the cost is reserved, and nothing else is awaited
+before the data is read. A token revoked while its run waited (a job in the queue, a dataset
+being prepared, possibly by another process, for up to ``engine.prepare_timeout_s``) is
+refused there (``RevokedToken``): nothing reserved, read or charged. A synchronous query asks
+again only when it waited ``pipeline.RECHECK_AFTER_S`` (1 s) or more for its dataset's
+preparation (``server.query_timeout_s`` at most): otherwise its token was checked when it came
+in, moments before, and one more store read per query would cost every query throughput.
 """
 
 from __future__ import annotations
@@ -55,6 +65,7 @@ from typing import Any
 
 from enclave.audit.context import AuditContext
 from enclave.audit.record import FAILED_REASON, TIMEOUT_REASON
+from enclave.auth.principal import REVOKED, refuse_revoked
 from enclave.dp.deadline import deadline_for, padded
 from enclave.dp.mechanisms import PricedPlan
 from enclave.dp.release import NoisyTable, release
@@ -82,6 +93,31 @@ class ChargedQuery:
     cache_key: str
     query_id: str
     timeout_s: float  # server.query_timeout_s; a query job's: jobs.timeout_s
+
+
+@dataclass(frozen=True)
+class Asker:
+    """The token a run acts for, checked again by ``reserve_unrevoked`` before its data."""
+
+    jti: str | None  # None: a token without ``jti``, which cannot be revoked
+    refusal: str = REVOKED  # the ``RevokedToken`` detail
+    after_s: float = 0.0  # asked again only after waiting this long for the dataset (0: always)
+
+    def due(self, waited_s: float) -> bool:
+        """Whether a run that waited ``waited_s`` for its dataset asks the store again."""
+        return self.jti is not None and waited_s >= self.after_s
+
+
+async def reserve_unrevoked(
+    svc: Services, charge: Charge, timeout_s: float, hold: str | None, asker: Asker | None
+) -> Charge:
+    """The last step before the data (module docstring): ``RevokedToken`` if ``asker``'s
+    token was revoked meanwhile (None: not asked), else ``charge`` reserved on every layer for
+    ``timeout_s`` under ``hold`` (``Store.reserve``; ``BudgetExhausted``: nothing held). The
+    debit turns the reservation into the charge."""
+    if asker is not None:
+        await refuse_revoked(svc.store.is_revoked, asker.jti, asker.refusal)
+    return await svc.store.reserve(charge, timeout_s, hold)
 
 
 JobEnd = Callable[[str, dict[str, Any]], JobOp]

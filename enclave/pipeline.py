@@ -21,9 +21,11 @@
    refused, free, when it would spend more than that share of what is left (``require_share``)
 --- estimate stops here (``estimate_batch`` repeats 2-8 per query, one audit record); run_query
 goes on ---
-9. prepare the dataset version (bounding: the same for every query), compile the plan, then
-   reserve the cost on every layer (``store/reserve.py``: one store transaction counting the
-   ledger and everyone's live reservations; a refusal is the pre-check's 403, nothing read)
+9. prepare the dataset version (bounding: the same for every query), compile the plan, check
+   the token again if the preparation kept the query waiting (``RECHECK_AFTER_S``; a job's
+   token always: ``charged.reserve_unrevoked``), then reserve the cost on every layer
+   (``store/reserve.py``: one store transaction counting the ledger and everyone's live
+   reservations; a refusal is the pre-check's 403, nothing read)
 --- after this line data has been read: ``charged.read_and_release`` ---
 10. run the SQL off the loop (timeout), add noise, suppress small groups, order/limit
 11. one store transaction: turn the reservation into the ledger charge (re-checking every
@@ -43,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -52,7 +55,7 @@ from typing import Any
 from enclave import budget_layers as layers
 from enclave.audit.context import AuditContext
 from enclave.budget_layers import LayerBudget
-from enclave.charged import ChargedQuery, read_and_release
+from enclave.charged import Asker, ChargedQuery, read_and_release, reserve_unrevoked
 from enclave.dp.accuracy import bounding_note
 from enclave.dp.mechanisms import PricedPlan, cheap_to_price, check_plan, price_plan
 from enclave.dp.target import Chosen, choose_epsilon
@@ -209,6 +212,11 @@ def _estimate(adm: Admitted) -> tuple[dict[str, Any], Amount]:
     }, cost
 
 
+#: a synchronous query that waited this long for its dataset's preparation checks its token
+#: again before the data (``charged.reserve_unrevoked``); a job always does
+RECHECK_AFTER_S = 1.0
+
+
 async def run_query(
     svc: Services, principal: Principal, req: QueryRequest, actx: AuditContext
 ) -> Release:
@@ -217,7 +225,8 @@ async def run_query(
     actx.detail["query_id"] = query_id
     if adm.cached is not None:
         return await replay(svc, adm, actx, query_id)
-    charged = await charged_query(svc, adm, query_id, svc.config.server.query_timeout_s)
+    asker = Asker(principal.jti, after_s=RECHECK_AFTER_S)
+    charged = await charged_query(svc, adm, query_id, svc.config.server.query_timeout_s, asker)
     # ---- after this line data has been read: every outcome is charged (charged.py) ----
     stored, debited = await read_and_release(svc, charged, actx)
     # From here on nothing can raise: the new total came out of the transaction.
@@ -245,21 +254,30 @@ async def admit_run(
 
 
 async def charged_query(
-    svc: Services, adm: Admitted, query_id: str, timeout_s: float, hold: str | None = None
+    svc: Services,
+    adm: Admitted,
+    query_id: str,
+    timeout_s: float,
+    asker: Asker,
+    hold: str | None = None,
 ) -> ChargedQuery:
     """Stage 9: prepare the dataset version (bounding: the same for every query), compile
-    the plan, and reserve its cost on every budget layer (``BudgetExhausted`` if concurrent
-    spending or reservations leave too little: nothing was read), for
-    ``charged.read_and_release`` to run within ``timeout_s``. ``hold``: the reservation's
-    id (a query job's, so its next attempt replaces it)."""
+    the plan, check ``asker``'s token again if it is due after that wait (``RevokedToken``),
+    and reserve its cost on every budget layer (``BudgetExhausted`` if concurrent spending or
+    reservations leave too little): ``charged.reserve_unrevoked``, nothing read either way;
+    for ``charged.read_and_release`` to run within ``timeout_s``. ``hold``: the
+    reservation's id (a query job's, so its next attempt replaces it)."""
     if adm.priced is None:  # _admit prices whatever the cache does not answer
         raise EnclaveError("the query was not priced")  # pragma: no cover
     access = adm.access
+    began = time.monotonic()
     table = await svc.warehouse.prepare(access.spec, wait_s=svc.config.server.query_timeout_s)
+    waited = time.monotonic() - began
     compiled = compile_plan(adm.plan, access.spec, table)
     charge = layers.charge_for(access.licence, access.spec.name, access.budgets, adm.cost())
     # the last step before the data: the debit turns this reservation into the charge
-    reserved = await svc.store.reserve(charge, timeout_s, hold)
+    due = asker if asker.due(waited) else None
+    reserved = await reserve_unrevoked(svc, charge, timeout_s, hold, due)
     return ChargedQuery(
         plan=adm.plan,
         spec=access.spec,

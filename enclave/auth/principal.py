@@ -8,7 +8,8 @@ exact name and the name contains dots, it is read as a path into nested objects
 
 Licences, tiers and revocations are never read from the token: ``authenticate`` asks
 ``is_revoked`` (the store) on every request, so a revocation takes effect at once. A token
-without ``jti`` cannot be revoked individually; it lives until ``exp``.
+without ``jti`` cannot be revoked individually; it lives until ``exp``. ``refuse_revoked``
+is that check, asked again as the last step before data is read (``charged.reserve_unrevoked``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from enclave.errors import MissingToken, RevokedToken
 from enclave.models import ROLES, Principal
 
 IsRevoked = Callable[[str], Awaitable[bool]]
+REVOKED = "token has been revoked"
 _MISSING = object()
 
 
@@ -83,6 +85,12 @@ async def authenticate(
     token = bearer_token(authorization_header)
     claims = await verify_token(token, jwks, auth)
     principal = principal_from_claims(claims, auth)
-    if principal.jti is not None and await is_revoked(principal.jti):
-        raise RevokedToken("token has been revoked")
+    await refuse_revoked(is_revoked, principal.jti)
     return principal
+
+
+async def refuse_revoked(is_revoked: IsRevoked, jti: str | None, detail: str = REVOKED) -> None:
+    """``RevokedToken`` (with ``detail``) if ``jti`` has been revoked; a token without one
+    (None) cannot be. Never cached: the store is asked each time."""
+    if jti is not None and await is_revoked(jti):
+        raise RevokedToken(detail)

@@ -9,7 +9,9 @@ the release cache at once, free, exactly as ``POST /v1/queries`` answers it (no 
 it) and the submission audited ``query.submit`` (nothing spent).
 
 ``run`` is the job's handler (``jobs/runner.py``). A job whose token was revoked since ends
-``failed``, uncharged. It admits the query again as its owner
+``failed``, uncharged: checked when the attempt starts and again after the dataset's
+preparation, just before the budget is reserved (``charged.reserve_unrevoked``). It admits
+the query again as its owner
 (without counting the rate limit twice): whatever changed since the submission (licence,
 tier, dataset version, budget, and the budget reservation made last, before the data is read)
 ends the job ``failed`` with no charge; a release of the same
@@ -43,7 +45,7 @@ from enclave.errors import (
 )
 from enclave.ids import new_id
 from enclave.jobs.job import Job, JobOp, queued
-from enclave.jobs.runner import Handler, JobRun, enqueue, require_unrevoked
+from enclave.jobs.runner import Handler, JobRun, enqueue, require_unrevoked, submitter
 from enclave.models import Principal, Release
 from enclave.query.request import QueryRequest
 from enclave.services import Services
@@ -153,7 +155,7 @@ async def _run(svc: Services, run: JobRun) -> None:
             await run.finish("done", {"answer": release.to_json()})
             return
         charged = await pipeline.charged_query(
-            svc, adm, query_id, svc.config.jobs.timeout_s, hold=f"res_{job.id}"
+            svc, adm, query_id, svc.config.jobs.timeout_s, submitter(job), hold=f"res_{job.id}"
         )
     except DatasetUnavailable as exc:  # not prepared (failed, or still running): not charged
         await run.finish("failed", {"problem": _problem(exc, charged=False)})

@@ -16,9 +16,13 @@ a job outlives the process that accepted it:
   renewal finds the job gone, and its final write cannot land: a job's end is written only
   while its claim holds it (``JobLost``), in the same transaction as its charge.
 
-A job keeps the ``jti`` of the token that submitted it; each handler calls
-``require_unrevoked`` when it starts (every attempt, before any data is read), so revoking
-that token stops its queued jobs as it stops its requests: they end ``failed``, uncharged.
+A job keeps the ``jti`` of the token that submitted it (``submitter``). Each handler checks
+it when an attempt starts (``require_unrevoked``) and again as the last step before any data is
+read, after every wait (its dataset's preparation, possibly by another process, and anything
+else an attempt awaits) and before its budget is reserved (``charged.reserve_unrevoked``). So
+revoking that token stops its jobs as it stops its requests, whether they are queued or
+waiting: they end ``failed``, uncharged; only a job already reading data goes on (and is
+charged).
 
 A handler owns its job's end: it calls ``finish`` (no charge) or ends it inside
 ``Store.debit`` (charged, ``store/jobs.py``). If the store cannot be written
@@ -38,11 +42,12 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from enclave.auth.principal import refuse_revoked
+from enclave.charged import Asker
 from enclave.config import JobsConfig
 from enclave.errors import (
     EnclaveError,
     RateLimited,
-    RevokedToken,
     ServiceUnavailable,
     describe,
 )
@@ -55,6 +60,7 @@ log = logging.getLogger(__name__)
 
 FAILED_TEXT = "the job failed before any data was read; nothing was charged"
 JOB_RETRY_S = 30  # Retry-After of a submission refused for a full per-licence queue
+JOB_REVOKED = "the token that submitted this job has been revoked"
 
 
 @dataclass
@@ -109,11 +115,17 @@ async def enqueue(store: Store, job: Job, max_active: int) -> tuple[Job, bool]:
     return job, bool(rows)
 
 
+def submitter(job: Job) -> Asker:
+    """The token that submitted ``job``: checked when an attempt starts and, always, again
+    as the last step before its data (``charged.reserve_unrevoked``)."""
+    jti = job.request.get("jti")
+    return Asker(jti if isinstance(jti, str) else None, JOB_REVOKED)
+
+
 async def require_unrevoked(store: Store, job: Job) -> None:
     """``RevokedToken`` if the token that submitted ``job`` has been revoked since."""
-    jti = job.request.get("jti")
-    if isinstance(jti, str) and await store.is_revoked(jti):
-        raise RevokedToken("the token that submitted this job has been revoked")
+    who = submitter(job)
+    await refuse_revoked(store.is_revoked, who.jti, who.refusal)
 
 
 Handler = Callable[[JobRun], Coroutine[Any, Any, None]]

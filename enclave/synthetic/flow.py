@@ -9,9 +9,11 @@ submission (nothing spent).
 
 ``run`` is the job's handler (``jobs/runner.py``). It re-checks what may have changed since
 the submission (the submitting token revoked, dataset version, licence, tier, budget:
-refusals end the job ``failed`` with no charge), prepares the bounded table, reserves the
-requested epsilon on every budget layer (``store/reserve.py``; refused: ``failed``, no
-charge, nothing read), and then, with the data read in a child process
+refusals end the job ``failed`` with no charge), prepares the bounded table (waiting for it if
+it is being prepared, here or by another process), checks the submitting token once more and
+reserves the requested epsilon on every budget layer (``charged.reserve_unrevoked``, the last
+step before the data; revoked or refused: ``failed``, no charge, nothing read), and then,
+with the data read in a child process
 (``synthetic/mst.py``), every outcome is charged, in one store transaction with the job's
 end (which turns the reservation into the charge):
 
@@ -37,11 +39,19 @@ from typing import Any
 from enclave import budget_layers as layers
 from enclave.audit.context import AuditContext
 from enclave.audit.record import SYNTHETIC_FAILED_REASON, AuditDraft
+from enclave.charged import reserve_unrevoked
 from enclave.engine.child import ChildPool
-from enclave.errors import BudgetExhausted, EnclaveError, NotFound, ServiceUnavailable, describe
+from enclave.errors import (
+    BudgetExhausted,
+    EnclaveError,
+    NotFound,
+    RevokedToken,
+    ServiceUnavailable,
+    describe,
+)
 from enclave.ids import new_id
 from enclave.jobs.job import Job, queued
-from enclave.jobs.runner import Handler, JobRun, enqueue, require_unrevoked
+from enclave.jobs.runner import Handler, JobRun, enqueue, require_unrevoked, submitter
 from enclave.ledger.charge import CacheEntry, Charge
 from enclave.ledger.grid import Amount
 from enclave.models import DatasetSpec, Licence, Principal
@@ -194,15 +204,18 @@ async def _run(svc: Services, children: ChildPool, run: JobRun) -> None:
         rows=req.rows,
         out_dir=str(out_dir),
     )
-    try:  # the last step before the data: the debit below turns it into the charge
-        held = await svc.store.reserve(
+    try:  # the last step before the data: the debit below turns the reservation into the charge
+        held = await reserve_unrevoked(
+            svc,
             layers.charge_for(licence, job.dataset, budgets, Amount.charge(req.epsilon)),
             svc.config.jobs.timeout_s,
             f"res_{job.id}",  # a new attempt replaces an interrupted one's
+            submitter(job),  # revoked while the job waited (its dataset's preparation)
         )
-    except BudgetExhausted:  # spent or held meanwhile by other requests: nothing read
+    except (RevokedToken, BudgetExhausted) as exc:  # or spent or held meanwhile: nothing read
         await asyncio.to_thread(shutil.rmtree, out_dir, True)
-        await run.finish("failed", {"problem": {"title": "budget exhausted", "charged": False}})
+        title = _refused(exc.detail) if isinstance(exc, RevokedToken) else "budget exhausted"
+        await run.finish("failed", {"problem": {"title": title, "charged": False}})
         return
     run.advance(0.1)
     # ---- from here on the data is read: every outcome is charged ----
@@ -282,7 +295,7 @@ async def _recheck(
     try:
         await require_unrevoked(svc.store, job)
     except EnclaveError as exc:
-        return f"refused since the request: {exc.detail}"
+        return _refused(exc.detail)
     spec = await svc.registry.dataset(job.dataset)
     if spec is None or spec.retired or spec.version != job.request["version"]:
         return "the dataset changed since the request; submit it again"
@@ -292,15 +305,20 @@ async def _recheck(
     principal = Principal(subject=job.owner, roles=frozenset({"researcher"}))
     decision = authorize(principal, licence, tier, spec, None, None, svc.clock(), tiers=tiers)
     if not decision.allowed or tier is None or licence is None:
-        return f"refused since the request: {decision.reason}"
+        return _refused(decision.reason)
     try:
         check_tier(tier, req.epsilon)
     except EnclaveError as exc:
-        return f"refused since the request: {exc.detail}"
+        return _refused(exc.detail)
     budgets = await layers.budget_layers(svc.store, licence, tier, spec, svc.clock())
     if not layers.fits(budgets, Amount.charge(req.epsilon)):
         return "budget exhausted"
     return spec, licence, budgets
+
+
+def _refused(reason: str) -> str:
+    """A failed job's title for a refusal since the request (nothing read, nothing charged)."""
+    return f"refused since the request: {reason}"
 
 
 def _audit(job: Job) -> dict[str, Any]:
