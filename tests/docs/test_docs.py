@@ -181,6 +181,14 @@ def test_every_problem_type_is_in_the_docs() -> None:
     assert sorted(t for t in types if f"`{t}`" not in ALL_DOCS) == []
 
 
+def test_the_problem_table_lists_every_type() -> None:
+    """``security.md``'s table is the complete list the researcher guide points to."""
+    table = PAGES[DOCS / "security.md"].split("## Problem types", 1)[1]
+    rows = set(re.findall(r"^\| `([a-z0-9-]+)` \| (\d{3}) \|", table, re.M))
+    expected = {(cls.type, str(cls.status)) for cls in _error_classes()}
+    assert sorted(expected - rows) == []
+
+
 def test_every_metric_is_in_the_docs() -> None:
     names = []
     for family in Metrics().registry.collect():
