@@ -389,7 +389,7 @@ async def _admit(
     )
     n_groups = declared_group_count(plan, spec)
     chosen = None
-    if epsilon is None:  # accuracy targets: public parameters only, off the loop (~20 prices)
+    if epsilon is None:  # accuracy targets: public parameters only, off the loop (a few fits)
         targets = req.accuracy or {}
         chosen = await asyncio.to_thread(choose_epsilon, plan, spec, tier, n_groups, targets)
         epsilon = chosen.epsilon

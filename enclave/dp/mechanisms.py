@@ -48,7 +48,14 @@ exactly as written, so a changed bound or tier field is a new key) and shared by
 whatever their licence: it holds no data and no caller's state. Its OpenDP measurements sample
 fresh noise each time they are invoked, and its ``accuracy`` is read-only. ``check_plan``
 (every refusal pricing can raise) runs on each call, so a cached price never skips a refusal;
-calibrations are cached in ``calibrate``. The composition check runs on each new price.
+calibrations are cached in ``calibrate``. The composition check runs on each new fit.
+
+Two stages, each cached under that key: the fit (``_fit``: every measurement calibrated at the
+share whose composition fits the epsilon, which states each column's ci95), then the release
+objects built on it once the share is final (``_with_release``: quantile scoring, partition
+release; most of a large plan's price). ``stated_ci95`` reads the fit alone: the accuracy
+search (``dp/target.py``) asks it at several epsilons, and the query at the one it chooses is
+priced from the same fit, so the ci95 promised is the one priced.
 
 Known limit: a float SUM's input is the exact DECIMAL sum rounded to a float, so two
 neighbouring inputs can differ by the sensitivity plus one rounding step per group (relative
@@ -62,7 +69,7 @@ import functools
 import math
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, localcontext
 from types import MappingProxyType
 from typing import Any, Literal
@@ -79,7 +86,7 @@ from enclave.models import ColumnSpec, DatasetSpec, Tier, stored_float
 from enclave.query.plan import Aggregate, Plan
 from enclave.query.stats import ROWS, aggregate_statistics, integer_bounds, quantile_candidates
 
-__all__ = ["PricedAggregate", "PricedPlan", "check_plan", "enable_dp", "price_plan"]
+__all__ = ["PricedAggregate", "PricedPlan", "check_plan", "enable_dp", "price_plan", "stated_ci95"]
 
 Part = Literal["value", "avg_sum", "avg_count", "hidden_count", "partition"]
 HIDDEN_ALIAS = ROWS.name  # the alias of the hidden count and of the partition selection
@@ -110,6 +117,8 @@ class PricedAggregate:
     #: selection releases with the threshold one above the charged one (``release_delta``),
     #: vectorised (``dp/partition.py``)
     release_with: Any = field(default=None, compare=False, repr=False)
+    #: the calibrated family; a quantile's release is built from it (``_with_release``)
+    builder: cal.Builder | None = field(default=None, compare=False, repr=False)
 
     @property
     def mechanism(self) -> Any:
@@ -180,10 +189,26 @@ def price_plan(
     plan: Plan, spec: DatasetSpec, tier: Tier, epsilon: Decimal, n_groups: int | None
 ) -> PricedPlan:
     """Build and cost every measurement of ``plan``; touches no data. Cached (see above)."""
+    return _priced(_request(plan, spec, tier, epsilon, n_groups))
+
+
+def stated_ci95(
+    plan: Plan, spec: DatasetSpec, tier: Tier, epsilon: Decimal, n_groups: int | None
+) -> dict[str, float | None]:
+    """The ``ci95`` that ``price_plan`` at ``epsilon`` states per aggregate column (``None``
+    for an AVG or a quantile), from the same fit of the share, which both cache; only the
+    release objects (quantile scoring, partition release) are not built. What the accuracy
+    search (``dp/target.py``) asks at each epsilon it tries."""
+    return _ci95_columns(plan.aggregates, _fitted(_request(plan, spec, tier, epsilon, n_groups)))
+
+
+def _request(
+    plan: Plan, spec: DatasetSpec, tier: Tier, epsilon: Decimal, n_groups: int | None
+) -> _Request:
     enable_dp()
     check_plan(plan, spec, tier, epsilon, n_groups)
     key = (plan.normalized(), repr(spec), repr(tier), str(epsilon), n_groups)
-    return _priced(_Request(key, plan, spec, tier, epsilon, n_groups))
+    return _Request(key, plan, spec, tier, epsilon, n_groups)
 
 
 @dataclass(frozen=True)
@@ -198,14 +223,29 @@ class _Request:
     n_groups: int | None = field(compare=False)
 
 
+@dataclass(frozen=True)
+class _Fit:
+    """Every measurement of a plan, calibrated at the share whose composition fits."""
+
+    parts: tuple[PricedAggregate, ...]  # without release objects (``_with_release``)
+    share: float
+    opendp_epsilon: Decimal  # the composition of OpenDP's maps, <= the charged epsilon
+    opendp_delta: Decimal
+    delta: Decimal  # charged
+    n_groups: int | None  # None: undeclared keys
+
+
 @functools.lru_cache(maxsize=PRICE_CACHE_SIZE)
 def _priced(req: _Request) -> PricedPlan:
-    return _price(req.plan, req.spec, req.tier, req.epsilon, req.n_groups)
+    return _price(req, _fitted(req))
 
 
-def _price(
-    plan: Plan, spec: DatasetSpec, tier: Tier, epsilon: Decimal, n_groups: int | None
-) -> PricedPlan:
+@functools.lru_cache(maxsize=PRICE_CACHE_SIZE)
+def _fitted(req: _Request) -> _Fit:
+    return _fit(req.plan, req.spec, req.tier, req.epsilon, req.n_groups)
+
+
+def _fit(plan: Plan, spec: DatasetSpec, tier: Tier, epsilon: Decimal, n_groups: int | None) -> _Fit:
     aggs = plan.aggregates
     k = spec.max_rows_per_unit
     grouped = bool(plan.group_by)
@@ -229,26 +269,59 @@ def _price(
         share *= 1.0 - 2.0 ** (-44 + 4 * attempt)
     else:
         raise EnclaveError("privacy accounting failed")  # pragma: no cover - guarded above
-    accuracy: dict[str, Mapping[str, float | None]] = {a.alias: {"ci95": None} for a in aggs}
+    n = None if undeclared else groups
+    return _Fit(tuple(priced), share, total_eps, total_delta, delta, n)
+
+
+def _price(req: _Request, fit: _Fit) -> PricedPlan:
+    """The fit with its release objects, and the accuracy it states."""
+    priced = [_with_release(p) for p in fit.parts]
+    accuracy: dict[str, Mapping[str, float | None]] = {
+        alias: {"ci95": ci95} for alias, ci95 in _ci95_columns(req.plan.aggregates, fit).items()
+    }
     for p in priced:
         if p.part == "value" and p.kind == "quantile":
             accuracy[p.alias] = quantile_accuracy(p.release_with.candidates.tolist(), p.scale)
-        elif p.part == "value":
-            accuracy[p.alias] = {"ci95": p.ci95}
+    tier = req.tier
     return PricedPlan(
-        epsilon=epsilon,
-        delta=delta,
+        epsilon=req.epsilon,
+        delta=fit.delta,
         aggregates=tuple(priced),
         accuracy=MappingProxyType({a: MappingProxyType(dict(v)) for a, v in accuracy.items()}),
-        opendp_epsilon=float(total_eps),
-        opendp_delta=float(total_delta),
-        share=share,
-        n_groups=None if undeclared else groups,
+        opendp_epsilon=float(fit.opendp_epsilon),
+        opendp_delta=float(fit.opendp_delta),
+        share=fit.share,
+        n_groups=fit.n_groups,
         min_noisy_count=tier.min_noisy_count,
         max_groups=tier.group_by_max_groups,
         suppress_with=_suppression_source(priced) if tier.min_noisy_count > 0 else None,
-        plan_key=plan.normalized(),
+        plan_key=req.plan.normalized(),
     )
+
+
+def _ci95_columns(aggs: tuple[Aggregate, ...], fit: _Fit) -> dict[str, float | None]:
+    """Each aggregate column's ``ci95`` (a COUNT's, COUNT(DISTINCT)'s or SUM's; else None)."""
+    out: dict[str, float | None] = {a.alias: None for a in aggs}
+    for p in fit.parts:
+        if p.part == "value" and p.kind != "quantile":
+            out[p.alias] = p.ci95
+    return out
+
+
+def _with_release(p: PricedAggregate) -> PricedAggregate:
+    """``p`` with what releases it, once its scale is final: a quantile's histogram scoring
+    (``dp/quantile.py``), the partition selection's vector release (``dp/partition.py``)."""
+    release_with: Any
+    if p.part == "value" and p.kind == "quantile":
+        assert p.builder is not None  # noqa: S101 - _price_aggregate sets it
+        b = p.builder
+        release_with = quantile_release(b.candidates, b.alpha, p.scale, int(p.d_in))
+    elif p.part == "partition":
+        assert p.threshold is not None  # noqa: S101 - _price_partition sets it
+        release_with = threshold_release(p.scale, p.threshold, int(p.d_in))
+    else:
+        return p
+    return replace(p, release_with=release_with)
 
 
 def _price_aggregate(
@@ -275,7 +348,7 @@ def _price_aggregate(
         return [
             PricedAggregate(
                 agg.alias, "quantile", k, scale, eps, None, meas, "value", stats[0], False,
-                space=cal.space_of(build), release_with=quantile_release(cands, q, scale, k),
+                space=cal.space_of(build), builder=build,
             )
         ]  # fmt: skip
     raise UnsupportedQuery("unsupported aggregate")  # pragma: no cover - AggKind is closed
@@ -340,7 +413,6 @@ def _price_partition(k: int, share: float, delta: float) -> PricedAggregate:
     return PricedAggregate(
         HIDDEN_ALIAS, "partition", k, scale, eps, None, meas, "partition", ROWS.name, True,
         got_delta, threshold, space=cal.space_of(charged),
-        release_with=threshold_release(scale, threshold, k),
     )  # fmt: skip
 
 
