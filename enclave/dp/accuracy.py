@@ -33,9 +33,13 @@ QUANTILE_BETA = 0.05  # the quantile statement holds with probability at least 1
 
 @functools.lru_cache(maxsize=1024)  # public inputs only; one OpenDP call per scale, not group
 def noise_accuracy(scale: float, integer: bool, alpha: float) -> float:
-    """Half-width of a ``1 - alpha`` interval for Laplace noise of ``scale``."""
+    """Half-width of a ``1 - alpha`` interval for Laplace noise of ``scale``. At a tiny
+    integer scale (below about 0.002: an epsilon in the thousands) OpenDP's closed form
+    overflows to -inf; the noise is then 0 with probability above ``1 - alpha``, so the
+    half-width, floored as OpenDP allows, is 0."""
     if integer:
-        return float(dp.discrete_laplacian_scale_to_accuracy(scale, alpha))
+        width = float(dp.discrete_laplacian_scale_to_accuracy(scale, alpha))
+        return width if math.isfinite(width) and width >= 0.0 else 0.0
     return float(dp.laplacian_scale_to_accuracy(scale, alpha))
 
 

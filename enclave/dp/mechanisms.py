@@ -77,7 +77,7 @@ from typing import Any, Literal
 import opendp.prelude as dp
 
 from enclave.dp import calibrate as cal
-from enclave.dp.accuracy import quantile_accuracy
+from enclave.dp.accuracy import noise_accuracy, quantile_accuracy
 from enclave.dp.calibrate import enable_dp
 from enclave.dp.partition import threshold_release
 from enclave.dp.quantile import quantile_release
@@ -359,8 +359,9 @@ def _price_count(
 ) -> PricedAggregate:
     build = cal.count_builder()
     meas, scale, eps = cal.calibrate(build, sensitivity, share)
+    ci95 = noise_accuracy(scale, True, 0.05)
     return PricedAggregate(
-        alias, kind, sensitivity, scale, eps, _ci95(scale, True), meas, part, stat, True,
+        alias, kind, sensitivity, scale, eps, ci95, meas, part, stat, True,
         space=cal.space_of(build),
     )  # fmt: skip
 
@@ -377,7 +378,7 @@ def _price_sum(
     else:
         d_in, build = stored_sensitivity(k, float(low), float(high)), cal.float_builder()
     meas, scale, eps = cal.calibrate(build, d_in, share)
-    ci = None if kind == "avg" else _ci95(scale, integer)
+    ci = None if kind == "avg" else noise_accuracy(scale, integer, 0.05)
     return PricedAggregate(
         alias, kind, d_in, scale, eps, ci, meas, part, stat, integer, space=cal.space_of(build)
     )
@@ -464,14 +465,6 @@ def _compose(priced: list[PricedAggregate]) -> tuple[Decimal, Decimal]:
         else:
             epsilons.append(float(answer))
     return cal.decimal_sum(epsilons), cal.decimal_sum(deltas)
-
-
-@functools.lru_cache(maxsize=1024)
-def _ci95(scale: float, integer: bool) -> float:
-    """Half-width of the 95% interval of the noise at ``scale`` (OpenDP's accuracy helpers)."""
-    if integer:
-        return float(dp.discrete_laplacian_scale_to_accuracy(scale, 0.05))
-    return float(dp.laplacian_scale_to_accuracy(scale, 0.05))
 
 
 def _suppression_source(priced: list[PricedAggregate]) -> int | None:

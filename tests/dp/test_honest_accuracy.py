@@ -7,9 +7,11 @@ import math
 from decimal import Decimal
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from enclave.dp import calibrate as cal
-from enclave.dp.accuracy import bounding_note, quantile_accuracy
+from enclave.dp.accuracy import bounding_note, noise_accuracy, quantile_accuracy
 from enclave.dp.mechanisms import price_plan
 from enclave.dp.quantile import quantile_release
 from enclave.query.parse import parse_query
@@ -59,3 +61,26 @@ def test_bounding_note_names_the_unit_and_k() -> None:
     assert note["max_rows_per_unit"] == SPEC.max_rows_per_unit
     assert note["counts"] == "bounded rows"
     assert f"at most {SPEC.max_rows_per_unit} of its rows" in note["statement"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.floats(min_value=1e-9, max_value=1e6),
+    st.floats(min_value=1e-9, max_value=1e6),
+    st.booleans(),
+    st.sampled_from([0.025, 0.05]),
+)
+def test_noise_accuracy_is_finite_and_grows_with_the_scale(
+    a: float, b: float, integer: bool, alpha: float
+) -> None:
+    """Every stated half-width is a JSON number: finite, at least 0, and no smaller at a larger
+    scale (OpenDP's discrete helper overflows to -inf below a scale of about 0.002)."""
+    low, high = sorted((a, b))
+    w_low, w_high = noise_accuracy(low, integer, alpha), noise_accuracy(high, integer, alpha)
+    assert math.isfinite(w_low) and math.isfinite(w_high)
+    assert 0.0 <= w_low <= w_high
+
+
+def test_a_tiny_integer_scale_states_zero() -> None:
+    assert noise_accuracy(1e-4, True, 0.05) == 0.0  # the noise is 0 with probability > 95%
+    assert noise_accuracy(0.1, True, 0.05) > 0.0

@@ -296,3 +296,24 @@ async def test_choosing_and_pricing_never_read_the_source(make_gateway: Any) -> 
     batch = {"dataset": "visits", "queries": [{"sql": COUNT, "accuracy": {"n": {"ci95": 40}}}]}
     assert (await post(gw, batch, BATCH)).status == 200
     assert not Path(spec.source_path).exists() and await spent(gw, lic.id) == 0
+
+
+async def test_a_very_large_epsilon_states_a_finite_ci95(make_gateway: Any) -> None:
+    """At a tiny noise scale (a tier allowing epsilon in the thousands) OpenDP's discrete
+    accuracy helper overflows to -inf; the stated ci95 is then 0 (the integer noise is 0 with
+    probability above 95%), and every answer is valid JSON."""
+    gw = await make_gateway()
+    await gw.licence()
+    admin = gw.auth("steward", ["admin"])
+    tier = await (await gw.client.get("/v1/admin/tiers/standard", headers=admin)).json()
+    budget = {**tier["budget"], "epsilon": 100000.0}
+    wide = {**tier, "budget": budget, "max_epsilon_per_query": 5000.0, "reason": "t"}
+    resp = await gw.client.put("/v1/admin/tiers/standard", json=wide, headers=admin)
+    assert resp.status == 200, await resp.text()
+    body = {"dataset": "visits", "sql": COUNT, "epsilon": 5000.0}
+    for path in ("/v1/queries/estimate", "/v1/queries"):
+        resp = await post(gw, body, path)
+        assert resp.status == 200, await resp.text()
+        text = await resp.text()
+        assert "Infinity" not in text and "NaN" not in text
+        assert (await resp.json())["accuracy"]["n"]["ci95"] == 0.0
