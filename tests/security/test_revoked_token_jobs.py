@@ -28,6 +28,20 @@ async def _wait(gw: Any, url: str) -> Any:
     raise AssertionError(f"job not ended in time: {job}")
 
 
+async def submit_two(gw: Any) -> dict[str, str]:
+    """One query job from each of alice's two tokens, ``stolen`` and ``laptop``: status URLs."""
+    urls = {}
+    for jti, epsilon in (("stolen", 0.5), ("laptop", 0.25)):
+        resp = await gw.client.post(
+            "/v1/queries/jobs",
+            json={"dataset": "visits", "sql": SQL, "epsilon": epsilon},
+            headers=gw.auth("alice", jti=jti),
+        )
+        assert resp.status == 202, await resp.text()
+        urls[jti] = (await resp.json())["status_url"]
+    return urls
+
+
 async def _revoke(gw: Any, jti: str) -> None:
     resp = await gw.client.post(
         "/v1/admin/revocations",
@@ -42,15 +56,7 @@ async def test_a_queued_query_job_of_a_revoked_token_never_runs(make_gateway: An
     lic = await gw.licence()
     runner = gw.app[runner_key]
     await runner.stop()  # accepts, runs nothing: the jobs stay queued
-    urls = {}
-    for jti, epsilon in (("stolen", 0.5), ("laptop", 0.25)):
-        resp = await gw.client.post(
-            "/v1/queries/jobs",
-            json={"dataset": "visits", "sql": SQL, "epsilon": epsilon},
-            headers=gw.auth("alice", jti=jti),
-        )
-        assert resp.status == 202, await resp.text()
-        urls[jti] = (await resp.json())["status_url"]
+    urls = await submit_two(gw)
     await _revoke(gw, "stolen")
     runner.start()
     refused = await _wait(gw, urls["stolen"])

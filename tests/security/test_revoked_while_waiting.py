@@ -26,7 +26,7 @@ from enclave.policy.registry import registry_for
 from enclave.store import open_store
 from enclave.web.app import shared_truncation_key
 from tests.conftest import ConfigFactory
-from tests.security.test_revoked_token_jobs import JOBS, PROBLEM, _revoke, _wait
+from tests.security.test_revoked_token_jobs import JOBS, PROBLEM, _revoke, _wait, submit_two
 from tests.spend import layer_spent
 from tests.store.conftest import temporary_database
 from tests.web.test_synthetic import _body, _deploy
@@ -103,15 +103,7 @@ async def test_a_query_job_revoked_while_it_waits_for_the_preparation_reads_noth
             gw = await make_gateway(jobs=JOBS, store_url=url)
             lic = await gw.licence()
             await _preparing(gw, "visits")
-            urls = {}
-            for jti, epsilon in (("stolen", 0.5), ("laptop", 0.25)):
-                resp = await gw.client.post(
-                    "/v1/queries/jobs",
-                    json={"dataset": "visits", "sql": SQL, "epsilon": epsilon},
-                    headers=gw.auth("alice", jti=jti),
-                )
-                assert resp.status == 202, await resp.text()
-                urls[jti] = (await resp.json())["status_url"]
+            urls = await submit_two(gw)
             await _until_waiting()  # "stolen" passed its start check: it waits for the data
             await _revoke(gw, "stolen")
         # the preparation goes on and ends
