@@ -3,8 +3,11 @@
 One row per licence, with a header naming the columns (``REQUIRED`` and optionally
 ``OPTIONAL``); ``datasets`` separates names with ``;``. Each row passes the same validation as
 ``POST /v1/admin/licences`` and the same checks of references (tiers and datasets exist) and of
-the one-active-licence-per-dataset rule, against the store and against the earlier rows. Only a
-file without any problem is issued (a dry run stops before that).
+the one-active-licence-per-dataset rule, against the store and against the earlier rows. With
+``governance.four_eyes`` on, a row that raises risk (a reissue, ``governance/risk.py``) is a
+problem too: an import has no second admin, and each reissue is proposed on its own through
+``POST /v1/admin/licences``. Only a file without any problem is issued (a dry run stops before
+that).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from enclave.audit.record import AuditDraft
 from enclave.errors import BadRequest
 from enclave.governance.organisations import suspension_problem
+from enclave.governance.risk import reissued
 from enclave.licences import licence_from_json
 from enclave.models import Licence
 from enclave.policy.registry import Registry
@@ -36,8 +40,11 @@ class ImportPlan:
     problems: list[str] = field(default_factory=list)
 
 
-async def plan_import(text: str, store: Store, registry: Registry, now: dt.datetime) -> ImportPlan:
-    """Parse and check ``text`` (CSV); return the licences to issue and every problem found."""
+async def plan_import(
+    text: str, store: Store, registry: Registry, now: dt.datetime, *, four_eyes: bool
+) -> ImportPlan:
+    """Parse and check ``text`` (CSV); return the licences to issue and every problem found
+    (``four_eyes``: ``governance.four_eyes``, under which a reissue is refused here)."""
     plan = ImportPlan()
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
@@ -76,7 +83,11 @@ async def plan_import(text: str, store: Store, registry: Registry, now: dt.datet
         if lic.id in ids or (await store.get_licence(lic.id)) is not None:
             found.append(f"id: {lic.id} already exists")
         ids.add(lic.id)
-        for existing in await store.list_licences(lic.subject):
+        held = await store.list_licences(lic.subject)
+        if four_eyes and (found_risks := reissued(lic, held)):
+            found += [f"{r}: with governance.four_eyes on, propose it through POST "
+                      "/v1/admin/licences for a second admin" for r in found_risks]  # fmt: skip
+        for existing in held:
             if existing.status == "active":
                 for name in existing.datasets:
                     taken.setdefault((lic.subject, name), f"licence {existing.id}")

@@ -86,6 +86,23 @@ def licence_from_json(body: Any, now: dt.datetime) -> Licence:
     )
 
 
+def licence_request(body: Any, now: dt.datetime) -> tuple[Licence, str | None]:
+    """``POST /v1/admin/licences``: ``licence_from_json`` plus an optional ``reason`` (kept
+    in the audit log; a reissue that waits for a second admin needs one), every problem
+    listed together."""
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    problems: list[str] = []
+    reason = read_string(problems, body.get("reason"), "reason", MAX_TEXT_CHARS, required=False)
+    try:
+        licence = licence_from_json({k: v for k, v in body.items() if k != "reason"}, now)
+    except BadRequest as err:
+        raise invalid([*(err.problems or [err.detail]), *problems]) from None
+    if problems:
+        raise invalid(problems)
+    return licence, reason
+
+
 def patch_licence(licence: Licence, body: Any, now: dt.datetime) -> tuple[Licence, str | None]:
     """Apply a PATCH; return the new licence and the reason given. Raise on bad input."""
     if not isinstance(body, dict) or not body:

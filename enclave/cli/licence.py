@@ -3,8 +3,10 @@ licence administration.
 
 Same validation and the same audited store writes as the admin API; the actor recorded in the
 audit log is ``--actor`` (default ``cli``). No second admin can approve anything here, so with
-``governance.four_eyes`` on a change that raises risk is refused (propose it through the API),
-and a licence held by its organisation's suspension is never reactivated here.
+``governance.four_eyes`` on a change that raises risk is refused (propose it through the API):
+a change to a licence, a reissue by ``issue`` or ``import`` (the subject holds or held a licence
+on one of its datasets); and a licence held by its organisation's suspension is never
+reactivated here.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from enclave.cli.common import config_option, get_config, offline, run
 from enclave.config import Config
 from enclave.errors import Conflict, NotFound
 from enclave.governance.organisations import refuse_if_suspended
-from enclave.governance.risk import risks
+from enclave.governance.risk import reissued, risks
 from enclave.inputs import text_problem
 from enclave.licence_import import ImportPlan, issue_import, plan_import
 from enclave.licences import (
@@ -96,6 +98,7 @@ def issue(
         async with offline(cfg) as (store, registry):
             await check_licence_policy(registry, lic)
             await refuse_if_suspended(store, lic)
+            refuse_risks(cfg, reissued(lic, await store.licences_for(lic.subject)))
             await store.insert_licence(
                 lic,
                 _draft("licence.create", actor, lic, detail={"after": licence_digest_fields(lic)}),
@@ -176,7 +179,11 @@ async def refuse_without_second_admin(
         if await store.hold_of(current.id) is not None:
             raise Conflict(f"{current.id} is suspended with its organisation: reactivate the "
                            "organisation through the API (a second admin approves)")  # fmt: skip
-    found = risks(current, updated)
+    refuse_risks(cfg, risks(current, updated))
+
+
+def refuse_risks(cfg: Config, found: list[str]) -> None:
+    """With ``governance.four_eyes`` on, a change that raises risk (``found``) is refused."""
     if cfg.governance.four_eyes and found:
         raise Conflict(f"this change raises risk ({'; '.join(found)}) and governance.four_eyes "
                        "is on: propose it through the API for a second admin")  # fmt: skip
@@ -282,7 +289,9 @@ def import_(
 
     async def go() -> ImportPlan:
         async with offline(cfg) as (store, registry):
-            plan = await plan_import(text, store, registry, utcnow())
+            plan = await plan_import(
+                text, store, registry, utcnow(), four_eyes=cfg.governance.four_eyes
+            )
             if plan.problems or dry_run:
                 return plan
             await issue_import(

@@ -22,18 +22,26 @@ from typing import Any
 from enclave.audit.context import AuditContext
 from enclave.audit.record import AuditDraft
 from enclave.errors import Conflict, NotFound, PolicyFileError
+from enclave.governance.organisations import refuse_if_suspended
 from enclave.governance.proposal import (
     GrantWrite,
     LicenceWrite,
+    NewLicence,
     PolicyWrite,
     Reactivation,
     Write,
     held_state,
     licence_state,
 )
-from enclave.governance.risk import GRANT_RISK, risks
+from enclave.governance.risk import GRANT_RISK, reissued, risks
 from enclave.licence_grants import ceiling, grant_from_json
-from enclave.licences import check_licence_policy, licence_digest_fields, patch_licence
+from enclave.licences import (
+    check_licence_policy,
+    check_no_overlap,
+    licence_digest_fields,
+    licence_request,
+    patch_licence,
+)
 from enclave.models import DatasetSpec, Tier
 from enclave.policy.files import tier_from_dict
 from enclave.policy.registry import BUDGET_KEYS, PolicyChange, state_paths
@@ -179,6 +187,28 @@ def policy_detail(change: PolicyChange) -> dict[str, Any]:
 
 
 # --- licences --------------------------------------------------------------------------------
+
+
+async def prepare_licence_create(svc: Services, actx: AuditContext, body: Any) -> Prepared:
+    """``POST /v1/admin/licences``. Raises risk when it is a reissue (``risk.reissued``:
+    the subject's licences, any status, against the new one's datasets). The overlap rule the
+    store's insert applies is checked here too, so a proposal that could never apply is not
+    made. The proposal keeps the licence's id, so the approval issues that licence."""
+    licence, reason = licence_request(body, svc.clock())
+    actx.licence_id, actx.tier = licence.id, licence.tier
+    await check_licence_policy(svc.registry, licence)
+    await refuse_if_suspended(svc.store, licence)
+    held = await svc.store.licences_for(licence.subject)
+    check_no_overlap(licence, held)
+    after = licence_digest_fields(licence)
+    detail = {"after": after, "before_sha256": None, "after_sha256": digest(after)}
+    draft = replace(actx.draft("ok", reason=reason, detail=detail), action="licence.create")
+    base = held_state(held)
+    requested = {**{k: v for k, v in body.items() if k != "reason"}, "id": licence.id}
+    return Prepared(
+        "licence.create", licence.id, requested, reason, base, reissued(licence, held),
+        NewLicence(licence, draft, base),
+    )  # fmt: skip
 
 
 async def prepare_licence_patch(

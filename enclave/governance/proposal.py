@@ -47,9 +47,9 @@ class Proposal:
     again at approval); ``base`` the target's state it was checked against."""
 
     id: str
-    kind: str  # tier.update | dataset.update | licence.update | licence.grant |
-    #           dataset.unfreeze | organisation.reactivate
-    target: str  # the tier or dataset name, licence id or organisation
+    kind: str  # tier.update | dataset.update | licence.create | licence.update |
+    #           licence.grant | dataset.unfreeze | organisation.reactivate
+    target: str  # the tier or dataset name, licence id (new, for licence.create) or organisation
     body: dict[str, Any]
     base: str
     risks: tuple[str, ...]
@@ -100,6 +100,15 @@ class LicenceWrite:
 
 
 @dataclass(frozen=True)
+class NewLicence:
+    """Issue ``licence`` (a reissue: ``risk.reissued``)."""
+
+    licence: Licence
+    draft: AuditDraft
+    base: str  # ``held_state`` of the subject's licences when proposed
+
+
+@dataclass(frozen=True)
 class GrantWrite:
     grant: Grant
     ceiling: Amount
@@ -118,7 +127,7 @@ class Reactivation:
     base: str  # ``held_state`` of the organisation when proposed
 
 
-Write = PolicyWrite | LicenceWrite | GrantWrite | Reactivation
+Write = PolicyWrite | NewLicence | LicenceWrite | GrantWrite | Reactivation
 
 
 @dataclass(frozen=True)
@@ -165,15 +174,17 @@ def check_decision(
 
 def approval_conflict(p: Proposal, actor: str, licences: Sequence[Licence]) -> str | None:
     """Why ``actor`` may not approve ``p``, or None. The second pair of eyes is neither the
-    proposer nor the beneficiary: the subject of the licence a ``licence.update`` or
-    ``licence.grant`` changes, or of any licence (held or not) of the organisation an
-    ``organisation.reactivate`` lifts. A proposer may still reject (withdraw) it, and a
-    beneficiary reject it."""
+    proposer nor the beneficiary: the subject of the licence a ``licence.create`` issues or a
+    ``licence.update`` or ``licence.grant`` changes, or of any licence (held or not) of the
+    organisation an ``organisation.reactivate`` lifts. A proposer may still reject (withdraw)
+    it, and a beneficiary reject it."""
     if actor == p.proposer:
         return "the proposer cannot approve their own proposal"
     own = [lic for lic in licences if lic.subject == actor]
     if p.kind in LICENCE_KINDS and any(lic.id == p.target for lic in own):
         return "an admin cannot approve a change to their own licence"
+    if p.kind == "licence.create" and p.body.get("subject") == actor:
+        return "an admin cannot approve a licence issued to them"
     if p.kind == "organisation.reactivate" and any(lic.organization == p.target for lic in own):
         return "an admin cannot approve reactivating an organisation in which they hold a licence"
     return None

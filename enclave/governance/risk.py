@@ -35,11 +35,18 @@ Licence
   counts against another organisation's budget);
 - the validity window widened (``valid_from`` earlier or ``valid_until`` later).
 
+New licence (``reissued``: the subject's licences are the caller's to read)
+- reissued: its subject holds or has held a licence (any status) on one of its datasets, so
+  a revoke-and-reissue cannot raise a tier, add a dataset or renew a licence-layer budget
+  alone. A subject's first licence on those datasets is the steward's everyday work and
+  applies directly.
+
 A budget grant always raises risk (``GRANT_RISK``). Nothing here reads the store or the clock.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 
 from enclave.ledger.grid import Amount
@@ -58,8 +65,22 @@ def risks(
     if isinstance(after, DatasetSpec):
         assert before is None or isinstance(before, DatasetSpec)  # noqa: S101
         return _dataset(before, after)
-    assert isinstance(before, Licence)  # noqa: S101 (a new licence is not classified)
+    assert isinstance(before, Licence)  # noqa: S101 (a new licence: ``reissued``)
     return _licence(before, after)
+
+
+def reissued(new: Licence, held: Sequence[Licence]) -> list[str]:
+    """Why issuing ``new`` raises risk: ``held`` (the subject's licences, any status) covers
+    one of its datasets. Empty: a first licence on these datasets."""
+    wanted = set(new.datasets)
+    earlier = [
+        f"{lic.id} on {', '.join(sorted(wanted.intersection(lic.datasets)))} ({lic.status})"
+        for lic in sorted(held, key=lambda lic: lic.id)
+        if lic.subject == new.subject and lic.id != new.id and wanted.intersection(lic.datasets)
+    ]
+    if not earlier:
+        return []
+    return [f"licence reissued: {new.subject!r} has held {' and '.join(earlier)}"]
 
 
 def _raised(name: str, old: int | Decimal, new: int | Decimal) -> list[str]:

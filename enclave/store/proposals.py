@@ -25,6 +25,7 @@ from enclave.governance.proposal import (
     Decision,
     GrantWrite,
     LicenceWrite,
+    NewLicence,
     PolicyWrite,
     Proposal,
     Reactivation,
@@ -130,6 +131,10 @@ async def _apply(tx: Tx, w: Write | None, now: dt.datetime) -> AuditRecord:
             raise ProposalStale(f"{w.kind} {w.name!r} changed since the proposal") from exc
         assert record is not None  # noqa: S101 (a draft was given)
         return record
+    if isinstance(w, NewLicence):
+        if gov.held_state(await ops.licences_for(tx, w.licence.subject)) != w.base:
+            raise ProposalStale("the subject's licences changed since the proposal")
+        return await ops.insert_licence(tx, now, w.licence, w.draft)
     if isinstance(w, LicenceWrite | GrantWrite):
         lic_id = w.licence_id if isinstance(w, LicenceWrite) else w.grant.licence_id
         if gov.licence_state(await ops.get_licence(tx, lic_id)) != w.base:

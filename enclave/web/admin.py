@@ -10,11 +10,13 @@ from aiohttp import web
 
 from enclave.audit.licence_status import status_reason
 from enclave.errors import BadRequest, Conflict, NotFound
-from enclave.governance.changes import digest, prepare_licence_patch, prepare_policy
-from enclave.governance.organisations import refuse_if_suspended
-from enclave.governance.proposal import LicenceWrite, PolicyWrite
+from enclave.governance.changes import (
+    prepare_licence_create,
+    prepare_licence_patch,
+    prepare_policy,
+)
+from enclave.governance.proposal import LicenceWrite, NewLicence, PolicyWrite
 from enclave.inputs import MAX_EXPIRY_DAYS, MAX_TEXT_CHARS, MAX_VERSION
-from enclave.licences import check_licence_policy, licence_digest_fields, licence_from_json
 from enclave.models import Licence
 from enclave.policy.version import PolicyKind
 from enclave.store.base import Store
@@ -53,19 +55,19 @@ async def _licence_json(store: Store, lic: Licence) -> dict[str, Any]:
 @routes.post("/v1/admin/licences")
 @requires_role("admin")
 async def create_licence(request: web.Request) -> web.Response:
+    """A reissue (the subject holds or held a licence on one of its datasets) waits for a
+    second admin when four-eyes is on (202); a first licence is issued at once."""
     svc = request.app[services_key]
     actx = request[audit_ctx_key]
     actx.action = "licence.create"
-    licence = licence_from_json(await read_json(request), svc.clock())
-    actx.licence_id = licence.id
-    actx.tier = licence.tier
-    await check_licence_policy(svc.registry, licence)
-    await refuse_if_suspended(svc.store, licence)
-    after = licence_digest_fields(licence)
-    detail = {"after": after, "before_sha256": None, "after_sha256": digest(after)}
-    await svc.store.insert_licence(licence, actx.draft("ok", detail=detail))
+    prepared = await prepare_licence_create(svc, actx, await read_json(request))
+    if (proposal := await gate(request, prepared)) is not None:
+        return proposal
+    w = prepared.write
+    assert isinstance(w, NewLicence)  # noqa: S101 (a new licence)
+    await svc.store.insert_licence(w.licence, w.draft)
     actx.audited = True
-    return json_response(await _licence_json(svc.store, licence), status=201)
+    return json_response(await _licence_json(svc.store, w.licence), status=201)
 
 
 @routes.get("/v1/admin/licences/{id}")

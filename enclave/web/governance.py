@@ -26,6 +26,7 @@ from enclave.governance.changes import (
     freeze_prepared,
     prepare_freeze,
     prepare_grant,
+    prepare_licence_create,
     prepare_licence_patch,
     prepare_policy,
     prepare_reactivation,
@@ -187,6 +188,8 @@ async def _prepare_again(request: web.Request, p: Proposal) -> Prepared:
         kind: PolicyKind = "tier" if p.kind == "tier.update" else "dataset"
         actx.tier, actx.dataset = (p.target, None) if kind == "tier" else (None, p.target)
         return await prepare_policy(svc, actx, kind, p.target, {**body, "version": int(p.base)})
+    if p.kind == "licence.create":
+        return await prepare_licence_create(svc, actx, body)
     if p.kind == "licence.update":
         actx.licence_id = p.target
         return await prepare_licence_patch(svc, actx, p.target, body)

@@ -256,7 +256,7 @@ OPERATIONS: tuple[Op, ...] = (
        errors=(BadRequest,)),
     Op("post", "/v1/admin/licences", "createLicence", "admin",
        "Issue a licence (at most one active licence per subject and dataset)", "Licence",
-       status=201, body="LicenceCreate", errors=(*BODY, Conflict)),
+       status=201, body="LicenceCreate", errors=(*BODY, Conflict), proposes=True),
     Op("get", "/v1/admin/licences/{id}", "getLicence", "admin", "Read a licence", "Licence",
        params=(_p("id"),), errors=(NotFound,)),
     Op("patch", "/v1/admin/licences/{id}", "updateLicence", "admin",

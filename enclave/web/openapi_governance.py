@@ -13,8 +13,8 @@ _STR: Schema = {"type": "string"}
 _NULL_STR: Schema = {"type": ["string", "null"]}
 _NULL_INT: Schema = {"type": ["integer", "null"]}
 KINDS = (
-    "tier.update", "dataset.update", "licence.update", "licence.grant", "dataset.unfreeze",
-    "organisation.reactivate",
+    "tier.update", "dataset.update", "licence.create", "licence.update", "licence.grant",
+    "dataset.unfreeze", "organisation.reactivate",
 )  # fmt: skip
 
 

@@ -707,7 +707,16 @@ def component_schemas() -> dict[str, Schema]:
         ),
         "LicenceList": _obj({"licences": _array(ref("Licence"))}, ("licences",)),
         "LicenceCreate": _obj(
-            {**licence_in, "status": {"const": "active"}},
+            {
+                **licence_in,
+                "status": {"const": "active"},
+                "reason": {
+                    **LONG_TEXT,
+                    "minLength": 1,
+                    "description": "kept in the audit log; required for a reissue that waits "
+                    "for a second admin (four-eyes)",
+                },
+            },
             (
                 "subject",
                 "organization",

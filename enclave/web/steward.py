@@ -109,7 +109,9 @@ async def import_licences(request: web.Request) -> web.Response:
     if not dry_run and not (reason or "").strip():
         params.problems.append("reason: required to issue licences (kept in the audit log)")
     text = await read_csv_text(request)
-    plan = await plan_import(text, svc.store, svc.registry, svc.clock())
+    plan = await plan_import(
+        text, svc.store, svc.registry, svc.clock(), four_eyes=svc.config.governance.four_eyes
+    )
     if problems := [*params.problems, *plan.problems]:  # the parameters' and the rows', together
         raise invalid(problems)
     if not dry_run:

@@ -1,6 +1,7 @@
 """Four-eyes proposals and incident controls in a real browser: one steward's budget raise
 waits in the Proposals tab; the gateway refuses her own approval and a second steward's
-approval applies it; freezing a dataset and proposing to unfreeze it from the same tab."""
+approval applies it; freezing a dataset and proposing to unfreeze it from the same tab; a
+reissue from the issue form waits there as a ``licence.create`` proposal."""
 
 from __future__ import annotations
 
@@ -66,3 +67,32 @@ async def test_freeze_and_propose_unfreezing_from_the_console(console: Any) -> N
     await expect(page.locator("#status")).to_contain_text("a second admin approves it")
     pending = page.locator("#proposal-list").get_by_role("table", name="1 proposal(s)")
     await expect(pending).to_contain_text("dataset.unfreeze")
+
+
+async def test_a_reissue_from_the_issue_form_waits_in_the_proposals_tab(console: Any) -> None:
+    c = await console(governance={"four_eyes": True})
+    old = await c.gw.licence("alice", status="revoked")
+    page = await c.open_as("stella", ["admin"])
+    form = page.locator("#issue-form")
+    await form.get_by_label("Subject (the token's sub)").fill("alice")
+    await form.get_by_label("Organisation").fill("Test University")
+    await form.get_by_label("Tier").select_option("accredited")
+    await form.get_by_label("visits").check()
+    await form.get_by_label("Purpose").fill("second study")
+    await form.get_by_label("Jurisdiction (two letters)").fill("GB")
+    await form.get_by_label("Valid until").fill("2030-06-30")
+    await form.get_by_label("Reason").fill("DSA-9 renewal")
+    await form.get_by_role("button", name="Issue").click()
+    await expect(page.locator("#status")).to_contain_text("a second admin approves the reissue")
+    store = c.gw.services.store
+    assert [lic.id for lic in await store.list_licences("alice")] == [old.id]
+
+    page = await c.open_as("omar", ["admin"])
+    await page.get_by_role("tab", name="Proposals").click()
+    row = page.locator("#proposal-list").get_by_role("row").filter(has_text="licence.create")
+    await expect(row).to_contain_text(f"licence reissued: 'alice' has held {old.id} on visits")
+    await expect(row).to_contain_text("DSA-9 renewal")
+    await _decide(page, row, "Approve", "agreement checked")
+    await expect(page.locator("#status")).to_contain_text("approved and applied")
+    issued = [lic for lic in await store.list_licences("alice") if lic.id != old.id]
+    assert [(lic.tier, lic.status) for lic in issued] == [("accredited", "active")]

@@ -1,7 +1,7 @@
 """Offline licence changes meet four-eyes too: no second admin can approve at the command
 line, so with ``governance.four_eyes`` on a change that raises risk is refused there (lowering
-risk still works), and a licence held by its organisation's suspension is never reactivated
-from the CLI, whatever the switch says."""
+risk still works), a reissue too (``issue`` or ``import``), and a licence held by its
+organisation's suspension is never reactivated from the CLI, whatever the switch says."""
 
 from __future__ import annotations
 
@@ -40,6 +40,38 @@ def test_four_eyes_refuses_raising_risk_offline(config_factory: Any) -> None:
     longer = cli("extend", "--valid-until", "2100-06-30", "--reason", "renewal")
     assert longer.exit_code == 1 and "validity window widened" in longer.output
     assert cli("revoke", "--reason", "ended").exit_code == 0
+
+
+def test_four_eyes_refuses_a_reissue_offline(config_factory: Any, tmp_path: Any) -> None:
+    cfg = config_factory(governance={"four_eyes": True})
+    runner, base = CliRunner(), ["--config", str(cfg.path)]
+    lid = _issue(runner, base)  # a first licence is issued
+    assert (
+        runner.invoke(main, ["licence", "revoke", lid, *base, "--reason", "ended"]).exit_code == 0
+    )
+
+    again = runner.invoke(
+        main,
+        ["licence", "issue", *base, "--subject", "bea", "--organization", "Uni", "--tier",
+         "accredited", "--dataset", "visits", "--purpose", "study", "--jurisdiction", "GB",
+         "--valid-until", "2099-01-01"],
+    )  # fmt: skip
+    assert again.exit_code == 1, again.output
+    assert f"licence reissued: 'bea' has held {lid} on visits (revoked)" in again.output
+    assert "governance.four_eyes" in again.output
+
+    rows = tmp_path / "licences.csv"
+    rows.write_text(
+        "subject,organization,tier,datasets,purpose,jurisdiction,valid_until\n"
+        "cai,Uni,open,visits,study,GB,2099-01-01\n"
+        "bea,Uni,accredited,visits,study,GB,2099-01-01\n"
+    )
+    imported = runner.invoke(main, ["licence", "import", str(rows), *base, "--reason", "intake"])
+    assert imported.exit_code == 1
+    assert "row 3: licence reissued: 'bea'" in imported.output
+    assert "nothing was issued" in imported.output
+    listed = runner.invoke(main, ["licence", "list", *base, "--json"])
+    assert [lic["id"] for lic in json.loads(listed.output)] == [lid]
 
 
 def test_a_held_licence_is_not_reactivated_offline(config_factory: Any) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from enclave.governance.risk import risks
+from enclave.governance.risk import reissued, risks
 from enclave.ledger.grid import Amount
 from enclave.models import ColumnSpec, DatasetSpec, Licence, Tier
 
@@ -172,3 +172,16 @@ def test_licence_changes_that_keep_or_lower_risk(change: dict[str, Any]) -> None
     assert risks(LICENCE, replace(LICENCE, **change)) == []
     active = replace(LICENCE, status="active")
     assert risks(active, replace(active, status="suspended")) == []
+
+
+def test_a_reissue_raises_risk_a_first_licence_does_not() -> None:
+    new = replace(LICENCE, id="lic_new", tier="accredited", datasets=("visits", "clinics"))
+    other = replace(LICENCE, id="lic_bob", subject="bob")  # another subject's: not alice's
+    elsewhere = replace(LICENCE, id="lic_2", datasets=("claims",))  # alice, another dataset
+    assert reissued(new, []) == []
+    assert reissued(new, [other, elsewhere]) == []
+    revoked = replace(LICENCE, id="lic_3", status="revoked", datasets=("clinics", "visits"))
+    assert reissued(new, [other, revoked, LICENCE]) == [
+        "licence reissued: 'alice' has held lic_1 on visits (suspended) and "
+        "lic_3 on clinics, visits (revoked)"
+    ]

@@ -116,17 +116,21 @@ function issueForm(tiers, datasets, refresh) {
     field("Purpose", input("purpose", { required: true })),
     field("Jurisdiction (two letters)", input("jurisdiction", { required: true, maxLength: 2 })),
     field("Valid until", input("valid_until", { type: "date", required: true })),
+    field("Reason (kept in the audit log; a reissue waits for a second admin)",
+      input("reason")),
     h("button", { type: "submit", text: "Issue" }));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const data = new FormData(form);
-    const body = Object.fromEntries([...data].filter(([k]) => k !== "datasets"));
+    const body = Object.fromEntries([...data].filter(([k, v]) => k !== "datasets"
+      && (k !== "reason" || v.trim())));
     body.datasets = data.getAll("datasets");
     try {
-      const lic = await api("/v1/admin/licences", { method: "POST", body });
+      const out = await api("/v1/admin/licences", { method: "POST", body });
       showProblems(form, null, general);
       form.reset();
-      say(`Issued ${lic.id}`);
+      say(out.kind ? `Proposed ${out.id}: a second admin approves the reissue`
+        : `Issued ${out.id}`);
       await refresh();
     } catch (err) {
       showProblems(form, err, general);
