@@ -22,6 +22,7 @@ from enclave.cli.common import config_option, get_config, offline, run
 from enclave.config import Config
 from enclave.errors import Conflict, NotFound
 from enclave.governance.organisations import refuse_if_suspended
+from enclave.governance.proposal import NewLicence, held_state
 from enclave.governance.risk import reissued, risks
 from enclave.inputs import text_problem
 from enclave.licence_import import ImportPlan, issue_import, plan_import
@@ -98,11 +99,11 @@ def issue(
         async with offline(cfg) as (store, registry):
             await check_licence_policy(registry, lic)
             await refuse_if_suspended(store, lic)
-            refuse_risks(cfg, reissued(lic, await store.licences_for(lic.subject)))
-            await store.insert_licence(
-                lic,
-                _draft("licence.create", actor, lic, detail={"after": licence_digest_fields(lic)}),
-            )
+            held = await store.licences_for(lic.subject)
+            refuse_risks(cfg, reissued(lic, held))
+            detail = {"after": licence_digest_fields(lic)}
+            draft = _draft("licence.create", actor, lic, detail=detail)
+            await store.issue_licence(NewLicence(lic, draft, held_state(held)))
         return lic
 
     lic = run(go())

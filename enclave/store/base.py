@@ -149,6 +149,7 @@ class Store(AuditLog):
     get_proposal = _reads(prop_ops.get)
     list_proposals = _reads(prop_ops.list_all)
     suspend_organisation = _writes(prop_ops.suspend)
+    issue_licence = _writes(prop_ops.issue)
     held_licences = _reads(prop_ops.held_by)
     hold_of = _reads(prop_ops.hold_of)
     job_read = _reads(jobs.apply)

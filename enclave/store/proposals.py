@@ -121,6 +121,17 @@ async def _mark(tx: Tx, p: Proposal) -> Proposal:
     return p
 
 
+async def issue(
+    tx: Tx, now: dt.datetime, w: NewLicence, stale: type[Conflict] = Conflict
+) -> AuditRecord:
+    """Issue ``w.licence`` only while the subject's licences are those it was checked against
+    (``w.base``: whether it is a reissue was decided from them), else ``stale`` and nothing
+    is written. The direct route and an approved ``licence.create`` both issue through here."""
+    if gov.held_state(await ops.licences_for(tx, w.licence.subject)) != w.base:
+        raise stale("the subject's licences changed since the licence was checked")
+    return await ops.insert_licence(tx, now, w.licence, w.draft)
+
+
 async def _apply(tx: Tx, w: Write | None, now: dt.datetime) -> AuditRecord:
     if isinstance(w, PolicyWrite):
         try:
@@ -132,9 +143,7 @@ async def _apply(tx: Tx, w: Write | None, now: dt.datetime) -> AuditRecord:
         assert record is not None  # noqa: S101 (a draft was given)
         return record
     if isinstance(w, NewLicence):
-        if gov.held_state(await ops.licences_for(tx, w.licence.subject)) != w.base:
-            raise ProposalStale("the subject's licences changed since the proposal")
-        return await ops.insert_licence(tx, now, w.licence, w.draft)
+        return await issue(tx, now, w, ProposalStale)
     if isinstance(w, LicenceWrite | GrantWrite):
         lic_id = w.licence_id if isinstance(w, LicenceWrite) else w.grant.licence_id
         if gov.licence_state(await ops.get_licence(tx, lic_id)) != w.base:

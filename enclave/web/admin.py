@@ -65,7 +65,7 @@ async def create_licence(request: web.Request) -> web.Response:
         return proposal
     w = prepared.write
     assert isinstance(w, NewLicence)  # noqa: S101 (a new licence)
-    await svc.store.insert_licence(w.licence, w.draft)
+    await svc.store.issue_licence(w)
     actx.audited = True
     return json_response(await _licence_json(svc.store, w.licence), status=201)
 

@@ -21,6 +21,7 @@ from enclave.governance.proposal import (
     Decision,
     GrantWrite,
     LicenceWrite,
+    NewLicence,
     PolicyWrite,
     Proposal,
     Reactivation,
@@ -298,3 +299,24 @@ async def test_a_beneficiary_is_refused_inside_the_decision(store: Any) -> None:
     assert (await store.get_licence("lic_a")).status == "active"
     statuses = {p.id: p.status for p in await store.list_proposals()}
     assert statuses == {"prop_1": "rejected", "prop_2": "pending", "prop_3": "approved"}
+
+
+async def test_a_licence_is_issued_only_against_the_licences_it_was_checked_with(
+    store: Any,
+) -> None:
+    """Whether a new licence is a reissue (four-eyes) is decided from the subject's licences;
+    ``issue_licence`` writes it only while they are unchanged, in its own transaction, so a
+    licence issued and revoked meanwhile cannot turn a reissue into a first licence."""
+    checked = held_state(await store.licences_for("alice"))  # none yet: a first licence
+    await store.insert_licence(licence("lic_0"), draft("licence.create"))
+    await store.update_licence("lic_0", {"status": "revoked"}, draft("licence.update"))
+    new = NewLicence(licence("lic_1"), draft("licence.create"), checked)
+    head = (await store.audit_head())[0]
+    with pytest.raises(Conflict, match="licences changed") as refused:
+        await store.issue_licence(new)
+    assert not isinstance(refused.value, ProposalStale)  # a direct issue: a plain conflict
+    assert await store.get_licence("lic_1") is None and (await store.audit_head())[0] == head
+    fresh = replace(new, base=held_state(await store.licences_for("alice")))
+    record = await store.issue_licence(fresh)
+    assert record.action == "licence.create" and record.licence_id == "lic_1"
+    assert (await store.get_licence("lic_1")) is not None
