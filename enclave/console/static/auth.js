@@ -78,9 +78,15 @@ export async function finishSignIn(settings) {
   history.replaceState(null, "", location.pathname);
   const pending = JSON.parse(sessionStorage.getItem(PENDING) || "null");
   sessionStorage.removeItem(PENDING);
-  if (query.has("error")) throw new Error(`sign-in refused: ${query.get("error")}`);
+  // the state first: anyone can link to /console?error=<any text>, so nothing from the query
+  // is shown unless it answers this tab's own request, and then only an RFC 6749 error code
   if (!pending || query.get("state") !== pending.state) {
     throw new Error("sign-in failed: the state does not match the request");
+  }
+  if (query.has("error")) {
+    const code = query.get("error");
+    throw new Error(`sign-in refused by the identity provider${
+      /^[a-z_]{1,64}$/.test(code) ? ` (${code})` : ""}`);
   }
   const resp = await fetch(pending.tokenEndpoint, {
     method: "POST",
