@@ -214,3 +214,38 @@ async def test_the_token_stays_in_the_tab(console: Any) -> None:
     assert api_calls
     for req in api_calls:  # the token travels in the Authorization header alone
         assert (await req.all_headers()).get("authorization") == f"Bearer {token}"
+
+
+async def test_names_that_are_object_members_are_plain_keys(console: Any) -> None:
+    """A subject "toString", a dataset asked for as "__proto__", a column "constructor": the
+    auditor's Summary and Attention tabs still work and nothing reaches Object.prototype
+    (before, one refusal for the subject "toString" broke the refusal-spike table)."""
+    c = await console()
+    await c.gw.licence("alice")
+    await c.gw.licence("toString")
+    for _ in range(5):  # refused: over the tier's budget
+        refused = await c.gw.query("SELECT COUNT(*) AS n FROM visits", 50.0, sub="toString")
+        assert refused.status == 403, await refused.text()
+    unknown = await c.gw.query("SELECT COUNT(*) AS n FROM visits", dataset="__proto__")
+    assert unknown.status == 404, await unknown.text()
+    page = await c.open_as("ava", ["auditor"])
+    await page.get_by_role("tab", name="Summary").click()
+    per_dataset = page.get_by_role("table", name="Per dataset")
+    await expect(per_dataset.get_by_role("row").filter(has_text="__proto__")).to_have_count(1)
+    await page.get_by_role("tab", name="Attention").click()
+    spikes = page.get_by_role("table", name="Refusal spikes (5 or more refusals within one hour)")
+    await expect(spikes.get_by_role("row").filter(has_text="toString")).to_contain_text("5")
+    assert await page.locator("[role=alert]").count() == 0
+    clean = await page.evaluate(
+        """async () => {
+          const { unflatten } = await import('/console/policy.js');
+          const body = unflatten([['columns.__proto__.type', 'int'],
+            ['columns.constructor.type', 'category'], ['name', 'visits']]);
+          return [JSON.stringify(body), ['eps', 'releases', 'type'].filter((k) => k in {})];
+        }"""
+    )
+    assert clean == [
+        '{"columns":{"__proto__":{"type":"int"},"constructor":{"type":"category"}},'
+        '"name":"visits"}',
+        [],
+    ]

@@ -89,6 +89,13 @@ export function table(columns, rows, caption) {
       cell instanceof Node ? h("td", {}, cell) : h("td", { text: fmt(cell) }))))));
 }
 
+// A record keyed by names from the API (a subject, a dataset, a column): it has no prototype, so
+// "__proto__", "constructor" or "toString" is a key like any other, never Object's own.
+export const record = () => Object.create(null);
+
+// obj[key] when obj holds that key itself (not inherited), else undefined.
+export const own = (obj, key) => (obj != null && Object.hasOwn(obj, key) ? obj[key] : undefined);
+
 export function fmt(value) {
   if (value === null || value === undefined) return "—";
   if (typeof value === "number") {
