@@ -210,6 +210,11 @@ async def test_the_token_stays_in_the_tab(console: Any) -> None:
         "() => [localStorage.length, document.cookie, sessionStorage.getItem('enclave.token')]"
     )
     assert stored == [0, "", token]
+    # a fragment that is not a well-formed token (a link mangled in transit) is dropped too
+    mangled = await c.new_page()
+    await mangled.goto(f"{c.base}/console#token={token}%20and%20more")
+    await expect(mangled.get_by_role("heading", name="Sign in")).to_be_visible()
+    assert mangled.url == f"{c.base}/console"
     api_calls = [r for r in requests if "/v1/" in r.url]
     assert api_calls
     for req in api_calls:  # the token travels in the Authorization header alone

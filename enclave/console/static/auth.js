@@ -27,10 +27,11 @@ export function roles(jwt, claimName) {
 
 // `/console#token=…` (the demo's links): take the token once, then drop it from the URL and
 // from history so it is not left in the address bar, bookmarks or the back button.
+// A `#token=` fragment that is not a well-formed token is dropped all the same.
 export function takeTokenFromFragment() {
+  if (!location.hash.startsWith("#token=")) return;
   const match = /^#token=([A-Za-z0-9._~-]+)$/.exec(location.hash);
-  if (!match) return;
-  setToken(match[1]);
+  if (match) setToken(match[1]);
   history.replaceState(null, "", location.pathname + location.search);
 }
 
