@@ -15,6 +15,8 @@ the dummy says nothing about the data and costs no epsilon.
   from numpy's PCG64 generator seeded by ``(seed, column position)``; this is test data,
   never noise (noise comes from OpenDP only). The file is written by DuckDB on one thread.
 - At most ``MAX_ROWS`` rows per request.
+- In CSV, a category value a spreadsheet would read as a formula (``=…``, declared by a
+  steward) gets a leading ``'`` (``neutralise``, as in the audit export); Parquet keeps it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
+from enclave.audit.export import neutralise
 from enclave.models import ColumnSpec, DatasetSpec
 
 MAX_ROWS = 100_000
@@ -102,6 +105,11 @@ def render_dummy(spec: DatasetSpec, req: DummyRequest) -> bytes:
     """The dummy table as Parquet or CSV bytes (DuckDB writes it; the source is not read)."""
     columns = dummy_columns(spec, req.rows, req.seed)
     arrays = {f"c{i}": columns[col.name] for i, col in enumerate(spec.columns)}
+    if req.format == "csv":
+        for i, col in enumerate(spec.columns):
+            if col.type == "category":
+                cells = [neutralise(str(v)) for v in arrays[f"c{i}"].tolist()]
+                arrays[f"c{i}"] = np.array(cells, dtype=object)
     select = ", ".join(_select_item(i, col) for i, col in enumerate(spec.columns))
     options = "FORMAT parquet" if req.format == "parquet" else "FORMAT csv, HEADER true"
     con = duckdb.connect(config={"threads": 1, "autoload_known_extensions": False})

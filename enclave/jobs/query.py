@@ -32,6 +32,7 @@ from typing import Any
 
 from enclave import pipeline
 from enclave.audit.context import AuditContext
+from enclave.audit.export import neutralise
 from enclave.charged import read_and_release
 from enclave.dp.accuracy import bounding_note
 from enclave.errors import (
@@ -237,9 +238,16 @@ def summary(job: Job, url: str) -> dict[str, Any] | None:
 
 
 def as_csv(body: dict[str, Any]) -> bytes:
-    """The released rows as CSV (a header of the columns); the accuracy stays in the JSON."""
+    """The released rows as CSV (a header of the columns); the accuracy stays in the JSON. A
+    text cell a spreadsheet could read as a formula (a caller's alias ``"=HYPERLINK(…)"``, a
+    declared category value) gets a leading ``'``, as in the audit export (``neutralise``);
+    numbers are written as they are."""
+
+    def cell(value: Any) -> Any:
+        return neutralise(value) if isinstance(value, str) else value
+
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(body["columns"])
-    writer.writerows(body["rows"])
+    writer.writerow([cell(c) for c in body["columns"]])
+    writer.writerows([cell(v) for v in row] for row in body["rows"])
     return out.getvalue().encode()

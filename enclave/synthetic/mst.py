@@ -134,10 +134,22 @@ def synthesize(task: SynthTask) -> dict[str, Any]:
     folder = Path(task.out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     out.write_parquet(folder / RESULT_FILES["parquet"])
-    out.write_csv(folder / RESULT_FILES["csv"])
+    write_csv(out, folder / RESULT_FILES["csv"])
     report = _report(task, table, epsilon, scale, out.height)
     (folder / REPORT_FILE).write_text(json.dumps(report, indent=1, allow_nan=False))
     return report
+
+
+def write_csv(frame: Any, path: Path) -> None:
+    """The rows as CSV for a spreadsheet: a text cell it could read as a formula (a declared
+    category value ``=…``) gets a leading ``'`` (``neutralise``, as in the audit export); the
+    Parquet file, which the release's digest covers, keeps every value as released."""
+    import polars as pl
+
+    from enclave.audit.export import neutralise
+
+    text = pl.col(pl.String).map_elements(neutralise, return_dtype=pl.String)
+    frame.with_columns(text).write_csv(path)
 
 
 def _keyed(pl: Any, col: SynthColumn) -> Any:

@@ -6,7 +6,9 @@ serve only the fixed files of ``enclave/console/static/`` plus the public sign-i
 (issuer and OpenID Connect client id). Console responses carry a strict
 Content-Security-Policy (``console_headers``, in ``on_response_prepare``): scripts and styles
 from this origin only (no inline code), API calls to this origin and to the configured issuer
-(discovery and code exchange), no framing.
+(discovery and code exchange), no framing, and Trusted Types with no policy at all, so every
+HTML or script sink (``innerHTML``, ``insertAdjacentHTML``, ``document.write``, a script's
+``src`` or text) throws in browsers that enforce them: the console writes text only.
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ def content_security_policy(config: Config) -> str:
         connect += f" {parts.scheme}://{parts.netloc}"
     return (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        f"connect-src {connect}; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+        f"connect-src {connect}; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; "
+        "require-trusted-types-for 'script'; trusted-types 'none'"
     )
 
 

@@ -33,6 +33,7 @@ class Idp:
     issuer: str = ""
     codes: dict[str, dict[str, str]] = field(default_factory=dict)
     refused: list[str] = field(default_factory=list)  # why token requests were refused
+    deny: bool = False  # answer the authorization request with error=access_denied
 
 
 def s256(verifier: str) -> str:
@@ -72,6 +73,9 @@ async def authorize(request: web.Request) -> web.Response:
         or "openid" not in q.get("scope", "").split()
     ):
         raise web.HTTPBadRequest(text="bad authorization request")
+    if idp.deny:
+        denied = urlencode({"error": "access_denied", "state": q.get("state", "")})
+        raise web.HTTPFound(q["redirect_uri"] + "?" + denied)
     code = secrets.token_urlsafe(16)
     idp.codes[code] = {
         "challenge": q["code_challenge"],

@@ -4,6 +4,7 @@ stand-in identity provider that checks the verifier."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from playwright.async_api import expect
@@ -111,6 +112,26 @@ async def test_openid_connect_sign_in_with_pkce(
     assert idp.refused == [] and idp.codes == {}
     csp = (await c.gw.client.get("/console")).headers["Content-Security-Policy"]
     assert f"connect-src 'self' {idp.issuer};" in csp
+
+
+async def test_a_link_cannot_put_its_own_words_in_the_sign_in(
+    console: Any, keypair: Any, aiohttp_server: Any
+) -> None:
+    """Anyone can link to ``/console?error=<text>``: without this tab's own state nothing from
+    the query is shown; a refusal that answers the tab's request shows only its error code."""
+    c, idp = await _with_idp(console, keypair, aiohttp_server)
+    page = await c.new_page()
+    lure = "Your session expired. Paste your token at https://evil.example/renew"
+    await page.goto(f"{c.base}/console?{urlencode({'error': lure, 'state': 'guessed'})}")
+    alert = page.get_by_role("alert")
+    await expect(alert).to_have_text("sign-in failed: the state does not match the request")
+    assert "evil.example" not in await page.locator("body").inner_text()
+    assert page.url == f"{c.base}/console"
+    # the identity provider's own refusal, with the tab's state: its code, and only that
+    idp.deny = True
+    await page.get_by_role("button", name="Sign in with your organisation").click()
+    await expect(alert).to_have_text("sign-in refused by the identity provider (access_denied)")
+    assert await page.evaluate("sessionStorage.getItem('enclave.token')") is None
 
 
 async def test_the_stand_in_refuses_a_wrong_verifier(

@@ -11,7 +11,8 @@ from enclave.web.console import STATIC
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; "
+    "require-trusted-types-for 'script'; trusted-types 'none'"
 )
 SCRIPTS = sorted(p.name for p in STATIC.glob("*.js"))
 
@@ -88,6 +89,7 @@ def test_no_inline_script_or_style_and_no_other_origin() -> None:
     code = code.replace('"http://www.w3.org/2000/svg"', "")  # a namespace name, not a fetch
     sinks = ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(")
     sinks += ("new Function", "localStorage", "document.cookie", "http://", "https://")
+    sinks += ("postMessage", '"message"', "window.open", "javascript:", "srcdoc")
     for sink in sinks:
         assert sink not in code, sink
 

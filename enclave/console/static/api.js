@@ -39,7 +39,7 @@ export async function allPages(path, key, max = 5000) {
   let cursor = "";
   do {
     const sep = path.includes("?") ? "&" : "?";
-    const page = await api(`${path}${sep}limit=500${cursor ? `&cursor=${cursor}` : ""}`);
+    const page = await api(`${path}${sep}${qs({ limit: 500, cursor }).slice(1)}`);
     out.push(...page[key]);
     cursor = page.next_cursor;
   } while (cursor && out.length < max);

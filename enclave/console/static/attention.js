@@ -3,14 +3,14 @@
 // subject, licences that expire soon.
 import { allPages, api } from "./api.js";
 import { session } from "./auth.js";
-import { fmt, h, input, table } from "./ui.js";
+import { fmt, h, input, record, table } from "./ui.js";
 
 const HOUR = 3600e3, DAY = 24 * HOUR;
 
 export async function attention(panel) {
   const events = await allPages("/v1/audit/events", "events", 20000);
   const budgets = await tierBudgets();
-  const licences = {};
+  const licences = record();
   for (const e of events) {
     if (!e.licence_id) continue;
     const l = (licences[e.licence_id] ??= { actor: e.actor, tier: e.tier, eps: 0, granted: 0,
@@ -59,17 +59,18 @@ export async function attention(panel) {
 }
 
 async function tierBudgets() {
-  if (!session.roles.includes("admin")) return {}; // asking without the role is a refusal
+  if (!session.roles.includes("admin")) return record(); // without the role: a refusal
   try {
     const { tiers } = await api("/v1/admin/tiers");
-    return Object.fromEntries([...tiers.map((t) => [t.name, t.budget.epsilon]), ["known", true]]);
+    return Object.assign(record(), Object.fromEntries(tiers.map((t) => [t.name, t.budget.epsilon])),
+      { known: true });
   } catch {
-    return {};
+    return record();
   }
 }
 
 function spikes(events) {
-  const bySubject = {};
+  const bySubject = record();
   for (const e of events) {
     if (e.outcome === "denied") (bySubject[e.actor] ??= []).push(Date.parse(e.ts));
   }

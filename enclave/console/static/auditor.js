@@ -1,7 +1,9 @@
 // Auditor: the event stream (the API's filters, paged), chain verification with the signed
 // head, export downloads, spend summaries with a chart over time, and what needs attention.
 import { allPages, api, qs } from "./api.js";
-import { download, errorBox, field, fmt, h, input, lineChart, select, table, tabs } from "./ui.js";
+import {
+  download, errorBox, field, fmt, h, input, lineChart, record, select, table, tabs,
+} from "./ui.js";
 import { attention } from "./attention.js";
 
 const ACTIONS = ["", "query", "query.estimate", "licence.create", "licence.update",
@@ -89,12 +91,12 @@ function verify(panel) {
 async function summary(panel) {
   const [s, releases] = await Promise.all([api("/v1/audit/summary"),
     allPages(`/v1/audit/events${qs({ action: "query", outcome: "ok" })}`, "events")]);
-  const byDataset = {};
+  const byDataset = record();
   for (const r of s.rows) {
     const d = (byDataset[r.dataset ?? "—"] ??= { eps: 0, releases: 0, refusals: 0 });
     d.eps += Number(r.epsilon_spent); d.releases += r.releases; d.refusals += r.refusals;
   }
-  const byLicence = {}, series = {};
+  const byLicence = record(), series = record();
   for (const e of releases.filter((x) => !x.cached)) {
     const l = (byLicence[e.licence_id ?? "—"] ??= { actor: e.actor, eps: 0, n: 0 });
     l.eps += e.epsilon; l.n += 1;

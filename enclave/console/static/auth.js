@@ -27,10 +27,11 @@ export function roles(jwt, claimName) {
 
 // `/console#token=…` (the demo's links): take the token once, then drop it from the URL and
 // from history so it is not left in the address bar, bookmarks or the back button.
+// A `#token=` fragment that is not a well-formed token is dropped all the same.
 export function takeTokenFromFragment() {
+  if (!location.hash.startsWith("#token=")) return;
   const match = /^#token=([A-Za-z0-9._~-]+)$/.exec(location.hash);
-  if (!match) return;
-  setToken(match[1]);
+  if (match) setToken(match[1]);
   history.replaceState(null, "", location.pathname + location.search);
 }
 
@@ -78,9 +79,15 @@ export async function finishSignIn(settings) {
   history.replaceState(null, "", location.pathname);
   const pending = JSON.parse(sessionStorage.getItem(PENDING) || "null");
   sessionStorage.removeItem(PENDING);
-  if (query.has("error")) throw new Error(`sign-in refused: ${query.get("error")}`);
+  // the state first: anyone can link to /console?error=<any text>, so nothing from the query
+  // is shown unless it answers this tab's own request, and then only an RFC 6749 error code
   if (!pending || query.get("state") !== pending.state) {
     throw new Error("sign-in failed: the state does not match the request");
+  }
+  if (query.has("error")) {
+    const code = query.get("error");
+    throw new Error(`sign-in refused by the identity provider${
+      /^[a-z_]{1,64}$/.test(code) ? ` (${code})` : ""}`);
   }
   const resp = await fetch(pending.tokenEndpoint, {
     method: "POST",

@@ -34,7 +34,9 @@ function decided(p) {
 function decide(p, refresh) {
   if (p.status !== "pending") return "";
   const act = (verb) => async () => {
-    const answer = await askReason(`${verb[0].toUpperCase()}${verb.slice(1)} ${p.id}`);
+    // the dialog names what is decided, not only the proposal's id
+    const answer = await askReason(
+      `${verb[0].toUpperCase()}${verb.slice(1)} ${p.id}: ${p.kind} ${p.target}`);
     if (!answer) return;
     try {
       await api(`/v1/admin/proposals/${encodeURIComponent(p.id)}/${verb}`,

@@ -3,7 +3,7 @@
 // types from the file's schema; bounds and category values are entered here, never read from
 // the data; the dataset is then submitted through the ordinary dataset PUT.
 import { api, qs } from "./api.js";
-import { errorBox, field, h, input, say, select, showProblems, table } from "./ui.js";
+import { errorBox, field, h, input, say, select, showProblems, shown, table } from "./ui.js";
 
 const COLUMN_TYPES = ["identifier", "int", "float", "category", "date"];
 
@@ -127,7 +127,7 @@ function columnRow(col) {
   const include = h("input", { type: "checkbox", name: `${key}.include`, checked: !!col.type,
     "aria-label": `Include ${col.name}` });
   const type = select(`${key}.type`, COLUMN_TYPES, col.type ?? "category");
-  type.setAttribute("aria-label", `${col.name} type`);
+  type.setAttribute("aria-label", shown(`${col.name} type`));
   const low = input(`${key}.low`, { size: 10, "aria-label": `${col.name} lower bound` });
   const high = input(`${key}.high`, { size: 10, "aria-label": `${col.name} upper bound` });
   const values = input(`${key}.values`, { size: 24, placeholder: "a, b, c",

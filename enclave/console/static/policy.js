@@ -1,7 +1,7 @@
 // Tier and dataset bodies as flat forms: one labelled field per leaf ("budget.epsilon"), so a
 // problem "budget.epsilon: must be ..." lands next to its field. Values keep their JSON type
 // where the text parses as that type; otherwise the text is sent and the server explains.
-import { field, fmt, h, select, table } from "./ui.js";
+import { field, fmt, h, record, select, table } from "./ui.js";
 
 export function flatten(value, prefix = "", out = []) {
   if (value && typeof value === "object" && !Array.isArray(value)) {
@@ -15,11 +15,11 @@ export function flatten(value, prefix = "", out = []) {
 }
 
 export function unflatten(pairs) {
-  const root = {};
+  const root = record(); // a column "__proto__" or "constructor" is a key
   for (const [path, value] of pairs) {
     const keys = path.split(".");
     let node = root;
-    for (const key of keys.slice(0, -1)) node = node[key] ??= {};
+    for (const key of keys.slice(0, -1)) node = node[key] ??= record();
     node[keys.at(-1)] = value;
   }
   return root;

@@ -2,8 +2,8 @@
 // spent), run, results with ±ci95 and a bar chart, budget gauges, own history, CSV download.
 import { api, qs } from "./api.js";
 import {
-  barChart, debounce, download, errorBox, field, fmt, gauge, h, input, say, select, table, tabs,
-  toCsv,
+  barChart, debounce, download, errorBox, field, fmt, gauge, h, input, own, say, select, table,
+  tabs, toCsv,
 } from "./ui.js";
 
 const ci = (value) => fmt(Number(Number(value).toPrecision(3)));
@@ -100,8 +100,8 @@ async function workbench(panel) {
 }
 
 function showResult(results, r) {
-  const aggs = r.columns.filter((c) => r.accuracy?.[c]);
-  const cell = (value, col) => (r.accuracy?.[col] && value !== null
+  const aggs = r.columns.filter((c) => own(r.accuracy, c)); // an alias may be "constructor"
+  const cell = (value, col) => (own(r.accuracy, col) && value !== null
     ? `${fmt(value)} ± ${ci(r.accuracy[col].ci95)}` : value);
   const rows = r.rows.map((row) => row.map((v, i) => cell(v, r.columns[i])));
   const charge = `Charged ε ${fmt(r.epsilon_spent)}, δ ${fmt(r.delta_spent)}${

@@ -1,15 +1,32 @@
 // Small DOM helpers: elements, forms, tables, charts (inline SVG), downloads. No framework.
+// Text reaches the page only as text (textContent, text nodes, attribute values), never as
+// markup, and always through `shown`; the Content-Security-Policy's Trusted Types make every
+// HTML or script sink throw.
+
+// Characters that print as nothing or reorder what follows (controls, bidi overrides and
+// isolates, zero-width and other format characters, separators and look-alike spaces), so
+// "bob\u202Eecila" or "Acme\u200B" could pass for another name: each is shown as ⟨U+XXXX⟩.
+const HIDDEN = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\u00A0\u1680\u2000-\u200A\u202F\u205F\u3000\u115F\u1160\u3164\uFFA0]/gu;
+
+export function shown(value) {
+  return String(value).replace(HIDDEN, (c) => (c === "\n" || c === "\t" ? c
+    : `⟨U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}⟩`));
+}
+
+const TEXT_ATTRS = new Set(["aria-label", "title", "placeholder"]);
 
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
     if (value === undefined || value === null || value === false) continue;
     if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
-    else if (key === "text") el.textContent = value;
+    else if (key === "text") el.textContent = shown(value);
+    else if (TEXT_ATTRS.has(key)) el.setAttribute(key, shown(value));
     else if (key in el && !key.includes("-") && key !== "list" && key !== "form") el[key] = value;
     else el.setAttribute(key, value === true ? "" : value);
   }
-  el.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  el.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false)
+    .map((c) => (c instanceof Node ? c : shown(c))));
   return el;
 }
 
@@ -72,6 +89,13 @@ export function table(columns, rows, caption) {
       cell instanceof Node ? h("td", {}, cell) : h("td", { text: fmt(cell) }))))));
 }
 
+// A record keyed by names from the API (a subject, a dataset, a column): it has no prototype, so
+// "__proto__", "constructor" or "toString" is a key like any other, never Object's own.
+export const record = () => Object.create(null);
+
+// obj[key] when obj holds that key itself (not inherited), else undefined.
+export const own = (obj, key) => (obj != null && Object.hasOwn(obj, key) ? obj[key] : undefined);
+
 export function fmt(value) {
   if (value === null || value === undefined) return "—";
   if (typeof value === "number") {
@@ -85,8 +109,8 @@ export function fmt(value) {
 const SVG = "http://www.w3.org/2000/svg";
 function s(tag, attrs = {}, ...children) {
   const el = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
-  el.append(...children);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, k === "aria-label" ? shown(v) : v);
+  el.append(...children.map((c) => (c instanceof Node ? c : shown(c))));
   return el;
 }
 
@@ -143,9 +167,15 @@ export function gauge(label, spent, limit) {
     h("span", { text: `ε ${fmt(spent)} of ${fmt(limit)} spent, ${fmt(limit - spent)} left` }));
 }
 
+// CSV for a spreadsheet (RFC 4180 quoting). A text cell a spreadsheet would read as a formula
+// (it begins with = + - @, TAB, CR or LF) gets a leading apostrophe, as the gateway's audit CSV
+// export does (OWASP "CSV injection"); numbers are written as they are.
+const FORMULA = /^[=+\-@\t\r\n]/;
+
 export function toCsv(columns, rows) {
   const cell = (v) => {
-    const t = v === null || v === undefined ? "" : String(v);
+    let t = v === null || v === undefined ? "" : String(v);
+    if (typeof v === "string" && FORMULA.test(t)) t = `'${t}`;
     return /[",\n\r]/.test(t) ? `"${t.replaceAll('"', '""')}"` : t;
   };
   return [columns, ...rows].map((r) => r.map(cell).join(",")).join("\r\n") + "\r\n";
@@ -222,5 +252,5 @@ export function askReason(title, extra = []) {
 }
 
 export function say(text) {
-  document.getElementById("status").textContent = text;
+  document.getElementById("status").textContent = shown(text);
 }
