@@ -207,7 +207,8 @@ class BudgetExhausted(Forbidden):
 
 class SelfApproval(Forbidden):
     """An approval by the proposal's proposer, or by an admin it benefits: the subject of the
-    licence it changes or tops up, or of any licence of the organisation it reactivates
+    licence it issues, changes or tops up, of any licence of the organisation it reactivates,
+    or of a licence on the tier or dataset it changes
     (``governance.proposal.approval_conflict``)."""
 
     type = "self-approval"

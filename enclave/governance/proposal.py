@@ -33,6 +33,8 @@ from enclave.policy.version import PolicyKind
 STATUSES = ("pending", "approved", "rejected", "expired")
 #: the proposal kinds whose target is one licence
 LICENCE_KINDS = ("licence.update", "licence.grant")
+#: the proposal kinds whose target is one dataset
+DATASET_KINDS = ("dataset.update", "dataset.unfreeze")
 #: the stored fields, in the order of the ``proposals`` table (and of ``to_json``)
 FIELDS = (
     "id", "kind", "target", "body", "base", "risks", "reason", "proposer", "created_at",
@@ -176,8 +178,10 @@ def approval_conflict(p: Proposal, actor: str, licences: Sequence[Licence]) -> s
     """Why ``actor`` may not approve ``p``, or None. The second pair of eyes is neither the
     proposer nor the beneficiary: the subject of the licence a ``licence.create`` issues or a
     ``licence.update`` or ``licence.grant`` changes, or of any licence (held or not) of the
-    organisation an ``organisation.reactivate`` lifts. A proposer may still reject (withdraw)
-    it, and a beneficiary reject it."""
+    organisation an ``organisation.reactivate`` lifts, or of a licence not revoked on the tier
+    a ``tier.update`` changes or covering the dataset a ``dataset.update`` or
+    ``dataset.unfreeze`` changes. A proposer may still reject (withdraw) it, and a
+    beneficiary reject it."""
     if actor == p.proposer:
         return "the proposer cannot approve their own proposal"
     own = [lic for lic in licences if lic.subject == actor]
@@ -187,6 +191,11 @@ def approval_conflict(p: Proposal, actor: str, licences: Sequence[Licence]) -> s
         return "an admin cannot approve a licence issued to them"
     if p.kind == "organisation.reactivate" and any(lic.organization == p.target for lic in own):
         return "an admin cannot approve reactivating an organisation in which they hold a licence"
+    usable = [lic for lic in own if lic.status != "revoked"]
+    if p.kind == "tier.update" and any(lic.tier == p.target for lic in usable):
+        return "an admin cannot approve a change to a tier on which they hold a licence"
+    if p.kind in DATASET_KINDS and any(p.target in lic.datasets for lic in usable):
+        return "an admin cannot approve a change to a dataset their licence covers"
     return None
 
 

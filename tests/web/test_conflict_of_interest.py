@@ -1,7 +1,8 @@
 """Four-eyes against a conflict of interest, over HTTP on both stores (``docs/governance.md``):
 the second pair of eyes is not the beneficiary. An admin who is also a researcher cannot
 approve a grant or a change to their own licence, nor the reactivation of an organisation in
-which they hold a licence (held or not); the refusal is 403 ``self-approval``, audited as
+which they hold a licence (held or not), nor a change to a tier or dataset a licence of theirs
+uses; the refusal is 403 ``self-approval``, audited as
 denied, and nothing is applied. They may still reject it, and another admin may approve it."""
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ OWN_LICENCE = "an admin cannot approve a change to their own licence"
 OWN_ORGANISATION = (
     "an admin cannot approve reactivating an organisation in which they hold a licence"
 )
+OWN_TIER = "an admin cannot approve a change to a tier on which they hold a licence"
+OWN_DATASET = "an admin cannot approve a change to a dataset their licence covers"
 #: kind -> (the licence's status, the method, the path after the licence, the body)
 OWN_CHANGES = {
     "licence.grant": ("active", "POST", "/grants",
@@ -106,3 +109,43 @@ async def test_an_admin_cannot_reactivate_an_organisation_they_hold_a_licence_in
     assert status == 200, decided
     assert (await store.get_licence(alice.id)).status == "active"
     assert await store.held_licences("Northwind") == []
+
+
+async def test_an_admin_cannot_approve_a_change_to_their_own_tier_or_dataset(
+    governed: Any,
+) -> None:
+    """A tier's raised budget or an unfrozen dataset benefits every licence on them: their
+    subjects are not the second pair of eyes (a revoked licence no longer benefits)."""
+    gw = governed
+    own = await gw.licence("omar", organization="Northwind")  # he queries on standard, visits
+
+    async def tier_proposal(epsilon: float) -> str:
+        tier = (await call(gw, STELLA, "GET", "/v1/admin/tiers/standard"))[1]
+        raised = {**tier, "budget": {**tier["budget"], "epsilon": epsilon}, "reason": "renewal"}
+        status, proposal = await call(gw, STELLA, "PUT", "/v1/admin/tiers/standard", json=raised)
+        assert status == 202 and proposal["kind"] == "tier.update", proposal
+        return f"/v1/admin/proposals/{proposal['id']}"
+
+    path = await tier_proposal(8.0)
+    await refused(gw, path, OWN_TIER)
+    status, decided = await call(gw, ADA, "POST", path + "/approve", json={"reason": "seen"})
+    assert status == 200, decided
+
+    freeze = {"reason": "incident 12"}
+    assert (await call(gw, STELLA, "POST", "/v1/admin/datasets/visits/freeze", json=freeze))[
+        0
+    ] == 200
+    status, proposal = await call(gw, STELLA, "POST", "/v1/admin/datasets/visits/unfreeze",
+                                  json={"reason": "contained"})  # fmt: skip
+    assert status == 202 and proposal["kind"] == "dataset.unfreeze", proposal
+    path = f"/v1/admin/proposals/{proposal['id']}"
+    status, problem = await call(gw, OMAR, "POST", path + "/approve", json={"reason": "fine"})
+    assert status == 403 and problem["detail"] == OWN_DATASET, problem
+    status, decided = await call(gw, ADA, "POST", path + "/approve", json={"reason": "seen"})
+    assert status == 200, decided
+
+    revoke = {"status": "revoked", "reason": "left the project"}
+    assert (await call(gw, STELLA, "PATCH", f"/v1/admin/licences/{own.id}", json=revoke))[0] == 200
+    path = await tier_proposal(9.0)  # his licence is revoked: he no longer benefits
+    status, decided = await call(gw, OMAR, "POST", path + "/approve", json={"reason": "ok"})
+    assert status == 200, decided
