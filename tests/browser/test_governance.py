@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
+from tests.browser.test_steward import fill_issue_form
+
 pytestmark = pytest.mark.browser
 
 
@@ -74,13 +76,7 @@ async def test_a_reissue_from_the_issue_form_waits_in_the_proposals_tab(console:
     old = await c.gw.licence("alice", status="revoked")
     page = await c.open_as("stella", ["admin"])
     form = page.locator("#issue-form")
-    await form.get_by_label("Subject (the token's sub)").fill("alice")
-    await form.get_by_label("Organisation").fill("Test University")
-    await form.get_by_label("Tier").select_option("accredited")
-    await form.get_by_label("visits").check()
-    await form.get_by_label("Purpose").fill("second study")
-    await form.get_by_label("Jurisdiction (two letters)").fill("GB")
-    await form.get_by_label("Valid until").fill("2030-06-30")
+    await fill_issue_form(form, "alice", "Test University", "accredited", "second study", "GB")
     await form.get_by_label("Reason").fill("DSA-9 renewal")
     await form.get_by_role("button", name="Issue").click()
     await expect(page.locator("#status")).to_contain_text("a second admin approves the reissue")

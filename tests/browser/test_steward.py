@@ -11,6 +11,19 @@ from playwright.async_api import expect
 pytestmark = pytest.mark.browser
 
 
+async def fill_issue_form(
+    form: Any, subject: str, organisation: str, tier: str, purpose: str, jurisdiction: str
+) -> None:
+    """The console's issue form for a licence on visits, valid until mid-2030."""
+    await form.get_by_label("Subject (the token's sub)").fill(subject)
+    await form.get_by_label("Organisation").fill(organisation)
+    await form.get_by_label("Tier").select_option(tier)
+    await form.get_by_label("visits").check()
+    await form.get_by_label("Purpose").fill(purpose)
+    await form.get_by_label("Jurisdiction (two letters)").fill(jurisdiction)
+    await form.get_by_label("Valid until").fill("2030-06-30")
+
+
 async def test_steward_issues_suspends_and_edits_a_tier(console: Any) -> None:
     c = await console()
     await c.gw.licence("alice", organization="Northern Health")
@@ -20,13 +33,7 @@ async def test_steward_issues_suspends_and_edits_a_tier(console: Any) -> None:
 
     # issue: first with a problem the server reports next to its field, then correctly
     form = page.locator("#issue-form")
-    await form.get_by_label("Subject (the token's sub)").fill("dora")
-    await form.get_by_label("Organisation").fill("Southern Institute")
-    await form.get_by_label("Tier").select_option("open")
-    await form.get_by_label("visits").check()
-    await form.get_by_label("Purpose").fill("teaching")
-    await form.get_by_label("Jurisdiction (two letters)").fill("gb")
-    await form.get_by_label("Valid until").fill("2030-06-30")
+    await fill_issue_form(form, "dora", "Southern Institute", "open", "teaching", "gb")
     await form.get_by_role("button", name="Issue").click()
     await expect(form.locator('ul.problems[data-for="jurisdiction"]')).to_contain_text(
         "two-letter upper-case"

@@ -15,13 +15,18 @@ from enclave.cli import main
 from enclave.cli.common import offline, run
 
 
-def _issue(runner: CliRunner, base: list[str], org: str = "Uni") -> str:
-    issued = runner.invoke(
+def _invoke_issue(runner: CliRunner, base: list[str], org: str = "Uni", tier: str = "open") -> Any:
+    """``enclave licence issue`` for bea on visits; the CLI's result."""
+    return runner.invoke(
         main,
         ["licence", "issue", *base, "--subject", "bea", "--organization", org, "--tier",
-         "open", "--dataset", "visits", "--purpose", "study", "--jurisdiction", "GB",
+         tier, "--dataset", "visits", "--purpose", "study", "--jurisdiction", "GB",
          "--valid-until", "2099-01-01"],
     )  # fmt: skip
+
+
+def _issue(runner: CliRunner, base: list[str], org: str = "Uni") -> str:
+    issued = _invoke_issue(runner, base, org)
     assert issued.exit_code == 0, issued.output
     return str(json.loads(issued.output)["id"])
 
@@ -50,12 +55,7 @@ def test_four_eyes_refuses_a_reissue_offline(config_factory: Any, tmp_path: Any)
         runner.invoke(main, ["licence", "revoke", lid, *base, "--reason", "ended"]).exit_code == 0
     )
 
-    again = runner.invoke(
-        main,
-        ["licence", "issue", *base, "--subject", "bea", "--organization", "Uni", "--tier",
-         "accredited", "--dataset", "visits", "--purpose", "study", "--jurisdiction", "GB",
-         "--valid-until", "2099-01-01"],
-    )  # fmt: skip
+    again = _invoke_issue(runner, base, tier="accredited")
     assert again.exit_code == 1, again.output
     assert f"licence reissued: 'bea' has held {lid} on visits (revoked)" in again.output
     assert "governance.four_eyes" in again.output
